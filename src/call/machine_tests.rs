@@ -1,0 +1,886 @@
+//! Deterministic tests of the call machine: time is synthetic, so a 30 s
+//! ring timeout takes microseconds.
+
+use super::*;
+use crate::signaling::protocol::{ErrorCode, Message, PeerInfo};
+
+/// Drives a machine with synthetic time and records every output.
+struct Harness {
+    m: CallMachine,
+    now: Instant,
+    start: Instant,
+    log: Vec<(Duration, Output)>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let now = Instant::now();
+        let mut h = Harness {
+            m: CallMachine::new(CallSettings::default()),
+            now,
+            start: now,
+            log: Vec::new(),
+        };
+        h.input(Input::SignalingUp).expect("signaling up is always accepted");
+        h.log.clear();
+        h
+    }
+
+    fn input(&mut self, i: Input) -> Result<(), Rejected> {
+        let r = self.m.handle_input(i, self.now);
+        self.drain();
+        r
+    }
+
+    fn signal(&mut self, m: Message) -> Result<(), Rejected> {
+        self.input(Input::Signal(m))
+    }
+
+    fn drain(&mut self) {
+        while let Some(o) = self.m.poll_output() {
+            self.log.push((self.now - self.start, o));
+        }
+    }
+
+    /// Advance time by `d`, firing timers at their exact deadlines.
+    fn advance(&mut self, d: Duration) {
+        let end = self.now + d;
+        // Bounded: each step fires at least one timer or ends the loop.
+        for _ in 0..100 {
+            match self.m.poll_timeout() {
+                Some(t) if t <= end => {
+                    self.now = t;
+                    self.m.handle_timeout(t);
+                    self.drain();
+                }
+                _ => break,
+            }
+        }
+        self.now = end;
+    }
+
+    fn take(&mut self) -> Vec<Output> {
+        self.log.drain(..).map(|(_, o)| o).collect()
+    }
+
+    fn sent(&mut self) -> Vec<Message> {
+        self.take()
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Send(m) => Some(m),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn cid(s: &str) -> CallId {
+    CallId::new(s).expect("test ids are valid")
+}
+
+fn flat() -> PeerInfo {
+    PeerInfo {
+        id: "flat-1a".into(),
+        name: "Flat 1A".into(),
+    }
+}
+
+fn press(h: &mut Harness, id: &str) -> Result<(), Rejected> {
+    h.input(Input::ButtonPressed {
+        group: "residents".into(),
+        call_id: cid(id),
+    })
+}
+
+/// Press, accept, answer, audio up: returns a harness in `InCall`.
+fn in_call() -> Harness {
+    let mut h = Harness::new();
+    press(&mut h, "c1").unwrap();
+    h.signal(Message::Accepted {
+        call_id: cid("c1"),
+        answerer: flat(),
+    })
+    .unwrap();
+    h.input(Input::LocalDescription {
+        call_id: cid("c1"),
+        sdp: "offer".into(),
+    })
+    .unwrap();
+    h.signal(Message::Answer {
+        call_id: cid("c1"),
+        sdp: "answer".into(),
+    })
+    .unwrap();
+    h.input(Input::AudioEstablished { call_id: cid("c1") })
+        .unwrap();
+    assert_eq!(h.m.phase(), Phase::InCall);
+    h.take();
+    h
+}
+
+#[test]
+fn happy_path_press_accept_offer_answer_talk_hangup() {
+    let mut h = Harness::new();
+    press(&mut h, "c1").unwrap();
+    assert_eq!(h.m.phase(), Phase::Ringing);
+    assert_eq!(
+        h.take(),
+        vec![
+            Output::Send(Message::Ring {
+                call_id: cid("c1"),
+                group: "residents".into(),
+                door: None
+            }),
+            Output::PhaseChanged {
+                phase: Phase::Ringing,
+                call_id: Some(cid("c1"))
+            },
+        ]
+    );
+    h.signal(Message::Ringing {
+        call_id: cid("c1"),
+        answerers: 2,
+    })
+    .unwrap();
+    assert!(h.take().is_empty());
+
+    h.signal(Message::Accepted {
+        call_id: cid("c1"),
+        answerer: flat(),
+    })
+    .unwrap();
+    assert_eq!(h.m.phase(), Phase::Connecting);
+    assert_eq!(
+        h.take(),
+        vec![
+            Output::Answered {
+                call_id: cid("c1"),
+                by: flat()
+            },
+            Output::Media(MediaRequest::StartOffer { call_id: cid("c1") }),
+            Output::PhaseChanged {
+                phase: Phase::Connecting,
+                call_id: Some(cid("c1"))
+            },
+        ]
+    );
+
+    h.input(Input::LocalDescription {
+        call_id: cid("c1"),
+        sdp: "v=0".into(),
+    })
+    .unwrap();
+    assert_eq!(
+        h.sent(),
+        vec![Message::Offer {
+            call_id: cid("c1"),
+            sdp: "v=0".into()
+        }]
+    );
+
+    h.signal(Message::Answer {
+        call_id: cid("c1"),
+        sdp: "v=0 a".into(),
+    })
+    .unwrap();
+    assert_eq!(
+        h.take(),
+        vec![Output::Media(MediaRequest::RemoteAnswer {
+            call_id: cid("c1"),
+            sdp: "v=0 a".into()
+        })]
+    );
+
+    h.input(Input::AudioEstablished { call_id: cid("c1") })
+        .unwrap();
+    assert!(h.m.media_up());
+    assert_eq!(
+        h.take(),
+        vec![
+            Output::Established { call_id: cid("c1") },
+            Output::PhaseChanged {
+                phase: Phase::InCall,
+                call_id: Some(cid("c1"))
+            },
+        ]
+    );
+
+    h.signal(Message::Hangup {
+        call_id: cid("c1"),
+        reason: "normal".into(),
+    })
+    .unwrap();
+    assert_eq!(h.m.phase(), Phase::Ended);
+    assert_eq!(
+        h.take(),
+        vec![
+            Output::Media(MediaRequest::Stop { call_id: cid("c1") }),
+            Output::Ended {
+                call_id: cid("c1"),
+                reason: EndReason::RemoteHangup("normal".into())
+            },
+            Output::PhaseChanged {
+                phase: Phase::Ended,
+                call_id: None
+            },
+        ]
+    );
+    assert_eq!(h.m.poll_timeout(), None, "no timer outlives the call");
+}
+
+#[test]
+fn ring_timeout_ends_in_no_answer_at_exactly_30s() {
+    let mut h = Harness::new();
+    press(&mut h, "c1").unwrap();
+    h.take();
+    h.advance(Duration::from_millis(29_999));
+    assert_eq!(h.m.phase(), Phase::Ringing);
+    h.advance(Duration::from_millis(1));
+    assert_eq!(h.m.phase(), Phase::Ended);
+    let out: Vec<_> = h.log.iter().map(|(t, o)| (*t, o.clone())).collect();
+    assert_eq!(
+        out[0],
+        (
+            Duration::from_secs(30),
+            Output::Send(Message::Cancel {
+                call_id: cid("c1"),
+                reason: "timeout".into()
+            })
+        )
+    );
+    assert!(out.iter().any(|(_, o)| matches!(
+        o,
+        Output::Ended {
+            reason: EndReason::NoAnswer,
+            ..
+        }
+    )));
+    // No media was started, so none is stopped.
+    assert!(!out.iter().any(|(_, o)| matches!(o, Output::Media(_))));
+}
+
+#[test]
+fn connect_timeout_hangs_up() {
+    let mut h = Harness::new();
+    press(&mut h, "c1").unwrap();
+    h.signal(Message::Accepted {
+        call_id: cid("c1"),
+        answerer: flat(),
+    })
+    .unwrap();
+    h.take();
+    h.advance(Duration::from_secs(20));
+    assert_eq!(h.m.phase(), Phase::Ended);
+    let out = h.take();
+    assert!(out.contains(&Output::Send(Message::Hangup {
+        call_id: cid("c1"),
+        reason: "timeout".into()
+    })));
+    assert!(out.contains(&Output::Media(MediaRequest::Stop { call_id: cid("c1") })));
+    assert!(out.contains(&Output::Ended {
+        call_id: cid("c1"),
+        reason: EndReason::ConnectTimeout
+    }));
+}
+
+#[test]
+fn ring_timer_does_not_fire_after_accept() {
+    let mut h = Harness::new();
+    press(&mut h, "c1").unwrap();
+    h.advance(Duration::from_secs(10));
+    h.signal(Message::Accepted {
+        call_id: cid("c1"),
+        answerer: flat(),
+    })
+    .unwrap();
+    h.input(Input::AudioEstablished { call_id: cid("c1") })
+        .unwrap();
+    h.advance(Duration::from_secs(60));
+    assert_eq!(h.m.phase(), Phase::InCall);
+}
+
+#[test]
+fn max_duration_ends_a_call() {
+    let mut h = in_call();
+    h.advance(Duration::from_secs(599));
+    assert_eq!(h.m.phase(), Phase::InCall);
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.m.phase(), Phase::Ended);
+    assert!(h.take().contains(&Output::Ended {
+        call_id: cid("c1"),
+        reason: EndReason::MaxDuration
+    }));
+}
+
+#[test]
+fn local_hangup_in_each_phase() {
+    // Ringing: cancel.
+    let mut h = Harness::new();
+    press(&mut h, "c1").unwrap();
+    h.take();
+    h.input(Input::LocalHangup).unwrap();
+    assert_eq!(
+        h.sent(),
+        vec![Message::Cancel {
+            call_id: cid("c1"),
+            reason: "normal".into()
+        }]
+    );
+    // In call: hangup + media stop.
+    let mut h = in_call();
+    h.input(Input::LocalHangup).unwrap();
+    let out = h.take();
+    assert_eq!(
+        out[0],
+        Output::Send(Message::Hangup {
+            call_id: cid("c1"),
+            reason: "normal".into()
+        })
+    );
+    assert!(out.contains(&Output::Media(MediaRequest::Stop { call_id: cid("c1") })));
+    // Idle: rejected, nothing happens.
+    assert_eq!(
+        h.input(Input::LocalHangup),
+        Err(Rejected::NoCall {
+            input: "local hangup"
+        })
+    );
+    assert!(h.take().is_empty());
+}
+
+#[test]
+fn decline_and_no_answerer_end_the_ring() {
+    let mut h = Harness::new();
+    press(&mut h, "c1").unwrap();
+    h.signal(Message::Declined { call_id: cid("c1") }).unwrap();
+    assert!(h.take().contains(&Output::Ended {
+        call_id: cid("c1"),
+        reason: EndReason::Declined
+    }));
+
+    press(&mut h, "c2").unwrap();
+    h.signal(Message::Ringing {
+        call_id: cid("c2"),
+        answerers: 0,
+    })
+    .unwrap();
+    let out = h.take();
+    assert!(out.contains(&Output::Ended {
+        call_id: cid("c2"),
+        reason: EndReason::NoAnswerer
+    }));
+}
+
+#[test]
+fn second_press_while_ringing_or_talking_is_harmless() {
+    let mut h = Harness::new();
+    press(&mut h, "c1").unwrap();
+    h.take();
+    assert!(matches!(press(&mut h, "c2"), Err(Rejected::Busy { .. })));
+    assert!(h.take().is_empty());
+    assert_eq!(h.m.call_id(), Some(&cid("c1")));
+
+    let mut h = in_call();
+    assert!(matches!(press(&mut h, "c9"), Err(Rejected::Busy { .. })));
+    assert_eq!(h.m.phase(), Phase::InCall);
+}
+
+#[test]
+fn a_new_call_after_the_end() {
+    let mut h = in_call();
+    h.input(Input::LocalHangup).unwrap();
+    press(&mut h, "c2").unwrap();
+    assert_eq!(h.m.phase(), Phase::Ringing);
+    assert_eq!(h.m.call_id(), Some(&cid("c2")));
+}
+
+#[test]
+fn messages_for_other_calls_are_rejected_without_effect() {
+    let mut h = in_call();
+    let r = h.signal(Message::Hangup {
+        call_id: cid("old"),
+        reason: "normal".into(),
+    });
+    assert_eq!(
+        r,
+        Err(Rejected::OtherCall {
+            input: "hangup",
+            got: cid("old"),
+            current: cid("c1")
+        })
+    );
+    assert_eq!(h.m.phase(), Phase::InCall);
+    assert!(h.take().is_empty());
+}
+
+#[test]
+fn out_of_order_and_duplicate_events() {
+    let mut h = Harness::new();
+    // Everything before a call exists.
+    let stray = [
+        Input::Signal(Message::Accepted {
+            call_id: cid("c1"),
+            answerer: flat(),
+        }),
+        Input::Signal(Message::Answer {
+            call_id: cid("c1"),
+            sdp: "x".into(),
+        }),
+        Input::Signal(Message::Candidate {
+            call_id: cid("c1"),
+            candidate: None,
+        }),
+        Input::Signal(Message::Hangup {
+            call_id: cid("c1"),
+            reason: String::new(),
+        }),
+        Input::Signal(Message::Declined { call_id: cid("c1") }),
+        Input::AudioEstablished { call_id: cid("c1") },
+        Input::Media {
+            call_id: cid("c1"),
+            state: MediaState::Failed,
+        },
+        Input::LocalDescription {
+            call_id: cid("c1"),
+            sdp: "x".into(),
+        },
+    ];
+    for i in stray.clone() {
+        assert!(
+            matches!(h.input(i.clone()), Err(Rejected::NoCall { .. })),
+            "{i:?}"
+        );
+    }
+    assert!(h.take().is_empty());
+
+    // While ringing: answer, candidate, audio before accept.
+    press(&mut h, "c1").unwrap();
+    h.take();
+    for i in [
+        Input::Signal(Message::Answer {
+            call_id: cid("c1"),
+            sdp: "x".into(),
+        }),
+        Input::Signal(Message::Candidate {
+            call_id: cid("c1"),
+            candidate: None,
+        }),
+        Input::AudioEstablished { call_id: cid("c1") },
+        Input::LocalDescription {
+            call_id: cid("c1"),
+            sdp: "x".into(),
+        },
+    ] {
+        assert!(
+            matches!(h.input(i.clone()), Err(Rejected::OutOfState { .. })),
+            "{i:?}"
+        );
+    }
+    assert_eq!(h.m.phase(), Phase::Ringing);
+    assert!(h.take().is_empty());
+
+    // Duplicate accept.
+    h.signal(Message::Accepted {
+        call_id: cid("c1"),
+        answerer: flat(),
+    })
+    .unwrap();
+    h.take();
+    assert!(h
+        .signal(Message::Accepted {
+            call_id: cid("c1"),
+            answerer: flat()
+        })
+        .is_err());
+    // Duplicate answer.
+    h.signal(Message::Answer {
+        call_id: cid("c1"),
+        sdp: "a".into(),
+    })
+    .unwrap();
+    assert!(h
+        .signal(Message::Answer {
+            call_id: cid("c1"),
+            sdp: "a".into()
+        })
+        .is_err());
+    // Messages meant for answerers.
+    for m in [
+        Message::Ring {
+            call_id: cid("c1"),
+            group: "g".into(),
+            door: None,
+        },
+        Message::Offer {
+            call_id: cid("c1"),
+            sdp: "x".into(),
+        },
+        Message::Taken {
+            call_id: cid("c1"),
+            by: "x".into(),
+        },
+    ] {
+        assert!(matches!(h.signal(m), Err(Rejected::NotForDoor(_))));
+    }
+    assert_eq!(h.m.phase(), Phase::Connecting);
+}
+
+#[test]
+fn candidates_flow_both_ways_once_connecting() {
+    let mut h = Harness::new();
+    press(&mut h, "c1").unwrap();
+    h.signal(Message::Accepted {
+        call_id: cid("c1"),
+        answerer: flat(),
+    })
+    .unwrap();
+    h.take();
+    let c = Candidate {
+        candidate: "candidate:1 1 udp 1 10.0.0.1 5000 typ host".into(),
+        sdp_mid: Some("0".into()),
+        sdp_mline_index: Some(0),
+        username_fragment: None,
+    };
+    // A remote candidate before the answer goes to media (which queues it).
+    h.signal(Message::Candidate {
+        call_id: cid("c1"),
+        candidate: Some(c.clone()),
+    })
+    .unwrap();
+    h.input(Input::LocalCandidate {
+        call_id: cid("c1"),
+        candidate: Some(c.clone()),
+    })
+    .unwrap();
+    h.input(Input::LocalCandidate {
+        call_id: cid("c1"),
+        candidate: None,
+    })
+    .unwrap();
+    assert_eq!(
+        h.take(),
+        vec![
+            Output::Media(MediaRequest::RemoteCandidate {
+                call_id: cid("c1"),
+                candidate: Some(c.clone())
+            }),
+            Output::Send(Message::Candidate {
+                call_id: cid("c1"),
+                candidate: Some(c)
+            }),
+            Output::Send(Message::Candidate {
+                call_id: cid("c1"),
+                candidate: None
+            }),
+        ]
+    );
+}
+
+#[test]
+fn signaling_drop_keeps_a_flowing_call_and_resumes_after() {
+    let mut h = in_call();
+    h.input(Input::SignalingDown).unwrap();
+    assert!(!h.m.signaling_up());
+    h.advance(Duration::from_secs(120));
+    assert_eq!(h.m.phase(), Phase::InCall, "a drop never ends a call");
+    // A candidate produced meanwhile is kept for later.
+    h.input(Input::LocalCandidate {
+        call_id: cid("c1"),
+        candidate: None,
+    })
+    .unwrap();
+    assert!(h.take().is_empty());
+    h.input(Input::SignalingUp).unwrap();
+    assert_eq!(
+        h.sent(),
+        vec![
+            Message::Resume {
+                call_id: cid("c1"),
+                answerer: Some("flat-1a".into())
+            },
+            Message::Candidate {
+                call_id: cid("c1"),
+                candidate: None
+            },
+        ]
+    );
+    // Hang-up still works after the reconnection.
+    h.input(Input::LocalHangup).unwrap();
+    assert_eq!(
+        h.sent(),
+        vec![Message::Hangup {
+            call_id: cid("c1"),
+            reason: "normal".into()
+        }]
+    );
+}
+
+#[test]
+fn ringing_survives_a_drop_and_is_reannounced() {
+    let mut h = Harness::new();
+    h.input(Input::SignalingDown).unwrap();
+    press(&mut h, "c1").unwrap();
+    assert_eq!(h.m.phase(), Phase::Ringing);
+    assert!(h.sent().is_empty(), "nothing can be sent while down");
+    h.input(Input::SignalingUp).unwrap();
+    assert_eq!(
+        h.sent(),
+        vec![
+            Message::Resume {
+                call_id: cid("c1"),
+                answerer: None
+            },
+            Message::Ring {
+                call_id: cid("c1"),
+                group: "residents".into(),
+                door: None
+            },
+        ]
+    );
+    // The ring timeout still applies from the press.
+    h.advance(Duration::from_secs(30));
+    assert_eq!(h.m.phase(), Phase::Ended);
+}
+
+#[test]
+fn hangup_while_down_is_delivered_and_stale_messages_are_dropped() {
+    let mut h = in_call();
+    h.input(Input::SignalingDown).unwrap();
+    h.input(Input::LocalCandidate {
+        call_id: cid("c1"),
+        candidate: None,
+    })
+    .unwrap();
+    h.input(Input::LocalHangup).unwrap();
+    h.take();
+    h.input(Input::SignalingUp).unwrap();
+    // No call any more, so no resume; the stale candidate is gone.
+    assert_eq!(
+        h.sent(),
+        vec![Message::Hangup {
+            call_id: cid("c1"),
+            reason: "normal".into()
+        }]
+    );
+}
+
+#[test]
+fn outbox_is_bounded() {
+    let mut h = in_call();
+    h.input(Input::SignalingDown).unwrap();
+    for _ in 0..1000 {
+        h.input(Input::LocalCandidate {
+            call_id: cid("c1"),
+            candidate: None,
+        })
+        .unwrap();
+    }
+    assert_eq!(h.m.dropped_messages(), 1000 - 128);
+}
+
+#[test]
+fn media_disconnect_is_tolerated_until_the_lost_timeout() {
+    let mut h = in_call();
+    h.input(Input::Media {
+        call_id: cid("c1"),
+        state: MediaState::Disconnected,
+    })
+    .unwrap();
+    h.advance(Duration::from_secs(10));
+    h.input(Input::Media {
+        call_id: cid("c1"),
+        state: MediaState::Connected,
+    })
+    .unwrap();
+    h.advance(Duration::from_secs(60));
+    assert_eq!(h.m.phase(), Phase::InCall, "healed disconnection");
+
+    h.input(Input::Media {
+        call_id: cid("c1"),
+        state: MediaState::Disconnected,
+    })
+    .unwrap();
+    h.advance(Duration::from_secs(29));
+    assert_eq!(h.m.phase(), Phase::InCall);
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.m.phase(), Phase::Ended);
+    assert!(h.take().iter().any(|o| matches!(
+        o,
+        Output::Ended {
+            reason: EndReason::MediaFailed(_),
+            ..
+        }
+    )));
+}
+
+#[test]
+fn media_failed_ends_immediately() {
+    let mut h = in_call();
+    h.input(Input::Media {
+        call_id: cid("c1"),
+        state: MediaState::Failed,
+    })
+    .unwrap();
+    assert_eq!(h.m.phase(), Phase::Ended);
+    assert!(h.take().contains(&Output::Send(Message::Hangup {
+        call_id: cid("c1"),
+        reason: "failed".into()
+    })));
+}
+
+#[test]
+fn media_errors_reply_and_end_only_when_fatal() {
+    let mut h = in_call();
+    h.input(Input::MediaError {
+        call_id: cid("c1"),
+        code: ErrorCode::BadCandidate,
+        message: "bad candidate".into(),
+        fatal: false,
+    })
+    .unwrap();
+    assert_eq!(h.m.phase(), Phase::InCall);
+    assert!(matches!(
+        h.sent().as_slice(),
+        [Message::Error {
+            code: ErrorCode::BadCandidate,
+            ..
+        }]
+    ));
+    h.input(Input::MediaError {
+        call_id: cid("c1"),
+        code: ErrorCode::BadSdp,
+        message: "bad sdp".into(),
+        fatal: true,
+    })
+    .unwrap();
+    assert_eq!(h.m.phase(), Phase::Ended);
+}
+
+#[test]
+fn hub_refusal_while_ringing_ends_the_call() {
+    let mut h = Harness::new();
+    press(&mut h, "c1").unwrap();
+    h.signal(Message::Error {
+        code: ErrorCode::NotPermitted,
+        message: "group".into(),
+        reference: Some("ring".into()),
+        call_id: Some(cid("c1")),
+    })
+    .unwrap();
+    assert_eq!(h.m.phase(), Phase::Ended);
+    // An unrelated error changes nothing.
+    press(&mut h, "c2").unwrap();
+    h.signal(Message::error(ErrorCode::BadJson, "x")).unwrap();
+    assert_eq!(h.m.phase(), Phase::Ringing);
+}
+
+#[test]
+fn shutdown_ends_any_call_and_is_fine_when_idle() {
+    let mut h = Harness::new();
+    h.input(Input::Shutdown).unwrap();
+    assert!(h.take().is_empty());
+    let mut h = in_call();
+    h.input(Input::Shutdown).unwrap();
+    assert!(h.take().contains(&Output::Send(Message::Hangup {
+        call_id: cid("c1"),
+        reason: "shutdown".into()
+    })));
+}
+
+#[test]
+fn stale_timer_is_harmless() {
+    let mut h = Harness::new();
+    press(&mut h, "c1").unwrap();
+    h.input(Input::LocalHangup).unwrap();
+    // Fire "timeouts" far in the future: nothing armed, nothing happens.
+    h.take();
+    h.m.handle_timeout(h.now + Duration::from_secs(3600));
+    h.drain();
+    assert!(h.take().is_empty());
+}
+
+/// A seeded pseudo-random walk through every input kind: whatever order
+/// they come in, the machine never panics, never loses track of its
+/// timers, and every call that starts also ends exactly once.
+#[test]
+fn random_input_sequences_never_break_invariants() {
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for run in 0..200 {
+        let mut h = Harness::new();
+        let mut started = 0;
+        for step in 0..200 {
+            let id = cid(if next() % 4 == 0 { "zz" } else { "c" });
+            let i = match next() % 14 {
+                0 => Input::ButtonPressed {
+                    group: "g".into(),
+                    call_id: cid(&format!("c{run}-{step}")),
+                },
+                1 => Input::LocalHangup,
+                2 => Input::SignalingUp,
+                3 => Input::SignalingDown,
+                4 => Input::Signal(Message::Accepted {
+                    call_id: h.m.call_id().cloned().unwrap_or(id.clone()),
+                    answerer: flat(),
+                }),
+                5 => Input::Signal(Message::Answer {
+                    call_id: h.m.call_id().cloned().unwrap_or(id.clone()),
+                    sdp: "a".into(),
+                }),
+                6 => Input::AudioEstablished {
+                    call_id: h.m.call_id().cloned().unwrap_or(id.clone()),
+                },
+                7 => Input::Signal(Message::Hangup {
+                    call_id: h.m.call_id().cloned().unwrap_or(id.clone()),
+                    reason: "x".into(),
+                }),
+                8 => Input::Media {
+                    call_id: h.m.call_id().cloned().unwrap_or(id.clone()),
+                    state: MediaState::Disconnected,
+                },
+                9 => Input::LocalCandidate {
+                    call_id: h.m.call_id().cloned().unwrap_or(id.clone()),
+                    candidate: None,
+                },
+                10 => Input::Signal(Message::Declined {
+                    call_id: h.m.call_id().cloned().unwrap_or(id.clone()),
+                }),
+                11 => Input::Signal(Message::Ringing {
+                    call_id: h.m.call_id().cloned().unwrap_or(id.clone()),
+                    answerers: (next() % 2) as u32,
+                }),
+                12 => Input::LocalDescription {
+                    call_id: h.m.call_id().cloned().unwrap_or(id),
+                    sdp: "o".into(),
+                },
+                _ => {
+                    h.advance(Duration::from_millis(next() % 40_000));
+                    continue;
+                }
+            };
+            let before = h.m.phase();
+            let _ = h.input(i);
+            if before != Phase::Ringing && h.m.phase() == Phase::Ringing {
+                started += 1;
+            }
+            // A call in progress always has a deadline armed.
+            if h.m.call_id().is_some() {
+                assert!(h.m.poll_timeout().is_some(), "run {run} step {step}");
+            } else {
+                assert!(h.m.poll_timeout().is_none(), "run {run} step {step}");
+            }
+        }
+        h.input(Input::Shutdown).unwrap();
+        let ended = h
+            .log
+            .iter()
+            .filter(|(_, o)| matches!(o, Output::Ended { .. }))
+            .count();
+        assert_eq!(started, ended, "run {run}: every call ends exactly once");
+    }
+}

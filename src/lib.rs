@@ -1,0 +1,2 @@
+pub mod call;
+pub mod signaling;

@@ -1,0 +1,3 @@
+//! Signaling: the protocol types and the door station's client actor.
+
+pub mod protocol;

@@ -1,0 +1,699 @@
+// intercomd answering page: rings when a visitor presses the door's call
+// button, answers with two-way WebRTC audio. Protocol: docs/signaling.md.
+// Plain browser JavaScript, no build step, no external resources.
+(function () {
+  'use strict';
+
+  var PROTOCOL_VERSION = 1;
+  var PING_INTERVAL_MS = 10000;
+  var RECONNECT_INITIAL_MS = 1000;
+  var RECONNECT_MAX_MS = 5000;
+  var RECONNECT_JITTER = 0.2; // +/- 20 %
+  var MAX_EVENTS = 500;
+  var STORAGE_KEY = 'intercom.token';
+
+  var params = new URLSearchParams(location.search);
+  var hashParams = new URLSearchParams(location.hash.replace(/^#/, ''));
+  // raw=1 turns the browser's voice processing off (tests compare tones).
+  var rawAudio = params.get('raw') === '1';
+  // autoaccept=1 answers every ring at once (kiosk or benchmark use).
+  var autoAccept = params.get('autoaccept') === '1';
+
+  var $ = function (id) { return document.getElementById(id); };
+  var ui = {
+    conn: $('conn'), connLabel: $('conn-label'), call: $('call'),
+    stateLabel: $('state-label'), doorName: $('door-name'), message: $('message'),
+    elapsed: $('elapsed'), ringButtons: $('ring-buttons'), callButtons: $('call-buttons'),
+    accept: $('accept'), decline: $('decline'), mute: $('mute'), hangup: $('hangup'),
+    login: $('login'), loginHint: $('login-hint'), tokenForm: $('token-form'),
+    tokenInput: $('token-input'), forget: $('forget'), soundTest: $('sound-test'),
+    audio: $('remote-audio')
+  };
+
+  var STATE_LABELS = {
+    idle: 'Idle', ringing: 'Ringing', connecting: 'Connecting', in_call: 'In call'
+  };
+
+  // ---------------------------------------------------------------- state
+  var ws = null;
+  var wsGeneration = 0;
+  var connected = false;        // welcome received on the current socket
+  var reconnectAttempt = 0;
+  var reconnectTimer = null;
+  var pingTimer = null;
+  var stopReconnecting = false;
+  var iceServers = [];
+  var tokenSource = null;       // 'url' | 'storage' | null
+
+  var call = null;              // the current call, see newCall()
+  var elapsedTimer = null;
+
+  var audioCtx = null;
+  var ringTimer = null;
+  var remoteAnalyser = null;
+  var remoteSourceNode = null;
+
+  // Test and diagnostics hooks. Never holds the token.
+  var intercom = {
+    state: 'idle',
+    connection: 'offline',
+    callId: null,
+    doorName: null,
+    answererId: null,
+    events: [],
+    lastError: null,
+    firstAudioAt: null,
+    firstAudioAtEpoch: null,
+    ringAtEpoch: null,
+    peerConnections: 0,
+    micRequests: 0,
+    dataChannel: null,
+    muted: false,
+    remoteLevel: remoteLevel,
+    remoteDominantHz: remoteDominantHz,
+    send: function (msg) { return send(msg); },
+    accept: function () { return acceptCall(); },
+    decline: function () { return declineCall(); },
+    hangup: function () { return hangupCall('normal'); }
+  };
+  window.intercom = intercom;
+
+  function record(kind, data) {
+    var ev = { t: Math.round(performance.now() * 10) / 10, kind: kind };
+    for (var k in data) {
+      if (Object.prototype.hasOwnProperty.call(data, k)) ev[k] = data[k];
+    }
+    intercom.events.push(ev);
+    if (intercom.events.length > MAX_EVENTS) intercom.events.splice(0, intercom.events.length - MAX_EVENTS);
+  }
+
+  // A copy of a signaling message safe to keep: no token, SDP shortened.
+  function summarize(msg) {
+    var out = {};
+    for (var k in msg) {
+      if (!Object.prototype.hasOwnProperty.call(msg, k) || k === 'token') continue;
+      out[k] = (k === 'sdp' && typeof msg[k] === 'string') ? '<' + msg[k].length + ' bytes>' : msg[k];
+    }
+    return out;
+  }
+
+  function setError(code, message) {
+    intercom.lastError = { code: code || 'error', message: message || '', at: performance.now() };
+    record('error', { code: intercom.lastError.code, message: intercom.lastError.message });
+  }
+
+  // ---------------------------------------------------------------- UI
+  function setConnection(state, label) {
+    intercom.connection = state;
+    ui.conn.className = 'conn conn-' + state;
+    ui.connLabel.textContent = label;
+  }
+
+  function setState(state, message) {
+    if (intercom.state !== state) record('state', { state: state, call_id: call ? call.id : null });
+    intercom.state = state;
+    ui.call.className = 'panel state-' + state;
+    ui.stateLabel.textContent = STATE_LABELS[state] || state;
+    if (message !== undefined) ui.message.textContent = message;
+    ui.ringButtons.hidden = state !== 'ringing';
+    ui.callButtons.hidden = !(state === 'connecting' || state === 'in_call');
+    ui.elapsed.hidden = state !== 'in_call';
+    if (state === 'idle') {
+      ui.doorName.textContent = '';
+      intercom.doorName = null;
+      intercom.callId = null;
+    }
+    document.title = state === 'ringing' && call ? 'Ringing: ' + call.doorName : 'Door intercom';
+    if (state === 'ringing') ui.accept.focus();
+  }
+
+  function showMessage(text) { ui.message.textContent = text; }
+
+  function formatElapsed(ms) {
+    var s = Math.max(0, Math.floor(ms / 1000));
+    var m = Math.floor(s / 60);
+    var h = Math.floor(m / 60);
+    var ss = ('0' + (s % 60)).slice(-2);
+    return h > 0 ? h + ':' + ('0' + (m % 60)).slice(-2) + ':' + ss : m + ':' + ss;
+  }
+
+  function startElapsed() {
+    stopElapsed();
+    var started = performance.now();
+    ui.elapsed.textContent = '0:00';
+    elapsedTimer = setInterval(function () {
+      ui.elapsed.textContent = formatElapsed(performance.now() - started);
+    }, 500);
+  }
+
+  function stopElapsed() {
+    if (elapsedTimer) clearInterval(elapsedTimer);
+    elapsedTimer = null;
+  }
+
+  // ---------------------------------------------------------------- sound
+  function ensureAudioContext() {
+    if (!audioCtx) {
+      var Ctx = window.AudioContext || window.webkitAudioContext;
+      if (!Ctx) return null;
+      audioCtx = new Ctx();
+    }
+    if (audioCtx.state === 'suspended') audioCtx.resume().catch(function () {});
+    return audioCtx;
+  }
+
+  function beep(ctx, at, freq, duration) {
+    var osc = ctx.createOscillator();
+    var gain = ctx.createGain();
+    osc.type = 'sine';
+    osc.frequency.value = freq;
+    gain.gain.setValueAtTime(0, at);
+    gain.gain.linearRampToValueAtTime(0.25, at + 0.02);
+    gain.gain.setValueAtTime(0.25, at + duration - 0.03);
+    gain.gain.linearRampToValueAtTime(0, at + duration);
+    osc.connect(gain).connect(ctx.destination);
+    osc.start(at);
+    osc.stop(at + duration + 0.01);
+  }
+
+  function ringOnce() {
+    var ctx = ensureAudioContext();
+    if (!ctx) return;
+    var t = ctx.currentTime + 0.02;
+    beep(ctx, t, 880, 0.35);
+    beep(ctx, t + 0.45, 660, 0.35);
+    if (navigator.vibrate) { try { navigator.vibrate([300, 150, 300]); } catch (e) { /* ignore */ } }
+  }
+
+  function startRinging() {
+    stopRinging();
+    ringOnce();
+    ringTimer = setInterval(ringOnce, 2000);
+  }
+
+  function stopRinging() {
+    if (ringTimer) clearInterval(ringTimer);
+    ringTimer = null;
+  }
+
+  // ---------------------------------------------------------------- analysis
+  function attachAnalyser(stream) {
+    detachAnalyser();
+    var ctx = ensureAudioContext();
+    if (!ctx) return;
+    try {
+      remoteSourceNode = ctx.createMediaStreamSource(stream);
+      remoteAnalyser = ctx.createAnalyser();
+      remoteAnalyser.fftSize = 8192;
+      remoteAnalyser.smoothingTimeConstant = 0.2;
+      remoteAnalyser.minDecibels = -120;
+      remoteAnalyser.maxDecibels = 0;
+      remoteSourceNode.connect(remoteAnalyser); // analysis only; the <audio> element plays it
+    } catch (e) {
+      setError('analyser', String(e && e.message || e));
+    }
+  }
+
+  function detachAnalyser() {
+    try { if (remoteSourceNode) remoteSourceNode.disconnect(); } catch (e) { /* ignore */ }
+    remoteSourceNode = null;
+    remoteAnalyser = null;
+  }
+
+  // RMS level (0..1) of the remote audio; null without a remote stream.
+  function remoteLevel() {
+    if (!remoteAnalyser) return null;
+    var buf = new Float32Array(remoteAnalyser.fftSize);
+    remoteAnalyser.getFloatTimeDomainData(buf);
+    var sum = 0;
+    for (var i = 0; i < buf.length; i++) sum += buf[i] * buf[i];
+    return Math.sqrt(sum / buf.length);
+  }
+
+  // Peak frequency (Hz) of the remote audio between 100 and 4000 Hz, or null
+  // when there is no remote stream or it is silent.
+  function remoteDominantHz() {
+    if (!remoteAnalyser || !audioCtx) return null;
+    var bins = new Float32Array(remoteAnalyser.frequencyBinCount);
+    remoteAnalyser.getFloatFrequencyData(bins);
+    var binHz = audioCtx.sampleRate / remoteAnalyser.fftSize;
+    var lo = Math.max(1, Math.ceil(100 / binHz));
+    var hi = Math.min(bins.length - 2, Math.floor(4000 / binHz));
+    var best = -1, bestDb = -Infinity;
+    for (var i = lo; i <= hi; i++) {
+      if (bins[i] > bestDb) { bestDb = bins[i]; best = i; }
+    }
+    if (best < 0 || !isFinite(bestDb) || bestDb < -85) return null; // silence
+    // Parabolic interpolation between neighbouring bins.
+    var a = bins[best - 1], b = bins[best], c = bins[best + 1];
+    var denom = a - 2 * b + c;
+    var shift = (isFinite(a) && isFinite(c) && denom !== 0) ? 0.5 * (a - c) / denom : 0;
+    if (shift > 0.5 || shift < -0.5) shift = 0;
+    return Math.round((best + shift) * binHz * 10) / 10;
+  }
+
+  // ---------------------------------------------------------------- signaling
+  function wsUrl() {
+    var u = new URL('ws', location.href);
+    u.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    u.hash = '';
+    u.search = '';
+    return u.toString();
+  }
+
+  function send(msg) {
+    if (!ws || ws.readyState !== WebSocket.OPEN) {
+      record('tx-dropped', { type: msg && msg.type, call_id: msg && msg.call_id });
+      return false;
+    }
+    ws.send(JSON.stringify(msg));
+    if (msg.type !== 'ping') record('tx', summarize(msg));
+    return true;
+  }
+
+  function readToken() {
+    var t = hashParams.get('token') || params.get('token');
+    if (t) { tokenSource = 'url'; return t; }
+    try {
+      t = localStorage.getItem(STORAGE_KEY);
+    } catch (e) { t = null; }
+    if (t) { tokenSource = 'storage'; return t; }
+    tokenSource = null;
+    return null;
+  }
+
+  function showLogin(hint) {
+    ui.login.hidden = false;
+    if (hint) ui.loginHint.textContent = hint;
+    ui.tokenInput.focus();
+  }
+
+  function connect() {
+    if (reconnectTimer) { clearTimeout(reconnectTimer); reconnectTimer = null; }
+    var token = readToken();
+    if (!token) {
+      setConnection('offline', 'Not signed in');
+      showLogin();
+      return;
+    }
+    ui.login.hidden = true;
+    stopReconnecting = false;
+    var gen = ++wsGeneration;
+    setConnection('connecting', reconnectAttempt > 0 ? 'Reconnecting…' : 'Connecting…');
+    var sock;
+    try {
+      sock = new WebSocket(wsUrl());
+    } catch (e) {
+      setError('ws', String(e && e.message || e));
+      scheduleReconnect();
+      return;
+    }
+    ws = sock;
+    sock.onopen = function () {
+      if (gen !== wsGeneration) return;
+      console.info('[intercom] socket open, sending hello');
+      sock.send(JSON.stringify({ type: 'hello', v: PROTOCOL_VERSION, role: 'answerer', token: token, name: navigator.userAgent.slice(0, 64) }));
+      record('tx', { type: 'hello', v: PROTOCOL_VERSION, role: 'answerer' });
+    };
+    sock.onmessage = function (ev) {
+      if (gen !== wsGeneration) return;
+      if (typeof ev.data !== 'string') return;
+      var msg;
+      try { msg = JSON.parse(ev.data); } catch (e) {
+        setError('bad_json', 'unparsable message from hub');
+        return;
+      }
+      if (!msg || typeof msg.type !== 'string') return;
+      if (msg.type !== 'pong') record('rx', summarize(msg));
+      handleMessage(msg);
+    };
+    sock.onclose = function (ev) {
+      if (gen !== wsGeneration) return;
+      record('close', { code: ev.code, reason: ev.reason });
+      console.info('[intercom] socket closed, code ' + ev.code);
+      connected = false;
+      ws = null;
+      if (pingTimer) { clearInterval(pingTimer); pingTimer = null; }
+      if (ev.code === 4000) {
+        stopReconnecting = true;
+        setConnection('offline', 'Opened elsewhere');
+        showMessage('This flat was opened in another window. Reload to use it here.');
+        return;
+      }
+      if (stopReconnecting) return;
+      scheduleReconnect();
+    };
+    sock.onerror = function () { /* onclose follows */ };
+  }
+
+  function scheduleReconnect() {
+    if (reconnectTimer) return;
+    var base = Math.min(RECONNECT_MAX_MS, RECONNECT_INITIAL_MS * Math.pow(2, reconnectAttempt));
+    var delay = Math.round(base * (1 - RECONNECT_JITTER + Math.random() * 2 * RECONNECT_JITTER));
+    reconnectAttempt++;
+    setConnection('offline', 'Offline, retrying in ' + Math.ceil(delay / 1000) + ' s');
+    record('reconnect', { attempt: reconnectAttempt, delay_ms: delay });
+    console.info('[intercom] reconnect attempt ' + reconnectAttempt + ' in ' + delay + ' ms');
+    reconnectTimer = setTimeout(function () { reconnectTimer = null; connect(); }, delay);
+  }
+
+  function handleMessage(msg) {
+    switch (msg.type) {
+      case 'welcome': return onWelcome(msg);
+      case 'ring': return onRing(msg);
+      case 'taken': return onTaken(msg);
+      case 'cancel': return onCancel(msg);
+      case 'offer': return onOffer(msg);
+      case 'candidate': return onRemoteCandidate(msg);
+      case 'hangup': return onRemoteHangup(msg);
+      case 'error': return onError(msg);
+      case 'registered': case 'pong': return;
+      default:
+        console.info('[intercom] ignoring message of type ' + msg.type);
+    }
+  }
+
+  function onWelcome(msg) {
+    connected = true;
+    reconnectAttempt = 0;
+    iceServers = Array.isArray(msg.ice_servers) ? msg.ice_servers : [];
+    intercom.answererId = msg.id || null;
+    setConnection('online', 'Connected' + (msg.name ? ' as ' + msg.name : ''));
+    console.info('[intercom] connected as ' + (msg.id || '?'));
+    if (pingTimer) clearInterval(pingTimer);
+    pingTimer = setInterval(function () { send({ type: 'ping' }); }, PING_INTERVAL_MS);
+  }
+
+  function onError(msg) {
+    setError(msg.code, msg.message);
+    console.warn('[intercom] hub error ' + msg.code + (msg.ref ? ' (' + msg.ref + ')' : '') + ': ' + (msg.message || ''));
+    if (msg.code === 'auth_failed' || msg.code === 'unsupported_version') {
+      stopReconnecting = true;
+      setConnection('offline', msg.code === 'auth_failed' ? 'Access denied' : 'Unsupported version');
+      if (msg.code === 'auth_failed') {
+        if (tokenSource === 'storage') { try { localStorage.removeItem(STORAGE_KEY); } catch (e) { /* ignore */ } }
+        showLogin('The access token was refused. Enter a valid one.');
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- calls
+  function newCall(id, doorName, group) {
+    return {
+      id: id, doorName: doorName, group: group,
+      accepted: false, pc: null, mic: null, offer: null,
+      pendingCandidates: [], remoteDescriptionSet: false,
+      micPromise: null, ended: false
+    };
+  }
+
+  function onRing(msg) {
+    if (!msg.call_id) return;
+    if (call && call.id === msg.call_id) return; // re-announced after a resume
+    if (call && (call.accepted || intercom.state !== 'idle')) {
+      record('ignored-ring', { call_id: msg.call_id, busy_with: call.id });
+      return;
+    }
+    var doorName = (msg.door && (msg.door.name || msg.door.id)) || 'Door';
+    call = newCall(msg.call_id, doorName, msg.group);
+    intercom.callId = call.id;
+    intercom.doorName = doorName;
+    intercom.ringAtEpoch = performance.timeOrigin + performance.now();
+    ui.doorName.textContent = doorName;
+    setState('ringing', 'Someone is at the door');
+    console.info('[intercom] ring from ' + doorName + ' call_id=' + call.id);
+    if (autoAccept) { acceptCall(); return; }
+    startRinging();
+  }
+
+  function onTaken(msg) {
+    if (!call || call.id !== msg.call_id) return;
+    var by = msg.by || 'someone else';
+    endCall('Answered by ' + by, { sendHangup: false });
+  }
+
+  function onCancel(msg) {
+    if (!call || call.id !== msg.call_id) return;
+    endCall(call.accepted ? 'Call ended' : 'Missed call', { sendHangup: false });
+  }
+
+  function onRemoteHangup(msg) {
+    if (!call || call.id !== msg.call_id) return;
+    console.info('[intercom] remote hangup call_id=' + call.id + ' reason=' + (msg.reason || '?'));
+    endCall('Call ended', { sendHangup: false });
+  }
+
+  function audioConstraints() {
+    var on = !rawAudio;
+    return { audio: { echoCancellation: on, noiseSuppression: on, autoGainControl: on }, video: false };
+  }
+
+  function acceptCall() {
+    if (!call || intercom.state !== 'ringing') return false;
+    stopRinging();
+    ensureAudioContext(); // inside the click: lets audio play on strict browsers
+    var c = call;
+    c.accepted = true;
+    setState('connecting', 'Connecting…');
+    send({ type: 'accept', call_id: c.id });
+    intercom.micRequests++;
+    c.micPromise = navigator.mediaDevices.getUserMedia(audioConstraints()).then(function (stream) {
+      if (c.ended) { stream.getTracks().forEach(function (t) { t.stop(); }); return null; }
+      c.mic = stream;
+      applyMute();
+      return stream;
+    });
+    c.micPromise.then(function () {
+      if (!c.ended && c.offer) processOffer(c);
+    }, function (err) {
+      setError('microphone', err && err.name + ': ' + err.message);
+      console.warn('[intercom] microphone unavailable: ' + (err && err.name));
+      if (call === c) endCall('Microphone unavailable', { sendHangup: true, reason: 'error' });
+    });
+    return true;
+  }
+
+  function declineCall() {
+    if (!call || intercom.state !== 'ringing') return false;
+    send({ type: 'decline', call_id: call.id });
+    endCall('Declined', { sendHangup: false });
+    return true;
+  }
+
+  function hangupCall(reason) {
+    if (!call || !call.accepted) return false;
+    endCall('Call ended', { sendHangup: true, reason: reason || 'normal' });
+    return true;
+  }
+
+  function onOffer(msg) {
+    if (!call || call.id !== msg.call_id || !call.accepted) {
+      record('ignored-offer', { call_id: msg.call_id });
+      return;
+    }
+    if (typeof msg.sdp !== 'string') return;
+    if (call.pc) {
+      // A renegotiation on the existing connection.
+      renegotiate(call, msg.sdp);
+      return;
+    }
+    call.offer = msg.sdp;
+    if (call.mic) processOffer(call);
+    // otherwise the microphone promise picks it up
+  }
+
+  function processOffer(c) {
+    if (c.pc || c.ended) return;
+    var pc;
+    try {
+      pc = new RTCPeerConnection({ iceServers: iceServers });
+    } catch (e) {
+      setError('peer_connection', String(e && e.message || e));
+      endCall('Call failed', { sendHangup: true, reason: 'error' });
+      return;
+    }
+    intercom.peerConnections++;
+    c.pc = pc;
+    c.mic.getAudioTracks().forEach(function (track) { pc.addTrack(track, c.mic); });
+
+    pc.onicecandidate = function (ev) {
+      if (c.ended) return;
+      send({ type: 'candidate', call_id: c.id, candidate: ev.candidate ? ev.candidate.toJSON() : null });
+    };
+    pc.ontrack = function (ev) {
+      var stream = (ev.streams && ev.streams[0]) || new MediaStream([ev.track]);
+      ui.audio.srcObject = stream;
+      var p = ui.audio.play();
+      if (p && p.catch) p.catch(function (e) { setError('autoplay', e && e.name); });
+      attachAnalyser(stream);
+      var onFirstAudio = function () {
+        if (intercom.firstAudioAt === null && !c.ended) {
+          intercom.firstAudioAt = performance.now();
+          intercom.firstAudioAtEpoch = performance.timeOrigin + intercom.firstAudioAt;
+          record('first-audio', { call_id: c.id });
+        }
+      };
+      if (!ev.track.muted) onFirstAudio();
+      ev.track.addEventListener('unmute', onFirstAudio, { once: true });
+    };
+    pc.ondatachannel = function (ev) {
+      intercom.dataChannel = ev.channel;
+      c.dataChannel = ev.channel;
+      record('datachannel', { label: ev.channel.label });
+      ev.channel.onopen = function () { record('datachannel-open', { label: ev.channel.label }); };
+      ev.channel.onmessage = function (m) {
+        record('datachannel-message', { size: typeof m.data === 'string' ? m.data.length : 0 });
+      };
+    };
+    pc.onconnectionstatechange = function () {
+      if (c.ended) return;
+      var st = pc.connectionState;
+      record('pc-state', { state: st, call_id: c.id });
+      if (st === 'connected' && intercom.state !== 'in_call') {
+        setState('in_call', 'Talking to ' + c.doorName);
+        startElapsed();
+      } else if (st === 'failed') {
+        endCall('Call failed: no audio path', { sendHangup: true, reason: 'failed' });
+      }
+    };
+
+    pc.setRemoteDescription({ type: 'offer', sdp: c.offer }).then(function () {
+      c.remoteDescriptionSet = true;
+      return flushPendingCandidates(c);
+    }).then(function () {
+      return pc.createAnswer();
+    }).then(function (answer) {
+      return pc.setLocalDescription(answer);
+    }).then(function () {
+      if (c.ended) return;
+      send({ type: 'answer', call_id: c.id, sdp: pc.localDescription.sdp });
+    }).catch(function (err) {
+      setError('negotiation', err && err.name + ': ' + err.message);
+      console.warn('[intercom] could not answer the offer: ' + (err && err.message));
+      if (call === c) endCall('Call failed', { sendHangup: true, reason: 'error' });
+    });
+  }
+
+  function renegotiate(c, sdp) {
+    var pc = c.pc;
+    pc.setRemoteDescription({ type: 'offer', sdp: sdp }).then(function () {
+      return pc.createAnswer();
+    }).then(function (answer) {
+      return pc.setLocalDescription(answer);
+    }).then(function () {
+      send({ type: 'answer', call_id: c.id, sdp: pc.localDescription.sdp });
+    }).catch(function (err) {
+      setError('negotiation', err && err.name + ': ' + err.message);
+    });
+  }
+
+  function flushPendingCandidates(c) {
+    var pending = c.pendingCandidates;
+    c.pendingCandidates = [];
+    if (pending.length > 0) console.log('Processing ' + pending.length + ' pending ICE candidates');
+    record('pending-candidates', { count: pending.length, call_id: c.id });
+    return pending.reduce(function (p, cand) {
+      return p.then(function () { return addRemoteCandidate(c, cand); });
+    }, Promise.resolve());
+  }
+
+  function addRemoteCandidate(c, cand) {
+    var pc = c.pc;
+    if (!pc) return Promise.resolve();
+    var p;
+    try {
+      p = cand === null ? pc.addIceCandidate() : pc.addIceCandidate(cand);
+    } catch (e) {
+      p = Promise.reject(e);
+    }
+    return p.then(function () {
+      record('remote-candidate', { call_id: c.id, end: cand === null });
+    }, function (err) {
+      // An unresolvable .local candidate or a malformed one: skip it.
+      record('remote-candidate-error', { call_id: c.id, error: err && err.name });
+      console.warn('[intercom] skipped a remote ICE candidate: ' + (err && err.message));
+    });
+  }
+
+  function onRemoteCandidate(msg) {
+    if (!call || call.id !== msg.call_id || !call.accepted) return;
+    var cand = msg.candidate === undefined ? null : msg.candidate;
+    if (cand !== null && (typeof cand !== 'object' || typeof cand.candidate !== 'string')) {
+      record('remote-candidate-error', { call_id: call.id, error: 'malformed' });
+      return;
+    }
+    if (!call.pc || !call.remoteDescriptionSet) {
+      call.pendingCandidates.push(cand);
+      return;
+    }
+    addRemoteCandidate(call, cand);
+  }
+
+  function applyMute() {
+    var muted = intercom.muted;
+    if (call && call.mic) call.mic.getAudioTracks().forEach(function (t) { t.enabled = !muted; });
+    ui.mute.textContent = muted ? 'Unmute' : 'Mute';
+    ui.mute.setAttribute('aria-pressed', muted ? 'true' : 'false');
+    ui.mute.setAttribute('aria-label', muted ? 'Unmute microphone' : 'Mute microphone');
+    ui.mute.classList.toggle('active', muted);
+  }
+
+  function endCall(message, opts) {
+    var c = call;
+    stopRinging();
+    stopElapsed();
+    if (c) {
+      c.ended = true;
+      if (opts && opts.sendHangup && c.accepted) {
+        send({ type: 'hangup', call_id: c.id, reason: opts.reason || 'normal' });
+      }
+      if (c.pc) { try { c.pc.close(); } catch (e) { /* ignore */ } }
+      if (c.mic) c.mic.getTracks().forEach(function (t) { t.stop(); });
+      record('call-ended', { call_id: c.id, message: message });
+    }
+    detachAnalyser();
+    ui.audio.srcObject = null;
+    call = null;
+    intercom.muted = false;
+    applyMute();
+    setState('idle', message);
+  }
+
+  // ---------------------------------------------------------------- wiring
+  ui.accept.addEventListener('click', function () { acceptCall(); });
+  ui.decline.addEventListener('click', function () { declineCall(); });
+  ui.hangup.addEventListener('click', function () { hangupCall('normal'); });
+  ui.mute.addEventListener('click', function () {
+    intercom.muted = !intercom.muted;
+    applyMute();
+    record('mute', { muted: intercom.muted });
+  });
+  ui.soundTest.addEventListener('click', function () { ensureAudioContext(); ringOnce(); });
+  ui.forget.addEventListener('click', function () {
+    try { localStorage.removeItem(STORAGE_KEY); } catch (e) { /* ignore */ }
+    stopReconnecting = true;
+    wsGeneration++;
+    if (ws) { try { ws.close(1000); } catch (e) { /* ignore */ } }
+    ws = null;
+    if (pingTimer) { clearInterval(pingTimer); pingTimer = null; }
+    if (reconnectTimer) { clearTimeout(reconnectTimer); reconnectTimer = null; }
+    setConnection('offline', 'Not signed in');
+    showLogin();
+  });
+  ui.tokenForm.addEventListener('submit', function (ev) {
+    ev.preventDefault();
+    var t = ui.tokenInput.value.trim();
+    if (!t) return;
+    try { localStorage.setItem(STORAGE_KEY, t); } catch (e) { /* ignore */ }
+    ui.tokenInput.value = '';
+    reconnectAttempt = 0;
+    if (ws) { wsGeneration++; try { ws.close(1000); } catch (e) { /* ignore */ } ws = null; }
+    connect();
+  });
+  window.addEventListener('online', function () {
+    if (!ws && !stopReconnecting && reconnectTimer) { clearTimeout(reconnectTimer); reconnectTimer = null; connect(); }
+  });
+
+  setState('idle', 'Waiting for a visitor');
+  connect();
+})();
