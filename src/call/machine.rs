@@ -466,6 +466,7 @@ impl CallMachine {
             let resume = Message::Resume {
                 call_id: call.id.clone(),
                 answerer: call.answerer.as_ref().map(|a| a.id.clone()),
+                group: Some(call.group.clone()),
             };
             self.outputs.push_back(Output::Send(resume));
         }

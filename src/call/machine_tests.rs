@@ -596,7 +596,8 @@ fn signaling_drop_keeps_a_flowing_call_and_resumes_after() {
         vec![
             Message::Resume {
                 call_id: cid("c1"),
-                answerer: Some("flat-1a".into())
+                answerer: Some("flat-1a".into()),
+                group: Some("residents".into())
             },
             Message::Candidate {
                 call_id: cid("c1"),
@@ -628,7 +629,8 @@ fn ringing_survives_a_drop_and_is_reannounced() {
         vec![
             Message::Resume {
                 call_id: cid("c1"),
-                answerer: None
+                answerer: None,
+                group: Some("residents".into())
             },
             Message::Ring {
                 call_id: cid("c1"),

@@ -1,3 +1,4 @@
 //! Signaling: the protocol types and the door station's client actor.
 
+pub mod client;
 pub mod protocol;

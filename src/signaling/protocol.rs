@@ -52,7 +52,7 @@ impl<'de> Deserialize<'de> for CallId {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Door,
@@ -147,6 +147,8 @@ pub enum Message {
         call_id: CallId,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         answerer: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group: Option<String>,
     },
     Resumed {
         call_id: CallId,

@@ -1,0 +1,9 @@
+//! The signaling hub: WebSocket signaling, token authentication, ring-group
+//! fan-out and the answering page. `state` is the pure routing logic,
+//! `server` the axum shell around it.
+
+pub mod server;
+pub mod state;
+
+pub use server::{bind, run, ConnSettings, HubError};
+pub use state::{HubSettings, Principal};

@@ -1,0 +1,274 @@
+//! The hub's I/O shell: an axum server that serves the answering page and
+//! the `/ws` signaling endpoint, and one actor task that owns
+//! [`HubState`]. Connection tasks turn socket frames into events for the
+//! actor; the actor answers with `try_send` into each connection's bounded
+//! queue, so a slow client can never stall the hub.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::http::header;
+use axum::response::{Html, IntoResponse};
+use axum::routing::get;
+use axum::Router;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::state::{Action, ConnId, HubSettings, HubState, LogLevel};
+
+const INDEX_HTML: &str = include_str!("../../web/index.html");
+const APP_JS: &str = include_str!("../../web/app.js");
+const STYLE_CSS: &str = include_str!("../../web/style.css");
+
+/// Frames beyond this are cut by the WebSocket layer itself; frames between
+/// the protocol limit and this get a proper `too_large` reply first.
+const HARD_FRAME_LIMIT: usize = 1 << 20;
+const CONN_QUEUE: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("hub server on {addr} failed: {source}")]
+    Serve {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// Runtime knobs of the connection tasks.
+#[derive(Clone, Debug)]
+pub struct ConnSettings {
+    pub ping_interval: Duration,
+}
+
+enum Outbound {
+    Text(String),
+    Close(u16, &'static str),
+}
+
+enum Event {
+    Connected {
+        conn: ConnId,
+        peer: SocketAddr,
+        tx: mpsc::Sender<Outbound>,
+    },
+    Text(ConnId, String),
+    Binary(ConnId),
+    Closed(ConnId),
+}
+
+#[derive(Clone)]
+struct AppState {
+    events: mpsc::Sender<Event>,
+    next_conn: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    conn: ConnSettings,
+    cancel: CancellationToken,
+}
+
+/// Bind the hub's listener, naming the address on failure.
+pub async fn bind(addr: &str) -> Result<TcpListener, HubError> {
+    TcpListener::bind(addr).await.map_err(|source| HubError::Bind {
+        addr: addr.to_owned(),
+        source,
+    })
+}
+
+/// Serve until `shutdown` is cancelled. The listener is passed in so tests
+/// can bind port 0 and read the address first.
+pub async fn run(
+    listener: TcpListener,
+    settings: HubSettings,
+    conn: ConnSettings,
+    shutdown: CancellationToken,
+) -> Result<(), HubError> {
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "?".into());
+    let (events_tx, events_rx) = mpsc::channel(1024);
+    let actor = tokio::spawn(actor(HubState::new(settings), events_rx, shutdown.clone()));
+    let app_state = AppState {
+        events: events_tx,
+        next_conn: Default::default(),
+        conn,
+        cancel: shutdown.clone(),
+    };
+    let app = Router::new()
+        .route("/", get(|| async { Html(INDEX_HTML) }))
+        .route(
+            "/app.js",
+            get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], APP_JS) }),
+        )
+        .route(
+            "/style.css",
+            get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE_CSS) }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/ws", get(ws_handler))
+        .with_state(app_state);
+    info!(listen = %addr, "hub listening");
+    let result = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+    .await
+    .map_err(|source| HubError::Serve {
+        addr: addr.clone(),
+        source,
+    });
+    shutdown.cancel();
+    let _ = actor.await;
+    info!(listen = %addr, "hub stopped");
+    result
+}
+
+async fn ws_handler(
+    ws: WebSocketUpgrade,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    State(app): State<AppState>,
+) -> impl IntoResponse {
+    ws.max_message_size(HARD_FRAME_LIMIT)
+        .max_frame_size(HARD_FRAME_LIMIT)
+        .on_upgrade(move |socket| connection(socket, peer, app))
+}
+
+async fn connection(socket: WebSocket, peer: SocketAddr, app: AppState) {
+    let conn = app
+        .next_conn
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        + 1;
+    let (tx, mut rx) = mpsc::channel::<Outbound>(CONN_QUEUE);
+    if app
+        .events
+        .send(Event::Connected { conn, peer, tx })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let (mut sink, mut stream) = socket.split();
+    let mut ping = tokio::time::interval(app.conn.ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.tick().await;
+    let dead_after = app.conn.ping_interval * 5 / 2;
+    let mut last_seen = Instant::now();
+    loop {
+        tokio::select! {
+            frame = stream.next() => {
+                last_seen = Instant::now();
+                let ev = match frame {
+                    Some(Ok(WsMessage::Text(t))) => Event::Text(conn, t.as_str().to_owned()),
+                    Some(Ok(WsMessage::Binary(_))) => Event::Binary(conn),
+                    Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
+                    Some(Ok(WsMessage::Close(_))) | None => break,
+                    Some(Err(e)) => {
+                        debug!(conn, %peer, error = %e, "websocket read failed");
+                        break;
+                    }
+                };
+                if app.events.send(ev).await.is_err() {
+                    break;
+                }
+            }
+            out = rx.recv() => match out {
+                Some(Outbound::Text(t)) => {
+                    if sink.send(WsMessage::Text(t.into())).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Outbound::Close(code, reason)) => {
+                    let _ = sink
+                        .send(WsMessage::Close(Some(CloseFrame { code, reason: reason.into() })))
+                        .await;
+                    break;
+                }
+                None => break,
+            },
+            _ = ping.tick() => {
+                if last_seen.elapsed() > dead_after {
+                    info!(conn, %peer, "closing silent signaling connection");
+                    break;
+                }
+                if sink.send(WsMessage::Ping(Vec::new().into())).await.is_err() {
+                    break;
+                }
+            }
+            _ = app.cancel.cancelled() => {
+                let _ = sink
+                    .send(WsMessage::Close(Some(CloseFrame { code: 1001, reason: "hub stopping".into() })))
+                    .await;
+                break;
+            }
+        }
+    }
+    let _ = app.events.send(Event::Closed(conn)).await;
+}
+
+async fn actor(mut state: HubState, mut events: mpsc::Receiver<Event>, cancel: CancellationToken) {
+    let mut conns: HashMap<ConnId, (SocketAddr, mpsc::Sender<Outbound>)> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut session_seq: u64 = 0;
+    let boot: u32 = rand::random();
+    loop {
+        let actions = tokio::select! {
+            ev = events.recv() => match ev {
+                Some(Event::Connected { conn, peer, tx }) => {
+                    session_seq += 1;
+                    debug!(conn, %peer, "signaling connection opened");
+                    conns.insert(conn, (peer, tx));
+                    state.connected(conn, format!("s-{boot:08x}-{session_seq}"), Instant::now().into_std());
+                    Vec::new()
+                }
+                Some(Event::Text(conn, text)) => state.handle_text(conn, &text),
+                Some(Event::Binary(conn)) => state.handle_binary(conn),
+                Some(Event::Closed(conn)) => {
+                    conns.remove(&conn);
+                    state.disconnected(conn)
+                }
+                None => break,
+            },
+            _ = tick.tick() => state.handle_tick(Instant::now().into_std()),
+            _ = cancel.cancelled() => break,
+        };
+        for a in actions {
+            match a {
+                Action::Send(conn, msg) => {
+                    if let Some((peer, tx)) = conns.get(&conn) {
+                        if tx.try_send(Outbound::Text(msg.to_json())).is_err() {
+                            warn!(conn, %peer, "signaling client too slow, dropping it");
+                            let _ = tx.try_send(Outbound::Close(1008, "too slow"));
+                        }
+                    }
+                }
+                Action::Close(conn, code, reason) => {
+                    if let Some((_, tx)) = conns.get(&conn) {
+                        let _ = tx.try_send(Outbound::Close(code, reason));
+                    }
+                }
+                Action::Log(level, conn, text) => {
+                    let peer = conns.get(&conn).map(|(p, _)| p.to_string()).unwrap_or_default();
+                    let (role, id) = state
+                        .describe(conn)
+                        .map(|(r, i)| (r.to_string(), i.to_owned()))
+                        .unwrap_or_default();
+                    match level {
+                        LogLevel::Info => info!(conn, peer = %peer, role = %role, client = %id, "hub: {text}"),
+                        LogLevel::Warn => warn!(conn, peer = %peer, role = %role, client = %id, "hub: {text}"),
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,467 @@
+use super::*;
+
+fn p(id: &str, token: &str, groups: &[&str]) -> Principal {
+    Principal {
+        id: id.into(),
+        name: id.to_uppercase(),
+        token: token.into(),
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+    }
+}
+
+fn hub() -> HubState {
+    HubState::new(HubSettings {
+        doors: vec![p("door-1", "dt", &[]), p("door-2", "dt2", &[])],
+        answerers: vec![
+            p("a", "at", &["residents"]),
+            p("b", "bt", &["residents"]),
+            p("c", "ct", &["caretaker"]),
+        ],
+        ice_servers: vec![],
+        max_message_bytes: 1024,
+        hello_timeout: Duration::from_secs(10),
+    })
+}
+
+fn sends(actions: &[Action]) -> Vec<(ConnId, Message)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send(c, m) => Some((*c, m.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn cid(s: &str) -> CallId {
+    CallId::new(s).expect("valid test id")
+}
+
+struct T {
+    h: HubState,
+    now: Instant,
+}
+
+const DOOR: ConnId = 1;
+const A: ConnId = 2;
+const B: ConnId = 3;
+const C: ConnId = 4;
+
+impl T {
+    fn new() -> T {
+        let mut t = T {
+            h: hub(),
+            now: Instant::now(),
+        };
+        for (conn, role, tok) in [
+            (DOOR, "door", "dt"),
+            (A, "answerer", "at"),
+            (B, "answerer", "bt"),
+            (C, "answerer", "ct"),
+        ] {
+            t.h.connected(conn, format!("s{conn}"), t.now);
+            let out = t.text(
+                conn,
+                &format!(r#"{{"type":"hello","v":1,"role":"{role}","token":"{tok}"}}"#),
+            );
+            assert!(
+                matches!(sends(&out)[0].1, Message::Welcome { .. }),
+                "{out:?}"
+            );
+        }
+        t
+    }
+
+    fn text(&mut self, conn: ConnId, s: &str) -> Vec<Action> {
+        self.h.handle_text(conn, s)
+    }
+
+    fn msg(&mut self, conn: ConnId, m: Message) -> Vec<(ConnId, Message)> {
+        sends(&self.h.handle_message(conn, m))
+    }
+
+    fn ring(&mut self) -> Vec<(ConnId, Message)> {
+        self.msg(
+            DOOR,
+            Message::Ring {
+                call_id: cid("c1"),
+                group: "residents".into(),
+                door: None,
+            },
+        )
+    }
+}
+
+fn err_code(out: &[(ConnId, Message)]) -> Option<ErrorCode> {
+    out.iter().find_map(|(_, m)| match m {
+        Message::Error { code, .. } => Some(*code),
+        _ => None,
+    })
+}
+
+#[test]
+fn welcome_carries_identity_from_config_not_from_client() {
+    let mut h = hub();
+    h.connected(9, "s9".into(), Instant::now());
+    let out = sends(&h.handle_text(
+        9,
+        r#"{"type":"hello","v":1,"role":"answerer","token":"at","name":"I am the admin"}"#,
+    ));
+    match &out[0].1 {
+        Message::Welcome { id, name, groups, .. } => {
+            assert_eq!(id, "a");
+            assert_eq!(name, "A");
+            assert_eq!(groups, &vec!["residents".to_string()]);
+        }
+        m => panic!("{m:?}"),
+    }
+}
+
+#[test]
+fn authentication_failures() {
+    let mut h = hub();
+    let now = Instant::now();
+    for (i, hello) in [
+        r#"{"type":"hello","v":1,"role":"door","token":"wrong"}"#,
+        r#"{"type":"hello","v":1,"role":"door","token":""}"#,
+        // An answerer's token does not make a door.
+        r#"{"type":"hello","v":1,"role":"door","token":"at"}"#,
+    ]
+    .iter()
+    .enumerate()
+    {
+        let c = 10 + i as u64;
+        h.connected(c, "s".into(), now);
+        let out = h.handle_text(c, hello);
+        assert_eq!(err_code(&sends(&out)), Some(ErrorCode::AuthFailed));
+        assert!(out.contains(&Action::Close(c, 1008, "authentication failed")));
+        // The token never appears in a log action.
+        for a in &out {
+            if let Action::Log(_, _, s) = a {
+                assert!(!s.contains("wrong") && !s.contains("\"at\""), "{s}");
+            }
+        }
+    }
+    h.connected(20, "s".into(), now);
+    let out = h.handle_text(20, r#"{"type":"hello","v":3,"role":"door","token":"dt"}"#);
+    assert_eq!(err_code(&sends(&out)), Some(ErrorCode::UnsupportedVersion));
+    assert!(out.contains(&Action::Close(20, 1008, "unsupported protocol version")));
+}
+
+#[test]
+fn nothing_before_hello_and_hello_timeout() {
+    let mut h = hub();
+    let t0 = Instant::now();
+    h.connected(5, "s".into(), t0);
+    let out = sends(&h.handle_text(5, r#"{"type":"accept","call_id":"c1"}"#));
+    assert_eq!(err_code(&out), Some(ErrorCode::NotAuthenticated));
+    assert!(h.handle_tick(t0 + Duration::from_secs(9)).is_empty());
+    assert_eq!(
+        h.handle_tick(t0 + Duration::from_secs(10)),
+        vec![Action::Close(5, 4001, "no hello in time")]
+    );
+}
+
+#[test]
+fn ring_fans_out_to_the_group_and_first_accept_wins() {
+    let mut t = T::new();
+    let out = t.ring();
+    let rung: Vec<ConnId> = out
+        .iter()
+        .filter(|(_, m)| matches!(m, Message::Ring { .. }))
+        .map(|(c, _)| *c)
+        .collect();
+    assert_eq!(rung, vec![A, B], "C is in another group");
+    assert!(out.contains(&(
+        DOOR,
+        Message::Ringing {
+            call_id: cid("c1"),
+            answerers: 2
+        }
+    )));
+    match &out[0].1 {
+        Message::Ring { door: Some(d), .. } => assert_eq!(d.id, "door-1"),
+        m => panic!("{m:?}"),
+    }
+
+    let out = t.msg(B, Message::Accept { call_id: cid("c1") });
+    assert!(out.contains(&(
+        DOOR,
+        Message::Accepted {
+            call_id: cid("c1"),
+            answerer: PeerInfo {
+                id: "b".into(),
+                name: "B".into()
+            }
+        }
+    )));
+    assert!(out.contains(&(
+        A,
+        Message::Taken {
+            call_id: cid("c1"),
+            by: "B".into()
+        }
+    )));
+    // A late accept is told the call was taken.
+    let out = t.msg(A, Message::Accept { call_id: cid("c1") });
+    assert_eq!(
+        out,
+        vec![(
+            A,
+            Message::Taken {
+                call_id: cid("c1"),
+                by: "B".into()
+            }
+        )]
+    );
+    // An outsider cannot accept.
+    let out = t.msg(C, Message::Accept { call_id: cid("c1") });
+    assert_eq!(err_code(&out), Some(ErrorCode::NotPermitted));
+}
+
+#[test]
+fn media_messages_flow_only_between_the_two_parties() {
+    let mut t = T::new();
+    t.ring();
+    t.msg(A, Message::Accept { call_id: cid("c1") });
+    let offer = Message::Offer {
+        call_id: cid("c1"),
+        sdp: "v=0".into(),
+    };
+    assert_eq!(t.msg(DOOR, offer.clone()), vec![(A, offer.clone())]);
+    let answer = Message::Answer {
+        call_id: cid("c1"),
+        sdp: "v=0".into(),
+    };
+    assert_eq!(t.msg(A, answer.clone()), vec![(DOOR, answer)]);
+    // The loser and outsiders may not inject anything.
+    for conn in [B, C] {
+        let out = t.msg(conn, offer.clone());
+        assert_eq!(err_code(&out), Some(ErrorCode::NotPermitted), "{conn}");
+        let out = t.msg(
+            conn,
+            Message::Hangup {
+                call_id: cid("c1"),
+                reason: "x".into(),
+            },
+        );
+        assert_eq!(err_code(&out), Some(ErrorCode::NotPermitted));
+    }
+    let cand = Message::Candidate {
+        call_id: cid("c1"),
+        candidate: None,
+    };
+    assert_eq!(t.msg(A, cand.clone()), vec![(DOOR, cand)]);
+    let hang = Message::Hangup {
+        call_id: cid("c1"),
+        reason: "normal".into(),
+    };
+    assert_eq!(t.msg(A, hang.clone()), vec![(DOOR, hang.clone())]);
+    assert_eq!(t.h.calls_in_progress(), 0);
+    assert_eq!(err_code(&t.msg(A, hang)), Some(ErrorCode::UnknownCall));
+}
+
+#[test]
+fn decline_by_everyone_tells_the_door() {
+    let mut t = T::new();
+    t.ring();
+    assert!(t.msg(A, Message::Decline { call_id: cid("c1") }).is_empty());
+    let out = t.msg(B, Message::Decline { call_id: cid("c1") });
+    assert_eq!(out, vec![(DOOR, Message::Declined { call_id: cid("c1") })]);
+}
+
+#[test]
+fn cancel_reaches_those_still_ringing() {
+    let mut t = T::new();
+    t.ring();
+    t.msg(A, Message::Decline { call_id: cid("c1") });
+    let out = t.msg(
+        DOOR,
+        Message::Cancel {
+            call_id: cid("c1"),
+            reason: "timeout".into(),
+        },
+    );
+    assert_eq!(
+        out,
+        vec![(
+            B,
+            Message::Cancel {
+                call_id: cid("c1"),
+                reason: "timeout".into()
+            }
+        )]
+    );
+}
+
+#[test]
+fn nobody_online_gives_zero_answerers() {
+    let mut t = T::new();
+    let out = t.msg(
+        DOOR,
+        Message::Ring {
+            call_id: cid("c1"),
+            group: "nobody".into(),
+            door: None,
+        },
+    );
+    assert_eq!(
+        out,
+        vec![(
+            DOOR,
+            Message::Ringing {
+                call_id: cid("c1"),
+                answerers: 0
+            }
+        )]
+    );
+}
+
+#[test]
+fn repeated_ring_is_harmless_and_ids_are_not_shared() {
+    let mut t = T::new();
+    t.ring();
+    assert!(t.ring().is_empty());
+    // Another door cannot hijack the id.
+    t.h.connected(7, "s7".into(), t.now);
+    t.text(7, r#"{"type":"hello","v":1,"role":"door","token":"dt2"}"#);
+    let out = t.msg(
+        7,
+        Message::Ring {
+            call_id: cid("c1"),
+            group: "residents".into(),
+            door: None,
+        },
+    );
+    assert_eq!(err_code(&out), Some(ErrorCode::BadState));
+}
+
+#[test]
+fn roles_are_enforced() {
+    let mut t = T::new();
+    let out = t.msg(
+        A,
+        Message::Ring {
+            call_id: cid("c1"),
+            group: "residents".into(),
+            door: None,
+        },
+    );
+    assert_eq!(err_code(&out), Some(ErrorCode::NotPermitted));
+    let out = t.msg(DOOR, Message::Accept { call_id: cid("c1") });
+    assert_eq!(err_code(&out), Some(ErrorCode::NotPermitted));
+    let out = t.msg(
+        A,
+        Message::Register {
+            groups: vec!["caretaker".into()],
+        },
+    );
+    assert_eq!(err_code(&out), Some(ErrorCode::NotPermitted));
+}
+
+#[test]
+fn register_narrows_ringing() {
+    let mut t = T::new();
+    let out = t.msg(A, Message::Register { groups: vec![] });
+    assert_eq!(out, vec![(A, Message::Registered { groups: vec![] })]);
+    let rung: Vec<ConnId> = t
+        .ring()
+        .iter()
+        .filter(|(_, m)| matches!(m, Message::Ring { .. }))
+        .map(|(c, _)| *c)
+        .collect();
+    assert_eq!(rung, vec![B]);
+}
+
+#[test]
+fn malformed_frames_get_error_replies() {
+    let mut t = T::new();
+    for (frame, code) in [
+        ("not json", ErrorCode::BadJson),
+        (r#"{"type":"warp"}"#, ErrorCode::UnknownType),
+        (r#"{"type":"accept"}"#, ErrorCode::BadMessage),
+        (r#"{"type":"accept","call_id":"bad id!"}"#, ErrorCode::BadMessage),
+        (r#"{"no":"type"}"#, ErrorCode::BadMessage),
+    ] {
+        let out = t.text(A, frame);
+        assert_eq!(err_code(&sends(&out)), Some(code), "{frame}");
+        assert!(!out.iter().any(|a| matches!(a, Action::Close(..))));
+    }
+    let big = format!(r#"{{"type":"ping","x":"{}"}}"#, "y".repeat(2000));
+    let out = t.text(A, &big);
+    assert_eq!(err_code(&sends(&out)), Some(ErrorCode::TooLarge));
+    assert!(out.contains(&Action::Close(A, 1009, "message too big")));
+    let out = t.h.handle_binary(A);
+    assert_eq!(err_code(&sends(&out)), Some(ErrorCode::BadMessage));
+}
+
+#[test]
+fn reconnect_replaces_the_old_connection_and_routing_follows() {
+    let mut t = T::new();
+    t.ring();
+    t.msg(A, Message::Accept { call_id: cid("c1") });
+    // A reconnects on a new connection.
+    t.h.connected(42, "s42".into(), t.now);
+    let out = t.text(42, r#"{"type":"hello","v":1,"role":"answerer","token":"at"}"#);
+    assert!(out.contains(&Action::Close(A, 4000, "replaced by a newer connection")));
+    t.h.disconnected(A);
+    let hang = Message::Hangup {
+        call_id: cid("c1"),
+        reason: "normal".into(),
+    };
+    assert_eq!(t.msg(DOOR, hang.clone()), vec![(42, hang)]);
+}
+
+#[test]
+fn resume_after_hub_restart_rebuilds_routes() {
+    let mut t = T::new(); // a fresh hub knows no calls
+    let out = t.msg(
+        DOOR,
+        Message::Resume {
+            call_id: cid("c9"),
+            answerer: Some("a".into()),
+            group: Some("residents".into()),
+        },
+    );
+    assert_eq!(out, vec![(DOOR, Message::Resumed { call_id: cid("c9") })]);
+    let hang = Message::Hangup {
+        call_id: cid("c9"),
+        reason: "normal".into(),
+    };
+    assert_eq!(t.msg(A, hang.clone()), vec![(DOOR, hang)]);
+
+    let out = t.msg(
+        DOOR,
+        Message::Resume {
+            call_id: cid("c10"),
+            answerer: Some("ghost".into()),
+            group: None,
+        },
+    );
+    assert_eq!(err_code(&out), Some(ErrorCode::UnknownPeer));
+
+    // A forgotten ringing call rings again, quietly.
+    let out = t.msg(
+        DOOR,
+        Message::Resume {
+            call_id: cid("c11"),
+            answerer: None,
+            group: Some("residents".into()),
+        },
+    );
+    let rung = out
+        .iter()
+        .filter(|(_, m)| matches!(m, Message::Ring { .. }))
+        .count();
+    assert_eq!(rung, 2);
+    assert!(!out.iter().any(|(_, m)| matches!(m, Message::Ringing { .. })));
+}
+
+#[test]
+fn constant_time_eq_is_correct() {
+    assert!(constant_time_eq(b"abc", b"abc"));
+    assert!(!constant_time_eq(b"abc", b"abd"));
+    assert!(!constant_time_eq(b"abc", b"ab"));
+    assert!(!constant_time_eq(b"", b"a"));
+    assert!(constant_time_eq(b"", b""));
+}

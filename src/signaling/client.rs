@@ -1,0 +1,365 @@
+//! The door station's signaling client actor.
+//!
+//! It connects to the hub over WebSocket, authenticates with `hello`, and
+//! then forwards frames both ways. When the connection fails or goes
+//! silent it reconnects forever: the first retry after about
+//! `reconnect_initial`, doubling up to `reconnect_max`, each delay spread by
+//! ± `jitter` so that a building full of stations does not reconnect in
+//! lockstep. Errors are logged, never fatal. The controller learns about
+//! the link through [`ClientEvent::Up`]/[`ClientEvent::Down`].
+
+use std::fmt;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio::time::{timeout, Instant};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use super::protocol::{self, IceServerInfo, Message, Role, PROTOCOL_VERSION};
+
+#[derive(Clone)]
+pub struct ClientSettings {
+    pub url: String,
+    pub token: String,
+    pub name: String,
+    pub reconnect_initial: Duration,
+    pub reconnect_max: Duration,
+    pub jitter: f64,
+    pub connect_timeout: Duration,
+    pub keepalive_interval: Duration,
+    pub dead_peer_timeout: Duration,
+    pub max_message_bytes: usize,
+}
+
+impl fmt::Debug for ClientSettings {
+    // The token is a secret.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientSettings")
+            .field("url", &self.url)
+            .field("token", &"<redacted>")
+            .field("reconnect_initial", &self.reconnect_initial)
+            .field("reconnect_max", &self.reconnect_max)
+            .field("jitter", &self.jitter)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the client tells the controller.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientEvent {
+    /// Authenticated; the ICE servers the hub hands out.
+    Up {
+        session: String,
+        ice_servers: Vec<IceServerInfo>,
+    },
+    /// The connection is gone; a reconnection is scheduled.
+    Down { reason: String },
+    /// A message from the hub.
+    Message(Message),
+}
+
+/// Sends messages to the hub. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct SignalingHandle {
+    tx: mpsc::Sender<Message>,
+}
+
+impl SignalingHandle {
+    /// Queue a message; never blocks. Returns false when the queue is full
+    /// (the caller logs; the call machine keeps call state regardless).
+    pub fn try_send(&self, msg: Message) -> bool {
+        self.tx.try_send(msg).is_ok()
+    }
+}
+
+/// The delay before reconnection attempt `attempt` (0 = first retry).
+/// `r` is a uniform random number in [0, 1) supplied by the caller so the
+/// function stays deterministic under test.
+pub fn backoff_delay(
+    attempt: u32,
+    initial: Duration,
+    max: Duration,
+    jitter: f64,
+    r: f64,
+) -> Duration {
+    let base = initial
+        .checked_mul(1u32.checked_shl(attempt.min(16)).unwrap_or(u32::MAX))
+        .unwrap_or(max)
+        .min(max);
+    let spread = jitter.clamp(0.0, 1.0) * (2.0 * r.clamp(0.0, 1.0) - 1.0);
+    base.mul_f64(1.0 + spread)
+}
+
+pub fn spawn(
+    settings: ClientSettings,
+    events: mpsc::Sender<ClientEvent>,
+    cancel: CancellationToken,
+    tracker: &TaskTracker,
+) -> SignalingHandle {
+    let (tx, rx) = mpsc::channel(256);
+    tracker.spawn(run(settings, events, rx, cancel));
+    SignalingHandle { tx }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SessionEnd {
+    #[error("connecting to {url} timed out after {secs} s")]
+    ConnectTimeout { url: String, secs: u64 },
+    #[error("cannot connect to {url}: {error}")]
+    Connect { url: String, error: String },
+    #[error("hub at {url} refused us: {code}: {message}")]
+    Refused {
+        url: String,
+        code: &'static str,
+        message: String,
+    },
+    #[error("no welcome from {url} within {secs} s")]
+    NoWelcome { url: String, secs: u64 },
+    #[error("connection to {url} closed: {reason}")]
+    Closed { url: String, reason: String },
+    #[error("hub at {url} silent for {secs} s: declared dead")]
+    Dead { url: String, secs: u64 },
+    #[error("stopping")]
+    Cancelled,
+}
+
+async fn run(
+    s: ClientSettings,
+    events: mpsc::Sender<ClientEvent>,
+    mut outbound: mpsc::Receiver<Message>,
+    cancel: CancellationToken,
+) {
+    let mut attempt: u32 = 0;
+    loop {
+        info!(url = %s.url, attempt = attempt + 1, "signaling connecting");
+        let started = Instant::now();
+        let end = session(&s, &events, &mut outbound, &cancel, &mut attempt).await;
+        if let SessionEnd::Cancelled = end {
+            break;
+        }
+        let _ = events.try_send(ClientEvent::Down {
+            reason: end.to_string(),
+        });
+        // A session that stayed up a while starts the backoff afresh.
+        if started.elapsed() > s.reconnect_max * 2 {
+            attempt = 0;
+        }
+        let delay = backoff_delay(
+            attempt,
+            s.reconnect_initial,
+            s.reconnect_max,
+            s.jitter,
+            rand::random::<f64>(),
+        );
+        warn!(
+            url = %s.url,
+            error = %end,
+            attempt = attempt + 1,
+            delay_ms = delay.as_millis() as u64,
+            "signaling connection lost; reconnect in {} ms",
+            delay.as_millis()
+        );
+        attempt = attempt.saturating_add(1);
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = cancel.cancelled() => break,
+        }
+    }
+    debug!("signaling client stopped");
+}
+
+async fn session(
+    s: &ClientSettings,
+    events: &mpsc::Sender<ClientEvent>,
+    outbound: &mut mpsc::Receiver<Message>,
+    cancel: &CancellationToken,
+    attempt: &mut u32,
+) -> SessionEnd {
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(s.max_message_bytes.max(1 << 20)))
+        .max_frame_size(Some(s.max_message_bytes.max(1 << 20)));
+    let connect = tokio_tungstenite::connect_async_with_config(s.url.as_str(), Some(config), true);
+    let ws = tokio::select! {
+        r = timeout(s.connect_timeout, connect) => match r {
+            Err(_) => return SessionEnd::ConnectTimeout { url: s.url.clone(), secs: s.connect_timeout.as_secs() },
+            Ok(Err(e)) => return SessionEnd::Connect { url: s.url.clone(), error: e.to_string() },
+            Ok(Ok((ws, _))) => ws,
+        },
+        _ = cancel.cancelled() => return SessionEnd::Cancelled,
+    };
+    let (mut sink, mut stream) = ws.split();
+    let hello = Message::Hello {
+        v: PROTOCOL_VERSION,
+        role: Role::Door,
+        token: s.token.clone(),
+        name: Some(s.name.clone()),
+    };
+    if let Err(e) = sink.send(WsMessage::Text(hello.to_json().into())).await {
+        return SessionEnd::Connect {
+            url: s.url.clone(),
+            error: e.to_string(),
+        };
+    }
+    // Wait for welcome, within the same connect timeout.
+    let deadline = Instant::now() + s.connect_timeout;
+    let (session_id, ice_servers) = loop {
+        let frame = tokio::select! {
+            f = tokio::time::timeout_at(deadline, stream.next()) => f,
+            _ = cancel.cancelled() => return SessionEnd::Cancelled,
+        };
+        let frame = match frame {
+            Err(_) => {
+                return SessionEnd::NoWelcome {
+                    url: s.url.clone(),
+                    secs: s.connect_timeout.as_secs(),
+                }
+            }
+            Ok(None) => {
+                return SessionEnd::Closed {
+                    url: s.url.clone(),
+                    reason: "closed before welcome".into(),
+                }
+            }
+            Ok(Some(Err(e))) => {
+                return SessionEnd::Closed {
+                    url: s.url.clone(),
+                    reason: e.to_string(),
+                }
+            }
+            Ok(Some(Ok(f))) => f,
+        };
+        let WsMessage::Text(text) = frame else {
+            continue;
+        };
+        match protocol::decode(text.as_str(), s.max_message_bytes) {
+            Ok(Message::Welcome {
+                session,
+                ice_servers,
+                id,
+                ..
+            }) => {
+                info!(url = %s.url, session = %session, station = %id, "Socket connected");
+                break (session, ice_servers);
+            }
+            Ok(Message::Error { code, message, .. }) => {
+                return SessionEnd::Refused {
+                    url: s.url.clone(),
+                    code: code.as_str(),
+                    message,
+                }
+            }
+            Ok(other) => debug!(kind = other.type_name(), "ignoring message before welcome"),
+            Err(e) => warn!(url = %s.url, error = %e, "dropping malformed frame from the hub"),
+        }
+    };
+    *attempt = 0;
+    if events
+        .send(ClientEvent::Up {
+            session: session_id,
+            ice_servers,
+        })
+        .await
+        .is_err()
+    {
+        return SessionEnd::Cancelled;
+    }
+
+    let mut keepalive = tokio::time::interval(s.keepalive_interval);
+    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    keepalive.tick().await;
+    let mut last_seen = Instant::now();
+    loop {
+        tokio::select! {
+            frame = stream.next() => {
+                last_seen = Instant::now();
+                let text = match frame {
+                    Some(Ok(WsMessage::Text(t))) => t,
+                    Some(Ok(WsMessage::Close(f))) => {
+                        return SessionEnd::Closed {
+                            url: s.url.clone(),
+                            reason: f.map(|f| format!("{} {}", u16::from(f.code), f.reason)).unwrap_or_else(|| "close frame".into()),
+                        }
+                    }
+                    Some(Ok(WsMessage::Binary(_))) => {
+                        warn!(url = %s.url, "dropping binary frame from the hub");
+                        continue;
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => return SessionEnd::Closed { url: s.url.clone(), reason: e.to_string() },
+                    None => return SessionEnd::Closed { url: s.url.clone(), reason: "end of stream".into() },
+                };
+                match protocol::decode(text.as_str(), s.max_message_bytes) {
+                    Ok(m) => {
+                        if events.send(ClientEvent::Message(m)).await.is_err() {
+                            return SessionEnd::Cancelled;
+                        }
+                    }
+                    Err(e) => {
+                        warn!(url = %s.url, error = %e, code = e.code().as_str(), "dropping malformed frame from the hub");
+                    }
+                }
+            }
+            msg = outbound.recv() => {
+                let Some(msg) = msg else { return SessionEnd::Cancelled };
+                if let Err(e) = sink.send(WsMessage::Text(msg.to_json().into())).await {
+                    return SessionEnd::Closed { url: s.url.clone(), reason: e.to_string() };
+                }
+            }
+            _ = keepalive.tick() => {
+                if last_seen.elapsed() >= s.dead_peer_timeout {
+                    return SessionEnd::Dead { url: s.url.clone(), secs: s.dead_peer_timeout.as_secs() };
+                }
+                if let Err(e) = sink.send(WsMessage::Ping(Vec::new().into())).await {
+                    return SessionEnd::Closed { url: s.url.clone(), reason: e.to_string() };
+                }
+            }
+            _ = cancel.cancelled() => {
+                let _ = sink.send(WsMessage::Close(None)).await;
+                return SessionEnd::Cancelled;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn backoff_starts_near_one_second_and_caps_at_five() {
+        let d = |a, r| backoff_delay(a, S, 5 * S, 0.2, r);
+        assert_eq!(d(0, 0.5), S);
+        assert_eq!(d(1, 0.5), 2 * S);
+        assert_eq!(d(2, 0.5), 4 * S);
+        assert_eq!(d(3, 0.5), 5 * S);
+        assert_eq!(d(1000, 0.5), 5 * S);
+        assert_eq!(d(0, 0.0), Duration::from_millis(800));
+        assert_eq!(d(3, 0.999_999_999).as_millis(), 5999);
+    }
+
+    #[test]
+    fn jitter_spreads_stations_apart() {
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..100 {
+            let r = i as f64 / 100.0;
+            let dl = backoff_delay(0, S, 5 * S, 0.2, r);
+            assert!(dl >= Duration::from_millis(800) && dl <= Duration::from_millis(1200));
+            seen.insert(dl.as_millis());
+        }
+        assert!(seen.len() > 50);
+    }
+
+    #[test]
+    fn nonsense_inputs_are_clamped() {
+        assert_eq!(backoff_delay(0, S, 5 * S, 7.0, 2.0), 2 * S);
+        assert_eq!(backoff_delay(0, S, 5 * S, -1.0, 0.3), S);
+    }
+}
