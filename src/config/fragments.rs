@@ -1,0 +1,394 @@
+//! One configuration file as written: every key optional, unknown keys
+//! refused, each leaf value remembering the file and line it came from so
+//! that errors found after merging still point at the right place.
+
+use std::ops::Range;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::error::{ConfigError, Location};
+use super::settings::{
+    AudioBackend, HardwareBackend, IceTransportPolicy, LogTarget, MdnsMode, SignalingMode,
+};
+
+/// The text of one fragment and where it came from.
+pub(crate) struct Source<'a> {
+    pub path: PathBuf,
+    pub text: &'a str,
+}
+
+impl Source<'_> {
+    /// Converts a byte offset into a `path:line` location.
+    pub fn location(&self, offset: usize) -> Location {
+        let end = offset.min(self.text.len());
+        let line = self.text.as_bytes()[..end]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1;
+        Location::new(self.path.clone(), line)
+    }
+}
+
+/// A value plus the place it was written.
+#[derive(Debug, Clone)]
+pub(crate) struct Val<T> {
+    pub value: T,
+    pub at: Location,
+    span: Range<usize>,
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Val<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let spanned = Spanned::<T>::deserialize(deserializer)?;
+        let span = spanned.span();
+        Ok(Val {
+            value: spanned.into_inner(),
+            // Filled in by `Node::stamp` once the file is known.
+            at: Location::new(PathBuf::new(), 0),
+            span,
+        })
+    }
+}
+
+/// Merging (later fragment wins) and origin stamping, implemented for every
+/// piece of a fragment.
+pub(crate) trait Node {
+    /// Folds a later fragment into this one. Leaves and arrays are replaced
+    /// wholesale; tables merge key by key.
+    fn merge(&mut self, later: Self);
+    /// Records the file and line of every value.
+    fn stamp(&mut self, source: &Source<'_>);
+}
+
+impl<T: Node> Node for Option<T> {
+    fn merge(&mut self, later: Self) {
+        match (self.as_mut(), later) {
+            (Some(current), Some(later)) => current.merge(later),
+            (None, Some(later)) => *self = Some(later),
+            (_, None) => {}
+        }
+    }
+    fn stamp(&mut self, source: &Source<'_>) {
+        if let Some(inner) = self {
+            inner.stamp(source);
+        }
+    }
+}
+
+impl<T: Node> Node for Val<T> {
+    fn merge(&mut self, later: Self) {
+        *self = later;
+    }
+    fn stamp(&mut self, source: &Source<'_>) {
+        self.at = source.location(self.span.start);
+        self.value.stamp(source);
+    }
+}
+
+impl<T: Node> Node for Vec<T> {
+    fn merge(&mut self, later: Self) {
+        *self = later;
+    }
+    fn stamp(&mut self, source: &Source<'_>) {
+        for item in self {
+            item.stamp(source);
+        }
+    }
+}
+
+macro_rules! leaf {
+    ($($ty:ty),* $(,)?) => {$(
+        impl Node for $ty {
+            fn merge(&mut self, later: Self) {
+                *self = later;
+            }
+            fn stamp(&mut self, _: &Source<'_>) {}
+        }
+    )*};
+}
+
+leaf!(
+    String,
+    u64,
+    f64,
+    bool,
+    SignalingMode,
+    MdnsMode,
+    IceTransportPolicy,
+    AudioBackend,
+    HardwareBackend,
+    LogTarget,
+);
+
+/// Declares a table of the fragment: all keys optional, unknown keys refused.
+macro_rules! fragment {
+    ($($name:ident { $($field:ident : $ty:ty),* $(,)? })*) => {$(
+        #[derive(Debug, Clone, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub(crate) struct $name {
+            $(pub $field: Option<$ty>,)*
+        }
+
+        impl Node for $name {
+            fn merge(&mut self, later: Self) {
+                $(self.$field.merge(later.$field);)*
+            }
+            fn stamp(&mut self, source: &Source<'_>) {
+                $(self.$field.stamp(source);)*
+            }
+        }
+    )*};
+}
+
+fragment! {
+    Root {
+        station: Station,
+        signaling: Signaling,
+        hub: Hub,
+        call: Call,
+        buttons: Val<Vec<Val<Button>>>,
+        ice: Ice,
+        audio: Audio,
+        hardware: Hardware,
+        log: Log,
+    }
+
+    Station {
+        id: Val<String>,
+        name: Val<String>,
+    }
+
+    Signaling {
+        mode: Val<SignalingMode>,
+        url: Val<String>,
+        token_file: Val<String>,
+        token_credential: Val<String>,
+        reconnect_initial_ms: Val<u64>,
+        reconnect_max_ms: Val<u64>,
+        reconnect_jitter: Val<f64>,
+        connect_timeout_ms: Val<u64>,
+        keepalive_interval_ms: Val<u64>,
+        dead_peer_timeout_ms: Val<u64>,
+        max_message_bytes: Val<u64>,
+    }
+
+    Hub {
+        listen: Val<String>,
+        ping_interval_ms: Val<u64>,
+        hello_timeout_ms: Val<u64>,
+        doors: Val<Vec<Val<Door>>>,
+        answerers: Val<Vec<Val<Answerer>>>,
+    }
+
+    Door {
+        id: Val<String>,
+        name: Val<String>,
+        token_file: Val<String>,
+        token_credential: Val<String>,
+    }
+
+    Answerer {
+        id: Val<String>,
+        name: Val<String>,
+        token_file: Val<String>,
+        token_credential: Val<String>,
+        groups: Val<Vec<Val<String>>>,
+    }
+
+    Call {
+        ring_timeout_ms: Val<u64>,
+        connect_timeout_ms: Val<u64>,
+        max_duration_ms: Val<u64>,
+    }
+
+    Button {
+        name: Val<String>,
+        group: Val<String>,
+    }
+
+    Ice {
+        candidate_pool_size: Val<u64>,
+        receiving_timeout_ms: Val<u64>,
+        backup_ping_interval_ms: Val<u64>,
+        dscp: Val<bool>,
+        resurface_candidates_on_transport_change: Val<bool>,
+        check_interval_ms: Val<u64>,
+        mdns: Val<MdnsMode>,
+        transport_policy: Val<IceTransportPolicy>,
+        bind_ips: Val<Vec<Val<String>>>,
+        servers: Val<Vec<Val<IceServer>>>,
+    }
+
+    IceServer {
+        urls: Val<Vec<Val<String>>>,
+        username: Val<String>,
+        credential_file: Val<String>,
+        credential_credential: Val<String>,
+    }
+
+    Audio {
+        backend: Val<AudioBackend>,
+        echo_cancellation: Val<bool>,
+        auto_gain_control: Val<bool>,
+        high_pass_filter: Val<bool>,
+        noise_suppression: Val<bool>,
+        transient_suppression: Val<bool>,
+        mirroring: Val<bool>,
+        force_enable_track: Val<bool>,
+        opus: Opus,
+        sim: AudioSim,
+    }
+
+    Opus {
+        bitrate: Val<u64>,
+        complexity: Val<u64>,
+        fec: Val<bool>,
+        frame_ms: Val<u64>,
+    }
+
+    AudioSim {
+        source: Val<String>,
+        record_file: Val<String>,
+    }
+
+    Hardware {
+        backend: Val<HardwareBackend>,
+        sim: HardwareSim,
+    }
+
+    HardwareSim {
+        control_listen: Val<String>,
+        stdin: Val<bool>,
+    }
+
+    Log {
+        target: Val<LogTarget>,
+        level: Val<String>,
+    }
+}
+
+/// Parses one fragment, turning TOML/serde errors into errors that name the
+/// file, line and dotted key.
+pub(crate) fn parse(source: &Source<'_>) -> Result<Root, ConfigError> {
+    match toml::from_str::<Root>(source.text) {
+        Ok(mut root) => {
+            root.stamp(source);
+            Ok(root)
+        }
+        Err(err) => Err(translate(source, &err)),
+    }
+}
+
+fn translate(source: &Source<'_>, err: &toml::de::Error) -> ConfigError {
+    // A syntax error makes the document unparseable, so there is no key
+    // tree to locate the problem in: report the parser's own position.
+    let document = match DeTable::parse(source.text) {
+        Ok(document) => document,
+        Err(syntax) => {
+            return ConfigError::Syntax {
+                at: source.location(syntax.span().map_or(0, |s| s.start)),
+                message: syntax.message().to_owned(),
+            };
+        }
+    };
+    let offset = err.span().map_or(0, |s| s.start);
+    let at = source.location(offset);
+    let key = key_at(document.get_ref(), offset)
+        .map(|path| path.join("."))
+        .unwrap_or_else(|| "(top level)".to_owned());
+    let message = err.message();
+
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        ConfigError::UnknownKey {
+            at,
+            key,
+            expected: backticked(rest.split_once('`').map_or("", |(_, tail)| tail)),
+        }
+    } else if let Some(rest) = message.strip_prefix("invalid type: ") {
+        ConfigError::WrongType {
+            at,
+            key,
+            message: format!("found {}", plain_types(rest)),
+        }
+    } else {
+        ConfigError::InvalidValue {
+            at,
+            key,
+            reason: plain_types(message.strip_prefix("invalid value: ").unwrap_or(message)),
+        }
+    }
+}
+
+/// Finds the dotted key at `offset`: a key whose name is there, or the
+/// innermost key whose value covers it.
+fn key_at(table: &DeTable<'_>, offset: usize) -> Option<Vec<String>> {
+    for (key, value) in table {
+        let name = key.get_ref().to_string();
+        if key.span().contains(&offset) {
+            return Some(vec![name]);
+        }
+        let inner = match value.get_ref() {
+            DeValue::Table(inner) => key_at(inner, offset),
+            DeValue::Array(items) => items.iter().enumerate().find_map(|(i, item)| {
+                match item.get_ref() {
+                    DeValue::Table(inner) => key_at(inner, offset),
+                    _ if item.span().contains(&offset) => Some(Vec::new()),
+                    _ => None,
+                }
+                .map(|mut path| {
+                    path.insert(0, format!("[{i}]"));
+                    path
+                })
+            }),
+            _ => None,
+        };
+        if let Some(mut path) = inner {
+            path.insert(0, name);
+            return Some(join_indices(path));
+        }
+        if value.span().contains(&offset) {
+            return Some(vec![name]);
+        }
+    }
+    None
+}
+
+/// `["hub", "doors", "[1]", "id"]` → `["hub", "doors[1]", "id"]`.
+fn join_indices(path: Vec<String>) -> Vec<String> {
+    let mut joined: Vec<String> = Vec::with_capacity(path.len());
+    for part in path {
+        match joined.last_mut() {
+            Some(last) if part.starts_with('[') => last.push_str(&part),
+            _ => joined.push(part),
+        }
+    }
+    joined
+}
+
+/// Names between backticks, e.g. from "expected one of `a`, `b`".
+fn backticked(text: &str) -> Vec<String> {
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Replaces Rust type names in serde messages with words a technician knows.
+fn plain_types(message: &str) -> String {
+    let (found, expected) = message.rsplit_once(", expected ").unwrap_or((message, ""));
+    let expected = match expected {
+        "" => return found.to_owned(),
+        "u64" | "u32" | "u16" | "u8" => "a whole number ≥ 0",
+        "f64" => "a number",
+        "a boolean" => "true or false",
+        "a sequence" => "an array",
+        e if e.starts_with("struct ") || e == "a map" => "a table",
+        e => e,
+    };
+    format!("{found}, expected {expected}")
+}

@@ -1,0 +1,1343 @@
+//! Typed, validated settings: what the rest of the daemon reads. Built from
+//! the merged fragment; every rule that can fail names the file and line of
+//! the value to edit.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::error::{ConfigError, Location};
+use super::fragments::{self as frag, Val};
+use super::secret::SecretSource;
+
+/// The whole configuration after merging and validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub station: Station,
+    pub signaling: Signaling,
+    pub hub: Hub,
+    pub call: Call,
+    /// At least one.
+    pub buttons: Vec<Button>,
+    pub ice: Ice,
+    pub audio: Audio,
+    pub hardware: Hardware,
+    pub log: Log,
+    /// The fragments merged, in order (the built-in defaults first).
+    pub sources: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Station {
+    /// `[A-Za-z0-9_-]{1,64}`
+    pub id: String,
+    pub name: String,
+}
+
+/// How this station reaches the signaling service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignalingMode {
+    /// Run the hub in this process and connect to it over loopback.
+    Standalone,
+    /// Connect to an external intercomd hub.
+    Hub,
+    /// Connect to an external Socket.IO v4 server.
+    SocketIo,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Signaling {
+    pub mode: SignalingMode,
+    /// `ws://` or `wss://`; always set unless `mode` is standalone.
+    pub url: Option<String>,
+    /// Always set unless `mode` is standalone.
+    pub token: Option<SecretSource>,
+    pub reconnect_initial: Duration,
+    pub reconnect_max: Duration,
+    /// Fraction of each backoff delay randomised, 0..=1.
+    pub reconnect_jitter: f64,
+    pub connect_timeout: Duration,
+    pub keepalive_interval: Duration,
+    /// Greater than `keepalive_interval`.
+    pub dead_peer_timeout: Duration,
+    pub max_message_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hub {
+    pub listen: SocketAddr,
+    pub ping_interval: Duration,
+    pub hello_timeout: Duration,
+    /// Door stations allowed to connect (in standalone mode the local
+    /// station is added by the daemon, not listed here).
+    pub doors: Vec<Door>,
+    pub answerers: Vec<Answerer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Door {
+    pub id: String,
+    pub name: String,
+    pub token: SecretSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answerer {
+    pub id: String,
+    pub name: String,
+    pub token: SecretSource,
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    pub ring_timeout: Duration,
+    /// From "accepted" to media flowing.
+    pub connect_timeout: Duration,
+    pub max_duration: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Button {
+    pub name: String,
+    /// The answerer group this button rings.
+    pub group: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MdnsMode {
+    Disabled,
+    QueryOnly,
+    QueryAndGather,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IceTransportPolicy {
+    All,
+    Relay,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ice {
+    pub candidate_pool_size: u8,
+    pub receiving_timeout: Duration,
+    pub backup_ping_interval: Duration,
+    pub dscp: bool,
+    pub resurface_candidates_on_transport_change: bool,
+    pub check_interval: Duration,
+    pub mdns: MdnsMode,
+    pub transport_policy: IceTransportPolicy,
+    /// Empty: all interfaces.
+    pub bind_ips: Vec<IpAddr>,
+    pub servers: Vec<IceServer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceServer {
+    /// `stun:`, `stuns:`, `turn:` or `turns:` URLs.
+    pub urls: Vec<String>,
+    /// Set whenever a `turn:`/`turns:` URL is present.
+    pub username: Option<String>,
+    /// Set whenever a `turn:`/`turns:` URL is present.
+    pub credential: Option<SecretSource>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AudioBackend {
+    Sim,
+    Alsa,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Audio {
+    pub backend: AudioBackend,
+    pub echo_cancellation: bool,
+    pub auto_gain_control: bool,
+    pub high_pass_filter: bool,
+    pub noise_suppression: bool,
+    pub transient_suppression: bool,
+    pub mirroring: bool,
+    pub force_enable_track: bool,
+    pub opus: Opus,
+    pub sim: AudioSim,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opus {
+    /// Bits per second, 6000..=510000.
+    pub bitrate: u32,
+    /// 0..=10.
+    pub complexity: u8,
+    pub fec: bool,
+    /// 5, 10, 20, 40 or 60 ms.
+    pub frame: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudioSim {
+    pub source: SimSource,
+    /// WAV file recording what the simulated speaker plays.
+    pub record_file: Option<PathBuf>,
+}
+
+/// What the simulated microphone hears.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SimSource {
+    /// A sine tone, 20..=20000 Hz.
+    Tone {
+        hz: u32,
+    },
+    Wav(PathBuf),
+    Silence,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HardwareBackend {
+    Sim,
+    Gpio,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hardware {
+    pub backend: HardwareBackend,
+    pub sim: HardwareSim,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HardwareSim {
+    /// HTTP control panel of the simulated hardware; `None` = off.
+    pub control_listen: Option<SocketAddr>,
+    /// Enter on the terminal presses the first call button.
+    pub stdin: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogTarget {
+    /// journald when stderr is connected to the journal, else stderr.
+    Auto,
+    Journald,
+    Stderr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Log {
+    pub target: LogTarget,
+    /// A `tracing` EnvFilter directive, e.g. `info,intercomd=debug`.
+    pub level: String,
+}
+
+impl SignalingMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignalingMode::Standalone => "standalone",
+            SignalingMode::Hub => "hub",
+            SignalingMode::SocketIo => "socketio",
+        }
+    }
+}
+
+impl MdnsMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MdnsMode::Disabled => "disabled",
+            MdnsMode::QueryOnly => "query_only",
+            MdnsMode::QueryAndGather => "query_and_gather",
+        }
+    }
+}
+
+impl IceTransportPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IceTransportPolicy::All => "all",
+            IceTransportPolicy::Relay => "relay",
+        }
+    }
+}
+
+impl AudioBackend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AudioBackend::Sim => "sim",
+            AudioBackend::Alsa => "alsa",
+        }
+    }
+}
+
+impl HardwareBackend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HardwareBackend::Sim => "sim",
+            HardwareBackend::Gpio => "gpio",
+        }
+    }
+}
+
+impl LogTarget {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogTarget::Auto => "auto",
+            LogTarget::Journald => "journald",
+            LogTarget::Stderr => "stderr",
+        }
+    }
+}
+
+impl SimSource {
+    fn to_config_string(&self) -> String {
+        match self {
+            SimSource::Tone { hz } => format!("tone:{hz}"),
+            SimSource::Wav(path) => format!("wav:{}", path.display()),
+            SimSource::Silence => "silence".to_owned(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Validation
+
+/// Collects every problem so a technician sees them all in one run.
+struct Check {
+    errors: Vec<ConfigError>,
+    files_read: Vec<PathBuf>,
+    /// Where to put a key nobody set.
+    add_to: PathBuf,
+}
+
+/// A placeholder used after an error has been recorded; never returned,
+/// since any recorded error makes validation fail.
+const NEVER: Duration = Duration::ZERO;
+
+impl Check {
+    fn invalid(&mut self, at: &Location, key: &str, reason: impl Into<String>) {
+        self.errors.push(ConfigError::InvalidValue {
+            at: at.clone(),
+            key: key.to_owned(),
+            reason: reason.into(),
+        });
+    }
+
+    fn missing(&mut self, key: &str, why: impl Into<String>, add_to: Option<&Location>) {
+        self.errors.push(ConfigError::Missing {
+            key: key.to_owned(),
+            why: why.into(),
+            files_read: self.files_read.clone(),
+            add_to: add_to
+                .filter(|at| !at.is_builtin())
+                .map_or_else(|| self.add_to.clone(), |at| at.file.clone()),
+        });
+    }
+
+    /// A key every configuration has (the shipped defaults set it).
+    fn get<'a, T>(&mut self, key: &str, v: &'a Option<Val<T>>) -> Option<&'a Val<T>> {
+        if v.is_none() {
+            self.missing(key, "it has no default", None);
+        }
+        v.as_ref()
+    }
+
+    /// The later-set of two values: from the file merged last, or the later
+    /// line of the same file. That is most likely the one just edited.
+    fn later<'a, T>(&self, a: &'a Val<T>, b: &'a Val<T>) -> &'a Val<T> {
+        let rank = |v: &Val<T>| {
+            let file = self.files_read.iter().rposition(|f| *f == v.at.file);
+            (file, v.at.line)
+        };
+        if rank(b) > rank(a) { b } else { a }
+    }
+
+    fn bool(&mut self, key: &str, v: &Option<Val<bool>>) -> bool {
+        self.get(key, v).is_some_and(|v| v.value)
+    }
+
+    fn copy<T: Copy>(&mut self, key: &str, v: &Option<Val<T>>, fallback: T) -> T {
+        self.get(key, v).map_or(fallback, |v| v.value)
+    }
+
+    fn int(&mut self, key: &str, v: &Option<Val<u64>>, range: RangeInclusive<u64>) -> u64 {
+        match self.get(key, v) {
+            Some(v) if range.contains(&v.value) => v.value,
+            Some(v) => {
+                let (lo, hi) = (range.start(), range.end());
+                self.invalid(&v.at, key, format!("{} is outside {lo}..={hi}", v.value));
+                *lo
+            }
+            None => *range.start(),
+        }
+    }
+
+    /// `*_ms` keys: whole milliseconds, at least 1.
+    fn millis(&mut self, key: &str, v: &Option<Val<u64>>) -> Duration {
+        match self.get(key, v) {
+            Some(v) if v.value == 0 => {
+                self.invalid(&v.at, key, "must be at least 1 (milliseconds)");
+                NEVER
+            }
+            Some(v) => Duration::from_millis(v.value),
+            None => NEVER,
+        }
+    }
+
+    fn id(&mut self, key: &str, v: &Option<Val<String>>) -> String {
+        match self.get(key, v) {
+            Some(v) => {
+                self.check_id(&v.at, key, &v.value);
+                v.value.clone()
+            }
+            None => String::new(),
+        }
+    }
+
+    fn check_id(&mut self, at: &Location, key: &str, id: &str) {
+        if !is_id(id) {
+            self.invalid(
+                at,
+                key,
+                format!("{id:?} must be 1 to 64 characters from A-Z, a-z, 0-9, `_` and `-`"),
+            );
+        }
+    }
+
+    fn text(&mut self, key: &str, v: &Option<Val<String>>) -> String {
+        match self.get(key, v) {
+            Some(v) if v.value.trim().is_empty() => {
+                self.invalid(&v.at, key, "must not be empty");
+                String::new()
+            }
+            Some(v) => v.value.clone(),
+            None => String::new(),
+        }
+    }
+
+    fn socket_addr(&mut self, key: &str, v: &Val<String>) -> Option<SocketAddr> {
+        match v.value.parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.invalid(
+                    &v.at,
+                    key,
+                    format!(
+                        "{:?} is not a socket address (IP:port, e.g. \"0.0.0.0:8080\" or \"[::]:8080\")",
+                        v.value
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// `<prefix>_file` / `<prefix>_credential` pair; empty strings mean unset.
+    fn secret(
+        &mut self,
+        key_prefix: &str,
+        file: &Option<Val<String>>,
+        credential: &Option<Val<String>>,
+    ) -> Option<SecretSource> {
+        let file = file.as_ref().filter(|v| !v.value.is_empty());
+        let credential = credential.as_ref().filter(|v| !v.value.is_empty());
+        match (file, credential) {
+            (Some(file), Some(credential)) => {
+                let later = if credential.at.line >= file.at.line {
+                    credential
+                } else {
+                    file
+                };
+                self.invalid(
+                    &later.at,
+                    &format!("{key_prefix}_file"),
+                    format!(
+                        "set either `{key_prefix}_file` ({}) or `{key_prefix}_credential` ({}), not both",
+                        file.at, credential.at
+                    ),
+                );
+                None
+            }
+            (Some(file), None) => Some(SecretSource::File(PathBuf::from(&file.value))),
+            (None, Some(name)) => {
+                let v = &name.value;
+                if v.contains('/') || v == "." || v == ".." {
+                    self.invalid(
+                        &name.at,
+                        &format!("{key_prefix}_credential"),
+                        format!("{v:?} must be a credential name, not a path"),
+                    );
+                    None
+                } else {
+                    Some(SecretSource::Credential(v.clone()))
+                }
+            }
+            (None, None) => None,
+        }
+    }
+}
+
+fn is_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Turns the merged fragment into settings, or every problem found.
+pub(crate) fn validate(
+    root: &frag::Root,
+    files_read: Vec<PathBuf>,
+    add_to: PathBuf,
+) -> Result<Settings, ConfigError> {
+    let mut c = Check {
+        errors: Vec::new(),
+        files_read,
+        add_to,
+    };
+    let st = root.station.clone().unwrap_or_default();
+    let station = Station {
+        id: c.id("station.id", &st.id),
+        name: c.text("station.name", &st.name),
+    };
+
+    let signaling = signaling(&mut c, &root.signaling.clone().unwrap_or_default());
+    let hub = hub(&mut c, &root.hub.clone().unwrap_or_default());
+    if signaling.mode == SignalingMode::Standalone {
+        if let Some(door) = root
+            .hub
+            .as_ref()
+            .and_then(|h| h.doors.as_ref())
+            .and_then(|d| {
+                d.value
+                    .iter()
+                    .find(|d| d.value.id.as_ref().is_some_and(|id| id.value == station.id))
+            })
+        {
+            c.invalid(
+                &door.at,
+                "hub.doors",
+                format!(
+                    "door `{}` is this station (station.id); in standalone mode it is added automatically",
+                    station.id
+                ),
+            );
+        }
+    }
+
+    let cl = root.call.clone().unwrap_or_default();
+    let call = Call {
+        ring_timeout: c.millis("call.ring_timeout_ms", &cl.ring_timeout_ms),
+        connect_timeout: c.millis("call.connect_timeout_ms", &cl.connect_timeout_ms),
+        max_duration: c.millis("call.max_duration_ms", &cl.max_duration_ms),
+    };
+
+    let buttons = buttons(&mut c, root.buttons.as_ref(), &hub.answerers);
+    let ice = ice(&mut c, &root.ice.clone().unwrap_or_default());
+    let audio = audio(&mut c, &root.audio.clone().unwrap_or_default());
+
+    let hw = root.hardware.clone().unwrap_or_default();
+    let hw_sim = hw.sim.unwrap_or_default();
+    let hardware = Hardware {
+        backend: c.copy("hardware.backend", &hw.backend, HardwareBackend::Sim),
+        sim: HardwareSim {
+            control_listen: match c.get("hardware.sim.control_listen", &hw_sim.control_listen) {
+                Some(v) if !v.value.is_empty() => c.socket_addr("hardware.sim.control_listen", v),
+                _ => None,
+            },
+            stdin: c.bool("hardware.sim.stdin", &hw_sim.stdin),
+        },
+    };
+
+    let lg = root.log.clone().unwrap_or_default();
+    let log = Log {
+        target: c.copy("log.target", &lg.target, LogTarget::Auto),
+        level: c.text("log.level", &lg.level),
+    };
+
+    if let Some(error) = ConfigError::from_list(c.errors) {
+        return Err(error);
+    }
+    Ok(Settings {
+        station,
+        signaling,
+        hub,
+        call,
+        buttons,
+        ice,
+        audio,
+        hardware,
+        log,
+        sources: c.files_read,
+    })
+}
+
+fn signaling(c: &mut Check, s: &frag::Signaling) -> Signaling {
+    let mode = c.copy("signaling.mode", &s.mode, SignalingMode::Standalone);
+    let remote = mode != SignalingMode::Standalone;
+    let mode_at = s.mode.as_ref().map(|m| m.at.clone());
+    let why = |what: &str| match &mode_at {
+        Some(at) => format!(
+            "signaling.mode = \"{}\" at {at} needs {what}",
+            mode.as_str()
+        ),
+        None => format!("signaling.mode = \"{}\" needs {what}", mode.as_str()),
+    };
+
+    let url = match s.url.as_ref().filter(|u| !u.value.is_empty()) {
+        Some(u) => {
+            let rest = u
+                .value
+                .strip_prefix("ws://")
+                .or_else(|| u.value.strip_prefix("wss://"));
+            let host = rest.map(|r| r.split(['/', '?']).next().unwrap_or(""));
+            if host.is_none_or(str::is_empty) || u.value.chars().any(char::is_whitespace) {
+                c.invalid(
+                    &u.at,
+                    "signaling.url",
+                    format!(
+                        "{:?} is not a ws:// or wss:// URL (e.g. \"wss://hub.example.org/ws\")",
+                        u.value
+                    ),
+                );
+            }
+            Some(u.value.clone())
+        }
+        None => {
+            if remote {
+                c.missing(
+                    "signaling.url",
+                    why("the server's ws:// or wss:// URL"),
+                    mode_at.as_ref(),
+                );
+            }
+            None
+        }
+    };
+    let errors_before = c.errors.len();
+    let token = c.secret("signaling.token", &s.token_file, &s.token_credential);
+    // A token that is set but unusable has been reported already.
+    if remote && token.is_none() && c.errors.len() == errors_before {
+        c.missing(
+            "signaling.token_file",
+            why("a token (`signaling.token_file`, or `signaling.token_credential` for a systemd credential)"),
+            mode_at.as_ref(),
+        );
+    }
+
+    let reconnect_initial = c.millis("signaling.reconnect_initial_ms", &s.reconnect_initial_ms);
+    let reconnect_max = c.millis("signaling.reconnect_max_ms", &s.reconnect_max_ms);
+    if let (Some(i), Some(m)) = (&s.reconnect_initial_ms, &s.reconnect_max_ms) {
+        if i.value > m.value {
+            let at = c.later(i, m);
+            c.invalid(
+                &at.at,
+                if std::ptr::eq(at, i) {
+                    "signaling.reconnect_initial_ms"
+                } else {
+                    "signaling.reconnect_max_ms"
+                },
+                format!(
+                    "reconnect_initial_ms ({} at {}) must not exceed reconnect_max_ms ({} at {})",
+                    i.value, i.at, m.value, m.at
+                ),
+            );
+        }
+    }
+
+    let reconnect_jitter = match c.get("signaling.reconnect_jitter", &s.reconnect_jitter) {
+        Some(j) if (0.0..=1.0).contains(&j.value) => j.value,
+        Some(j) => {
+            c.invalid(
+                &j.at,
+                "signaling.reconnect_jitter",
+                format!("{} is outside 0.0..=1.0", j.value),
+            );
+            0.0
+        }
+        None => 0.0,
+    };
+
+    let keepalive_interval = c.millis("signaling.keepalive_interval_ms", &s.keepalive_interval_ms);
+    let dead_peer_timeout = c.millis("signaling.dead_peer_timeout_ms", &s.dead_peer_timeout_ms);
+    if let (Some(k), Some(d)) = (&s.keepalive_interval_ms, &s.dead_peer_timeout_ms) {
+        if d.value <= k.value {
+            let at = c.later(d, k);
+            c.invalid(
+                &at.at,
+                if std::ptr::eq(at, d) { "signaling.dead_peer_timeout_ms" } else { "signaling.keepalive_interval_ms" },
+                format!(
+                    "dead_peer_timeout_ms ({} at {}) must be greater than keepalive_interval_ms ({} at {})",
+                    d.value, d.at, k.value, k.at
+                ),
+            );
+        }
+    }
+
+    Signaling {
+        mode,
+        url,
+        token,
+        reconnect_initial,
+        reconnect_max,
+        reconnect_jitter,
+        connect_timeout: c.millis("signaling.connect_timeout_ms", &s.connect_timeout_ms),
+        keepalive_interval,
+        dead_peer_timeout,
+        // The range keeps the value within usize on every target.
+        max_message_bytes: c.int(
+            "signaling.max_message_bytes",
+            &s.max_message_bytes,
+            1024..=16 << 20,
+        ) as usize,
+    }
+}
+
+fn hub(c: &mut Check, h: &frag::Hub) -> Hub {
+    let listen = c
+        .get("hub.listen", &h.listen)
+        .and_then(|v| c.socket_addr("hub.listen", v))
+        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+    let mut seen: Vec<(String, Location)> = Vec::new();
+    let mut unique = |c: &mut Check, key: &str, id: &Val<String>| {
+        if let Some((_, first)) = seen.iter().find(|(s, _)| *s == id.value) {
+            c.invalid(
+                &id.at,
+                key,
+                format!("id `{}` is already used at {first}", id.value),
+            );
+        } else {
+            seen.push((id.value.clone(), id.at.clone()));
+        }
+    };
+
+    let mut doors = Vec::new();
+    for (i, d) in h.doors.iter().flat_map(|d| d.value.iter()).enumerate() {
+        let key = format!("hub.doors[{i}]");
+        let (id, name) = member(c, &key, d, &d.value.id, &d.value.name);
+        if let Some(v) = &d.value.id {
+            unique(c, &format!("{key}.id"), v);
+        }
+        let token = member_token(c, &key, d, &d.value.token_file, &d.value.token_credential);
+        doors.push(Door { id, name, token });
+    }
+
+    let mut answerers = Vec::new();
+    for (i, a) in h.answerers.iter().flat_map(|a| a.value.iter()).enumerate() {
+        let key = format!("hub.answerers[{i}]");
+        let (id, name) = member(c, &key, a, &a.value.id, &a.value.name);
+        if let Some(v) = &a.value.id {
+            unique(c, &format!("{key}.id"), v);
+        }
+        let token = member_token(c, &key, a, &a.value.token_file, &a.value.token_credential);
+        let mut groups = Vec::new();
+        match &a.value.groups {
+            Some(list) => {
+                for (j, g) in list.value.iter().enumerate() {
+                    c.check_id(&g.at, &format!("{key}.groups[{j}]"), &g.value);
+                    groups.push(g.value.clone());
+                }
+            }
+            None => c.missing(
+                &format!("{key}.groups"),
+                format!("the answerer at {} must belong to at least one group", a.at),
+                Some(&a.at),
+            ),
+        }
+        answerers.push(Answerer {
+            id,
+            name,
+            token,
+            groups,
+        });
+    }
+
+    Hub {
+        listen,
+        ping_interval: c.millis("hub.ping_interval_ms", &h.ping_interval_ms),
+        hello_timeout: c.millis("hub.hello_timeout_ms", &h.hello_timeout_ms),
+        doors,
+        answerers,
+    }
+}
+
+/// `id` (required) and `name` (defaults to the id) of a door or answerer.
+fn member<T>(
+    c: &mut Check,
+    key: &str,
+    entry: &Val<T>,
+    id: &Option<Val<String>>,
+    name: &Option<Val<String>>,
+) -> (String, String) {
+    let id = match id {
+        Some(v) => {
+            c.check_id(&v.at, &format!("{key}.id"), &v.value);
+            v.value.clone()
+        }
+        None => {
+            c.missing(
+                &format!("{key}.id"),
+                format!("the entry at {} has no id", entry.at),
+                Some(&entry.at),
+            );
+            String::new()
+        }
+    };
+    let name = name
+        .as_ref()
+        .map(|n| n.value.clone())
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| id.clone());
+    (id, name)
+}
+
+fn member_token<T>(
+    c: &mut Check,
+    key: &str,
+    entry: &Val<T>,
+    file: &Option<Val<String>>,
+    credential: &Option<Val<String>>,
+) -> SecretSource {
+    let errors_before = c.errors.len();
+    match c.secret(&format!("{key}.token"), file, credential) {
+        Some(token) => token,
+        None => {
+            if c.errors.len() == errors_before {
+                c.missing(
+                    &format!("{key}.token_file"),
+                    format!(
+                        "the entry at {} needs a token (`token_file`, or `token_credential` for a systemd credential)",
+                        entry.at
+                    ),
+                    Some(&entry.at),
+                );
+            }
+            SecretSource::File(PathBuf::new())
+        }
+    }
+}
+
+fn buttons(
+    c: &mut Check,
+    list: Option<&Val<Vec<Val<frag::Button>>>>,
+    answerers: &[Answerer],
+) -> Vec<Button> {
+    let Some(list) = list else {
+        c.missing("buttons", "at least one [[buttons]] entry is needed", None);
+        return Vec::new();
+    };
+    if list.value.is_empty() {
+        c.invalid(
+            &list.at,
+            "buttons",
+            "at least one [[buttons]] entry is needed",
+        );
+    }
+    let mut out: Vec<Button> = Vec::new();
+    for (i, b) in list.value.iter().enumerate() {
+        let key = format!("buttons[{i}]");
+        let name = match &b.value.name {
+            Some(n) => {
+                c.check_id(&n.at, &format!("{key}.name"), &n.value);
+                if out.iter().any(|o| o.name == n.value) {
+                    c.invalid(
+                        &n.at,
+                        &format!("{key}.name"),
+                        format!("button name `{}` is used twice", n.value),
+                    );
+                }
+                n.value.clone()
+            }
+            None => {
+                c.missing(
+                    &format!("{key}.name"),
+                    format!("the button at {} has no name", b.at),
+                    Some(&b.at),
+                );
+                String::new()
+            }
+        };
+        let group = match &b.value.group {
+            Some(g) => {
+                c.check_id(&g.at, &format!("{key}.group"), &g.value);
+                // Only checkable when answerers are listed here; with an
+                // external hub the answerers live in the hub's configuration.
+                if !answerers.is_empty() && !answerers.iter().any(|a| a.groups.contains(&g.value)) {
+                    c.invalid(
+                        &g.at,
+                        &format!("{key}.group"),
+                        format!(
+                            "no [[hub.answerers]] entry has group `{}` in its `groups`",
+                            g.value
+                        ),
+                    );
+                }
+                g.value.clone()
+            }
+            None => {
+                c.missing(
+                    &format!("{key}.group"),
+                    format!("the button at {} rings no group", b.at),
+                    Some(&b.at),
+                );
+                String::new()
+            }
+        };
+        out.push(Button { name, group });
+    }
+    out
+}
+
+fn ice(c: &mut Check, i: &frag::Ice) -> Ice {
+    let mut bind_ips = Vec::new();
+    if let Some(list) = c.get("ice.bind_ips", &i.bind_ips) {
+        for (j, ip) in list.value.iter().enumerate() {
+            match ip.value.parse::<IpAddr>() {
+                Ok(addr) => bind_ips.push(addr),
+                Err(_) => c.invalid(
+                    &ip.at,
+                    &format!("ice.bind_ips[{j}]"),
+                    format!("{:?} is not an IP address", ip.value),
+                ),
+            }
+        }
+    }
+
+    let mut servers = Vec::new();
+    let mut any_turn = false;
+    for (j, s) in c
+        .get("ice.servers", &i.servers)
+        .iter()
+        .flat_map(|l| l.value.iter())
+        .enumerate()
+    {
+        let key = format!("ice.servers[{j}]");
+        let mut urls = Vec::new();
+        let mut turn = false;
+        match &s.value.urls {
+            Some(list) if !list.value.is_empty() => {
+                for (k, u) in list.value.iter().enumerate() {
+                    let scheme = u.value.split_once(':');
+                    match scheme {
+                        Some(("stun" | "stuns", rest)) if !rest.is_empty() => {}
+                        Some(("turn" | "turns", rest)) if !rest.is_empty() => turn = true,
+                        _ => c.invalid(
+                            &u.at,
+                            &format!("{key}.urls[{k}]"),
+                            format!(
+                                "{:?} must start with stun:, stuns:, turn: or turns: (e.g. \"turn:turn.example.org:443?transport=tcp\")",
+                                u.value
+                            ),
+                        ),
+                    }
+                    urls.push(u.value.clone());
+                }
+            }
+            Some(list) => c.invalid(
+                &list.at,
+                &format!("{key}.urls"),
+                "must list at least one URL",
+            ),
+            None => c.missing(
+                &format!("{key}.urls"),
+                format!("the ICE server at {} has no URL", s.at),
+                Some(&s.at),
+            ),
+        }
+        let username = s
+            .value
+            .username
+            .as_ref()
+            .filter(|u| !u.value.is_empty())
+            .map(|u| u.value.clone());
+        let credential = c.secret(
+            &format!("{key}.credential"),
+            &s.value.credential_file,
+            &s.value.credential_credential,
+        );
+        if turn {
+            any_turn = true;
+            if username.is_none() {
+                c.missing(
+                    &format!("{key}.username"),
+                    format!("the TURN server at {} needs a username", s.at),
+                    Some(&s.at),
+                );
+            }
+            if credential.is_none()
+                && s.value.credential_file.is_none()
+                && s.value.credential_credential.is_none()
+            {
+                c.missing(
+                    &format!("{key}.credential_file"),
+                    format!(
+                        "the TURN server at {} needs a credential (`credential_file`, or `credential_credential` for a systemd credential)",
+                        s.at
+                    ),
+                    Some(&s.at),
+                );
+            }
+        }
+        servers.push(IceServer {
+            urls,
+            username,
+            credential,
+        });
+    }
+
+    let transport_policy = c.copy(
+        "ice.transport_policy",
+        &i.transport_policy,
+        IceTransportPolicy::All,
+    );
+    if let (IceTransportPolicy::Relay, false, Some(p)) =
+        (transport_policy, any_turn, &i.transport_policy)
+    {
+        c.invalid(
+            &p.at,
+            "ice.transport_policy",
+            "\"relay\" needs at least one turn: or turns: server in [[ice.servers]]",
+        );
+    }
+
+    Ice {
+        // The range keeps the value within u8.
+        candidate_pool_size: c.int("ice.candidate_pool_size", &i.candidate_pool_size, 0..=255)
+            as u8,
+        receiving_timeout: c.millis("ice.receiving_timeout_ms", &i.receiving_timeout_ms),
+        backup_ping_interval: c.millis("ice.backup_ping_interval_ms", &i.backup_ping_interval_ms),
+        dscp: c.bool("ice.dscp", &i.dscp),
+        resurface_candidates_on_transport_change: c.bool(
+            "ice.resurface_candidates_on_transport_change",
+            &i.resurface_candidates_on_transport_change,
+        ),
+        check_interval: c.millis("ice.check_interval_ms", &i.check_interval_ms),
+        mdns: c.copy("ice.mdns", &i.mdns, MdnsMode::Disabled),
+        transport_policy,
+        bind_ips,
+        servers,
+    }
+}
+
+fn audio(c: &mut Check, a: &frag::Audio) -> Audio {
+    let o = a.opus.clone().unwrap_or_default();
+    let frame = match c.get("audio.opus.frame_ms", &o.frame_ms) {
+        Some(f) if [5, 10, 20, 40, 60].contains(&f.value) => Duration::from_millis(f.value),
+        Some(f) => {
+            c.invalid(
+                &f.at,
+                "audio.opus.frame_ms",
+                format!(
+                    "{} is not an Opus frame size (5, 10, 20, 40 or 60)",
+                    f.value
+                ),
+            );
+            NEVER
+        }
+        None => NEVER,
+    };
+    let opus = Opus {
+        // The ranges keep the values within u32 and u8.
+        bitrate: c.int("audio.opus.bitrate", &o.bitrate, 6_000..=510_000) as u32,
+        complexity: c.int("audio.opus.complexity", &o.complexity, 0..=10) as u8,
+        fec: c.bool("audio.opus.fec", &o.fec),
+        frame,
+    };
+
+    let s = a.sim.clone().unwrap_or_default();
+    let source = match c.get("audio.sim.source", &s.source) {
+        Some(v) => match parse_sim_source(&v.value) {
+            Ok(source) => source,
+            Err(reason) => {
+                c.invalid(&v.at, "audio.sim.source", reason);
+                SimSource::Silence
+            }
+        },
+        None => SimSource::Silence,
+    };
+    let record_file = s
+        .record_file
+        .as_ref()
+        .filter(|v| !v.value.is_empty())
+        .map(|v| PathBuf::from(&v.value));
+
+    Audio {
+        backend: c.copy("audio.backend", &a.backend, AudioBackend::Sim),
+        echo_cancellation: c.bool("audio.echo_cancellation", &a.echo_cancellation),
+        auto_gain_control: c.bool("audio.auto_gain_control", &a.auto_gain_control),
+        high_pass_filter: c.bool("audio.high_pass_filter", &a.high_pass_filter),
+        noise_suppression: c.bool("audio.noise_suppression", &a.noise_suppression),
+        transient_suppression: c.bool("audio.transient_suppression", &a.transient_suppression),
+        mirroring: c.bool("audio.mirroring", &a.mirroring),
+        force_enable_track: c.bool("audio.force_enable_track", &a.force_enable_track),
+        opus,
+        sim: AudioSim {
+            source,
+            record_file,
+        },
+    }
+}
+
+fn parse_sim_source(text: &str) -> Result<SimSource, String> {
+    if text == "silence" {
+        return Ok(SimSource::Silence);
+    }
+    if let Some(hz) = text.strip_prefix("tone:") {
+        return match hz.parse::<u32>() {
+            Ok(hz) if (20..=20_000).contains(&hz) => Ok(SimSource::Tone { hz }),
+            _ => Err(format!(
+                "{text:?}: the tone frequency must be a whole number of Hz in 20..=20000"
+            )),
+        };
+    }
+    if let Some(path) = text.strip_prefix("wav:").filter(|p| !p.is_empty()) {
+        return Ok(SimSource::Wav(PathBuf::from(path)));
+    }
+    Err(format!(
+        "{text:?} must be \"tone:<Hz>\", \"wav:<path>\" or \"silence\""
+    ))
+}
+
+// ---------------------------------------------------------------------------
+// Dump
+
+impl Settings {
+    /// The effective configuration as TOML, for `intercomd config dump`.
+    /// Secrets are never part of the settings (only where to read them);
+    /// anything secret-looking inside URLs is shown as `<redacted>`.
+    /// Loading the output as a fragment gives back the same settings, except
+    /// for redacted URL parts.
+    pub fn redacted_toml(&self) -> String {
+        let mut out = String::new();
+        let w = &mut out;
+        let _ = writeln!(w, "# Effective intercomd configuration, merged from:");
+        for source in &self.sources {
+            // A line break in a path would end the comment.
+            let _ = writeln!(w, "#   {}", source.display().to_string().replace('\n', " "));
+        }
+
+        let _ = writeln!(w, "\n[station]");
+        kv(w, "id", &q(&self.station.id));
+        kv(w, "name", &q(&self.station.name));
+
+        let s = &self.signaling;
+        let _ = writeln!(w, "\n[signaling]");
+        kv(w, "mode", &q(s.mode.as_str()));
+        kv(
+            w,
+            "url",
+            &q(&s.url.as_deref().map(redact_url).unwrap_or_default()),
+        );
+        secret_kv(w, "token", s.token.as_ref());
+        kv(w, "reconnect_initial_ms", &ms(s.reconnect_initial));
+        kv(w, "reconnect_max_ms", &ms(s.reconnect_max));
+        kv(w, "reconnect_jitter", &float(s.reconnect_jitter));
+        kv(w, "connect_timeout_ms", &ms(s.connect_timeout));
+        kv(w, "keepalive_interval_ms", &ms(s.keepalive_interval));
+        kv(w, "dead_peer_timeout_ms", &ms(s.dead_peer_timeout));
+        kv(w, "max_message_bytes", &s.max_message_bytes.to_string());
+
+        let h = &self.hub;
+        let _ = writeln!(w, "\n[hub]");
+        kv(w, "listen", &q(&h.listen.to_string()));
+        kv(w, "ping_interval_ms", &ms(h.ping_interval));
+        kv(w, "hello_timeout_ms", &ms(h.hello_timeout));
+        if h.doors.is_empty() {
+            kv(w, "doors", "[]");
+        }
+        if h.answerers.is_empty() {
+            kv(w, "answerers", "[]");
+        }
+        for d in &h.doors {
+            let _ = writeln!(w, "\n[[hub.doors]]");
+            kv(w, "id", &q(&d.id));
+            kv(w, "name", &q(&d.name));
+            secret_kv(w, "token", Some(&d.token));
+        }
+        for a in &h.answerers {
+            let _ = writeln!(w, "\n[[hub.answerers]]");
+            kv(w, "id", &q(&a.id));
+            kv(w, "name", &q(&a.name));
+            secret_kv(w, "token", Some(&a.token));
+            kv(w, "groups", &list(a.groups.iter().map(|g| q(g))));
+        }
+
+        let _ = writeln!(w, "\n[call]");
+        kv(w, "ring_timeout_ms", &ms(self.call.ring_timeout));
+        kv(w, "connect_timeout_ms", &ms(self.call.connect_timeout));
+        kv(w, "max_duration_ms", &ms(self.call.max_duration));
+
+        for b in &self.buttons {
+            let _ = writeln!(w, "\n[[buttons]]");
+            kv(w, "name", &q(&b.name));
+            kv(w, "group", &q(&b.group));
+        }
+
+        let i = &self.ice;
+        let _ = writeln!(w, "\n[ice]");
+        kv(w, "candidate_pool_size", &i.candidate_pool_size.to_string());
+        kv(w, "receiving_timeout_ms", &ms(i.receiving_timeout));
+        kv(w, "backup_ping_interval_ms", &ms(i.backup_ping_interval));
+        kv(w, "dscp", &i.dscp.to_string());
+        kv(
+            w,
+            "resurface_candidates_on_transport_change",
+            &i.resurface_candidates_on_transport_change.to_string(),
+        );
+        kv(w, "check_interval_ms", &ms(i.check_interval));
+        kv(w, "mdns", &q(i.mdns.as_str()));
+        kv(w, "transport_policy", &q(i.transport_policy.as_str()));
+        kv(
+            w,
+            "bind_ips",
+            &list(i.bind_ips.iter().map(|ip| q(&ip.to_string()))),
+        );
+        if i.servers.is_empty() {
+            kv(w, "servers", "[]");
+        }
+        for server in &i.servers {
+            let _ = writeln!(w, "\n[[ice.servers]]");
+            kv(w, "urls", &list(server.urls.iter().map(|u| q(u))));
+            if let Some(user) = &server.username {
+                kv(w, "username", &q(user));
+            }
+            secret_kv(w, "credential", server.credential.as_ref());
+        }
+
+        let a = &self.audio;
+        let _ = writeln!(w, "\n[audio]");
+        kv(w, "backend", &q(a.backend.as_str()));
+        kv(w, "echo_cancellation", &a.echo_cancellation.to_string());
+        kv(w, "auto_gain_control", &a.auto_gain_control.to_string());
+        kv(w, "high_pass_filter", &a.high_pass_filter.to_string());
+        kv(w, "noise_suppression", &a.noise_suppression.to_string());
+        kv(
+            w,
+            "transient_suppression",
+            &a.transient_suppression.to_string(),
+        );
+        kv(w, "mirroring", &a.mirroring.to_string());
+        kv(w, "force_enable_track", &a.force_enable_track.to_string());
+        let _ = writeln!(w, "\n[audio.opus]");
+        kv(w, "bitrate", &a.opus.bitrate.to_string());
+        kv(w, "complexity", &a.opus.complexity.to_string());
+        kv(w, "fec", &a.opus.fec.to_string());
+        kv(w, "frame_ms", &ms(a.opus.frame));
+        let _ = writeln!(w, "\n[audio.sim]");
+        kv(w, "source", &q(&a.sim.source.to_config_string()));
+        kv(
+            w,
+            "record_file",
+            &q(&a
+                .sim
+                .record_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()),
+        );
+
+        let hw = &self.hardware;
+        let _ = writeln!(w, "\n[hardware]");
+        kv(w, "backend", &q(hw.backend.as_str()));
+        let _ = writeln!(w, "\n[hardware.sim]");
+        kv(
+            w,
+            "control_listen",
+            &q(&hw
+                .sim
+                .control_listen
+                .map(|a| a.to_string())
+                .unwrap_or_default()),
+        );
+        kv(w, "stdin", &hw.sim.stdin.to_string());
+
+        let _ = writeln!(w, "\n[log]");
+        kv(w, "target", &q(self.log.target.as_str()));
+        kv(w, "level", &q(&self.log.level));
+        out
+    }
+}
+
+fn kv(w: &mut String, key: &str, value: &str) {
+    let _ = writeln!(w, "{key} = {value}");
+}
+
+fn secret_kv(w: &mut String, prefix: &str, source: Option<&SecretSource>) {
+    match source {
+        Some(SecretSource::File(path)) => kv(
+            w,
+            &format!("{prefix}_file"),
+            &q(&path.display().to_string()),
+        ),
+        Some(SecretSource::Credential(name)) => kv(w, &format!("{prefix}_credential"), &q(name)),
+        None => {}
+    }
+}
+
+fn ms(d: Duration) -> String {
+    d.as_millis().to_string()
+}
+
+fn float(f: f64) -> String {
+    // `{:?}` keeps a decimal point ("1.0"), so TOML reads it back as a float.
+    format!("{f:?}")
+}
+
+fn list(items: impl Iterator<Item = String>) -> String {
+    format!("[{}]", items.collect::<Vec<_>>().join(", "))
+}
+
+/// A TOML basic string.
+fn q(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for ch in s.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Hides user information and query values (`?token=…`) of a URL.
+fn redact_url(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut out = match base.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            match authority.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://<redacted>@{host}{path}"),
+                None => base.to_owned(),
+            }
+        }
+        None => base.to_owned(),
+    };
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) => format!("{k}=<redacted>"),
+                None => p.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
+    }
+    out
+}

@@ -1,0 +1,640 @@
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use super::*;
+
+/// A temporary directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "intercomd-config-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("the system temp directory is writable");
+        TempDir(dir)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("the test directory is writable");
+        }
+        std::fs::write(&path, text).expect("the test directory is writable");
+        path
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn err(fragments: &[(&str, &str)]) -> ConfigError {
+    match load_from_strs(fragments) {
+        Ok(_) => panic!("expected a configuration error for {fragments:?}"),
+        Err(e) => e,
+    }
+}
+
+fn ok(fragments: &[(&str, &str)]) -> Settings {
+    load_from_strs(fragments).unwrap_or_else(|e| panic!("unexpected error: {e}"))
+}
+
+fn repo_file(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+#[test]
+fn defaults_load_with_every_seed_value() {
+    let s = defaults().unwrap_or_else(|e| panic!("built-in defaults must be valid: {e}"));
+
+    assert_eq!(s.station.id, "door-1");
+    assert_eq!(s.station.name, "Front door");
+
+    let sig = &s.signaling;
+    assert_eq!(sig.mode, SignalingMode::Standalone);
+    assert_eq!(sig.url, None);
+    assert_eq!(sig.token, None);
+    // Field notes: first retry after ~1 s, at most 5 s; connect timeout 20 s.
+    assert_eq!(sig.reconnect_initial, Duration::from_secs(1));
+    assert_eq!(sig.reconnect_max, Duration::from_secs(5));
+    assert_eq!(sig.connect_timeout, Duration::from_secs(20));
+    assert_eq!(sig.reconnect_jitter, 0.2);
+    assert_eq!(sig.keepalive_interval, Duration::from_secs(10));
+    assert_eq!(sig.dead_peer_timeout, Duration::from_secs(25));
+    assert_eq!(sig.max_message_bytes, 65536);
+
+    assert_eq!(
+        s.hub.listen,
+        "0.0.0.0:8080".parse().expect("literal address")
+    );
+    assert_eq!(s.hub.ping_interval, Duration::from_secs(15));
+    assert_eq!(s.hub.hello_timeout, Duration::from_secs(10));
+    assert!(s.hub.doors.is_empty());
+    assert!(s.hub.answerers.is_empty());
+
+    assert_eq!(s.call.ring_timeout, Duration::from_secs(30));
+    assert_eq!(s.call.connect_timeout, Duration::from_secs(20));
+    assert_eq!(s.call.max_duration, Duration::from_secs(600));
+
+    assert_eq!(
+        s.buttons,
+        vec![Button {
+            name: "call".into(),
+            group: "residents".into()
+        }]
+    );
+
+    // Field notes, PeerConnection settings.
+    let ice = &s.ice;
+    assert_eq!(ice.candidate_pool_size, 10);
+    assert_eq!(ice.receiving_timeout, Duration::from_secs(30));
+    assert_eq!(ice.backup_ping_interval, Duration::from_secs(25));
+    assert!(ice.dscp);
+    assert!(ice.resurface_candidates_on_transport_change);
+    assert_eq!(ice.check_interval, Duration::from_millis(20));
+    assert_eq!(ice.mdns, MdnsMode::QueryOnly);
+    assert_eq!(ice.transport_policy, IceTransportPolicy::All);
+    assert!(ice.bind_ips.is_empty());
+    // Works on a LAN with no internet: no third-party servers.
+    assert!(ice.servers.is_empty());
+
+    // Field notes, capture processing.
+    let a = &s.audio;
+    assert_eq!(a.backend, AudioBackend::Sim);
+    assert!(a.echo_cancellation);
+    assert!(a.auto_gain_control);
+    assert!(a.high_pass_filter);
+    assert!(a.noise_suppression);
+    assert!(a.transient_suppression);
+    assert!(!a.mirroring);
+    assert!(a.force_enable_track);
+    assert_eq!(
+        a.opus,
+        Opus {
+            bitrate: 32000,
+            complexity: 10,
+            fec: true,
+            frame: Duration::from_millis(20)
+        }
+    );
+    assert_eq!(a.sim.source, SimSource::Tone { hz: 600 });
+    assert_eq!(a.sim.record_file, None);
+
+    assert_eq!(s.hardware.backend, HardwareBackend::Sim);
+    assert_eq!(
+        s.hardware.sim.control_listen,
+        Some("127.0.0.1:7081".parse().expect("literal address"))
+    );
+    assert!(s.hardware.sim.stdin);
+
+    assert_eq!(s.log.target, LogTarget::Auto);
+    assert_eq!(s.log.level, "info");
+    assert_eq!(s.sources, vec![PathBuf::from(BUILTIN_DEFAULTS)]);
+}
+
+#[test]
+fn shipped_board_and_site_example_load() {
+    let s = load(&[
+        repo_file("config/boards/sim.toml"),
+        repo_file("config/site.example.toml"),
+    ])
+    .unwrap_or_else(|e| panic!("shipped examples must be valid: {e}"));
+    assert_eq!(s.hardware.backend, HardwareBackend::Sim);
+    assert_eq!(s.ice.servers.len(), 3);
+    assert!(
+        s.ice
+            .servers
+            .iter()
+            .any(|srv| srv.urls == ["turn:turn.example.org:443?transport=tcp"])
+    );
+    assert_eq!(s.hub.answerers.len(), 2);
+}
+
+#[test]
+fn later_fragments_win_key_by_key_and_arrays_are_replaced() {
+    let s = ok(&[
+        (
+            "a.toml",
+            "[station]\nname = \"Back door\"\n[[buttons]]\nname = \"a\"\ngroup = \"g1\"\n[[buttons]]\nname = \"b\"\ngroup = \"g2\"\n",
+        ),
+        (
+            "b.toml",
+            "[station]\nid = \"door-7\"\n[[buttons]]\nname = \"c\"\ngroup = \"g3\"\n",
+        ),
+    ]);
+    assert_eq!(s.station.id, "door-7");
+    // Set only by the earlier fragment: kept.
+    assert_eq!(s.station.name, "Back door");
+    // Arrays of tables replace each other wholesale.
+    assert_eq!(
+        s.buttons,
+        vec![Button {
+            name: "c".into(),
+            group: "g3".into()
+        }]
+    );
+    // Untouched keys keep their defaults.
+    assert_eq!(s.signaling.reconnect_max, Duration::from_secs(5));
+}
+
+#[test]
+fn directories_are_read_in_lexical_order() {
+    let dir = TempDir::new();
+    let lib = dir.path().join("lib");
+    let etc = dir.path().join("etc");
+    dir.write("lib/20-board.toml", "[station]\nname = \"from board\"\n");
+    dir.write(
+        "etc/50-site.toml",
+        "[station]\nid = \"site\"\nname = \"from 50\"\n",
+    );
+    dir.write("etc/10-early.toml", "[station]\nname = \"from 10\"\n");
+    // Ignored: not *.toml, or hidden editor leftovers.
+    dir.write("etc/99-notes.txt", "this is not TOML");
+    dir.write("etc/.99-swap.toml", "not = [valid");
+
+    let s = load(&[lib.clone(), etc.clone(), dir.path().join("absent.d")])
+        .unwrap_or_else(|e| panic!("unexpected error: {e}"));
+    assert_eq!(s.station.id, "site");
+    assert_eq!(s.station.name, "from 50");
+    assert_eq!(
+        s.sources,
+        vec![
+            PathBuf::from(BUILTIN_DEFAULTS),
+            lib.join("20-board.toml"),
+            etc.join("10-early.toml"),
+            etc.join("50-site.toml"),
+        ]
+    );
+}
+
+#[test]
+fn a_missing_file_is_an_error_but_a_missing_directory_is_not() {
+    let dir = TempDir::new();
+    assert!(load(&[dir.path().join("config.d")]).is_ok());
+    let file = dir.path().join("site.toml");
+    match load(std::slice::from_ref(&file)) {
+        Err(ConfigError::Read { path, .. }) => assert_eq!(path, file),
+        other => panic!("expected a read error, got {other:?}"),
+    }
+}
+
+#[test]
+fn unknown_key_names_file_line_and_dotted_key() {
+    let dir = TempDir::new();
+    let file = dir.write(
+        "config.d/50-site.toml",
+        "# site\n[signaling]\nmode = \"hub\"\nurll = \"wss://hub\"\n",
+    );
+    let e = load(&[dir.path().join("config.d")]).expect_err("urll is not a key");
+    let text = e.to_string();
+    assert!(
+        text.starts_with(&format!(
+            "{}:4: unknown key `signaling.urll`",
+            file.display()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("expected one of `mode`, `url`"), "{text}");
+    assert_eq!(e.exit_code(), 78);
+
+    // Dotted keys and arrays of tables are named the same way.
+    match err(&[("site.toml", "station.nmae = \"x\"\n")]) {
+        ConfigError::UnknownKey { at, key, .. } => {
+            assert_eq!(at, Location::new("site.toml", 1));
+            assert_eq!(key, "station.nmae");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    match err(&[(
+        "site.toml",
+        "[[hub.doors]]\nid = \"a\"\ntoken_file = \"/t\"\n\n[[hub.doors]]\nid = \"b\"\ntokn_file = \"/t\"\n",
+    )]) {
+        ConfigError::UnknownKey { at, key, .. } => {
+            assert_eq!(at, Location::new("site.toml", 7));
+            assert_eq!(key, "hub.doors[1].tokn_file");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    match err(&[("site.toml", "\n\nbogus = 1\n")]) {
+        ConfigError::UnknownKey { at, key, expected } => {
+            assert_eq!(at.line, 3);
+            assert_eq!(key, "bogus");
+            assert!(expected.contains(&"signaling".to_owned()));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn wrong_type_names_key_and_line() {
+    let e = err(&[("site.toml", "[signaling]\n\nreconnect_max_ms = \"5s\"\n")]);
+    assert_eq!(
+        e,
+        ConfigError::WrongType {
+            at: Location::new("site.toml", 3),
+            key: "signaling.reconnect_max_ms".into(),
+            message: "found string \"5s\", expected a whole number ≥ 0".into(),
+        }
+    );
+    match err(&[("site.toml", "[ice]\ndscp = \"yes\"\n")]) {
+        ConfigError::WrongType { key, message, .. } => {
+            assert_eq!(key, "ice.dscp");
+            assert!(message.contains("true or false"), "{message}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    match err(&[("site.toml", "[signaling]\nmode = \"hubb\"\n")]) {
+        ConfigError::InvalidValue { at, key, reason } => {
+            assert_eq!(at.line, 2);
+            assert_eq!(key, "signaling.mode");
+            assert!(reason.contains("`socketio`"), "{reason}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    match err(&[("site.toml", "[audio.opus]\nbitrate = -1\n")]) {
+        ConfigError::InvalidValue { key, .. } => assert_eq!(key, "audio.opus.bitrate"),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn syntax_error_names_file_and_line() {
+    match err(&[("site.toml", "[station]\nid = \n")]) {
+        ConfigError::Syntax { at, .. } => assert_eq!(at, Location::new("site.toml", 2)),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn hub_mode_without_url_names_the_key_and_the_files() {
+    let dir = TempDir::new();
+    let board = dir.write("lib/20-board.toml", "[station]\nname = \"x\"\n");
+    let site = dir.write(
+        "etc/50-site.toml",
+        "[signaling]\nmode = \"hub\"\ntoken_file = \"/etc/intercomd/hub.token\"\n",
+    );
+    let e = load(&[dir.path().join("lib"), dir.path().join("etc")]).expect_err("url is required");
+    match &e {
+        ConfigError::Missing {
+            key,
+            files_read,
+            add_to,
+            why,
+        } => {
+            assert_eq!(key, "signaling.url");
+            assert_eq!(
+                files_read,
+                &vec![PathBuf::from(BUILTIN_DEFAULTS), board, site.clone()]
+            );
+            assert_eq!(add_to, &site);
+            assert!(why.contains(&format!("{}:2", site.display())), "{why}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let text = e.to_string();
+    assert!(text.contains("`signaling.url`"), "{text}");
+    assert!(
+        text.contains(&format!("add it to {}", site.display())),
+        "{text}"
+    );
+
+    // The token is required too, and both are reported at once.
+    let e = err(&[("site.toml", "[signaling]\nmode = \"socketio\"\n")]);
+    let ConfigError::Several(errors) = e else {
+        panic!("expected two errors, got {e:?}");
+    };
+    let keys: Vec<&str> = errors
+        .iter()
+        .filter_map(|e| match e {
+            ConfigError::Missing { key, .. } => Some(key.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(keys, ["signaling.url", "signaling.token_file"]);
+
+    let s = ok(&[(
+        "site.toml",
+        "[signaling]\nmode = \"hub\"\nurl = \"wss://hub.example.org/ws\"\ntoken_credential = \"hub-token\"\n",
+    )]);
+    assert_eq!(s.signaling.url.as_deref(), Some("wss://hub.example.org/ws"));
+    assert_eq!(
+        s.signaling.token,
+        Some(SecretSource::Credential("hub-token".into()))
+    );
+}
+
+#[test]
+fn cross_key_errors_point_at_the_value_set_after_the_defaults() {
+    // The site lowers reconnect_max_ms below the default initial delay: the
+    // error points at the site's line, not at the built-in default.
+    let e = err(&[
+        ("20-board.toml", "[log]\nlevel = \"debug\"\n"),
+        ("50-site.toml", "[signaling]\n\n\nreconnect_max_ms = 500\n"),
+    ]);
+    match e {
+        ConfigError::InvalidValue { at, key, reason } => {
+            assert_eq!(at, Location::new("50-site.toml", 4));
+            assert_eq!(key, "signaling.reconnect_max_ms");
+            assert!(reason.contains("50-site.toml:4"), "{reason}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+
+    // A value overridden in a later file is reported where it was set last.
+    let e = err(&[
+        ("20-board.toml", "[hub]\nlisten = \"nonsense\"\n"),
+        ("50-site.toml", "\n[hub]\nlisten = \"0.0.0.0:80800\"\n"),
+    ]);
+    match e {
+        ConfigError::InvalidValue { at, key, .. } => {
+            assert_eq!(at, Location::new("50-site.toml", 3));
+            assert_eq!(key, "hub.listen");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+
+    let e = err(&[("site.toml", "[signaling]\ndead_peer_timeout_ms = 10000\n")]);
+    match e {
+        ConfigError::InvalidValue { at, key, .. } => {
+            assert_eq!(at, Location::new("site.toml", 2));
+            assert_eq!(key, "signaling.dead_peer_timeout_ms");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn value_rules() {
+    let invalid_key = |text: &str| match err(&[("site.toml", text)]) {
+        ConfigError::InvalidValue { key, .. } => key,
+        other => panic!("expected one bad value for {text:?}, got {other:?}"),
+    };
+    assert_eq!(invalid_key("[station]\nid = \"door 1\"\n"), "station.id");
+    assert_eq!(invalid_key("[station]\nid = \"\"\n"), "station.id");
+    assert_eq!(
+        invalid_key("[signaling]\nreconnect_jitter = 1.5\n"),
+        "signaling.reconnect_jitter"
+    );
+    assert_eq!(
+        invalid_key("[signaling]\nmode = \"hub\"\nurl = \"https://hub\"\ntoken_file = \"/t\"\n"),
+        "signaling.url"
+    );
+    assert_eq!(
+        invalid_key("[call]\nring_timeout_ms = 0\n"),
+        "call.ring_timeout_ms"
+    );
+    assert_eq!(
+        invalid_key("[audio.sim]\nsource = \"tone:20001\"\n"),
+        "audio.sim.source"
+    );
+    assert_eq!(
+        invalid_key("[audio.sim]\nsource = \"noise\"\n"),
+        "audio.sim.source"
+    );
+    assert_eq!(
+        invalid_key("[audio.opus]\nframe_ms = 25\n"),
+        "audio.opus.frame_ms"
+    );
+    assert_eq!(
+        invalid_key("[ice]\ncandidate_pool_size = 300\n"),
+        "ice.candidate_pool_size"
+    );
+    assert_eq!(
+        invalid_key("[ice]\nbind_ips = [\"10.0.0.1\", \"eth0\"]\n"),
+        "ice.bind_ips[1]"
+    );
+    assert_eq!(
+        invalid_key("[[ice.servers]]\nurls = [\"stun.example.org:3478\"]\n"),
+        "ice.servers[0].urls[0]"
+    );
+    assert_eq!(
+        invalid_key("[ice]\ntransport_policy = \"relay\"\n"),
+        "ice.transport_policy"
+    );
+    assert_eq!(
+        invalid_key("[hardware.sim]\ncontrol_listen = \"localhost\"\n"),
+        "hardware.sim.control_listen"
+    );
+    assert_eq!(
+        invalid_key("[signaling]\ntoken_file = \"/a\"\ntoken_credential = \"b\"\n"),
+        "signaling.token_file"
+    );
+    assert_eq!(
+        invalid_key("[signaling]\ntoken_credential = \"../etc/shadow\"\n"),
+        "signaling.token_credential"
+    );
+
+    // TURN needs a username and a credential.
+    match err(&[(
+        "site.toml",
+        "[[ice.servers]]\nurls = [\"turn:turn.example.org:443?transport=tcp\"]\n",
+    )]) {
+        ConfigError::Several(errors) => {
+            let keys: Vec<String> = errors
+                .iter()
+                .filter_map(|e| match e {
+                    ConfigError::Missing { key, .. } => Some(key.clone()),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(
+                keys,
+                ["ice.servers[0].username", "ice.servers[0].credential_file"]
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+
+    // Button groups are checked against answerers only when some are listed.
+    let answerer =
+        "[[hub.answerers]]\nid = \"flat-1a\"\ntoken_file = \"/t\"\ngroups = [\"flat-1a\"]\n";
+    match err(&[("site.toml", answerer)]) {
+        ConfigError::InvalidValue { at, key, reason } => {
+            assert_eq!(at.file, PathBuf::from(BUILTIN_DEFAULTS));
+            assert_eq!(key, "buttons[0].group");
+            assert!(reason.contains("`residents`"), "{reason}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let s = ok(&[(
+        "site.toml",
+        &format!("{answerer}[[buttons]]\nname = \"call\"\ngroup = \"flat-1a\"\n"),
+    )]);
+    assert_eq!(s.hub.answerers[0].name, "flat-1a");
+
+    // Duplicate ids.
+    match err(&[(
+        "site.toml",
+        "[[hub.doors]]\nid = \"a\"\ntoken_file = \"/t\"\n[[hub.doors]]\nid = \"a\"\ntoken_file = \"/t\"\n",
+    )]) {
+        ConfigError::InvalidValue { at, key, reason } => {
+            assert_eq!(at.line, 5);
+            assert_eq!(key, "hub.doors[1].id");
+            assert!(reason.contains("site.toml:2"), "{reason}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn several_errors_are_reported_together() {
+    let e = err(&[(
+        "site.toml",
+        "[station]\nid = \"a b\"\n[signaling]\nreconnect_jitter = 2.0\n",
+    )]);
+    let text = e.to_string();
+    assert!(text.starts_with("2 configuration errors:"), "{text}");
+    assert!(
+        text.contains("site.toml:2: bad value for `station.id`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("site.toml:4: bad value for `signaling.reconnect_jitter`"),
+        "{text}"
+    );
+}
+
+#[test]
+fn dump_never_contains_secret_values() {
+    let dir = TempDir::new();
+    let token = dir.write("hub.token", "s3cr3t-token\n");
+    let turn = dir.write("turn.cred", "turn-p4ss\n");
+    let site = format!(
+        "[signaling]\nmode = \"hub\"\nurl = \"wss://user:pw-in-url@hub.example.org/ws?token=qu3ry-secret\"\n\
+         token_file = \"{}\"\n\
+         [[ice.servers]]\nurls = [\"turn:turn.example.org:443?transport=tcp\"]\nusername = \"door\"\n\
+         credential_file = \"{}\"\n",
+        token.display(),
+        turn.display()
+    );
+    let s = ok(&[("site.toml", &site)]);
+
+    let secret = read_secret(
+        s.signaling
+            .token
+            .as_ref()
+            .expect("token is required in hub mode"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(secret.expose(), "s3cr3t-token");
+    assert_eq!(format!("{secret} {secret:?}"), "<redacted> <redacted>");
+
+    let dump = s.redacted_toml();
+    for leaked in ["s3cr3t-token", "turn-p4ss", "pw-in-url", "qu3ry-secret"] {
+        assert!(!dump.contains(leaked), "{leaked} leaked into:\n{dump}");
+    }
+    assert!(dump.contains(&format!("token_file = \"{}\"", token.display())));
+    assert!(dump.contains("wss://<redacted>@hub.example.org/ws?token=<redacted>"));
+    assert!(!format!("{s:?}").contains("s3cr3t-token"));
+}
+
+#[test]
+fn dump_loads_back_to_the_same_settings() {
+    let defaults = defaults().unwrap_or_else(|e| panic!("{e}"));
+    let again = ok(&[("dump.toml", &defaults.redacted_toml())]);
+    assert_eq!(
+        Settings {
+            sources: defaults.sources.clone(),
+            ..again
+        },
+        defaults
+    );
+
+    let example = load(&[
+        repo_file("config/boards/sim.toml"),
+        repo_file("config/site.example.toml"),
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    let again = ok(&[("dump.toml", &example.redacted_toml())]);
+    assert_eq!(
+        Settings {
+            sources: example.sources.clone(),
+            ..again
+        },
+        example
+    );
+}
+
+#[test]
+fn read_secret_trims_and_names_the_path() {
+    let dir = TempDir::new();
+    let file = dir.write("token", "abc\r\n");
+    let secret = read_secret(&SecretSource::File(file)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(secret.expose(), "abc");
+
+    let absent = dir.path().join("absent");
+    let e = read_secret(&SecretSource::File(absent.clone())).expect_err("file is absent");
+    assert!(matches!(&e, ConfigError::Secret { path, .. } if *path == absent));
+    assert!(e.to_string().starts_with(&absent.display().to_string()));
+
+    let empty = dir.write("empty", "\n");
+    assert!(matches!(
+        read_secret(&SecretSource::File(empty.clone())),
+        Err(ConfigError::Secret { path, .. }) if path == empty
+    ));
+
+    // systemd credentials resolve inside $CREDENTIALS_DIRECTORY.
+    dir.write("creds/turn", "xyz\n");
+    let cred = SecretSource::Credential("turn".into());
+    let secret =
+        read_secret_in(&cred, Some(&dir.path().join("creds"))).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(secret.expose(), "xyz");
+    assert_eq!(
+        read_secret_in(&cred, None),
+        Err(ConfigError::NoCredentialsDirectory {
+            name: "turn".into()
+        })
+    );
+}
