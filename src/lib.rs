@@ -1,6 +1,10 @@
+pub mod audio;
 pub mod call;
 pub mod config;
+pub mod controller;
+pub mod daemon;
 pub mod hub;
 pub mod hw;
 pub mod logging;
+pub mod media;
 pub mod signaling;

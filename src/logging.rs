@@ -8,9 +8,9 @@
 use std::io::IsTerminal;
 use std::path::Path;
 
+use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::EnvFilter;
 
 /// Where log lines go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::signaling::protocol::{Candidate, CallId, ErrorCode, Message, PeerInfo};
+use crate::signaling::protocol::{CallId, Candidate, ErrorCode, Message, PeerInfo};
 
 /// Timing settings of a call, from the `[call]` and `[ice]` configuration.
 #[derive(Clone, Debug, PartialEq)]
@@ -191,7 +191,10 @@ pub enum Output {
     /// Ask the media engine for something.
     Media(MediaRequest),
     /// The phase changed (LEDs, STATUS=, logs).
-    PhaseChanged { phase: Phase, call_id: Option<CallId> },
+    PhaseChanged {
+        phase: Phase,
+        call_id: Option<CallId>,
+    },
     /// The call was answered by this resident.
     Answered { call_id: CallId, by: PeerInfo },
     /// Media is flowing both ways.
@@ -212,7 +215,10 @@ pub enum Rejected {
         current: CallId,
     },
     #[error("`{input}` ignored in state {phase}")]
-    OutOfState { input: &'static str, phase: &'static str },
+    OutOfState {
+        input: &'static str,
+        phase: &'static str,
+    },
     #[error("`{input}` ignored: a call is already in progress")]
     Busy { input: &'static str },
     #[error("`{0}` is not a message a door station acts on")]
@@ -484,7 +490,8 @@ impl CallMachine {
                     return Err(self.out_of_state(name));
                 }
                 if answerers == 0 {
-                    self.end(EndReason::NoAnswerer);
+                    // The hub keeps no call without answerers: nothing to cancel.
+                    self.end_without_notice(EndReason::NoAnswerer);
                 }
                 Ok(())
             }
@@ -512,7 +519,8 @@ impl CallMachine {
                 if !matches!(self.state, State::Ringing(_)) {
                     return Err(self.out_of_state(name));
                 }
-                self.end(EndReason::Declined);
+                // The hub has already forgotten the call.
+                self.end_without_notice(EndReason::Declined);
                 Ok(())
             }
             Message::Answer { call_id, sdp } => {
@@ -538,7 +546,10 @@ impl CallMachine {
                 }
                 // Candidates may overtake the answer: media queues them.
                 self.outputs
-                    .push_back(Output::Media(MediaRequest::RemoteCandidate { call_id, candidate }));
+                    .push_back(Output::Media(MediaRequest::RemoteCandidate {
+                        call_id,
+                        candidate,
+                    }));
                 Ok(())
             }
             Message::Hangup { call_id, reason } => {

@@ -21,7 +21,8 @@ impl Harness {
             start: now,
             log: Vec::new(),
         };
-        h.input(Input::SignalingUp).expect("signaling up is always accepted");
+        h.input(Input::SignalingUp)
+            .expect("signaling up is always accepted");
         h.log.clear();
         h
     }
@@ -359,6 +360,7 @@ fn decline_and_no_answerer_end_the_ring() {
     }));
 
     press(&mut h, "c2").unwrap();
+    h.take();
     h.signal(Message::Ringing {
         call_id: cid("c2"),
         answerers: 0,
@@ -369,6 +371,8 @@ fn decline_and_no_answerer_end_the_ring() {
         call_id: cid("c2"),
         reason: EndReason::NoAnswerer
     }));
+    // The hub holds no call in either case: nothing is sent back.
+    assert!(!out.iter().any(|o| matches!(o, Output::Send(_))), "{out:?}");
 }
 
 #[test]
@@ -486,24 +490,26 @@ fn out_of_order_and_duplicate_events() {
     })
     .unwrap();
     h.take();
-    assert!(h
-        .signal(Message::Accepted {
+    assert!(
+        h.signal(Message::Accepted {
             call_id: cid("c1"),
             answerer: flat()
         })
-        .is_err());
+        .is_err()
+    );
     // Duplicate answer.
     h.signal(Message::Answer {
         call_id: cid("c1"),
         sdp: "a".into(),
     })
     .unwrap();
-    assert!(h
-        .signal(Message::Answer {
+    assert!(
+        h.signal(Message::Answer {
             call_id: cid("c1"),
             sdp: "a".into()
         })
-        .is_err());
+        .is_err()
+    );
     // Messages meant for answerers.
     for m in [
         Message::Ring {

@@ -3,4 +3,6 @@
 
 pub mod machine;
 
-pub use machine::{CallMachine, CallSettings, EndReason, Input, MediaRequest, MediaState, Output, Phase, Rejected};
+pub use machine::{
+    CallMachine, CallSettings, EndReason, Input, MediaRequest, MediaState, Output, Phase, Rejected,
+};

@@ -77,7 +77,9 @@ fn defaults_load_with_every_seed_value() {
 
     assert_eq!(
         s.hub.listen,
-        "0.0.0.0:8080".parse().expect("literal address")
+        "0.0.0.0:8080"
+            .parse::<std::net::SocketAddr>()
+            .expect("literal address")
     );
     assert_eq!(s.hub.ping_interval, Duration::from_secs(15));
     assert_eq!(s.hub.hello_timeout, Duration::from_secs(10));
@@ -104,7 +106,7 @@ fn defaults_load_with_every_seed_value() {
     assert!(ice.dscp);
     assert!(ice.resurface_candidates_on_transport_change);
     assert_eq!(ice.check_interval, Duration::from_millis(20));
-    assert_eq!(ice.mdns, MdnsMode::QueryOnly);
+    assert_eq!(ice.mdns, MdnsMode::Disabled);
     assert_eq!(ice.transport_policy, IceTransportPolicy::All);
     assert!(ice.bind_ips.is_empty());
     // Works on a LAN with no internet: no third-party servers.

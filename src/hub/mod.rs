@@ -5,5 +5,5 @@
 pub mod server;
 pub mod state;
 
-pub use server::{bind, run, ConnSettings, HubError};
+pub use server::{ConnSettings, HubError, bind, run};
 pub use state::{HubSettings, Principal};

@@ -8,12 +8,12 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::http::header;
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
-use axum::Router;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -78,10 +78,12 @@ struct AppState {
 
 /// Bind the hub's listener, naming the address on failure.
 pub async fn bind(addr: &str) -> Result<TcpListener, HubError> {
-    TcpListener::bind(addr).await.map_err(|source| HubError::Bind {
-        addr: addr.to_owned(),
-        source,
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| HubError::Bind {
+            addr: addr.to_owned(),
+            source,
+        })
 }
 
 /// Serve until `shutdown` is cancelled. The listener is passed in so tests
@@ -108,11 +110,21 @@ pub async fn run(
         .route("/", get(|| async { Html(INDEX_HTML) }))
         .route(
             "/app.js",
-            get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], APP_JS) }),
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+                    APP_JS,
+                )
+            }),
         )
         .route(
             "/style.css",
-            get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE_CSS) }),
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+                    STYLE_CSS,
+                )
+            }),
         )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/ws", get(ws_handler))
@@ -258,14 +270,21 @@ async fn actor(mut state: HubState, mut events: mpsc::Receiver<Event>, cancel: C
                     }
                 }
                 Action::Log(level, conn, text) => {
-                    let peer = conns.get(&conn).map(|(p, _)| p.to_string()).unwrap_or_default();
+                    let peer = conns
+                        .get(&conn)
+                        .map(|(p, _)| p.to_string())
+                        .unwrap_or_default();
                     let (role, id) = state
                         .describe(conn)
                         .map(|(r, i)| (r.to_string(), i.to_owned()))
                         .unwrap_or_default();
                     match level {
-                        LogLevel::Info => info!(conn, peer = %peer, role = %role, client = %id, "hub: {text}"),
-                        LogLevel::Warn => warn!(conn, peer = %peer, role = %role, client = %id, "hub: {text}"),
+                        LogLevel::Info => {
+                            info!(conn, peer = %peer, role = %role, client = %id, "hub: {text}")
+                        }
+                        LogLevel::Warn => {
+                            warn!(conn, peer = %peer, role = %role, client = %id, "hub: {text}")
+                        }
                     }
                 }
             }

@@ -7,8 +7,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::signaling::protocol::{
-    self, CallId, DecodeError, ErrorCode, IceServerInfo, Message, PeerInfo, Role,
-    PROTOCOL_VERSION,
+    self, CallId, DecodeError, ErrorCode, IceServerInfo, Message, PROTOCOL_VERSION, PeerInfo, Role,
 };
 
 /// A door station or answerer allowed to connect.
@@ -191,7 +190,10 @@ impl HubState {
             Action::Log(LogLevel::Warn, conn, "refused binary frame".into()),
             Action::Send(
                 conn,
-                Message::error(ErrorCode::BadMessage, "binary frames are not part of the protocol"),
+                Message::error(
+                    ErrorCode::BadMessage,
+                    "binary frames are not part of the protocol",
+                ),
             ),
         ]
     }
@@ -217,16 +219,13 @@ impl HubState {
             ]
         };
         let who = match (&c.who, msg) {
-            (None, Message::Hello { v, role, token, .. }) => return self.hello(conn, v, role, &token),
-            (None, Message::Ping) => return vec![Action::Send(conn, Message::Pong)],
-            (None, _) => {
-                return err(
-                    ErrorCode::NotAuthenticated,
-                    "send hello first".into(),
-                )
+            (None, Message::Hello { v, role, token, .. }) => {
+                return self.hello(conn, v, role, &token);
             }
+            (None, Message::Ping) => return vec![Action::Send(conn, Message::Pong)],
+            (None, _) => return err(ErrorCode::NotAuthenticated, "send hello first".into()),
             (Some(_), Message::Hello { .. }) => {
-                return err(ErrorCode::BadState, "already authenticated".into())
+                return err(ErrorCode::BadState, "already authenticated".into());
             }
             (Some(w), m) => (w.clone(), m),
         };
@@ -297,7 +296,10 @@ impl HubState {
                     return err(ErrorCode::UnknownCall, format!("no call {call_id}"));
                 };
                 if !call.rung.contains(&me.id) || call.accepted.is_some() {
-                    return err(ErrorCode::BadState, format!("call {call_id} is not ringing you"));
+                    return err(
+                        ErrorCode::BadState,
+                        format!("call {call_id} is not ringing you"),
+                    );
                 }
                 call.declined.insert(me.id.clone());
                 if call.declined.len() < call.rung.len() {
@@ -312,13 +314,25 @@ impl HubState {
                 out.extend(self.to_identity(Role::Door, &call.door, Message::Declined { call_id }));
                 out
             }
-            (role, m @ (Message::Offer { .. } | Message::Answer { .. } | Message::Candidate { .. } | Message::Hangup { .. })) => {
-                let call_id = m.call_id().cloned().expect("these variants all carry a call id");
+            (
+                role,
+                m @ (Message::Offer { .. }
+                | Message::Answer { .. }
+                | Message::Candidate { .. }
+                | Message::Hangup { .. }),
+            ) => {
+                let call_id = m
+                    .call_id()
+                    .cloned()
+                    .expect("these variants all carry a call id");
                 let Some(call) = self.calls.get(&call_id) else {
                     return err(ErrorCode::UnknownCall, format!("no call {call_id}"));
                 };
                 let Some(answerer) = call.accepted.clone() else {
-                    return err(ErrorCode::BadState, format!("call {call_id} is not accepted yet"));
+                    return err(
+                        ErrorCode::BadState,
+                        format!("call {call_id} is not accepted yet"),
+                    );
                 };
                 let (peer_role, peer) = match role {
                     Role::Door if call.door == me.id => (Role::Answerer, answerer),
@@ -327,7 +341,7 @@ impl HubState {
                         return err(
                             ErrorCode::NotPermitted,
                             format!("you are not a party of call {call_id}"),
-                        )
+                        );
                     }
                 };
                 let mut out = Vec::new();
@@ -368,7 +382,11 @@ impl HubState {
     fn hello(&mut self, conn: ConnId, v: u32, role: Role, token: &str) -> Vec<Action> {
         if v != PROTOCOL_VERSION {
             return vec![
-                Action::Log(LogLevel::Warn, conn, format!("refused protocol version {v}")),
+                Action::Log(
+                    LogLevel::Warn,
+                    conn,
+                    format!("refused protocol version {v}"),
+                ),
                 Action::Send(
                     conn,
                     Message::error(
@@ -393,8 +411,15 @@ impl HubState {
         }
         let Some(p) = found else {
             return vec![
-                Action::Log(LogLevel::Warn, conn, format!("authentication failed for a {role}")),
-                Action::Send(conn, Message::error(ErrorCode::AuthFailed, "authentication failed")),
+                Action::Log(
+                    LogLevel::Warn,
+                    conn,
+                    format!("authentication failed for a {role}"),
+                ),
+                Action::Send(
+                    conn,
+                    Message::error(ErrorCode::AuthFailed, "authentication failed"),
+                ),
                 Action::Close(conn, 1008, "authentication failed"),
             ];
         };
@@ -449,7 +474,10 @@ impl HubState {
             .filter(|((role, _), _)| *role == Role::Answerer)
             .filter_map(|((_, id), conn)| {
                 let w = self.conns.get(conn)?.who.as_ref()?;
-                w.groups.iter().any(|g| g == group).then(|| (id.clone(), *conn))
+                w.groups
+                    .iter()
+                    .any(|g| g == group)
+                    .then(|| (id.clone(), *conn))
             })
             .collect();
         v.sort();
@@ -608,7 +636,11 @@ impl HubState {
     fn accept(&mut self, conn: ConnId, me: &Identity, call_id: CallId) -> Vec<Action> {
         let Some(call) = self.calls.get_mut(&call_id) else {
             return vec![
-                Action::Log(LogLevel::Warn, conn, format!("accept for unknown call {call_id}")),
+                Action::Log(
+                    LogLevel::Warn,
+                    conn,
+                    format!("accept for unknown call {call_id}"),
+                ),
                 Action::Send(
                     conn,
                     Message::Error {

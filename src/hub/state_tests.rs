@@ -108,7 +108,9 @@ fn welcome_carries_identity_from_config_not_from_client() {
         r#"{"type":"hello","v":1,"role":"answerer","token":"at","name":"I am the admin"}"#,
     ));
     match &out[0].1 {
-        Message::Welcome { id, name, groups, .. } => {
+        Message::Welcome {
+            id, name, groups, ..
+        } => {
             assert_eq!(id, "a");
             assert_eq!(name, "A");
             assert_eq!(groups, &vec!["residents".to_string()]);
@@ -380,7 +382,10 @@ fn malformed_frames_get_error_replies() {
         ("not json", ErrorCode::BadJson),
         (r#"{"type":"warp"}"#, ErrorCode::UnknownType),
         (r#"{"type":"accept"}"#, ErrorCode::BadMessage),
-        (r#"{"type":"accept","call_id":"bad id!"}"#, ErrorCode::BadMessage),
+        (
+            r#"{"type":"accept","call_id":"bad id!"}"#,
+            ErrorCode::BadMessage,
+        ),
         (r#"{"no":"type"}"#, ErrorCode::BadMessage),
     ] {
         let out = t.text(A, frame);
@@ -402,7 +407,10 @@ fn reconnect_replaces_the_old_connection_and_routing_follows() {
     t.msg(A, Message::Accept { call_id: cid("c1") });
     // A reconnects on a new connection.
     t.h.connected(42, "s42".into(), t.now);
-    let out = t.text(42, r#"{"type":"hello","v":1,"role":"answerer","token":"at"}"#);
+    let out = t.text(
+        42,
+        r#"{"type":"hello","v":1,"role":"answerer","token":"at"}"#,
+    );
     assert!(out.contains(&Action::Close(A, 4000, "replaced by a newer connection")));
     t.h.disconnected(A);
     let hang = Message::Hangup {
@@ -454,7 +462,10 @@ fn resume_after_hub_restart_rebuilds_routes() {
         .filter(|(_, m)| matches!(m, Message::Ring { .. }))
         .count();
     assert_eq!(rung, 2);
-    assert!(!out.iter().any(|(_, m)| matches!(m, Message::Ringing { .. })));
+    assert!(
+        !out.iter()
+            .any(|(_, m)| matches!(m, Message::Ringing { .. }))
+    );
 }
 
 #[test]

@@ -13,14 +13,14 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
-use tokio::time::{timeout, Instant};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio::time::{Instant, timeout};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use super::protocol::{self, IceServerInfo, Message, Role, PROTOCOL_VERSION};
+use super::protocol::{self, IceServerInfo, Message, PROTOCOL_VERSION, Role};
 
 #[derive(Clone)]
 pub struct ClientSettings {
@@ -218,19 +218,19 @@ async fn session(
                 return SessionEnd::NoWelcome {
                     url: s.url.clone(),
                     secs: s.connect_timeout.as_secs(),
-                }
+                };
             }
             Ok(None) => {
                 return SessionEnd::Closed {
                     url: s.url.clone(),
                     reason: "closed before welcome".into(),
-                }
+                };
             }
             Ok(Some(Err(e))) => {
                 return SessionEnd::Closed {
                     url: s.url.clone(),
                     reason: e.to_string(),
-                }
+                };
             }
             Ok(Some(Ok(f))) => f,
         };
@@ -252,7 +252,7 @@ async fn session(
                     url: s.url.clone(),
                     code: code.as_str(),
                     message,
-                }
+                };
             }
             Ok(other) => debug!(kind = other.type_name(), "ignoring message before welcome"),
             Err(e) => warn!(url = %s.url, error = %e, "dropping malformed frame from the hub"),

@@ -104,7 +104,10 @@ impl fmt::Debug for IceServerInfo {
         f.debug_struct("IceServerInfo")
             .field("urls", &self.urls)
             .field("username", &self.username)
-            .field("credential", &self.credential.as_ref().map(|_| "<redacted>"))
+            .field(
+                "credential",
+                &self.credential.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -221,10 +224,18 @@ impl fmt::Debug for Message {
         match self {
             Message::Hello { v, role, .. } => write!(f, "Hello {{ v: {v}, role: {role} }}"),
             Message::Offer { call_id, sdp } => {
-                write!(f, "Offer {{ call_id: {call_id}, sdp: {} bytes }}", sdp.len())
+                write!(
+                    f,
+                    "Offer {{ call_id: {call_id}, sdp: {} bytes }}",
+                    sdp.len()
+                )
             }
             Message::Answer { call_id, sdp } => {
-                write!(f, "Answer {{ call_id: {call_id}, sdp: {} bytes }}", sdp.len())
+                write!(
+                    f,
+                    "Answer {{ call_id: {call_id}, sdp: {} bytes }}",
+                    sdp.len()
+                )
             }
             other => write!(f, "{}", other.type_name()),
         }
@@ -465,7 +476,12 @@ mod tests {
     #[test]
     fn unknown_fields_are_ignored() {
         let m = decode(r#"{"type":"accept","call_id":"c-1","extra":true}"#, 1000).unwrap();
-        assert_eq!(m, Message::Accept { call_id: cid("c-1") });
+        assert_eq!(
+            m,
+            Message::Accept {
+                call_id: cid("c-1")
+            }
+        );
     }
 
     #[test]
@@ -476,10 +492,19 @@ mod tests {
             (r#"{"type":42}"#, ErrorCode::BadMessage),
             (r#"{"type":"launch_rockets"}"#, ErrorCode::UnknownType),
             (r#"{"type":"accept"}"#, ErrorCode::BadMessage),
-            (r#"{"type":"accept","call_id":"../etc"}"#, ErrorCode::BadMessage),
+            (
+                r#"{"type":"accept","call_id":"../etc"}"#,
+                ErrorCode::BadMessage,
+            ),
             (r#"{"type":"accept","call_id":""}"#, ErrorCode::BadMessage),
-            (r#"{"type":"hello","v":"one","role":"door","token":"t"}"#, ErrorCode::BadMessage),
-            (r#"{"type":"hello","v":1,"role":"admin","token":"t"}"#, ErrorCode::BadMessage),
+            (
+                r#"{"type":"hello","v":"one","role":"door","token":"t"}"#,
+                ErrorCode::BadMessage,
+            ),
+            (
+                r#"{"type":"hello","v":1,"role":"admin","token":"t"}"#,
+                ErrorCode::BadMessage,
+            ),
         ];
         for (s, code) in cases {
             let e = decode(s, 1000).expect_err(s);

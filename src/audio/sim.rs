@@ -1,0 +1,427 @@
+//! Simulated audio device for tests and the demo: a synthetic or file-backed
+//! microphone paced in real time, and a speaker that records what it is given.
+//! It is chosen explicitly by configuration, never as a fallback.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::wav::{WavWriter, read_wav};
+use super::{
+    AudioError, AudioPorts, DEFAULT_PORT_CAPACITY, DevicePorts, FRAME_SAMPLES, Frame, SAMPLE_RATE,
+    fill_sine, port_pair, scan_dominant_frequency,
+};
+
+/// Amplitude of generated tones: -12 dBFS.
+const TONE_AMPLITUDE: f32 = 0.25;
+/// Played samples kept for inspection: 5 s.
+const RECENT_SAMPLES: usize = 5 * SAMPLE_RATE as usize;
+/// Frames queued for the recorder thread before frames are dropped: 2 s.
+const RECORDER_QUEUE: usize = 200;
+
+/// What the simulated microphone produces.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SimSource {
+    /// A sine at this frequency, -12 dBFS.
+    Tone(f32),
+    /// A 16-bit PCM WAV file, looped; converted to 48 kHz mono on load.
+    Wav(PathBuf),
+    Silence,
+}
+
+impl FromStr for SimSource {
+    type Err = AudioError;
+
+    /// Parses `tone:<Hz>`, `wav:<path>` or `silence`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |reason: &str| AudioError::InvalidSource {
+            spec: s.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if s == "silence" {
+            return Ok(SimSource::Silence);
+        }
+        if let Some(f) = s.strip_prefix("tone:") {
+            let hz: f32 = f
+                .trim()
+                .parse()
+                .map_err(|_| bad("tone frequency is not a number"))?;
+            if !(20.0..=(SAMPLE_RATE / 2) as f32).contains(&hz) {
+                return Err(bad("tone frequency must be within 20..=24000 Hz"));
+            }
+            return Ok(SimSource::Tone(hz));
+        }
+        if let Some(p) = s.strip_prefix("wav:") {
+            if p.is_empty() {
+                return Err(bad("empty WAV path"));
+            }
+            return Ok(SimSource::Wav(PathBuf::from(p)));
+        }
+        Err(bad("expected tone:<Hz>, wav:<path> or silence"))
+    }
+}
+
+/// Configuration of a simulated audio device.
+#[derive(Debug, Clone)]
+pub struct SimAudioSpec {
+    pub source: SimSource,
+    /// Where to record played frames (48 kHz mono 16-bit WAV), if anywhere.
+    pub record: Option<PathBuf>,
+    /// Depth of the capture and playback channels, in 10 ms frames.
+    pub port_capacity: usize,
+}
+
+impl SimAudioSpec {
+    pub fn new(source: SimSource) -> Self {
+        SimAudioSpec {
+            source,
+            record: None,
+            port_capacity: DEFAULT_PORT_CAPACITY,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Stats {
+    captured: AtomicU64,
+    capture_dropped: AtomicU64,
+    played: AtomicU64,
+    record_dropped: AtomicU64,
+    recent: Mutex<VecDeque<i16>>,
+}
+
+/// Control and observation handle of a running simulated device.
+#[derive(Clone)]
+pub struct SimAudioHandle {
+    stats: Arc<Stats>,
+    attach_tx: mpsc::Sender<DevicePorts>,
+    port_capacity: usize,
+}
+
+impl std::fmt::Debug for SimAudioHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimAudioHandle")
+            .field("frames_captured", &self.frames_captured())
+            .field("frames_played", &self.frames_played())
+            .finish()
+    }
+}
+
+impl SimAudioHandle {
+    /// Frames delivered into the capture channel.
+    pub fn frames_captured(&self) -> u64 {
+        self.stats.captured.load(Ordering::Relaxed)
+    }
+    /// Frames dropped because the capture channel was full.
+    pub fn capture_dropped(&self) -> u64 {
+        self.stats.capture_dropped.load(Ordering::Relaxed)
+    }
+    /// Frames received on the playback channel.
+    pub fn frames_played(&self) -> u64 {
+        self.stats.played.load(Ordering::Relaxed)
+    }
+    /// Frames not recorded because the recorder fell behind.
+    pub fn record_dropped(&self) -> u64 {
+        self.stats.record_dropped.load(Ordering::Relaxed)
+    }
+    /// The last `ms` milliseconds of played samples (at most 5 s).
+    pub fn recent_playback(&self, ms: u32) -> Vec<i16> {
+        let want = (ms as usize * SAMPLE_RATE as usize / 1000).min(RECENT_SAMPLES);
+        let recent = self
+            .stats
+            .recent
+            .lock()
+            .expect("stats lock is never poisoned: no panics while held");
+        let skip = recent.len().saturating_sub(want);
+        recent.iter().skip(skip).copied().collect()
+    }
+    /// Dominant frequency of the last second played (100..4000 Hz), `None` for silence.
+    pub fn played_dominant_frequency(&self) -> Option<f32> {
+        scan_dominant_frequency(&self.recent_playback(1000), SAMPLE_RATE)
+    }
+
+    /// Detaches the current ports and returns a fresh pair, for the next call.
+    /// Returns `None` once the device has stopped.
+    pub async fn attach(&self) -> Option<AudioPorts> {
+        let (ports, device) = port_pair(self.port_capacity);
+        self.attach_tx.send(device).await.ok()?;
+        Some(ports)
+    }
+
+    /// Like [`attach`](Self::attach) without waiting: for the controller,
+    /// which never blocks. Fails when the device has stopped or has not yet
+    /// taken the previous pair.
+    pub fn try_attach(&self) -> Result<AudioPorts, AudioError> {
+        let (ports, device) = port_pair(self.port_capacity);
+        self.attach_tx
+            .try_send(device)
+            .map_err(|e| AudioError::Device {
+                device: "simulated audio".into(),
+                reason: e.to_string(),
+            })?;
+        Ok(ports)
+    }
+}
+
+impl crate::controller::AudioProvider for SimAudioHandle {
+    fn open_call(&mut self) -> Result<AudioPorts, AudioError> {
+        self.try_attach()
+    }
+
+    fn stats(&self) -> serde_json::Value {
+        serde_json::json!({
+            "captured_frames": self.frames_captured(),
+            "capture_dropped": self.capture_dropped(),
+            "played_frames": self.frames_played(),
+            "played_dominant_hz": self.played_dominant_frequency(),
+        })
+    }
+}
+
+enum SourceState {
+    Tone { freq: f32, phase: f64 },
+    Samples { data: Vec<i16>, pos: usize },
+    Silence,
+}
+
+impl SourceState {
+    fn load(source: &SimSource) -> Result<Self, AudioError> {
+        Ok(match source {
+            SimSource::Tone(freq) => SourceState::Tone {
+                freq: *freq,
+                phase: 0.0,
+            },
+            SimSource::Silence => SourceState::Silence,
+            SimSource::Wav(path) => {
+                let data = read_wav(path)?.to_mono(SAMPLE_RATE);
+                if data.is_empty() {
+                    return Err(AudioError::InvalidSource {
+                        spec: format!("wav:{}", path.display()),
+                        reason: "the file holds no samples".into(),
+                    });
+                }
+                SourceState::Samples { data, pos: 0 }
+            }
+        })
+    }
+
+    fn next_frame(&mut self) -> Frame {
+        let mut frame: Frame = Box::new([0; FRAME_SAMPLES]);
+        match self {
+            SourceState::Tone { freq, phase } => {
+                *phase = fill_sine(&mut frame[..], *freq, TONE_AMPLITUDE, SAMPLE_RATE, *phase);
+            }
+            SourceState::Samples { data, pos } => {
+                for s in frame.iter_mut() {
+                    *s = data[*pos];
+                    *pos = (*pos + 1) % data.len();
+                }
+            }
+            SourceState::Silence => {}
+        }
+        frame
+    }
+}
+
+/// Starts the simulated device on the current tokio runtime. See
+/// [`start_sim_audio_tracked`].
+pub fn start_sim_audio(
+    spec: &SimAudioSpec,
+    cancel: CancellationToken,
+) -> Result<(AudioPorts, SimAudioHandle), AudioError> {
+    let tracker = TaskTracker::new();
+    let r = start_sim_audio_tracked(spec, cancel, &tracker);
+    tracker.close();
+    r
+}
+
+/// Starts the simulated device: one task paced by a 10 ms interval sends a
+/// source frame per tick into `capture` (dropped and counted when full) and
+/// drains `playback` into the recent-samples ring and, if configured, a WAV
+/// recording written on its own thread. Stops on `cancel`.
+pub fn start_sim_audio_tracked(
+    spec: &SimAudioSpec,
+    cancel: CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<(AudioPorts, SimAudioHandle), AudioError> {
+    let mut source = SourceState::load(&spec.source)?;
+    let stats = Arc::new(Stats::default());
+    let recorder = match &spec.record {
+        Some(path) => Some(Recorder::start(path.clone(), stats.clone())?),
+        None => None,
+    };
+    let (ports, device) = port_pair(spec.port_capacity);
+    let (attach_tx, mut attach_rx) = mpsc::channel::<DevicePorts>(1);
+    let handle = SimAudioHandle {
+        stats: stats.clone(),
+        attach_tx,
+        port_capacity: spec.port_capacity,
+    };
+
+    tracker.spawn(async move {
+        let mut capture = Some(device.capture);
+        let mut playback = Some(device.playback);
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        // A real microphone keeps producing while we are descheduled and its
+        // buffer hands over the missed periods at once: Burst keeps the long
+        // run rate exact, and the bounded channel caps the catch-up.
+        tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                // Once every handle is gone the pattern fails and the branch
+                // is skipped, so a closed channel does not spin.
+                Some(d) = attach_rx.recv() => {
+                    capture = Some(d.capture);
+                    playback = Some(d.playback);
+                }
+                _ = tick.tick() => {
+                    let frame = source.next_frame();
+                    if let Some(tx) = &capture {
+                        match tx.try_send(frame) {
+                            Ok(()) => { stats.captured.fetch_add(1, Ordering::Relaxed); }
+                            Err(mpsc::error::TrySendError::Full(_)) => {
+                                stats.capture_dropped.fetch_add(1, Ordering::Relaxed);
+                            }
+                            // The call ended; idle until the next attach.
+                            Err(mpsc::error::TrySendError::Closed(_)) => capture = None,
+                        }
+                    }
+                }
+                frame = async {
+                    match playback.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => match frame {
+                    Some(frame) => {
+                        stats.played.fetch_add(1, Ordering::Relaxed);
+                        {
+                            let mut recent = stats.recent.lock().expect("stats lock is never poisoned: no panics while held");
+                            recent.extend(frame.iter().copied());
+                            let excess = recent.len().saturating_sub(RECENT_SAMPLES);
+                            recent.drain(..excess);
+                        }
+                        if let Some(rec) = &recorder {
+                            rec.push(frame);
+                        }
+                    }
+                    None => playback = None,
+                },
+            }
+        }
+        drop(recorder); // closes the queue: the thread finalises the header
+    });
+    Ok((ports, handle))
+}
+
+/// Writes played frames to a WAV file on a dedicated thread, so file I/O
+/// never blocks an async worker.
+struct Recorder {
+    tx: std::sync::mpsc::SyncSender<Frame>,
+    stats: Arc<Stats>,
+}
+
+impl Recorder {
+    fn start(path: PathBuf, stats: Arc<Stats>) -> Result<Self, AudioError> {
+        let mut writer = WavWriter::create(&path, SAMPLE_RATE, 1)?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Frame>(RECORDER_QUEUE);
+        std::thread::Builder::new()
+            .name("sim-audio-rec".into())
+            .spawn(move || {
+                let mut since_header = 0u32;
+                while let Ok(frame) = rx.recv() {
+                    if let Err(e) = writer.write_samples(&frame[..]) {
+                        tracing::error!(error = %e, "simulated speaker: recording stopped");
+                        return;
+                    }
+                    since_header += 1;
+                    // Keep the file valid while it grows: sizes rewritten every second.
+                    if since_header >= 100 {
+                        since_header = 0;
+                        if let Err(e) = writer.update_header() {
+                            tracing::warn!(error = %e, "simulated speaker: header update failed");
+                        }
+                    }
+                }
+                if let Err(e) = writer.finish() {
+                    tracing::warn!(error = %e, "simulated speaker: closing the recording failed");
+                }
+            })
+            .map_err(|source| AudioError::RecorderThread { path, source })?;
+        Ok(Recorder { tx, stats })
+    }
+
+    fn push(&self, frame: Frame) {
+        if self.tx.try_send(frame).is_err() {
+            self.stats.record_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_specs() {
+        assert_eq!(
+            "tone:600".parse::<SimSource>().ok(),
+            Some(SimSource::Tone(600.0))
+        );
+        assert_eq!(
+            "silence".parse::<SimSource>().ok(),
+            Some(SimSource::Silence)
+        );
+        assert_eq!(
+            "wav:/tmp/x.wav".parse::<SimSource>().ok(),
+            Some(SimSource::Wav("/tmp/x.wav".into()))
+        );
+        assert!("tone:abc".parse::<SimSource>().is_err());
+        assert!("mp3:/x".parse::<SimSource>().is_err());
+    }
+
+    #[tokio::test]
+    async fn paces_and_records() {
+        let dir = std::env::temp_dir().join(format!("sim-audio-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir is writable");
+        let rec = dir.join("played.wav");
+        let mut spec = SimAudioSpec::new(SimSource::Tone(600.0));
+        spec.record = Some(rec.clone());
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let (mut ports, handle) =
+            start_sim_audio_tracked(&spec, cancel.clone(), &tracker).expect("sim starts");
+        // Loop captured frames straight back to playback.
+        let start = tokio::time::Instant::now();
+        let mut n = 0;
+        while n < 50 {
+            let f = ports.capture.recv().await.expect("capture frame");
+            ports.playback.send(f).await.expect("playback open");
+            n += 1;
+        }
+        let elapsed = start.elapsed();
+        assert!(elapsed >= Duration::from_millis(450), "paced: {elapsed:?}");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(handle.played_dominant_frequency(), Some(600.0));
+        assert!(handle.frames_played() >= 50);
+        // Re-attach gives working ports for a next call.
+        let mut next = handle.attach().await.expect("device running");
+        assert!(next.capture.recv().await.is_some());
+        cancel.cancel();
+        tracker.close();
+        tracker.wait().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let data = super::super::wav::read_wav(&rec).expect("recording readable");
+        assert!(data.samples.len() >= 50 * FRAME_SAMPLES);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

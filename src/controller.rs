@@ -1,0 +1,418 @@
+//! The controller: the one task that owns the call machine and the handles
+//! of every subsystem (signaling, media, audio, hardware). Subsystems send
+//! events up through their own channels; the controller turns each into an
+//! [`Input`], drains the machine's outputs and sends commands down with
+//! `try_send`, so no cycle of bounded channels can deadlock. Audio frames
+//! never pass through here.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::audio::{AudioError, AudioPorts};
+use crate::call::{
+    CallMachine, CallSettings, EndReason, Input, MediaRequest, MediaState, Output, Phase,
+};
+use crate::hw::{HwEvent, Led, LedPattern, StationState};
+use crate::media::{self, MediaCommand, MediaEvent, MediaHandle, SdpKind};
+use crate::signaling::client::{ClientEvent, SignalingHandle};
+use crate::signaling::protocol::{CallId, Candidate, ErrorCode, IceServerInfo};
+
+/// Hands out the audio ports for one call.
+pub trait AudioProvider: Send {
+    fn open_call(&mut self) -> Result<AudioPorts, AudioError>;
+    /// Figures for the status snapshot.
+    fn stats(&self) -> serde_json::Value;
+}
+
+/// The event sources the controller listens to.
+pub struct Inputs {
+    pub signaling: mpsc::Receiver<ClientEvent>,
+    pub media: mpsc::Receiver<MediaEvent>,
+    pub hw: mpsc::Receiver<HwEvent>,
+}
+
+pub struct Controller {
+    pub machine: CallMachine,
+    /// Button name → ring group.
+    pub buttons: HashMap<String, String>,
+    pub signaling: SignalingHandle,
+    pub media: MediaHandle,
+    pub audio: Box<dyn AudioProvider>,
+    pub leds: Vec<Box<dyn Led>>,
+    /// ICE servers from configuration; the hub's list replaces them when it
+    /// sends one.
+    pub ice_servers: Vec<IceServerInfo>,
+    pub status: watch::Sender<serde_json::Value>,
+    pub signaling_up: bool,
+    hub_ice_servers: Vec<IceServerInfo>,
+    last_established: Option<CallId>,
+}
+
+impl Controller {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        settings: CallSettings,
+        buttons: HashMap<String, String>,
+        signaling: SignalingHandle,
+        media: MediaHandle,
+        audio: Box<dyn AudioProvider>,
+        leds: Vec<Box<dyn Led>>,
+        ice_servers: Vec<IceServerInfo>,
+        status: watch::Sender<serde_json::Value>,
+    ) -> Self {
+        Controller {
+            machine: CallMachine::new(settings),
+            buttons,
+            signaling,
+            media,
+            audio,
+            leds,
+            ice_servers,
+            status,
+            signaling_up: false,
+            hub_ice_servers: Vec::new(),
+            last_established: None,
+        }
+    }
+
+    /// Run until `stop` is cancelled; then end any call and tell the hub.
+    pub async fn run(mut self, mut inputs: Inputs, stop: CancellationToken) {
+        self.show(StationState::SignalingDown);
+        self.publish();
+        let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
+        let mut status_tick = tokio::time::interval(Duration::from_millis(500));
+        status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_watchdog = Instant::now();
+        loop {
+            let deadline = self
+                .machine
+                .poll_timeout()
+                .map(Instant::from_std)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                ev = inputs.signaling.recv() => match ev {
+                    Some(ev) => self.on_signaling(ev),
+                    None => break,
+                },
+                ev = inputs.media.recv() => match ev {
+                    Some(ev) => self.on_media(ev),
+                    None => break,
+                },
+                ev = inputs.hw.recv() => match ev {
+                    Some(ev) => self.on_hw(ev),
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.machine.handle_timeout(Instant::now().into_std());
+                    self.drain();
+                }
+                _ = status_tick.tick() => self.publish(),
+                _ = stop.cancelled() => break,
+            }
+            if let Some(period) = watchdog {
+                if last_watchdog.elapsed() >= period {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                    last_watchdog = Instant::now();
+                }
+            }
+        }
+        let _ = self
+            .machine
+            .handle_input(Input::Shutdown, Instant::now().into_std());
+        self.drain();
+        for led in &mut self.leds {
+            let _ = led.set(LedPattern::Off);
+        }
+        // Give the signaling client a moment to deliver the hang-up.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    fn input(&mut self, input: Input) {
+        let call_id = self.machine.call_id().cloned();
+        if let Err(rejected) = self.machine.handle_input(input, Instant::now().into_std()) {
+            match call_id {
+                Some(id) => warn!(call_id = %id, "{rejected}"),
+                None => warn!("{rejected}"),
+            }
+        }
+        self.drain();
+    }
+
+    fn on_signaling(&mut self, ev: ClientEvent) {
+        match ev {
+            ClientEvent::Up { ice_servers, .. } => {
+                self.signaling_up = true;
+                self.hub_ice_servers = ice_servers;
+                self.input(Input::SignalingUp);
+                self.show_phase(self.machine.phase());
+            }
+            ClientEvent::Down { reason } => {
+                self.signaling_up = false;
+                match self.machine.call_id() {
+                    Some(id) => {
+                        warn!(call_id = %id, %reason, "signaling down during a call; the call goes on")
+                    }
+                    None => warn!(%reason, "signaling down"),
+                }
+                self.input(Input::SignalingDown);
+                self.show(StationState::SignalingDown);
+            }
+            ClientEvent::Message(m) => {
+                debug!(kind = m.type_name(), call_id = ?m.call_id().map(|c| c.to_string()), "from hub");
+                if let crate::signaling::protocol::Message::Error {
+                    code,
+                    message,
+                    reference,
+                    call_id,
+                } = &m
+                {
+                    warn!(code = code.as_str(), reference = ?reference, call_id = ?call_id.as_ref().map(|c| c.to_string()), "hub reported an error: {message}");
+                }
+                self.input(Input::Signal(m));
+            }
+        }
+    }
+
+    fn on_media(&mut self, ev: MediaEvent) {
+        let id = |s: &str| CallId::new(s).ok();
+        match ev {
+            MediaEvent::LocalDescription { call_id, kind, sdp } => {
+                let Some(call_id) = id(&call_id) else { return };
+                if kind == SdpKind::Offer {
+                    self.input(Input::LocalDescription { call_id, sdp });
+                }
+            }
+            MediaEvent::LocalCandidate { call_id, candidate } => {
+                let Some(call_id) = id(&call_id) else { return };
+                let candidate = candidate.map(|c| Candidate {
+                    candidate: c.candidate,
+                    sdp_mid: c.sdp_mid,
+                    sdp_mline_index: c.sdp_mline_index,
+                    username_fragment: c.username_fragment,
+                });
+                self.input(Input::LocalCandidate { call_id, candidate });
+            }
+            MediaEvent::State { call_id, state } => {
+                let Some(call_id) = id(&call_id) else { return };
+                let state = match state {
+                    media::MediaState::New => return,
+                    media::MediaState::Checking => MediaState::Checking,
+                    media::MediaState::Connected => MediaState::Connected,
+                    media::MediaState::Disconnected => MediaState::Disconnected,
+                    media::MediaState::Failed => MediaState::Failed,
+                    media::MediaState::Closed => MediaState::Closed,
+                };
+                info!(call_id = %call_id, ice_state = ?state, "media connection state");
+                self.input(Input::Media { call_id, state });
+            }
+            MediaEvent::AudioEstablished { call_id, .. } => {
+                let Some(call_id) = id(&call_id) else { return };
+                self.input(Input::AudioEstablished { call_id });
+            }
+            MediaEvent::AudioSetupCompleted { .. } => {}
+            MediaEvent::Error {
+                call_id,
+                kind,
+                message,
+            } => {
+                let Some(call_id) = id(&call_id) else { return };
+                let (code, fatal) = match kind {
+                    media::MediaErrorKind::Description => (ErrorCode::BadSdp, true),
+                    media::MediaErrorKind::Candidate => (ErrorCode::BadCandidate, false),
+                    media::MediaErrorKind::Session => (ErrorCode::BadState, true),
+                };
+                warn!(call_id = %call_id, code = code.as_str(), fatal, "media refused peer input: {message}");
+                self.input(Input::MediaError {
+                    call_id,
+                    code,
+                    message,
+                    fatal,
+                });
+            }
+        }
+    }
+
+    fn on_hw(&mut self, ev: HwEvent) {
+        match ev {
+            HwEvent::ButtonPressed { button } => {
+                let Some(group) = self.buttons.get(&button).cloned() else {
+                    warn!(button = %button, "press on a button with no ring group");
+                    return;
+                };
+                let call_id = new_call_id();
+                info!(button = %button, group = %group, call_id = %call_id, "call button pressed");
+                self.input(Input::ButtonPressed { group, call_id });
+            }
+            HwEvent::HangupRequested => {
+                info!("hang-up requested at the door");
+                self.input(Input::LocalHangup);
+            }
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Some(out) = self.machine.poll_output() {
+            match out {
+                Output::Send(msg) => {
+                    let kind = msg.type_name();
+                    if !self.signaling.try_send(msg) {
+                        warn!(kind, "signaling queue full; message dropped");
+                    }
+                }
+                Output::Media(req) => self.media_request(req),
+                Output::PhaseChanged { phase, call_id } => {
+                    match &call_id {
+                        Some(id) => info!(call_id = %id, phase = phase.as_str(), "call state"),
+                        None => info!(phase = phase.as_str(), "call state"),
+                    }
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&format!(
+                        "call: {}",
+                        phase.as_str()
+                    ))]);
+                    self.show_phase(phase);
+                    self.publish();
+                }
+                Output::Answered { call_id, by } => {
+                    info!(call_id = %call_id, peer = %by.id, peer_name = %by.name, "call answered");
+                }
+                Output::Established { call_id } => {
+                    self.last_established = Some(call_id.clone());
+                    info!(call_id = %call_id, "call in progress");
+                }
+                Output::Ended { call_id, reason } => {
+                    let level_warn = matches!(
+                        reason,
+                        EndReason::MediaFailed(_)
+                            | EndReason::ConnectTimeout
+                            | EndReason::Refused(_)
+                    );
+                    if level_warn {
+                        warn!(call_id = %call_id, reason = %reason, "call ended");
+                    } else {
+                        info!(call_id = %call_id, reason = %reason, "call ended");
+                    }
+                }
+            }
+        }
+    }
+
+    fn media_request(&mut self, req: MediaRequest) {
+        let cmd = match req {
+            MediaRequest::StartOffer { call_id } => {
+                let audio = match self.audio.open_call() {
+                    Ok(a) => a,
+                    Err(e) => {
+                        error!(call_id = %call_id, error = %e, "cannot open audio for the call");
+                        self.input(Input::MediaError {
+                            call_id,
+                            code: ErrorCode::BadState,
+                            message: format!("door station audio unavailable: {e}"),
+                            fatal: true,
+                        });
+                        return;
+                    }
+                };
+                let servers = if self.hub_ice_servers.is_empty() {
+                    &self.ice_servers
+                } else {
+                    &self.hub_ice_servers
+                };
+                MediaCommand::Start {
+                    call_id: call_id.to_string(),
+                    offerer: true,
+                    ice_servers: servers
+                        .iter()
+                        .map(|s| media::IceServer {
+                            urls: s.urls.clone(),
+                            username: s.username.clone(),
+                            credential: s.credential.clone(),
+                        })
+                        .collect(),
+                    audio,
+                }
+            }
+            MediaRequest::RemoteAnswer { call_id, sdp } => MediaCommand::RemoteDescription {
+                call_id: call_id.to_string(),
+                kind: SdpKind::Answer,
+                sdp,
+            },
+            MediaRequest::RemoteCandidate { call_id, candidate } => MediaCommand::RemoteCandidate {
+                call_id: call_id.to_string(),
+                candidate: candidate.map(|c| media::IceCandidate {
+                    candidate: c.candidate,
+                    sdp_mid: c.sdp_mid,
+                    sdp_mline_index: c.sdp_mline_index,
+                    username_fragment: c.username_fragment,
+                }),
+            },
+            MediaRequest::Stop { call_id } => MediaCommand::Stop {
+                call_id: call_id.to_string(),
+            },
+        };
+        let id = cmd.call_id().to_owned();
+        if let Err(e) = self.media.try_send(cmd) {
+            error!(call_id = %id, "media engine not accepting commands: {e}");
+        }
+    }
+
+    fn show_phase(&mut self, phase: Phase) {
+        let state = if !self.signaling_up && matches!(phase, Phase::Idle | Phase::Ended) {
+            StationState::SignalingDown
+        } else {
+            match phase {
+                Phase::Idle | Phase::Ended => StationState::Idle,
+                Phase::Ringing | Phase::Connecting => StationState::Ringing,
+                Phase::InCall => StationState::InCall,
+            }
+        };
+        self.show(state);
+    }
+
+    fn show(&mut self, state: StationState) {
+        for led in &mut self.leds {
+            if let Err(e) = led.set(state.default_pattern()) {
+                warn!(led = led.name(), error = %e, "cannot set LED");
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let v = serde_json::json!({
+            "call": {
+                "state": self.machine.phase().as_str(),
+                "call_id": self.machine.call_id().map(|c| c.to_string()),
+                "answerer": self.machine.answerer().map(|a| a.id.clone()),
+            },
+            "signaling": if self.signaling_up { "up" } else { "down" },
+            "audio": self.audio.stats(),
+        });
+        self.status.send_replace(v);
+    }
+}
+
+/// A fresh call id: time plus randomness, so ids from a restarted station
+/// never collide with its previous calls.
+pub fn new_call_id() -> CallId {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let r: u32 = rand::random();
+    CallId::new(format!("c-{ms:x}-{r:08x}")).expect("hex digits and dashes form a valid call id")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn call_ids_are_valid_and_distinct() {
+        let a = super::new_call_id();
+        let b = super::new_call_id();
+        assert_ne!(a, b);
+        assert!(a.as_str().starts_with("c-"));
+    }
+}

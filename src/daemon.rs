@@ -1,0 +1,422 @@
+//! Wiring: turns validated [`Settings`] into running actors. This is the
+//! one place where configuration picks hardware and audio backends, so a
+//! device can never fall back to a simulation silently.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::audio::sim::{SimAudioSpec, SimSource as AudioSimSource, start_sim_audio_tracked};
+use crate::call::CallSettings;
+use crate::config::{
+    self, AudioBackend, ConfigError, HardwareBackend, MdnsMode, Settings, SignalingMode, SimSource,
+};
+use crate::controller::{Controller, Inputs};
+use crate::hub::{self, ConnSettings, HubSettings, Principal};
+use crate::hw::{self, sim::SimControl};
+use crate::media::{self, MediaSettings};
+use crate::signaling::client::{self, ClientSettings};
+use crate::signaling::protocol::IceServerInfo;
+
+/// How long shutdown may take before we give up waiting for tasks.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Hub(#[from] hub::HubError),
+    #[error(
+        "{what} is not available in this build of intercomd (set in {files}); use \"sim\" only on a test bench"
+    )]
+    Unsupported { what: String, files: String },
+    #[error(transparent)]
+    Audio(#[from] crate::audio::AudioError),
+    #[error("cannot listen for the door panel on {addr}: {source}")]
+    Panel {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot install the signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+impl DaemonError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            DaemonError::Config(e) => e.exit_code(),
+            DaemonError::Unsupported { .. } => config::EX_CONFIG,
+            _ => 1,
+        }
+    }
+}
+
+/// What a running station exposes to its embedder (tests, the demo).
+pub struct Running {
+    pub hub_addr: Option<SocketAddr>,
+    pub panel_addr: Option<SocketAddr>,
+    pub sim: Option<SimControl>,
+    pub status: watch::Receiver<serde_json::Value>,
+}
+
+fn random_token() -> String {
+    let a: u128 = rand::random();
+    let b: u128 = rand::random();
+    format!("{a:032x}{b:032x}")
+}
+
+fn files(settings: &Settings) -> String {
+    settings
+        .sources
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The ICE servers of the configuration, with their credentials read.
+pub fn ice_servers(settings: &Settings) -> Result<Vec<IceServerInfo>, ConfigError> {
+    settings
+        .ice
+        .servers
+        .iter()
+        .map(|s| {
+            Ok(IceServerInfo {
+                urls: s.urls.clone(),
+                username: s.username.clone(),
+                credential: match &s.credential {
+                    Some(src) => Some(config::read_secret(src)?.expose().to_owned()),
+                    None => None,
+                },
+            })
+        })
+        .collect()
+}
+
+/// Hub settings from configuration, reading every token file.
+pub fn hub_settings(settings: &Settings) -> Result<HubSettings, ConfigError> {
+    let mut doors = Vec::new();
+    for d in &settings.hub.doors {
+        doors.push(Principal {
+            id: d.id.clone(),
+            name: d.name.clone(),
+            token: config::read_secret(&d.token)?.expose().to_owned(),
+            groups: Vec::new(),
+        });
+    }
+    let mut answerers = Vec::new();
+    for a in &settings.hub.answerers {
+        answerers.push(Principal {
+            id: a.id.clone(),
+            name: a.name.clone(),
+            token: config::read_secret(&a.token)?.expose().to_owned(),
+            groups: a.groups.clone(),
+        });
+    }
+    Ok(HubSettings {
+        doors,
+        answerers,
+        ice_servers: ice_servers(settings)?,
+        max_message_bytes: settings.signaling.max_message_bytes,
+        hello_timeout: settings.hub.hello_timeout,
+    })
+}
+
+fn conn_settings(settings: &Settings) -> ConnSettings {
+    ConnSettings {
+        ping_interval: settings.hub.ping_interval,
+    }
+}
+
+pub fn media_settings(settings: &Settings) -> MediaSettings {
+    MediaSettings {
+        candidate_pool_size: settings.ice.candidate_pool_size,
+        receiving_timeout: settings.ice.receiving_timeout,
+        backup_ping_interval: settings.ice.backup_ping_interval,
+        dscp_ef: settings.ice.dscp,
+        resurface_on_transport_change: settings.ice.resurface_candidates_on_transport_change,
+        ice_check_interval: settings.ice.check_interval,
+        mdns: match settings.ice.mdns {
+            MdnsMode::Disabled => media::MdnsMode::Disabled,
+            MdnsMode::QueryOnly => media::MdnsMode::QueryOnly,
+            MdnsMode::QueryAndGather => media::MdnsMode::QueryAndGather,
+        },
+        udp_bind_ips: settings.ice.bind_ips.clone(),
+        opus_bitrate: settings.audio.opus.bitrate,
+        opus_complexity: settings.audio.opus.complexity,
+        opus_fec: settings.audio.opus.fec,
+        ..MediaSettings::default()
+    }
+}
+
+/// Run the hub alone until SIGTERM/SIGINT.
+pub async fn run_hub(settings: Settings) -> Result<(), DaemonError> {
+    let hs = hub_settings(&settings)?;
+    let listener = hub::bind(&settings.hub.listen.to_string()).await?;
+    let cancel = CancellationToken::new();
+    let server = tokio::spawn(hub::run(
+        listener,
+        hs,
+        conn_settings(&settings),
+        cancel.clone(),
+    ));
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    wait_for_signal().await?;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    cancel.cancel();
+    match tokio::time::timeout(SHUTDOWN_DEADLINE, server).await {
+        Ok(Ok(r)) => r.map_err(Into::into),
+        _ => Ok(()),
+    }
+}
+
+/// Start the door station's actors. Returns once everything is up; the
+/// station runs until `stop` is cancelled, after which `tracker` drains.
+pub async fn start_station(
+    settings: &Settings,
+    stop: CancellationToken,
+    cancel: CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<Running, DaemonError> {
+    // Refuse backends this build does not have before starting anything.
+    if settings.audio.backend != AudioBackend::Sim {
+        return Err(DaemonError::Unsupported {
+            what: format!("audio.backend = \"{}\"", settings.audio.backend.as_str()),
+            files: files(settings),
+        });
+    }
+    if settings.hardware.backend != HardwareBackend::Sim {
+        return Err(DaemonError::Unsupported {
+            what: format!(
+                "hardware.backend = \"{}\"",
+                settings.hardware.backend.as_str()
+            ),
+            files: files(settings),
+        });
+    }
+
+    let ice = ice_servers(settings)?;
+
+    // Signaling: our own hub (standalone) or an external one.
+    let (url, token, hub_addr) = match settings.signaling.mode {
+        SignalingMode::Standalone => {
+            let mut hs = hub_settings(settings)?;
+            let token = random_token();
+            hs.doors.push(Principal {
+                id: settings.station.id.clone(),
+                name: settings.station.name.clone(),
+                token: token.clone(),
+                groups: Vec::new(),
+            });
+            let listener = hub::bind(&settings.hub.listen.to_string()).await?;
+            let addr = listener
+                .local_addr()
+                .map_err(|source| hub::HubError::Bind {
+                    addr: settings.hub.listen.to_string(),
+                    source,
+                })?;
+            let conn = conn_settings(settings);
+            let hub_cancel = cancel.clone();
+            tracker.spawn(async move {
+                if let Err(e) = hub::run(listener, hs, conn, hub_cancel).await {
+                    error!(error = %e, "hub stopped with an error");
+                }
+            });
+            // Connect over loopback when the hub listens on every address.
+            let ip = if addr.ip().is_unspecified() {
+                IpAddr::V4(Ipv4Addr::LOCALHOST)
+            } else {
+                addr.ip()
+            };
+            let url = format!("ws://{}/ws", SocketAddr::new(ip, addr.port()));
+            (url, token, Some(addr))
+        }
+        SignalingMode::Hub => {
+            let url = settings
+                .signaling
+                .url
+                .clone()
+                .ok_or_else(|| ConfigError::Missing {
+                    key: "signaling.url".into(),
+                    why: "signaling.mode = \"hub\"".into(),
+                    files_read: settings.sources.clone(),
+                    add_to: settings.sources.last().cloned().unwrap_or_default(),
+                })?;
+            let src = settings
+                .signaling
+                .token
+                .clone()
+                .ok_or_else(|| ConfigError::Missing {
+                    key: "signaling.token_file".into(),
+                    why: "signaling.mode = \"hub\"".into(),
+                    files_read: settings.sources.clone(),
+                    add_to: settings.sources.last().cloned().unwrap_or_default(),
+                })?;
+            (url, config::read_secret(&src)?.expose().to_owned(), None)
+        }
+        SignalingMode::SocketIo => {
+            return Err(DaemonError::Unsupported {
+                what: "signaling.mode = \"socketio\"".into(),
+                files: files(settings),
+            });
+        }
+    };
+
+    let (sig_tx, sig_rx) = mpsc::channel(256);
+    let signaling = client::spawn(
+        ClientSettings {
+            url,
+            token,
+            name: settings.station.name.clone(),
+            reconnect_initial: settings.signaling.reconnect_initial,
+            reconnect_max: settings.signaling.reconnect_max,
+            jitter: settings.signaling.reconnect_jitter,
+            connect_timeout: settings.signaling.connect_timeout,
+            keepalive_interval: settings.signaling.keepalive_interval,
+            dead_peer_timeout: settings.signaling.dead_peer_timeout,
+            max_message_bytes: settings.signaling.max_message_bytes,
+        },
+        sig_tx,
+        cancel.clone(),
+        tracker,
+    );
+
+    let (media_tx, media_rx) = mpsc::channel(256);
+    let media = media::spawn_media(media_settings(settings), media_tx, cancel.clone(), tracker);
+
+    // Audio (simulated: checked above).
+    let source = match &settings.audio.sim.source {
+        SimSource::Tone { hz } => AudioSimSource::Tone(*hz as f32),
+        SimSource::Wav(p) => AudioSimSource::Wav(p.clone()),
+        SimSource::Silence => AudioSimSource::Silence,
+    };
+    let mut spec = SimAudioSpec::new(source);
+    spec.record = settings.audio.sim.record_file.clone();
+    let (_first_ports, audio) = start_sim_audio_tracked(&spec, cancel.clone(), tracker)?;
+    warn!("audio backend is SIMULATED (audio.backend = \"sim\"): no microphone or speaker is used");
+
+    // Hardware (simulated: checked above).
+    let (hw_tx, hw_rx) = mpsc::channel(32);
+    let buttons: Vec<String> = settings.buttons.iter().map(|b| b.name.clone()).collect();
+    let (leds, sim) = hw::sim::board(buttons, &["status"], hw_tx);
+    warn!("door hardware is SIMULATED (hardware.backend = \"sim\"): no GPIO line is used");
+
+    let (status_tx, status_rx) = watch::channel(serde_json::json!({}));
+    let mut panel_addr = None;
+    if let Some(addr) = settings.hardware.sim.control_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| DaemonError::Panel { addr, source })?;
+        panel_addr = listener.local_addr().ok();
+        tracker.spawn(hw::sim::serve_panel(
+            listener,
+            sim.clone(),
+            status_rx.clone(),
+            cancel.clone(),
+        ));
+    }
+    if settings.hardware.sim.stdin {
+        tracker.spawn(hw::sim::stdin_loop(sim.clone(), cancel.clone()));
+    }
+
+    let buttons: HashMap<String, String> = settings
+        .buttons
+        .iter()
+        .map(|b| (b.name.clone(), b.group.clone()))
+        .collect();
+    let controller = Controller::new(
+        CallSettings {
+            ring_timeout: settings.call.ring_timeout,
+            connect_timeout: settings.call.connect_timeout,
+            max_duration: settings.call.max_duration,
+            media_lost_timeout: settings.ice.receiving_timeout,
+            ..CallSettings::default()
+        },
+        buttons,
+        signaling,
+        media,
+        Box::new(audio),
+        leds,
+        ice,
+        status_tx,
+    );
+    let inputs = Inputs {
+        signaling: sig_rx,
+        media: media_rx,
+        hw: hw_rx,
+    };
+    let done = cancel.clone();
+    tracker.spawn(async move {
+        controller.run(inputs, stop).await;
+        // The controller is the last to know about calls: once it has
+        // hung up, everything else may stop.
+        done.cancel();
+    });
+    Ok(Running {
+        hub_addr,
+        panel_addr,
+        sim: Some(sim),
+        status: status_rx,
+    })
+}
+
+/// Run the station until SIGTERM/SIGINT, then shut down in order.
+pub async fn run_station(settings: Settings) -> Result<Running, DaemonError> {
+    let stop = CancellationToken::new();
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let running = start_station(&settings, stop.clone(), cancel.clone(), &tracker).await?;
+    tracker.close();
+    let _ = sd_notify::notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("idle"),
+    ]);
+    info!(
+        station = %settings.station.id,
+        hub = ?running.hub_addr,
+        panel = ?running.panel_addr,
+        "intercomd ready"
+    );
+    tokio::select! {
+        r = wait_for_signal() => r?,
+        // Everything stopped by itself (should not happen): leave.
+        _ = cancel.cancelled() => {}
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    info!("stopping: ending calls");
+    stop.cancel();
+    if tokio::time::timeout(SHUTDOWN_DEADLINE, cancel.cancelled())
+        .await
+        .is_err()
+    {
+        cancel.cancel();
+    }
+    if tokio::time::timeout(SHUTDOWN_DEADLINE, tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            "some tasks did not stop within {} s",
+            SHUTDOWN_DEADLINE.as_secs()
+        );
+    }
+    info!("stopped");
+    Ok(running)
+}
+
+async fn wait_for_signal() -> Result<(), DaemonError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received"),
+        _ = int.recv() => info!("SIGINT received"),
+    }
+    Ok(())
+}

@@ -1,0 +1,329 @@
+//! The media actor: one task owning every call's WebRTC session. The
+//! controller talks to it only by [`MediaCommand`] and hears back by
+//! [`MediaEvent`]; audio frames flow between the session and the audio
+//! backend over [`AudioPorts`](crate::audio::AudioPorts), never through the
+//! controller.
+
+pub mod opus;
+mod rtc;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::audio::AudioPorts;
+
+pub type CallId = String;
+
+/// An ICE candidate as exchanged with browsers (`RTCIceCandidateInit` JSON).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct IceCandidate {
+    pub candidate: String,
+    #[serde(rename = "sdpMid")]
+    pub sdp_mid: Option<String>,
+    #[serde(rename = "sdpMLineIndex")]
+    pub sdp_mline_index: Option<u16>,
+    #[serde(
+        rename = "usernameFragment",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
+    pub username_fragment: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SdpKind {
+    Offer,
+    Answer,
+}
+
+pub enum MediaCommand {
+    /// Creates the session. `offerer` → an offer is created and emitted as
+    /// [`MediaEvent::LocalDescription`].
+    Start {
+        call_id: CallId,
+        offerer: bool,
+        ice_servers: Vec<IceServer>,
+        audio: AudioPorts,
+    },
+    /// An offer is answered (the answer is emitted); queued remote
+    /// candidates are applied right after.
+    RemoteDescription {
+        call_id: CallId,
+        kind: SdpKind,
+        sdp: String,
+    },
+    /// `None` is end-of-candidates.
+    RemoteCandidate {
+        call_id: CallId,
+        candidate: Option<IceCandidate>,
+    },
+    /// Muted sessions keep sending (silence), so the path stays alive.
+    SetMuted {
+        call_id: CallId,
+        muted: bool,
+    },
+    Stop {
+        call_id: CallId,
+    },
+}
+
+impl fmt::Debug for MediaCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MediaCommand::Start {
+                call_id, offerer, ..
+            } => write!(f, "Start({call_id}, offerer={offerer})"),
+            MediaCommand::RemoteDescription { call_id, kind, .. } => {
+                write!(f, "RemoteDescription({call_id}, {kind:?})")
+            }
+            MediaCommand::RemoteCandidate { call_id, candidate } => {
+                write!(f, "RemoteCandidate({call_id}, {candidate:?})")
+            }
+            MediaCommand::SetMuted { call_id, muted } => write!(f, "SetMuted({call_id}, {muted})"),
+            MediaCommand::Stop { call_id } => write!(f, "Stop({call_id})"),
+        }
+    }
+}
+
+impl MediaCommand {
+    pub fn call_id(&self) -> &str {
+        match self {
+            MediaCommand::Start { call_id, .. }
+            | MediaCommand::RemoteDescription { call_id, .. }
+            | MediaCommand::RemoteCandidate { call_id, .. }
+            | MediaCommand::SetMuted { call_id, .. }
+            | MediaCommand::Stop { call_id } => call_id,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MediaState {
+    New,
+    Checking,
+    Connected,
+    Disconnected,
+    Failed,
+    Closed,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum MediaEvent {
+    LocalDescription {
+        call_id: CallId,
+        kind: SdpKind,
+        sdp: String,
+    },
+    /// `None`: gathering complete.
+    LocalCandidate {
+        call_id: CallId,
+        candidate: Option<IceCandidate>,
+    },
+    /// Peer connection state (ICE + DTLS), reported on change.
+    State { call_id: CallId, state: MediaState },
+    /// First RTP received and first RTP sent: media flows both ways.
+    AudioEstablished {
+        call_id: CallId,
+        selected_pair: String,
+    },
+    /// Capture, encoder and playback path all running.
+    AudioSetupCompleted { call_id: CallId },
+    /// A failed command or session (invalid SDP, invalid candidate, ...).
+    Error {
+        call_id: CallId,
+        kind: MediaErrorKind,
+        message: String,
+    },
+}
+
+/// A STUN or TURN server.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    pub username: Option<String>,
+    pub credential: Option<String>,
+}
+
+impl fmt::Debug for IceServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IceServer")
+            .field("urls", &self.urls)
+            .field("username", &self.username)
+            .field(
+                "credential",
+                &self.credential.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// Handling of mDNS (`.local`) host candidates.
+///
+/// The default is `Disabled`: the other modes open a multicast socket when
+/// each connection is built, and that fails ("No such device") wherever there
+/// is no multicast route (containers, network namespaces, some boards before
+/// the LAN is up). A browser that answers a call has microphone permission
+/// and then offers its real host addresses, so `.local` candidates only add
+/// redundancy; they are logged and skipped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum MdnsMode {
+    /// Remote `.local` candidates are logged and skipped; no multicast socket.
+    #[default]
+    Disabled,
+    /// Remote `.local` candidates are resolved; local candidates use IPs.
+    QueryOnly,
+    /// As `QueryOnly`, and local host candidates are hidden behind `.local` names.
+    QueryAndGather,
+}
+
+/// Peer connection settings. Each field says what it maps to in the WebRTC
+/// stack, or why it has no effect there.
+#[derive(Clone, Debug)]
+pub struct MediaSettings {
+    /// Passed to `RTCConfiguration::ice_candidate_pool_size`. The stack keeps
+    /// the value but does not pre-gather: gathering starts at
+    /// `set_local_description`, which on a door station happens within
+    /// milliseconds of the call starting.
+    pub candidate_pool_size: u8,
+    /// Time without inbound traffic before the connection counts as
+    /// disconnected: the ICE disconnected timeout.
+    pub receiving_timeout: Duration,
+    /// No equivalent: the ICE agent keeps only the selected pair alive and
+    /// does not ping backup pairs. Kept so configuration stays stable.
+    pub backup_ping_interval: Duration,
+    /// Mark audio packets Expedited Forwarding. Not applied by the WebRTC
+    /// stack, which rewrites the TOS byte of every datagram it sends; it needs
+    /// our own socket type or a firewall rule.
+    pub dscp_ef: bool,
+    /// No equivalent: the stack has no ICE transport-type change to react
+    /// to; an ICE restart re-gathers and re-surfaces candidates anyway.
+    pub resurface_on_transport_change: bool,
+    /// Interval between connectivity checks (default 20 ms; the stack's
+    /// 200 ms delays DTLS against Chromium by ~350 ms).
+    pub ice_check_interval: Duration,
+    /// Binding requests per pair before it fails. With 20 ms checks, 100
+    /// gives a pair 2 s to answer (a relay across the world needs more than
+    /// the stack's default 7 × interval).
+    pub ice_max_binding_requests: u16,
+    pub mdns: MdnsMode,
+    /// Addresses to bind UDP sockets on; empty = every non-loopback interface.
+    pub udp_bind_ips: Vec<IpAddr>,
+    pub opus_bitrate: u32,
+    pub opus_complexity: u8,
+    pub opus_fec: bool,
+    /// Loss the encoder plans for; FEC is only produced when this is > 0.
+    pub expected_loss_pct: u8,
+}
+
+impl Default for MediaSettings {
+    fn default() -> Self {
+        MediaSettings {
+            candidate_pool_size: 10,
+            receiving_timeout: Duration::from_secs(30),
+            backup_ping_interval: Duration::from_secs(25),
+            dscp_ef: true,
+            resurface_on_transport_change: true,
+            ice_check_interval: Duration::from_millis(20),
+            ice_max_binding_requests: 100,
+            mdns: MdnsMode::Disabled,
+            udp_bind_ips: Vec::new(),
+            opus_bitrate: 32_000,
+            opus_complexity: 10,
+            opus_fec: true,
+            expected_loss_pct: 5,
+        }
+    }
+}
+
+/// Errors of the media module (carried to the controller as
+/// [`MediaEvent::Error`] messages).
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    #[error("building the peer connection failed: {0}")]
+    Build(String),
+    #[error(
+        "building the peer connection failed: {detail} (mDNS mode {mode:?} opens a multicast socket on 224.0.0.251:5353; on hosts without a multicast route set mdns to Disabled)"
+    )]
+    BuildMdns { mode: MdnsMode, detail: String },
+    #[error("invalid remote {kind:?}: {detail}")]
+    InvalidSdp { kind: SdpKind, detail: String },
+    #[error("invalid remote ICE candidate {candidate:?}: {detail}")]
+    InvalidCandidate { candidate: String, detail: String },
+    #[error("{op} failed: {detail}")]
+    WebRtc { op: &'static str, detail: String },
+    #[error("a session for this call already exists")]
+    DuplicateCall,
+    #[error("remote answer received but this side did not offer")]
+    UnexpectedAnswer,
+    #[error(transparent)]
+    Opus(#[from] opus::OpusError),
+}
+
+/// What an error concerns, so the call logic can decide whether the call
+/// can go on (a bad candidate) or not (a bad description).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MediaErrorKind {
+    /// The remote description was refused.
+    Description,
+    /// A remote candidate was refused; the call goes on.
+    Candidate,
+    /// The session itself failed (build, local description, audio).
+    Session,
+}
+
+impl MediaError {
+    pub fn kind(&self) -> MediaErrorKind {
+        match self {
+            MediaError::InvalidSdp { .. } | MediaError::UnexpectedAnswer => {
+                MediaErrorKind::Description
+            }
+            MediaError::InvalidCandidate { .. } => MediaErrorKind::Candidate,
+            _ => MediaErrorKind::Session,
+        }
+    }
+}
+
+/// Sending side of the media actor's command channel.
+#[derive(Clone, Debug)]
+pub struct MediaHandle {
+    pub tx: mpsc::Sender<MediaCommand>,
+}
+
+impl MediaHandle {
+    /// Queues a command without waiting; a full or closed channel is
+    /// returned to the caller, who decides (the controller never blocks).
+    pub fn try_send(
+        &self,
+        cmd: MediaCommand,
+    ) -> Result<(), mpsc::error::TrySendError<MediaCommand>> {
+        self.tx.try_send(cmd)
+    }
+
+    pub fn try_stop(&self, call_id: &str) -> Result<(), mpsc::error::TrySendError<MediaCommand>> {
+        self.try_send(MediaCommand::Stop {
+            call_id: call_id.to_owned(),
+        })
+    }
+}
+
+/// Depth of the command channel.
+pub const COMMAND_CAPACITY: usize = 64;
+
+/// Spawns the media actor, registered with `tracker` so shutdown can wait for
+/// it. It stops on `cancel`, closing every session first.
+pub fn spawn_media(
+    settings: MediaSettings,
+    events: mpsc::Sender<MediaEvent>,
+    cancel: CancellationToken,
+    tracker: &TaskTracker,
+) -> MediaHandle {
+    let (tx, rx) = mpsc::channel(COMMAND_CAPACITY);
+    let actor = rtc::Actor::new(settings, events, cancel, tracker.clone());
+    tracker.spawn(actor.run(rx));
+    MediaHandle { tx }
+}

@@ -1,0 +1,910 @@
+//! The WebRTC stack behind the media actor. This is the only place that
+//! names `webrtc` or `rtc` types.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rtc::media::Sample;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RtpCodecKind,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+use webrtc::media_stream::Track;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCConfigurationBuilder, RTCIceCandidate, RTCIceCandidateInit, RTCIceGatheringState,
+    RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription,
+    Registry, SettingEngineBuilder, register_default_interceptors,
+};
+use webrtc::rtp_transceiver::RtpSender;
+
+use super::opus::{OpusConfig, OpusDecoder, OpusEncoder};
+use super::{
+    CallId, IceCandidate, IceServer, MdnsMode, MediaCommand, MediaError, MediaErrorKind,
+    MediaEvent, MediaSettings, MediaState, SdpKind,
+};
+use crate::audio::{AudioPorts, FRAME_SAMPLES, Frame};
+
+/// Opus payload type, as browsers use it.
+const OPUS_PT: u8 = 111;
+const OPUS_FMTP: &str = "minptime=10;useinbandfec=1";
+
+/// What the per-connection event handler and the per-call audio tasks report
+/// to the actor. Tagged with the session generation so that events of a
+/// stopped session are recognised and dropped.
+enum Internal {
+    Candidate(RTCIceCandidate),
+    GatheringComplete,
+    ConnState(RTCPeerConnectionState),
+    Track(Arc<dyn TrackRemote>),
+    SendReady,
+    RecvReady,
+    FirstSent,
+    FirstReceived,
+    AudioFailed(String),
+}
+
+struct Tagged {
+    call_id: CallId,
+    generation: u64,
+    msg: Internal,
+}
+
+/// Forwards connection events into the actor; no logic here.
+struct Forwarder {
+    call_id: CallId,
+    generation: u64,
+    tx: mpsc::UnboundedSender<Tagged>,
+}
+
+impl Forwarder {
+    fn forward(&self, msg: Internal) {
+        // The actor being gone means shutdown: nothing left to tell.
+        let _ = self.tx.send(Tagged {
+            call_id: self.call_id.clone(),
+            generation: self.generation,
+            msg,
+        });
+    }
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Forwarder {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        self.forward(Internal::Candidate(event.candidate));
+    }
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            self.forward(Internal::GatheringComplete);
+        }
+    }
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        self.forward(Internal::ConnState(state));
+    }
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        self.forward(Internal::Track(track));
+    }
+}
+
+struct Session {
+    generation: u64,
+    pc: Arc<dyn PeerConnection>,
+    sender: Arc<dyn RtpSender>,
+    offerer: bool,
+    remote_set: bool,
+    pending: Vec<IceCandidate>,
+    mid: Option<String>,
+    muted: Arc<AtomicBool>,
+    connected: Arc<AtomicBool>,
+    cancel: CancellationToken,
+    playback: mpsc::Sender<Frame>,
+    receiving: bool,
+    send_ready: bool,
+    recv_ready: bool,
+    first_sent: bool,
+    first_received: bool,
+    established: bool,
+    state: Option<MediaState>,
+    started: Instant,
+}
+
+pub(super) struct Actor {
+    settings: MediaSettings,
+    events: mpsc::Sender<MediaEvent>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    sessions: HashMap<CallId, Session>,
+    internal_tx: mpsc::UnboundedSender<Tagged>,
+    internal_rx: mpsc::UnboundedReceiver<Tagged>,
+    next_generation: u64,
+}
+
+fn map_state(s: RTCPeerConnectionState) -> Option<MediaState> {
+    Some(match s {
+        RTCPeerConnectionState::New => MediaState::New,
+        RTCPeerConnectionState::Connecting => MediaState::Checking,
+        RTCPeerConnectionState::Connected => MediaState::Connected,
+        RTCPeerConnectionState::Disconnected => MediaState::Disconnected,
+        RTCPeerConnectionState::Failed => MediaState::Failed,
+        RTCPeerConnectionState::Closed => MediaState::Closed,
+        _ => return None,
+    })
+}
+
+fn candidate_type(candidate: &str) -> &str {
+    let mut it = candidate.split_ascii_whitespace();
+    while let Some(tok) = it.next() {
+        if tok == "typ" {
+            return it.next().unwrap_or("unknown");
+        }
+    }
+    "unknown"
+}
+
+fn candidate_address(candidate: &str) -> Option<&str> {
+    // foundation component transport priority address port "typ" type ...
+    candidate
+        .strip_prefix("candidate:")
+        .unwrap_or(candidate)
+        .split_ascii_whitespace()
+        .nth(4)
+}
+
+fn first_mid(sdp: &str) -> Option<String> {
+    sdp.lines()
+        .find_map(|l| l.trim_end().strip_prefix("a=mid:"))
+        .map(str::to_owned)
+}
+
+fn webrtc_err(op: &'static str) -> impl FnOnce(webrtc::error::Error) -> MediaError {
+    move |e| MediaError::WebRtc {
+        op,
+        detail: e.to_string(),
+    }
+}
+
+impl Actor {
+    pub(super) fn new(
+        settings: MediaSettings,
+        events: mpsc::Sender<MediaEvent>,
+        cancel: CancellationToken,
+        tracker: TaskTracker,
+    ) -> Self {
+        let (internal_tx, internal_rx) = mpsc::unbounded_channel();
+        Actor {
+            settings,
+            events,
+            cancel,
+            tracker,
+            sessions: HashMap::new(),
+            internal_tx,
+            internal_rx,
+            next_generation: 1,
+        }
+    }
+
+    pub(super) async fn run(mut self, mut commands: mpsc::Receiver<MediaCommand>) {
+        info!(mdns = ?self.settings.mdns, "media actor started");
+        loop {
+            tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                cmd = commands.recv() => match cmd {
+                    Some(cmd) => self.handle_command(cmd).await,
+                    None => break,
+                },
+                Some(ev) = self.internal_rx.recv() => self.handle_internal(ev).await,
+            }
+        }
+        let ids: Vec<CallId> = self.sessions.keys().cloned().collect();
+        for id in ids {
+            self.stop(&id).await;
+        }
+        info!("media actor stopped");
+    }
+
+    async fn emit(&self, ev: MediaEvent) {
+        // A closed event channel means the controller is gone (shutdown).
+        let _ = self.events.send(ev).await;
+    }
+
+    async fn error(&self, call_id: &str, err: MediaError) {
+        warn!(call_id = %call_id, error = %err, "media error");
+        self.emit(MediaEvent::Error {
+            call_id: call_id.to_owned(),
+            kind: err.kind(),
+            message: err.to_string(),
+        })
+        .await;
+    }
+
+    async fn handle_command(&mut self, cmd: MediaCommand) {
+        let call_id = cmd.call_id().to_owned();
+        if !matches!(cmd, MediaCommand::Start { .. }) && !self.sessions.contains_key(&call_id) {
+            info!(call_id = %call_id, command = ?cmd, "command for unknown call ignored");
+            return;
+        }
+        let result = match cmd {
+            MediaCommand::Start {
+                call_id,
+                offerer,
+                ice_servers,
+                audio,
+            } => self.start(&call_id, offerer, ice_servers, audio).await,
+            MediaCommand::RemoteDescription { call_id, kind, sdp } => {
+                self.remote_description(&call_id, kind, sdp).await
+            }
+            MediaCommand::RemoteCandidate { call_id, candidate } => {
+                self.remote_candidate(&call_id, candidate).await
+            }
+            MediaCommand::SetMuted { call_id, muted } => {
+                if let Some(s) = self.sessions.get(&call_id) {
+                    s.muted.store(muted, Ordering::Relaxed);
+                    info!(call_id = %call_id, muted, "microphone mute changed");
+                }
+                Ok(())
+            }
+            MediaCommand::Stop { call_id } => {
+                self.stop(&call_id).await;
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            self.error(&call_id, e).await;
+        }
+    }
+
+    async fn build_pc(
+        &self,
+        call_id: &str,
+        generation: u64,
+        ice_servers: Vec<IceServer>,
+    ) -> Result<Arc<dyn PeerConnection>, MediaError> {
+        let s = &self.settings;
+        let build = |e: webrtc::error::Error| MediaError::Build(e.to_string());
+        let mut media_engine = MediaEngine::default();
+        media_engine
+            .register_codec(opus_codec_parameters(), RtpCodecKind::Audio)
+            .map_err(build)?;
+        let registry =
+            register_default_interceptors(Registry::new(), &mut media_engine).map_err(build)?;
+        let mdns = match s.mdns {
+            MdnsMode::Disabled => rtc::ice::mdns::MulticastDnsMode::Disabled,
+            MdnsMode::QueryOnly => rtc::ice::mdns::MulticastDnsMode::QueryOnly,
+            MdnsMode::QueryAndGather => rtc::ice::mdns::MulticastDnsMode::QueryAndGather,
+        };
+        let setting_engine = SettingEngineBuilder::new()
+            .with_ice_connection_attempts(
+                Some(s.ice_check_interval),
+                Some(s.ice_max_binding_requests),
+            )
+            // None keeps the stack's defaults for failed timeout and keepalive.
+            .with_ice_timeouts(Some(s.receiving_timeout), None, None)
+            .with_multicast_dns_mode(mdns)
+            .build();
+        let config = RTCConfigurationBuilder::new()
+            .with_ice_servers(
+                ice_servers
+                    .into_iter()
+                    .map(|srv| RTCIceServer {
+                        urls: srv.urls,
+                        username: srv.username.unwrap_or_default(),
+                        credential: srv.credential.unwrap_or_default(),
+                    })
+                    .collect(),
+            )
+            .with_ice_candidate_pool_size(s.candidate_pool_size)
+            .build();
+        let udp_addrs: Vec<String> = if s.udp_bind_ips.is_empty() {
+            vec!["0.0.0.0:0".to_owned()]
+        } else {
+            s.udp_bind_ips
+                .iter()
+                .map(|ip| std::net::SocketAddr::new(*ip, 0).to_string())
+                .collect()
+        };
+        let handler = Arc::new(Forwarder {
+            call_id: call_id.to_owned(),
+            generation,
+            tx: self.internal_tx.clone(),
+        });
+        let pc = PeerConnectionBuilder::new()
+            .with_configuration(config)
+            .with_media_engine(media_engine)
+            .with_interceptor_registry(registry)
+            .with_setting_engine(setting_engine)
+            .with_handler(handler)
+            .with_udp_addrs(udp_addrs)
+            .build()
+            .await
+            .map_err(|e| {
+                let detail = e.to_string();
+                if s.mdns != MdnsMode::Disabled {
+                    MediaError::BuildMdns {
+                        mode: s.mdns,
+                        detail,
+                    }
+                } else {
+                    MediaError::Build(detail)
+                }
+            })?;
+        Ok(Arc::new(pc))
+    }
+
+    async fn start(
+        &mut self,
+        call_id: &str,
+        offerer: bool,
+        ice_servers: Vec<IceServer>,
+        audio: AudioPorts,
+    ) -> Result<(), MediaError> {
+        if self.sessions.contains_key(call_id) {
+            return Err(MediaError::DuplicateCall);
+        }
+        let started = Instant::now();
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        info!(call_id = %call_id, offerer, ice_servers = ice_servers.len(), "starting media session");
+        let pc = self.build_pc(call_id, generation, ice_servers).await?;
+
+        let ssrc: u32 = rand::random();
+        let track = Arc::new(
+            TrackLocalStaticSample::new(
+                Instant::now(),
+                MediaStreamTrack::new(
+                    format!("intercom-{call_id}"),
+                    "intercom-audio".to_owned(),
+                    "door station microphone".to_owned(),
+                    RtpCodecKind::Audio,
+                    vec![RTCRtpEncodingParameters {
+                        rtp_coding_parameters: RTCRtpCodingParameters {
+                            ssrc: Some(ssrc),
+                            ..Default::default()
+                        },
+                        codec: opus_codec_parameters().rtp_codec,
+                        ..Default::default()
+                    }],
+                ),
+            )
+            .map_err(webrtc_err("creating the audio track"))?,
+        );
+        // Field lesson: a local track that is not explicitly enabled may stay silent.
+        track.set_enabled(true).await;
+        let sender = match pc.add_track(track.clone() as Arc<dyn TrackLocal>).await {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = pc.close().await;
+                return Err(webrtc_err("adding the audio track")(e));
+            }
+        };
+
+        let encoder = match OpusEncoder::new(self.opus_config()) {
+            Ok(e) => e,
+            Err(e) => {
+                let _ = pc.close().await;
+                return Err(e.into());
+            }
+        };
+        let cancel = self.cancel.child_token();
+        let muted = Arc::new(AtomicBool::new(false));
+        let connected = Arc::new(AtomicBool::new(false));
+        let AudioPorts { capture, playback } = audio;
+        self.tracker.spawn(send_loop(SendLoop {
+            call_id: call_id.to_owned(),
+            generation,
+            track,
+            ssrc,
+            capture,
+            encoder,
+            muted: muted.clone(),
+            connected: connected.clone(),
+            cancel: cancel.clone(),
+            internal: self.internal_tx.clone(),
+        }));
+
+        self.sessions.insert(
+            call_id.to_owned(),
+            Session {
+                generation,
+                pc: pc.clone(),
+                sender,
+                offerer,
+                remote_set: false,
+                pending: Vec::new(),
+                mid: None,
+                muted,
+                connected,
+                cancel,
+                playback,
+                receiving: false,
+                send_ready: false,
+                recv_ready: false,
+                first_sent: false,
+                first_received: false,
+                established: false,
+                state: None,
+                started,
+            },
+        );
+
+        if offerer {
+            let result = async {
+                let offer = pc
+                    .create_offer(None)
+                    .await
+                    .map_err(webrtc_err("create_offer"))?;
+                pc.set_local_description(offer)
+                    .await
+                    .map_err(webrtc_err("set_local_description"))?;
+                pc.local_description().await.ok_or(MediaError::WebRtc {
+                    op: "local_description",
+                    detail: "no local description after setting it".into(),
+                })
+            }
+            .await;
+            match result {
+                Ok(desc) => {
+                    self.local_description_ready(call_id, SdpKind::Offer, desc.sdp)
+                        .await
+                }
+                Err(e) => {
+                    self.stop(call_id).await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn opus_config(&self) -> OpusConfig {
+        OpusConfig {
+            bitrate: self.settings.opus_bitrate,
+            complexity: self.settings.opus_complexity,
+            fec: self.settings.opus_fec,
+            expected_loss_pct: self.settings.expected_loss_pct,
+        }
+    }
+
+    async fn local_description_ready(&mut self, call_id: &str, kind: SdpKind, sdp: String) {
+        if let Some(s) = self.sessions.get_mut(call_id) {
+            s.mid = first_mid(&sdp);
+        }
+        info!(call_id = %call_id, kind = ?kind, "local description created");
+        self.emit(MediaEvent::LocalDescription {
+            call_id: call_id.to_owned(),
+            kind,
+            sdp,
+        })
+        .await;
+    }
+
+    async fn remote_description(
+        &mut self,
+        call_id: &str,
+        kind: SdpKind,
+        sdp: String,
+    ) -> Result<(), MediaError> {
+        let Some(s) = self.sessions.get(call_id) else {
+            return Ok(());
+        };
+        let pc = s.pc.clone();
+        let invalid = |e: webrtc::error::Error| MediaError::InvalidSdp {
+            kind,
+            detail: e.to_string(),
+        };
+        match kind {
+            SdpKind::Offer => {
+                let desc = RTCSessionDescription::offer(sdp).map_err(invalid)?;
+                pc.set_remote_description(desc).await.map_err(invalid)?;
+                info!(call_id = %call_id, "remote offer set");
+                let answer = pc
+                    .create_answer(None)
+                    .await
+                    .map_err(webrtc_err("create_answer"))?;
+                pc.set_local_description(answer)
+                    .await
+                    .map_err(webrtc_err("set_local_description"))?;
+                let desc = pc.local_description().await.ok_or(MediaError::WebRtc {
+                    op: "local_description",
+                    detail: "no local description after setting it".into(),
+                })?;
+                self.local_description_ready(call_id, SdpKind::Answer, desc.sdp)
+                    .await;
+            }
+            SdpKind::Answer => {
+                if !s.offerer {
+                    return Err(MediaError::UnexpectedAnswer);
+                }
+                let desc = RTCSessionDescription::answer(sdp).map_err(invalid)?;
+                pc.set_remote_description(desc).await.map_err(invalid)?;
+                info!(call_id = %call_id, "remote answer set");
+            }
+        }
+        let pending = match self.sessions.get_mut(call_id) {
+            Some(s) => {
+                s.remote_set = true;
+                std::mem::take(&mut s.pending)
+            }
+            None => return Ok(()),
+        };
+        if !pending.is_empty() {
+            let n = pending.len();
+            info!(call_id = %call_id, count = n, "Processing {n} pending ICE candidates");
+            for c in pending {
+                if let Err(e) = self.add_candidate(call_id, &pc, c).await {
+                    self.error(call_id, e).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn remote_candidate(
+        &mut self,
+        call_id: &str,
+        candidate: Option<IceCandidate>,
+    ) -> Result<(), MediaError> {
+        let Some(s) = self.sessions.get_mut(call_id) else {
+            return Ok(());
+        };
+        let Some(c) = candidate.filter(|c| !c.candidate.trim().is_empty()) else {
+            info!(call_id = %call_id, "remote end of candidates");
+            return Ok(());
+        };
+        // Reject malformed candidates now rather than when they are dequeued.
+        let body = c
+            .candidate
+            .strip_prefix("candidate:")
+            .unwrap_or(&c.candidate);
+        if let Err(e) = rtc::ice::candidate::unmarshal_candidate(body) {
+            return Err(MediaError::InvalidCandidate {
+                candidate: c.candidate,
+                detail: e.to_string(),
+            });
+        }
+        if !s.remote_set {
+            s.pending.push(c);
+            debug!(call_id = %call_id, queued = s.pending.len(), "remote ICE candidate queued until the remote description is set");
+            return Ok(());
+        }
+        let pc = s.pc.clone();
+        self.add_candidate(call_id, &pc, c).await
+    }
+
+    async fn add_candidate(
+        &self,
+        call_id: &str,
+        pc: &Arc<dyn PeerConnection>,
+        c: IceCandidate,
+    ) -> Result<(), MediaError> {
+        let typ = candidate_type(&c.candidate).to_owned();
+        if let Some(addr) = candidate_address(&c.candidate)
+            && addr.ends_with(".local")
+            && self.settings.mdns == MdnsMode::Disabled
+        {
+            info!(call_id = %call_id, address = %addr, "mDNS candidate skipped: mDNS is disabled");
+            return Ok(());
+        }
+        let init = RTCIceCandidateInit {
+            candidate: c.candidate.clone(),
+            sdp_mid: c.sdp_mid,
+            sdp_mline_index: c.sdp_mline_index,
+            username_fragment: c.username_fragment,
+            url: None,
+        };
+        pc.add_ice_candidate(init)
+            .await
+            .map_err(|e| MediaError::InvalidCandidate {
+                candidate: c.candidate.clone(),
+                detail: e.to_string(),
+            })?;
+        info!(call_id = %call_id, candidate_type = %typ, "Added remote ICE candidate");
+        Ok(())
+    }
+
+    async fn stop(&mut self, call_id: &str) {
+        let Some(s) = self.sessions.remove(call_id) else {
+            return;
+        };
+        s.cancel.cancel();
+        if let Err(e) = s.pc.close().await {
+            warn!(call_id = %call_id, error = %e, "closing the peer connection failed");
+        }
+        info!(call_id = %call_id, duration_ms = s.started.elapsed().as_millis() as u64, "media session stopped");
+        self.emit(MediaEvent::State {
+            call_id: call_id.to_owned(),
+            state: MediaState::Closed,
+        })
+        .await;
+    }
+
+    async fn handle_internal(&mut self, ev: Tagged) {
+        let call_id = ev.call_id;
+        let Some(s) = self.sessions.get_mut(&call_id) else {
+            return;
+        };
+        if s.generation != ev.generation {
+            return;
+        }
+        match ev.msg {
+            Internal::Candidate(c) => {
+                let mid = s.mid.clone();
+                match c.to_json() {
+                    Ok(init) => {
+                        debug!(call_id = %call_id, candidate = %init.candidate, "local ICE candidate");
+                        let candidate = IceCandidate {
+                            candidate: init.candidate,
+                            // The stack reports an empty mid; browsers need the real one.
+                            sdp_mid: mid.or(init.sdp_mid).filter(|m| !m.is_empty()),
+                            sdp_mline_index: Some(0),
+                            username_fragment: None,
+                        };
+                        self.emit(MediaEvent::LocalCandidate {
+                            call_id,
+                            candidate: Some(candidate),
+                        })
+                        .await;
+                    }
+                    Err(e) => {
+                        warn!(call_id = %call_id, error = %e, "local candidate not serialisable")
+                    }
+                }
+            }
+            Internal::GatheringComplete => {
+                info!(call_id = %call_id, "ICE gathering complete");
+                self.emit(MediaEvent::LocalCandidate {
+                    call_id,
+                    candidate: None,
+                })
+                .await;
+            }
+            Internal::ConnState(st) => {
+                let Some(state) = map_state(st) else { return };
+                s.connected
+                    .store(state == MediaState::Connected, Ordering::Relaxed);
+                if s.state == Some(state) {
+                    return;
+                }
+                s.state = Some(state);
+                info!(call_id = %call_id, state = ?state, elapsed_ms = s.started.elapsed().as_millis() as u64, "media state changed");
+                self.emit(MediaEvent::State { call_id, state }).await;
+            }
+            Internal::Track(track) => {
+                if s.receiving {
+                    debug!(call_id = %call_id, "additional remote track ignored");
+                    return;
+                }
+                s.receiving = true;
+                let playback = s.playback.clone();
+                let cancel = s.cancel.clone();
+                let generation = s.generation;
+                let internal = self.internal_tx.clone();
+                let id = call_id.clone();
+                self.tracker.spawn(async move {
+                    recv_loop(id, generation, track, playback, cancel, internal).await;
+                });
+            }
+            Internal::SendReady | Internal::RecvReady => {
+                if matches!(ev.msg, Internal::SendReady) {
+                    s.send_ready = true;
+                } else {
+                    s.recv_ready = true;
+                }
+                if s.send_ready && s.recv_ready {
+                    info!(call_id = %call_id, "Audio setup for call completed");
+                    self.emit(MediaEvent::AudioSetupCompleted { call_id }).await;
+                }
+            }
+            Internal::FirstSent | Internal::FirstReceived => {
+                if matches!(ev.msg, Internal::FirstSent) {
+                    s.first_sent = true;
+                } else {
+                    s.first_received = true;
+                }
+                if s.first_sent && s.first_received && !s.established {
+                    s.established = true;
+                    let elapsed = s.started.elapsed();
+                    let sender = s.sender.clone();
+                    let selected_pair = selected_pair(&sender).await;
+                    info!(call_id = %call_id, selected_pair = %selected_pair, elapsed_ms = elapsed.as_millis() as u64, "AUDIO CONNECTION ESTABLISHED");
+                    self.emit(MediaEvent::AudioEstablished {
+                        call_id,
+                        selected_pair,
+                    })
+                    .await;
+                }
+            }
+            Internal::AudioFailed(message) => {
+                warn!(call_id = %call_id, error = %message, "audio path failed");
+                self.emit(MediaEvent::Error {
+                    call_id,
+                    kind: MediaErrorKind::Session,
+                    message,
+                })
+                .await;
+            }
+        }
+    }
+}
+
+fn opus_codec_parameters() -> RTCRtpCodecParameters {
+    RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: MIME_TYPE_OPUS.to_owned(),
+            clock_rate: 48_000,
+            // RFC 7587: the rtpmap always says 2 channels; we send mono.
+            channels: 2,
+            sdp_fmtp_line: OPUS_FMTP.to_owned(),
+            rtcp_feedback: vec![],
+        },
+        payload_type: OPUS_PT,
+    }
+}
+
+async fn selected_pair(sender: &Arc<dyn RtpSender>) -> String {
+    let pair = match sender.transport().await {
+        Ok(Some(dtls)) => dtls.ice_transport().get_selected_candidate_pair().await,
+        Ok(None) => return "unknown (no transport)".to_owned(),
+        Err(e) => return format!("unknown ({e})"),
+    };
+    match pair {
+        Ok(Some(p)) => p.to_string(),
+        Ok(None) => "unknown (no pair selected)".to_owned(),
+        Err(e) => format!("unknown ({e})"),
+    }
+}
+
+struct SendLoop {
+    call_id: CallId,
+    generation: u64,
+    track: Arc<TrackLocalStaticSample>,
+    ssrc: u32,
+    capture: mpsc::Receiver<Frame>,
+    encoder: OpusEncoder,
+    muted: Arc<AtomicBool>,
+    connected: Arc<AtomicBool>,
+    cancel: CancellationToken,
+    internal: mpsc::UnboundedSender<Tagged>,
+}
+
+/// Capture → Opus → RTP. Muted sessions encode silence so packets keep flowing.
+async fn send_loop(mut l: SendLoop) {
+    let tell = |msg| {
+        let _ = l.internal.send(Tagged {
+            call_id: l.call_id.clone(),
+            generation: l.generation,
+            msg,
+        });
+    };
+    tell(Internal::SendReady);
+    let silence = [0i16; FRAME_SAMPLES];
+    let mut first_sent = false;
+    let mut write_errors = 0u64;
+    loop {
+        let frame = tokio::select! {
+            _ = l.cancel.cancelled() => break,
+            f = l.capture.recv() => match f {
+                Some(f) => f,
+                None => {
+                    tell(Internal::AudioFailed("capture channel closed".into()));
+                    break;
+                }
+            },
+        };
+        let input: &[i16; FRAME_SAMPLES] = if l.muted.load(Ordering::Relaxed) {
+            &silence
+        } else {
+            &frame
+        };
+        let packet = match l.encoder.push(input) {
+            Ok(Some(p)) => Bytes::copy_from_slice(p),
+            Ok(None) => continue,
+            Err(e) => {
+                tell(Internal::AudioFailed(e.to_string()));
+                break;
+            }
+        };
+        // Before DTLS is up there is nowhere to send to.
+        if !l.connected.load(Ordering::Relaxed) {
+            continue;
+        }
+        let sample = Sample {
+            data: packet,
+            duration: Duration::from_millis(20),
+            ..Sample::new(Instant::now())
+        };
+        match l.track.write_sample(l.ssrc, OPUS_PT, &sample, &[]).await {
+            Ok(()) => {
+                if !first_sent {
+                    first_sent = true;
+                    tell(Internal::FirstSent);
+                }
+            }
+            Err(e) => {
+                write_errors += 1;
+                if write_errors.is_power_of_two() {
+                    debug!(call_id = %l.call_id, error = %e, count = write_errors, "RTP write failed");
+                }
+            }
+        }
+    }
+    debug!(call_id = %l.call_id, "send loop ended");
+}
+
+/// RTP → Opus (with loss concealment) → playback frames.
+async fn recv_loop(
+    call_id: CallId,
+    generation: u64,
+    track: Arc<dyn TrackRemote>,
+    playback: mpsc::Sender<Frame>,
+    cancel: CancellationToken,
+    internal: mpsc::UnboundedSender<Tagged>,
+) {
+    let tell = |msg| {
+        let _ = internal.send(Tagged {
+            call_id: call_id.clone(),
+            generation,
+            msg,
+        });
+    };
+    let mut decoder = match OpusDecoder::new() {
+        Ok(d) => d,
+        Err(e) => {
+            tell(Internal::AudioFailed(e.to_string()));
+            return;
+        }
+    };
+    tell(Internal::RecvReady);
+    let mut first = true;
+    let mut dropped = 0u64;
+    loop {
+        let ev = tokio::select! {
+            _ = cancel.cancelled() => break,
+            ev = track.poll() => match ev {
+                Some(ev) => ev,
+                None => break,
+            },
+        };
+        let TrackRemoteEvent::OnRtpPacket(pkt) = ev else {
+            continue;
+        };
+        if first {
+            first = false;
+            tell(Internal::FirstReceived);
+        }
+        let res = decoder.decode(pkt.header.sequence_number, &pkt.payload, |frame| {
+            // The speaker cannot keep up: drop rather than build latency.
+            if playback.try_send(frame).is_err() {
+                dropped += 1;
+            }
+        });
+        if let Err(e) = res {
+            debug!(call_id = %call_id, error = %e, "undecodable RTP payload skipped");
+        }
+    }
+    debug!(call_id = %call_id, dropped, concealed = decoder.concealed_packets, "receive loop ended");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_candidate_fields() {
+        let c = "candidate:1 1 udp 2130706431 abc.local 5000 typ host";
+        assert_eq!(candidate_type(c), "host");
+        assert_eq!(candidate_address(c), Some("abc.local"));
+        assert_eq!(first_mid("v=0\r\na=mid:0\r\n"), Some("0".to_owned()));
+    }
+}

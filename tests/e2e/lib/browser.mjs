@@ -1,0 +1,69 @@
+// Headless Chromium (the system's /usr/bin/chromium, never a downloaded one)
+// launched inside a test's network namespace through a wrapper script.
+import fs from 'node:fs';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+import { writeSineWav } from './wav.mjs';
+
+export const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+
+/**
+ * Launch Chromium inside `ns`; returns a Playwright BrowserContext. Options:
+ *  - micHz: frequency of the fake microphone's sine (default 1000)
+ *  - secureOrigins: origins treated as secure (http pages need this for getUserMedia)
+ *  - routedPages: the test serves pages with page.route(); such pages have no
+ *    address space, so Chromium's local-network-access checks would block
+ *    their WebSocket to the hub's private address: turn those checks off.
+ */
+export async function launchChromium(ns, { micHz = 1000, secureOrigins = [], name = 'chromium', routedPages = false } = {}) {
+  const dir = fs.mkdtempSync(path.join(ns.dir, `${name}-`));
+  const wav = writeSineWav(path.join(dir, `mic-${micHz}hz.wav`), { freq: micHz, seconds: 12 });
+  const wrapper = path.join(dir, 'chromium-in-netns.sh');
+  fs.writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec '${ns.name}' '${CHROMIUM}' "$@"\n`, { mode: 0o755 });
+  const args = [
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-quic',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+    '--disable-default-apps',
+    '--disable-extensions',
+    '--no-first-run',
+    '--no-default-browser-check',
+    '--metrics-recording-only',
+    '--disable-domain-reliability',
+    '--use-fake-ui-for-media-stream',
+    '--use-fake-device-for-media-stream',
+    `--use-file-for-fake-audio-capture=${wav}`,
+    '--autoplay-policy=no-user-gesture-required',
+  ];
+  if (routedPages) args.push('--disable-features=LocalNetworkAccessChecks');
+  if (secureOrigins.length) args.push(`--unsafely-treat-insecure-origin-as-secure=${secureOrigins.join(',')}`);
+  // A persistent context on a fresh directory of ours: Playwright passes it
+  // as --user-data-dir, and teardown of the namespace's directory removes it.
+  const context = await chromium.launchPersistentContext(path.join(dir, 'profile'), {
+    executablePath: wrapper,
+    args,
+    headless: true,
+    timeout: 30000,
+    handleSIGINT: false,
+    handleSIGTERM: false,
+    handleSIGHUP: false,
+  });
+  return context;
+}
+
+/**
+ * Open a page and collect its console output (never printed unless the test
+ * fails). Returns { page, console: string[] }.
+ */
+export async function openPage(context, url, { label = 'page' } = {}) {
+  const page = await context.newPage();
+  const consoleLines = [];
+  page.on('console', (msg) => consoleLines.push(`[${label}] ${msg.type()}: ${msg.text()}`));
+  page.on('pageerror', (err) => consoleLines.push(`[${label}] pageerror: ${err.message}`));
+  page.setDefaultTimeout(15000);
+  await page.goto(url, { timeout: 15000 });
+  return { page, console: consoleLines, label };
+}

@@ -1,0 +1,211 @@
+// Running intercomd inside a test namespace: configuration, tokens, the
+// simulated-hardware control API, and its log.
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { httpRequest } from './netns.mjs';
+import { randomToken, sleep, waitFor } from './util.mjs';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const REPO = path.resolve(here, '../../..');
+export const DAEMON_BIN = process.env.INTERCOMD_BIN || path.join(REPO, 'target/debug/intercomd');
+
+export function daemonAvailable() {
+  try {
+    fs.accessSync(DAEMON_BIN, fs.constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Skip reason for node:test when the daemon binary is missing, else false. */
+export function daemonSkipReason() {
+  return daemonAvailable() ? false : `intercomd binary not found at ${DAEMON_BIN} (build it or set INTERCOMD_BIN)`;
+}
+
+/** Write a token to a file (0600) and return { id, token, file }. */
+export function makeToken(env, id) {
+  const token = randomToken();
+  const file = env.file(`${id}.token`);
+  fs.writeFileSync(file, `${token}\n`, { mode: 0o600 });
+  return { id, token, file };
+}
+
+const q = (s) => JSON.stringify(String(s)); // TOML basic strings share JSON escaping for our inputs
+
+/**
+ * Build a TOML configuration. Options:
+ *  station: { id, name }
+ *  signaling: { mode: 'standalone'|'hub', url, tokenFile, reconnectInitialMs, reconnectMaxMs, reconnectJitter }
+ *  hub: { listen, answerers: [{id,name,file,groups}], doors: [{id,name,file}] }
+ *  ringTimeoutMs, buttons: [{name, group}], audio: { source, recordFile },
+ *  controlListen, logLevel
+ */
+export function buildConfig(o) {
+  const lines = [];
+  if (o.station) {
+    lines.push('[station]', `id = ${q(o.station.id)}`, `name = ${q(o.station.name)}`, '');
+  }
+  if (o.signaling) {
+    const s = o.signaling;
+    lines.push('[signaling]', `mode = ${q(s.mode)}`);
+    if (s.url) lines.push(`url = ${q(s.url)}`);
+    if (s.tokenFile) lines.push(`token_file = ${q(s.tokenFile)}`);
+    lines.push(`reconnect_initial_ms = ${s.reconnectInitialMs ?? 1000}`, `reconnect_max_ms = ${s.reconnectMaxMs ?? 5000}`);
+    if (s.reconnectJitter !== undefined) lines.push(`reconnect_jitter = ${s.reconnectJitter}`);
+    lines.push('');
+  }
+  if (o.hub) {
+    lines.push('[hub]', `listen = ${q(o.hub.listen)}`, '');
+    for (const a of o.hub.answerers || []) {
+      lines.push('[[hub.answerers]]', `id = ${q(a.id)}`, `name = ${q(a.name)}`, `token_file = ${q(a.file)}`,
+        `groups = [${(a.groups || ['residents']).map(q).join(', ')}]`, '');
+    }
+    for (const d of o.hub.doors || []) {
+      lines.push('[[hub.doors]]', `id = ${q(d.id)}`, `name = ${q(d.name)}`, `token_file = ${q(d.file)}`, '');
+    }
+  }
+  if (o.ringTimeoutMs !== undefined) lines.push('[call]', `ring_timeout_ms = ${o.ringTimeoutMs}`, '');
+  for (const b of o.buttons || []) lines.push('[[buttons]]', `name = ${q(b.name)}`, `group = ${q(b.group)}`, '');
+  if (o.audio) {
+    lines.push('[audio]', 'backend = "sim"', '', '[audio.sim]', `source = ${q(o.audio.source)}`);
+    if (o.audio.recordFile) lines.push(`record_file = ${q(o.audio.recordFile)}`);
+    lines.push('');
+  }
+  if (o.controlListen) {
+    lines.push('[hardware]', 'backend = "sim"', '', '[hardware.sim]', `control_listen = ${q(o.controlListen)}`, 'stdin = false', '');
+  }
+  lines.push('[log]', 'target = "stderr"', `level = ${q(o.logLevel || 'info')}`, '');
+  return lines.join('\n');
+}
+
+/**
+ * A door station with its built-in hub (standalone), as most tests use it.
+ * Returns { config, configFile, tokens: {door, answerers:[...]}, hubAddr, recordFile }.
+ */
+export function standaloneSetup(env, { answerers = [{ id: 'flat-1a', name: 'Flat 1A' }], tone = 600, ringTimeoutMs = 30000 } = {}) {
+  const hubAddr = `${env.ns.addrA}:8080`;
+  const recordFile = env.file('played.wav');
+  const tokens = answerers.map((a) => ({ ...a, ...makeToken(env, a.id), groups: a.groups || ['residents'] }));
+  const config = buildConfig({
+    station: { id: 'door-1', name: 'Front door' },
+    signaling: { mode: 'standalone' },
+    hub: { listen: hubAddr, answerers: tokens },
+    ringTimeoutMs,
+    buttons: [{ name: 'call', group: 'residents' }],
+    audio: { source: `tone:${tone}`, recordFile },
+    controlListen: '127.0.0.1:7081',
+  });
+  const configFile = env.file('intercomd.toml');
+  fs.writeFileSync(configFile, config);
+  return { config, configFile, answerers: tokens, hubAddr, origin: `http://${hubAddr}`, recordFile };
+}
+
+/** Start `intercomd <cmd> --config <file>` inside the namespace. */
+export function startDaemon(env, configFile, { cmd = 'run', label = 'intercomd' } = {}) {
+  const child = env.spawn(label, DAEMON_BIN, [cmd, '--config', configFile], {
+    env: { RUST_BACKTRACE: '1', NO_COLOR: '1' },
+  });
+  return child;
+}
+
+/** Wait until a TCP service inside the namespace accepts HTTP through `sock`. */
+export async function waitForHttp(sock, urlPath, child, what, timeout = 15000) {
+  return waitFor(async () => {
+    if (child && child.exitInfo) throw new Error(`${child.label} exited ${JSON.stringify(child.exitInfo)} before ${what} was up`);
+    try {
+      const r = await httpRequest(sock, 'GET', urlPath, { timeout: 1000 });
+      return r.status < 500 ? r : null;
+    } catch (err) {
+      if (child && child.exitInfo) throw err;
+      return null;
+    }
+  }, { timeout, interval: 100, message: what });
+}
+
+export class Control {
+  constructor(sock) { this.sock = sock; }
+
+  async post(urlPath) {
+    const r = await httpRequest(this.sock, 'POST', urlPath, { timeout: 5000 });
+    if (r.status < 200 || r.status >= 300) throw new Error(`POST ${urlPath}: HTTP ${r.status} ${r.body}`);
+    return r;
+  }
+
+  press(button) { return this.post(button ? `/press?button=${encodeURIComponent(button)}` : '/press'); }
+
+  hangup() { return this.post('/hangup'); }
+
+  async state() {
+    const r = await httpRequest(this.sock, 'GET', '/state', { timeout: 5000 });
+    if (r.status !== 200) throw new Error(`GET /state: HTTP ${r.status} ${r.body}`);
+    try {
+      return JSON.parse(r.body);
+    } catch {
+      throw new Error(`GET /state: not JSON: ${r.body.slice(0, 200)}`);
+    }
+  }
+
+  async waitForCallState(want, timeout = 10000) {
+    const wanted = Array.isArray(want) ? want : [want];
+    let last;
+    try {
+      return await waitFor(async () => {
+        last = await this.state();
+        return wanted.includes(last?.call?.state) ? last : null;
+      }, { timeout, interval: 100, message: `door call state ${wanted.join('|')}` });
+    } catch (err) {
+      err.message += `; last /state: ${JSON.stringify(last)}`;
+      throw err;
+    }
+  }
+}
+
+/** Wait for a log line matching `re` at index >= from; returns { index, line }. */
+export async function waitForLog(child, re, { from = 0, timeout = 10000 } = {}) {
+  const found = await waitFor(() => {
+    for (let i = from; i < child.lines.length; i++) if (re.test(child.lines[i])) return { index: i, line: child.lines[i] };
+    if (child.exitInfo) throw new Error(`${child.label} exited ${JSON.stringify(child.exitInfo)}`);
+    return null;
+  }, { timeout, interval: 50, message: `${child.label} log line matching ${re}` });
+  return found;
+}
+
+/** Timestamp (ms since epoch) at the start of a tracing text-format line, or null. */
+export function logTime(line) {
+  const m = /^\s*(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})?)/.exec(line);
+  if (!m) return null;
+  let ts = m[1];
+  // Date.parse keeps milliseconds only; keep sub-millisecond digits ourselves.
+  const frac = /\.(\d+)/.exec(ts);
+  let extra = 0;
+  if (frac && frac[1].length > 3) {
+    extra = Number(`0.${frac[1].slice(3)}`);
+    ts = ts.replace(/\.(\d+)/, `.${frac[1].slice(0, 3)}`);
+  }
+  if (!/(Z|[+-]\d{2}:?\d{2})$/.test(ts)) ts += 'Z';
+  const t = Date.parse(ts);
+  return Number.isFinite(t) ? t + extra : null;
+}
+
+/** Value of a structured field `name=value` in a tracing text line. */
+export function logField(line, name) {
+  const m = new RegExp(`(?:^|\\s)${name}=("(?:[^"\\\\]|\\\\.)*"|\\S+)`).exec(line);
+  if (!m) return null;
+  return m[1].startsWith('"') ? JSON.parse(m[1]) : m[1];
+}
+
+/**
+ * Standard bring-up of a standalone door: start it, forward its control API
+ * and hub into the test process, wait for both. Returns { daemon, control, sockets }.
+ */
+export async function bringUpStandalone(env, setup) {
+  const daemon = startDaemon(env, setup.configFile);
+  const sockets = await env.ns.forward({ control: '127.0.0.1:7081', hub: setup.hubAddr });
+  await waitForHttp(sockets.control, '/state', daemon, 'the simulated-hardware control API');
+  await waitForHttp(sockets.hub, '/', daemon, 'the hub serving the answering page');
+  return { daemon, control: new Control(sockets.control), sockets };
+}
+
+export { sleep };
