@@ -233,11 +233,32 @@ impl HubState {
         match (me.role, msg) {
             (_, Message::Ping) => vec![Action::Send(conn, Message::Pong)],
             (_, Message::Pong) => Vec::new(),
-            (_, Message::Error { code, message, .. }) => vec![Action::Log(
-                LogLevel::Warn,
-                conn,
-                format!("peer reported error {}: {message}", code.as_str()),
-            )],
+            (role, m @ Message::Error { .. }) => {
+                let Message::Error {
+                    code,
+                    message,
+                    call_id,
+                    ..
+                } = &m
+                else {
+                    unreachable!("matched just above")
+                };
+                let mut out = vec![Action::Log(
+                    LogLevel::Warn,
+                    conn,
+                    format!("peer reported error {}: {message}", code.as_str()),
+                )];
+                // An error about a call goes to the other party, so that a
+                // resident learns that the door refused its input.
+                if let Some((peer_role, peer)) = call_id
+                    .as_ref()
+                    .and_then(|id| self.calls.get(id))
+                    .and_then(|call| Self::other_party(call, role, &me.id))
+                {
+                    out.extend(self.to_identity(peer_role, &peer, m.clone()));
+                }
+                out
+            }
             (Role::Answerer, Message::Register { groups }) => {
                 let allowed = self
                     .principal(Role::Answerer, &me.id)
@@ -368,6 +389,16 @@ impl HubState {
                 ErrorCode::NotPermitted,
                 format!("a {} may not send `{}`", me.role, m.type_name()),
             ),
+        }
+    }
+
+    /// The other party of an accepted call, if `me` is one of its parties.
+    fn other_party(call: &HubCall, role: Role, me: &str) -> Option<(Role, String)> {
+        let answerer = call.accepted.clone()?;
+        match role {
+            Role::Door if call.door == me => Some((Role::Answerer, answerer)),
+            Role::Answerer if answerer == me => Some((Role::Door, call.door.clone())),
+            _ => None,
         }
     }
 

@@ -476,3 +476,21 @@ fn constant_time_eq_is_correct() {
     assert!(!constant_time_eq(b"", b"a"));
     assert!(constant_time_eq(b"", b""));
 }
+
+#[test]
+fn errors_about_a_call_reach_the_other_party_only() {
+    let mut t = T::new();
+    t.ring();
+    t.msg(A, Message::Accept { call_id: cid("c1") });
+    let e = Message::Error {
+        code: ErrorCode::BadCandidate,
+        message: "refused".into(),
+        reference: Some("candidate".into()),
+        call_id: Some(cid("c1")),
+    };
+    assert_eq!(t.msg(DOOR, e.clone()), vec![(A, e.clone())]);
+    assert_eq!(t.msg(A, e.clone()), vec![(DOOR, e.clone())]);
+    // Not from outsiders, and errors without a call are only logged.
+    assert!(t.msg(B, e).is_empty());
+    assert!(t.msg(A, Message::error(ErrorCode::BadJson, "x")).is_empty());
+}

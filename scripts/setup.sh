@@ -1,0 +1,40 @@
+#!/bin/sh
+# Install what building and testing intercomd needs on Debian 12, once.
+# Idempotent: packages already present are not touched.
+set -eu
+
+PKGS="build-essential cmake pkg-config libasound2-dev libdbus-1-dev iproute2 iptables chromium nodejs npm curl ca-certificates"
+
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+# A node from elsewhere (nodesource, nvm) is fine too.
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+    missing=$(echo "$missing" | tr ' ' '\n' | grep -v -x -e nodejs -e npm | tr '\n' ' ')
+fi
+missing=$(echo "$missing" | xargs)
+if [ -n "$missing" ]; then
+    echo "setup: installing $missing"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "setup: cargo not found; install a Rust toolchain (rustup or Debian's rustc-web cargo-web)" >&2
+    exit 1
+fi
+for c in rustfmt clippy; do
+    if ! cargo $( [ "$c" = rustfmt ] && echo fmt || echo clippy ) --version >/dev/null 2>&1; then
+        command -v rustup >/dev/null 2>&1 && rustup component add "$c"
+    fi
+done
+
+# The end-to-end harness: playwright-core only (it drives Debian's
+# Chromium; no browser is ever downloaded).
+if [ ! -d tests/e2e/node_modules/playwright-core ] || [ tests/e2e/package-lock.json -nt tests/e2e/node_modules/.package-lock.json ]; then
+    echo "setup: npm ci in tests/e2e"
+    (cd tests/e2e && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+fi
