@@ -3,7 +3,9 @@
 //! events up through their own channels; the controller turns each into an
 //! [`Input`], drains the machine's outputs and sends commands down with
 //! `try_send`, so no cycle of bounded channels can deadlock. Audio frames
-//! never pass through here.
+//! never pass through here. The door machine sits beside the call machine:
+//! hardware inputs go to it first, and it decides what rings, what hangs
+//! up, what opens, and what the LEDs and the relay show.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,7 +19,8 @@ use crate::audio::{AudioError, AudioPorts};
 use crate::call::{
     CallMachine, CallSettings, EndReason, Input, MediaRequest, MediaState, Output, Phase,
 };
-use crate::hw::{HwEvent, Led, LedPattern, StationState};
+use crate::door::{DoorInput, DoorMachine, DoorOutput, DoorSettings, OpenSource, Refusal};
+use crate::hw::{HwEvent, Led, Relay, StationState};
 use crate::media::{self, MediaCommand, MediaEvent, MediaHandle, SdpKind};
 use crate::signaling::client::{ClientEvent, SignalingHandle};
 use crate::signaling::protocol::{CallId, Candidate, ErrorCode, IceServerInfo};
@@ -44,6 +47,8 @@ pub struct Controller {
     pub media: MediaHandle,
     pub audio: Box<dyn AudioProvider>,
     pub leds: Vec<Box<dyn Led>>,
+    pub door: DoorMachine,
+    pub relay: Box<dyn Relay>,
     /// ICE servers from configuration; the hub's list replaces them when it
     /// sends one.
     pub ice_servers: Vec<IceServerInfo>,
@@ -62,6 +67,8 @@ impl Controller {
         media: MediaHandle,
         audio: Box<dyn AudioProvider>,
         leds: Vec<Box<dyn Led>>,
+        door: DoorSettings,
+        relay: Box<dyn Relay>,
         ice_servers: Vec<IceServerInfo>,
         status: watch::Sender<serde_json::Value>,
     ) -> Self {
@@ -72,6 +79,8 @@ impl Controller {
             media,
             audio,
             leds,
+            door: DoorMachine::new(door, Instant::now().into_std()),
+            relay,
             ice_servers,
             status,
             signaling_up: false,
@@ -82,16 +91,18 @@ impl Controller {
 
     /// Run until `stop` is cancelled; then end any call and tell the hub.
     pub async fn run(mut self, mut inputs: Inputs, stop: CancellationToken) {
-        self.show(StationState::SignalingDown);
+        // First of all: the relay to its de-energised level (see DoorMachine::new).
+        self.drain_door();
         self.publish();
         let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
         let mut status_tick = tokio::time::interval(Duration::from_millis(500));
         status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_watchdog = Instant::now();
         loop {
-            let deadline = self
-                .machine
-                .poll_timeout()
+            let deadline = [self.machine.poll_timeout(), self.door.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min()
                 .map(Instant::from_std)
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
@@ -108,8 +119,11 @@ impl Controller {
                     None => break,
                 },
                 _ = tokio::time::sleep_until(deadline) => {
-                    self.machine.handle_timeout(Instant::now().into_std());
+                    let now = Instant::now().into_std();
+                    self.machine.handle_timeout(now);
                     self.drain();
+                    self.door.handle_timeout(now);
+                    self.drain_door();
                 }
                 _ = status_tick.tick() => self.publish(),
                 _ = stop.cancelled() => break,
@@ -125,9 +139,9 @@ impl Controller {
             .machine
             .handle_input(Input::Shutdown, Instant::now().into_std());
         self.drain();
-        for led in &mut self.leds {
-            let _ = led.set(LedPattern::Off);
-        }
+        self.door
+            .handle_input(DoorInput::Shutdown, Instant::now().into_std());
+        self.drain_door();
         // Give the signaling client a moment to deliver the hang-up.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -150,6 +164,7 @@ impl Controller {
                 self.hub_ice_servers = ice_servers;
                 self.input(Input::SignalingUp);
                 self.show_phase(self.machine.phase());
+                self.publish();
             }
             ClientEvent::Down { reason } => {
                 self.signaling_up = false;
@@ -160,7 +175,8 @@ impl Controller {
                     None => warn!(%reason, "signaling down"),
                 }
                 self.input(Input::SignalingDown);
-                self.show(StationState::SignalingDown);
+                self.show_phase(self.machine.phase());
+                self.publish();
             }
             ClientEvent::Message(m) => {
                 debug!(kind = m.type_name(), call_id = ?m.call_id().map(|c| c.to_string()), "from hub");
@@ -214,7 +230,8 @@ impl Controller {
                 let Some(call_id) = id(&call_id) else { return };
                 self.input(Input::AudioEstablished { call_id });
             }
-            MediaEvent::AudioSetupCompleted { .. } => {}
+            MediaEvent::AudioSetupCompleted { .. } | MediaEvent::DoorChannelOpen { .. } => {}
+            MediaEvent::DoorMessage { call_id, text } => self.on_door_message(call_id, &text),
             MediaEvent::Error {
                 call_id,
                 kind,
@@ -238,21 +255,211 @@ impl Controller {
     }
 
     fn on_hw(&mut self, ev: HwEvent) {
-        match ev {
-            HwEvent::ButtonPressed { button } => {
-                let Some(group) = self.buttons.get(&button).cloned() else {
-                    warn!(button = %button, "press on a button with no ring group");
-                    return;
-                };
-                let call_id = new_call_id();
-                info!(button = %button, group = %group, call_id = %call_id, "call button pressed");
-                self.input(Input::ButtonPressed { group, call_id });
-            }
+        let input = match ev {
+            HwEvent::ButtonPressed { button } => DoorInput::ButtonDown { button },
+            HwEvent::ButtonReleased { button } => DoorInput::ButtonUp { button },
             HwEvent::HangupRequested => {
                 info!("hang-up requested at the door");
                 self.input(Input::LocalHangup);
+                return;
+            }
+            HwEvent::ExitPressed => DoorInput::ExitPressed,
+            HwEvent::DoorSensor { open } => {
+                info!(door_open = open, "door sensor");
+                DoorInput::DoorSensor { open }
+            }
+            HwEvent::Tamper { active } => DoorInput::Tamper { active },
+        };
+        self.door_input(input);
+    }
+
+    fn door_input(&mut self, input: DoorInput) {
+        self.door.handle_input(input, Instant::now().into_std());
+        self.drain_door();
+    }
+
+    /// A message on a call's door data channel. Only `open` is known;
+    /// anything else is refused and audited like a refused open.
+    fn on_door_message(&mut self, channel_call: String, text: &str) {
+        #[derive(serde::Deserialize)]
+        struct Request {
+            #[serde(rename = "type")]
+            kind: String,
+            nonce: Option<String>,
+        }
+        // The peer of the channel is the answerer of its call, if that call
+        // is still the current one.
+        let peer = match (self.machine.call_id(), self.machine.answerer()) {
+            (Some(id), Some(a)) if id.as_str() == channel_call => a.id.clone(),
+            _ => String::new(),
+        };
+        match serde_json::from_str::<Request>(text) {
+            Ok(Request {
+                kind,
+                nonce: Some(nonce),
+            }) if kind == "open" => self.door_input(DoorInput::RemoteOpen {
+                call_id: channel_call,
+                peer,
+                nonce,
+            }),
+            parsed => {
+                let nonce = parsed
+                    .ok()
+                    .and_then(|r| r.nonce)
+                    .filter(|n| crate::door::valid_nonce(n))
+                    .unwrap_or_default();
+                self.open_attempt(
+                    OpenSource::Remote {
+                        call_id: channel_call,
+                        peer,
+                        nonce,
+                    },
+                    false,
+                    Some(Refusal::BadRequest),
+                    Duration::ZERO,
+                );
             }
         }
+    }
+
+    fn drain_door(&mut self) {
+        while let Some(out) = self.door.poll_output() {
+            match out {
+                DoorOutput::Relay { energised } => {
+                    info!(energised, "door relay");
+                    if let Err(e) = self.relay.set(energised) {
+                        error!(error = %e, energised, "cannot drive the door relay");
+                        self.door.handle_input(
+                            DoorInput::Fault { active: true },
+                            Instant::now().into_std(),
+                        );
+                    }
+                }
+                DoorOutput::Ring { button } => {
+                    let Some(group) = self.buttons.get(&button).cloned() else {
+                        warn!(button = %button, "press on a button with no ring group");
+                        continue;
+                    };
+                    if self.machine.call_id().is_some() {
+                        debug!(button = %button, "press during a call: nothing to ring");
+                        continue;
+                    }
+                    let call_id = new_call_id();
+                    info!(button = %button, group = %group, call_id = %call_id, "call button pressed");
+                    self.input(Input::ButtonPressed { group, call_id });
+                }
+                DoorOutput::Hangup { button } => {
+                    info!(button = %button, "long press: hanging up");
+                    self.input(Input::LocalHangup);
+                }
+                DoorOutput::OpenAttempt {
+                    source,
+                    granted,
+                    reason,
+                    pulse,
+                } => self.open_attempt(source, granted, reason, pulse),
+                DoorOutput::HeldOpenAlarm { open_for } => {
+                    warn!(
+                        ALARM = "door_held_open",
+                        open_for_ms = open_for.as_millis() as u64,
+                        "door held open"
+                    );
+                    self.publish();
+                }
+                DoorOutput::HeldOpenCleared => {
+                    info!(ALARM = "door_held_open", "door closed again");
+                    self.publish();
+                }
+                DoorOutput::TamperChanged { active, lockout } => {
+                    if active {
+                        warn!(ALARM = "tamper", lockout, "tamper switch tripped");
+                    } else {
+                        info!(ALARM = "tamper", "tamper switch restored");
+                    }
+                    self.publish();
+                }
+                DoorOutput::Led { name, pattern, on } => {
+                    if let Some(led) = self.leds.iter_mut().find(|l| l.name() == name) {
+                        if let Err(e) = led.set(pattern, on) {
+                            warn!(led = %name, error = %e, "cannot set LED");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The audit record of an open attempt, and the reply on the data
+    /// channel for remote ones.
+    fn open_attempt(
+        &mut self,
+        source: OpenSource,
+        granted: bool,
+        reason: Option<Refusal>,
+        pulse: Duration,
+    ) {
+        let reason_str = reason.map_or("", Refusal::as_str);
+        match &source {
+            OpenSource::ExitButton => {
+                info!(
+                    AUDIT = "door_open",
+                    source = "exit_button",
+                    call_id = "",
+                    peer = "",
+                    granted,
+                    reason = reason_str,
+                    nonce = "",
+                    pulse_ms = pulse.as_millis() as u64,
+                    "door opened from the exit button"
+                );
+            }
+            OpenSource::Remote {
+                call_id,
+                peer,
+                nonce,
+            } => {
+                if granted {
+                    info!(
+                        AUDIT = "door_open",
+                        source = "data_channel",
+                        call_id = %call_id,
+                        peer = %peer,
+                        granted,
+                        reason = reason_str,
+                        nonce = %nonce,
+                        pulse_ms = pulse.as_millis() as u64,
+                        "door opened by the resident"
+                    );
+                } else {
+                    warn!(
+                        AUDIT = "door_open",
+                        source = "data_channel",
+                        call_id = %call_id,
+                        peer = %peer,
+                        granted,
+                        reason = reason_str,
+                        nonce = %nonce,
+                        pulse_ms = 0u64,
+                        "door open refused"
+                    );
+                }
+                let reply = serde_json::json!({
+                    "type": "open_result",
+                    "nonce": nonce,
+                    "granted": granted,
+                    "reason": reason.map(Refusal::as_str),
+                    "pulse_ms": pulse.as_millis() as u64,
+                });
+                let cmd = MediaCommand::DoorSend {
+                    call_id: call_id.clone(),
+                    text: reply.to_string(),
+                };
+                if let Err(e) = self.media.try_send(cmd) {
+                    warn!(call_id = %call_id, "cannot reply on the door channel: {e}");
+                }
+            }
+        }
+        self.publish();
     }
 
     fn drain(&mut self) {
@@ -360,6 +567,8 @@ impl Controller {
         }
     }
 
+    /// Tell the door machine what the call looks like (LEDs, remote
+    /// opening, long press).
     fn show_phase(&mut self, phase: Phase) {
         let state = if !self.signaling_up && matches!(phase, Phase::Idle | Phase::Ended) {
             StationState::SignalingDown
@@ -370,15 +579,13 @@ impl Controller {
                 Phase::InCall => StationState::InCall,
             }
         };
-        self.show(state);
-    }
-
-    fn show(&mut self, state: StationState) {
-        for led in &mut self.leds {
-            if let Err(e) = led.set(state.default_pattern()) {
-                warn!(led = led.name(), error = %e, "cannot set LED");
+        let answered = match (phase, self.machine.call_id(), self.machine.answerer()) {
+            (Phase::Connecting | Phase::InCall, Some(id), Some(a)) => {
+                Some((id.to_string(), a.id.clone()))
             }
-        }
+            _ => None,
+        };
+        self.door_input(DoorInput::Call { state, answered });
     }
 
     fn publish(&self) {
@@ -390,6 +597,17 @@ impl Controller {
             },
             "signaling": if self.signaling_up { "up" } else { "down" },
             "audio": self.audio.stats(),
+            "door": {
+                "station_state": self.door.station_state().as_str(),
+                "unlocked": self.door.unlocked(),
+                "relay_energised": self.door.relay_energised(),
+                "lock": self.door.settings().lock.as_str(),
+                "pulse_ms": self.door.settings().pulse.as_millis() as u64,
+                "door_open": self.door.door_open(),
+                "held_open_alarm": self.door.alarm(),
+                "tamper": self.door.tamper(),
+                "remote_open_locked_out": self.door.locked_out(Instant::now().into_std()),
+            },
         });
         self.status.send_replace(v);
     }

@@ -17,6 +17,7 @@ use crate::config::{
     self, AudioBackend, ConfigError, HardwareBackend, MdnsMode, Settings, SignalingMode, SimSource,
 };
 use crate::controller::{Controller, Inputs};
+use crate::door::{DoorSettings, LedPlan};
 use crate::hub::{self, ConnSettings, HubSettings, Principal};
 use crate::hw::{self, sim::SimControl};
 use crate::media::{self, MediaSettings};
@@ -152,6 +153,32 @@ pub fn media_settings(settings: &Settings) -> MediaSettings {
         opus_complexity: settings.audio.opus.complexity,
         opus_fec: settings.audio.opus.fec,
         ..MediaSettings::default()
+    }
+}
+
+/// The door logic's settings from `[door]` and `[[leds]]`.
+pub fn door_settings(settings: &Settings) -> DoorSettings {
+    let d = &settings.door;
+    DoorSettings {
+        lock: d.lock,
+        pulse: d.pulse,
+        held_open_alarm: d.held_open_alarm,
+        tamper_lockout: d.tamper_lockout,
+        remote_open_interval: d.remote_open_interval,
+        long_press: d.long_press,
+        leds: settings
+            .leds
+            .iter()
+            .map(|l| LedPlan {
+                name: l.name.clone(),
+                idle: l.idle,
+                signaling_down: l.signaling_down,
+                ringing: l.ringing,
+                in_call: l.in_call,
+                door_open: l.door_open,
+                fault: l.fault,
+            })
+            .collect(),
     }
 }
 
@@ -304,7 +331,13 @@ pub async fn start_station(
     // Hardware (simulated: checked above).
     let (hw_tx, hw_rx) = mpsc::channel(32);
     let buttons: Vec<String> = settings.buttons.iter().map(|b| b.name.clone()).collect();
-    let (leds, sim) = hw::sim::board(buttons, &["status"], hw_tx);
+    let led_names: Vec<&str> = settings.leds.iter().map(|l| l.name.as_str()).collect();
+    let (outputs, sim) = hw::sim::board(
+        buttons,
+        &led_names,
+        settings.hardware.sim.state_file.clone(),
+        hw_tx,
+    );
     warn!("door hardware is SIMULATED (hardware.backend = \"sim\"): no GPIO line is used");
 
     let (status_tx, status_rx) = watch::channel(serde_json::json!({}));
@@ -342,7 +375,9 @@ pub async fn start_station(
         signaling,
         media,
         Box::new(audio),
-        leds,
+        outputs.leds,
+        door_settings(settings),
+        outputs.relay,
         ice,
         status_tx,
     );

@@ -3,6 +3,7 @@ pub mod call;
 pub mod config;
 pub mod controller;
 pub mod daemon;
+pub mod door;
 pub mod hub;
 pub mod hw;
 pub mod logging;

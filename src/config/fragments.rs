@@ -13,6 +13,8 @@ use super::error::{ConfigError, Location};
 use super::settings::{
     AudioBackend, HardwareBackend, IceTransportPolicy, LogTarget, MdnsMode, SignalingMode,
 };
+use crate::door::LockKind;
+use crate::hw::LedPattern;
 
 /// The text of one fragment and where it came from.
 pub(crate) struct Source<'a> {
@@ -122,6 +124,8 @@ leaf!(
     AudioBackend,
     HardwareBackend,
     LogTarget,
+    LockKind,
+    LedPattern,
 );
 
 /// Declares a table of the fragment: all keys optional, unknown keys refused.
@@ -155,6 +159,10 @@ fragment! {
         audio: Audio,
         hardware: Hardware,
         log: Log,
+        door: DoorSection,
+        leds: Val<Vec<Val<Led>>>,
+        inputs: Val<Vec<Val<Input>>>,
+        gpio: Gpio,
     }
 
     Station {
@@ -263,6 +271,53 @@ fragment! {
     HardwareSim {
         control_listen: Val<String>,
         stdin: Val<bool>,
+        state_file: Val<String>,
+    }
+
+    DoorSection {
+        lock: Val<LockKind>,
+        pulse_ms: Val<u64>,
+        held_open_alarm_ms: Val<u64>,
+        tamper_lockout_ms: Val<u64>,
+        remote_open_interval_ms: Val<u64>,
+        long_press_ms: Val<u64>,
+    }
+
+    Led {
+        name: Val<String>,
+        idle: Val<LedPattern>,
+        signaling_down: Val<LedPattern>,
+        ringing: Val<LedPattern>,
+        in_call: Val<LedPattern>,
+        door_open: Val<LedPattern>,
+        fault: Val<LedPattern>,
+        line: Val<String>,
+        chip: Val<String>,
+        offset: Val<u64>,
+        active_low: Val<bool>,
+    }
+
+    Input {
+        kind: Val<String>,
+        button: Val<String>,
+        line: Val<String>,
+        chip: Val<String>,
+        offset: Val<u64>,
+        active_low: Val<bool>,
+        bias: Val<String>,
+        debounce_ms: Val<u64>,
+    }
+
+    Gpio {
+        debounce_ms: Val<u64>,
+        relay: GpioRelay,
+    }
+
+    GpioRelay {
+        line: Val<String>,
+        chip: Val<String>,
+        offset: Val<u64>,
+        active_low: Val<bool>,
     }
 
     Log {

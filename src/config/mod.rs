@@ -26,6 +26,9 @@ pub use settings::{
     HardwareSim, Hub, Ice, IceServer, IceTransportPolicy, Log, LogTarget, MdnsMode, Opus, Settings,
     Signaling, SignalingMode, SimSource, Station,
 };
+pub use settings::{
+    Bias, DoorConfig, GpioConfig, InputConfig, InputKind, LedConfig, LineRef, LineSpec,
+};
 
 use fragments::{Node as _, Source};
 

@@ -14,6 +14,12 @@ use super::error::{ConfigError, Location};
 use super::fragments::{self as frag, Val};
 use super::secret::SecretSource;
 
+#[path = "door.rs"]
+mod door;
+pub use door::{
+    Bias, DoorConfig, GpioConfig, InputConfig, InputKind, LedConfig, LineRef, LineSpec,
+};
+
 /// The whole configuration after merging and validation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -27,6 +33,13 @@ pub struct Settings {
     pub audio: Audio,
     pub hardware: Hardware,
     pub log: Log,
+    /// `[door]`: lock relay timing, alarms, remote opening.
+    pub door: DoorConfig,
+    /// `[[leds]]`: at least one.
+    pub leds: Vec<LedConfig>,
+    /// `[[inputs]]`: input lines of a GPIO board.
+    pub inputs: Vec<InputConfig>,
+    pub gpio: GpioConfig,
     /// The fragments merged, in order (the built-in defaults first).
     pub sources: Vec<PathBuf>,
 }
@@ -218,6 +231,8 @@ pub struct HardwareSim {
     pub control_listen: Option<SocketAddr>,
     /// Enter on the terminal presses the first call button.
     pub stdin: bool,
+    /// File keeping the simulated relay's level across a crash.
+    pub state_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -550,8 +565,14 @@ pub(crate) fn validate(
                 _ => None,
             },
             stdin: c.bool("hardware.sim.stdin", &hw_sim.stdin),
+            state_file: hw_sim
+                .state_file
+                .as_ref()
+                .filter(|v| !v.value.is_empty())
+                .map(|v| PathBuf::from(&v.value)),
         },
     };
+    let door_parts = door::door_parts(&mut c, root, &buttons, hardware.backend);
 
     let lg = root.log.clone().unwrap_or_default();
     let log = Log {
@@ -572,6 +593,10 @@ pub(crate) fn validate(
         audio,
         hardware,
         log,
+        door: door_parts.door,
+        leds: door_parts.leds,
+        inputs: door_parts.inputs,
+        gpio: door_parts.gpio,
         sources: c.files_read,
     })
 }
@@ -1254,10 +1279,21 @@ impl Settings {
                 .unwrap_or_default()),
         );
         kv(w, "stdin", &hw.sim.stdin.to_string());
+        kv(
+            w,
+            "state_file",
+            &q(&hw
+                .sim
+                .state_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()),
+        );
 
         let _ = writeln!(w, "\n[log]");
         kv(w, "target", &q(self.log.target.as_str()));
         kv(w, "level", &q(&self.log.level));
+        door::dump(w, self);
         out
     }
 }

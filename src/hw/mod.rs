@@ -1,6 +1,6 @@
-//! Door hardware behind small traits, one per capability: call buttons
-//! (inputs that produce events) and status LEDs (outputs that show a
-//! pattern). Each has a real backend and a simulated one; configuration
+//! Door hardware behind small traits, one per capability: inputs (call
+//! buttons, exit button, door sensor, tamper switch) that produce events,
+//! status LEDs and the lock relay. Each has a real backend and a simulated one; configuration
 //! picks one in a single place (`crate::daemon`), and a device never falls
 //! back to the simulation silently.
 
@@ -11,14 +11,22 @@ use std::fmt;
 /// What an input line reported.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HwEvent {
-    /// A call button was pressed (after debouncing).
+    /// A call button went down (after debouncing).
     ButtonPressed { button: String },
-    /// A local request to end the call (long press, panel, terminal).
+    /// A call button went up again.
+    ButtonReleased { button: String },
+    /// A local request to end the call (panel, terminal).
     HangupRequested,
+    /// The exit button inside was pressed.
+    ExitPressed,
+    /// The door sensor reports the door open or closed.
+    DoorSensor { open: bool },
+    /// The tamper switch tripped (`true`) or was restored.
+    Tamper { active: bool },
 }
 
 /// How an LED shows a state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LedPattern {
     Off,
@@ -36,6 +44,10 @@ pub enum StationState {
     SignalingDown,
     Ringing,
     InCall,
+    /// The lock is released.
+    DoorOpen,
+    /// Tamper, door held open, or a hardware fault.
+    Fault,
 }
 
 impl StationState {
@@ -46,6 +58,30 @@ impl StationState {
             StationState::SignalingDown => LedPattern::FastBlink,
             StationState::Ringing => LedPattern::SlowBlink,
             StationState::InCall => LedPattern::On,
+            StationState::DoorOpen => LedPattern::SlowBlink,
+            StationState::Fault => LedPattern::FastBlink,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StationState::Idle => "idle",
+            StationState::SignalingDown => "signaling_down",
+            StationState::Ringing => "ringing",
+            StationState::InCall => "in_call",
+            StationState::DoorOpen => "door_open",
+            StationState::Fault => "fault",
+        }
+    }
+}
+
+impl LedPattern {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LedPattern::Off => "off",
+            LedPattern::On => "on",
+            LedPattern::SlowBlink => "slow_blink",
+            LedPattern::FastBlink => "fast_blink",
         }
     }
 }
@@ -63,8 +99,15 @@ pub enum HwError {
     Panel { addr: String, message: String },
 }
 
-/// An output that shows a pattern (blinking is the backend's job).
+/// An LED output. The door logic computes blink phases from time and
+/// sets the level at each edge; `pattern` is for display only.
 pub trait Led: Send + fmt::Debug {
     fn name(&self) -> &str;
-    fn set(&mut self, pattern: LedPattern) -> Result<(), HwError>;
+    fn set(&mut self, pattern: LedPattern, on: bool) -> Result<(), HwError>;
+}
+
+/// The lock relay.
+pub trait Relay: Send + fmt::Debug {
+    /// Drive the relay coil (`true`: energised).
+    fn set(&mut self, energised: bool) -> Result<(), HwError>;
 }

@@ -70,7 +70,20 @@ pub enum MediaCommand {
     Stop {
         call_id: CallId,
     },
+    /// Send a text message on the call's door data channel.
+    DoorSend {
+        call_id: CallId,
+        text: String,
+    },
 }
+
+/// Label of the data channel the door station opens in its offer; door
+/// opening travels on it (docs/signaling.md, "Door opening").
+pub const DOOR_CHANNEL: &str = "door";
+
+/// Longest message accepted on the door channel; longer ones are dropped
+/// unread.
+pub const DOOR_MESSAGE_MAX: usize = 1024;
 
 impl fmt::Debug for MediaCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -86,6 +99,9 @@ impl fmt::Debug for MediaCommand {
             }
             MediaCommand::SetMuted { call_id, muted } => write!(f, "SetMuted({call_id}, {muted})"),
             MediaCommand::Stop { call_id } => write!(f, "Stop({call_id})"),
+            MediaCommand::DoorSend { call_id, text } => {
+                write!(f, "DoorSend({call_id}, {} bytes)", text.len())
+            }
         }
     }
 }
@@ -97,6 +113,7 @@ impl MediaCommand {
             | MediaCommand::RemoteDescription { call_id, .. }
             | MediaCommand::RemoteCandidate { call_id, .. }
             | MediaCommand::SetMuted { call_id, .. }
+            | MediaCommand::DoorSend { call_id, .. }
             | MediaCommand::Stop { call_id } => call_id,
         }
     }
@@ -133,6 +150,10 @@ pub enum MediaEvent {
     },
     /// Capture, encoder and playback path all running.
     AudioSetupCompleted { call_id: CallId },
+    /// The door data channel of the call opened.
+    DoorChannelOpen { call_id: CallId },
+    /// A text message arrived on the call's door data channel.
+    DoorMessage { call_id: CallId, text: String },
     /// A failed command or session (invalid SDP, invalid candidate, ...).
     Error {
         call_id: CallId,

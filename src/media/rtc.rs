@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
+use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::media_stream::Track;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
@@ -32,8 +33,8 @@ use webrtc::rtp_transceiver::RtpSender;
 
 use super::opus::{OpusConfig, OpusDecoder, OpusEncoder};
 use super::{
-    CallId, IceCandidate, IceServer, MdnsMode, MediaCommand, MediaError, MediaErrorKind,
-    MediaEvent, MediaSettings, MediaState, SdpKind,
+    CallId, DOOR_CHANNEL, DOOR_MESSAGE_MAX, IceCandidate, IceServer, MdnsMode, MediaCommand,
+    MediaError, MediaErrorKind, MediaEvent, MediaSettings, MediaState, SdpKind,
 };
 use crate::audio::{AudioPorts, FRAME_SAMPLES, Frame};
 
@@ -54,6 +55,10 @@ enum Internal {
     FirstSent,
     FirstReceived,
     AudioFailed(String),
+    /// The peer opened a data channel (the answering side).
+    RemoteChannel(Arc<dyn DataChannel>),
+    DoorOpen,
+    DoorText(String),
 }
 
 struct Tagged {
@@ -96,6 +101,9 @@ impl PeerConnectionEventHandler for Forwarder {
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
         self.forward(Internal::Track(track));
     }
+    async fn on_data_channel(&self, data_channel: Arc<dyn DataChannel>) {
+        self.forward(Internal::RemoteChannel(data_channel));
+    }
 }
 
 struct Session {
@@ -118,6 +126,9 @@ struct Session {
     established: bool,
     state: Option<MediaState>,
     started: Instant,
+    /// The door data channel: created by the offerer, received by the
+    /// answerer.
+    door: Option<Arc<dyn DataChannel>>,
 }
 
 pub(super) struct Actor {
@@ -258,6 +269,19 @@ impl Actor {
             MediaCommand::Stop { call_id } => {
                 self.stop(&call_id).await;
                 Ok(())
+            }
+            MediaCommand::DoorSend { call_id, text } => {
+                let dc = self.sessions.get(&call_id).and_then(|s| s.door.clone());
+                match dc {
+                    Some(dc) => dc
+                        .send_text(&text)
+                        .await
+                        .map_err(webrtc_err("sending on the door data channel")),
+                    None => {
+                        warn!(call_id = %call_id, "no door data channel to reply on");
+                        Ok(())
+                    }
+                }
             }
         };
         if let Err(e) = result {
@@ -435,8 +459,22 @@ impl Actor {
                 established: false,
                 state: None,
                 started,
+                door: None,
             },
         );
+
+        if offerer {
+            // Created before the offer so that the offer carries the SCTP
+            // section: door opening then travels over DTLS, bound to this
+            // call, out of reach of the signaling server.
+            match pc.create_data_channel(DOOR_CHANNEL, None).await {
+                Ok(dc) => self.attach_door_channel(call_id, generation, dc),
+                Err(e) => {
+                    self.stop(call_id).await;
+                    return Err(webrtc_err("creating the door data channel")(e));
+                }
+            }
+        }
 
         if offerer {
             let result = async {
@@ -613,6 +651,48 @@ impl Actor {
         Ok(())
     }
 
+    /// Keep the call's door channel and forward its events to the actor
+    /// from a task that ends with the session.
+    fn attach_door_channel(&mut self, call_id: &str, generation: u64, dc: Arc<dyn DataChannel>) {
+        let Some(s) = self.sessions.get_mut(call_id) else {
+            return;
+        };
+        if s.door.is_some() {
+            debug!(call_id = %call_id, "additional data channel ignored");
+            return;
+        }
+        s.door = Some(dc.clone());
+        let cancel = s.cancel.clone();
+        let fwd = Forwarder {
+            call_id: call_id.to_owned(),
+            generation,
+            tx: self.internal_tx.clone(),
+        };
+        self.tracker.spawn(async move {
+            loop {
+                let ev = tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    ev = dc.poll() => ev,
+                };
+                match ev {
+                    Some(DataChannelEvent::OnOpen) => fwd.forward(Internal::DoorOpen),
+                    Some(DataChannelEvent::OnMessage(m)) => {
+                        if !m.is_string || m.data.len() > DOOR_MESSAGE_MAX {
+                            warn!(call_id = %fwd.call_id, size = m.data.len(), binary = !m.is_string, "door channel message dropped: not short text");
+                            continue;
+                        }
+                        match String::from_utf8(m.data.to_vec()) {
+                            Ok(text) => fwd.forward(Internal::DoorText(text)),
+                            Err(_) => warn!(call_id = %fwd.call_id, "door channel message dropped: not UTF-8"),
+                        }
+                    }
+                    Some(DataChannelEvent::OnClose) | None => break,
+                    Some(_) => {}
+                }
+            }
+        });
+    }
+
     async fn stop(&mut self, call_id: &str) {
         let Some(s) = self.sessions.remove(call_id) else {
             return;
@@ -724,6 +804,22 @@ impl Actor {
                     })
                     .await;
                 }
+            }
+            Internal::RemoteChannel(dc) => {
+                let label = dc.label().await.unwrap_or_default();
+                if label != DOOR_CHANNEL {
+                    debug!(call_id = %call_id, label = %label, "data channel ignored");
+                    return;
+                }
+                let generation = s.generation;
+                self.attach_door_channel(&call_id, generation, dc);
+            }
+            Internal::DoorOpen => {
+                info!(call_id = %call_id, "door data channel open");
+                self.emit(MediaEvent::DoorChannelOpen { call_id }).await;
+            }
+            Internal::DoorText(text) => {
+                self.emit(MediaEvent::DoorMessage { call_id, text }).await;
             }
             Internal::AudioFailed(message) => {
                 warn!(call_id = %call_id, error = %message, "audio path failed");
