@@ -31,6 +31,11 @@ struct Station {
 
 impl Station {
     async fn start(name: &str) -> Station {
+        Station::start_with(name, "").await
+    }
+
+    /// Start with `extra` TOML appended to the test configuration.
+    async fn start_with(name: &str, extra: &str) -> Station {
         // Show the station's log when a test fails (RUST_LOG to tune).
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
@@ -64,6 +69,7 @@ source = "tone:600"
 [hardware.sim]
 control_listen = ""
 stdin = false
+{extra}
 "#,
             d = dir.display()
         );
@@ -212,6 +218,8 @@ struct Answerer {
     events: mpsc::Receiver<MediaEvent>,
     audio: intercomd::audio::sim::SimAudioHandle,
     cancel: CancellationToken,
+    /// The door data channel opened.
+    door_open: bool,
 }
 
 impl Answerer {
@@ -256,6 +264,7 @@ impl Answerer {
             events,
             audio,
             cancel,
+            door_open: false,
         };
         a.pump_until_established().await;
         a
@@ -292,6 +301,7 @@ impl Answerer {
                         }).await;
                     }
                     MediaEvent::AudioEstablished { .. } => return,
+                    MediaEvent::DoorChannelOpen { .. } => self.door_open = true,
                     _ => {}
                 },
                 _ = tokio::time::sleep_until(deadline) => panic!("audio not established in 15 s"),
@@ -473,4 +483,107 @@ async fn bad_input_from_the_resident_is_refused_and_the_station_carries_on() {
     st.wait_state("in_call").await;
     a.cancel.cancel();
     st.shutdown().await;
+}
+
+impl Answerer {
+    /// Send `text` on the door data channel and wait for the reply.
+    async fn door(&mut self, text: &str) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.door_open {
+            match timeout(Duration::from_secs(10), self.events.recv()).await {
+                Ok(Some(MediaEvent::DoorChannelOpen { .. })) => self.door_open = true,
+                Ok(Some(_)) => {}
+                _ => panic!("door channel never opened"),
+            }
+        }
+        self.media
+            .try_send(MediaCommand::DoorSend {
+                call_id: self.call_id.to_string(),
+                text: text.into(),
+            })
+            .expect("media accepts");
+        loop {
+            tokio::select! {
+                ev = self.events.recv() => {
+                    if let MediaEvent::DoorMessage { text, .. } = ev.expect("media alive") {
+                        return serde_json::from_str(&text).expect("the door replies JSON");
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => panic!("no reply on the door channel"),
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_resident_opens_the_door_over_the_data_channel_and_nothing_else_does() {
+    let st = Station::start_with(
+        "door",
+        "[door]\npulse_ms = 700\nremote_open_interval_ms = 1000\n",
+    )
+    .await;
+    let sim = st.running.sim.clone().expect("sim board");
+    assert_eq!(
+        sim.relay_writes().first(),
+        Some(&false),
+        "the relay is de-energised first"
+    );
+    let ws = connect(&st.url(), "token-of-flat-1a-0123456789").await;
+    st.press();
+    let mut a = Answerer::answer(ws).await;
+    st.wait_state("in_call").await;
+
+    let r = a.door(r#"{"type":"open","nonce":"n-1"}"#).await;
+    assert_eq!(
+        r,
+        serde_json::json!({"type":"open_result","nonce":"n-1","granted":true,"reason":null,"pulse_ms":700})
+    );
+    assert_eq!(sim.relay_energised(), Some(true));
+    // A second click within the rate limit.
+    let r = a.door(r#"{"type":"open","nonce":"n-2"}"#).await;
+    assert_eq!(r["granted"], false);
+    assert_eq!(r["reason"], "rate_limited");
+    // The pulse ends by itself.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while sim.relay_energised() != Some(false) {
+        assert!(Instant::now() < deadline, "relay still energised");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // A replayed nonce, then junk: refused with reasons.
+    let r = a.door(r#"{"type":"open","nonce":"n-1"}"#).await;
+    assert_eq!(
+        (r["granted"].clone(), r["reason"].clone()),
+        (false.into(), "replay".into())
+    );
+    let r = a.door(r#"{"type":"launch"}"#).await;
+    assert_eq!(r["reason"], "bad_request");
+    assert_eq!(sim.relay_energised(), Some(false));
+
+    // Forged over signaling: refused by the hub, the relay untouched.
+    let forged = format!(
+        r#"{{"type":"open","call_id":"{}","nonce":"n-9"}}"#,
+        a.call_id
+    );
+    a.ws.send(Ws::Text(forged.into())).await.expect("send");
+    match recv_until(&mut a.ws, |m| matches!(m, Message::Error { .. })).await {
+        Message::Error { code, .. } => assert_eq!(code, ErrorCode::NotPermitted),
+        _ => unreachable!("filtered above"),
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(sim.relay_energised(), Some(false));
+    assert_eq!(st.state()["call"]["state"], "in_call");
+
+    send(
+        &mut a.ws,
+        &Message::Hangup {
+            call_id: a.call_id.clone(),
+            reason: "normal".into(),
+        },
+    )
+    .await;
+    st.wait_state("ended").await;
+    a.cancel.cancel();
+    st.shutdown().await;
+    assert_eq!(sim.relay_writes().last(), Some(&false));
 }

@@ -27,7 +27,8 @@
     accept: $('accept'), decline: $('decline'), mute: $('mute'), hangup: $('hangup'),
     login: $('login'), loginHint: $('login-hint'), tokenForm: $('token-form'),
     tokenInput: $('token-input'), forget: $('forget'), soundTest: $('sound-test'),
-    audio: $('remote-audio')
+    audio: $('remote-audio'), doorButtons: $('door-buttons'), openDoor: $('open-door'),
+    doorStatus: $('door-status')
   };
 
   var STATE_LABELS = {
@@ -74,7 +75,9 @@
     send: function (msg) { return send(msg); },
     accept: function () { return acceptCall(); },
     decline: function () { return declineCall(); },
-    hangup: function () { return hangupCall('normal'); }
+    hangup: function () { return hangupCall('normal'); },
+    openDoor: function () { return openDoor(); },
+    lastDoorResult: null
   };
   window.intercom = intercom;
 
@@ -117,6 +120,11 @@
     if (message !== undefined) ui.message.textContent = message;
     ui.ringButtons.hidden = state !== 'ringing';
     ui.callButtons.hidden = !(state === 'connecting' || state === 'in_call');
+    ui.doorButtons.hidden = !(state === 'connecting' || state === 'in_call');
+    if (state === 'idle' || state === 'ringing') {
+      ui.openDoor.disabled = true;
+      ui.doorStatus.textContent = '';
+    }
     ui.elapsed.hidden = state !== 'in_call';
     if (state === 'idle') {
       ui.doorName.textContent = '';
@@ -537,12 +545,18 @@
       ev.track.addEventListener('unmute', onFirstAudio, { once: true });
     };
     pc.ondatachannel = function (ev) {
+      record('datachannel', { label: ev.channel.label });
+      if (ev.channel.label !== 'door') return;
       intercom.dataChannel = ev.channel;
       c.dataChannel = ev.channel;
-      record('datachannel', { label: ev.channel.label });
-      ev.channel.onopen = function () { record('datachannel-open', { label: ev.channel.label }); };
+      ev.channel.onopen = function () {
+        record('datachannel-open', { label: ev.channel.label });
+        if (!c.ended) ui.openDoor.disabled = false;
+      };
+      ev.channel.onclose = function () { ui.openDoor.disabled = true; };
       ev.channel.onmessage = function (m) {
         record('datachannel-message', { size: typeof m.data === 'string' ? m.data.length : 0 });
+        onDoorMessage(c, m.data);
       };
     };
     pc.onconnectionstatechange = function () {
@@ -629,6 +643,49 @@
     addRemoteCandidate(call, cand);
   }
 
+  // ---------------------------------------------------------------- door
+  // Door opening travels on the call's data channel (DTLS), never over
+  // signaling: docs/signaling.md, "Door opening".
+  function newNonce() {
+    var bytes = new Uint8Array(16);
+    crypto.getRandomValues(bytes);
+    return Array.prototype.map.call(bytes, function (b) { return ('0' + b.toString(16)).slice(-2); }).join('');
+  }
+
+  function openDoor() {
+    var c = call;
+    if (!c || !c.dataChannel || c.dataChannel.readyState !== 'open') return null;
+    var nonce = newNonce();
+    c.dataChannel.send(JSON.stringify({ type: 'open', nonce: nonce }));
+    record('door-open-sent', { call_id: c.id, nonce: nonce });
+    ui.doorStatus.textContent = 'Opening…';
+    return nonce;
+  }
+
+  var DOOR_REASONS = {
+    rate_limited: 'Please wait a moment before trying again',
+    tamper_lockout: 'Remote opening is locked (tamper alarm)',
+    no_call: 'No call in progress',
+    other_call: 'This call has ended',
+    replay: 'Request refused',
+    bad_nonce: 'Request refused',
+    bad_request: 'Request refused'
+  };
+
+  function onDoorMessage(c, data) {
+    var msg;
+    try { msg = JSON.parse(data); } catch (e) { return; }
+    if (!msg || msg.type !== 'open_result' || c.ended) return;
+    intercom.lastDoorResult = msg;
+    record('door-result', { granted: !!msg.granted, reason: msg.reason || null, nonce: msg.nonce });
+    if (msg.granted) {
+      var secs = Math.round((msg.pulse_ms || 0) / 1000);
+      ui.doorStatus.textContent = 'Door opened' + (secs ? ' for ' + secs + ' s' : '');
+    } else {
+      ui.doorStatus.textContent = 'Not opened: ' + (DOOR_REASONS[msg.reason] || msg.reason || 'refused');
+    }
+  }
+
   function applyMute() {
     var muted = intercom.muted;
     if (call && call.mic) call.mic.getAudioTracks().forEach(function (t) { t.enabled = !muted; });
@@ -663,6 +720,7 @@
   ui.accept.addEventListener('click', function () { acceptCall(); });
   ui.decline.addEventListener('click', function () { declineCall(); });
   ui.hangup.addEventListener('click', function () { hangupCall('normal'); });
+  ui.openDoor.addEventListener('click', function () { openDoor(); });
   ui.mute.addEventListener('click', function () {
     intercom.muted = !intercom.muted;
     applyMute();

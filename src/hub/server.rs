@@ -269,6 +269,31 @@ async fn actor(mut state: HubState, mut events: mpsc::Receiver<Event>, cancel: C
                         let _ = tx.try_send(Outbound::Close(code, reason));
                     }
                 }
+                Action::RefusedOpen {
+                    conn,
+                    call_id,
+                    nonce,
+                } => {
+                    let peer = conns
+                        .get(&conn)
+                        .map(|(p, _)| p.to_string())
+                        .unwrap_or_default();
+                    let id = state
+                        .describe(conn)
+                        .map(|(_, i)| i.to_owned())
+                        .unwrap_or_default();
+                    warn!(
+                        AUDIT = "door_open",
+                        source = "signaling",
+                        call_id = %call_id,
+                        peer = %id,
+                        remote_addr = %peer,
+                        granted = false,
+                        reason = "not_permitted",
+                        nonce = %nonce,
+                        "door open refused: requested over signaling"
+                    );
+                }
                 Action::Log(level, conn, text) => {
                     let peer = conns
                         .get(&conn)

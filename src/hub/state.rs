@@ -50,6 +50,13 @@ pub enum Action {
     Close(ConnId, u16, &'static str),
     /// Write a log line (the shell adds the connection's fields).
     Log(LogLevel, ConnId, String),
+    /// A door-open request arrived over signaling, which can never open a
+    /// door: the shell writes a refused audit record.
+    RefusedOpen {
+        conn: ConnId,
+        call_id: String,
+        nonce: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,6 +178,39 @@ impl HubState {
     pub fn handle_text(&mut self, conn: ConnId, text: &str) -> Vec<Action> {
         match protocol::decode(text, self.settings.max_message_bytes) {
             Ok(msg) => self.handle_message(conn, msg),
+            Err(DecodeError::UnknownType(kind)) if kind == "open" => {
+                // Door opening travels only on the call's data channel; an
+                // `open` here is forged or misdirected. Audited, refused.
+                let field = |name: &str| {
+                    let v: Option<serde_json::Value> = serde_json::from_str(text).ok();
+                    let mut s: String = v
+                        .as_ref()
+                        .and_then(|v| v.get(name))
+                        .and_then(|v| v.as_str())
+                        .unwrap_or_default()
+                        .chars()
+                        .filter(|c| c.is_ascii_graphic())
+                        .collect();
+                    s.truncate(64);
+                    s
+                };
+                vec![
+                    Action::RefusedOpen {
+                        conn,
+                        call_id: field("call_id"),
+                        nonce: field("nonce"),
+                    },
+                    Action::Send(
+                        conn,
+                        Message::Error {
+                            code: ErrorCode::NotPermitted,
+                            message: "the door opens only on the call's data channel".into(),
+                            reference: Some("open".into()),
+                            call_id: None,
+                        },
+                    ),
+                ]
+            }
             Err(e) => {
                 let mut out = vec![
                     Action::Log(LogLevel::Warn, conn, format!("refused frame: {e}")),

@@ -494,3 +494,28 @@ fn errors_about_a_call_reach_the_other_party_only() {
     assert!(t.msg(B, e).is_empty());
     assert!(t.msg(A, Message::error(ErrorCode::BadJson, "x")).is_empty());
 }
+
+#[test]
+fn an_open_over_signaling_is_refused_and_never_relayed() {
+    let mut t = T::new();
+    let out = t.text(
+        A,
+        r#"{"type":"open","call_id":"c-1","nonce":"n-1 <script>"}"#,
+    );
+    assert_eq!(
+        out[0],
+        Action::RefusedOpen {
+            conn: A,
+            call_id: "c-1".into(),
+            nonce: "n-1<script>".into(),
+        }
+    );
+    // Only the sender hears about it: the door never sees the request.
+    let sent = sends(&out);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].0, A);
+    assert_eq!(err_code(&sent), Some(ErrorCode::NotPermitted));
+    // An open_result forged towards the door is an unknown type too.
+    let out = t.text(A, r#"{"type":"open_result","granted":true}"#);
+    assert!(sends(&out).iter().all(|(c, _)| *c == A));
+}
