@@ -46,6 +46,8 @@ pub enum DaemonError {
     },
     #[error("cannot install the signal handler: {0}")]
     Signal(std::io::Error),
+    #[error(transparent)]
+    Gpio(#[from] hw::gpio::GpioError),
 }
 
 impl DaemonError {
@@ -53,6 +55,7 @@ impl DaemonError {
         match self {
             DaemonError::Config(e) => e.exit_code(),
             DaemonError::Unsupported { .. } => config::EX_CONFIG,
+            DaemonError::Gpio(e) if e.is_config() => config::EX_CONFIG,
             _ => 1,
         }
     }
@@ -218,15 +221,13 @@ pub async fn start_station(
             files: files(settings),
         });
     }
-    if settings.hardware.backend != HardwareBackend::Sim {
-        return Err(DaemonError::Unsupported {
-            what: format!(
-                "hardware.backend = \"{}\"",
-                settings.hardware.backend.as_str()
-            ),
-            files: files(settings),
-        });
-    }
+    // Door hardware first: a real board's lines are requested (the relay
+    // driven de-energised) before anything else starts, and a wiring error
+    // stops the daemon here.
+    let gpio = match settings.hardware.backend {
+        HardwareBackend::Gpio => Some(hw::gpio::open(settings)?),
+        HardwareBackend::Sim => None,
+    };
 
     let ice = ice_servers(settings)?;
 
@@ -328,21 +329,39 @@ pub async fn start_station(
     let (_first_ports, audio) = start_sim_audio_tracked(&spec, cancel.clone(), tracker)?;
     warn!("audio backend is SIMULATED (audio.backend = \"sim\"): no microphone or speaker is used");
 
-    // Hardware (simulated: checked above).
     let (hw_tx, hw_rx) = mpsc::channel(32);
-    let buttons: Vec<String> = settings.buttons.iter().map(|b| b.name.clone()).collect();
-    let led_names: Vec<&str> = settings.leds.iter().map(|l| l.name.as_str()).collect();
-    let (outputs, sim) = hw::sim::board(
-        buttons,
-        &led_names,
-        settings.hardware.sim.state_file.clone(),
-        hw_tx,
-    );
-    warn!("door hardware is SIMULATED (hardware.backend = \"sim\"): no GPIO line is used");
-
     let (status_tx, status_rx) = watch::channel(serde_json::json!({}));
+    let (leds, relay, sim): (Vec<Box<dyn hw::Led>>, Box<dyn hw::Relay>, _) = match gpio {
+        Some(mut board) => {
+            board.start_inputs(hw_tx, cancel.clone(), tracker);
+            let leds = board
+                .leds
+                .into_iter()
+                .map(|l| Box::new(l) as Box<dyn hw::Led>)
+                .collect();
+            info!(
+                inputs = settings.inputs.len(),
+                leds = settings.leds.len(),
+                "door hardware on GPIO"
+            );
+            (leds, Box::new(board.relay), None)
+        }
+        None => {
+            let buttons: Vec<String> = settings.buttons.iter().map(|b| b.name.clone()).collect();
+            let led_names: Vec<&str> = settings.leds.iter().map(|l| l.name.as_str()).collect();
+            let (outputs, sim) = hw::sim::board(
+                buttons,
+                &led_names,
+                settings.hardware.sim.state_file.clone(),
+                hw_tx,
+            );
+            warn!("door hardware is SIMULATED (hardware.backend = \"sim\"): no GPIO line is used");
+            (outputs.leds, outputs.relay, Some(sim))
+        }
+    };
+
     let mut panel_addr = None;
-    if let Some(addr) = settings.hardware.sim.control_listen {
+    if let (Some(addr), Some(sim)) = (settings.hardware.sim.control_listen, &sim) {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| DaemonError::Panel { addr, source })?;
@@ -354,7 +373,7 @@ pub async fn start_station(
             cancel.clone(),
         ));
     }
-    if settings.hardware.sim.stdin {
+    if let (true, Some(sim)) = (settings.hardware.sim.stdin, &sim) {
         tracker.spawn(hw::sim::stdin_loop(sim.clone(), cancel.clone()));
     }
 
@@ -375,9 +394,9 @@ pub async fn start_station(
         signaling,
         media,
         Box::new(audio),
-        outputs.leds,
+        leds,
         door_settings(settings),
-        outputs.relay,
+        relay,
         ice,
         status_tx,
     );
@@ -396,7 +415,7 @@ pub async fn start_station(
     Ok(Running {
         hub_addr,
         panel_addr,
-        sim: Some(sim),
+        sim,
         status: status_rx,
     })
 }

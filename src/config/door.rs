@@ -419,8 +419,13 @@ pub(super) fn door_parts(
                     NEVER
                 }
             };
+            let reported = c.errors.len();
             let line = line_ref(c, &key, &inp.line, &inp.chip, &inp.offset);
             let Some((line, at)) = line else {
+                if c.errors.len() > reported {
+                    // A half-given reference is already reported.
+                    continue;
+                }
                 c.missing(
                     &format!("{key}.line"),
                     format!(

@@ -640,3 +640,115 @@ fn read_secret_trims_and_names_the_path() {
         })
     );
 }
+
+#[test]
+fn door_defaults_and_overrides() {
+    let s = defaults().unwrap_or_else(|e| panic!("{e}"));
+    let d = &s.door;
+    assert_eq!(d.lock, crate::door::LockKind::FailSecure);
+    assert_eq!(d.pulse, Duration::from_secs(5));
+    assert_eq!(d.held_open_alarm, Duration::from_secs(60));
+    assert_eq!(d.tamper_lockout, Some(Duration::from_secs(300)));
+    assert_eq!(d.remote_open_interval, Duration::from_secs(3));
+    assert_eq!(d.long_press, Duration::from_secs(2));
+    assert_eq!(s.leds.len(), 1);
+    assert_eq!(s.leds[0].name, "status");
+    assert_eq!(s.leds[0].door_open, crate::hw::LedPattern::SlowBlink);
+    assert!(s.inputs.is_empty());
+    assert_eq!(s.gpio.relay, None);
+    assert_eq!(s.gpio.debounce, Duration::from_millis(20));
+    assert_eq!(s.hardware.sim.state_file, None);
+
+    let s = ok(&[(
+        "site.toml",
+        "[door]\nlock = \"fail_safe\"\npulse_ms = 3000\ntamper_lockout_ms = 0\n\
+         [[leds]]\nname = \"door\"\nidle = \"off\"\n",
+    )]);
+    assert_eq!(s.door.lock, crate::door::LockKind::FailSafe);
+    assert_eq!(s.door.pulse, Duration::from_secs(3));
+    assert_eq!(s.door.tamper_lockout, None);
+    assert_eq!(s.leds.len(), 1);
+    assert_eq!(s.leds[0].idle, crate::hw::LedPattern::Off);
+    assert_eq!(s.leds[0].ringing, crate::hw::LedPattern::SlowBlink);
+    // Round trip through the dump.
+    let again = ok(&[("dump.toml", &s.redacted_toml())]);
+    assert_eq!(
+        Settings {
+            sources: s.sources.clone(),
+            ..again
+        },
+        s
+    );
+}
+
+const GPIO_BOARD: &str = "[hardware]\nbackend = \"gpio\"\n\
+[gpio.relay]\nline = \"RELAY\"\n\
+[[leds]]\nname = \"status\"\nline = \"LED\"\n\
+[[inputs]]\nkind = \"button\"\nbutton = \"call\"\nline = \"BTN\"\nactive_low = true\nbias = \"pull_up\"\n\
+[[inputs]]\nkind = \"exit\"\nchip = \"gpiochip0\"\noffset = 4\n";
+
+#[test]
+fn a_gpio_board_loads_and_dumps_back() {
+    let s = ok(&[("20-board.toml", GPIO_BOARD)]);
+    assert_eq!(s.inputs.len(), 2);
+    assert_eq!(s.inputs[0].debounce, Duration::from_millis(20));
+    let again = ok(&[("dump.toml", &s.redacted_toml())]);
+    assert_eq!(
+        Settings {
+            sources: s.sources.clone(),
+            ..again
+        },
+        s
+    );
+}
+
+#[test]
+fn wiring_mistakes_name_the_line_and_both_places() {
+    let one = |site: &str| match err(&[("20-board.toml", GPIO_BOARD), ("50-site.toml", site)]) {
+        ConfigError::InvalidValue { at, key, reason } => (at.to_string(), key, reason),
+        other => panic!("expected one bad value for {site:?}, got {other}"),
+    };
+    // Same line twice as inputs.
+    let (at, key, reason) = one(
+        "[[inputs]]\nkind = \"button\"\nbutton = \"call\"\nline = \"BTN\"\n\
+         [[inputs]]\nkind = \"tamper\"\nline = \"BTN\"\n",
+    );
+    assert_eq!(at, "50-site.toml:7");
+    assert_eq!(key, "inputs[1]");
+    assert_eq!(
+        reason,
+        "line `BTN` is already used by `inputs[0]` (50-site.toml:4)"
+    );
+    // An input on the relay's output line.
+    let (at, key, reason) = one("[[inputs]]\nkind = \"exit\"\nline = \"RELAY\"\n");
+    assert_eq!(at, "50-site.toml:3");
+    assert_eq!(key, "inputs[0]");
+    assert_eq!(
+        reason,
+        "line `RELAY` is an output of `gpio.relay` (20-board.toml:4) and cannot also be an input here"
+    );
+    // By chip and offset too.
+    let (_, key, reason) = one("[[leds]]\nname = \"status\"\nchip = \"gpiochip0\"\noffset = 4\n");
+    assert_eq!(key, "inputs[1]");
+    assert!(
+        reason.contains("gpiochip0 offset 4 is an output of `leds[0]`"),
+        "{reason}"
+    );
+    // Half a reference, a button input for no button, an unknown kind.
+    let (_, key, _) = one("[[inputs]]\nkind = \"exit\"\nchip = \"gpiochip0\"\n");
+    assert_eq!(key, "inputs[0].chip");
+    let (_, key, reason) = one("[[inputs]]\nkind = \"button\"\nbutton = \"nope\"\nline = \"B2\"\n");
+    assert_eq!(key, "inputs[0].button");
+    assert!(reason.contains("no [[buttons]] entry is named `nope`"));
+    let (_, key, _) = one("[[inputs]]\nkind = \"doorbell\"\nline = \"B2\"\n");
+    assert_eq!(key, "inputs[0].kind");
+    let (_, key, _) = one("[[inputs]]\nkind = \"exit\"\nline = \"B2\"\nbias = \"up\"\n");
+    assert_eq!(key, "inputs[0].bias");
+}
+
+#[test]
+fn a_gpio_board_needs_a_relay_and_led_lines() {
+    let e = err(&[("20-board.toml", "[hardware]\nbackend = \"gpio\"\n")]).to_string();
+    assert!(e.contains("missing required key `gpio.relay.line`"), "{e}");
+    assert!(e.contains("missing required key `leds[0].line`"), "{e}");
+}

@@ -4,6 +4,7 @@
 //! picks one in a single place (`crate::daemon`), and a device never falls
 //! back to the simulation silently.
 
+pub mod gpio;
 pub mod sim;
 
 use std::fmt;
