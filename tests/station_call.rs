@@ -539,6 +539,14 @@ async fn the_resident_opens_the_door_over_the_data_channel_and_nothing_else_does
         serde_json::json!({"type":"open_result","nonce":"n-1","granted":true,"reason":null,"pulse_ms":700})
     );
     assert_eq!(sim.relay_energised(), Some(true));
+    // The status snapshot and LEDs follow right after the reply.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while st.state()["door"]["unlocked"] != true
+        || sim.led("status").map(|l| l.pattern) != Some(intercomd::hw::LedPattern::SlowBlink)
+    {
+        assert!(Instant::now() < deadline, "door state: {}", st.state());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // A second click within the rate limit.
     let r = a.door(r#"{"type":"open","nonce":"n-2"}"#).await;
     assert_eq!(r["granted"], false);

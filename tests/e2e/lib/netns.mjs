@@ -34,10 +34,14 @@ function execAsync(cmd, args, timeout = 15000) {
 export class Netns {
   constructor(n) {
     this.n = n;
-    this.name = `ic-e2e-${process.pid}-${n}`;
+    // E2E_NETNS_PREFIX / E2E_NET_PREFIX keep parallel runs apart (defaults:
+    // ic-e2e, 10.99).
+    const prefix = process.env.E2E_NETNS_PREFIX || 'ic-e2e';
+    const net = process.env.E2E_NET_PREFIX || '10.99';
+    this.name = `${prefix}-${process.pid}-${n}`;
     const subnet = 10 + (n % 240);
-    this.addrA = `10.99.${subnet}.1`;
-    this.addrB = `10.99.${subnet}.2`;
+    this.addrA = `${net}.${subnet}.1`;
+    this.addrB = `${net}.${subnet}.2`;
     this.vethA = `ic${n}a`;
     this.vethB = `ic${n}b`;
     this.dir = fs.mkdtempSync(path.join(os.tmpdir(), `${this.name}-`));
