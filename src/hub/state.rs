@@ -42,6 +42,17 @@ pub struct HubSettings {
 
 pub type ConnId = u64;
 
+impl Action {
+    fn log(level: LogLevel, conn: ConnId, text: String) -> Action {
+        Action::Log {
+            level,
+            conn,
+            call_id: None,
+            text,
+        }
+    }
+}
+
 /// What the shell must do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
@@ -49,7 +60,13 @@ pub enum Action {
     /// Close with a WebSocket close code and reason.
     Close(ConnId, u16, &'static str),
     /// Write a log line (the shell adds the connection's fields).
-    Log(LogLevel, ConnId, String),
+    Log {
+        level: LogLevel,
+        conn: ConnId,
+        /// The call the line is about, for the `call_id` field.
+        call_id: Option<CallId>,
+        text: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,7 +163,7 @@ impl HubState {
                 if self.online.get(&key) == Some(&conn) {
                     self.online.remove(&key);
                 }
-                out.push(Action::Log(
+                out.push(Action::log(
                     LogLevel::Info,
                     conn,
                     format!("{} {} went offline", w.role, w.id),
@@ -173,7 +190,7 @@ impl HubState {
             Ok(msg) => self.handle_message(conn, msg),
             Err(e) => {
                 let mut out = vec![
-                    Action::Log(LogLevel::Warn, conn, format!("refused frame: {e}")),
+                    Action::log(LogLevel::Warn, conn, format!("refused frame: {e}")),
                     Action::Send(conn, e.to_reply()),
                 ];
                 if let DecodeError::TooLarge { .. } = e {
@@ -187,7 +204,7 @@ impl HubState {
     /// A binary frame arrived: the protocol has none.
     pub fn handle_binary(&mut self, conn: ConnId) -> Vec<Action> {
         vec![
-            Action::Log(LogLevel::Warn, conn, "refused binary frame".into()),
+            Action::log(LogLevel::Warn, conn, "refused binary frame".into()),
             Action::Send(
                 conn,
                 Message::error(
@@ -199,6 +216,19 @@ impl HubState {
     }
 
     pub fn handle_message(&mut self, conn: ConnId, msg: Message) -> Vec<Action> {
+        let call = msg.call_id().cloned();
+        let mut out = self.dispatch(conn, msg);
+        if let Some(id) = call {
+            for a in &mut out {
+                if let Action::Log { call_id, .. } = a {
+                    call_id.get_or_insert_with(|| id.clone());
+                }
+            }
+        }
+        out
+    }
+
+    fn dispatch(&mut self, conn: ConnId, msg: Message) -> Vec<Action> {
         let Some(c) = self.conns.get(&conn) else {
             return Vec::new();
         };
@@ -206,7 +236,7 @@ impl HubState {
         let call_id = msg.call_id().cloned();
         let err = |code: ErrorCode, text: String| {
             vec![
-                Action::Log(LogLevel::Warn, conn, format!("{kind}: {text}")),
+                Action::log(LogLevel::Warn, conn, format!("{kind}: {text}")),
                 Action::Send(
                     conn,
                     Message::Error {
@@ -243,7 +273,7 @@ impl HubState {
                 else {
                     unreachable!("matched just above")
                 };
-                let mut out = vec![Action::Log(
+                let mut out = vec![Action::log(
                     LogLevel::Warn,
                     conn,
                     format!("peer reported error {}: {message}", code.as_str()),
@@ -294,7 +324,7 @@ impl HubState {
                     return err(ErrorCode::NotPermitted, "not your call".into());
                 }
                 let call = self.calls.remove(&call_id).expect("looked up just above");
-                let mut out = vec![Action::Log(
+                let mut out = vec![Action::log(
                     LogLevel::Info,
                     conn,
                     format!("call {call_id} cancelled by the door ({reason})"),
@@ -327,7 +357,7 @@ impl HubState {
                     return Vec::new();
                 }
                 let call = self.calls.remove(&call_id).expect("looked up just above");
-                let mut out = vec![Action::Log(
+                let mut out = vec![Action::log(
                     LogLevel::Info,
                     conn,
                     format!("call {call_id}: every answerer declined"),
@@ -368,7 +398,7 @@ impl HubState {
                 let mut out = Vec::new();
                 if let Message::Hangup { reason, .. } = &m {
                     self.calls.remove(&call_id);
-                    out.push(Action::Log(
+                    out.push(Action::log(
                         LogLevel::Info,
                         conn,
                         format!("call {call_id} hung up by {} {} ({reason})", role, me.id),
@@ -376,7 +406,7 @@ impl HubState {
                 }
                 let delivered = self.to_identity(peer_role, &peer, m);
                 if delivered.is_empty() {
-                    out.push(Action::Log(
+                    out.push(Action::log(
                         LogLevel::Warn,
                         conn,
                         format!("{kind} for call {call_id} dropped: {peer_role} {peer} is offline"),
@@ -413,7 +443,7 @@ impl HubState {
     fn hello(&mut self, conn: ConnId, v: u32, role: Role, token: &str) -> Vec<Action> {
         if v != PROTOCOL_VERSION {
             return vec![
-                Action::Log(
+                Action::log(
                     LogLevel::Warn,
                     conn,
                     format!("refused protocol version {v}"),
@@ -442,7 +472,7 @@ impl HubState {
         }
         let Some(p) = found else {
             return vec![
-                Action::Log(
+                Action::log(
                     LogLevel::Warn,
                     conn,
                     format!("authentication failed for a {role}"),
@@ -475,7 +505,7 @@ impl HubState {
             }
             None => return out,
         };
-        out.push(Action::Log(
+        out.push(Action::log(
             LogLevel::Info,
             conn,
             format!("{role} {} authenticated", p.id),
@@ -541,7 +571,7 @@ impl HubState {
         // A door has one call at a time: forget its stale ones.
         self.calls.retain(|_, c| c.door != me.id);
         let answerers = self.online_answerers(&group);
-        let mut out = vec![Action::Log(
+        let mut out = vec![Action::log(
             LogLevel::Info,
             conn,
             format!(
@@ -642,7 +672,7 @@ impl HubState {
                         accepted: Some(a.clone()),
                     },
                 );
-                let mut out = vec![Action::Log(
+                let mut out = vec![Action::log(
                     LogLevel::Info,
                     conn,
                     format!("call {call_id} between door {} and {a} resumed", me.id),
@@ -667,7 +697,7 @@ impl HubState {
     fn accept(&mut self, conn: ConnId, me: &Identity, call_id: CallId) -> Vec<Action> {
         let Some(call) = self.calls.get_mut(&call_id) else {
             return vec![
-                Action::Log(
+                Action::log(
                     LogLevel::Warn,
                     conn,
                     format!("accept for unknown call {call_id}"),
@@ -713,7 +743,7 @@ impl HubState {
             .filter(|a| **a != me.id && !call.declined.contains(*a))
             .cloned()
             .collect();
-        let mut out = vec![Action::Log(
+        let mut out = vec![Action::log(
             LogLevel::Info,
             conn,
             format!("call {call_id} (group `{group}`) accepted by {}", me.id),
