@@ -20,8 +20,9 @@ use crate::controller::{Controller, Inputs};
 use crate::hub::{self, ConnSettings, HubSettings, Principal};
 use crate::hw::{self, sim::SimControl};
 use crate::media::{self, MediaSettings};
-use crate::signaling::client::{self, ClientSettings};
+use crate::signaling::client::{self, ClientSettings, Wire};
 use crate::signaling::protocol::IceServerInfo;
+use crate::signaling::socketio::SocketIoWire;
 
 /// How long shutdown may take before we give up waiting for tasks.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
@@ -237,14 +238,15 @@ pub async fn start_station(
             let url = format!("ws://{}/ws", SocketAddr::new(ip, addr.port()));
             (url, token, Some(addr))
         }
-        SignalingMode::Hub => {
+        SignalingMode::Hub | SignalingMode::SocketIo => {
+            let why = format!("signaling.mode = \"{}\"", settings.signaling.mode.as_str());
             let url = settings
                 .signaling
                 .url
                 .clone()
                 .ok_or_else(|| ConfigError::Missing {
                     key: "signaling.url".into(),
-                    why: "signaling.mode = \"hub\"".into(),
+                    why: why.clone(),
                     files_read: settings.sources.clone(),
                     add_to: settings.sources.last().cloned().unwrap_or_default(),
                 })?;
@@ -254,18 +256,23 @@ pub async fn start_station(
                 .clone()
                 .ok_or_else(|| ConfigError::Missing {
                     key: "signaling.token_file".into(),
-                    why: "signaling.mode = \"hub\"".into(),
+                    why,
                     files_read: settings.sources.clone(),
                     add_to: settings.sources.last().cloned().unwrap_or_default(),
                 })?;
             (url, config::read_secret(&src)?.expose().to_owned(), None)
         }
+    };
+    let wire = match settings.signaling.mode {
         SignalingMode::SocketIo => {
-            return Err(DaemonError::Unsupported {
-                what: "signaling.mode = \"socketio\"".into(),
-                files: files(settings),
-            });
+            let sio = &settings.signaling.socketio;
+            Wire::SocketIo(SocketIoWire::new(
+                &sio.namespace,
+                &sio.auth_field,
+                &sio.events,
+            ))
         }
+        _ => Wire::Native,
     };
 
     let (sig_tx, sig_rx) = mpsc::channel(256);
@@ -281,6 +288,7 @@ pub async fn start_station(
             keepalive_interval: settings.signaling.keepalive_interval,
             dead_peer_timeout: settings.signaling.dead_peer_timeout,
             max_message_bytes: settings.signaling.max_message_bytes,
+            wire,
         },
         sig_tx,
         cancel.clone(),

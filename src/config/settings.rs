@@ -66,6 +66,19 @@ pub struct Signaling {
     /// Greater than `keepalive_interval`.
     pub dead_peer_timeout: Duration,
     pub max_message_bytes: usize,
+    pub socketio: SocketIo,
+}
+
+/// How protocol messages map onto a Socket.IO v4 server's namespace and
+/// event names (`signaling.mode = "socketio"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketIo {
+    /// `/` or `/name`.
+    pub namespace: String,
+    /// The key of the token in the CONNECT packet's auth object.
+    pub auth_field: String,
+    /// Message `type` → event name, for every message type carried.
+    pub events: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -694,6 +707,93 @@ fn signaling(c: &mut Check, s: &frag::Signaling) -> Signaling {
             &s.max_message_bytes,
             1024..=16 << 20,
         ) as usize,
+        socketio: socketio(c, s.socketio.as_ref()),
+    }
+}
+
+fn socketio(c: &mut Check, s: Option<&frag::SocketIo>) -> SocketIo {
+    let default = frag::SocketIo::default();
+    let s = s.unwrap_or(&default);
+    let namespace = match &s.namespace {
+        Some(ns)
+            if ns.value == "/"
+                || (ns.value.starts_with('/') && !ns.value.contains([',', '?', ' '])) =>
+        {
+            ns.value.clone()
+        }
+        Some(ns) => {
+            c.invalid(
+                &ns.at,
+                "signaling.socketio.namespace",
+                format!(
+                    "{:?} is not a namespace (\"/\" or \"/name\", no commas or spaces)",
+                    ns.value
+                ),
+            );
+            "/".into()
+        }
+        None => "/".into(),
+    };
+    let auth_field = match &s.auth_field {
+        Some(f) if !f.value.trim().is_empty() => f.value.clone(),
+        Some(f) => {
+            c.invalid(&f.at, "signaling.socketio.auth_field", "must not be empty");
+            "token".into()
+        }
+        None => "token".into(),
+    };
+    let e = s.events.clone().unwrap_or_default();
+    let pairs: [(&str, &Option<Val<String>>); 18] = [
+        ("welcome", &e.welcome),
+        ("register", &e.register),
+        ("registered", &e.registered),
+        ("resume", &e.resume),
+        ("resumed", &e.resumed),
+        ("ring", &e.ring),
+        ("ringing", &e.ringing),
+        ("accept", &e.accept),
+        ("decline", &e.decline),
+        ("accepted", &e.accepted),
+        ("taken", &e.taken),
+        ("declined", &e.declined),
+        ("cancel", &e.cancel),
+        ("offer", &e.offer),
+        ("answer", &e.answer),
+        ("candidate", &e.candidate),
+        ("hangup", &e.hangup),
+        ("error", &e.error),
+    ];
+    let mut events = std::collections::BTreeMap::new();
+    let mut seen: Vec<(String, Location)> = Vec::new();
+    for (kind, v) in pairs {
+        let name = match v {
+            Some(v) if v.value.trim().is_empty() => {
+                c.invalid(
+                    &v.at,
+                    &format!("signaling.socketio.events.{kind}"),
+                    "must not be empty",
+                );
+                kind.to_string()
+            }
+            Some(v) => {
+                if let Some((_, first)) = seen.iter().find(|(n, _)| *n == v.value) {
+                    c.invalid(
+                        &v.at,
+                        &format!("signaling.socketio.events.{kind}"),
+                        format!("event name `{}` is already used at {first}", v.value),
+                    );
+                }
+                seen.push((v.value.clone(), v.at.clone()));
+                v.value.clone()
+            }
+            None => kind.to_string(),
+        };
+        events.insert(kind.to_string(), name);
+    }
+    SocketIo {
+        namespace,
+        auth_field,
+        events,
     }
 }
 
@@ -1140,6 +1240,13 @@ impl Settings {
         kv(w, "keepalive_interval_ms", &ms(s.keepalive_interval));
         kv(w, "dead_peer_timeout_ms", &ms(s.dead_peer_timeout));
         kv(w, "max_message_bytes", &s.max_message_bytes.to_string());
+        let _ = writeln!(w, "\n[signaling.socketio]");
+        kv(w, "namespace", &q(&s.socketio.namespace));
+        kv(w, "auth_field", &q(&s.socketio.auth_field));
+        let _ = writeln!(w, "\n[signaling.socketio.events]");
+        for (kind, name) in &s.socketio.events {
+            kv(w, kind, &q(name));
+        }
 
         let h = &self.hub;
         let _ = writeln!(w, "\n[hub]");
