@@ -152,6 +152,8 @@ pub fn media_settings(settings: &Settings) -> MediaSettings {
         opus_bitrate: settings.audio.opus.bitrate,
         opus_complexity: settings.audio.opus.complexity,
         opus_fec: settings.audio.opus.fec,
+        relay_only: settings.ice.transport_policy == config::IceTransportPolicy::Relay,
+        turn_ca_file: settings.ice.turn_ca_file.clone(),
         ..MediaSettings::default()
     }
 }

@@ -248,6 +248,7 @@ fragment! {
         mdns: Val<MdnsMode>,
         transport_policy: Val<IceTransportPolicy>,
         bind_ips: Val<Vec<Val<String>>>,
+        turn_ca_file: Val<String>,
         servers: Val<Vec<Val<IceServer>>>,
     }
 

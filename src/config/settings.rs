@@ -149,6 +149,8 @@ pub struct Ice {
     pub transport_policy: IceTransportPolicy,
     /// Empty: all interfaces.
     pub bind_ips: Vec<IpAddr>,
+    /// Extra trust anchor (PEM) for `turns:` servers.
+    pub turn_ca_file: Option<PathBuf>,
     pub servers: Vec<IceServer>,
 }
 
@@ -1119,6 +1121,11 @@ fn ice(c: &mut Check, i: &frag::Ice) -> Ice {
         mdns: c.copy("ice.mdns", &i.mdns, MdnsMode::Disabled),
         transport_policy,
         bind_ips,
+        turn_ca_file: i
+            .turn_ca_file
+            .as_ref()
+            .filter(|v| !v.value.is_empty())
+            .map(|v| PathBuf::from(&v.value)),
         servers,
     }
 }
@@ -1302,6 +1309,15 @@ impl Settings {
             w,
             "bind_ips",
             &list(i.bind_ips.iter().map(|ip| q(&ip.to_string()))),
+        );
+        kv(
+            w,
+            "turn_ca_file",
+            &q(&i
+                .turn_ca_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()),
         );
         if i.servers.is_empty() {
             kv(w, "servers", "[]");
