@@ -390,6 +390,9 @@ impl Controller {
             },
             "signaling": if self.signaling_up { "up" } else { "down" },
             "audio": self.audio.stats(),
+            "runtime": {
+                "tasks": tokio::runtime::Handle::current().metrics().num_alive_tasks(),
+            },
         });
         self.status.send_replace(v);
     }

@@ -63,6 +63,8 @@ pub struct Running {
     pub hub_addr: Option<SocketAddr>,
     pub panel_addr: Option<SocketAddr>,
     pub sim: Option<SimControl>,
+    /// The simulated audio device, for tests that check what it played.
+    pub audio: Option<crate::audio::sim::SimAudioHandle>,
     pub status: watch::Receiver<serde_json::Value>,
 }
 
@@ -210,6 +212,12 @@ pub async fn start_station(
     let (url, token, hub_addr) = match settings.signaling.mode {
         SignalingMode::Standalone => {
             let mut hs = hub_settings(settings)?;
+            // This station joins its own hub with a per-boot token; an entry
+            // for it in hub.doors (written for a separate hub) is not used.
+            if hs.doors.iter().any(|d| d.id == settings.station.id) {
+                warn!(station = %settings.station.id, "hub.doors lists this station; in standalone mode its entry is ignored");
+                hs.doors.retain(|d| d.id != settings.station.id);
+            }
             let token = random_token();
             hs.doors.push(Principal {
                 id: settings.station.id.clone(),
@@ -324,10 +332,15 @@ pub async fn start_station(
             .await
             .map_err(|source| DaemonError::Panel { addr, source })?;
         panel_addr = listener.local_addr().ok();
+        let probe_audio = audio.clone();
+        let probe: hw::sim::AudioProbe = std::sync::Arc::new(
+            move || serde_json::json!({ "played_dominant_hz": probe_audio.played_dominant_frequency() }),
+        );
         tracker.spawn(hw::sim::serve_panel(
             listener,
             sim.clone(),
             status_rx.clone(),
+            Some(probe),
             cancel.clone(),
         ));
     }
@@ -340,6 +353,7 @@ pub async fn start_station(
         .iter()
         .map(|b| (b.name.clone(), b.group.clone()))
         .collect();
+    let audio_handle = audio.clone();
     let controller = Controller::new(
         CallSettings {
             ring_timeout: settings.call.ring_timeout,
@@ -351,7 +365,7 @@ pub async fn start_station(
         buttons,
         signaling,
         media,
-        Box::new(audio),
+        Box::new(audio.clone()),
         leds,
         ice,
         status_tx,
@@ -372,6 +386,7 @@ pub async fn start_station(
         hub_addr,
         panel_addr,
         sim: Some(sim),
+        audio: Some(audio_handle),
         status: status_rx,
     })
 }

@@ -522,28 +522,6 @@ pub(crate) fn validate(
 
     let signaling = signaling(&mut c, &root.signaling.clone().unwrap_or_default());
     let hub = hub(&mut c, &root.hub.clone().unwrap_or_default());
-    if signaling.mode == SignalingMode::Standalone {
-        if let Some(door) = root
-            .hub
-            .as_ref()
-            .and_then(|h| h.doors.as_ref())
-            .and_then(|d| {
-                d.value
-                    .iter()
-                    .find(|d| d.value.id.as_ref().is_some_and(|id| id.value == station.id))
-            })
-        {
-            c.invalid(
-                &door.at,
-                "hub.doors",
-                format!(
-                    "door `{}` is this station (station.id); in standalone mode it is added automatically",
-                    station.id
-                ),
-            );
-        }
-    }
-
     let cl = root.call.clone().unwrap_or_default();
     let call = Call {
         ring_timeout: c.millis("call.ring_timeout_ms", &cl.ring_timeout_ms),

@@ -152,10 +152,15 @@ pub async fn stdin_loop(control: SimControl, cancel: CancellationToken) {
     }
 }
 
+/// Figures computed only when asked for (they cost CPU), merged into the
+/// `audio` object of `GET /state`.
+pub type AudioProbe = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
 #[derive(Clone)]
 struct PanelState {
     control: SimControl,
     status: watch::Receiver<serde_json::Value>,
+    probe: Option<AudioProbe>,
 }
 
 #[derive(serde::Deserialize)]
@@ -169,6 +174,7 @@ pub async fn serve_panel(
     listener: tokio::net::TcpListener,
     control: SimControl,
     status: watch::Receiver<serde_json::Value>,
+    probe: Option<AudioProbe>,
     cancel: CancellationToken,
 ) {
     let app = Router::new()
@@ -177,7 +183,11 @@ pub async fn serve_panel(
         .route("/state", get(state))
         .route("/press", post(press))
         .route("/hangup", post(hangup))
-        .with_state(PanelState { control, status });
+        .with_state(PanelState {
+            control,
+            status,
+            probe,
+        });
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(cancel.cancelled_owned())
         .await
@@ -189,6 +199,14 @@ pub async fn serve_panel(
 async fn state(State(p): State<PanelState>) -> Json<serde_json::Value> {
     let mut v = p.status.borrow().clone();
     if let Some(obj) = v.as_object_mut() {
+        if let (Some(probe), Some(audio)) = (
+            &p.probe,
+            obj.get_mut("audio").and_then(|a| a.as_object_mut()),
+        ) {
+            if let serde_json::Value::Object(extra) = probe() {
+                audio.extend(extra);
+            }
+        }
         obj.insert(
             "leds".into(),
             serde_json::to_value(p.control.leds()).unwrap_or_default(),

@@ -117,6 +117,7 @@ struct Session {
     first_sent: bool,
     first_received: bool,
     established: bool,
+    setup_done: bool,
     state: Option<MediaState>,
     started: Instant,
 }
@@ -496,6 +497,7 @@ impl Actor {
                 first_sent: false,
                 first_received: false,
                 established: false,
+                setup_done: false,
                 state: None,
                 started,
             },
@@ -676,6 +678,24 @@ impl Actor {
         Ok(())
     }
 
+    /// "Audio setup completed" means capture, encoding, decoding and playback
+    /// all run with media flowing, so it is reported once the connection is
+    /// established and both audio loops are up, whatever order they came in.
+    async fn maybe_setup_completed(&mut self, call_id: &str) {
+        let Some(s) = self.sessions.get_mut(call_id) else {
+            return;
+        };
+        if s.setup_done || !(s.established && s.send_ready && s.recv_ready) {
+            return;
+        }
+        s.setup_done = true;
+        info!(call_id = %call_id, "Audio setup for call completed");
+        self.emit(MediaEvent::AudioSetupCompleted {
+            call_id: call_id.to_owned(),
+        })
+        .await;
+    }
+
     async fn stop(&mut self, call_id: &str) {
         let Some(s) = self.sessions.remove(call_id) else {
             return;
@@ -764,10 +784,7 @@ impl Actor {
                 } else {
                     s.recv_ready = true;
                 }
-                if s.send_ready && s.recv_ready {
-                    info!(call_id = %call_id, "Audio setup for call completed");
-                    self.emit(MediaEvent::AudioSetupCompleted { call_id }).await;
-                }
+                self.maybe_setup_completed(&call_id).await;
             }
             Internal::FirstSent | Internal::FirstReceived => {
                 if matches!(ev.msg, Internal::FirstSent) {
@@ -782,11 +799,12 @@ impl Actor {
                     let selected_pair = selected_pair(&sender).await;
                     info!(call_id = %call_id, selected_pair = %selected_pair, elapsed_ms = elapsed.as_millis() as u64, "AUDIO CONNECTION ESTABLISHED");
                     self.emit(MediaEvent::AudioEstablished {
-                        call_id,
+                        call_id: call_id.clone(),
                         selected_pair,
                     })
                     .await;
                 }
+                self.maybe_setup_completed(&call_id).await;
             }
             Internal::AudioFailed(message) => {
                 warn!(call_id = %call_id, error = %message, "audio path failed");
