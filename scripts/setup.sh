@@ -3,7 +3,7 @@
 # Idempotent: packages already present are not touched.
 set -eu
 
-PKGS="build-essential cmake pkg-config libasound2-dev libdbus-1-dev iproute2 iptables chromium nodejs npm curl ca-certificates"
+PKGS="build-essential cmake pkg-config libasound2-dev libdbus-1-dev iproute2 iptables chromium nodejs npm curl ca-certificates coturn openssl"
 
 missing=""
 for p in $PKGS; do
@@ -37,4 +37,10 @@ done
 if [ ! -d tests/e2e/node_modules/playwright-core ] || [ tests/e2e/package-lock.json -nt tests/e2e/node_modules/.package-lock.json ]; then
     echo "setup: npm ci in tests/e2e"
     (cd tests/e2e && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# A real socket.io server, for the Socket.IO compatibility tests.
+if [ ! -d tests/socketio/node_modules/socket.io ] || [ tests/socketio/package-lock.json -nt tests/socketio/node_modules/.package-lock.json ]; then
+    echo "setup: npm ci in tests/socketio"
+    (cd tests/socketio && npm ci --no-audit --no-fund --loglevel=error)
 fi

@@ -608,6 +608,9 @@ impl Controller {
                 "tamper": self.door.tamper(),
                 "remote_open_locked_out": self.door.locked_out(Instant::now().into_std()),
             },
+            "runtime": {
+                "tasks": tokio::runtime::Handle::current().metrics().num_alive_tasks(),
+            },
         });
         self.status.send_replace(v);
     }

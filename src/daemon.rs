@@ -21,8 +21,9 @@ use crate::door::{DoorSettings, LedPlan};
 use crate::hub::{self, ConnSettings, HubSettings, Principal};
 use crate::hw::{self, sim::SimControl};
 use crate::media::{self, MediaSettings};
-use crate::signaling::client::{self, ClientSettings};
+use crate::signaling::client::{self, ClientSettings, Wire};
 use crate::signaling::protocol::IceServerInfo;
+use crate::signaling::socketio::SocketIoWire;
 
 /// How long shutdown may take before we give up waiting for tasks.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
@@ -66,6 +67,8 @@ pub struct Running {
     pub hub_addr: Option<SocketAddr>,
     pub panel_addr: Option<SocketAddr>,
     pub sim: Option<SimControl>,
+    /// The simulated audio device, for tests that check what it played.
+    pub audio: Option<crate::audio::sim::SimAudioHandle>,
     pub status: watch::Receiver<serde_json::Value>,
 }
 
@@ -155,6 +158,8 @@ pub fn media_settings(settings: &Settings) -> MediaSettings {
         opus_bitrate: settings.audio.opus.bitrate,
         opus_complexity: settings.audio.opus.complexity,
         opus_fec: settings.audio.opus.fec,
+        relay_only: settings.ice.transport_policy == config::IceTransportPolicy::Relay,
+        turn_ca_file: settings.ice.turn_ca_file.clone(),
         ..MediaSettings::default()
     }
 }
@@ -235,6 +240,12 @@ pub async fn start_station(
     let (url, token, hub_addr) = match settings.signaling.mode {
         SignalingMode::Standalone => {
             let mut hs = hub_settings(settings)?;
+            // This station joins its own hub with a per-boot token; an entry
+            // for it in hub.doors (written for a separate hub) is not used.
+            if hs.doors.iter().any(|d| d.id == settings.station.id) {
+                warn!(station = %settings.station.id, "hub.doors lists this station; in standalone mode its entry is ignored");
+                hs.doors.retain(|d| d.id != settings.station.id);
+            }
             let token = random_token();
             hs.doors.push(Principal {
                 id: settings.station.id.clone(),
@@ -265,14 +276,15 @@ pub async fn start_station(
             let url = format!("ws://{}/ws", SocketAddr::new(ip, addr.port()));
             (url, token, Some(addr))
         }
-        SignalingMode::Hub => {
+        SignalingMode::Hub | SignalingMode::SocketIo => {
+            let why = format!("signaling.mode = \"{}\"", settings.signaling.mode.as_str());
             let url = settings
                 .signaling
                 .url
                 .clone()
                 .ok_or_else(|| ConfigError::Missing {
                     key: "signaling.url".into(),
-                    why: "signaling.mode = \"hub\"".into(),
+                    why: why.clone(),
                     files_read: settings.sources.clone(),
                     add_to: settings.sources.last().cloned().unwrap_or_default(),
                 })?;
@@ -282,18 +294,23 @@ pub async fn start_station(
                 .clone()
                 .ok_or_else(|| ConfigError::Missing {
                     key: "signaling.token_file".into(),
-                    why: "signaling.mode = \"hub\"".into(),
+                    why,
                     files_read: settings.sources.clone(),
                     add_to: settings.sources.last().cloned().unwrap_or_default(),
                 })?;
             (url, config::read_secret(&src)?.expose().to_owned(), None)
         }
+    };
+    let wire = match settings.signaling.mode {
         SignalingMode::SocketIo => {
-            return Err(DaemonError::Unsupported {
-                what: "signaling.mode = \"socketio\"".into(),
-                files: files(settings),
-            });
+            let sio = &settings.signaling.socketio;
+            Wire::SocketIo(SocketIoWire::new(
+                &sio.namespace,
+                &sio.auth_field,
+                &sio.events,
+            ))
         }
+        _ => Wire::Native,
     };
 
     let (sig_tx, sig_rx) = mpsc::channel(256);
@@ -309,6 +326,7 @@ pub async fn start_station(
             keepalive_interval: settings.signaling.keepalive_interval,
             dead_peer_timeout: settings.signaling.dead_peer_timeout,
             max_message_bytes: settings.signaling.max_message_bytes,
+            wire,
         },
         sig_tx,
         cancel.clone(),
@@ -366,10 +384,15 @@ pub async fn start_station(
             .await
             .map_err(|source| DaemonError::Panel { addr, source })?;
         panel_addr = listener.local_addr().ok();
+        let probe_audio = audio.clone();
+        let probe: hw::sim::AudioProbe = std::sync::Arc::new(
+            move || serde_json::json!({ "played_dominant_hz": probe_audio.played_dominant_frequency() }),
+        );
         tracker.spawn(hw::sim::serve_panel(
             listener,
             sim.clone(),
             status_rx.clone(),
+            Some(probe),
             cancel.clone(),
         ));
     }
@@ -382,6 +405,7 @@ pub async fn start_station(
         .iter()
         .map(|b| (b.name.clone(), b.group.clone()))
         .collect();
+    let audio_handle = audio.clone();
     let controller = Controller::new(
         CallSettings {
             ring_timeout: settings.call.ring_timeout,
@@ -393,7 +417,7 @@ pub async fn start_station(
         buttons,
         signaling,
         media,
-        Box::new(audio),
+        Box::new(audio.clone()),
         leds,
         door_settings(settings),
         relay,
@@ -416,6 +440,7 @@ pub async fn start_station(
         hub_addr,
         panel_addr,
         sim,
+        audio: Some(audio_handle),
         status: status_rx,
     })
 }

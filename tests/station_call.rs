@@ -342,13 +342,10 @@ async fn a_call_carries_audio_both_ways_and_hangs_up_from_either_side() {
     )
     .await;
     // Resident → door: the door's speaker plays 1000 Hz.
+    let door_audio = st.running.audio.clone().expect("simulated audio");
     wait_freq(
         "door hears",
-        || {
-            st.state()["audio"]["played_dominant_hz"]
-                .as_f64()
-                .map(|v| v as f32)
-        },
+        move || door_audio.played_dominant_frequency(),
         1000.0,
     )
     .await;

@@ -427,6 +427,9 @@
     intercom.callId = call.id;
     intercom.doorName = doorName;
     intercom.ringAtEpoch = performance.timeOrigin + performance.now();
+    intercom.firstAudioAt = null;
+    intercom.firstAudioAtEpoch = null;
+    intercom.dataChannel = null;
     ui.doorName.textContent = doorName;
     setState('ringing', 'Someone is at the door');
     console.info('[intercom] ring from ' + doorName + ' call_id=' + call.id);

@@ -110,7 +110,9 @@ pub fn dominant_frequency(samples: &[i16], rate: u32, candidates: &[f32]) -> Opt
 /// Dominant frequency over 100..=4000 Hz in 10 Hz steps. Only the last
 /// second of `samples` is scanned, which bounds the cost.
 pub fn scan_dominant_frequency(samples: &[i16], rate: u32) -> Option<f32> {
-    let window = (rate as usize).min(samples.len());
+    // 200 ms is plenty to tell tones 10 Hz apart and keeps a scan to a few
+    // million multiply-adds.
+    let window = (rate as usize / 5).min(samples.len());
     let tail = &samples[samples.len() - window..];
     let candidates: Vec<f32> = (10..=400).map(|k| k as f32 * 10.0).collect();
     dominant_frequency(tail, rate, &candidates)

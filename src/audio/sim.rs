@@ -181,7 +181,6 @@ impl crate::controller::AudioProvider for SimAudioHandle {
             "captured_frames": self.frames_captured(),
             "capture_dropped": self.capture_dropped(),
             "played_frames": self.frames_played(),
-            "played_dominant_hz": self.played_dominant_frequency(),
         })
     }
 }

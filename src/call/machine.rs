@@ -29,6 +29,8 @@ pub struct CallSettings {
     pub media_lost_timeout: Duration,
     /// Outbound call-scoped messages kept while signaling is down.
     pub max_queued_messages: usize,
+    /// How long `Ended` is shown before the station is `Idle` again.
+    pub ended_linger: Duration,
 }
 
 impl Default for CallSettings {
@@ -39,6 +41,7 @@ impl Default for CallSettings {
             max_duration: Duration::from_secs(600),
             media_lost_timeout: Duration::from_secs(30),
             max_queued_messages: 128,
+            ended_linger: Duration::from_secs(3),
         }
     }
 }
@@ -231,14 +234,16 @@ enum Timer {
     Connect = 1,
     MaxDuration = 2,
     MediaLost = 3,
+    EndedLinger = 4,
 }
 
-const TIMER_COUNT: usize = 4;
+const TIMER_COUNT: usize = 5;
 const TIMERS: [Timer; TIMER_COUNT] = [
     Timer::Ring,
     Timer::Connect,
     Timer::MaxDuration,
     Timer::MediaLost,
+    Timer::EndedLinger,
 ];
 
 #[derive(Clone, Debug, PartialEq)]
@@ -290,6 +295,8 @@ pub struct CallMachine {
     /// Call-scoped messages waiting for the signaling connection.
     outbox: VecDeque<Message>,
     dropped_messages: u64,
+    /// The time of the input being handled, for timers armed deep inside.
+    last_now: Option<Instant>,
 }
 
 impl CallMachine {
@@ -302,6 +309,7 @@ impl CallMachine {
             signaling_up: false,
             outbox: VecDeque::new(),
             dropped_messages: 0,
+            last_now: None,
         }
     }
 
@@ -340,6 +348,7 @@ impl CallMachine {
 
     /// Fire every timer whose deadline is at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = Some(now);
         for t in TIMERS {
             if let Some(at) = self.timers[t as usize] {
                 if at <= now {
@@ -351,6 +360,7 @@ impl CallMachine {
     }
 
     pub fn handle_input(&mut self, input: Input, now: Instant) -> Result<(), Rejected> {
+        self.last_now = Some(now);
         match input {
             Input::ButtonPressed { group, call_id } => self.on_press(group, call_id, now),
             Input::LocalHangup => match self.state.call() {
@@ -645,6 +655,10 @@ impl CallMachine {
             (Timer::MediaLost, State::Connecting(_) | State::InCall(_)) => {
                 self.end(EndReason::MediaFailed("media lost".into()))
             }
+            (Timer::EndedLinger, State::Ended) => {
+                self.state = State::Idle;
+                self.phase_changed();
+            }
             // A timer that outlived its state is harmless.
             _ => {}
         }
@@ -681,6 +695,8 @@ impl CallMachine {
         let had_media = !matches!(self.state, State::Ringing(_));
         self.timers = [None; TIMER_COUNT];
         self.state = State::Ended;
+        self.timers[Timer::EndedLinger as usize] =
+            self.last_now.map(|now| now + self.settings.ended_linger);
         if had_media {
             self.outputs.push_back(Output::Media(MediaRequest::Stop {
                 call_id: call.id.clone(),

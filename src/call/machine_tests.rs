@@ -226,6 +226,17 @@ fn happy_path_press_accept_offer_answer_talk_hangup() {
             },
         ]
     );
+    // Only the "ended" display timer remains; then the station is idle.
+    assert_eq!(h.m.poll_timeout(), Some(h.now + Duration::from_secs(3)));
+    h.advance(Duration::from_secs(3));
+    assert_eq!(h.m.phase(), Phase::Idle);
+    assert_eq!(
+        h.take(),
+        vec![Output::PhaseChanged {
+            phase: Phase::Idle,
+            call_id: None
+        }]
+    );
     assert_eq!(h.m.poll_timeout(), None, "no timer outlives the call");
 }
 
@@ -800,9 +811,18 @@ fn stale_timer_is_harmless() {
     let mut h = Harness::new();
     press(&mut h, "c1").unwrap();
     h.input(Input::LocalHangup).unwrap();
-    // Fire "timeouts" far in the future: nothing armed, nothing happens.
+    // Fire "timeouts" far in the future: only the return to idle happens.
     h.take();
     h.m.handle_timeout(h.now + Duration::from_secs(3600));
+    h.drain();
+    assert_eq!(
+        h.take(),
+        vec![Output::PhaseChanged {
+            phase: Phase::Idle,
+            call_id: None
+        }]
+    );
+    h.m.handle_timeout(h.now + Duration::from_secs(7200));
     h.drain();
     assert!(h.take().is_empty());
 }
@@ -876,11 +896,11 @@ fn random_input_sequences_never_break_invariants() {
             if before != Phase::Ringing && h.m.phase() == Phase::Ringing {
                 started += 1;
             }
-            // A call in progress always has a deadline armed.
-            if h.m.call_id().is_some() {
-                assert!(h.m.poll_timeout().is_some(), "run {run} step {step}");
-            } else {
-                assert!(h.m.poll_timeout().is_none(), "run {run} step {step}");
+            // A call in progress always has a deadline armed; after it,
+            // only the return to idle may be.
+            match h.m.phase() {
+                Phase::Idle => assert!(h.m.poll_timeout().is_none(), "run {run} step {step}"),
+                _ => assert!(h.m.poll_timeout().is_some(), "run {run} step {step}"),
             }
         }
         h.input(Input::Shutdown).unwrap();

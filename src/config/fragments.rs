@@ -182,6 +182,34 @@ fragment! {
         keepalive_interval_ms: Val<u64>,
         dead_peer_timeout_ms: Val<u64>,
         max_message_bytes: Val<u64>,
+        socketio: SocketIo,
+    }
+
+    SocketIo {
+        namespace: Val<String>,
+        auth_field: Val<String>,
+        events: SocketIoEvents,
+    }
+
+    SocketIoEvents {
+        welcome: Val<String>,
+        register: Val<String>,
+        registered: Val<String>,
+        resume: Val<String>,
+        resumed: Val<String>,
+        ring: Val<String>,
+        ringing: Val<String>,
+        accept: Val<String>,
+        decline: Val<String>,
+        accepted: Val<String>,
+        taken: Val<String>,
+        declined: Val<String>,
+        cancel: Val<String>,
+        offer: Val<String>,
+        answer: Val<String>,
+        candidate: Val<String>,
+        hangup: Val<String>,
+        error: Val<String>,
     }
 
     Hub {
@@ -228,6 +256,7 @@ fragment! {
         mdns: Val<MdnsMode>,
         transport_policy: Val<IceTransportPolicy>,
         bind_ips: Val<Vec<Val<String>>>,
+        turn_ca_file: Val<String>,
         servers: Val<Vec<Val<IceServer>>>,
     }
 

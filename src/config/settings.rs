@@ -79,6 +79,19 @@ pub struct Signaling {
     /// Greater than `keepalive_interval`.
     pub dead_peer_timeout: Duration,
     pub max_message_bytes: usize,
+    pub socketio: SocketIo,
+}
+
+/// How protocol messages map onto a Socket.IO v4 server's namespace and
+/// event names (`signaling.mode = "socketio"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketIo {
+    /// `/` or `/name`.
+    pub namespace: String,
+    /// The key of the token in the CONNECT packet's auth object.
+    pub auth_field: String,
+    /// Message `type` → event name, for every message type carried.
+    pub events: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -149,6 +162,8 @@ pub struct Ice {
     pub transport_policy: IceTransportPolicy,
     /// Empty: all interfaces.
     pub bind_ips: Vec<IpAddr>,
+    /// Extra trust anchor (PEM) for `turns:` servers.
+    pub turn_ca_file: Option<PathBuf>,
     pub servers: Vec<IceServer>,
 }
 
@@ -522,28 +537,6 @@ pub(crate) fn validate(
 
     let signaling = signaling(&mut c, &root.signaling.clone().unwrap_or_default());
     let hub = hub(&mut c, &root.hub.clone().unwrap_or_default());
-    if signaling.mode == SignalingMode::Standalone {
-        if let Some(door) = root
-            .hub
-            .as_ref()
-            .and_then(|h| h.doors.as_ref())
-            .and_then(|d| {
-                d.value
-                    .iter()
-                    .find(|d| d.value.id.as_ref().is_some_and(|id| id.value == station.id))
-            })
-        {
-            c.invalid(
-                &door.at,
-                "hub.doors",
-                format!(
-                    "door `{}` is this station (station.id); in standalone mode it is added automatically",
-                    station.id
-                ),
-            );
-        }
-    }
-
     let cl = root.call.clone().unwrap_or_default();
     let call = Call {
         ring_timeout: c.millis("call.ring_timeout_ms", &cl.ring_timeout_ms),
@@ -719,6 +712,93 @@ fn signaling(c: &mut Check, s: &frag::Signaling) -> Signaling {
             &s.max_message_bytes,
             1024..=16 << 20,
         ) as usize,
+        socketio: socketio(c, s.socketio.as_ref()),
+    }
+}
+
+fn socketio(c: &mut Check, s: Option<&frag::SocketIo>) -> SocketIo {
+    let default = frag::SocketIo::default();
+    let s = s.unwrap_or(&default);
+    let namespace = match &s.namespace {
+        Some(ns)
+            if ns.value == "/"
+                || (ns.value.starts_with('/') && !ns.value.contains([',', '?', ' '])) =>
+        {
+            ns.value.clone()
+        }
+        Some(ns) => {
+            c.invalid(
+                &ns.at,
+                "signaling.socketio.namespace",
+                format!(
+                    "{:?} is not a namespace (\"/\" or \"/name\", no commas or spaces)",
+                    ns.value
+                ),
+            );
+            "/".into()
+        }
+        None => "/".into(),
+    };
+    let auth_field = match &s.auth_field {
+        Some(f) if !f.value.trim().is_empty() => f.value.clone(),
+        Some(f) => {
+            c.invalid(&f.at, "signaling.socketio.auth_field", "must not be empty");
+            "token".into()
+        }
+        None => "token".into(),
+    };
+    let e = s.events.clone().unwrap_or_default();
+    let pairs: [(&str, &Option<Val<String>>); 18] = [
+        ("welcome", &e.welcome),
+        ("register", &e.register),
+        ("registered", &e.registered),
+        ("resume", &e.resume),
+        ("resumed", &e.resumed),
+        ("ring", &e.ring),
+        ("ringing", &e.ringing),
+        ("accept", &e.accept),
+        ("decline", &e.decline),
+        ("accepted", &e.accepted),
+        ("taken", &e.taken),
+        ("declined", &e.declined),
+        ("cancel", &e.cancel),
+        ("offer", &e.offer),
+        ("answer", &e.answer),
+        ("candidate", &e.candidate),
+        ("hangup", &e.hangup),
+        ("error", &e.error),
+    ];
+    let mut events = std::collections::BTreeMap::new();
+    let mut seen: Vec<(String, Location)> = Vec::new();
+    for (kind, v) in pairs {
+        let name = match v {
+            Some(v) if v.value.trim().is_empty() => {
+                c.invalid(
+                    &v.at,
+                    &format!("signaling.socketio.events.{kind}"),
+                    "must not be empty",
+                );
+                kind.to_string()
+            }
+            Some(v) => {
+                if let Some((_, first)) = seen.iter().find(|(n, _)| *n == v.value) {
+                    c.invalid(
+                        &v.at,
+                        &format!("signaling.socketio.events.{kind}"),
+                        format!("event name `{}` is already used at {first}", v.value),
+                    );
+                }
+                seen.push((v.value.clone(), v.at.clone()));
+                v.value.clone()
+            }
+            None => kind.to_string(),
+        };
+        events.insert(kind.to_string(), name);
+    }
+    SocketIo {
+        namespace,
+        auth_field,
+        events,
     }
 }
 
@@ -1044,6 +1124,11 @@ fn ice(c: &mut Check, i: &frag::Ice) -> Ice {
         mdns: c.copy("ice.mdns", &i.mdns, MdnsMode::Disabled),
         transport_policy,
         bind_ips,
+        turn_ca_file: i
+            .turn_ca_file
+            .as_ref()
+            .filter(|v| !v.value.is_empty())
+            .map(|v| PathBuf::from(&v.value)),
         servers,
     }
 }
@@ -1165,6 +1250,13 @@ impl Settings {
         kv(w, "keepalive_interval_ms", &ms(s.keepalive_interval));
         kv(w, "dead_peer_timeout_ms", &ms(s.dead_peer_timeout));
         kv(w, "max_message_bytes", &s.max_message_bytes.to_string());
+        let _ = writeln!(w, "\n[signaling.socketio]");
+        kv(w, "namespace", &q(&s.socketio.namespace));
+        kv(w, "auth_field", &q(&s.socketio.auth_field));
+        let _ = writeln!(w, "\n[signaling.socketio.events]");
+        for (kind, name) in &s.socketio.events {
+            kv(w, kind, &q(name));
+        }
 
         let h = &self.hub;
         let _ = writeln!(w, "\n[hub]");
@@ -1220,6 +1312,15 @@ impl Settings {
             w,
             "bind_ips",
             &list(i.bind_ips.iter().map(|ip| q(&ip.to_string()))),
+        );
+        kv(
+            w,
+            "turn_ca_file",
+            &q(&i
+                .turn_ca_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()),
         );
         if i.servers.is_empty() {
             kv(w, "servers", "[]");

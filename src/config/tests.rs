@@ -142,7 +142,10 @@ fn defaults_load_with_every_seed_value() {
     assert!(s.hardware.sim.stdin);
 
     assert_eq!(s.log.target, LogTarget::Auto);
-    assert_eq!(s.log.level, "info");
+    assert_eq!(
+        s.log.level,
+        "info,rtc_dtls=error,rtc_ice=error,rtc_sctp=error"
+    );
     assert_eq!(s.sources, vec![PathBuf::from(BUILTIN_DEFAULTS)]);
 }
 

@@ -294,7 +294,12 @@ async fn actor(mut state: HubState, mut events: mpsc::Receiver<Event>, cancel: C
                         "door open refused: requested over signaling"
                     );
                 }
-                Action::Log(level, conn, text) => {
+                Action::Log {
+                    level,
+                    conn,
+                    call_id,
+                    text,
+                } => {
                     let peer = conns
                         .get(&conn)
                         .map(|(p, _)| p.to_string())
@@ -303,12 +308,13 @@ async fn actor(mut state: HubState, mut events: mpsc::Receiver<Event>, cancel: C
                         .describe(conn)
                         .map(|(r, i)| (r.to_string(), i.to_owned()))
                         .unwrap_or_default();
+                    let call_id = call_id.map(|c| c.to_string()).unwrap_or_default();
                     match level {
                         LogLevel::Info => {
-                            info!(conn, peer = %peer, role = %role, client = %id, "hub: {text}")
+                            info!(conn, peer = %peer, role = %role, client = %id, call_id = %call_id, "hub: {text}")
                         }
                         LogLevel::Warn => {
-                            warn!(conn, peer = %peer, role = %role, client = %id, "hub: {text}")
+                            warn!(conn, peer = %peer, role = %role, client = %id, call_id = %call_id, "hub: {text}")
                         }
                     }
                 }

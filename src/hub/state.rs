@@ -42,6 +42,17 @@ pub struct HubSettings {
 
 pub type ConnId = u64;
 
+impl Action {
+    fn log(level: LogLevel, conn: ConnId, text: String) -> Action {
+        Action::Log {
+            level,
+            conn,
+            call_id: None,
+            text,
+        }
+    }
+}
+
 /// What the shell must do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
@@ -49,7 +60,13 @@ pub enum Action {
     /// Close with a WebSocket close code and reason.
     Close(ConnId, u16, &'static str),
     /// Write a log line (the shell adds the connection's fields).
-    Log(LogLevel, ConnId, String),
+    Log {
+        level: LogLevel,
+        conn: ConnId,
+        /// The call the line is about, for the `call_id` field.
+        call_id: Option<CallId>,
+        text: String,
+    },
     /// A door-open request arrived over signaling, which can never open a
     /// door: the shell writes a refused audit record.
     RefusedOpen {
@@ -153,7 +170,7 @@ impl HubState {
                 if self.online.get(&key) == Some(&conn) {
                     self.online.remove(&key);
                 }
-                out.push(Action::Log(
+                out.push(Action::log(
                     LogLevel::Info,
                     conn,
                     format!("{} {} went offline", w.role, w.id),
@@ -213,7 +230,7 @@ impl HubState {
             }
             Err(e) => {
                 let mut out = vec![
-                    Action::Log(LogLevel::Warn, conn, format!("refused frame: {e}")),
+                    Action::log(LogLevel::Warn, conn, format!("refused frame: {e}")),
                     Action::Send(conn, e.to_reply()),
                 ];
                 if let DecodeError::TooLarge { .. } = e {
@@ -227,7 +244,7 @@ impl HubState {
     /// A binary frame arrived: the protocol has none.
     pub fn handle_binary(&mut self, conn: ConnId) -> Vec<Action> {
         vec![
-            Action::Log(LogLevel::Warn, conn, "refused binary frame".into()),
+            Action::log(LogLevel::Warn, conn, "refused binary frame".into()),
             Action::Send(
                 conn,
                 Message::error(
@@ -239,6 +256,19 @@ impl HubState {
     }
 
     pub fn handle_message(&mut self, conn: ConnId, msg: Message) -> Vec<Action> {
+        let call = msg.call_id().cloned();
+        let mut out = self.dispatch(conn, msg);
+        if let Some(id) = call {
+            for a in &mut out {
+                if let Action::Log { call_id, .. } = a {
+                    call_id.get_or_insert_with(|| id.clone());
+                }
+            }
+        }
+        out
+    }
+
+    fn dispatch(&mut self, conn: ConnId, msg: Message) -> Vec<Action> {
         let Some(c) = self.conns.get(&conn) else {
             return Vec::new();
         };
@@ -246,7 +276,7 @@ impl HubState {
         let call_id = msg.call_id().cloned();
         let err = |code: ErrorCode, text: String| {
             vec![
-                Action::Log(LogLevel::Warn, conn, format!("{kind}: {text}")),
+                Action::log(LogLevel::Warn, conn, format!("{kind}: {text}")),
                 Action::Send(
                     conn,
                     Message::Error {
@@ -283,7 +313,7 @@ impl HubState {
                 else {
                     unreachable!("matched just above")
                 };
-                let mut out = vec![Action::Log(
+                let mut out = vec![Action::log(
                     LogLevel::Warn,
                     conn,
                     format!("peer reported error {}: {message}", code.as_str()),
@@ -334,7 +364,7 @@ impl HubState {
                     return err(ErrorCode::NotPermitted, "not your call".into());
                 }
                 let call = self.calls.remove(&call_id).expect("looked up just above");
-                let mut out = vec![Action::Log(
+                let mut out = vec![Action::log(
                     LogLevel::Info,
                     conn,
                     format!("call {call_id} cancelled by the door ({reason})"),
@@ -367,7 +397,7 @@ impl HubState {
                     return Vec::new();
                 }
                 let call = self.calls.remove(&call_id).expect("looked up just above");
-                let mut out = vec![Action::Log(
+                let mut out = vec![Action::log(
                     LogLevel::Info,
                     conn,
                     format!("call {call_id}: every answerer declined"),
@@ -408,7 +438,7 @@ impl HubState {
                 let mut out = Vec::new();
                 if let Message::Hangup { reason, .. } = &m {
                     self.calls.remove(&call_id);
-                    out.push(Action::Log(
+                    out.push(Action::log(
                         LogLevel::Info,
                         conn,
                         format!("call {call_id} hung up by {} {} ({reason})", role, me.id),
@@ -416,7 +446,7 @@ impl HubState {
                 }
                 let delivered = self.to_identity(peer_role, &peer, m);
                 if delivered.is_empty() {
-                    out.push(Action::Log(
+                    out.push(Action::log(
                         LogLevel::Warn,
                         conn,
                         format!("{kind} for call {call_id} dropped: {peer_role} {peer} is offline"),
@@ -453,7 +483,7 @@ impl HubState {
     fn hello(&mut self, conn: ConnId, v: u32, role: Role, token: &str) -> Vec<Action> {
         if v != PROTOCOL_VERSION {
             return vec![
-                Action::Log(
+                Action::log(
                     LogLevel::Warn,
                     conn,
                     format!("refused protocol version {v}"),
@@ -482,7 +512,7 @@ impl HubState {
         }
         let Some(p) = found else {
             return vec![
-                Action::Log(
+                Action::log(
                     LogLevel::Warn,
                     conn,
                     format!("authentication failed for a {role}"),
@@ -515,7 +545,7 @@ impl HubState {
             }
             None => return out,
         };
-        out.push(Action::Log(
+        out.push(Action::log(
             LogLevel::Info,
             conn,
             format!("{role} {} authenticated", p.id),
@@ -581,7 +611,7 @@ impl HubState {
         // A door has one call at a time: forget its stale ones.
         self.calls.retain(|_, c| c.door != me.id);
         let answerers = self.online_answerers(&group);
-        let mut out = vec![Action::Log(
+        let mut out = vec![Action::log(
             LogLevel::Info,
             conn,
             format!(
@@ -682,7 +712,7 @@ impl HubState {
                         accepted: Some(a.clone()),
                     },
                 );
-                let mut out = vec![Action::Log(
+                let mut out = vec![Action::log(
                     LogLevel::Info,
                     conn,
                     format!("call {call_id} between door {} and {a} resumed", me.id),
@@ -707,7 +737,7 @@ impl HubState {
     fn accept(&mut self, conn: ConnId, me: &Identity, call_id: CallId) -> Vec<Action> {
         let Some(call) = self.calls.get_mut(&call_id) else {
             return vec![
-                Action::Log(
+                Action::log(
                     LogLevel::Warn,
                     conn,
                     format!("accept for unknown call {call_id}"),
@@ -753,7 +783,7 @@ impl HubState {
             .filter(|a| **a != me.id && !call.declined.contains(*a))
             .cloned()
             .collect();
-        let mut out = vec![Action::Log(
+        let mut out = vec![Action::log(
             LogLevel::Info,
             conn,
             format!("call {call_id} (group `{group}`) accepted by {}", me.id),

@@ -139,7 +139,7 @@ fn authentication_failures() {
         assert!(out.contains(&Action::Close(c, 1008, "authentication failed")));
         // The token never appears in a log action.
         for a in &out {
-            if let Action::Log(_, _, s) = a {
+            if let Action::Log { text: s, .. } = a {
                 assert!(!s.contains("wrong") && !s.contains("\"at\""), "{s}");
             }
         }

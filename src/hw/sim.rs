@@ -302,10 +302,15 @@ pub async fn stdin_loop(control: SimControl, cancel: CancellationToken) {
     }
 }
 
+/// Figures computed only when asked for (they cost CPU), merged into the
+/// `audio` object of `GET /state`.
+pub type AudioProbe = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
 #[derive(Clone)]
 struct PanelState {
     control: SimControl,
     status: watch::Receiver<serde_json::Value>,
+    probe: Option<AudioProbe>,
 }
 
 #[derive(serde::Deserialize)]
@@ -334,6 +339,7 @@ pub async fn serve_panel(
     listener: tokio::net::TcpListener,
     control: SimControl,
     status: watch::Receiver<serde_json::Value>,
+    probe: Option<AudioProbe>,
     cancel: CancellationToken,
 ) {
     let app = Router::new()
@@ -345,7 +351,11 @@ pub async fn serve_panel(
         .route("/exit", post(exit))
         .route("/door", post(door))
         .route("/tamper", post(tamper))
-        .with_state(PanelState { control, status });
+        .with_state(PanelState {
+            control,
+            status,
+            probe,
+        });
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(cancel.cancelled_owned())
         .await
@@ -356,8 +366,18 @@ pub async fn serve_panel(
 
 async fn state(State(p): State<PanelState>) -> Json<serde_json::Value> {
     let mut v = p.status.borrow().clone();
-    if let (Some(obj), serde_json::Value::Object(board)) = (v.as_object_mut(), p.control.view()) {
-        obj.extend(board);
+    if let Some(obj) = v.as_object_mut() {
+        if let (Some(probe), Some(audio)) = (
+            &p.probe,
+            obj.get_mut("audio").and_then(|a| a.as_object_mut()),
+        ) {
+            if let serde_json::Value::Object(extra) = probe() {
+                audio.extend(extra);
+            }
+        }
+        if let serde_json::Value::Object(board) = p.control.view() {
+            obj.extend(board);
+        }
         obj.insert(
             "buttons".into(),
             serde_json::to_value(p.control.buttons()).unwrap_or_default(),

@@ -6,6 +6,7 @@
 
 pub mod opus;
 mod rtc;
+pub mod turn_bridge;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -239,6 +240,10 @@ pub struct MediaSettings {
     pub opus_fec: bool,
     /// Loss the encoder plans for; FEC is only produced when this is > 0.
     pub expected_loss_pct: u8,
+    /// Gather only relay candidates (`ice.transport_policy = "relay"`).
+    pub relay_only: bool,
+    /// Extra trust anchor (PEM) for `turns:` servers, beside the system's.
+    pub turn_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for MediaSettings {
@@ -257,6 +262,8 @@ impl Default for MediaSettings {
             opus_complexity: 10,
             opus_fec: true,
             expected_loss_pct: 5,
+            relay_only: false,
+            turn_ca_file: None,
         }
     }
 }

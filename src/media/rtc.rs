@@ -32,6 +32,7 @@ use webrtc::peer_connection::{
 use webrtc::rtp_transceiver::RtpSender;
 
 use super::opus::{OpusConfig, OpusDecoder, OpusEncoder};
+use super::turn_bridge;
 use super::{
     CallId, DOOR_CHANNEL, DOOR_MESSAGE_MAX, IceCandidate, IceServer, MdnsMode, MediaCommand,
     MediaError, MediaErrorKind, MediaEvent, MediaSettings, MediaState, SdpKind,
@@ -124,6 +125,7 @@ struct Session {
     first_sent: bool,
     first_received: bool,
     established: bool,
+    setup_done: bool,
     state: Option<MediaState>,
     started: Instant,
     /// The door data channel: created by the offerer, received by the
@@ -140,6 +142,9 @@ pub(super) struct Actor {
     internal_tx: mpsc::UnboundedSender<Tagged>,
     internal_rx: mpsc::UnboundedReceiver<Tagged>,
     next_generation: u64,
+    /// Loopback UDP endpoints standing in for TURN servers reached over
+    /// TCP or TLS, started on first use and kept for the actor's life.
+    turn_bridges: HashMap<turn_bridge::StreamTarget, std::net::SocketAddr>,
 }
 
 fn map_state(s: RTCPeerConnectionState) -> Option<MediaState> {
@@ -203,6 +208,7 @@ impl Actor {
             internal_tx,
             internal_rx,
             next_generation: 1,
+            turn_bridges: HashMap::new(),
         }
     }
 
@@ -289,6 +295,58 @@ impl Actor {
         }
     }
 
+    /// The stack skips TURN over TCP and TLS: point those URLs at a local
+    /// bridge instead (see `turn_bridge`). A URL that cannot be bridged is
+    /// dropped with a warning; the others still work.
+    async fn bridge_stream_turn(
+        &mut self,
+        call_id: &str,
+        servers: Vec<IceServer>,
+    ) -> Vec<IceServer> {
+        let mut out = Vec::with_capacity(servers.len());
+        for mut srv in servers {
+            let mut urls = Vec::with_capacity(srv.urls.len());
+            for url in srv.urls {
+                match turn_bridge::stream_target(&url) {
+                    Ok(None) => urls.push(url),
+                    Ok(Some(target)) => {
+                        let addr = match self.turn_bridges.get(&target) {
+                            Some(a) => Some(*a),
+                            None => match turn_bridge::start(
+                                target.clone(),
+                                turn_bridge::TlsTrust {
+                                    extra_ca_file: self.settings.turn_ca_file.clone(),
+                                },
+                                self.cancel.clone(),
+                            )
+                            .await
+                            {
+                                Ok(a) => {
+                                    self.turn_bridges.insert(target, a);
+                                    Some(a)
+                                }
+                                Err(e) => {
+                                    warn!(call_id = %call_id, url = %url, error = %e, "TURN server skipped");
+                                    None
+                                }
+                            },
+                        };
+                        if let Some(a) = addr {
+                            debug!(call_id = %call_id, url = %url, bridge = %a, "TURN over a stream via the local bridge");
+                            urls.push(format!("turn:{a}?transport=udp"));
+                        }
+                    }
+                    Err(e) => warn!(call_id = %call_id, error = %e, "TURN server skipped"),
+                }
+            }
+            if !urls.is_empty() {
+                srv.urls = urls;
+                out.push(srv);
+            }
+        }
+        out
+    }
+
     async fn build_pc(
         &self,
         call_id: &str,
@@ -329,6 +387,11 @@ impl Actor {
                     .collect(),
             )
             .with_ice_candidate_pool_size(s.candidate_pool_size)
+            .with_ice_transport_policy(if s.relay_only {
+                rtc::peer_connection::configuration::RTCIceTransportPolicy::Relay
+            } else {
+                rtc::peer_connection::configuration::RTCIceTransportPolicy::All
+            })
             .build();
         let udp_addrs: Vec<String> = if s.udp_bind_ips.is_empty() {
             vec!["0.0.0.0:0".to_owned()]
@@ -380,6 +443,7 @@ impl Actor {
         let generation = self.next_generation;
         self.next_generation += 1;
         info!(call_id = %call_id, offerer, ice_servers = ice_servers.len(), "starting media session");
+        let ice_servers = self.bridge_stream_turn(call_id, ice_servers).await;
         let pc = self.build_pc(call_id, generation, ice_servers).await?;
 
         let ssrc: u32 = rand::random();
@@ -457,6 +521,7 @@ impl Actor {
                 first_sent: false,
                 first_received: false,
                 established: false,
+                setup_done: false,
                 state: None,
                 started,
                 door: None,
@@ -693,6 +758,24 @@ impl Actor {
         });
     }
 
+    /// "Audio setup completed" means capture, encoding, decoding and playback
+    /// all run with media flowing, so it is reported once the connection is
+    /// established and both audio loops are up, whatever order they came in.
+    async fn maybe_setup_completed(&mut self, call_id: &str) {
+        let Some(s) = self.sessions.get_mut(call_id) else {
+            return;
+        };
+        if s.setup_done || !(s.established && s.send_ready && s.recv_ready) {
+            return;
+        }
+        s.setup_done = true;
+        info!(call_id = %call_id, "Audio setup for call completed");
+        self.emit(MediaEvent::AudioSetupCompleted {
+            call_id: call_id.to_owned(),
+        })
+        .await;
+    }
+
     async fn stop(&mut self, call_id: &str) {
         let Some(s) = self.sessions.remove(call_id) else {
             return;
@@ -781,10 +864,7 @@ impl Actor {
                 } else {
                     s.recv_ready = true;
                 }
-                if s.send_ready && s.recv_ready {
-                    info!(call_id = %call_id, "Audio setup for call completed");
-                    self.emit(MediaEvent::AudioSetupCompleted { call_id }).await;
-                }
+                self.maybe_setup_completed(&call_id).await;
             }
             Internal::FirstSent | Internal::FirstReceived => {
                 if matches!(ev.msg, Internal::FirstSent) {
@@ -799,11 +879,12 @@ impl Actor {
                     let selected_pair = selected_pair(&sender).await;
                     info!(call_id = %call_id, selected_pair = %selected_pair, elapsed_ms = elapsed.as_millis() as u64, "AUDIO CONNECTION ESTABLISHED");
                     self.emit(MediaEvent::AudioEstablished {
-                        call_id,
+                        call_id: call_id.clone(),
                         selected_pair,
                     })
                     .await;
                 }
+                self.maybe_setup_completed(&call_id).await;
             }
             Internal::RemoteChannel(dc) => {
                 let label = dc.label().await.unwrap_or_default();

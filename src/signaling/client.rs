@@ -21,6 +21,16 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::protocol::{self, IceServerInfo, Message, PROTOCOL_VERSION, Role};
+use super::socketio::{Incoming, PONG, SocketIoWire};
+
+/// How messages travel on the WebSocket.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Wire {
+    /// intercomd's own protocol: one JSON object per text frame.
+    Native,
+    /// Events on a Socket.IO v4 server's namespace.
+    SocketIo(SocketIoWire),
+}
 
 #[derive(Clone)]
 pub struct ClientSettings {
@@ -34,6 +44,7 @@ pub struct ClientSettings {
     pub keepalive_interval: Duration,
     pub dead_peer_timeout: Duration,
     pub max_message_bytes: usize,
+    pub wire: Wire,
 }
 
 impl fmt::Debug for ClientSettings {
@@ -125,6 +136,8 @@ enum SessionEnd {
     Closed { url: String, reason: String },
     #[error("hub at {url} silent for {secs} s: declared dead")]
     Dead { url: String, secs: u64 },
+    #[error("Socket.IO server at {url} did not open the session properly: {detail}")]
+    SocketIoHandshake { url: String, detail: String },
     #[error("stopping")]
     Cancelled,
 }
@@ -184,7 +197,11 @@ async fn session(
     let config = WebSocketConfig::default()
         .max_message_size(Some(s.max_message_bytes.max(1 << 20)))
         .max_frame_size(Some(s.max_message_bytes.max(1 << 20)));
-    let connect = tokio_tungstenite::connect_async_with_config(s.url.as_str(), Some(config), true);
+    let url = match &s.wire {
+        Wire::Native => s.url.clone(),
+        Wire::SocketIo(_) => SocketIoWire::connect_url(&s.url),
+    };
+    let connect = tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true);
     let ws = tokio::select! {
         r = timeout(s.connect_timeout, connect) => match r {
             Err(_) => return SessionEnd::ConnectTimeout { url: s.url.clone(), secs: s.connect_timeout.as_secs() },
@@ -194,69 +211,16 @@ async fn session(
         _ = cancel.cancelled() => return SessionEnd::Cancelled,
     };
     let (mut sink, mut stream) = ws.split();
-    let hello = Message::Hello {
-        v: PROTOCOL_VERSION,
-        role: Role::Door,
-        token: s.token.clone(),
-        name: Some(s.name.clone()),
-    };
-    if let Err(e) = sink.send(WsMessage::Text(hello.to_json().into())).await {
-        return SessionEnd::Connect {
-            url: s.url.clone(),
-            error: e.to_string(),
-        };
-    }
-    // Wait for welcome, within the same connect timeout.
-    let deadline = Instant::now() + s.connect_timeout;
-    let (session_id, ice_servers) = loop {
-        let frame = tokio::select! {
-            f = tokio::time::timeout_at(deadline, stream.next()) => f,
-            _ = cancel.cancelled() => return SessionEnd::Cancelled,
-        };
-        let frame = match frame {
-            Err(_) => {
-                return SessionEnd::NoWelcome {
-                    url: s.url.clone(),
-                    secs: s.connect_timeout.as_secs(),
-                };
-            }
-            Ok(None) => {
-                return SessionEnd::Closed {
-                    url: s.url.clone(),
-                    reason: "closed before welcome".into(),
-                };
-            }
-            Ok(Some(Err(e))) => {
-                return SessionEnd::Closed {
-                    url: s.url.clone(),
-                    reason: e.to_string(),
-                };
-            }
-            Ok(Some(Ok(f))) => f,
-        };
-        let WsMessage::Text(text) = frame else {
-            continue;
-        };
-        match protocol::decode(text.as_str(), s.max_message_bytes) {
-            Ok(Message::Welcome {
-                session,
-                ice_servers,
-                id,
-                ..
-            }) => {
-                info!(url = %s.url, session = %session, station = %id, "Socket connected");
-                break (session, ice_servers);
-            }
-            Ok(Message::Error { code, message, .. }) => {
-                return SessionEnd::Refused {
-                    url: s.url.clone(),
-                    code: code.as_str(),
-                    message,
-                };
-            }
-            Ok(other) => debug!(kind = other.type_name(), "ignoring message before welcome"),
-            Err(e) => warn!(url = %s.url, error = %e, "dropping malformed frame from the hub"),
+    let mut dead_after = s.dead_peer_timeout;
+    let handshake = match &s.wire {
+        Wire::Native => native_handshake(s, &mut sink, &mut stream, cancel).await,
+        Wire::SocketIo(w) => {
+            socketio_handshake(s, w, &mut sink, &mut stream, cancel, &mut dead_after).await
         }
+    };
+    let (session_id, ice_servers) = match handshake {
+        Ok(v) => v,
+        Err(end) => return end,
     };
     *attempt = 0;
     if events
@@ -294,26 +258,57 @@ async fn session(
                     Some(Err(e)) => return SessionEnd::Closed { url: s.url.clone(), reason: e.to_string() },
                     None => return SessionEnd::Closed { url: s.url.clone(), reason: "end of stream".into() },
                 };
-                match protocol::decode(text.as_str(), s.max_message_bytes) {
-                    Ok(m) => {
+                let decoded = match &s.wire {
+                    Wire::Native => protocol::decode(text.as_str(), s.max_message_bytes)
+                        .map(Some)
+                        .map_err(|e| format!("{} ({})", e, e.code().as_str())),
+                    Wire::SocketIo(w) => match w.decode(text.as_str(), s.max_message_bytes) {
+                        Ok(Incoming::Message(m)) => Ok(Some(m)),
+                        Ok(Incoming::Ping) => {
+                            if let Err(e) = sink.send(WsMessage::Text(PONG.into())).await {
+                                return SessionEnd::Closed { url: s.url.clone(), reason: e.to_string() };
+                            }
+                            Ok(None)
+                        }
+                        Ok(Incoming::Closed(why)) => {
+                            return SessionEnd::Closed { url: s.url.clone(), reason: why };
+                        }
+                        Ok(other) => {
+                            debug!(url = %s.url, frame = ?other, "Socket.IO frame ignored");
+                            Ok(None)
+                        }
+                        Err(e) => Err(e.to_string()),
+                    },
+                };
+                match decoded {
+                    Ok(Some(m)) => {
                         if events.send(ClientEvent::Message(m)).await.is_err() {
                             return SessionEnd::Cancelled;
                         }
                     }
+                    Ok(None) => {}
                     Err(e) => {
-                        warn!(url = %s.url, error = %e, code = e.code().as_str(), "dropping malformed frame from the hub");
+                        warn!(url = %s.url, error = %e, "dropping malformed frame from the hub");
                     }
                 }
             }
             msg = outbound.recv() => {
                 let Some(msg) = msg else { return SessionEnd::Cancelled };
-                if let Err(e) = sink.send(WsMessage::Text(msg.to_json().into())).await {
+                let frame = match &s.wire {
+                    Wire::Native => msg.to_json(),
+                    Wire::SocketIo(w) => w.encode(&msg),
+                };
+                if let Err(e) = sink.send(WsMessage::Text(frame.into())).await {
                     return SessionEnd::Closed { url: s.url.clone(), reason: e.to_string() };
                 }
             }
             _ = keepalive.tick() => {
-                if last_seen.elapsed() >= s.dead_peer_timeout {
-                    return SessionEnd::Dead { url: s.url.clone(), secs: s.dead_peer_timeout.as_secs() };
+                if last_seen.elapsed() >= dead_after {
+                    return SessionEnd::Dead { url: s.url.clone(), secs: dead_after.as_secs() };
+                }
+                // Socket.IO servers ping us; our own pings are for the native hub.
+                if s.wire != Wire::Native {
+                    continue;
                 }
                 if let Err(e) = sink.send(WsMessage::Ping(Vec::new().into())).await {
                     return SessionEnd::Closed { url: s.url.clone(), reason: e.to_string() };
@@ -323,6 +318,167 @@ async fn session(
                 let _ = sink.send(WsMessage::Close(None)).await;
                 return SessionEnd::Cancelled;
             }
+        }
+    }
+}
+
+type Sink = futures_util::stream::SplitSink<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    WsMessage,
+>;
+type Stream = futures_util::stream::SplitStream<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+>;
+
+/// Wait for the next text frame within `deadline`.
+async fn next_text(
+    s: &ClientSettings,
+    stream: &mut Stream,
+    cancel: &CancellationToken,
+    deadline: Instant,
+) -> Result<String, SessionEnd> {
+    loop {
+        let frame = tokio::select! {
+            f = tokio::time::timeout_at(deadline, stream.next()) => f,
+            _ = cancel.cancelled() => return Err(SessionEnd::Cancelled),
+        };
+        match frame {
+            Err(_) => {
+                return Err(SessionEnd::NoWelcome {
+                    url: s.url.clone(),
+                    secs: s.connect_timeout.as_secs(),
+                });
+            }
+            Ok(None) => {
+                return Err(SessionEnd::Closed {
+                    url: s.url.clone(),
+                    reason: "closed during the handshake".into(),
+                });
+            }
+            Ok(Some(Err(e))) => {
+                return Err(SessionEnd::Closed {
+                    url: s.url.clone(),
+                    reason: e.to_string(),
+                });
+            }
+            Ok(Some(Ok(WsMessage::Text(t)))) => return Ok(t.as_str().to_owned()),
+            Ok(Some(Ok(WsMessage::Close(f)))) => {
+                return Err(SessionEnd::Closed {
+                    url: s.url.clone(),
+                    reason: f
+                        .map(|f| format!("{} {}", u16::from(f.code), f.reason))
+                        .unwrap_or_else(|| "close frame".into()),
+                });
+            }
+            Ok(Some(Ok(_))) => continue,
+        }
+    }
+}
+
+/// `hello` → `welcome`, within the connect timeout.
+async fn native_handshake(
+    s: &ClientSettings,
+    sink: &mut Sink,
+    stream: &mut Stream,
+    cancel: &CancellationToken,
+) -> Result<(String, Vec<IceServerInfo>), SessionEnd> {
+    let hello = Message::Hello {
+        v: PROTOCOL_VERSION,
+        role: Role::Door,
+        token: s.token.clone(),
+        name: Some(s.name.clone()),
+    };
+    if let Err(e) = sink.send(WsMessage::Text(hello.to_json().into())).await {
+        return Err(SessionEnd::Connect {
+            url: s.url.clone(),
+            error: e.to_string(),
+        });
+    }
+    let deadline = Instant::now() + s.connect_timeout;
+    loop {
+        let text = next_text(s, stream, cancel, deadline).await?;
+        match protocol::decode(&text, s.max_message_bytes) {
+            Ok(Message::Welcome {
+                session,
+                ice_servers,
+                id,
+                ..
+            }) => {
+                info!(url = %s.url, session = %session, station = %id, "Socket connected");
+                return Ok((session, ice_servers));
+            }
+            Ok(Message::Error { code, message, .. }) => {
+                return Err(SessionEnd::Refused {
+                    url: s.url.clone(),
+                    code: code.as_str(),
+                    message,
+                });
+            }
+            Ok(other) => debug!(kind = other.type_name(), "ignoring message before welcome"),
+            Err(e) => warn!(url = %s.url, error = %e, "dropping malformed frame from the hub"),
+        }
+    }
+}
+
+/// Engine.IO open → Socket.IO CONNECT with the token → connected.
+async fn socketio_handshake(
+    s: &ClientSettings,
+    w: &SocketIoWire,
+    sink: &mut Sink,
+    stream: &mut Stream,
+    cancel: &CancellationToken,
+    dead_after: &mut Duration,
+) -> Result<(String, Vec<IceServerInfo>), SessionEnd> {
+    let deadline = Instant::now() + s.connect_timeout;
+    let bad = |detail: String| SessionEnd::SocketIoHandshake {
+        url: s.url.clone(),
+        detail,
+    };
+    let text = next_text(s, stream, cancel, deadline).await?;
+    match w.decode(&text, s.max_message_bytes) {
+        Ok(Incoming::Open {
+            ping_interval,
+            ping_timeout,
+            ..
+        }) => {
+            // The server pings every interval and waits `timeout` for our
+            // pong; silence beyond both (plus slack) means it is gone.
+            let server = ping_interval + ping_timeout + Duration::from_secs(1);
+            if !ping_interval.is_zero() {
+                *dead_after = server;
+            }
+        }
+        Ok(other) => return Err(bad(format!("expected an open packet, got {other:?}"))),
+        Err(e) => return Err(bad(e.to_string())),
+    }
+    if let Err(e) = sink
+        .send(WsMessage::Text(w.connect_packet(&s.token).into()))
+        .await
+    {
+        return Err(SessionEnd::Connect {
+            url: s.url.clone(),
+            error: e.to_string(),
+        });
+    }
+    loop {
+        let text = next_text(s, stream, cancel, deadline).await?;
+        match w.decode(&text, s.max_message_bytes) {
+            Ok(Incoming::Connected { sid }) => {
+                info!(url = %s.url, session = %sid, protocol = "socket.io", "Socket connected");
+                return Ok((sid, Vec::new()));
+            }
+            Ok(Incoming::ConnectError(message)) => {
+                return Err(SessionEnd::Refused {
+                    url: s.url.clone(),
+                    code: "connect_error",
+                    message,
+                });
+            }
+            Ok(Incoming::Ping) => {
+                let _ = sink.send(WsMessage::Text(PONG.into())).await;
+            }
+            Ok(other) => debug!(frame = ?other, "ignoring Socket.IO frame before connect"),
+            Err(e) => warn!(url = %s.url, error = %e, "dropping malformed Socket.IO frame"),
         }
     }
 }

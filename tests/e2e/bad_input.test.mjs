@@ -20,6 +20,26 @@ function assertError(reply, code, { ref, callId } = {}, what = '') {
   if (callId !== undefined) assert.equal(reply.call_id, callId, `${what}: error call_id ${JSON.stringify(reply)}`);
 }
 
+/**
+ * Run `inject`, then wait for the door's reaction: an `error` reply with one of
+ * `codes` reaching `client` (a page or a RawClient), or a WARN/ERROR line
+ * from intercomd's own code (not a library's) after the injection matching `logRe`.
+ */
+async function expectDoorReport(client, daemon, inject, codes, logRe, what) {
+  const mark = daemon.lines.length;
+  const errorsNow = async () => (client.page
+    ? (await pageEvents(client, { kind: 'rx', type: 'error' }))
+    : client.messages.filter((m) => m.type === 'error'));
+  const before = (await errorsNow()).length;
+  await inject();
+  return waitFor(async () => {
+    const err = (await errorsNow()).slice(before).find((e) => codes.includes(e.code));
+    if (err) return { via: `error ${err.code}`, detail: err };
+    const line = daemon.lines.slice(mark).find((l) => /\b(WARN|ERROR) intercomd::/.test(l) && logRe.test(l));
+    return line ? { via: `log: ${line.replace(/^\S+\s+/, '').slice(0, 160)}`, detail: line } : null;
+  }, { timeout: 5000, message: `the door to report ${what} (error ${codes.join('|')} or a WARN/ERROR log line matching ${logRe})` });
+}
+
 test('bad input: errors with documented codes, the daemon survives and still calls', { skip, timeout: 240000 }, async () => {
   await withEnv('bad_input', async (env) => {
     const setup = standaloneSetup(env, {
@@ -127,30 +147,15 @@ test('bad input: errors with documented codes, the daemon survives and still cal
       assert.equal((await control.state()).call.state, 'in_call', 'the call survives a non-party\'s messages');
 
       // Invalid SDP and an invalid candidate from the accepted party (through
-      // the page's own socket) reach the door: it answers with an error or
-      // logs it, and the call goes on.
-      const logMark = daemon.lines.length;
-      await flat.page.evaluate((cid) => window.intercom.send({ type: 'answer', call_id: cid, sdp: 'this is not SDP' }), callId);
-      const sdpSeen = await waitFor(async () => {
-        const errs = (await pageEvents(flat, { kind: 'rx', type: 'error' })).filter((e) => e.code === 'bad_sdp');
-        if (errs.length) return { via: 'error reply', detail: errs[0] };
-        const line = daemon.lines.slice(logMark).find((l) => /bad_sdp|invalid sdp|sdp.*(error|invalid|fail)|(error|invalid|fail).*sdp/i.test(l));
-        return line ? { via: 'log', detail: line } : null;
-      }, { timeout: 5000, message: 'the door to report the invalid SDP (error bad_sdp or a log line)' });
-      assert.ok(sdpSeen);
-
-      const logMark2 = daemon.lines.length;
-      await flat.page.evaluate((cid) => window.intercom.send({
+      // the page's own socket) reach the door mid-call: it answers with an
+      // error or logs a warning, and the call goes on.
+      const sdpSeen = await expectDoorReport(flat, daemon, () => flat.page.evaluate(
+        (cid) => window.intercom.send({ type: 'answer', call_id: cid, sdp: 'this is not SDP' }), callId),
+      ['bad_sdp', 'bad_state'], /answer|sdp/i, 'an invalid SDP answer mid-call');
+      const candSeen = await expectDoorReport(flat, daemon, () => flat.page.evaluate((cid) => window.intercom.send({
         type: 'candidate', call_id: cid,
         candidate: { candidate: 'candidate:garbage not a candidate', sdpMid: '0', sdpMLineIndex: 0 },
-      }), callId);
-      const candSeen = await waitFor(async () => {
-        const errs = (await pageEvents(flat, { kind: 'rx', type: 'error' })).filter((e) => e.code === 'bad_candidate');
-        if (errs.length) return { via: 'error reply', detail: errs[0] };
-        const line = daemon.lines.slice(logMark2).find((l) => /bad_candidate|candidate.*(error|invalid|fail|skip|ignor)|(error|invalid|fail).*candidate/i.test(l));
-        return line ? { via: 'log', detail: line } : null;
-      }, { timeout: 5000, message: 'the door to report the invalid candidate (error bad_candidate or a log line)' });
-      assert.ok(candSeen);
+      }), callId), ['bad_candidate'], /candidate/i, 'an invalid ICE candidate mid-call');
 
       // A candidate of the wrong shape is refused by the hub itself.
       await flat.page.evaluate((cid) => window.intercom.send({ type: 'candidate', call_id: cid, candidate: 42 }), callId);
@@ -163,7 +168,32 @@ test('bad input: errors with documented codes, the daemon survives and still cal
 
       await flat.page.getByRole('button', { name: 'Hang up' }).click();
       await waitForState(flat, 'idle', 5000);
-      await control.waitForCallState('idle', 10000);
+      await control.waitForNoCall(10000);
+
+      // ---- The accepting party's first answer is not SDP: the door must
+      // refuse it (bad_sdp to the hub and/or a log line) and not hang.
+      await control.press();
+      const ring3 = await b2.next((m) => m.type === 'ring' && m.call_id !== callId, { what: 'ring for the third call at the raw flat-1b' });
+      const cid3 = ring3.call_id;
+      await waitForState(flat, 'ringing', 10000);
+      const fromAcc = b2.messages.length;
+      b2.send({ type: 'accept', call_id: cid3 });
+      const offer = await b2.next((m) => m.type === 'offer' && m.call_id === cid3, { from: fromAcc, timeout: 10000, what: 'the door\'s offer at the raw accepter' });
+      assert.match(offer.sdp, /^v=0\r?\n/, 'the offer is SDP');
+      assert.match(offer.sdp, /m=audio .*\b111\b/, 'the offer has Opus (payload type 111) audio');
+      assert.match(offer.sdp, /a=rtpmap:111 opus\/48000\/2/i, 'payload type 111 is opus/48000/2');
+      const taken3 = await waitForState(flat, 'idle', 5000);
+      assert.equal(taken3.message, 'Answered by Flat 1B');
+      const rawCand = await expectDoorReport(b2, daemon, () => b2.send({
+        type: 'candidate', call_id: cid3,
+        candidate: { candidate: 'candidate:1 1 udp notanumber 10.0.0.1 x typ host', sdpMid: '0', sdpMLineIndex: 0 },
+      }), ['bad_candidate'], /candidate/i, 'an invalid ICE candidate before the answer');
+      const rawSdp = await expectDoorReport(b2, daemon, () => b2.send({ type: 'answer', call_id: cid3, sdp: 'v=0\r\nthis is not SDP\r\n' }),
+        ['bad_sdp'], /sdp|answer/i, 'an invalid SDP answer');
+      // The door ends that call (or the accepter does): either way it must
+      // leave the door free for the next visitor.
+      b2.send({ type: 'hangup', call_id: cid3, reason: 'error' });
+      await control.waitForNoCall(10000);
 
       // ---- Still alive, and a good call works afterwards.
       assert.equal(daemon.exitInfo, null, 'the daemon is still running');
@@ -175,9 +205,12 @@ test('bad input: errors with documented codes, the daemon survives and still cal
       await expectDoorHears(setup.recordFile, 1000, { timeout: 15000 });
       await control.hangup();
       await waitForState(flat, 'idle', 5000);
-      await control.waitForCallState('idle', 10000);
-      process.stderr.write(`bad_input: invalid SDP reported via ${sdpSeen.via}, invalid candidate via ${candSeen.via}; `
-        + `non-party hangup got ${hangupReply.code}\n`);
+      await control.waitForNoCall(10000);
+      process.stderr.write(`bad_input: door reports: mid-call SDP via ${sdpSeen.via}, mid-call candidate via ${candSeen.via}, `
+        + `pre-answer candidate via ${rawCand.via}, pre-answer SDP via ${rawSdp.via}; non-party hangup got ${hangupReply.code}\n`);
+      // Checked last so that it does not hide the rest.
+      assert.match(offer.sdp, /m=application .*webrtc-datachannel/,
+        `the offer carries a data channel; its m= lines: ${JSON.stringify(offer.sdp.split(/\r?\n/).filter((l) => l.startsWith('m=')))}`);
     } finally {
       for (const c of clients) c.close();
     }

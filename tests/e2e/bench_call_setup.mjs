@@ -51,18 +51,26 @@ async function benchIntercomd(env) {
     const est = await waitForLog(daemon, /AUDIO CONNECTION ESTABLISHED/, { from, timeout: 20000 });
     if (!est.line.includes(snap.callId)) throw new Error(`AUDIO CONNECTION ESTABLISHED line is for another call: ${est.line}`);
     const tEst = logTime(est.line);
+    const pressed = daemon.lines.slice(from).find((l) => /call button pressed/.test(l) && l.includes(snap.callId));
+    const hubRing = daemon.lines.slice(from).find((l) => /rings group/.test(l) && l.includes(snap.callId));
+    const tPressed = pressed ? logTime(pressed) : null;
+    const tHubRing = hubRing ? logTime(hubRing) : null;
     const sample = {
       call_id: snap.callId,
+      press_to_daemon_press_ms: tPressed === null ? null : round(tPressed - t0),
+      daemon_press_to_hub_ring_ms: tPressed === null || tHubRing === null ? null : round(tHubRing - tPressed),
+      hub_ring_to_page_ring_ms: tHubRing === null ? null : round(snap.ringAtEpoch - tHubRing),
       press_to_ring_ms: round(snap.ringAtEpoch - t0),
       press_to_established_ms: tEst === null ? null : round(tEst - t0),
       press_to_first_audio_ms: round(snap.firstAudioAtEpoch - t0),
+      ring_to_first_audio_ms: round(snap.firstAudioAtEpoch - snap.ringAtEpoch),
     };
     samples.push(sample);
     progress(`intercomd call ${i + 1}/${N}: ${JSON.stringify(sample)}`);
     await waitForState(flat, 'in_call', 10000);
     await control.hangup();
     await waitForState(flat, 'idle', 5000);
-    await control.waitForCallState('idle', 10000);
+    await control.waitForNoCall(10000);
     await sleep(300);
   }
   return samples;
@@ -133,18 +141,23 @@ async function main() {
       press_to_ring_ms: median(mine.map((s) => s.press_to_ring_ms)),
       press_to_established_ms: median(mine.map((s) => s.press_to_established_ms)),
       press_to_first_audio_ms: median(mine.map((s) => s.press_to_first_audio_ms)),
+      page_ring_to_first_audio_ms: median(mine.map((s) => s.ring_to_first_audio_ms)),
     };
     const r = {
       ring_to_ring_ms: median(ref.map((s) => s.ring_to_ring_ms)),
       ring_to_connected_ms: median(ref.map((s) => s.ring_to_connected_ms)),
       ring_to_first_audio_ms: median(ref.map((s) => s.ring_to_first_audio_ms)),
     };
+    const ratio = (a, b) => (a && b ? Math.round((a / b) * 100) / 100 : null);
+    for (const o of [m, r]) for (const k of Object.keys(o)) o[k] = round(o[k]);
     const out = {
       calls: N,
       intercomd: { median: m, samples: mine },
       reference_browser_door: { median: r, samples: ref },
-      ratio_first_audio: m.press_to_first_audio_ms && r.ring_to_first_audio_ms
-        ? Math.round((m.press_to_first_audio_ms / r.ring_to_first_audio_ms) * 100) / 100 : null,
+      // intercomd press -> first audio over the browser door's ring -> first audio
+      ratio_first_audio: ratio(m.press_to_first_audio_ms, r.ring_to_first_audio_ms),
+      // the same from the moment the page rings, which leaves out the door's own press handling
+      ratio_page_ring_to_first_audio: ratio(m.page_ring_to_first_audio_ms, r.ring_to_first_audio_ms),
     };
     process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
   } catch (err) {

@@ -67,7 +67,56 @@ test('ring group: both flats ring, first accept wins, the other sees "taken"', {
 
     await a.page.getByRole('button', { name: 'Hang up' }).click();
     await waitForState(a, 'idle', 5000);
-    await control.waitForCallState('idle', 10000);
+    await control.waitForNoCall(10000);
+    assert.equal(daemon.exitInfo, null);
+  });
+});
+
+test('ring group: everyone declines, or nobody answers in time ("Missed call")', { skip, timeout: 120000 }, async () => {
+  await withEnv('ring_group_unanswered', async (env) => {
+    const RING_TIMEOUT_MS = 4000;
+    const setup = standaloneSetup(env, {
+      ringTimeoutMs: RING_TIMEOUT_MS,
+      answerers: [
+        { id: 'flat-1a', name: 'Flat 1A', groups: ['residents'] },
+        { id: 'flat-1b', name: 'Flat 1B', groups: ['residents'] },
+      ],
+    });
+    const { daemon, control } = await bringUpStandalone(env, setup);
+    const browser = await env.browser({ micHz: 1000, secureOrigins: [setup.origin] });
+    const [tokA, tokB] = setup.answerers;
+    const a = await env.page(browser, `${setup.origin}/?raw=1#token=${tokA.token}`, 'flat-1a');
+    const b = await env.page(browser, `${setup.origin}/?raw=1#token=${tokB.token}`, 'flat-1b');
+    await waitForConnection(a);
+    await waitForConnection(b);
+
+    // Both decline: the door ends the call.
+    await control.press();
+    await waitForState(a, 'ringing', 10000);
+    await waitForState(b, 'ringing', 10000);
+    await a.page.getByRole('button', { name: 'Decline the call' }).click();
+    assert.equal((await waitForState(a, 'idle', 2000)).message, 'Declined');
+    assert.equal((await control.state()).call.state, 'ringing', 'one decline of two leaves the door ringing');
+    await b.page.getByRole('button', { name: 'Decline the call' }).click();
+    await waitForState(b, 'idle', 2000);
+    await control.waitForNoCall(5000);
+
+    // Nobody answers: after the ring timeout both pages show a missed call.
+    const t0 = Date.now();
+    await control.press();
+    const ra = await waitForState(a, 'ringing', 10000);
+    await waitForState(b, 'ringing', 10000);
+    const missedA = await waitForState(a, 'idle', RING_TIMEOUT_MS + 5000);
+    const missedB = await waitForState(b, 'idle', 3000);
+    const elapsed = Date.now() - t0;
+    assert.equal(missedA.message, 'Missed call');
+    assert.equal(missedB.message, 'Missed call');
+    assert.ok(elapsed >= RING_TIMEOUT_MS - 200, `the call rang for ${elapsed} ms, ring timeout is ${RING_TIMEOUT_MS} ms`);
+    const cancels = await pageEvents(a, { kind: 'rx', type: 'cancel' });
+    assert.equal(cancels.at(-1)?.call_id, ra.callId);
+    assert.equal(cancels.at(-1)?.reason, 'timeout');
+    await control.waitForNoCall(5000);
+    assert.equal((await intercomSnapshot(a.page)).micRequests, 0, 'no microphone opened for unanswered calls');
     assert.equal(daemon.exitInfo, null);
   });
 });

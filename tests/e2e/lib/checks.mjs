@@ -44,3 +44,23 @@ export function recordedSeconds(recordFile) {
     return 0;
   }
 }
+
+/**
+ * Wait until the door's speaker stops playing `freq` Hz: new audio in the
+ * record_file whose last ~0.5 s is silent or dominated by something else.
+ */
+export async function expectDoorStopsHearing(recordFile, freq, { timeout = 5000 } = {}) {
+  const seen = [];
+  const start = recordedSeconds(recordFile);
+  try {
+    await waitFor(() => {
+      const r = wavTailDominant(recordFile, 0.5);
+      seen.push({ hz: r.hz, rms: Number(r.rms.toFixed(4)), seconds: Number(r.totalSeconds.toFixed(2)) });
+      if (seen.length > 100) seen.shift();
+      return r.totalSeconds >= start + 0.5 && (r.hz === null || Math.abs(r.hz - freq) > TOL_HZ);
+    }, { timeout, interval: 200, message: `the door's speaker to stop playing ${freq} Hz` });
+  } catch (err) {
+    err.message += `; recent analyses: ${JSON.stringify(seen.slice(-10))}`;
+    throw err;
+  }
+}

@@ -147,6 +147,14 @@ export class Control {
     }
   }
 
+  /**
+   * Wait until the door has no call: state "idle", or "ended" (the call
+   * machine's terminal state, which /state keeps showing until the next call).
+   */
+  waitForNoCall(timeout = 10000) {
+    return this.waitForCallState(['idle', 'ended'], timeout);
+  }
+
   async waitForCallState(want, timeout = 10000) {
     const wanted = Array.isArray(want) ? want : [want];
     let last;

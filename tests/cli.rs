@@ -1,0 +1,123 @@
+//! The command line as a technician meets it: `config check` on good and
+//! bad files, exit codes and messages that name file, key and line.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_intercomd"))
+}
+
+fn write(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("intercomd-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir is writable");
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("temp dir is writable");
+    p
+}
+
+fn check(path: &PathBuf) -> (i32, String) {
+    let out = bin()
+        .args(["config", "check", "--config"])
+        .arg(path)
+        .output()
+        .expect("binary runs");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn version_prints() {
+    let out = bin().arg("--version").output().expect("binary runs");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("intercomd "));
+}
+
+#[test]
+fn shipped_files_check_clean() {
+    for f in ["config/boards/sim.toml", "config/site.example.toml"] {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(f);
+        let out = bin()
+            .args(["config", "check", "--config"])
+            .arg(&path)
+            .output()
+            .expect("binary runs");
+        // The example site file names secret files that do not exist here;
+        // `check` validates structure, so it must still pass.
+        assert!(
+            out.status.success(),
+            "{f}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn unknown_key_names_file_key_and_line() {
+    let p = write(
+        "unknown.toml",
+        "[station]\nid = \"door-1\"\n\n[signaling]\nreconect_initial_ms = 500\n",
+    );
+    let (code, text) = check(&p);
+    assert_eq!(code, 78, "{text}");
+    assert!(text.contains(&format!("{}:5", p.display())), "{text}");
+    assert!(text.contains("signaling.reconect_initial_ms"), "{text}");
+}
+
+#[test]
+fn wrong_type_names_file_key_and_line() {
+    let p = write(
+        "type.toml",
+        "[call]\n\nring_timeout_ms = \"thirty seconds\"\n",
+    );
+    let (code, text) = check(&p);
+    assert_eq!(code, 78, "{text}");
+    assert!(text.contains(&format!("{}:3", p.display())), "{text}");
+    assert!(text.contains("call.ring_timeout_ms"), "{text}");
+}
+
+#[test]
+fn missing_required_value_names_the_key_and_where_to_add_it() {
+    let p = write("missing.toml", "[signaling]\nmode = \"hub\"\n");
+    let (code, text) = check(&p);
+    assert_eq!(code, 78, "{text}");
+    assert!(text.contains("signaling.url"), "{text}");
+    assert!(text.contains(&p.display().to_string()), "{text}");
+}
+
+#[test]
+fn run_with_bad_config_exits_78_before_starting_anything() {
+    let p = write("bad-run.toml", "[hub]\nlisten = \"not an address\"\n");
+    let out = bin()
+        .args(["run", "--config"])
+        .arg(&p)
+        .output()
+        .expect("binary runs");
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("hub.listen") && err.contains(":2"), "{err}");
+}
+
+#[test]
+fn dump_redacts_and_reloads() {
+    let secret_file = write("tok", "very-secret-token-value\n");
+    let p = write(
+        "dump.toml",
+        &format!(
+            "[[hub.answerers]]\nid = \"flat-1a\"\ntoken_file = \"{}\"\ngroups = [\"residents\"]\n",
+            secret_file.display()
+        ),
+    );
+    let out = bin()
+        .args(["config", "dump", "--config"])
+        .arg(&p)
+        .output()
+        .expect("binary runs");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("very-secret-token-value"));
+    let dumped = write("dumped.toml", &text);
+    let (code, t) = check(&dumped);
+    assert_eq!(code, 0, "{t}");
+}
