@@ -142,3 +142,112 @@ fn a_restart_after_kill_9_during_a_pulse_de_energises_the_relay_first() {
         "de-energised\n"
     );
 }
+
+fn wait_for(
+    panel: SocketAddr,
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = wait_state(panel);
+        if pred(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: last /state {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_panel_drives_every_simulated_input() {
+    let dir = Dir(std::env::temp_dir().join(format!("intercomd-panel-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).expect("temp dir is writable");
+    let panel: SocketAddr = format!("127.0.0.1:{}", free_port())
+        .parse()
+        .expect("literal");
+    let config = dir.0.join("50-site.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[hub]\nlisten = \"127.0.0.1:0\"\n\
+             [hardware.sim]\ncontrol_listen = \"{panel}\"\nstdin = false\n\
+             [door]\nheld_open_alarm_ms = 400\ntamper_lockout_ms = 60000\n\
+             [[leds]]\nname = \"status\"\n\
+             [[leds]]\nname = \"door\"\nidle = \"off\"\nsignaling_down = \"off\"\ndoor_open = \"on\"\nfault = \"slow_blink\"\n"
+        ),
+    )
+    .expect("temp dir is writable");
+    let mut daemon = start(&config);
+    let s = wait_for(panel, "idle", |v| v["door"]["station_state"] == "idle");
+    assert_eq!(s["leds"]["status"]["pattern"], "on");
+    assert_eq!(s["leds"]["door"]["on"], false);
+
+    // Door held open: alarm, LEDs show the fault; closing clears it.
+    assert_eq!(
+        http(panel, "POST", "/door?state=open").expect("panel").0,
+        200
+    );
+    let s = wait_for(panel, "held-open alarm", |v| {
+        v["door"]["held_open_alarm"] == true
+    });
+    assert_eq!(s["door_open"], true);
+    assert_eq!(s["door"]["station_state"], "fault");
+    assert_eq!(s["leds"]["status"]["pattern"], "fast_blink");
+    assert_eq!(s["leds"]["door"]["pattern"], "slow_blink");
+    assert_eq!(
+        http(panel, "POST", "/door?state=closed").expect("panel").0,
+        200
+    );
+    wait_for(panel, "alarm cleared", |v| {
+        v["door"]["station_state"] == "idle"
+    });
+
+    // Exit button: the door LED lights for the pulse.
+    assert_eq!(http(panel, "POST", "/exit").expect("panel").0, 200);
+    let s = wait_for(panel, "door open", |v| v["door"]["unlocked"] == true);
+    assert_eq!(s["relay_energised"], true);
+    assert_eq!(
+        s["leds"]["door"],
+        serde_json::json!({"pattern": "on", "on": true})
+    );
+
+    // Tamper: event and lockout of remote opening.
+    assert_eq!(http(panel, "POST", "/tamper").expect("panel").0, 200);
+    let s = wait_for(panel, "tamper", |v| v["door"]["tamper"] == true);
+    assert_eq!(s["tamper"], true);
+    assert_eq!(s["door"]["remote_open_locked_out"], true);
+    assert_eq!(
+        http(panel, "POST", "/tamper?active=false")
+            .expect("panel")
+            .0,
+        200
+    );
+    wait_for(panel, "tamper restored", |v| v["door"]["tamper"] == false);
+
+    // A held press returns after the release.
+    let t0 = Instant::now();
+    assert_eq!(
+        http(panel, "POST", "/press?button=call&ms=300")
+            .expect("panel")
+            .0,
+        200
+    );
+    assert!(t0.elapsed() >= Duration::from_millis(300));
+
+    // Bad requests are refused with a reason.
+    let (status, body) = http(panel, "POST", "/door?state=ajar").expect("panel");
+    assert_eq!(status, 400);
+    assert!(body.contains("\"open\" or \"closed\""), "{body}");
+    assert_eq!(
+        http(panel, "POST", "/press?button=nope").expect("panel").0,
+        400
+    );
+    assert_eq!(
+        http(panel, "POST", "/press?ms=600000").expect("panel").0,
+        400
+    );
+
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+}

@@ -46,7 +46,7 @@ impl Station {
             .try_init();
         let dir = std::env::temp_dir().join(format!("intercomd-it-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir is writable");
-        for who in ["flat-1a", "flat-1b"] {
+        for who in ["flat-1a", "flat-1b", "care"] {
             std::fs::write(dir.join(who), format!("token-of-{who}-0123456789\n"))
                 .expect("temp dir is writable");
         }
@@ -71,7 +71,8 @@ control_listen = ""
 stdin = false
 {extra}
 "#,
-            d = dir.display()
+            d = dir.display(),
+            extra = extra.replace("{DIR}", &dir.display().to_string()),
         );
         let settings = intercomd::config::load_from_strs(&[("test.toml", &toml)])
             .expect("test configuration is valid");
@@ -591,4 +592,71 @@ async fn the_resident_opens_the_door_over_the_data_channel_and_nothing_else_does
     a.cancel.cancel();
     st.shutdown().await;
     assert_eq!(sim.relay_writes().last(), Some(&false));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_buttons_ring_two_groups_and_a_long_press_hangs_up() {
+    let st = Station::start_with(
+        "buttons",
+        r#"
+[door]
+long_press_ms = 600
+
+[[buttons]]
+name = "flats"
+group = "residents"
+
+[[buttons]]
+name = "caretaker"
+group = "caretaker"
+
+[[hub.answerers]]
+id = "care"
+token_file = "{DIR}/care"
+groups = ["caretaker"]
+"#,
+    )
+    .await;
+    let sim = st.running.sim.clone().expect("sim board");
+    let mut flat = connect(&st.url(), "token-of-flat-1a-0123456789").await;
+    let care = connect(&st.url(), "token-of-care-0123456789").await;
+
+    // The caretaker button rings the caretaker only.
+    sim.press(Some("caretaker")).expect("button exists");
+    let mut a = Answerer::answer(care).await;
+    st.wait_state("in_call").await;
+    assert_eq!(st.state()["call"]["answerer"], "care");
+
+    // A short press during the call does nothing; a long one hangs up.
+    sim.press_for(Some("caretaker"), Duration::from_millis(100))
+        .await
+        .expect("press");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(st.state()["call"]["state"], "in_call");
+    sim.press_for(Some("caretaker"), Duration::from_millis(900))
+        .await
+        .expect("press");
+    match recv_until(&mut a.ws, |m| matches!(m, Message::Hangup { .. })).await {
+        Message::Hangup { call_id, .. } => assert_eq!(call_id, a.call_id),
+        _ => unreachable!("filtered above"),
+    }
+    st.wait_state("idle").await;
+    a.cancel.cancel();
+
+    // The other button rings the residents, and the flat was never rung
+    // for the caretaker's call.
+    sim.press(Some("flats")).expect("button exists");
+    match recv_until(&mut flat, |m| matches!(m, Message::Ring { .. })).await {
+        Message::Ring { group, call_id, .. } => {
+            assert_eq!(group, "residents");
+            assert_ne!(call_id, a.call_id);
+        }
+        _ => unreachable!("filtered above"),
+    }
+    st.wait_state("ringing").await;
+    assert_eq!(
+        sim.led("status").map(|l| l.pattern),
+        Some(intercomd::hw::LedPattern::SlowBlink)
+    );
+    st.shutdown().await;
 }
