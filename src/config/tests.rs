@@ -755,3 +755,12 @@ fn a_gpio_board_needs_a_relay_and_led_lines() {
     assert!(e.contains("missing required key `gpio.relay.line`"), "{e}");
     assert!(e.contains("missing required key `leds[0].line`"), "{e}");
 }
+
+#[test]
+fn the_example_gpio_board_loads() {
+    let s = load(&[repo_file("config/boards/gpio-example.toml")]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.hardware.backend, HardwareBackend::Gpio);
+    assert_eq!(s.inputs.len(), 5);
+    assert_eq!(s.leds.len(), 2);
+    assert!(s.gpio.relay.is_some());
+}
