@@ -301,7 +301,7 @@ impl DoorMachine {
         };
         m.outputs.push_back(DoorOutput::Relay { energised: false });
         // A fail-safe lock is held shut by energising the relay.
-        m.drive_relay(now);
+        m.drive_relay();
         m.refresh_leds(now);
         m
     }
@@ -393,7 +393,7 @@ impl DoorMachine {
         }
         if self.unlocked_until.is_some_and(|t| t <= now) {
             self.unlocked_until = None;
-            self.drive_relay(now);
+            self.drive_relay();
         }
         if let Some(since) = self.door_open_since {
             if !self.alarm && since + self.settings.held_open_alarm <= now {
@@ -581,10 +581,10 @@ impl DoorMachine {
     fn open(&mut self, now: Instant) {
         // A second open during a pulse extends it.
         self.unlocked_until = Some(now + self.settings.pulse);
-        self.drive_relay(now);
+        self.drive_relay();
     }
 
-    fn drive_relay(&mut self, _now: Instant) {
+    fn drive_relay(&mut self) {
         let level = self.settings.lock.energised(self.unlocked_until.is_some());
         if level != self.relay_energised {
             self.relay_energised = level;

@@ -289,7 +289,7 @@ async fn actor(mut state: HubState, mut events: mpsc::Receiver<Event>, cancel: C
                         peer = %id,
                         remote_addr = %peer,
                         granted = false,
-                        reason = "not_permitted",
+                        reason = crate::door::Refusal::NotPermitted.as_str(),
                         nonce = %nonce,
                         "door open refused: requested over signaling"
                     );
