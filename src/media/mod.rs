@@ -242,6 +242,9 @@ pub struct MediaSettings {
     pub expected_loss_pct: u8,
     /// Gather only relay candidates (`ice.transport_policy = "relay"`).
     pub relay_only: bool,
+    /// Offer `a=setup:active` so the station is the DTLS client (see
+    /// `rtc::offer_as_dtls_client` for the measured reason).
+    pub offer_dtls_active: bool,
     /// Extra trust anchor (PEM) for `turns:` servers, beside the system's.
     pub turn_ca_file: Option<std::path::PathBuf>,
 }
@@ -263,6 +266,7 @@ impl Default for MediaSettings {
             opus_fec: true,
             expected_loss_pct: 5,
             relay_only: false,
+            offer_dtls_active: true,
             turn_ca_file: None,
         }
     }

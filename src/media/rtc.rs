@@ -584,6 +584,11 @@ impl Actor {
             s.mid = first_mid(&sdp);
         }
         info!(call_id = %call_id, kind = ?kind, "local description created");
+        let sdp = if kind == SdpKind::Offer && self.settings.offer_dtls_active {
+            offer_as_dtls_client(&sdp)
+        } else {
+            sdp
+        };
         self.emit(MediaEvent::LocalDescription {
             call_id: call_id.to_owned(),
             kind,
@@ -1073,9 +1078,32 @@ async fn recv_loop(
     debug!(call_id = %call_id, dropped, concealed = decoder.concealed_packets, "receive loop ended");
 }
 
+/// The offer as sent to the peer, asking to be the DTLS client.
+///
+/// As DTLS server (the usual outcome of `actpass`), the station depends on
+/// the browser's ClientHello, which a browser sends as soon as *its* ICE
+/// check succeeds: measured here, that first hello reaches the stack before
+/// its own checks finish and is dropped, and the browser's retransmission
+/// comes ~100 ms later. Offering `active` makes the browser answer
+/// `passive` and wait for our hello, sent the moment our ICE connects. The
+/// stack derives its role from the answer, so its own local description
+/// keeps `actpass`; fingerprints are untouched.
+fn offer_as_dtls_client(sdp: &str) -> String {
+    sdp.replace("a=setup:actpass", "a=setup:active")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn offer_asks_for_the_client_role() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=setup:actpass\r\na=mid:0\r\n";
+        assert_eq!(
+            offer_as_dtls_client(sdp),
+            "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=setup:active\r\na=mid:0\r\n"
+        );
+    }
 
     #[test]
     fn parses_candidate_fields() {

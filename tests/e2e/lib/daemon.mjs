@@ -76,6 +76,7 @@ export function buildConfig(o) {
   if (o.controlListen) {
     lines.push('[hardware]', 'backend = "sim"', '', '[hardware.sim]', `control_listen = ${q(o.controlListen)}`, 'stdin = false', '');
   }
+  if (o.iceBindIps) lines.push('[ice]', `bind_ips = [${o.iceBindIps.map(q).join(', ')}]`, '');
   lines.push('[log]', 'target = "stderr"', `level = ${q(o.logLevel || 'info')}`, '');
   return lines.join('\n');
 }
@@ -96,6 +97,7 @@ export function standaloneSetup(env, { answerers = [{ id: 'flat-1a', name: 'Flat
     buttons: [{ name: 'call', group: 'residents' }],
     audio: { source: `tone:${tone}`, recordFile },
     controlListen: '127.0.0.1:7081',
+    iceBindIps: process.env.E2E_DOOR_BIND ? [env.ns[process.env.E2E_DOOR_BIND]] : undefined,
   });
   const configFile = env.file('intercomd.toml');
   fs.writeFileSync(configFile, config);
