@@ -114,11 +114,11 @@ impl Controller {
                 _ = status_tick.tick() => self.publish(),
                 _ = stop.cancelled() => break,
             }
-            if let Some(period) = watchdog {
-                if last_watchdog.elapsed() >= period {
-                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
-                    last_watchdog = Instant::now();
-                }
+            if let Some(period) = watchdog
+                && last_watchdog.elapsed() >= period
+            {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                last_watchdog = Instant::now();
             }
         }
         let _ = self

@@ -305,10 +305,10 @@ async fn wait_freq(what: &str, f: impl Fn() -> Option<f32>, want: f32) {
     let mut last = None;
     while Instant::now() < deadline {
         last = f();
-        if let Some(hz) = last {
-            if (hz - want).abs() <= 30.0 {
-                return;
-            }
+        if let Some(hz) = last
+            && (hz - want).abs() <= 30.0
+        {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -341,11 +341,11 @@ impl CallMachine {
     /// Fire every timer whose deadline is at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         for t in TIMERS {
-            if let Some(at) = self.timers[t as usize] {
-                if at <= now {
-                    self.timers[t as usize] = None;
-                    self.on_timer(t);
-                }
+            if let Some(at) = self.timers[t as usize]
+                && at <= now
+            {
+                self.timers[t as usize] = None;
+                self.on_timer(t);
             }
         }
     }

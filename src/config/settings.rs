@@ -507,8 +507,8 @@ pub(crate) fn validate(
 
     let signaling = signaling(&mut c, &root.signaling.clone().unwrap_or_default());
     let hub = hub(&mut c, &root.hub.clone().unwrap_or_default());
-    if signaling.mode == SignalingMode::Standalone {
-        if let Some(door) = root
+    if signaling.mode == SignalingMode::Standalone
+        && let Some(door) = root
             .hub
             .as_ref()
             .and_then(|h| h.doors.as_ref())
@@ -517,8 +517,8 @@ pub(crate) fn validate(
                     .iter()
                     .find(|d| d.value.id.as_ref().is_some_and(|id| id.value == station.id))
             })
-        {
-            c.invalid(
+    {
+        c.invalid(
                 &door.at,
                 "hub.doors",
                 format!(
@@ -526,7 +526,6 @@ pub(crate) fn validate(
                     station.id
                 ),
             );
-        }
     }
 
     let cl = root.call.clone().unwrap_or_default();
@@ -631,22 +630,22 @@ fn signaling(c: &mut Check, s: &frag::Signaling) -> Signaling {
 
     let reconnect_initial = c.millis("signaling.reconnect_initial_ms", &s.reconnect_initial_ms);
     let reconnect_max = c.millis("signaling.reconnect_max_ms", &s.reconnect_max_ms);
-    if let (Some(i), Some(m)) = (&s.reconnect_initial_ms, &s.reconnect_max_ms) {
-        if i.value > m.value {
-            let at = c.later(i, m);
-            c.invalid(
-                &at.at,
-                if std::ptr::eq(at, i) {
-                    "signaling.reconnect_initial_ms"
-                } else {
-                    "signaling.reconnect_max_ms"
-                },
-                format!(
-                    "reconnect_initial_ms ({} at {}) must not exceed reconnect_max_ms ({} at {})",
-                    i.value, i.at, m.value, m.at
-                ),
-            );
-        }
+    if let (Some(i), Some(m)) = (&s.reconnect_initial_ms, &s.reconnect_max_ms)
+        && i.value > m.value
+    {
+        let at = c.later(i, m);
+        c.invalid(
+            &at.at,
+            if std::ptr::eq(at, i) {
+                "signaling.reconnect_initial_ms"
+            } else {
+                "signaling.reconnect_max_ms"
+            },
+            format!(
+                "reconnect_initial_ms ({} at {}) must not exceed reconnect_max_ms ({} at {})",
+                i.value, i.at, m.value, m.at
+            ),
+        );
     }
 
     let reconnect_jitter = match c.get("signaling.reconnect_jitter", &s.reconnect_jitter) {
@@ -664,10 +663,11 @@ fn signaling(c: &mut Check, s: &frag::Signaling) -> Signaling {
 
     let keepalive_interval = c.millis("signaling.keepalive_interval_ms", &s.keepalive_interval_ms);
     let dead_peer_timeout = c.millis("signaling.dead_peer_timeout_ms", &s.dead_peer_timeout_ms);
-    if let (Some(k), Some(d)) = (&s.keepalive_interval_ms, &s.dead_peer_timeout_ms) {
-        if d.value <= k.value {
-            let at = c.later(d, k);
-            c.invalid(
+    if let (Some(k), Some(d)) = (&s.keepalive_interval_ms, &s.dead_peer_timeout_ms)
+        && d.value <= k.value
+    {
+        let at = c.later(d, k);
+        c.invalid(
                 &at.at,
                 if std::ptr::eq(at, d) { "signaling.dead_peer_timeout_ms" } else { "signaling.keepalive_interval_ms" },
                 format!(
@@ -675,7 +675,6 @@ fn signaling(c: &mut Check, s: &frag::Signaling) -> Signaling {
                     d.value, d.at, k.value, k.at
                 ),
             );
-        }
     }
 
     Signaling {
