@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::audio::tones::ToneCue;
 use crate::audio::{AudioError, AudioPorts};
 use crate::call::{
     CallMachine, CallSettings, EndReason, Input, MediaRequest, MediaState, Output, Phase,
@@ -22,9 +23,20 @@ use crate::media::{self, MediaCommand, MediaEvent, MediaHandle, SdpKind};
 use crate::signaling::client::{ClientEvent, SignalingHandle};
 use crate::signaling::protocol::{CallId, Candidate, ErrorCode, IceServerInfo};
 
+/// The local tone for a call phase: ringback while the residents are rung.
+fn tone_for(phase: Phase) -> ToneCue {
+    match phase {
+        Phase::Ringing => ToneCue::Ringback,
+        Phase::Idle | Phase::Connecting | Phase::InCall | Phase::Ended => ToneCue::Silence,
+    }
+}
+
 /// Hands out the audio ports for one call.
 pub trait AudioProvider: Send {
     fn open_call(&mut self) -> Result<AudioPorts, AudioError>;
+    /// Which local tone the speaker plays (ringback, door chime). Must not
+    /// block: implementations use `try_send`.
+    fn cue(&mut self, _cue: ToneCue) {}
     /// Figures for the status snapshot.
     fn stats(&self) -> serde_json::Value;
 }
@@ -275,6 +287,7 @@ impl Controller {
                         phase.as_str()
                     ))]);
                     self.show_phase(phase);
+                    self.audio.cue(tone_for(phase));
                     self.publish();
                 }
                 Output::Answered { call_id, by } => {

@@ -11,12 +11,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use crate::audio::alsa::{AlsaSpec, MixerControl, Pacing, start_alsa_audio};
+use crate::audio::processing::{NsLevel, ProcessingSettings};
 use crate::audio::sim::{SimAudioSpec, SimSource as AudioSimSource, start_sim_audio_tracked};
+use crate::audio::tones::ToneSettings;
 use crate::call::CallSettings;
 use crate::config::{
     self, AudioBackend, ConfigError, HardwareBackend, MdnsMode, Settings, SignalingMode, SimSource,
 };
-use crate::controller::{Controller, Inputs};
+use crate::config::{AlsaPacing, NoiseSuppressionLevel};
+use crate::controller::{AudioProvider, Controller, Inputs};
 use crate::hub::{self, ConnSettings, HubSettings, Principal};
 use crate::hw::{self, sim::SimControl};
 use crate::media::{self, MediaSettings};
@@ -155,6 +159,95 @@ pub fn media_settings(settings: &Settings) -> MediaSettings {
     }
 }
 
+/// Capture processing from the `[audio]` switches and `[audio.processing]`.
+pub fn processing_settings(settings: &Settings) -> ProcessingSettings {
+    let a = &settings.audio;
+    ProcessingSettings {
+        high_pass_filter: a.high_pass_filter,
+        echo_cancellation: a.echo_cancellation,
+        noise_suppression: a.noise_suppression,
+        auto_gain_control: a.auto_gain_control,
+        echo_delay_ms: a.processing.echo_delay.map(|d| d.as_millis() as u32),
+        noise_suppression_level: match a.processing.noise_suppression_level {
+            NoiseSuppressionLevel::Low => NsLevel::Low,
+            NoiseSuppressionLevel::Moderate => NsLevel::Moderate,
+            NoiseSuppressionLevel::High => NsLevel::High,
+            NoiseSuppressionLevel::VeryHigh => NsLevel::VeryHigh,
+        },
+    }
+}
+
+/// The ALSA backend's settings from `[audio.alsa]` and `[audio.tones]`.
+pub fn alsa_spec(settings: &Settings) -> AlsaSpec {
+    let al = &settings.audio.alsa;
+    let t = &settings.audio.tones;
+    let control = |c: &Option<config::MixerControl>| {
+        c.as_ref().map(|c| MixerControl {
+            name: c.name.clone(),
+            volume_pct: c.volume_pct,
+        })
+    };
+    AlsaSpec {
+        capture_device: al.capture_device.clone(),
+        playback_device: al.playback_device.clone(),
+        period_ms: al.period.as_millis() as u32,
+        buffer_ms: al.buffer.as_millis() as u32,
+        pacing: match al.pacing {
+            AlsaPacing::Device => Pacing::Device,
+            AlsaPacing::Timer => Pacing::Timer,
+        },
+        mixer_device: al.mixer_device.clone(),
+        capture_control: control(&al.capture_control),
+        playback_control: control(&al.playback_control),
+        processing: processing_settings(settings),
+        tones: ToneSettings {
+            volume_db: if t.volume_pct == 0 {
+                -120.0
+            } else {
+                20.0 * (f32::from(t.volume_pct) / 100.0).log10()
+            },
+            ringback: t.ringback,
+            ringback_hz: t.ringback_hz as f32,
+            ringback_on_ms: t.ringback_on.as_millis() as u32,
+            ringback_off_ms: t.ringback_off.as_millis() as u32,
+            door_chime: t.door_chime,
+        },
+        port_capacity: crate::audio::DEFAULT_PORT_CAPACITY,
+        reopen_initial: al.reopen_initial,
+        reopen_max: al.reopen_max,
+    }
+}
+
+/// Starts the configured audio backend. A sound card that cannot be opened
+/// is an error naming the device: never a switch to the simulation.
+fn start_audio(
+    settings: &Settings,
+    cancel: CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<Box<dyn AudioProvider>, DaemonError> {
+    match settings.audio.backend {
+        AudioBackend::Alsa => {
+            let (_first_ports, audio) = start_alsa_audio(&alsa_spec(settings), cancel, tracker)?;
+            Ok(Box::new(audio))
+        }
+        AudioBackend::Sim => {
+            let source = match &settings.audio.sim.source {
+                SimSource::Tone { hz } => AudioSimSource::Tone(*hz as f32),
+                SimSource::Wav(p) => AudioSimSource::Wav(p.clone()),
+                SimSource::Silence => AudioSimSource::Silence,
+            };
+            let mut spec = SimAudioSpec::new(source);
+            spec.record = settings.audio.sim.record_file.clone();
+            spec.processing = processing_settings(settings);
+            let (_first_ports, audio) = start_sim_audio_tracked(&spec, cancel, tracker)?;
+            warn!(
+                "audio backend is SIMULATED (audio.backend = \"sim\"): no microphone or speaker is used"
+            );
+            Ok(Box::new(audio))
+        }
+    }
+}
+
 /// Run the hub alone until SIGTERM/SIGINT.
 pub async fn run_hub(settings: Settings) -> Result<(), DaemonError> {
     let hs = hub_settings(&settings)?;
@@ -185,12 +278,6 @@ pub async fn start_station(
     tracker: &TaskTracker,
 ) -> Result<Running, DaemonError> {
     // Refuse backends this build does not have before starting anything.
-    if settings.audio.backend != AudioBackend::Sim {
-        return Err(DaemonError::Unsupported {
-            what: format!("audio.backend = \"{}\"", settings.audio.backend.as_str()),
-            files: files(settings),
-        });
-    }
     if settings.hardware.backend != HardwareBackend::Sim {
         return Err(DaemonError::Unsupported {
             what: format!(
@@ -290,16 +377,7 @@ pub async fn start_station(
     let (media_tx, media_rx) = mpsc::channel(256);
     let media = media::spawn_media(media_settings(settings), media_tx, cancel.clone(), tracker);
 
-    // Audio (simulated: checked above).
-    let source = match &settings.audio.sim.source {
-        SimSource::Tone { hz } => AudioSimSource::Tone(*hz as f32),
-        SimSource::Wav(p) => AudioSimSource::Wav(p.clone()),
-        SimSource::Silence => AudioSimSource::Silence,
-    };
-    let mut spec = SimAudioSpec::new(source);
-    spec.record = settings.audio.sim.record_file.clone();
-    let (_first_ports, audio) = start_sim_audio_tracked(&spec, cancel.clone(), tracker)?;
-    warn!("audio backend is SIMULATED (audio.backend = \"sim\"): no microphone or speaker is used");
+    let audio = start_audio(settings, cancel.clone(), tracker)?;
 
     // Hardware (simulated: checked above).
     let (hw_tx, hw_rx) = mpsc::channel(32);
@@ -341,7 +419,7 @@ pub async fn start_station(
         buttons,
         signaling,
         media,
-        Box::new(audio),
+        audio,
         leds,
         ice,
         status_tx,
