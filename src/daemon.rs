@@ -288,6 +288,10 @@ pub async fn start_station(
         });
     }
 
+    // Audio first: a missing sound card stops start-up before anything
+    // else runs.
+    let audio = start_audio(settings, cancel.clone(), tracker)?;
+
     let ice = ice_servers(settings)?;
 
     // Signaling: our own hub (standalone) or an external one.
@@ -376,8 +380,6 @@ pub async fn start_station(
 
     let (media_tx, media_rx) = mpsc::channel(256);
     let media = media::spawn_media(media_settings(settings), media_tx, cancel.clone(), tracker);
-
-    let audio = start_audio(settings, cancel.clone(), tracker)?;
 
     // Hardware (simulated: checked above).
     let (hw_tx, hw_rx) = mpsc::channel(32);

@@ -103,22 +103,22 @@ impl AlsaSpec {
 /// Errors of the ALSA backend; each names the device.
 #[derive(Debug, thiserror::Error)]
 pub enum AlsaError {
+    // The ALSA error is part of the message rather than a `source`: it is
+    // short, and callers that log only the top error must still show it.
     #[error(
-        "cannot open ALSA {dir} device \"{device}\": {source} (is the sound card present? `aplay -L` lists device names)"
+        "cannot open ALSA {dir} device \"{device}\": {error} (is the sound card present? `aplay -L` lists device names)"
     )]
     Open {
         device: String,
         dir: &'static str,
-        #[source]
-        source: alsa::Error,
+        error: alsa::Error,
     },
-    #[error("ALSA {dir} device \"{device}\" refuses {what}: {source}")]
+    #[error("ALSA {dir} device \"{device}\" refuses {what}: {error}")]
     Params {
         device: String,
         dir: &'static str,
         what: String,
-        #[source]
-        source: alsa::Error,
+        error: alsa::Error,
     },
     #[error("ALSA mixer \"{device}\" control \"{control}\": {reason}")]
     Mixer {
@@ -173,18 +173,18 @@ fn open_pcm(device: &str, dir: Direction, spec: &AlsaSpec) -> Result<PCM, AlsaEr
         Direction::Capture => "capture",
         Direction::Playback => "playback",
     };
-    let pcm = PCM::new(device, dir, false).map_err(|source| AlsaError::Open {
+    let pcm = PCM::new(device, dir, false).map_err(|error| AlsaError::Open {
         device: device.to_owned(),
         dir: dname,
-        source,
+        error,
     })?;
     let params = |what: &str| {
         let what = what.to_owned();
-        move |source| AlsaError::Params {
+        move |error| AlsaError::Params {
             device: device.to_owned(),
             dir: dname,
             what,
-            source,
+            error,
         }
     };
     let period = i64::from(spec.period_ms) * i64::from(SAMPLE_RATE) / 1000;
@@ -272,7 +272,7 @@ impl AlsaDuplex {
             device: spec.playback_device.clone(),
             dir: "playback",
             what: format!("the first write ({f:?})"),
-            source: alsa::Error::unsupported("snd_pcm_writei"),
+            error: alsa::Error::unsupported("snd_pcm_writei"),
         })?;
         Ok(d)
     }

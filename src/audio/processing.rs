@@ -241,6 +241,30 @@ mod tests {
         assert_eq!(p.stats().failed, 0);
     }
 
+    /// The simulated microphone's steady tone (what the end-to-end tests
+    /// check by content) still comes through the full default chain.
+    #[test]
+    fn steady_tone_survives_the_default_chain() {
+        let mut p = Processor::new(&ProcessingSettings::default());
+        let mut phase = 0.0;
+        let mut out = Vec::new();
+        for _ in 0..500 {
+            p.render(&[0; FRAME_SAMPLES]);
+            let mut f = [0i16; FRAME_SAMPLES];
+            phase = crate::audio::fill_sine(&mut f, 600.0, 0.25, SAMPLE_RATE, phase);
+            p.capture(&mut f);
+            out.extend_from_slice(&f);
+        }
+        let tail = &out[out.len() - 48_000..];
+        assert_eq!(
+            crate::audio::dominant_frequency(tail, SAMPLE_RATE, &[425.0, 600.0, 1000.0]),
+            Some(600.0)
+        );
+        let level = energy_db(tail);
+        eprintln!("steady 600 Hz tone after 5 s of processing: {level:.1} dBFS");
+        assert!(level > -40.0, "tone level {level:.1} dBFS");
+    }
+
     #[test]
     fn everything_off_passes_frames_through() {
         let mut p = Processor::new(&ProcessingSettings::off());
