@@ -428,4 +428,13 @@ mod tests {
         assert_ne!(a, b);
         assert!(a.as_str().starts_with("c-"));
     }
+
+    #[test]
+    fn ringback_plays_only_while_ringing() {
+        use super::{Phase, ToneCue, tone_for};
+        assert_eq!(tone_for(Phase::Ringing), ToneCue::Ringback);
+        for p in [Phase::Idle, Phase::Connecting, Phase::InCall, Phase::Ended] {
+            assert_eq!(tone_for(p), ToneCue::Silence);
+        }
+    }
 }
