@@ -650,7 +650,11 @@ impl Loop {
         match fault {
             Fault::Xrun => {
                 let n = self.stats.xruns.fetch_add(1, Ordering::Relaxed) + 1;
-                warn!(device = %self.device, direction = dir, xruns = n, "audio xrun; device prepared again");
+                // A struggling board can xrun many times a second: log the
+                // first ten, then every hundredth, so the journal stays usable.
+                if n <= 10 || n.is_multiple_of(100) {
+                    warn!(device = %self.device, direction = dir, xruns = n, "audio xrun; device prepared again");
+                }
                 if let Some(Err(Fault::Gone(reason))) = self.dev.as_mut().map(|d| d.recover()) {
                     self.vanished(dir, reason);
                 }
