@@ -10,7 +10,8 @@
 //!
 //! Proven by content: the microphone file is captured sample-exact, the
 //! far end is recorded byte-exact after the ringback cued before the call,
-//! and the tone still comes through with the capture processing on.
+//! and the tone still comes through with the capture processing on. Last,
+//! a whole station starts with `audio.backend = "alsa"` on the same PCMs.
 
 use std::path::Path;
 use std::time::Duration;
@@ -19,6 +20,7 @@ use intercomd::audio::alsa::{AlsaSpec, Pacing, start_alsa_audio};
 use intercomd::audio::processing::ProcessingSettings;
 use intercomd::audio::tones::ToneCue;
 use intercomd::audio::{AudioError, FRAME_SAMPLES, SAMPLE_RATE, dominant_frequency, fill_sine};
+use intercomd::daemon::start_station;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -230,5 +232,59 @@ pcm.testplay {{
     tokio::time::timeout(Duration::from_secs(5), tracker.wait())
         .await
         .expect("audio thread stops");
+
+    station_runs_on_the_alsa_backend().await;
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The daemon wiring: `audio.backend = "alsa"` from configuration starts the
+/// ALSA thread, whose figures reach the status snapshot.
+async fn station_runs_on_the_alsa_backend() {
+    let settings = intercomd::config::load_from_strs(&[(
+        "test.toml",
+        r#"[hub]
+listen = "127.0.0.1:0"
+[ice]
+bind_ips = ["127.0.0.1"]
+[audio]
+backend = "alsa"
+[audio.alsa]
+capture_device = "testcap"
+playback_device = "testplay"
+pacing = "timer"
+[hardware.sim]
+control_listen = ""
+stdin = false
+"#,
+    )])
+    .expect("test configuration is valid");
+    let stop = CancellationToken::new();
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let running = start_station(&settings, stop.clone(), cancel.clone(), &tracker)
+        .await
+        .expect("station starts on the file PCMs");
+    let mut status = running.status.clone();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let played = status.borrow()["audio"]["played_frames"]
+                .as_u64()
+                .unwrap_or(0);
+            if played >= 50 {
+                break;
+            }
+            status.changed().await.expect("station alive");
+        }
+    })
+    .await
+    .expect("the ALSA thread plays to the speaker");
+    assert_eq!(status.borrow()["audio"]["backend"], "alsa");
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), cancel.cancelled())
+        .await
+        .expect("controller stops");
+    tracker.close();
+    tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+        .await
+        .expect("every task, the audio thread included, stops");
 }
