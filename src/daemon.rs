@@ -215,6 +215,7 @@ pub fn alsa_spec(settings: &Settings) -> AlsaSpec {
         port_capacity: crate::audio::DEFAULT_PORT_CAPACITY,
         reopen_initial: al.reopen_initial,
         reopen_max: al.reopen_max,
+        realtime_priority: al.realtime_priority,
     }
 }
 

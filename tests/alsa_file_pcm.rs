@@ -211,6 +211,9 @@ pcm.testplay {{
     // suppressor and AGC.
     let mut spec = AlsaSpec::new("testcap", "testplay");
     spec.pacing = Pacing::Timer;
+    // Exercised either way: granted, or refused with a warning and the
+    // thread running on at normal priority.
+    spec.realtime_priority = 10;
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     let (mut ports, _handle) =

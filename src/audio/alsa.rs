@@ -77,6 +77,9 @@ pub struct AlsaSpec {
     /// First and longest wait between attempts to reopen a vanished device.
     pub reopen_initial: Duration,
     pub reopen_max: Duration,
+    /// SCHED_FIFO priority of the audio thread (1..=99); 0 keeps normal
+    /// scheduling.
+    pub realtime_priority: u8,
 }
 
 impl AlsaSpec {
@@ -96,6 +99,7 @@ impl AlsaSpec {
             port_capacity: super::DEFAULT_PORT_CAPACITY,
             reopen_initial: Duration::from_millis(200),
             reopen_max: Duration::from_secs(5),
+            realtime_priority: 0,
         }
     }
 }
@@ -491,9 +495,20 @@ pub(crate) fn start_loop(
         cancel,
     };
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let priority = spec.realtime_priority;
     std::thread::Builder::new()
         .name("alsa-audio".into())
         .spawn(move || {
+            if priority > 0 {
+                match set_realtime(priority) {
+                    Ok(()) => info!(priority, "audio thread runs at real-time priority"),
+                    Err(e) => warn!(
+                        priority,
+                        error = %e,
+                        "audio thread keeps normal priority (grant CAP_SYS_NICE or LimitRTPRIO)"
+                    ),
+                }
+            }
             state.run();
             let _ = done_tx.send(());
         })
@@ -503,6 +518,21 @@ pub(crate) fn start_loop(
         let _ = done_rx.await;
     });
     Ok((ports, handle))
+}
+
+/// Moves the calling thread to SCHED_FIFO at `priority`, so that a busy
+/// board does not delay the 10 ms turns.
+fn set_realtime(priority: u8) -> std::io::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: i32::from(priority.clamp(1, 99)),
+    };
+    // SAFETY: `pthread_self` is always valid for the calling thread and
+    // `param` is a fully initialised sched_param that outlives the call.
+    let rc = unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) };
+    match rc {
+        0 => Ok(()),
+        errno => Err(std::io::Error::from_raw_os_error(errno)),
+    }
 }
 
 struct Loop {

@@ -259,6 +259,7 @@ fragment! {
         playback_volume_pct: Val<u64>,
         reopen_initial_ms: Val<u64>,
         reopen_max_ms: Val<u64>,
+        realtime_priority: Val<u64>,
     }
 
     AudioProcessing {

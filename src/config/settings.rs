@@ -186,6 +186,8 @@ pub struct AudioAlsa {
     pub playback_control: Option<MixerControl>,
     pub reopen_initial: Duration,
     pub reopen_max: Duration,
+    /// SCHED_FIFO priority of the audio thread; 0: normal scheduling.
+    pub realtime_priority: u8,
 }
 
 /// What paces the audio thread.
@@ -1219,6 +1221,11 @@ fn audio_devices(c: &mut Check, a: &frag::Audio) -> (AudioAlsa, AudioProcessing,
         ),
         reopen_initial: c.millis("audio.alsa.reopen_initial_ms", &al.reopen_initial_ms),
         reopen_max: c.millis("audio.alsa.reopen_max_ms", &al.reopen_max_ms),
+        realtime_priority: c.int(
+            "audio.alsa.realtime_priority",
+            &al.realtime_priority,
+            0..=99,
+        ) as u8,
     };
 
     let pr = a.processing.clone().unwrap_or_default();
@@ -1483,6 +1490,7 @@ fn dump_audio_devices(w: &mut String, a: &Audio) {
     }
     kv(w, "reopen_initial_ms", &ms(al.reopen_initial));
     kv(w, "reopen_max_ms", &ms(al.reopen_max));
+    kv(w, "realtime_priority", &al.realtime_priority.to_string());
     let p = &a.processing;
     let _ = writeln!(w, "\n[audio.processing]");
     kv(
