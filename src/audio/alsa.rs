@@ -624,6 +624,10 @@ impl Loop {
 
     /// One frame out to the speaker, one frame in from the microphone.
     fn turn(&mut self) {
+        // Processing runs only while a call holds the ports, so an idle
+        // station costs little CPU; the echo canceller converges on the
+        // ringback at the start of each call.
+        let in_call = self.ports.is_some();
         let mut out = match self.ports.as_mut().map(|p| p.playback.try_recv()) {
             Some(Ok(f)) => f,
             Some(Err(tokio::sync::mpsc::error::TryRecvError::Empty)) => {
@@ -635,7 +639,9 @@ impl Loop {
         };
         self.tones.mix(&mut out);
         // The echo reference is exactly what the speaker is handed.
-        self.processor.render(&out);
+        if in_call {
+            self.processor.render(&out);
+        }
         if let Err(f) = self.io(|d| d.write(&out)) {
             self.fault(f, "playback");
             return;
@@ -647,7 +653,9 @@ impl Loop {
             self.fault(f, "capture");
             return;
         }
-        self.processor.capture(&mut frame);
+        if in_call {
+            self.processor.capture(&mut frame);
+        }
         let closed = match self.ports.as_ref().map(|p| p.capture.try_send(frame)) {
             Some(Ok(())) => {
                 self.stats.captured.fetch_add(1, Ordering::Relaxed);

@@ -312,7 +312,10 @@ pub fn start_sim_audio_tracked(
                 }
                 _ = tick.tick() => {
                     let mut frame = source.next_frame();
-                    processor.capture(&mut frame);
+                    // Process only for a call: an idle station costs no CPU.
+                    if capture.is_some() {
+                        processor.capture(&mut frame);
+                    }
                     if let Some(tx) = &capture {
                         match tx.try_send(frame) {
                             Ok(()) => { stats.captured.fetch_add(1, Ordering::Relaxed); }
