@@ -3,7 +3,7 @@ SHELL := /bin/sh
 CARGO ?= cargo
 BIN := target/debug/intercomd
 
-.PHONY: all setup build demo test test-unit test-e2e lint bench clean
+.PHONY: all setup build demo test test-unit test-e2e lint bench bench-audio clean
 
 all: build
 
@@ -31,9 +31,13 @@ test-e2e: build
 
 test: lint test-unit test-e2e
 
-bench: setup
+bench: setup bench-audio
 	$(CARGO) build --locked --release
 	cd tests/e2e && INTERCOMD_BIN=$(CURDIR)/target/release/intercomd node bench_call_setup.mjs
+
+# Capture processing against the aec3 reference: ERLE, double talk, CPU.
+bench-audio: setup
+	$(CARGO) run --locked --release --example audio_bench
 
 clean:
 	$(CARGO) clean

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::audio::tones::ToneCue;
 use crate::audio::{AudioError, AudioPorts};
 use crate::call::{
     CallMachine, CallSettings, EndReason, Input, MediaRequest, MediaState, Output, Phase,
@@ -25,9 +26,20 @@ use crate::media::{self, MediaCommand, MediaEvent, MediaHandle, SdpKind};
 use crate::signaling::client::{ClientEvent, SignalingHandle};
 use crate::signaling::protocol::{CallId, Candidate, ErrorCode, IceServerInfo};
 
+/// The local tone for a call phase: ringback while the residents are rung.
+fn tone_for(phase: Phase) -> ToneCue {
+    match phase {
+        Phase::Ringing => ToneCue::Ringback,
+        Phase::Idle | Phase::Connecting | Phase::InCall | Phase::Ended => ToneCue::Silence,
+    }
+}
+
 /// Hands out the audio ports for one call.
 pub trait AudioProvider: Send {
     fn open_call(&mut self) -> Result<AudioPorts, AudioError>;
+    /// Which local tone the speaker plays (ringback, door chime). Must not
+    /// block: implementations use `try_send`.
+    fn cue(&mut self, _cue: ToneCue) {}
     /// Figures for the status snapshot.
     fn stats(&self) -> serde_json::Value;
 }
@@ -128,11 +140,11 @@ impl Controller {
                 _ = status_tick.tick() => self.publish(),
                 _ = stop.cancelled() => break,
             }
-            if let Some(period) = watchdog {
-                if last_watchdog.elapsed() >= period {
-                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
-                    last_watchdog = Instant::now();
-                }
+            if let Some(period) = watchdog
+                && last_watchdog.elapsed() >= period
+            {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                last_watchdog = Instant::now();
             }
         }
         let _ = self
@@ -379,10 +391,10 @@ impl Controller {
                     self.publish();
                 }
                 DoorOutput::Led { name, pattern, on } => {
-                    if let Some(led) = self.leds.iter_mut().find(|l| l.name() == name) {
-                        if let Err(e) = led.set(pattern, on) {
-                            warn!(led = %name, error = %e, "cannot set LED");
-                        }
+                    if let Some(led) = self.leds.iter_mut().find(|l| l.name() == name)
+                        && let Err(e) = led.set(pattern, on)
+                    {
+                        warn!(led = %name, error = %e, "cannot set LED");
                     }
                 }
             }
@@ -482,6 +494,7 @@ impl Controller {
                         phase.as_str()
                     ))]);
                     self.show_phase(phase);
+                    self.audio.cue(tone_for(phase));
                     self.publish();
                 }
                 Output::Answered { call_id, by } => {
@@ -635,5 +648,14 @@ mod tests {
         let b = super::new_call_id();
         assert_ne!(a, b);
         assert!(a.as_str().starts_with("c-"));
+    }
+
+    #[test]
+    fn ringback_plays_only_while_ringing() {
+        use super::{Phase, ToneCue, tone_for};
+        assert_eq!(tone_for(Phase::Ringing), ToneCue::Ringback);
+        for p in [Phase::Idle, Phase::Connecting, Phase::InCall, Phase::Ended] {
+            assert_eq!(tone_for(p), ToneCue::Silence);
+        }
     }
 }

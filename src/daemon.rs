@@ -11,12 +11,18 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::audio::sim::{SimAudioSpec, SimSource as AudioSimSource, start_sim_audio_tracked};
+use crate::audio::alsa::{AlsaSpec, MixerControl, Pacing, start_alsa_audio};
+use crate::audio::processing::{NsLevel, ProcessingSettings};
+use crate::audio::sim::{
+    SimAudioHandle, SimAudioSpec, SimSource as AudioSimSource, start_sim_audio_tracked,
+};
+use crate::audio::tones::ToneSettings;
 use crate::call::CallSettings;
 use crate::config::{
     self, AudioBackend, ConfigError, HardwareBackend, MdnsMode, Settings, SignalingMode, SimSource,
 };
-use crate::controller::{Controller, Inputs};
+use crate::config::{AlsaPacing, NoiseSuppressionLevel};
+use crate::controller::{AudioProvider, Controller, Inputs};
 use crate::door::{DoorSettings, LedPlan};
 use crate::hub::{self, ConnSettings, HubSettings, Principal};
 use crate::hw::{self, sim::SimControl};
@@ -76,15 +82,6 @@ fn random_token() -> String {
     let a: u128 = rand::random();
     let b: u128 = rand::random();
     format!("{a:032x}{b:032x}")
-}
-
-fn files(settings: &Settings) -> String {
-    settings
-        .sources
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// The ICE servers of the configuration, with their credentials read.
@@ -160,6 +157,7 @@ pub fn media_settings(settings: &Settings) -> MediaSettings {
         opus_fec: settings.audio.opus.fec,
         relay_only: settings.ice.transport_policy == config::IceTransportPolicy::Relay,
         turn_ca_file: settings.ice.turn_ca_file.clone(),
+        offer_dtls_active: settings.ice.offer_dtls_client,
         ..MediaSettings::default()
     }
 }
@@ -187,6 +185,98 @@ pub fn door_settings(settings: &Settings) -> DoorSettings {
                 fault: l.fault,
             })
             .collect(),
+    }
+}
+
+/// Capture processing from the `[audio]` switches and `[audio.processing]`.
+pub fn processing_settings(settings: &Settings) -> ProcessingSettings {
+    let a = &settings.audio;
+    ProcessingSettings {
+        high_pass_filter: a.high_pass_filter,
+        echo_cancellation: a.echo_cancellation,
+        noise_suppression: a.noise_suppression,
+        auto_gain_control: a.auto_gain_control,
+        echo_delay_ms: a.processing.echo_delay.map(|d| d.as_millis() as u32),
+        noise_suppression_level: match a.processing.noise_suppression_level {
+            NoiseSuppressionLevel::Low => NsLevel::Low,
+            NoiseSuppressionLevel::Moderate => NsLevel::Moderate,
+            NoiseSuppressionLevel::High => NsLevel::High,
+            NoiseSuppressionLevel::VeryHigh => NsLevel::VeryHigh,
+        },
+    }
+}
+
+/// The ALSA backend's settings from `[audio.alsa]` and `[audio.tones]`.
+pub fn alsa_spec(settings: &Settings) -> AlsaSpec {
+    let al = &settings.audio.alsa;
+    let t = &settings.audio.tones;
+    let control = |c: &Option<config::MixerControl>| {
+        c.as_ref().map(|c| MixerControl {
+            name: c.name.clone(),
+            volume_pct: c.volume_pct,
+        })
+    };
+    AlsaSpec {
+        capture_device: al.capture_device.clone(),
+        playback_device: al.playback_device.clone(),
+        period_ms: al.period.as_millis() as u32,
+        buffer_ms: al.buffer.as_millis() as u32,
+        pacing: match al.pacing {
+            AlsaPacing::Device => Pacing::Device,
+            AlsaPacing::Timer => Pacing::Timer,
+        },
+        mixer_device: al.mixer_device.clone(),
+        capture_control: control(&al.capture_control),
+        playback_control: control(&al.playback_control),
+        processing: processing_settings(settings),
+        tones: ToneSettings {
+            volume_db: if t.volume_pct == 0 {
+                -120.0
+            } else {
+                20.0 * (f32::from(t.volume_pct) / 100.0).log10()
+            },
+            ringback: t.ringback,
+            ringback_hz: t.ringback_hz as f32,
+            ringback_on_ms: t.ringback_on.as_millis() as u32,
+            ringback_off_ms: t.ringback_off.as_millis() as u32,
+            door_chime: t.door_chime,
+        },
+        port_capacity: crate::audio::DEFAULT_PORT_CAPACITY,
+        reopen_initial: al.reopen_initial,
+        reopen_max: al.reopen_max,
+        realtime_priority: al.realtime_priority,
+    }
+}
+
+/// Starts the configured audio backend. A sound card that cannot be opened
+/// is an error naming the device: never a switch to the simulation.
+/// The simulated device's handle comes back too: the panel and tests read
+/// what it played.
+fn start_audio(
+    settings: &Settings,
+    cancel: CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<(Box<dyn AudioProvider>, Option<SimAudioHandle>), DaemonError> {
+    match settings.audio.backend {
+        AudioBackend::Alsa => {
+            let (_first_ports, audio) = start_alsa_audio(&alsa_spec(settings), cancel, tracker)?;
+            Ok((Box::new(audio), None))
+        }
+        AudioBackend::Sim => {
+            let source = match &settings.audio.sim.source {
+                SimSource::Tone { hz } => AudioSimSource::Tone(*hz as f32),
+                SimSource::Wav(p) => AudioSimSource::Wav(p.clone()),
+                SimSource::Silence => AudioSimSource::Silence,
+            };
+            let mut spec = SimAudioSpec::new(source);
+            spec.record = settings.audio.sim.record_file.clone();
+            spec.processing = processing_settings(settings);
+            let (_first_ports, audio) = start_sim_audio_tracked(&spec, cancel, tracker)?;
+            warn!(
+                "audio backend is SIMULATED (audio.backend = \"sim\"): no microphone or speaker is used"
+            );
+            Ok((Box::new(audio.clone()), Some(audio)))
+        }
     }
 }
 
@@ -220,12 +310,6 @@ pub async fn start_station(
     tracker: &TaskTracker,
 ) -> Result<Running, DaemonError> {
     // Refuse backends this build does not have before starting anything.
-    if settings.audio.backend != AudioBackend::Sim {
-        return Err(DaemonError::Unsupported {
-            what: format!("audio.backend = \"{}\"", settings.audio.backend.as_str()),
-            files: files(settings),
-        });
-    }
     // Door hardware first: a real board's lines are requested (the relay
     // driven de-energised) before anything else starts, and a wiring error
     // stops the daemon here.
@@ -233,6 +317,10 @@ pub async fn start_station(
         HardwareBackend::Gpio => Some(hw::gpio::open(settings)?),
         HardwareBackend::Sim => None,
     };
+
+    // Audio first: a missing sound card stops start-up before anything
+    // else runs.
+    let (audio, sim_audio) = start_audio(settings, cancel.clone(), tracker)?;
 
     let ice = ice_servers(settings)?;
 
@@ -336,17 +424,6 @@ pub async fn start_station(
     let (media_tx, media_rx) = mpsc::channel(256);
     let media = media::spawn_media(media_settings(settings), media_tx, cancel.clone(), tracker);
 
-    // Audio (simulated: checked above).
-    let source = match &settings.audio.sim.source {
-        SimSource::Tone { hz } => AudioSimSource::Tone(*hz as f32),
-        SimSource::Wav(p) => AudioSimSource::Wav(p.clone()),
-        SimSource::Silence => AudioSimSource::Silence,
-    };
-    let mut spec = SimAudioSpec::new(source);
-    spec.record = settings.audio.sim.record_file.clone();
-    let (_first_ports, audio) = start_sim_audio_tracked(&spec, cancel.clone(), tracker)?;
-    warn!("audio backend is SIMULATED (audio.backend = \"sim\"): no microphone or speaker is used");
-
     let (hw_tx, hw_rx) = mpsc::channel(32);
     let (status_tx, status_rx) = watch::channel(serde_json::json!({}));
     let (leds, relay, sim): (Vec<Box<dyn hw::Led>>, Box<dyn hw::Relay>, _) = match gpio {
@@ -384,15 +461,16 @@ pub async fn start_station(
             .await
             .map_err(|source| DaemonError::Panel { addr, source })?;
         panel_addr = listener.local_addr().ok();
-        let probe_audio = audio.clone();
-        let probe: hw::sim::AudioProbe = std::sync::Arc::new(
-            move || serde_json::json!({ "played_dominant_hz": probe_audio.played_dominant_frequency() }),
-        );
+        let probe: Option<hw::sim::AudioProbe> = sim_audio.clone().map(|probe_audio| {
+            std::sync::Arc::new(move || {
+                serde_json::json!({ "played_dominant_hz": probe_audio.played_dominant_frequency() })
+            }) as hw::sim::AudioProbe
+        });
         tracker.spawn(hw::sim::serve_panel(
             listener,
             sim.clone(),
             status_rx.clone(),
-            Some(probe),
+            probe,
             cancel.clone(),
         ));
     }
@@ -405,7 +483,6 @@ pub async fn start_station(
         .iter()
         .map(|b| (b.name.clone(), b.group.clone()))
         .collect();
-    let audio_handle = audio.clone();
     let controller = Controller::new(
         CallSettings {
             ring_timeout: settings.call.ring_timeout,
@@ -417,7 +494,7 @@ pub async fn start_station(
         buttons,
         signaling,
         media,
-        Box::new(audio.clone()),
+        audio,
         leds,
         door_settings(settings),
         relay,
@@ -440,7 +517,7 @@ pub async fn start_station(
         hub_addr,
         panel_addr,
         sim,
-        audio: Some(audio_handle),
+        audio: sim_audio,
         status: status_rx,
     })
 }

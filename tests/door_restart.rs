@@ -58,12 +58,11 @@ fn start(config: &Path) -> Child {
 fn wait_state(panel: SocketAddr) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok((200, body)) = http(panel, "GET", "/state") {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) {
-                if v.get("relay_energised").is_some_and(|r| !r.is_null()) {
-                    return v;
-                }
-            }
+        if let Ok((200, body)) = http(panel, "GET", "/state")
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&body)
+            && v.get("relay_energised").is_some_and(|r| !r.is_null())
+        {
+            return v;
         }
         assert!(Instant::now() < deadline, "panel never answered");
         std::thread::sleep(Duration::from_millis(50));

@@ -45,6 +45,8 @@ impl Write for LogWriter {
 
 fn loopback_settings(mdns: MdnsMode) -> MediaSettings {
     MediaSettings {
+        // Both ends are webrtc-rs, which does not honour setup:active offers.
+        offer_dtls_active: false,
         udp_bind_ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
         mdns,
         ..MediaSettings::default()

@@ -64,6 +64,9 @@ token_file = "{d}/flat-1b"
 groups = ["residents"]
 [ice]
 bind_ips = ["127.0.0.1"]
+# The answering client here is built on webrtc-rs, which does not honour
+# an offer's setup:active.
+offer_dtls_client = false
 [audio.sim]
 source = "tone:600"
 [hardware.sim]
@@ -316,10 +319,10 @@ async fn wait_freq(what: &str, f: impl Fn() -> Option<f32>, want: f32) {
     let mut last = None;
     while Instant::now() < deadline {
         last = f();
-        if let Some(hz) = last {
-            if (hz - want).abs() <= 30.0 {
-                return;
-            }
+        if let Some(hz) = last
+            && (hz - want).abs() <= 30.0
+        {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

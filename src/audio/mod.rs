@@ -4,7 +4,11 @@
 //! the speaker through an [`AudioPorts`] pair of bounded channels; the media
 //! session is joined to them directly, never through the controller.
 
+pub mod alsa;
+pub mod processing;
 pub mod sim;
+pub mod testsignal;
+pub mod tones;
 pub mod wav;
 
 use std::path::PathBuf;
@@ -67,6 +71,8 @@ pub enum AudioError {
     Wav(#[from] wav::WavError),
     #[error("audio device {device}: {reason}")]
     Device { device: String, reason: String },
+    #[error(transparent)]
+    Alsa(#[from] alsa::AlsaError),
     #[error("cannot start the WAV recorder thread for {path}: {source}")]
     RecorderThread {
         path: PathBuf,

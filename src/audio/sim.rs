@@ -14,6 +14,8 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::processing::{ProcessingSettings, Processor};
+use super::tones::ToneCue;
 use super::wav::{WavWriter, read_wav};
 use super::{
     AudioError, AudioPorts, DEFAULT_PORT_CAPACITY, DevicePorts, FRAME_SAMPLES, Frame, SAMPLE_RATE,
@@ -77,6 +79,8 @@ pub struct SimAudioSpec {
     pub record: Option<PathBuf>,
     /// Depth of the capture and playback channels, in 10 ms frames.
     pub port_capacity: usize,
+    /// Capture processing, as on a real device; off unless configured.
+    pub processing: ProcessingSettings,
 }
 
 impl SimAudioSpec {
@@ -85,6 +89,7 @@ impl SimAudioSpec {
             source,
             record: None,
             port_capacity: DEFAULT_PORT_CAPACITY,
+            processing: ProcessingSettings::off(),
         }
     }
 }
@@ -96,6 +101,9 @@ struct Stats {
     played: AtomicU64,
     record_dropped: AtomicU64,
     recent: Mutex<VecDeque<i16>>,
+    /// The last tone cue; the simulated speaker records it instead of
+    /// mixing it, so recordings hold only the far end.
+    cue: Mutex<Option<ToneCue>>,
 }
 
 /// Control and observation handle of a running simulated device.
@@ -148,6 +156,15 @@ impl SimAudioHandle {
         scan_dominant_frequency(&self.recent_playback(1000), SAMPLE_RATE)
     }
 
+    /// The last local tone the controller cued, if any.
+    pub fn last_cue(&self) -> Option<ToneCue> {
+        *self
+            .stats
+            .cue
+            .lock()
+            .expect("stats lock is never poisoned: no panics while held")
+    }
+
     /// Detaches the current ports and returns a fresh pair, for the next call.
     /// Returns `None` once the device has stopped.
     pub async fn attach(&self) -> Option<AudioPorts> {
@@ -176,11 +193,20 @@ impl crate::controller::AudioProvider for SimAudioHandle {
         self.try_attach()
     }
 
+    fn cue(&mut self, cue: ToneCue) {
+        *self
+            .stats
+            .cue
+            .lock()
+            .expect("stats lock is never poisoned: no panics while held") = Some(cue);
+    }
+
     fn stats(&self) -> serde_json::Value {
         serde_json::json!({
             "captured_frames": self.frames_captured(),
             "capture_dropped": self.capture_dropped(),
             "played_frames": self.frames_played(),
+            "tone": self.last_cue().map(ToneCue::as_str),
         })
     }
 }
@@ -252,6 +278,7 @@ pub fn start_sim_audio_tracked(
     tracker: &TaskTracker,
 ) -> Result<(AudioPorts, SimAudioHandle), AudioError> {
     let mut source = SourceState::load(&spec.source)?;
+    let mut processor = Processor::new(&spec.processing);
     let stats = Arc::new(Stats::default());
     let recorder = match &spec.record {
         Some(path) => Some(Recorder::start(path.clone(), stats.clone())?),
@@ -283,7 +310,11 @@ pub fn start_sim_audio_tracked(
                     playback = Some(d.playback);
                 }
                 _ = tick.tick() => {
-                    let frame = source.next_frame();
+                    let mut frame = source.next_frame();
+                    // Process only for a call: an idle station costs no CPU.
+                    if capture.is_some() {
+                        processor.capture(&mut frame);
+                    }
                     if let Some(tx) = &capture {
                         match tx.try_send(frame) {
                             Ok(()) => { stats.captured.fetch_add(1, Ordering::Relaxed); }
@@ -302,6 +333,8 @@ pub fn start_sim_audio_tracked(
                     }
                 } => match frame {
                     Some(frame) => {
+                        // What the simulated speaker plays is the echo reference.
+                        processor.render(&frame);
                         stats.played.fetch_add(1, Ordering::Relaxed);
                         {
                             let mut recent = stats.recent.lock().expect("stats lock is never poisoned: no panics while held");

@@ -350,11 +350,11 @@ impl CallMachine {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.last_now = Some(now);
         for t in TIMERS {
-            if let Some(at) = self.timers[t as usize] {
-                if at <= now {
-                    self.timers[t as usize] = None;
-                    self.on_timer(t);
-                }
+            if let Some(at) = self.timers[t as usize]
+                && at <= now
+            {
+                self.timers[t as usize] = None;
+                self.on_timer(t);
             }
         }
     }

@@ -289,14 +289,14 @@ pub(super) fn door_parts(
                 let key = format!("leds[{i}]");
                 let l = &l.value;
                 let name = c.id(&format!("{key}.name"), &l.name);
-                if let Some(n) = &l.name {
-                    if leds.iter().any(|o| o.name == n.value) {
-                        c.invalid(
-                            &n.at,
-                            &format!("{key}.name"),
-                            format!("LED name `{}` is used twice", n.value),
-                        );
-                    }
+                if let Some(n) = &l.name
+                    && leds.iter().any(|o| o.name == n.value)
+                {
+                    c.invalid(
+                        &n.at,
+                        &format!("{key}.name"),
+                        format!("LED name `{}` is used twice", n.value),
+                    );
                 }
                 let pat = |v: &Option<Val<LedPattern>>, state: StationState| {
                     v.as_ref().map_or(state.default_pattern(), |v| v.value)

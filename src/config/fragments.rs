@@ -257,6 +257,7 @@ fragment! {
         transport_policy: Val<IceTransportPolicy>,
         bind_ips: Val<Vec<Val<String>>>,
         turn_ca_file: Val<String>,
+        offer_dtls_client: Val<bool>,
         servers: Val<Vec<Val<IceServer>>>,
     }
 
@@ -278,6 +279,39 @@ fragment! {
         force_enable_track: Val<bool>,
         opus: Opus,
         sim: AudioSim,
+        alsa: AudioAlsa,
+        processing: AudioProcessing,
+        tones: AudioTones,
+    }
+
+    AudioAlsa {
+        capture_device: Val<String>,
+        playback_device: Val<String>,
+        period_ms: Val<u64>,
+        buffer_ms: Val<u64>,
+        pacing: Val<String>,
+        mixer_device: Val<String>,
+        capture_control: Val<String>,
+        capture_volume_pct: Val<u64>,
+        playback_control: Val<String>,
+        playback_volume_pct: Val<u64>,
+        reopen_initial_ms: Val<u64>,
+        reopen_max_ms: Val<u64>,
+        realtime_priority: Val<u64>,
+    }
+
+    AudioProcessing {
+        echo_delay_ms: Val<u64>,
+        noise_suppression_level: Val<String>,
+    }
+
+    AudioTones {
+        volume_pct: Val<u64>,
+        ringback: Val<bool>,
+        ringback_hz: Val<u64>,
+        ringback_on_ms: Val<u64>,
+        ringback_off_ms: Val<u64>,
+        door_chime: Val<bool>,
     }
 
     Opus {

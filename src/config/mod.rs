@@ -22,6 +22,9 @@ use std::path::{Path, PathBuf};
 pub use error::{BUILTIN_DEFAULTS, ConfigError, EX_CONFIG, Location};
 pub use secret::{Secret, SecretSource, read_secret, read_secret_in};
 pub use settings::{
+    AlsaPacing, AudioAlsa, AudioProcessing, AudioTones, MixerControl, NoiseSuppressionLevel,
+};
+pub use settings::{
     Answerer, Audio, AudioBackend, AudioSim, Button, Call, Door, Hardware, HardwareBackend,
     HardwareSim, Hub, Ice, IceServer, IceTransportPolicy, Log, LogTarget, MdnsMode, Opus, Settings,
     Signaling, SignalingMode, SimSource, Station,

@@ -164,6 +164,8 @@ pub struct Ice {
     pub bind_ips: Vec<IpAddr>,
     /// Extra trust anchor (PEM) for `turns:` servers.
     pub turn_ca_file: Option<PathBuf>,
+    /// Offer `a=setup:active`: this station is the DTLS client.
+    pub offer_dtls_client: bool,
     pub servers: Vec<IceServer>,
 }
 
@@ -196,6 +198,82 @@ pub struct Audio {
     pub force_enable_track: bool,
     pub opus: Opus,
     pub sim: AudioSim,
+    pub alsa: AudioAlsa,
+    pub processing: AudioProcessing,
+    pub tones: AudioTones,
+}
+
+/// `[audio.alsa]`: the sound card, used with `backend = "alsa"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudioAlsa {
+    pub capture_device: String,
+    pub playback_device: String,
+    pub period: Duration,
+    pub buffer: Duration,
+    pub pacing: AlsaPacing,
+    pub mixer_device: String,
+    pub capture_control: Option<MixerControl>,
+    pub playback_control: Option<MixerControl>,
+    pub reopen_initial: Duration,
+    pub reopen_max: Duration,
+    /// SCHED_FIFO priority of the audio thread; 0: normal scheduling.
+    pub realtime_priority: u8,
+}
+
+/// What paces the audio thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlsaPacing {
+    /// The sound card's clock (blocking reads): for real devices.
+    Device,
+    /// A 10 ms timer: only for PCMs without a clock (`file`, `null`).
+    Timer,
+}
+
+/// A mixer control set when the device opens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MixerControl {
+    pub name: String,
+    pub volume_pct: u8,
+}
+
+/// `[audio.processing]`: details of the capture processing switched on by
+/// the `[audio]` keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudioProcessing {
+    /// Speaker-to-microphone delay of the board; `None`: estimated.
+    pub echo_delay: Option<Duration>,
+    pub noise_suppression_level: NoiseSuppressionLevel,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoiseSuppressionLevel {
+    Low,
+    Moderate,
+    High,
+    VeryHigh,
+}
+
+impl NoiseSuppressionLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoiseSuppressionLevel::Low => "low",
+            NoiseSuppressionLevel::Moderate => "moderate",
+            NoiseSuppressionLevel::High => "high",
+            NoiseSuppressionLevel::VeryHigh => "very_high",
+        }
+    }
+}
+
+/// `[audio.tones]`: local tones in the door station's speaker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudioTones {
+    /// Peak level, percent of full scale.
+    pub volume_pct: u8,
+    pub ringback: bool,
+    pub ringback_hz: u32,
+    pub ringback_on: Duration,
+    pub ringback_off: Duration,
+    pub door_chime: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -649,22 +727,22 @@ fn signaling(c: &mut Check, s: &frag::Signaling) -> Signaling {
 
     let reconnect_initial = c.millis("signaling.reconnect_initial_ms", &s.reconnect_initial_ms);
     let reconnect_max = c.millis("signaling.reconnect_max_ms", &s.reconnect_max_ms);
-    if let (Some(i), Some(m)) = (&s.reconnect_initial_ms, &s.reconnect_max_ms) {
-        if i.value > m.value {
-            let at = c.later(i, m);
-            c.invalid(
-                &at.at,
-                if std::ptr::eq(at, i) {
-                    "signaling.reconnect_initial_ms"
-                } else {
-                    "signaling.reconnect_max_ms"
-                },
-                format!(
-                    "reconnect_initial_ms ({} at {}) must not exceed reconnect_max_ms ({} at {})",
-                    i.value, i.at, m.value, m.at
-                ),
-            );
-        }
+    if let (Some(i), Some(m)) = (&s.reconnect_initial_ms, &s.reconnect_max_ms)
+        && i.value > m.value
+    {
+        let at = c.later(i, m);
+        c.invalid(
+            &at.at,
+            if std::ptr::eq(at, i) {
+                "signaling.reconnect_initial_ms"
+            } else {
+                "signaling.reconnect_max_ms"
+            },
+            format!(
+                "reconnect_initial_ms ({} at {}) must not exceed reconnect_max_ms ({} at {})",
+                i.value, i.at, m.value, m.at
+            ),
+        );
     }
 
     let reconnect_jitter = match c.get("signaling.reconnect_jitter", &s.reconnect_jitter) {
@@ -682,10 +760,11 @@ fn signaling(c: &mut Check, s: &frag::Signaling) -> Signaling {
 
     let keepalive_interval = c.millis("signaling.keepalive_interval_ms", &s.keepalive_interval_ms);
     let dead_peer_timeout = c.millis("signaling.dead_peer_timeout_ms", &s.dead_peer_timeout_ms);
-    if let (Some(k), Some(d)) = (&s.keepalive_interval_ms, &s.dead_peer_timeout_ms) {
-        if d.value <= k.value {
-            let at = c.later(d, k);
-            c.invalid(
+    if let (Some(k), Some(d)) = (&s.keepalive_interval_ms, &s.dead_peer_timeout_ms)
+        && d.value <= k.value
+    {
+        let at = c.later(d, k);
+        c.invalid(
                 &at.at,
                 if std::ptr::eq(at, d) { "signaling.dead_peer_timeout_ms" } else { "signaling.keepalive_interval_ms" },
                 format!(
@@ -693,7 +772,6 @@ fn signaling(c: &mut Check, s: &frag::Signaling) -> Signaling {
                     d.value, d.at, k.value, k.at
                 ),
             );
-        }
     }
 
     Signaling {
@@ -1129,6 +1207,7 @@ fn ice(c: &mut Check, i: &frag::Ice) -> Ice {
             .as_ref()
             .filter(|v| !v.value.is_empty())
             .map(|v| PathBuf::from(&v.value)),
+        offer_dtls_client: c.bool("ice.offer_dtls_client", &i.offer_dtls_client),
         servers,
     }
 }
@@ -1175,7 +1254,11 @@ fn audio(c: &mut Check, a: &frag::Audio) -> Audio {
         .filter(|v| !v.value.is_empty())
         .map(|v| PathBuf::from(&v.value));
 
+    let (alsa, processing, tones) = audio_devices(c, a);
     Audio {
+        alsa,
+        processing,
+        tones,
         backend: c.copy("audio.backend", &a.backend, AudioBackend::Sim),
         echo_cancellation: c.bool("audio.echo_cancellation", &a.echo_cancellation),
         auto_gain_control: c.bool("audio.auto_gain_control", &a.auto_gain_control),
@@ -1190,6 +1273,112 @@ fn audio(c: &mut Check, a: &frag::Audio) -> Audio {
             record_file,
         },
     }
+}
+
+/// `[audio.alsa]`, `[audio.processing]` and `[audio.tones]`.
+fn audio_devices(c: &mut Check, a: &frag::Audio) -> (AudioAlsa, AudioProcessing, AudioTones) {
+    let al = a.alsa.clone().unwrap_or_default();
+    let period = c.int("audio.alsa.period_ms", &al.period_ms, 1..=100);
+    let buffer = c.int("audio.alsa.buffer_ms", &al.buffer_ms, 2..=1000);
+    if let Some(v) = &al.buffer_ms
+        && buffer < 2 * period
+    {
+        c.invalid(
+            &v.at,
+            "audio.alsa.buffer_ms",
+            format!("{buffer} must be at least two periods ({} ms)", 2 * period),
+        );
+    }
+    let pacing = match c.get("audio.alsa.pacing", &al.pacing) {
+        Some(v) => match v.value.as_str() {
+            "device" => AlsaPacing::Device,
+            "timer" => AlsaPacing::Timer,
+            other => {
+                c.invalid(
+                    &v.at,
+                    "audio.alsa.pacing",
+                    format!("{other:?} is neither \"device\" nor \"timer\""),
+                );
+                AlsaPacing::Device
+            }
+        },
+        None => AlsaPacing::Device,
+    };
+    let control = |c: &mut Check, name: &Option<Val<String>>, pct: &Option<Val<u64>>, key: &str| {
+        let pct = c.int(&format!("{key}_volume_pct"), pct, 0..=100) as u8;
+        match c.get(&format!("{key}_control"), name) {
+            Some(v) if !v.value.is_empty() => Some(MixerControl {
+                name: v.value.clone(),
+                volume_pct: pct,
+            }),
+            _ => None,
+        }
+    };
+    let alsa = AudioAlsa {
+        capture_device: c.text("audio.alsa.capture_device", &al.capture_device),
+        playback_device: c.text("audio.alsa.playback_device", &al.playback_device),
+        period: Duration::from_millis(period),
+        buffer: Duration::from_millis(buffer),
+        pacing,
+        mixer_device: c.text("audio.alsa.mixer_device", &al.mixer_device),
+        capture_control: control(
+            c,
+            &al.capture_control,
+            &al.capture_volume_pct,
+            "audio.alsa.capture",
+        ),
+        playback_control: control(
+            c,
+            &al.playback_control,
+            &al.playback_volume_pct,
+            "audio.alsa.playback",
+        ),
+        reopen_initial: c.millis("audio.alsa.reopen_initial_ms", &al.reopen_initial_ms),
+        reopen_max: c.millis("audio.alsa.reopen_max_ms", &al.reopen_max_ms),
+        realtime_priority: c.int(
+            "audio.alsa.realtime_priority",
+            &al.realtime_priority,
+            0..=99,
+        ) as u8,
+    };
+
+    let pr = a.processing.clone().unwrap_or_default();
+    let delay = c.int("audio.processing.echo_delay_ms", &pr.echo_delay_ms, 0..=500);
+    let level = match c.get(
+        "audio.processing.noise_suppression_level",
+        &pr.noise_suppression_level,
+    ) {
+        Some(v) => match v.value.as_str() {
+            "low" => NoiseSuppressionLevel::Low,
+            "moderate" => NoiseSuppressionLevel::Moderate,
+            "high" => NoiseSuppressionLevel::High,
+            "very_high" => NoiseSuppressionLevel::VeryHigh,
+            other => {
+                c.invalid(
+                    &v.at,
+                    "audio.processing.noise_suppression_level",
+                    format!("{other:?} is not low, moderate, high or very_high"),
+                );
+                NoiseSuppressionLevel::Moderate
+            }
+        },
+        None => NoiseSuppressionLevel::Moderate,
+    };
+    let processing = AudioProcessing {
+        echo_delay: (delay > 0).then(|| Duration::from_millis(delay)),
+        noise_suppression_level: level,
+    };
+
+    let t = a.tones.clone().unwrap_or_default();
+    let tones = AudioTones {
+        volume_pct: c.int("audio.tones.volume_pct", &t.volume_pct, 0..=100) as u8,
+        ringback: c.bool("audio.tones.ringback", &t.ringback),
+        ringback_hz: c.int("audio.tones.ringback_hz", &t.ringback_hz, 100..=4000) as u32,
+        ringback_on: c.millis("audio.tones.ringback_on_ms", &t.ringback_on_ms),
+        ringback_off: c.millis("audio.tones.ringback_off_ms", &t.ringback_off_ms),
+        door_chime: c.bool("audio.tones.door_chime", &t.door_chime),
+    };
+    (alsa, processing, tones)
 }
 
 fn parse_sim_source(text: &str) -> Result<SimSource, String> {
@@ -1322,6 +1511,7 @@ impl Settings {
                 .map(|p| p.display().to_string())
                 .unwrap_or_default()),
         );
+        kv(w, "offer_dtls_client", &i.offer_dtls_client.to_string());
         if i.servers.is_empty() {
             kv(w, "servers", "[]");
         }
@@ -1365,6 +1555,7 @@ impl Settings {
                 .map(|p| p.display().to_string())
                 .unwrap_or_default()),
         );
+        dump_audio_devices(w, a);
 
         let hw = &self.hardware;
         let _ = writeln!(w, "\n[hardware]");
@@ -1413,6 +1604,55 @@ fn secret_kv(w: &mut String, prefix: &str, source: Option<&SecretSource>) {
         Some(SecretSource::Credential(name)) => kv(w, &format!("{prefix}_credential"), &q(name)),
         None => {}
     }
+}
+
+/// `[audio.alsa]`, `[audio.processing]` and `[audio.tones]` of the dump.
+fn dump_audio_devices(w: &mut String, a: &Audio) {
+    let al = &a.alsa;
+    let _ = writeln!(w, "\n[audio.alsa]");
+    kv(w, "capture_device", &q(&al.capture_device));
+    kv(w, "playback_device", &q(&al.playback_device));
+    kv(w, "period_ms", &ms(al.period));
+    kv(w, "buffer_ms", &ms(al.buffer));
+    let pacing = match al.pacing {
+        AlsaPacing::Device => "device",
+        AlsaPacing::Timer => "timer",
+    };
+    kv(w, "pacing", &q(pacing));
+    kv(w, "mixer_device", &q(&al.mixer_device));
+    for (key, ctl) in [
+        ("capture", &al.capture_control),
+        ("playback", &al.playback_control),
+    ] {
+        let (name, pct) = ctl
+            .as_ref()
+            .map_or(("", 0), |c| (c.name.as_str(), c.volume_pct));
+        kv(w, &format!("{key}_control"), &q(name));
+        kv(w, &format!("{key}_volume_pct"), &pct.to_string());
+    }
+    kv(w, "reopen_initial_ms", &ms(al.reopen_initial));
+    kv(w, "reopen_max_ms", &ms(al.reopen_max));
+    kv(w, "realtime_priority", &al.realtime_priority.to_string());
+    let p = &a.processing;
+    let _ = writeln!(w, "\n[audio.processing]");
+    kv(
+        w,
+        "echo_delay_ms",
+        &p.echo_delay.map_or(0, |d| d.as_millis()).to_string(),
+    );
+    kv(
+        w,
+        "noise_suppression_level",
+        &q(p.noise_suppression_level.as_str()),
+    );
+    let t = &a.tones;
+    let _ = writeln!(w, "\n[audio.tones]");
+    kv(w, "volume_pct", &t.volume_pct.to_string());
+    kv(w, "ringback", &t.ringback.to_string());
+    kv(w, "ringback_hz", &t.ringback_hz.to_string());
+    kv(w, "ringback_on_ms", &ms(t.ringback_on));
+    kv(w, "ringback_off_ms", &ms(t.ringback_off));
+    kv(w, "door_chime", &t.door_chime.to_string());
 }
 
 fn ms(d: Duration) -> String {

@@ -764,3 +764,56 @@ fn the_example_gpio_board_loads() {
     assert_eq!(s.leds.len(), 2);
     assert!(s.gpio.relay.is_some());
 }
+
+#[test]
+fn audio_device_sections_have_defaults_and_are_checked() {
+    let invalid_key = |text: &str| match err(&[("site.toml", text)]) {
+        ConfigError::InvalidValue { key, .. } => key,
+        other => panic!("expected one bad value for {text:?}, got {other:?}"),
+    };
+    let s = ok(&[]);
+    let al = &s.audio.alsa;
+    assert_eq!(al.capture_device, "default");
+    assert_eq!(al.playback_device, "default");
+    assert_eq!(al.period, Duration::from_millis(10));
+    assert_eq!(al.buffer, Duration::from_millis(40));
+    assert_eq!(al.pacing, AlsaPacing::Device);
+    assert_eq!(al.capture_control, None);
+    assert_eq!(s.audio.processing.echo_delay, None);
+    assert_eq!(s.audio.tones.ringback_hz, 425);
+
+    let s = ok(&[(
+        "site.toml",
+        "[audio.alsa]\ncapture_device = \"plughw:1\"\npacing = \"timer\"\ncapture_control = \"Mic\"\ncapture_volume_pct = 60\n[audio.processing]\necho_delay_ms = 30\n",
+    )]);
+    assert_eq!(s.audio.alsa.capture_device, "plughw:1");
+    assert_eq!(s.audio.alsa.pacing, AlsaPacing::Timer);
+    assert_eq!(
+        s.audio.alsa.capture_control,
+        Some(MixerControl {
+            name: "Mic".into(),
+            volume_pct: 60
+        })
+    );
+    assert_eq!(
+        s.audio.processing.echo_delay,
+        Some(Duration::from_millis(30))
+    );
+
+    assert_eq!(
+        invalid_key("[audio.alsa]\npacing = \"fast\"\n"),
+        "audio.alsa.pacing"
+    );
+    assert_eq!(
+        invalid_key("[audio.alsa]\nperiod_ms = 20\nbuffer_ms = 30\n"),
+        "audio.alsa.buffer_ms"
+    );
+    assert_eq!(
+        invalid_key("[audio.processing]\nnoise_suppression_level = \"max\"\n"),
+        "audio.processing.noise_suppression_level"
+    );
+    assert_eq!(
+        invalid_key("[audio.tones]\nvolume_pct = 101\n"),
+        "audio.tones.volume_pct"
+    );
+}

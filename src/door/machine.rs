@@ -395,13 +395,14 @@ impl DoorMachine {
             self.unlocked_until = None;
             self.drive_relay();
         }
-        if let Some(since) = self.door_open_since {
-            if !self.alarm && since + self.settings.held_open_alarm <= now {
-                self.alarm = true;
-                self.outputs.push_back(DoorOutput::HeldOpenAlarm {
-                    open_for: now - since,
-                });
-            }
+        if let Some(since) = self.door_open_since
+            && !self.alarm
+            && since + self.settings.held_open_alarm <= now
+        {
+            self.alarm = true;
+            self.outputs.push_back(DoorOutput::HeldOpenAlarm {
+                open_for: now - since,
+            });
         }
         if self.lockout_until.is_some_and(|t| t <= now) {
             self.lockout_until = None;
@@ -468,11 +469,9 @@ impl DoorMachine {
                 }
                 self.tamper = active;
                 let mut lockout = false;
-                if active {
-                    if let Some(d) = self.settings.tamper_lockout {
-                        self.lockout_until = Some(now + d);
-                        lockout = true;
-                    }
+                if active && let Some(d) = self.settings.tamper_lockout {
+                    self.lockout_until = Some(now + d);
+                    lockout = true;
                 }
                 self.outputs
                     .push_back(DoorOutput::TamperChanged { active, lockout });
@@ -637,7 +636,7 @@ pub fn level_at(pattern: LedPattern, since: Instant, now: Instant) -> bool {
                 .expect("blinking patterns have a half period")
                 .as_nanos();
             let elapsed = now.saturating_duration_since(since).as_nanos();
-            (elapsed / half) % 2 == 0
+            (elapsed / half).is_multiple_of(2)
         }
     }
 }

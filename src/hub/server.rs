@@ -257,11 +257,11 @@ async fn actor(mut state: HubState, mut events: mpsc::Receiver<Event>, cancel: C
         for a in actions {
             match a {
                 Action::Send(conn, msg) => {
-                    if let Some((peer, tx)) = conns.get(&conn) {
-                        if tx.try_send(Outbound::Text(msg.to_json())).is_err() {
-                            warn!(conn, %peer, "signaling client too slow, dropping it");
-                            let _ = tx.try_send(Outbound::Close(1008, "too slow"));
-                        }
+                    if let Some((peer, tx)) = conns.get(&conn)
+                        && tx.try_send(Outbound::Text(msg.to_json())).is_err()
+                    {
+                        warn!(conn, %peer, "signaling client too slow, dropping it");
+                        let _ = tx.try_send(Outbound::Close(1008, "too slow"));
                     }
                 }
                 Action::Close(conn, code, reason) => {

@@ -164,18 +164,18 @@ impl HubState {
 
     pub fn disconnected(&mut self, conn: ConnId) -> Vec<Action> {
         let mut out = Vec::new();
-        if let Some(c) = self.conns.remove(&conn) {
-            if let Some(w) = c.who {
-                let key = (w.role, w.id.clone());
-                if self.online.get(&key) == Some(&conn) {
-                    self.online.remove(&key);
-                }
-                out.push(Action::log(
-                    LogLevel::Info,
-                    conn,
-                    format!("{} {} went offline", w.role, w.id),
-                ));
+        if let Some(c) = self.conns.remove(&conn)
+            && let Some(w) = c.who
+        {
+            let key = (w.role, w.id.clone());
+            if self.online.get(&key) == Some(&conn) {
+                self.online.remove(&key);
             }
+            out.push(Action::log(
+                LogLevel::Info,
+                conn,
+                format!("{} {} went offline", w.role, w.id),
+            ));
         }
         // Calls are kept: both sides may come back and carry on.
         out
@@ -525,12 +525,12 @@ impl HubState {
             ];
         };
         let mut out = Vec::new();
-        if let Some(old) = self.online.insert((role, p.id.clone()), conn) {
-            if old != conn {
-                out.push(Action::Close(old, 4000, "replaced by a newer connection"));
-                if let Some(c) = self.conns.get_mut(&old) {
-                    c.who = None;
-                }
+        if let Some(old) = self.online.insert((role, p.id.clone()), conn)
+            && old != conn
+        {
+            out.push(Action::Close(old, 4000, "replaced by a newer connection"));
+            if let Some(c) = self.conns.get_mut(&old) {
+                c.who = None;
             }
         }
         let session = match self.conns.get_mut(&conn) {

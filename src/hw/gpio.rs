@@ -316,10 +316,10 @@ impl GpioBoard {
                         Ok(ev) => {
                             let active = ev.kind == EdgeKind::Rising;
                             debug!(line = %inp.line.line, active, "input edge");
-                            if let Some(hw) = edge_event(&inp.kind, active) {
-                                if events.send(hw).await.is_err() {
-                                    break;
-                                }
+                            if let Some(hw) = edge_event(&inp.kind, active)
+                                && events.send(hw).await.is_err()
+                            {
+                                break;
                             }
                         }
                         Err(e) => {

@@ -370,10 +370,9 @@ async fn state(State(p): State<PanelState>) -> Json<serde_json::Value> {
         if let (Some(probe), Some(audio)) = (
             &p.probe,
             obj.get_mut("audio").and_then(|a| a.as_object_mut()),
-        ) {
-            if let serde_json::Value::Object(extra) = probe() {
-                audio.extend(extra);
-            }
+        ) && let serde_json::Value::Object(extra) = probe()
+        {
+            audio.extend(extra);
         }
         if let serde_json::Value::Object(board) = p.control.view() {
             obj.extend(board);

@@ -31,7 +31,7 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::RtpSender;
 
-use super::opus::{OpusConfig, OpusDecoder, OpusEncoder};
+use super::opus::{JitterBuffer, JitterSettings, OpusConfig, OpusEncoder};
 use super::turn_bridge;
 use super::{
     CallId, DOOR_CHANNEL, DOOR_MESSAGE_MAX, IceCandidate, IceServer, MdnsMode, MediaCommand,
@@ -1024,7 +1024,13 @@ async fn send_loop(mut l: SendLoop) {
     debug!(call_id = %l.call_id, "send loop ended");
 }
 
-/// RTP → Opus (with loss concealment) → playback frames.
+/// Frames queued towards the speaker above which a playout tick is skipped:
+/// the speaker's clock runs slower than ours, and the jitter buffer then
+/// trims the surplus.
+const PLAYBACK_BACKLOG: usize = 3;
+
+/// RTP → adaptive jitter buffer → Opus (FEC, loss concealment) → playback
+/// frames, one per 10 ms playout tick.
 async fn recv_loop(
     call_id: CallId,
     generation: u64,
@@ -1040,7 +1046,7 @@ async fn recv_loop(
             msg,
         });
     };
-    let mut decoder = match OpusDecoder::new() {
+    let mut jitter = match JitterBuffer::new(JitterSettings::default()) {
         Ok(d) => d,
         Err(e) => {
             tell(Internal::AudioFailed(e.to_string()));
@@ -1050,32 +1056,52 @@ async fn recv_loop(
     tell(Internal::RecvReady);
     let mut first = true;
     let mut dropped = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    // The long-run rate must stay 100 frames a second.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     loop {
-        let ev = tokio::select! {
+        tokio::select! {
             _ = cancel.cancelled() => break,
             ev = track.poll() => match ev {
-                Some(ev) => ev,
+                Some(TrackRemoteEvent::OnRtpPacket(pkt)) => {
+                    if first {
+                        first = false;
+                        tell(Internal::FirstReceived);
+                    }
+                    let now = tokio::time::Instant::now().into_std();
+                    jitter.push(pkt.header.sequence_number, pkt.header.timestamp, &pkt.payload, now);
+                }
+                Some(_) => {}
                 None => break,
             },
-        };
-        let TrackRemoteEvent::OnRtpPacket(pkt) = ev else {
-            continue;
-        };
-        if first {
-            first = false;
-            tell(Internal::FirstReceived);
-        }
-        let res = decoder.decode(pkt.header.sequence_number, &pkt.payload, |frame| {
-            // The speaker cannot keep up: drop rather than build latency.
-            if playback.try_send(frame).is_err() {
-                dropped += 1;
+            _ = tick.tick() => {
+                let queued = playback.max_capacity() - playback.capacity();
+                if queued > PLAYBACK_BACKLOG {
+                    continue;
+                }
+                match jitter.pop(tokio::time::Instant::now().into_std()) {
+                    Ok(Some(frame)) => {
+                        if playback.try_send(frame).is_err() {
+                            dropped += 1;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => debug!(call_id = %call_id, error = %e, "undecodable RTP payload skipped"),
+                }
             }
-        });
-        if let Err(e) = res {
-            debug!(call_id = %call_id, error = %e, "undecodable RTP payload skipped");
         }
     }
-    debug!(call_id = %call_id, dropped, concealed = decoder.concealed_packets, "receive loop ended");
+    let s = jitter.stats;
+    debug!(
+        call_id = %call_id,
+        dropped,
+        concealed = s.concealed,
+        fec_recovered = s.fec_recovered,
+        late = s.late,
+        underruns = s.underruns,
+        target_ms = jitter.target_delay().as_millis() as u64,
+        "receive loop ended"
+    );
 }
 
 /// The offer as sent to the peer, asking to be the DTLS client.
