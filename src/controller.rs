@@ -339,6 +339,10 @@ impl Controller {
             match out {
                 DoorOutput::Relay { energised } => {
                     info!(energised, "door relay");
+                    // The visitor hears that the door is open.
+                    if energised {
+                        self.audio.cue(ToneCue::DoorOpened);
+                    }
                     if let Err(e) = self.relay.set(energised) {
                         error!(error = %e, energised, "cannot drive the door relay");
                         self.door.handle_input(
