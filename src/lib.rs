@@ -3,6 +3,8 @@ pub mod call;
 pub mod config;
 pub mod controller;
 pub mod daemon;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod hub;
 pub mod hw;
 pub mod logging;

@@ -158,6 +158,7 @@ async fn run(
             rand::random::<f64>(),
         );
         warn!(
+            message_id = crate::logging::message_id::SIGNALING_LOST,
             url = %s.url,
             error = %end,
             attempt = attempt + 1,
@@ -244,7 +245,13 @@ async fn session(
                 id,
                 ..
             }) => {
-                info!(url = %s.url, session = %session, station = %id, "Socket connected");
+                info!(
+                    message_id = crate::logging::message_id::SIGNALING_CONNECTED,
+                    url = %s.url,
+                    session = %session,
+                    station = %id,
+                    "Socket connected"
+                );
                 break (session, ice_servers);
             }
             Ok(Message::Error { code, message, .. }) => {
