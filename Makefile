@@ -21,6 +21,7 @@ demo: build
 lint: setup
 	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --locked --all-targets --features fault-injection -- -D warnings
 
 test-unit: setup
 	$(CARGO) test --locked
