@@ -36,8 +36,13 @@ require ${BPN}-crates.inc
 
 inherit cargo cargo-update-recipe-crates systemd useradd
 
-# The release profile of Cargo.toml (thin LTO, stripped by OE's own split).
+# The release profile of Cargo.toml, with fat LTO in one codegen unit as in
+# `make arm64` (a fifth smaller binary). Cargo must not strip: OE splits the
+# debug symbols into -dbg itself (QA check already-stripped).
 CARGO_BUILD_FLAGS:append = " --locked"
+export CARGO_PROFILE_RELEASE_LTO = "fat"
+export CARGO_PROFILE_RELEASE_CODEGEN_UNITS = "1"
+export CARGO_PROFILE_RELEASE_STRIP = "false"
 
 # The board file installed as /usr/lib/intercomd/config.d/20-board.toml:
 # "sim" for a test bench, or a real board from config/boards/.
