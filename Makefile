@@ -60,8 +60,12 @@ bench: setup
 ARM64_TRIPLE := aarch64-unknown-linux-gnu
 ARM64_DIR := target/arm64
 ARM64_BIN := $(ARM64_DIR)/$(ARM64_TRIPLE)/release/intercomd
+# Fat LTO in one codegen unit: 8.2 MB instead of 10.1 MB stripped (see
+# BENCHMARKS.md); the host release profile keeps thin LTO for build speed.
 ARM64_ENV := RUSTC=/usr/bin/rustc \
 	CARGO_TARGET_DIR=$(ARM64_DIR) \
+	CARGO_PROFILE_RELEASE_LTO=fat \
+	CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 \
 	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
 	CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
 	CXX_aarch64_unknown_linux_gnu=aarch64-linux-gnu-g++ \
