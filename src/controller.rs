@@ -22,6 +22,7 @@ use crate::call::{
 };
 use crate::door::{DoorInput, DoorMachine, DoorOutput, DoorSettings, OpenSource, Refusal};
 use crate::hw::{HwEvent, Led, Relay, StationState};
+use crate::logging::message_id;
 use crate::media::{self, MediaCommand, MediaEvent, MediaHandle, SdpKind};
 use crate::signaling::client::{ClientEvent, SignalingHandle};
 use crate::signaling::protocol::{CallId, Candidate, ErrorCode, IceServerInfo};
@@ -109,7 +110,13 @@ impl Controller {
         let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
         let mut status_tick = tokio::time::interval(Duration::from_millis(500));
         status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_watchdog = Instant::now();
+        // WATCHDOG=1 every half period, sent from this loop: if the loop
+        // wedges, the pings stop and systemd restarts the daemon.
+        let mut watchdog_tick =
+            tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+        watchdog_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        #[cfg(feature = "fault-injection")]
+        let wedge_at = crate::fault::controller_wedge_after().map(|d| Instant::now() + d);
         loop {
             let deadline = [self.machine.poll_timeout(), self.door.poll_timeout()]
                 .into_iter()
@@ -138,13 +145,15 @@ impl Controller {
                     self.drain_door();
                 }
                 _ = status_tick.tick() => self.publish(),
+                _ = watchdog_tick.tick(), if watchdog.is_some() => {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                }
                 _ = stop.cancelled() => break,
             }
-            if let Some(period) = watchdog
-                && last_watchdog.elapsed() >= period
-            {
-                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
-                last_watchdog = Instant::now();
+            #[cfg(feature = "fault-injection")]
+            if wedge_at.is_some_and(|t| Instant::now() >= t) {
+                error!("fault injection: the controller loop is wedged on purpose");
+                std::future::pending::<()>().await;
             }
         }
         let _ = self
@@ -361,7 +370,7 @@ impl Controller {
                         continue;
                     }
                     let call_id = new_call_id();
-                    info!(button = %button, group = %group, call_id = %call_id, "call button pressed");
+                    info!(message_id = message_id::CALL_STARTED, button = %button, group = %group, call_id = %call_id, "call button pressed");
                     self.input(Input::ButtonPressed { group, call_id });
                 }
                 DoorOutput::Hangup { button } => {
@@ -502,7 +511,7 @@ impl Controller {
                     self.publish();
                 }
                 Output::Answered { call_id, by } => {
-                    info!(call_id = %call_id, peer = %by.id, peer_name = %by.name, "call answered");
+                    info!(message_id = message_id::CALL_ANSWERED, call_id = %call_id, peer = %by.id, peer_name = %by.name, "call answered");
                 }
                 Output::Established { call_id } => {
                     self.last_established = Some(call_id.clone());
@@ -516,9 +525,9 @@ impl Controller {
                             | EndReason::Refused(_)
                     );
                     if level_warn {
-                        warn!(call_id = %call_id, reason = %reason, "call ended");
+                        warn!(message_id = message_id::CALL_ENDED, call_id = %call_id, reason = %reason, "call ended");
                     } else {
-                        info!(call_id = %call_id, reason = %reason, "call ended");
+                        info!(message_id = message_id::CALL_ENDED, call_id = %call_id, reason = %reason, "call ended");
                     }
                 }
             }

@@ -4,6 +4,8 @@ pub mod config;
 pub mod controller;
 pub mod daemon;
 pub mod door;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod hub;
 pub mod hw;
 pub mod logging;

@@ -4,6 +4,10 @@
 //! connected`, `AUDIO CONNECTION ESTABLISHED`, …); those are emitted where
 //! the events happen, with structured fields such as `call_id` beside them
 //! (journald shows them upper-cased: `CALL_ID=`).
+//!
+//! Key events also carry a `MESSAGE_ID` (see [`message_id`]): the journal
+//! catalog shipped in `dist/intercomd.catalog` explains each one, so
+//! `journalctl -x` tells a technician what the line means and what to do.
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -46,7 +50,11 @@ pub fn init(target: LogTarget, level: &str) -> Option<String> {
     if journal_wanted(target) {
         match tracing_journald::layer() {
             Ok(layer) => {
-                let layer = layer.with_syslog_identifier("intercomd".into());
+                // No field prefix: fields keep their own names (`CALL_ID`,
+                // `MESSAGE_ID`), which the catalog and technicians rely on.
+                let layer = layer
+                    .with_syslog_identifier("intercomd".into())
+                    .with_field_prefix(None);
                 if tracing_subscriber::registry()
                     .with(filter)
                     .with(layer)
@@ -74,4 +82,84 @@ pub fn init(target: LogTarget, level: &str) -> Option<String> {
         )
         .try_init();
     note
+}
+
+/// 128-bit journal message ids (`MESSAGE_ID=`) of the key events, written as
+/// a `message_id` field, e.g. `info!(message_id = message_id::CALL_STARTED,
+/// …)`. Each one has an entry in `dist/intercomd.catalog`; never reuse an id
+/// for a different meaning.
+pub mod message_id {
+    /// The signaling client reached the hub (`Socket connected`).
+    pub const SIGNALING_CONNECTED: &str = "a344a29514af409684b9026b5e551cdf";
+    /// The signaling connection dropped or could not be made; a reconnect
+    /// follows after `DELAY_MS`.
+    pub const SIGNALING_LOST: &str = "4657177be8dd4b9dac6f521494e9ef48";
+    /// A visitor pressed a call button: a call starts ringing.
+    pub const CALL_STARTED: &str = "1320218fc8e646bfa1128d11c9914f71";
+    /// A resident answered the call.
+    pub const CALL_ANSWERED: &str = "cb4b3a97d7f04b8bb5caca92507d8c68";
+    /// A call ended; `REASON` says why.
+    pub const CALL_ENDED: &str = "77be23262e0f42e79ed09c12c2339921";
+    /// Audio flows both ways (`AUDIO CONNECTION ESTABLISHED`).
+    pub const AUDIO_ESTABLISHED: &str = "50fcc005b5e74b8f813539c6d80b2fdb";
+    /// The door relay was pulsed (audit record).
+    pub const DOOR_OPENED: &str = "6cefe8cc823948c49ce916aa3ba588e7";
+    /// The configuration is invalid; intercomd exits with status 78.
+    pub const CONFIG_ERROR: &str = "a27eaf53f8f4483d9ea3eb2d0b5952b2";
+
+    /// Every id with its name, for checks against the catalog.
+    pub const ALL: [(&str, &str); 8] = [
+        ("SIGNALING_CONNECTED", SIGNALING_CONNECTED),
+        ("SIGNALING_LOST", SIGNALING_LOST),
+        ("CALL_STARTED", CALL_STARTED),
+        ("CALL_ANSWERED", CALL_ANSWERED),
+        ("CALL_ENDED", CALL_ENDED),
+        ("AUDIO_ESTABLISHED", AUDIO_ESTABLISHED),
+        ("DOOR_OPENED", DOOR_OPENED),
+        ("CONFIG_ERROR", CONFIG_ERROR),
+    ];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::message_id;
+
+    const CATALOG: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/dist/intercomd.catalog"
+    ));
+
+    #[test]
+    fn message_ids_are_distinct_128_bit_hex() {
+        let mut seen = std::collections::HashSet::new();
+        for (name, id) in message_id::ALL {
+            assert_eq!(id.len(), 32, "{name}");
+            assert!(
+                id.bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+                "{name}"
+            );
+            assert!(seen.insert(id), "{name} reuses an id");
+        }
+    }
+
+    #[test]
+    fn every_message_id_has_a_catalog_entry() {
+        let entries: Vec<&str> = CATALOG
+            .lines()
+            .filter_map(|l| l.strip_prefix("-- "))
+            .map(|l| l.split_whitespace().next().unwrap_or(""))
+            .collect();
+        for (name, id) in message_id::ALL {
+            assert!(
+                entries.contains(&id),
+                "{name} ({id}) is missing from the catalog"
+            );
+        }
+        assert_eq!(
+            entries.len(),
+            message_id::ALL.len(),
+            "catalog has unknown ids"
+        );
+    }
 }

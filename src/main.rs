@@ -84,9 +84,28 @@ fn main() -> ExitCode {
                 .map(|d| d.exit_code())
                 .or_else(|| e.downcast_ref::<ConfigError>().map(|c| c.exit_code()))
                 .unwrap_or(1);
+            if code == config::EX_CONFIG {
+                journal_config_error(&e);
+            }
             ExitCode::from(code)
         }
     }
+}
+
+/// Under systemd, also record a configuration error in the journal with its
+/// MESSAGE_ID, so `journalctl -x` explains it (stderr only gives the text).
+fn journal_config_error(e: &anyhow::Error) {
+    if std::env::var_os("JOURNAL_STREAM").is_none() {
+        return;
+    }
+    // Logging may already be up (errors found after start-up); if not, only
+    // the journal is wanted here.
+    let _ = logging::init(LogTarget::Journald, "error");
+    tracing::error!(
+        message_id = logging::message_id::CONFIG_ERROR,
+        exit_status = config::EX_CONFIG,
+        "configuration error: {e:#}"
+    );
 }
 
 fn load(args: &ConfigArgs) -> Result<Settings, ConfigError> {

@@ -882,7 +882,7 @@ impl Actor {
                     let elapsed = s.started.elapsed();
                     let sender = s.sender.clone();
                     let selected_pair = selected_pair(&sender).await;
-                    info!(call_id = %call_id, selected_pair = %selected_pair, elapsed_ms = elapsed.as_millis() as u64, "AUDIO CONNECTION ESTABLISHED");
+                    info!(message_id = crate::logging::message_id::AUDIO_ESTABLISHED, call_id = %call_id, selected_pair = %selected_pair, elapsed_ms = elapsed.as_millis() as u64, "AUDIO CONNECTION ESTABLISHED");
                     self.emit(MediaEvent::AudioEstablished {
                         call_id: call_id.clone(),
                         selected_pair,

@@ -171,6 +171,7 @@ async fn run(
             rand::random::<f64>(),
         );
         warn!(
+            message_id = crate::logging::message_id::SIGNALING_LOST,
             url = %s.url,
             error = %end,
             attempt = attempt + 1,
@@ -404,7 +405,13 @@ async fn native_handshake(
                 id,
                 ..
             }) => {
-                info!(url = %s.url, session = %session, station = %id, "Socket connected");
+                info!(
+                    message_id = crate::logging::message_id::SIGNALING_CONNECTED,
+                    url = %s.url,
+                    session = %session,
+                    station = %id,
+                    "Socket connected"
+                );
                 return Ok((session, ice_servers));
             }
             Ok(Message::Error { code, message, .. }) => {
@@ -464,7 +471,13 @@ async fn socketio_handshake(
         let text = next_text(s, stream, cancel, deadline).await?;
         match w.decode(&text, s.max_message_bytes) {
             Ok(Incoming::Connected { sid }) => {
-                info!(url = %s.url, session = %sid, protocol = "socket.io", "Socket connected");
+                info!(
+                    message_id = crate::logging::message_id::SIGNALING_CONNECTED,
+                    url = %s.url,
+                    session = %sid,
+                    protocol = "socket.io",
+                    "Socket connected"
+                );
                 return Ok((sid, Vec::new()));
             }
             Ok(Incoming::ConnectError(message)) => {
