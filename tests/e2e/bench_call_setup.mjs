@@ -33,6 +33,17 @@ if (!Number.isInteger(N) || N < 1 || N > 200) {
 const progress = (msg) => process.stderr.write(`${msg}\n`);
 const round = (x) => (x === null || x === undefined ? null : Math.round(x * 10) / 10);
 
+/** Resident set size of the daemon process, in KiB (Linux /proc). */
+function rssKiB(daemon) {
+  const pid = daemon.child ? daemon.child.pid : daemon.pid;
+  try {
+    const m = fs.readFileSync(`/proc/${pid}/status`, 'utf8').match(/^VmRSS:\s+(\d+) kB/m);
+    return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
+}
+
 async function benchIntercomd(env) {
   const setup = standaloneSetup(env, { tone: 600 });
   const { daemon, control } = await bringUpStandalone(env, setup);
@@ -68,6 +79,7 @@ async function benchIntercomd(env) {
     samples.push(sample);
     progress(`intercomd call ${i + 1}/${N}: ${JSON.stringify(sample)}`);
     await waitForState(flat, 'in_call', 10000);
+    sample.rss_in_call_kib = rssKiB(daemon);
     await control.hangup();
     await waitForState(flat, 'idle', 5000);
     await control.waitForNoCall(10000);
@@ -142,6 +154,7 @@ async function main() {
       press_to_established_ms: median(mine.map((s) => s.press_to_established_ms)),
       press_to_first_audio_ms: median(mine.map((s) => s.press_to_first_audio_ms)),
       page_ring_to_first_audio_ms: median(mine.map((s) => s.ring_to_first_audio_ms)),
+      rss_in_call_kib: median(mine.map((s) => s.rss_in_call_kib).filter((x) => x !== null)),
     };
     const r = {
       ring_to_ring_ms: median(ref.map((s) => s.ring_to_ring_ms)),
