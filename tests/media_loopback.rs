@@ -142,6 +142,8 @@ async fn two_actors_exchange_tones() {
                 MediaEvent::AudioSetupCompleted { .. } => sa.setup_completed = true,
                 MediaEvent::State { state, .. } => sa.states.push(state),
                 MediaEvent::Error { message, .. } => sa.errors.push(message),
+                // The door-control data channel opens once SCTP is up.
+                MediaEvent::DoorChannelOpen { .. } => {}
                 other => panic!("unexpected event from A: {other:?}"),
             },
             Some(ev) = b.events.recv() => match ev {
@@ -154,6 +156,7 @@ async fn two_actors_exchange_tones() {
                 MediaEvent::AudioSetupCompleted { .. } => sb.setup_completed = true,
                 MediaEvent::State { state, .. } => sb.states.push(state),
                 MediaEvent::Error { message, .. } => sb.errors.push(message),
+                MediaEvent::DoorChannelOpen { .. } => {}
                 other => panic!("unexpected event from B: {other:?}"),
             },
             _ = tokio::time::sleep(Duration::from_millis(5)) => {}

@@ -242,6 +242,10 @@ pub struct MediaSettings {
     pub expected_loss_pct: u8,
     /// Gather only relay candidates (`ice.transport_policy = "relay"`).
     pub relay_only: bool,
+    /// How long a server-reflexive / relay pair must wait before it may be
+    /// nominated, giving a direct path found at the same time the win.
+    pub srflx_nomination_wait: Duration,
+    pub relay_nomination_wait: Duration,
     /// Offer `a=setup:active` so the station is the DTLS client (see
     /// `rtc::offer_as_dtls_client` for the measured reason).
     pub offer_dtls_active: bool,
@@ -267,6 +271,8 @@ impl Default for MediaSettings {
             expected_loss_pct: 5,
             relay_only: false,
             offer_dtls_active: true,
+            srflx_nomination_wait: Duration::from_millis(50),
+            relay_nomination_wait: Duration::from_millis(150),
             turn_ca_file: None,
         }
     }

@@ -374,6 +374,15 @@ impl Actor {
             // None keeps the stack's defaults for failed timeout and keepalive.
             .with_ice_timeouts(Some(s.receiving_timeout), None, None)
             .with_multicast_dns_mode(mdns)
+            // The stack waits before nominating non-host pairs (prflx 1 s,
+            // srflx 0.5 s, relay 2 s). A browser's first checks arrive before
+            // its trickled candidates, so its pair starts out peer-reflexive:
+            // waiting a second for it is pure call-setup delay. Relay keeps
+            // a short wait so a direct path found at the same time wins.
+            .with_host_acceptance_min_wait(Some(Duration::ZERO))
+            .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
+            .with_srflx_acceptance_min_wait(Some(s.srflx_nomination_wait))
+            .with_relay_acceptance_min_wait(Some(s.relay_nomination_wait))
             .build();
         let config = RTCConfigurationBuilder::new()
             .with_ice_servers(
