@@ -4,12 +4,18 @@
 //! profile registration, SCO sockets) is not part of this module yet.
 
 pub mod hfp;
+pub mod route;
 
 pub use hfp::{
     AudioSetupError, Codec, DoorCall, HfpEvent, HfpMachine, HfpOutput, HfpSettings, Indicator,
     RejectReason, SlcState,
 };
+pub use route::{CallPhase, Route, RouteInput, RouteMachine, RouteOutput, RouteSettings};
 
 #[cfg(test)]
 #[path = "hfp_tests.rs"]
 mod hfp_tests;
+
+#[cfg(test)]
+#[path = "route_tests.rs"]
+mod route_tests;
