@@ -647,7 +647,7 @@ impl HfpMachine {
         use RejectReason as R;
         match command {
             C::Basic(name) if name.eq_ignore_ascii_case("A") => {
-                if !matches!(self.call, DoorCall::Ringing { .. }) {
+                if !self.established() || !matches!(self.call, DoorCall::Ringing { .. }) {
                     return Err(R::NotAllowed);
                 }
                 self.ok();
@@ -789,7 +789,7 @@ impl HfpMachine {
                 }
             }
             ("CHUP", F::Action) => {
-                if self.call == DoorCall::Idle {
+                if !self.established() || self.call == DoorCall::Idle {
                     return Err(R::NotAllowed);
                 }
                 self.ok();

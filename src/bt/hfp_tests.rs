@@ -742,3 +742,35 @@ fn seeded_fuzz_never_panics_and_keeps_the_buffer_bounded() {
         }
     }
 }
+
+#[test]
+fn answer_and_hang_up_need_the_slc() {
+    let mut r = Rig::new(HfpSettings::default());
+    r.send(&format!("AT+BRSF={HF_CVSD}"));
+    r.call(DoorCall::Ringing {
+        caller: "gate".to_owned(),
+    });
+    assert_eq!(r.send("ATA"), ERROR);
+    assert_eq!(r.send("AT+CHUP"), ERROR);
+    assert_eq!(
+        rejected(&r.take_events()),
+        vec![RejectReason::NotAllowed, RejectReason::NotAllowed]
+    );
+}
+
+#[test]
+fn three_way_slc_waits_for_chld_and_times_out_without_it() {
+    let mut r = Rig::new(HfpSettings {
+        three_way: true,
+        ..HfpSettings::default()
+    });
+    r.send(&format!("AT+BRSF={HF_WIDEBAND}"));
+    r.send("AT+BAC=1,2");
+    r.send("AT+CIND=?");
+    r.send("AT+CIND?");
+    r.send("AT+CMER=3,0,0,1");
+    assert_eq!(r.m.state(), SlcState::AwaitingChld);
+    assert_eq!(r.m.connect_audio(r.now), Err(AudioSetupError::NoSlc));
+    r.advance_to(Duration::from_secs(10));
+    assert_eq!(r.take_events(), vec![HfpEvent::SlcTimeout]);
+}

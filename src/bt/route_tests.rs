@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::Codec;
 use super::route::*;
+use super::{Codec, DoorCall, HfpEvent, HfpMachine, HfpOutput, HfpSettings};
 
 /// The longest a dropped headset may keep the audio.
 const FALLBACK_LIMIT: Duration = Duration::from_millis(500);
@@ -261,4 +261,91 @@ fn a_new_call_gets_fresh_attempts() {
         r.input(RouteInput::Call(CallPhase::Active)),
         vec![RouteOutput::OpenSco]
     );
+}
+
+/// The HFP gateway and the routing driven together as the controller would:
+/// a door call rung, answered from the headset, carried over mSBC, and kept
+/// on the speaker when the headset goes away.
+#[test]
+fn a_door_call_answered_on_the_headset_and_the_headset_lost() {
+    let t0 = Instant::now();
+    let mut now = t0;
+    let mut hfp = HfpMachine::new(HfpSettings::default(), now);
+    let mut route = RouteMachine::new(RouteSettings::default());
+    let drain = |hfp: &mut HfpMachine| {
+        let mut wire = Vec::new();
+        let mut events = Vec::new();
+        while let Some(o) = hfp.poll_output() {
+            match o {
+                HfpOutput::Transmit(bytes) => wire.extend(bytes),
+                HfpOutput::Event(e) => events.push(e),
+            }
+        }
+        (String::from_utf8(wire).expect("ASCII"), events)
+    };
+    let outs =
+        |route: &mut RouteMachine| std::iter::from_fn(|| route.poll_output()).collect::<Vec<_>>();
+
+    route.handle_input(RouteInput::Connected, now);
+    use super::hfp::hf_feature;
+    let features = hf_feature::CODEC_NEGOTIATION | hf_feature::CLI | hf_feature::REMOTE_VOLUME;
+    hfp.handle_bytes(
+        format!("AT+BRSF={features}\rAT+BAC=1,2\rAT+CIND=?\rAT+CIND?\rAT+CMER=3,0,0,1\r")
+            .as_bytes(),
+        now,
+    );
+    let (_, events) = drain(&mut hfp);
+    assert!(matches!(
+        events[..],
+        [HfpEvent::SlcEstablished {
+            codec_negotiation: true,
+            ..
+        }]
+    ));
+    route.handle_input(RouteInput::Slc { up: true }, now);
+
+    // A visitor rings.
+    hfp.handle_call(
+        DoorCall::Ringing {
+            caller: "Front door".into(),
+        },
+        now,
+    );
+    route.handle_input(RouteInput::Call(CallPhase::Ringing), now);
+    assert!(drain(&mut hfp).0.contains("RING"));
+    assert!(outs(&mut route).is_empty());
+
+    // Answered from the headset; the controller confirms.
+    now += Duration::from_secs(2);
+    hfp.handle_bytes(b"ATA\r", now);
+    assert_eq!(drain(&mut hfp).1, vec![HfpEvent::AnswerRequested]);
+    hfp.handle_call(DoorCall::Active, now);
+    route.handle_input(RouteInput::Call(CallPhase::Active), now);
+    assert_eq!(outs(&mut route), vec![RouteOutput::OpenSco]);
+
+    // Opening SCO starts with the codec.
+    hfp.connect_audio(now).expect("SLC is up");
+    assert_eq!(
+        drain(&mut hfp).0,
+        "\r\n+CIEV: 2,1\r\n\r\n+CIEV: 3,0\r\n\r\n+BCS: 2\r\n"
+    );
+    hfp.handle_bytes(b"AT+BCS=2\r", now);
+    let (_, events) = drain(&mut hfp);
+    let codec = match events[..] {
+        [HfpEvent::AudioReady { codec }] => codec,
+        ref other => panic!("{other:?}"),
+    };
+    now += Duration::from_millis(60);
+    route.handle_input(RouteInput::ScoUp { codec }, now);
+    assert_eq!(
+        outs(&mut route),
+        vec![RouteOutput::Switch(Route::Headset(Codec::Msbc))]
+    );
+
+    // The headset is switched off mid-call.
+    now += Duration::from_secs(30);
+    route.handle_input(RouteInput::Disconnected, now);
+    assert_eq!(outs(&mut route), vec![RouteOutput::Switch(Route::Speaker)]);
+    assert_eq!(route.call(), CallPhase::Active);
+    assert_eq!(route.poll_timeout(), None);
 }
