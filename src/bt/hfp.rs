@@ -13,7 +13,7 @@
 //! a panic, and the line buffer never holds more than
 //! [`HfpSettings::max_line`] bytes.
 //!
-//! Order of the service level connection (HFP 1.8 §4.2), as the headset
+//! Order of the service level connection (HFP 1.8), as the headset
 //! drives it:
 //!
 //! 1. `AT+BRSF=<hf features>` → `+BRSF: <ag features>`, `OK`
@@ -31,7 +31,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-/// Features a hands-free unit announces in `AT+BRSF` (HFP 1.8 §4.34.1).
+/// Features a hands-free unit announces in `AT+BRSF` (HFP 1.8).
 pub mod hf_feature {
     pub const EC_NR: u32 = 1 << 0;
     pub const THREE_WAY: u32 = 1 << 1;
@@ -45,7 +45,7 @@ pub mod hf_feature {
     pub const ESCO_S4: u32 = 1 << 9;
 }
 
-/// Features the gateway announces in `+BRSF` (HFP 1.8 §4.34.1).
+/// Features the gateway announces in `+BRSF` (HFP 1.8).
 pub mod ag_feature {
     pub const THREE_WAY: u32 = 1 << 0;
     pub const EC_NR: u32 = 1 << 1;
@@ -478,7 +478,7 @@ impl HfpMachine {
             }
             (_, DoorCall::Active) => {
                 self.set_timer(Timer::Ring, None);
-                // Call first, then callsetup (HFP 1.8 §4.13).
+                // Call first, then callsetup, as headsets expect when answering.
                 self.set_indicator(Indicator::Call, 1);
                 self.set_indicator(Indicator::CallSetup, 0);
             }
