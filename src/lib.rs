@@ -1,4 +1,5 @@
 pub mod audio;
+pub mod bt;
 pub mod call;
 pub mod config;
 pub mod controller;

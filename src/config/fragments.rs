@@ -163,6 +163,7 @@ fragment! {
         leds: Val<Vec<Val<Led>>>,
         inputs: Val<Vec<Val<Input>>>,
         gpio: Gpio,
+        bluetooth: Bluetooth,
     }
 
     Station {
@@ -381,6 +382,14 @@ fragment! {
         chip: Val<String>,
         offset: Val<u64>,
         active_low: Val<bool>,
+    }
+
+    Bluetooth {
+        enabled: Val<bool>,
+        pairing: Val<String>,
+        pin_file: Val<String>,
+        pairing_timeout_ms: Val<u64>,
+        prefer_msbc: Val<bool>,
     }
 
     Log {

@@ -14,8 +14,11 @@ use super::error::{ConfigError, Location};
 use super::fragments::{self as frag, Val};
 use super::secret::SecretSource;
 
+#[path = "bluetooth.rs"]
+mod bluetooth;
 #[path = "door.rs"]
 mod door;
+pub use bluetooth::{BluetoothConfig, BluetoothPairing};
 pub use door::{
     Bias, DoorConfig, GpioConfig, InputConfig, InputKind, LedConfig, LineRef, LineSpec,
 };
@@ -40,6 +43,8 @@ pub struct Settings {
     /// `[[inputs]]`: input lines of a GPIO board.
     pub inputs: Vec<InputConfig>,
     pub gpio: GpioConfig,
+    /// `[bluetooth]`: a headset for the call audio.
+    pub bluetooth: BluetoothConfig,
     /// The fragments merged, in order (the built-in defaults first).
     pub sources: Vec<PathBuf>,
 }
@@ -644,6 +649,7 @@ pub(crate) fn validate(
         },
     };
     let door_parts = door::door_parts(&mut c, root, &buttons, hardware.backend);
+    let bluetooth = bluetooth::bluetooth(&mut c, root);
 
     let lg = root.log.clone().unwrap_or_default();
     let log = Log {
@@ -668,6 +674,7 @@ pub(crate) fn validate(
         leds: door_parts.leds,
         inputs: door_parts.inputs,
         gpio: door_parts.gpio,
+        bluetooth,
         sources: c.files_read,
     })
 }
@@ -1586,6 +1593,7 @@ impl Settings {
         kv(w, "target", &q(self.log.target.as_str()));
         kv(w, "level", &q(&self.log.level));
         door::dump(w, self);
+        bluetooth::dump(w, self);
         out
     }
 }

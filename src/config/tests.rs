@@ -817,3 +817,70 @@ fn audio_device_sections_have_defaults_and_are_checked() {
         "audio.tones.volume_pct"
     );
 }
+
+#[test]
+fn bluetooth_defaults_checks_and_dump() {
+    let s = ok(&[]);
+    let b = &s.bluetooth;
+    assert!(!b.enabled);
+    assert_eq!(b.pairing, BluetoothPairing::JustWorks);
+    assert_eq!(b.pairing_timeout, Duration::from_secs(120));
+    assert!(b.prefer_msbc);
+
+    let s = ok(&[(
+        "site.toml",
+        "[bluetooth]\nenabled = true\npairing = \"pin\"\npin_file = \"/etc/intercomd/bt.pin\"\n\
+         pairing_timeout_ms = 30000\nprefer_msbc = false\n",
+    )]);
+    let b = &s.bluetooth;
+    assert!(b.enabled);
+    assert_eq!(
+        b.pairing,
+        BluetoothPairing::Pin(SecretSource::File("/etc/intercomd/bt.pin".into()))
+    );
+    assert_eq!(b.pairing_timeout, Duration::from_secs(30));
+    assert!(!b.prefer_msbc);
+    let dump = s.redacted_toml();
+    assert!(dump.contains("[bluetooth]\nenabled = true\npairing = \"pin\"\npin_file = "));
+    let again = ok(&[("dump.toml", &dump)]);
+    assert_eq!(
+        Settings {
+            sources: s.sources.clone(),
+            ..again
+        },
+        s
+    );
+
+    let invalid_key = |text: &str| match err(&[("site.toml", text)]) {
+        ConfigError::InvalidValue { key, .. } => key,
+        other => panic!("expected one bad value for {text:?}, got {other:?}"),
+    };
+    assert_eq!(
+        invalid_key("[bluetooth]\npairing = \"numeric\"\n"),
+        "bluetooth.pairing"
+    );
+    assert_eq!(
+        invalid_key("[bluetooth]\npairing_timeout_ms = 999\n"),
+        "bluetooth.pairing_timeout_ms"
+    );
+    assert_eq!(
+        invalid_key("[bluetooth]\npairing_timeout_ms = 600001\n"),
+        "bluetooth.pairing_timeout_ms"
+    );
+    // A PIN file without PIN pairing would suggest a protection not in force.
+    assert_eq!(
+        invalid_key("[bluetooth]\npin_file = \"/etc/intercomd/bt.pin\"\n"),
+        "bluetooth.pin_file"
+    );
+    match err(&[("site.toml", "[bluetooth]\npairing = \"pin\"\n")]) {
+        ConfigError::Missing { key, add_to, .. } => {
+            assert_eq!(key, "bluetooth.pin_file");
+            assert_eq!(add_to, PathBuf::from("site.toml"));
+        }
+        other => panic!("expected the PIN file to be missing, got {other:?}"),
+    }
+    match err(&[("site.toml", "[bluetooth]\npin = \"0000\"\n")]) {
+        ConfigError::UnknownKey { key, .. } => assert_eq!(key, "bluetooth.pin"),
+        other => panic!("a PIN in the TOML must be refused, got {other:?}"),
+    }
+}
