@@ -1,0 +1,216 @@
+//! Helpers shared by the integration tests: an answering client built on
+//! the product's own signaling types and media engine.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use intercomd::audio::sim::{SimAudioSpec, SimSource, start_sim_audio};
+use intercomd::media::{self, MediaCommand, MediaEvent, MediaSettings, SdpKind};
+use intercomd::signaling::protocol::{self, CallId, Candidate, Message, Role};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, timeout};
+use tokio_tungstenite::tungstenite::Message as Ws;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+pub async fn connect(url: &str, token: &str) -> Socket {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("hub reachable");
+    send(
+        &mut ws,
+        &Message::Hello {
+            v: 1,
+            role: Role::Answerer,
+            token: token.into(),
+            name: None,
+        },
+    )
+    .await;
+    match recv(&mut ws).await {
+        Message::Welcome { .. } => ws,
+        m => panic!("expected welcome, got {m:?}"),
+    }
+}
+
+pub async fn send(ws: &mut Socket, m: &Message) {
+    ws.send(Ws::Text(m.to_json().into())).await.expect("send");
+}
+
+pub async fn recv(ws: &mut Socket) -> Message {
+    loop {
+        let f = timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a message within 10 s")
+            .expect("socket open")
+            .expect("frame");
+        if let Ws::Text(t) = f {
+            return protocol::decode(t.as_str(), 1 << 20).expect("hub sends valid messages");
+        }
+    }
+}
+
+/// Receive until a message matches.
+pub async fn recv_until(ws: &mut Socket, pred: impl Fn(&Message) -> bool) -> Message {
+    for _ in 0..100 {
+        let m = recv(ws).await;
+        if pred(&m) {
+            return m;
+        }
+    }
+    panic!("no matching message in 100");
+}
+
+pub fn to_media(c: Candidate) -> media::IceCandidate {
+    media::IceCandidate {
+        candidate: c.candidate,
+        sdp_mid: c.sdp_mid,
+        sdp_mline_index: c.sdp_mline_index,
+        username_fragment: c.username_fragment,
+    }
+}
+
+pub fn from_media(c: media::IceCandidate) -> Candidate {
+    Candidate {
+        candidate: c.candidate,
+        sdp_mid: c.sdp_mid,
+        sdp_mline_index: c.sdp_mline_index,
+        username_fragment: c.username_fragment,
+    }
+}
+
+/// Answer a ringing call with the product's media engine playing 1000 Hz.
+/// Returns when audio is established; the caller keeps the pieces alive.
+pub struct Answerer {
+    pub ws: Socket,
+    pub call_id: CallId,
+    pub media: media::MediaHandle,
+    pub events: mpsc::Receiver<MediaEvent>,
+    pub audio: intercomd::audio::sim::SimAudioHandle,
+    pub cancel: CancellationToken,
+    /// The door data channel opened.
+    pub door_open: bool,
+}
+
+impl Answerer {
+    pub async fn answer(mut ws: Socket) -> Answerer {
+        let call_id = match recv_until(&mut ws, |m| matches!(m, Message::Ring { .. })).await {
+            Message::Ring { call_id, door, .. } => {
+                assert_eq!(door.expect("ring names the door").name, "Front door");
+                call_id
+            }
+            _ => unreachable!("filtered above"),
+        };
+        send(
+            &mut ws,
+            &Message::Accept {
+                call_id: call_id.clone(),
+            },
+        )
+        .await;
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let (ev_tx, events) = mpsc::channel(256);
+        let settings = MediaSettings {
+            udp_bind_ips: vec!["127.0.0.1".parse().expect("literal")],
+            ..MediaSettings::default()
+        };
+        let media = media::spawn_media(settings, ev_tx, cancel.clone(), &tracker);
+        let (ports, audio) =
+            start_sim_audio(&SimAudioSpec::new(SimSource::Tone(1000.0)), cancel.clone())
+                .expect("sim audio");
+        media
+            .try_send(MediaCommand::Start {
+                call_id: call_id.to_string(),
+                offerer: false,
+                ice_servers: vec![],
+                audio: ports,
+            })
+            .expect("media accepts");
+        let mut a = Answerer {
+            ws,
+            call_id,
+            media,
+            events,
+            audio,
+            cancel,
+            door_open: false,
+        };
+        a.pump_until_established().await;
+        a
+    }
+
+    /// Relay signaling and media events until audio is established.
+    pub async fn pump_until_established(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            tokio::select! {
+                f = self.ws.next() => {
+                    let Some(Ok(Ws::Text(t))) = f else { panic!("hub closed") };
+                    match protocol::decode(t.as_str(), 1 << 20).expect("valid") {
+                        Message::Offer { sdp, .. } => {
+                            self.media.try_send(MediaCommand::RemoteDescription {
+                                call_id: self.call_id.to_string(), kind: SdpKind::Offer, sdp,
+                            }).expect("media accepts");
+                        }
+                        Message::Candidate { candidate, .. } => {
+                            self.media.try_send(MediaCommand::RemoteCandidate {
+                                call_id: self.call_id.to_string(), candidate: candidate.map(to_media),
+                            }).expect("media accepts");
+                        }
+                        _ => {}
+                    }
+                }
+                ev = self.events.recv() => match ev.expect("media alive") {
+                    MediaEvent::LocalDescription { sdp, kind: SdpKind::Answer, .. } => {
+                        send(&mut self.ws, &Message::Answer { call_id: self.call_id.clone(), sdp }).await;
+                    }
+                    MediaEvent::LocalCandidate { candidate, .. } => {
+                        send(&mut self.ws, &Message::Candidate {
+                            call_id: self.call_id.clone(), candidate: candidate.map(from_media),
+                        }).await;
+                    }
+                    MediaEvent::AudioEstablished { .. } => return,
+                    MediaEvent::DoorChannelOpen { .. } => self.door_open = true,
+                    _ => {}
+                },
+                _ = tokio::time::sleep_until(deadline) => panic!("audio not established in 15 s"),
+            }
+        }
+    }
+}
+
+impl Answerer {
+    /// Send `text` on the door data channel and wait for the reply.
+    pub async fn door(&mut self, text: &str) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.door_open {
+            match timeout(Duration::from_secs(10), self.events.recv()).await {
+                Ok(Some(MediaEvent::DoorChannelOpen { .. })) => self.door_open = true,
+                Ok(Some(_)) => {}
+                _ => panic!("door channel never opened"),
+            }
+        }
+        self.media
+            .try_send(MediaCommand::DoorSend {
+                call_id: self.call_id.to_string(),
+                text: text.into(),
+            })
+            .expect("media accepts");
+        loop {
+            tokio::select! {
+                ev = self.events.recv() => {
+                    if let MediaEvent::DoorMessage { text, .. } = ev.expect("media alive") {
+                        return serde_json::from_str(&text).expect("the door replies JSON");
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => panic!("no reply on the door channel"),
+            }
+        }
+    }
+}

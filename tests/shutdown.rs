@@ -1,0 +1,173 @@
+//! SIGTERM in the middle of a call while the door relay is pulsed: the
+//! resident is told the call ended, the relay is de-energised and the
+//! daemon exits 0 within 2 s. The real binary, real signals.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use intercomd::signaling::protocol::Message;
+use tokio::time::Instant;
+
+mod common;
+use common::*;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("loopback is available")
+        .port()
+}
+
+fn http(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((
+        status,
+        text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned(),
+    ))
+}
+
+async fn state(panel: SocketAddr) -> serde_json::Value {
+    let body = tokio::task::spawn_blocking(move || http(panel, "GET", "/state"))
+        .await
+        .expect("blocking task runs");
+    match body {
+        Ok((200, b)) => serde_json::from_str(&b).unwrap_or_default(),
+        _ => serde_json::Value::Null,
+    }
+}
+
+async fn wait_for(panel: SocketAddr, what: &str, pred: impl Fn(&serde_json::Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if pred(&state(panel).await) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: last state {}",
+            state(panel).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_call_hangs_up_releases_the_relay_and_exits_0_within_2s() {
+    let dir = std::env::temp_dir().join(format!("intercomd-term-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir is writable");
+    std::fs::write(dir.join("flat"), "token-of-flat-1a-0123456789\n").expect("writable");
+    let (hub, panel) = (free_port(), free_port());
+    let relay_file = dir.join("relay");
+    let config = dir.join("station.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[hub]
+listen = "127.0.0.1:{hub}"
+[[hub.answerers]]
+id = "flat-1a"
+token_file = "{d}/flat"
+groups = ["residents"]
+[ice]
+bind_ips = ["127.0.0.1"]
+# The answering client here is built on webrtc-rs (see docs/configuration.md).
+offer_dtls_client = false
+[door]
+pulse_ms = 10000
+[hardware.sim]
+control_listen = "127.0.0.1:{panel}"
+stdin = false
+state_file = "{relay}"
+[log]
+target = "stderr"
+"#,
+            d = dir.display(),
+            relay = relay_file.display()
+        ),
+    )
+    .expect("writable");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_intercomd"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the daemon binary starts");
+    let panel: SocketAddr = ([127, 0, 0, 1], panel).into();
+    wait_for(panel, "station up", |s| s["signaling"] == "up").await;
+
+    // A call with audio flowing.
+    let ws = connect(
+        &format!("ws://127.0.0.1:{hub}/ws"),
+        "token-of-flat-1a-0123456789",
+    )
+    .await;
+    tokio::task::spawn_blocking(move || http(panel, "POST", "/press"))
+        .await
+        .expect("blocking task runs")
+        .expect("panel answers");
+    let mut a = Answerer::answer(ws).await;
+    wait_for(panel, "in call", |s| s["call"]["state"] == "in_call").await;
+
+    // The exit button pulses the relay for 10 s.
+    tokio::task::spawn_blocking(move || http(panel, "POST", "/exit"))
+        .await
+        .expect("blocking task runs")
+        .expect("panel answers");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_to_string(&relay_file).unwrap_or_default() != "energised\n" {
+        assert!(Instant::now() < deadline, "relay never energised");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // SIGTERM.
+    let t0 = std::time::Instant::now();
+    // SAFETY: kill(2) on our own child's pid; no memory is touched.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0, "signal delivered");
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("child waitable") {
+            break st;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "still running 2 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let took = t0.elapsed();
+    assert_eq!(status.code(), Some(0), "clean exit");
+    eprintln!("exited {took:?} after SIGTERM");
+
+    // The resident was told.
+    match recv_until(&mut a.ws, |m| matches!(m, Message::Hangup { .. })).await {
+        Message::Hangup { call_id, reason } => {
+            assert_eq!(call_id, a.call_id);
+            assert_eq!(reason, "shutdown");
+        }
+        _ => unreachable!("filtered above"),
+    }
+    // The relay is released.
+    assert_eq!(
+        std::fs::read_to_string(&relay_file).unwrap_or_default(),
+        "de-energised\n"
+    );
+    a.cancel.cancel();
+    let _ = std::fs::remove_dir_all(&dir);
+}
