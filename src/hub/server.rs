@@ -176,7 +176,7 @@ async fn connection(socket: WebSocket, peer: SocketAddr, app: AppState) {
     ping.tick().await;
     let dead_after = app.conn.ping_interval * 5 / 2;
     let mut last_seen = Instant::now();
-    loop {
+    let why = loop {
         tokio::select! {
             frame = stream.next() => {
                 last_seen = Instant::now();
@@ -184,47 +184,47 @@ async fn connection(socket: WebSocket, peer: SocketAddr, app: AppState) {
                     Some(Ok(WsMessage::Text(t))) => Event::Text(conn, t.as_str().to_owned()),
                     Some(Ok(WsMessage::Binary(_))) => Event::Binary(conn),
                     Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
-                    Some(Ok(WsMessage::Close(_))) | None => break,
+                    Some(Ok(WsMessage::Close(_))) | None => break "closed by the client",
                     Some(Err(e)) => {
                         debug!(conn, %peer, error = %e, "websocket read failed");
-                        break;
+                        break "read error";
                     }
                 };
                 if app.events.send(ev).await.is_err() {
-                    break;
+                    break "hub stopping";
                 }
             }
             out = rx.recv() => match out {
                 Some(Outbound::Text(t)) => {
                     if sink.send(WsMessage::Text(t.into())).await.is_err() {
-                        break;
+                        break "write error";
                     }
                 }
                 Some(Outbound::Close(code, reason)) => {
                     let _ = sink
                         .send(WsMessage::Close(Some(CloseFrame { code, reason: reason.into() })))
                         .await;
-                    break;
+                    break reason;
                 }
-                None => break,
+                None => break "hub stopping",
             },
             _ = ping.tick() => {
                 if last_seen.elapsed() > dead_after {
-                    info!(conn, %peer, "closing silent signaling connection");
-                    break;
+                    break "silent";
                 }
                 if sink.send(WsMessage::Ping(Vec::new().into())).await.is_err() {
-                    break;
+                    break "write error";
                 }
             }
             _ = app.cancel.cancelled() => {
                 let _ = sink
                     .send(WsMessage::Close(Some(CloseFrame { code: 1001, reason: "hub stopping".into() })))
                     .await;
-                break;
+                break "hub stopping";
             }
         }
-    }
+    };
+    debug!(conn, %peer, why, "signaling connection closed");
     let _ = app.events.send(Event::Closed(conn)).await;
 }
 
