@@ -46,18 +46,22 @@ function iceSection(servers, { relayOnly = false, caFile, receivingTimeoutMs } =
  *  relayOnly: the door's ice.transport_policy = "relay"
  *  doorExtra: extra TOML appended to the door's configuration
  */
-export async function bringUpNatCall(rig, { servers, relayOnly = false, doorExtra = '', receivingTimeoutMs = 30000, logLevel = 'info' }) {
+export async function bringUpNatCall(rig, {
+  servers, relayOnly = false, doorExtra = '', receivingTimeoutMs = 30000, logLevel = 'info',
+  extraDoors = [], pageParams = 'raw=1',
+}) {
   const hubAddr = `${rig.addr.hub}:${HUB_PORT}`;
   const origin = `http://${hubAddr}`;
   const door = makeToken(rig, 'door-1');
   const flat = makeToken(rig, 'flat-1a');
+  const extra = extraDoors.map((d) => ({ ...d, ...makeToken(rig, d.id) }));
   const hubConfig = rig.file('hub.toml');
   fs.writeFileSync(hubConfig, `${buildConfig({
     station: { id: 'hub-1', name: 'Hub' },
     hub: {
       listen: hubAddr,
       answerers: [{ id: 'flat-1a', name: 'Flat 1A', file: flat.file, groups: ['residents'] }],
-      doors: [{ id: 'door-1', name: 'Front door', file: door.file }],
+      doors: [{ id: 'door-1', name: 'Front door', file: door.file }, ...extra],
     },
   })}\n${iceSection(servers)}`);
   const recordFile = rig.file('played.wav');
@@ -79,10 +83,10 @@ export async function bringUpNatCall(rig, { servers, relayOnly = false, doorExtr
   await waitForHttp(doorSock.control, '/state', doorProc, 'the door control API');
   await waitForLog(doorProc, /Socket connected/, { timeout: 15000 });
   const browser = await rig.browser('res', { micHz: MIC_TONE, secureOrigins: [origin], name: 'flat' });
-  const page = await rig.page(browser, `${origin}/?raw=1#token=${flat.token}`, 'flat-1a');
+  const page = await rig.page(browser, `${origin}/?${pageParams}#token=${flat.token}`, 'flat-1a');
   await waitForConnection(page);
   return {
-    hub, door: doorProc, page, recordFile, origin, hubAddr, tokens: { door, flat },
+    hub, door: doorProc, page, recordFile, origin, hubAddr, tokens: { door, flat, extra },
     control: new Control(doorSock.control),
   };
 }
