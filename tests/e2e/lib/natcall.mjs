@@ -48,7 +48,7 @@ function iceSection(servers, { relayOnly = false, caFile, receivingTimeoutMs } =
  */
 export async function bringUpNatCall(rig, {
   servers, relayOnly = false, doorExtra = '', receivingTimeoutMs = 30000, logLevel = 'info',
-  extraDoors = [], pageParams = 'raw=1',
+  extraDoors = [], pageParams = 'raw=1', doorUid,
 }) {
   const hubAddr = `${rig.addr.hub}:${HUB_PORT}`;
   const origin = `http://${hubAddr}`;
@@ -78,7 +78,14 @@ export async function bringUpNatCall(rig, {
   const hub = startDaemonIn(rig, 'pub', hubConfig, 'hub', 'hub');
   const hubSock = await rig.ns.pub.forward({ hub: hubAddr });
   await waitForHttp(hubSock.hub, '/', hub, 'the hub');
-  const doorProc = startDaemonIn(rig, 'door', doorConfig, 'run', 'door');
+  if (doorUid !== undefined) {
+    // The station as its own unprivileged user, as a service unit runs it.
+    fs.chmodSync(rig.dir, 0o711);
+    for (const f of [doorConfig, door.file, rig.turn.passwordFile, rig.turn.ca]) fs.chownSync(f, doorUid, doorUid);
+    fs.writeFileSync(recordFile, '');
+    fs.chownSync(recordFile, doorUid, doorUid);
+  }
+  const doorProc = startDaemonIn(rig, 'door', doorConfig, 'run', 'door', doorUid);
   const doorSock = await rig.ns.door.forward({ control: '127.0.0.1:7081' });
   await waitForHttp(doorSock.control, '/state', doorProc, 'the door control API');
   await waitForLog(doorProc, /Socket connected/, { timeout: 15000 });
@@ -91,9 +98,12 @@ export async function bringUpNatCall(rig, {
   };
 }
 
-function startDaemonIn(rig, role, configFile, cmd, label) {
+function startDaemonIn(rig, role, configFile, cmd, label, uid) {
   // startDaemon wants an env with spawn(label, cmd, args, opts).
-  const env = { spawn: (l, c, a, o) => rig.spawn(role, l, c, a, o) };
+  const asUser = uid === undefined ? [] : ['--reuid', String(uid), '--regid', String(uid), '--clear-groups', '--'];
+  const env = {
+    spawn: (l, c, a, o) => (asUser.length ? rig.spawn(role, l, '/usr/bin/setpriv', [...asUser, c, ...a], o) : rig.spawn(role, l, c, a, o)),
+  };
   return startDaemon(env, configFile, { cmd, label });
 }
 
