@@ -1040,6 +1040,9 @@ const PLAYBACK_BACKLOG: usize = 3;
 
 /// RTP → adaptive jitter buffer → Opus (FEC, loss concealment) → playback
 /// frames, one per 10 ms playout tick.
+/// Silence on the wire (no RTP at all, not quiet audio) that is worth a log line.
+const MEDIA_GAP_LOG: Duration = Duration::from_millis(1000);
+
 async fn recv_loop(
     call_id: CallId,
     generation: u64,
@@ -1065,6 +1068,10 @@ async fn recv_loop(
     tell(Internal::RecvReady);
     let mut first = true;
     let mut dropped = 0u64;
+    // A gap in the incoming audio (the network dropped out) is logged when it
+    // starts and when packets come back, so the journal tells the story.
+    let mut last_packet: Option<tokio::time::Instant> = None;
+    let mut gap_logged = false;
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     // The long-run rate must stay 100 frames a second.
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -1077,13 +1084,24 @@ async fn recv_loop(
                         first = false;
                         tell(Internal::FirstReceived);
                     }
-                    let now = tokio::time::Instant::now().into_std();
+                    let arrived = tokio::time::Instant::now();
+                    if gap_logged {
+                        gap_logged = false;
+                        let gap_ms = last_packet.map_or(0, |t| arrived.duration_since(t).as_millis() as u64);
+                        info!(call_id = %call_id, gap_ms, "incoming audio resumed");
+                    }
+                    last_packet = Some(arrived);
+                    let now = arrived.into_std();
                     jitter.push(pkt.header.sequence_number, pkt.header.timestamp, &pkt.payload, now);
                 }
                 Some(_) => {}
                 None => break,
             },
             _ = tick.tick() => {
+                if let Some(t) = last_packet.filter(|t| !gap_logged && t.elapsed() >= MEDIA_GAP_LOG) {
+                    gap_logged = true;
+                    warn!(call_id = %call_id, silent_ms = t.elapsed().as_millis() as u64, "no incoming audio; the call is kept until ice.receiving_timeout_ms");
+                }
                 let queued = playback.max_capacity() - playback.capacity();
                 if queued > PLAYBACK_BACKLOG {
                     continue;

@@ -14,8 +14,9 @@ export const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
  *  - routedPages: the test serves pages with page.route(); such pages have no
  *    address space, so Chromium's local-network-access checks would block
  *    their WebSocket to the hub's private address: turn those checks off.
+ *  - extraArgs: further command-line switches
  */
-export async function launchChromium(ns, { micHz = 1000, secureOrigins = [], name = 'chromium', routedPages = false } = {}) {
+export async function launchChromium(ns, { micHz = 1000, secureOrigins = [], name = 'chromium', routedPages = false, extraArgs = [] } = {}) {
   const dir = fs.mkdtempSync(path.join(ns.dir, `${name}-`));
   const wav = writeSineWav(path.join(dir, `mic-${micHz}hz.wav`), { freq: micHz, seconds: 12 });
   const wrapper = path.join(dir, 'chromium-in-netns.sh');
@@ -39,6 +40,7 @@ export async function launchChromium(ns, { micHz = 1000, secureOrigins = [], nam
     '--autoplay-policy=no-user-gesture-required',
   ];
   if (routedPages) args.push('--disable-features=LocalNetworkAccessChecks');
+  args.push(...extraArgs);
   if (secureOrigins.length) args.push(`--unsafely-treat-insecure-origin-as-secure=${secureOrigins.join(',')}`);
   // A persistent context on a fresh directory of ours: Playwright passes it
   // as --user-data-dir, and teardown of the namespace's directory removes it.
