@@ -324,6 +324,7 @@ fragment! {
     AudioSim {
         source: Val<String>,
         record_file: Val<String>,
+        echo_path: Val<String>,
     }
 
     Hardware {
