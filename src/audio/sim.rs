@@ -560,6 +560,57 @@ mod tests {
         assert!(level(&mic[stop + 121 * 48..stop + 140 * 48]) < -150.0);
     }
 
+    /// A conversation through the simulated room, as the end-to-end echo
+    /// test has it: the far end talks in 300 ms bursts of 1000 Hz, the near
+    /// end in 400 ms bursts of 600 Hz, so there is single talk from each
+    /// side and double talk. The capture processing removes the far end's
+    /// echo and keeps the near end.
+    #[test]
+    fn echo_path_is_removed_by_the_capture_processing() {
+        use crate::audio::processing::{ProcessingSettings, Processor};
+        use crate::audio::tone_power;
+        let run = |settings: &ProcessingSettings| {
+            let mut line = EchoLine::new(SimEcho {
+                delay_ms: 30,
+                gain_db: -6.0,
+            });
+            let mut p = Processor::new(settings);
+            let (mut far_ph, mut near_ph) = (0.0, 0.0);
+            let mut out = Vec::new();
+            for k in 0..1000 {
+                let mut far = [0i16; FRAME_SAMPLES];
+                far_ph = fill_sine(&mut far, 1000.0, 0.5, SAMPLE_RATE, far_ph);
+                if (k / 30) % 2 == 1 {
+                    far.fill(0);
+                }
+                p.render(&far);
+                line.played(&far);
+                let mut mic = [0i16; FRAME_SAMPLES];
+                near_ph = fill_sine(&mut mic, 600.0, 0.25, SAMPLE_RATE, near_ph);
+                if (k / 40) % 2 == 1 {
+                    mic.fill(0);
+                }
+                line.mix(&mut mic);
+                p.capture(&mut mic);
+                out.extend_from_slice(&mic);
+            }
+            let tail = &out[out.len() - 3 * SAMPLE_RATE as usize..];
+            let db = |hz| 10.0 * tone_power(tail, hz, SAMPLE_RATE).log10();
+            (db(1000.0), db(600.0))
+        };
+        let (echo_off, near_off) = run(&ProcessingSettings::off());
+        let (echo_on, near_on) = run(&ProcessingSettings::default());
+        eprintln!(
+            "echo {echo_off:.1} -> {echo_on:.1} dB, near end {near_off:.1} -> {near_on:.1} dB"
+        );
+        assert!(
+            echo_off - echo_on >= 25.0,
+            "echo suppressed by {:.1} dB",
+            echo_off - echo_on
+        );
+        assert!((near_on - near_off).abs() < 10.0, "near end kept");
+    }
+
     #[tokio::test]
     async fn paces_and_records() {
         let dir = std::env::temp_dir().join(format!("sim-audio-{}", std::process::id()));

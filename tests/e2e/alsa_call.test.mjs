@@ -8,11 +8,19 @@
 //    (and, before the call, the 425 Hz ringback).
 // 2. Echo: the simulated backend's echo path (`[audio.sim] echo_path`,
 //    30 ms delay, -6 dB, 120 ms decaying tail) feeds what the door plays
-//    back into its microphone while the door's own 600 Hz tone is the
-//    near-end talker. A file PCM cannot do this live (its infile is read
-//    as written beforehand), hence the simulated route. The page measures
-//    its own 1000 Hz coming back and the door's 600 Hz, with the capture
-//    processing off and on; the echo must drop by at least 25 dB.
+//    back into its microphone. Both sides talk like people do, in bursts:
+//    Chromium's microphone 1000 Hz for 300 ms on, 300 ms off; the door's
+//    visitor (a looped WAV) 600 Hz for 400 ms on, 400 ms off at -30 dBFS,
+//    quieter than the echo (-12 dBFS) as at a door station whose speaker
+//    sits next to its microphone; so there is single talk from each side
+//    and double talk. (Steady tones are no test of an echo canceller: AEC3
+//    leaves a stationary far-end signal alone. With the visitor as loud as
+//    the echo, the suppression varies from run to run, 1 to 59 dB: see
+//    BENCHMARKS.md.)
+//    A file PCM cannot do this live (its infile is read as written
+//    beforehand), hence the simulated route. The page measures its own
+//    1000 Hz coming back and the door's 600 Hz, with the capture processing
+//    off and on; the echo must drop by at least 25 dB and the near end stay.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -21,6 +29,7 @@ import { canUseNetns, sleep } from './lib/util.mjs';
 import { daemonSkipReason, standaloneSetup, bringUpStandalone } from './lib/daemon.mjs';
 import { waitForConnection, waitForState, expectRemoteTone } from './lib/answerer.mjs';
 import { writeRawTone, expectRawHears, rawBlocks, remoteToneLevels } from './lib/tones.mjs';
+import { writeSineWav } from './lib/wav.mjs';
 
 const skip = !canUseNetns() ? 'needs root and iproute2 (network namespaces)' : daemonSkipReason();
 
@@ -106,11 +115,12 @@ test('ALSA backend on file PCMs: ring, accept, two-way audio by content, hang-up
 /** One call with the echo path; returns the page's levels (dBFS) of [echo, near end]. */
 async function echoCall(processing) {
   return withEnv(`alsa_call echo processing=${processing}`, async (env) => {
+    const visitor = writeSineWav(env.file('visitor.wav'), { freq: 600, seconds: 8, amplitude: 0.03, burstMs: 400 });
     const setup = standaloneSetup(env, {
-      audio: { source: 'tone:600', echoPath: '30:-6', processing },
+      audio: { source: `wav:${visitor}`, echoPath: '30:-6', processing },
     });
     const { control } = await bringUpStandalone(env, setup);
-    const browser = await env.browser({ micHz: MIC_TONE, secureOrigins: [setup.origin] });
+    const browser = await env.browser({ micHz: MIC_TONE, micBurstMs: 300, secureOrigins: [setup.origin] });
     const flat = await env.page(browser, `${setup.origin}/?raw=1#token=${setup.answerers[0].token}`, 'flat-1a');
     await waitForConnection(flat);
     await control.press();
@@ -118,7 +128,6 @@ async function echoCall(processing) {
     await flat.page.getByRole('button', { name: 'Accept the call' }).click();
     await waitForState(flat, 'in_call', 20000);
     await control.waitForCallState('in_call', 10000);
-    await expectRemoteTone(flat, 600, { timeout: 15000, count: 1 }).catch(() => {});
     // The echo canceller converges within a few seconds of far-end audio.
     await sleep(6000);
     const levels = await remoteToneLevels(flat.page, [MIC_TONE, 600], { reads: 20, intervalMs: 150 });
@@ -129,6 +138,7 @@ async function echoCall(processing) {
 }
 
 test('echo in a whole call: the door\'s processing removes the flat\'s own voice coming back', { skip, timeout: 180000 }, async () => {
+  // Off first: with nothing in the way, the page must hear its own echo.
   const [echoOff, nearOff] = await echoCall(false);
   const [echoOn, nearOn] = await echoCall(true);
   const suppression = echoOff - echoOn;
@@ -136,7 +146,8 @@ test('echo in a whole call: the door\'s processing removes the flat\'s own voice
     `suppressed ${suppression.toFixed(1)} dB; near end (600 Hz) off ${nearOff.toFixed(1)}, on ${nearOn.toFixed(1)} dBFS; ` +
     `echo-to-near improvement ${((echoOff - nearOff) - (echoOn - nearOn)).toFixed(1)} dB`;
   process.stderr.write(`ECHO_RESULT ${report}\n`);
-  assert.ok(echoOff > nearOff - 20, `without processing the echo is clearly audible: ${report}`);
+  assert.ok(echoOff > nearOff, `without processing the echo is louder than the visitor: ${report}`);
   assert.ok(suppression >= 25, `echo suppressed by at least 25 dB: ${report}`);
   assert.ok(nearOn > echoOn + 20, `the near end dominates with processing on: ${report}`);
+  assert.ok(nearOn > nearOff - 6, `the near end is kept: ${report}`);
 });
