@@ -12,8 +12,9 @@
 //! * CPU: wall time of the full chain (high-pass, echo canceller, noise
 //!   suppression, AGC) per second of audio, best of three.
 //!
-//! Then the whole call chain of one station (`--chain` runs only this part,
-//! short enough for `valgrind --tool=callgrind`):
+//! Then the whole call chain of one station (`--chain` and `--chain-input`
+//! run only this part, short enough for `valgrind --tool=callgrind`; see
+//! `make bench-audio-instructions`):
 //!
 //! * CPU per second of call audio: capture processing, Opus encode of the
 //!   microphone, jitter buffer and Opus decode of the far end, on one
@@ -162,11 +163,16 @@ fn encode_all(samples: &[i16]) -> Vec<(u16, u32, Vec<u8>)> {
     out
 }
 
-/// CPU of one station's call audio for `seconds`: per 10 ms tick, the far
-/// end out of the jitter buffer (a packet pushed every other tick) is the
-/// echo reference, the microphone frame is processed and encoded.
-/// Returns milliseconds of CPU per second of audio.
-fn chain_cpu(seconds: usize) -> f64 {
+/// What one station's call audio is made of, prepared outside the
+/// measurement: the far end as the peer's packets, and the microphone (the
+/// visitor plus the room's echo of the far end).
+struct ChainInput {
+    frames: usize,
+    near: Vec<i16>,
+    packets: Vec<(u16, u32, Vec<u8>)>,
+}
+
+fn chain_input(seconds: usize) -> ChainInput {
     let frames = seconds * 100;
     let n = frames * FRAME_SAMPLES;
     let far = SpeechLike::new(7).take_samples(n, 0.3);
@@ -174,16 +180,27 @@ fn chain_cpu(seconds: usize) -> f64 {
     for (m, e) in near.iter_mut().zip(echo_path(&far, 25, 100, 0.5, 11)) {
         *m = m.saturating_add(e);
     }
-    let packets = encode_all(&far);
+    ChainInput {
+        frames,
+        near,
+        packets: encode_all(&far),
+    }
+}
+
+/// CPU of one station's call audio: per 10 ms tick, the far end out of the
+/// jitter buffer (a packet pushed every other tick) is the echo reference,
+/// the microphone frame is processed and encoded. Returns milliseconds of
+/// CPU per second of audio.
+fn chain_cpu(input: &ChainInput) -> f64 {
     let t0 = Instant::now();
     let mut proc_ = Processor::new(&ProcessingSettings::default());
     let mut enc = OpusEncoder::new(OPUS).expect("encoder");
     let mut jb = JitterBuffer::new(JitterSettings::default()).expect("jitter buffer");
     let mut bytes = 0usize;
-    for i in 0..frames {
+    for i in 0..input.frames {
         let now = t0 + Duration::from_millis(10 * i as u64);
         if i % 2 == 0
-            && let Some((seq, ts, p)) = packets.get(i / 2)
+            && let Some((seq, ts, p)) = input.packets.get(i / 2)
         {
             jb.push(*seq, *ts, p, now);
         }
@@ -192,14 +209,14 @@ fn chain_cpu(seconds: usize) -> f64 {
             .expect("decode")
             .unwrap_or_else(|| Box::new([0; FRAME_SAMPLES]));
         proc_.render(&out);
-        let mut mic = frame_of(&near[i * FRAME_SAMPLES..(i + 1) * FRAME_SAMPLES]);
+        let mut mic = frame_of(&input.near[i * FRAME_SAMPLES..(i + 1) * FRAME_SAMPLES]);
         proc_.capture(&mut mic);
         if let Some(p) = enc.push(&mic).expect("encode") {
             bytes += p.len();
         }
     }
     std::hint::black_box(bytes);
-    t0.elapsed().as_secs_f64() * 1000.0 / seconds as f64
+    t0.elapsed().as_secs_f64() * 1000.0 / (input.frames / 100) as f64
 }
 
 /// Milliseconds from a click entering one station's microphone to the same
@@ -316,9 +333,10 @@ fn lossy_stream() -> (u64, u64, intercomd::media::opus::JitterStats, Duration) {
 }
 
 fn chain_report() {
+    let input = chain_input(20);
     let mut cpu = f64::MAX;
     for _ in 0..3 {
-        cpu = cpu.min(chain_cpu(20));
+        cpu = cpu.min(chain_cpu(&input));
     }
     println!();
     println!("Whole call chain (processing + Opus encode + jitter buffer + Opus decode):");
@@ -344,9 +362,15 @@ fn chain_report() {
 }
 
 fn main() {
+    // For instruction counts under callgrind: `--chain` prepares 10 s of
+    // call audio and runs the chain over it once; `--chain-input` only
+    // prepares. The chain's count is the difference.
+    if std::env::args().any(|a| a == "--chain-input") {
+        std::hint::black_box(chain_input(10));
+        return;
+    }
     if std::env::args().any(|a| a == "--chain") {
-        // Short and single-pass, for instruction counts under callgrind.
-        let ms = chain_cpu(10);
+        let ms = chain_cpu(&chain_input(10));
         println!("chain: 10 s of call audio, {ms:.2} ms CPU per s");
         return;
     }
