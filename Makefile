@@ -3,7 +3,7 @@ SHELL := /bin/sh
 CARGO ?= cargo
 BIN := target/debug/intercomd
 
-.PHONY: all setup build demo test test-unit test-fault test-e2e check-dist check-yocto lint-yocto lint bench bench-audio arm64 clean
+.PHONY: all setup build demo test test-unit test-fault test-e2e check-dist check-yocto lint-yocto lint bench bench-audio bench-audio-instructions arm64 clean
 
 all: build
 
@@ -54,7 +54,8 @@ bench: setup bench-audio
 	$(CARGO) build --locked --release
 	cd tests/e2e && INTERCOMD_BIN=$(CURDIR)/target/release/intercomd node bench_call_setup.mjs
 
-# Capture processing against the aec3 reference: ERLE, double talk, CPU.
+# Capture processing against the aec3 reference: ERLE, double talk, CPU;
+# then the whole call chain: CPU, latency, loss and jitter.
 bench-audio: setup
 	$(CARGO) run --locked --release --example audio_bench
 
@@ -86,6 +87,14 @@ arm64:
 	# Plain qemu-aarch64-static: -L or QEMU_LD_PREFIX hang threaded programs.
 	qemu-aarch64-static $(ARM64_BIN) --version
 	qemu-aarch64-static $(ARM64_BIN) config check --config config/boards/raspberrypi4-64.toml
+
+# Instructions per second of call audio for the whole chain (repeatable,
+# unlike CPU time): 10 s under callgrind, minus preparing the input.
+bench-audio-instructions: setup
+	$(CARGO) build --locked --release --example audio_bench
+	valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/examples/audio_bench --chain 2>&1 | sed -n 's/.*Collected : *//p' > target/chain.ir
+	valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/examples/audio_bench --chain-input 2>&1 | sed -n 's/.*Collected : *//p' > target/chain-input.ir
+	@echo "whole call chain: $$(( ($$(cat target/chain.ir) - $$(cat target/chain-input.ir)) / 10 )) instructions per second of call audio"
 
 clean:
 	$(CARGO) clean

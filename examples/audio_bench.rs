@@ -11,14 +11,30 @@
 //!   so residual echo does not count) is lost, in dB: 0 is perfect.
 //! * CPU: wall time of the full chain (high-pass, echo canceller, noise
 //!   suppression, AGC) per second of audio, best of three.
+//!
+//! Then the whole call chain of one station (`--chain` and `--chain-input`
+//! run only this part, short enough for `valgrind --tool=callgrind`; see
+//! `make bench-audio-instructions`):
+//!
+//! * CPU per second of call audio: capture processing, Opus encode of the
+//!   microphone, jitter buffer and Opus decode of the far end, on one
+//!   thread, best of three.
+//! * Latency: a click captured by one station until it comes out of the
+//!   peer's jitter buffer and decoder, on a virtual clock with a zero-delay
+//!   network: device period, processing, 20 ms packetisation, the jitter
+//!   buffer's target, the codec's own delay.
+//! * Loss and jitter: 60 s through 5 % random loss and 0..30 ms random
+//!   delay; every 10 ms playout tick after the start must yield a frame,
+//!   and the concealed and FEC-recovered packets are counted.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use aec3::nodes::audio::AudioFormat;
 use aec3::pipelines::linear;
 use intercomd::audio::FRAME_SAMPLES;
 use intercomd::audio::processing::{ProcessingSettings, Processor};
 use intercomd::audio::testsignal::{Rng, SpeechLike, echo_path, energy_db};
+use intercomd::media::opus::{JitterBuffer, JitterSettings, OpusConfig, OpusEncoder};
 
 const SECONDS: usize = 20;
 const FRAMES: usize = SECONDS * 100;
@@ -120,7 +136,244 @@ fn near_loss_db(out: &[i16], near: &[i16]) -> f64 {
     -20.0 * best.max(1e-6).log10()
 }
 
+/// The media session's encoder settings (defaults of `[audio.opus]`).
+const OPUS: OpusConfig = OpusConfig {
+    bitrate: 32_000,
+    complexity: 10,
+    fec: true,
+    expected_loss_pct: 5,
+};
+
+fn frame_of(s: &[i16]) -> [i16; FRAME_SAMPLES] {
+    let mut f = [0i16; FRAME_SAMPLES];
+    f.copy_from_slice(s);
+    f
+}
+
+/// Packets (seq, timestamp, payload) of `samples` as a peer sends them.
+fn encode_all(samples: &[i16]) -> Vec<(u16, u32, Vec<u8>)> {
+    let mut enc = OpusEncoder::new(OPUS).expect("encoder");
+    let mut out = Vec::new();
+    for (i, c) in samples.chunks_exact(FRAME_SAMPLES).enumerate() {
+        if let Some(p) = enc.push(&frame_of(c)).expect("encode") {
+            let n = out.len();
+            out.push((n as u16, ((i + 1) * FRAME_SAMPLES - 960) as u32, p.to_vec()));
+        }
+    }
+    out
+}
+
+/// What one station's call audio is made of, prepared outside the
+/// measurement: the far end as the peer's packets, and the microphone (the
+/// visitor plus the room's echo of the far end).
+struct ChainInput {
+    frames: usize,
+    near: Vec<i16>,
+    packets: Vec<(u16, u32, Vec<u8>)>,
+}
+
+fn chain_input(seconds: usize) -> ChainInput {
+    let frames = seconds * 100;
+    let n = frames * FRAME_SAMPLES;
+    let far = SpeechLike::new(7).take_samples(n, 0.3);
+    let mut near = SpeechLike::new(99).take_samples(n, 0.25);
+    for (m, e) in near.iter_mut().zip(echo_path(&far, 25, 100, 0.5, 11)) {
+        *m = m.saturating_add(e);
+    }
+    ChainInput {
+        frames,
+        near,
+        packets: encode_all(&far),
+    }
+}
+
+/// CPU of one station's call audio: per 10 ms tick, the far end out of the
+/// jitter buffer (a packet pushed every other tick) is the echo reference,
+/// the microphone frame is processed and encoded. Returns milliseconds of
+/// CPU per second of audio.
+fn chain_cpu(input: &ChainInput) -> f64 {
+    let t0 = Instant::now();
+    let mut proc_ = Processor::new(&ProcessingSettings::default());
+    let mut enc = OpusEncoder::new(OPUS).expect("encoder");
+    let mut jb = JitterBuffer::new(JitterSettings::default()).expect("jitter buffer");
+    let mut bytes = 0usize;
+    for i in 0..input.frames {
+        let now = t0 + Duration::from_millis(10 * i as u64);
+        if i % 2 == 0
+            && let Some((seq, ts, p)) = input.packets.get(i / 2)
+        {
+            jb.push(*seq, *ts, p, now);
+        }
+        let out = jb
+            .pop(now)
+            .expect("decode")
+            .unwrap_or_else(|| Box::new([0; FRAME_SAMPLES]));
+        proc_.render(&out);
+        let mut mic = frame_of(&input.near[i * FRAME_SAMPLES..(i + 1) * FRAME_SAMPLES]);
+        proc_.capture(&mut mic);
+        if let Some(p) = enc.push(&mic).expect("encode") {
+            bytes += p.len();
+        }
+    }
+    std::hint::black_box(bytes);
+    t0.elapsed().as_secs_f64() * 1000.0 / (input.frames / 100) as f64
+}
+
+/// Milliseconds from a click entering one station's microphone to the same
+/// click leaving the peer's decoder, network excluded. Virtual clock: the
+/// device hands over frame `k` (captured over `[10k, 10k+10)` ms) at
+/// `10(k+1)` ms; the peer's playout tick at `10j` ms hands out one frame,
+/// whose samples play from then on.
+fn click_latency(processing: bool) -> f64 {
+    let frames = 600;
+    let click_frame = 400;
+    let click_at = click_frame * FRAME_SAMPLES + 123;
+    let mut rng = Rng::new(3);
+    // A quiet room, then a 1 ms click at -6 dBFS.
+    let mut mic: Vec<i16> = (0..frames * FRAME_SAMPLES)
+        .map(|_| (rng.uniform() * 30.0) as i16)
+        .collect();
+    for (k, s) in mic[click_at..click_at + 48].iter_mut().enumerate() {
+        *s = if k % 2 == 0 { 16000 } else { -16000 };
+    }
+    let settings = if processing {
+        ProcessingSettings::default()
+    } else {
+        ProcessingSettings::off()
+    };
+    let mut proc_ = Processor::new(&settings);
+    let mut enc = OpusEncoder::new(OPUS).expect("encoder");
+    let mut jb = JitterBuffer::new(JitterSettings::default()).expect("jitter buffer");
+    let t0 = Instant::now();
+    let mut seq = 0u16;
+    let mut played: Vec<(usize, [i16; FRAME_SAMPLES])> = Vec::new();
+    // Tick `t` (at 10t ms): the frame captured over the previous 10 ms is
+    // handed over, processed and, every other frame, sent; then the peer's
+    // playout tick.
+    for t in 1..=frames {
+        let now = t0 + Duration::from_millis(10 * t as u64);
+        let k = t - 1;
+        let mut f = frame_of(&mic[k * FRAME_SAMPLES..(k + 1) * FRAME_SAMPLES]);
+        proc_.render(&[0; FRAME_SAMPLES]);
+        proc_.capture(&mut f);
+        if let Some(p) = enc.push(&f).expect("encode") {
+            jb.push(seq, u32::from(seq) * 960, p, now);
+            seq = seq.wrapping_add(1);
+        }
+        if let Some(out) = jb.pop(now).expect("decode") {
+            played.push((t, *out));
+        }
+    }
+    // The click is the first output sample 20 dB above the noise before it.
+    let before: Vec<i16> = played
+        .iter()
+        .filter(|(t, _)| *t > 200 && *t < 380)
+        .flat_map(|(_, f)| f.iter().copied())
+        .collect();
+    let floor = before
+        .iter()
+        .map(|&s| i32::from(s).abs())
+        .max()
+        .unwrap_or(0);
+    let threshold = (floor * 10).max(1000);
+    for (t, f) in &played {
+        if *t < click_frame {
+            continue;
+        }
+        if let Some(i) = f.iter().position(|&s| i32::from(s).abs() > threshold) {
+            let out_ms = (*t * FRAME_SAMPLES + i) as f64 / 48.0;
+            let in_ms = click_at as f64 / 48.0;
+            return out_ms - in_ms;
+        }
+    }
+    f64::NAN
+}
+
+/// 60 s of speech through 5 % random loss and 0..30 ms of random delay.
+/// Returns (gaps after the start, frames out, JitterStats, target delay at the end).
+fn lossy_stream() -> (u64, u64, intercomd::media::opus::JitterStats, Duration) {
+    let seconds = 60;
+    let far = SpeechLike::new(21).take_samples(seconds * 48_000, 0.3);
+    let packets = encode_all(&far);
+    let mut rng = Rng::new(42);
+    let t0 = Instant::now();
+    // (arrival ms, index) of every packet that survives.
+    let mut arrivals: Vec<(f64, usize)> = Vec::new();
+    for i in 0..packets.len() {
+        if (rng.uniform() + 1.0) / 2.0 < 0.05 {
+            continue;
+        }
+        let sent = 20.0 * (i + 1) as f64;
+        arrivals.push((sent + 30.0 * (rng.uniform() + 1.0) / 2.0, i));
+    }
+    arrivals.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut jb = JitterBuffer::new(JitterSettings::default()).expect("jitter buffer");
+    let (mut next, mut started, mut gaps) = (0usize, false, 0u64);
+    let ticks = seconds * 100 + 20;
+    for t in 0..ticks {
+        let now_ms = 10.0 * t as f64;
+        while next < arrivals.len() && arrivals[next].0 <= now_ms {
+            let (at, i) = arrivals[next];
+            let (seq, ts, p) = &packets[i];
+            jb.push(*seq, *ts, p, t0 + Duration::from_secs_f64(at / 1000.0));
+            next += 1;
+        }
+        match jb
+            .pop(t0 + Duration::from_secs_f64(now_ms / 1000.0))
+            .expect("decode")
+        {
+            Some(_) => started = true,
+            // Counted until the sender's last packet has had time to arrive.
+            None if started && t < seconds * 100 => gaps += 1,
+            None => {}
+        }
+    }
+    let target = jb.target_delay();
+    (gaps, jb.stats.frames_out, jb.stats, target)
+}
+
+fn chain_report() {
+    let input = chain_input(20);
+    let mut cpu = f64::MAX;
+    for _ in 0..3 {
+        cpu = cpu.min(chain_cpu(&input));
+    }
+    println!();
+    println!("Whole call chain (processing + Opus encode + jitter buffer + Opus decode):");
+    println!(
+        "  CPU: {cpu:.2} ms per s of call audio = {:.2} % of one core",
+        cpu / 10.0
+    );
+    let lat_on = click_latency(true);
+    let lat_off = click_latency(false);
+    println!(
+        "  latency, click captured -> decoded at the peer (network excluded): {lat_on:.1} ms with processing, {lat_off:.1} ms without"
+    );
+    let (gaps, out, st, target) = lossy_stream();
+    println!(
+        "  5 % loss + 0..30 ms jitter, 60 s: {gaps} gaps after the start, {out} frames out, {} packets concealed, {} rebuilt from FEC, {} late, {} underruns, {} dropped for latency; target delay at the end {} ms",
+        st.concealed,
+        st.fec_recovered,
+        st.late,
+        st.underruns,
+        st.dropped_for_latency,
+        target.as_millis()
+    );
+}
+
 fn main() {
+    // For instruction counts under callgrind: `--chain` prepares 10 s of
+    // call audio and runs the chain over it once; `--chain-input` only
+    // prepares. The chain's count is the difference.
+    if std::env::args().any(|a| a == "--chain-input") {
+        std::hint::black_box(chain_input(10));
+        return;
+    }
+    if std::env::args().any(|a| a == "--chain") {
+        let ms = chain_cpu(&chain_input(10));
+        println!("chain: 10 s of call audio, {ms:.2} ms CPU per s");
+        return;
+    }
     let n = FRAMES * FRAME_SAMPLES;
     let far = SpeechLike::new(7).take_samples(n, 0.3);
     let mut rng = Rng::new(5);
@@ -169,4 +422,5 @@ fn main() {
         o.3 / r.3,
         o.2 - r.2
     );
+    chain_report();
 }

@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 use crate::audio::alsa::{AlsaSpec, MixerControl, Pacing, start_alsa_audio};
 use crate::audio::processing::{NsLevel, ProcessingSettings};
 use crate::audio::sim::{
-    SimAudioHandle, SimAudioSpec, SimSource as AudioSimSource, start_sim_audio_tracked,
+    SimAudioHandle, SimAudioSpec, SimEcho, SimSource as AudioSimSource, start_sim_audio_tracked,
 };
 use crate::audio::tones::ToneSettings;
 use crate::call::CallSettings;
@@ -270,6 +270,10 @@ fn start_audio(
             };
             let mut spec = SimAudioSpec::new(source);
             spec.record = settings.audio.sim.record_file.clone();
+            spec.echo = settings.audio.sim.echo_path.map(|p| SimEcho {
+                delay_ms: p.delay_ms,
+                gain_db: p.gain_db as f32,
+            });
             spec.processing = processing_settings(settings);
             let (_first_ports, audio) = start_sim_audio_tracked(&spec, cancel, tracker)?;
             warn!(

@@ -496,9 +496,12 @@ pub(crate) fn start_loop(
     };
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let priority = spec.realtime_priority;
+    // The thread logs to the subscriber of whoever started it.
+    let dispatch = tracing::dispatcher::get_default(|d| d.clone());
     std::thread::Builder::new()
         .name("alsa-audio".into())
         .spawn(move || {
+            let _log = tracing::dispatcher::set_default(&dispatch);
             if priority > 0 {
                 match set_realtime(priority) {
                     Ok(()) => info!(priority, "audio thread runs at real-time priority"),
@@ -556,6 +559,7 @@ impl Loop {
     fn run(&mut self) {
         let mut next = Instant::now();
         let mut reopen_at: Option<(Instant, Duration, u32)> = None;
+        let mut down_since: Option<Instant> = None;
         while !self.cancel.is_cancelled() {
             self.commands();
             // While the device is gone, and in timer mode, pace with the
@@ -578,11 +582,15 @@ impl Loop {
                     if let Some((at, wait, attempt)) = reopen_at
                         && Instant::now() >= at
                     {
-                        reopen_at = self.try_reopen(wait, attempt);
+                        reopen_at = self.try_reopen(wait, attempt, down_since);
                     }
                 }
             }
+            if self.dev.is_some() {
+                down_since = None;
+            }
             if self.dev.is_none() && reopen_at.is_none() {
+                down_since = Some(Instant::now());
                 reopen_at = Some((Instant::now() + self.reopen_initial, self.reopen_initial, 1));
                 self.stats.down.store(1, Ordering::Relaxed);
             }
@@ -590,10 +598,16 @@ impl Loop {
         info!(device = %self.device, "audio thread stopped");
     }
 
-    fn try_reopen(&mut self, wait: Duration, attempt: u32) -> Option<(Instant, Duration, u32)> {
+    fn try_reopen(
+        &mut self,
+        wait: Duration,
+        attempt: u32,
+        down_since: Option<Instant>,
+    ) -> Option<(Instant, Duration, u32)> {
         match (self.opener)() {
             Ok(dev) => {
-                info!(device = %self.device, attempt, "audio device reopened");
+                let down_ms = down_since.map_or(0, |t| t.elapsed().as_millis() as u64);
+                info!(device = %self.device, attempt, down_ms, "audio device reopened; audio resumes in the ongoing call");
                 self.stats.reopens.fetch_add(1, Ordering::Relaxed);
                 self.stats.down.store(0, Ordering::Relaxed);
                 self.dev = Some(dev);
@@ -741,8 +755,30 @@ mod tests {
         }
     }
 
+    /// Log lines written by the code under test, for checking what the
+    /// journal would say.
+    #[derive(Clone, Default)]
+    struct LogBuf(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for LogBuf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("test lock").extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
     #[tokio::test]
     async fn xrun_and_vanished_device_recover_without_ending_the_call() {
+        let log = LogBuf::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
         let frames = Arc::new(Mutex::new(0u64));
         let attempts = Arc::new(Mutex::new(0u32));
         let first = Box::new(Fake {
@@ -802,5 +838,36 @@ mod tests {
         cancel.cancel();
         tracker.close();
         tracker.wait().await;
+
+        // The log says what happened, in order, and when audio came back.
+        let text = String::from_utf8(log.0.lock().expect("test lock").clone()).expect("utf-8");
+        let lines: Vec<&str> = text.lines().collect();
+        let at = |needle: &str| {
+            lines
+                .iter()
+                .position(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("log line {needle:?} missing in:\n{text}"))
+        };
+        let xrun = at("audio xrun; device prepared again");
+        assert!(
+            lines[xrun].contains("direction=\"capture\"")
+                || lines[xrun].contains("direction=capture")
+        );
+        assert!(lines[xrun].contains("xruns=1"));
+        let gone = at("audio device vanished; reopening, the call goes on");
+        assert!(lines[gone].contains("unplugged"));
+        let retry = at("audio device still missing");
+        assert!(lines[retry].contains("retry_in_ms="));
+        let back = at("audio device reopened; audio resumes in the ongoing call");
+        assert!(lines[back].contains("attempt=3"), "{}", lines[back]);
+        let down_ms: u64 = lines[back]
+            .split("down_ms=")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("down_ms field");
+        // Two refused attempts 20 and 40 ms apart, then the third.
+        assert!((40..2000).contains(&down_ms), "down_ms={down_ms}");
+        assert!(xrun < gone && gone < retry && retry < back);
     }
 }

@@ -71,6 +71,80 @@ impl FromStr for SimSource {
     }
 }
 
+/// A simulated room between the speaker and the microphone: the direct
+/// sound after `delay_ms` and 48 reflections decaying 60 dB over the
+/// following [`ECHO_TAIL_MS`], scaled so the echo is about `gain_db` of the
+/// played level.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SimEcho {
+    pub delay_ms: u32,
+    pub gain_db: f32,
+}
+
+/// Length of the simulated room's reflections after the direct sound.
+pub const ECHO_TAIL_MS: u32 = 120;
+
+/// The echo path as sparse taps over a history of what the speaker played.
+struct EchoLine {
+    taps: Vec<(usize, f32)>,
+    history: Vec<i16>,
+    /// Index in `history` just after the last sample played.
+    pos: usize,
+}
+
+impl EchoLine {
+    fn new(echo: SimEcho) -> Self {
+        let per_ms = (SAMPLE_RATE / 1000) as usize;
+        let delay = echo.delay_ms as usize * per_ms;
+        let tail = ECHO_TAIL_MS as usize * per_ms;
+        let mut rng = super::testsignal::Rng::new(17);
+        let mut taps = vec![(delay, 1.0f64)];
+        for _ in 0..48 {
+            let at = (rng.uniform().abs() * tail as f64) as usize;
+            let decay = 10f64.powf(-3.0 * at as f64 / tail as f64);
+            taps.push((delay + at, 0.6 * decay * rng.uniform()));
+        }
+        let norm = taps.iter().map(|(_, g)| g * g).sum::<f64>().sqrt();
+        let gain = 10f64.powf(f64::from(echo.gain_db) / 20.0) / norm;
+        EchoLine {
+            taps: taps
+                .into_iter()
+                .map(|(d, g)| (d, (g * gain) as f32))
+                .collect(),
+            history: vec![0; delay + tail + 2 * FRAME_SAMPLES],
+            pos: 0,
+        }
+    }
+
+    /// Appends a frame the speaker plays now.
+    fn played(&mut self, frame: &[i16; FRAME_SAMPLES]) {
+        let len = self.history.len();
+        for &x in frame.iter() {
+            self.history[self.pos] = x;
+            self.pos = (self.pos + 1) % len;
+        }
+    }
+
+    /// Adds the echo to a microphone frame captured over the same 10 ms as
+    /// the last frame played.
+    fn mix(&self, frame: &mut [i16; FRAME_SAMPLES]) {
+        let len = self.history.len();
+        // `history[start]` is the first sample of the last frame played.
+        let start = (self.pos + len - FRAME_SAMPLES) % len;
+        for (i, s) in frame.iter_mut().enumerate() {
+            let mut acc = 0.0f32;
+            for &(d, g) in &self.taps {
+                acc += g * f32::from(self.history[(start + i + len - d) % len]);
+            }
+            *s = (f32::from(*s) + acc).clamp(-32768.0, 32767.0) as i16;
+        }
+    }
+}
+
+/// Frames waiting for the simulated speaker's clock when an echo path is
+/// simulated; beyond this the oldest are dropped.
+const SPEAKER_QUEUE: usize = 20;
+
 /// Configuration of a simulated audio device.
 #[derive(Debug, Clone)]
 pub struct SimAudioSpec {
@@ -81,6 +155,10 @@ pub struct SimAudioSpec {
     pub port_capacity: usize,
     /// Capture processing, as on a real device; off unless configured.
     pub processing: ProcessingSettings,
+    /// A simulated room feeding the speaker into the microphone. With it
+    /// the speaker plays one frame per 10 ms tick, like a sound card, so
+    /// the echo canceller's reference and the echo keep a fixed delay.
+    pub echo: Option<SimEcho>,
 }
 
 impl SimAudioSpec {
@@ -90,6 +168,7 @@ impl SimAudioSpec {
             record: None,
             port_capacity: DEFAULT_PORT_CAPACITY,
             processing: ProcessingSettings::off(),
+            echo: None,
         }
     }
 }
@@ -284,6 +363,8 @@ pub fn start_sim_audio_tracked(
         Some(path) => Some(Recorder::start(path.clone(), stats.clone())?),
         None => None,
     };
+    let mut echo = spec.echo.map(EchoLine::new);
+    let mut speaker: VecDeque<Frame> = VecDeque::new();
     let (ports, device) = port_pair(spec.port_capacity);
     let (attach_tx, mut attach_rx) = mpsc::channel::<DevicePorts>(1);
     let handle = SimAudioHandle {
@@ -311,6 +392,17 @@ pub fn start_sim_audio_tracked(
                 }
                 _ = tick.tick() => {
                     let mut frame = source.next_frame();
+                    if let Some(line) = echo.as_mut() {
+                        // The speaker plays one frame per tick; what it
+                        // plays is the echo reference and, through the
+                        // room, part of what the microphone hears.
+                        let out = speaker.pop_front().unwrap_or_else(super::silent_frame);
+                        if capture.is_some() {
+                            processor.render(&out);
+                        }
+                        line.played(&out);
+                        line.mix(&mut frame);
+                    }
                     // Process only for a call: an idle station costs no CPU.
                     if capture.is_some() {
                         processor.capture(&mut frame);
@@ -333,8 +425,15 @@ pub fn start_sim_audio_tracked(
                     }
                 } => match frame {
                     Some(frame) => {
-                        // What the simulated speaker plays is the echo reference.
-                        processor.render(&frame);
+                        if echo.is_some() {
+                            if speaker.len() >= SPEAKER_QUEUE {
+                                speaker.pop_front();
+                            }
+                            speaker.push_back(frame.clone());
+                        } else {
+                            // What the simulated speaker plays is the echo reference.
+                            processor.render(&frame);
+                        }
                         stats.played.fetch_add(1, Ordering::Relaxed);
                         {
                             let mut recent = stats.recent.lock().expect("stats lock is never poisoned: no panics while held");
@@ -419,6 +518,97 @@ mod tests {
         );
         assert!("tone:abc".parse::<SimSource>().is_err());
         assert!("mp3:/x".parse::<SimSource>().is_err());
+    }
+
+    #[test]
+    fn echo_line_delays_and_attenuates_what_was_played() {
+        let mut line = EchoLine::new(SimEcho {
+            delay_ms: 30,
+            gain_db: -6.0,
+        });
+        let mut played = vec![0i16; 100 * FRAME_SAMPLES];
+        fill_sine(
+            &mut played[..50 * FRAME_SAMPLES],
+            1000.0,
+            0.25,
+            SAMPLE_RATE,
+            0.0,
+        );
+        let mut mic = Vec::new();
+        for chunk in played.chunks_exact(FRAME_SAMPLES) {
+            let mut out = [0i16; FRAME_SAMPLES];
+            out.copy_from_slice(chunk);
+            line.played(&out);
+            let mut m = [0i16; FRAME_SAMPLES];
+            line.mix(&mut m);
+            mic.extend_from_slice(&m);
+        }
+        // Silent for the delay, then the echo.
+        let first = mic.iter().position(|&s| s != 0).expect("an echo");
+        assert_eq!(first, 30 * 48 + 1, "sin(0) = 0: the first non-zero sample");
+        let level = |s: &[i16]| super::super::testsignal::energy_db(s);
+        let steady = level(&mic[20 * FRAME_SAMPLES..45 * FRAME_SAMPLES]);
+        let source = level(&played[20 * FRAME_SAMPLES..45 * FRAME_SAMPLES]);
+        assert!(
+            (steady - source + 6.0).abs() < 6.0,
+            "echo {steady:.1} dB vs played {source:.1} dB"
+        );
+        // A decaying tail after the tone stops: present 60 ms later, gone
+        // after the delay plus the tail.
+        let stop = 50 * FRAME_SAMPLES + 30 * 48;
+        assert!(level(&mic[stop + 40 * 48..stop + 60 * 48]) > steady - 40.0);
+        assert!(level(&mic[stop + 121 * 48..stop + 140 * 48]) < -150.0);
+    }
+
+    /// A conversation through the simulated room, as the end-to-end echo
+    /// test has it: the far end talks in 300 ms bursts of 1000 Hz, the near
+    /// end in 400 ms bursts of 600 Hz, so there is single talk from each
+    /// side and double talk. The capture processing removes the far end's
+    /// echo and keeps the near end.
+    #[test]
+    fn echo_path_is_removed_by_the_capture_processing() {
+        use crate::audio::processing::{ProcessingSettings, Processor};
+        use crate::audio::tone_power;
+        let run = |settings: &ProcessingSettings| {
+            let mut line = EchoLine::new(SimEcho {
+                delay_ms: 30,
+                gain_db: -6.0,
+            });
+            let mut p = Processor::new(settings);
+            let (mut far_ph, mut near_ph) = (0.0, 0.0);
+            let mut out = Vec::new();
+            for k in 0..1000 {
+                let mut far = [0i16; FRAME_SAMPLES];
+                far_ph = fill_sine(&mut far, 1000.0, 0.5, SAMPLE_RATE, far_ph);
+                if (k / 30) % 2 == 1 {
+                    far.fill(0);
+                }
+                p.render(&far);
+                line.played(&far);
+                let mut mic = [0i16; FRAME_SAMPLES];
+                near_ph = fill_sine(&mut mic, 600.0, 0.25, SAMPLE_RATE, near_ph);
+                if (k / 40) % 2 == 1 {
+                    mic.fill(0);
+                }
+                line.mix(&mut mic);
+                p.capture(&mut mic);
+                out.extend_from_slice(&mic);
+            }
+            let tail = &out[out.len() - 3 * SAMPLE_RATE as usize..];
+            let db = |hz| 10.0 * tone_power(tail, hz, SAMPLE_RATE).log10();
+            (db(1000.0), db(600.0))
+        };
+        let (echo_off, near_off) = run(&ProcessingSettings::off());
+        let (echo_on, near_on) = run(&ProcessingSettings::default());
+        eprintln!(
+            "echo {echo_off:.1} -> {echo_on:.1} dB, near end {near_off:.1} -> {near_on:.1} dB"
+        );
+        assert!(
+            echo_off - echo_on >= 25.0,
+            "echo suppressed by {:.1} dB",
+            echo_off - echo_on
+        );
+        assert!((near_on - near_off).abs() < 10.0, "near end kept");
     }
 
     #[tokio::test]

@@ -325,6 +325,7 @@ fragment! {
     AudioSim {
         source: Val<String>,
         record_file: Val<String>,
+        echo_path: Val<String>,
     }
 
     Hardware {

@@ -27,7 +27,7 @@ pub use settings::{
 pub use settings::{
     Answerer, Audio, AudioBackend, AudioSim, Button, Call, Door, Hardware, HardwareBackend,
     HardwareSim, Hub, Ice, IceServer, IceTransportPolicy, Log, LogTarget, MdnsMode, Opus, Settings,
-    Signaling, SignalingMode, SimSource, Station,
+    Signaling, SignalingMode, SimEchoPath, SimSource, Station,
 };
 pub use settings::{
     Bias, DoorConfig, GpioConfig, InputConfig, InputKind, LedConfig, LineRef, LineSpec,

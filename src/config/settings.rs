@@ -297,6 +297,17 @@ pub struct AudioSim {
     pub source: SimSource,
     /// WAV file recording what the simulated speaker plays.
     pub record_file: Option<PathBuf>,
+    /// A simulated room between the speaker and the microphone.
+    pub echo_path: Option<SimEchoPath>,
+}
+
+/// `[audio.sim] echo_path = "<delay_ms>:<gain_db>"`: what the simulated
+/// speaker plays reaches the simulated microphone after `delay_ms`, at
+/// `gain_db`, with a decaying tail of reflections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SimEchoPath {
+    pub delay_ms: u32,
+    pub gain_db: i32,
 }
 
 /// What the simulated microphone hears.
@@ -1261,6 +1272,18 @@ fn audio(c: &mut Check, a: &frag::Audio) -> Audio {
         .filter(|v| !v.value.is_empty())
         .map(|v| PathBuf::from(&v.value));
 
+    let echo_path = match c.get("audio.sim.echo_path", &s.echo_path) {
+        Some(v) if v.value.is_empty() => None,
+        Some(v) => match parse_echo_path(&v.value) {
+            Ok(p) => Some(p),
+            Err(reason) => {
+                c.invalid(&v.at, "audio.sim.echo_path", reason);
+                None
+            }
+        },
+        None => None,
+    };
+
     let (alsa, processing, tones) = audio_devices(c, a);
     Audio {
         alsa,
@@ -1278,6 +1301,7 @@ fn audio(c: &mut Check, a: &frag::Audio) -> Audio {
         sim: AudioSim {
             source,
             record_file,
+            echo_path,
         },
     }
 }
@@ -1386,6 +1410,21 @@ fn audio_devices(c: &mut Check, a: &frag::Audio) -> (AudioAlsa, AudioProcessing,
         door_chime: c.bool("audio.tones.door_chime", &t.door_chime),
     };
     (alsa, processing, tones)
+}
+
+fn parse_echo_path(text: &str) -> Result<SimEchoPath, String> {
+    let bad = || {
+        format!(
+            "{text:?} must be \"<delay_ms>:<gain_db>\" with a delay of 0..=500 ms and a gain of -60..=0 dB, or empty"
+        )
+    };
+    let (d, g) = text.split_once(':').ok_or_else(bad)?;
+    let delay_ms: u32 = d.trim().parse().map_err(|_| bad())?;
+    let gain_db: i32 = g.trim().parse().map_err(|_| bad())?;
+    if delay_ms > 500 || !(-60..=0).contains(&gain_db) {
+        return Err(bad());
+    }
+    Ok(SimEchoPath { delay_ms, gain_db })
 }
 
 fn parse_sim_source(text: &str) -> Result<SimSource, String> {
@@ -1560,6 +1599,15 @@ impl Settings {
                 .record_file
                 .as_ref()
                 .map(|p| p.display().to_string())
+                .unwrap_or_default()),
+        );
+        kv(
+            w,
+            "echo_path",
+            &q(&a
+                .sim
+                .echo_path
+                .map(|p| format!("{}:{}", p.delay_ms, p.gain_db))
                 .unwrap_or_default()),
         );
         dump_audio_devices(w, a);

@@ -133,6 +133,7 @@ fn defaults_load_with_every_seed_value() {
     );
     assert_eq!(a.sim.source, SimSource::Tone { hz: 600 });
     assert_eq!(a.sim.record_file, None);
+    assert_eq!(a.sim.echo_path, None);
 
     assert_eq!(s.hardware.backend, HardwareBackend::Sim);
     assert_eq!(

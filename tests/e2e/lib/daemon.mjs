@@ -39,7 +39,10 @@ const q = (s) => JSON.stringify(String(s)); // TOML basic strings share JSON esc
  *  station: { id, name }
  *  signaling: { mode: 'standalone'|'hub', url, tokenFile, reconnectInitialMs, reconnectMaxMs, reconnectJitter }
  *  hub: { listen, answerers: [{id,name,file,groups}], doors: [{id,name,file}] }
- *  ringTimeoutMs, buttons: [{name, group}], audio: { source, recordFile },
+ *  ringTimeoutMs, buttons: [{name, group}],
+ *  audio: { source, recordFile, echoPath } for the simulated backend, or
+ *         { backend: 'alsa', captureDevice, playbackDevice, pacing };
+ *         either with processing: false to switch the capture processing off
  *  controlListen, logLevel
  */
 export function buildConfig(o) {
@@ -69,9 +72,21 @@ export function buildConfig(o) {
   if (o.ringTimeoutMs !== undefined) lines.push('[call]', `ring_timeout_ms = ${o.ringTimeoutMs}`, '');
   for (const b of o.buttons || []) lines.push('[[buttons]]', `name = ${q(b.name)}`, `group = ${q(b.group)}`, '');
   if (o.audio) {
-    lines.push('[audio]', 'backend = "sim"', '', '[audio.sim]', `source = ${q(o.audio.source)}`);
-    if (o.audio.recordFile) lines.push(`record_file = ${q(o.audio.recordFile)}`);
+    const a = o.audio;
+    lines.push('[audio]', `backend = ${q(a.backend || 'sim')}`);
+    if (a.processing === false) {
+      for (const k of ['echo_cancellation', 'auto_gain_control', 'high_pass_filter', 'noise_suppression']) lines.push(`${k} = false`);
+    }
     lines.push('');
+    if (a.backend === 'alsa') {
+      lines.push('[audio.alsa]', `capture_device = ${q(a.captureDevice)}`, `playback_device = ${q(a.playbackDevice)}`,
+        `pacing = ${q(a.pacing || 'device')}`, '');
+    } else {
+      lines.push('[audio.sim]', `source = ${q(a.source)}`);
+      if (a.recordFile) lines.push(`record_file = ${q(a.recordFile)}`);
+      if (a.echoPath) lines.push(`echo_path = ${q(a.echoPath)}`);
+      lines.push('');
+    }
   }
   if (o.controlListen) {
     lines.push('[hardware]', 'backend = "sim"', '', '[hardware.sim]', `control_listen = ${q(o.controlListen)}`, 'stdin = false', '');
@@ -85,7 +100,7 @@ export function buildConfig(o) {
  * A door station with its built-in hub (standalone), as most tests use it.
  * Returns { config, configFile, tokens: {door, answerers:[...]}, hubAddr, recordFile }.
  */
-export function standaloneSetup(env, { answerers = [{ id: 'flat-1a', name: 'Flat 1A' }], tone = 600, ringTimeoutMs = 30000 } = {}) {
+export function standaloneSetup(env, { answerers = [{ id: 'flat-1a', name: 'Flat 1A' }], tone = 600, ringTimeoutMs = 30000, audio } = {}) {
   const hubAddr = `${env.ns.addrA}:8080`;
   const recordFile = env.file('played.wav');
   const tokens = answerers.map((a) => ({ ...a, ...makeToken(env, a.id), groups: a.groups || ['residents'] }));
@@ -95,7 +110,7 @@ export function standaloneSetup(env, { answerers = [{ id: 'flat-1a', name: 'Flat
     hub: { listen: hubAddr, answerers: tokens },
     ringTimeoutMs,
     buttons: [{ name: 'call', group: 'residents' }],
-    audio: { source: `tone:${tone}`, recordFile },
+    audio: audio || { source: `tone:${tone}`, recordFile },
     controlListen: '127.0.0.1:7081',
     iceBindIps: process.env.E2E_DOOR_BIND ? [env.ns[process.env.E2E_DOOR_BIND]] : undefined,
   });
@@ -105,9 +120,9 @@ export function standaloneSetup(env, { answerers = [{ id: 'flat-1a', name: 'Flat
 }
 
 /** Start `intercomd <cmd> --config <file>` inside the namespace. */
-export function startDaemon(env, configFile, { cmd = 'run', label = 'intercomd' } = {}) {
+export function startDaemon(env, configFile, { cmd = 'run', label = 'intercomd', extraEnv = {} } = {}) {
   const child = env.spawn(label, DAEMON_BIN, [cmd, '--config', configFile], {
-    env: { RUST_BACKTRACE: '1', NO_COLOR: '1' },
+    env: { RUST_BACKTRACE: '1', NO_COLOR: '1', ...extraEnv },
   });
   return child;
 }
@@ -210,8 +225,8 @@ export function logField(line, name) {
  * Standard bring-up of a standalone door: start it, forward its control API
  * and hub into the test process, wait for both. Returns { daemon, control, sockets }.
  */
-export async function bringUpStandalone(env, setup) {
-  const daemon = startDaemon(env, setup.configFile);
+export async function bringUpStandalone(env, setup, { extraEnv } = {}) {
+  const daemon = startDaemon(env, setup.configFile, { extraEnv });
   const sockets = await env.ns.forward({ control: '127.0.0.1:7081', hub: setup.hubAddr });
   await waitForHttp(sockets.control, '/state', daemon, 'the simulated-hardware control API');
   await waitForHttp(sockets.hub, '/', daemon, 'the hub serving the answering page');

@@ -1,12 +1,17 @@
 // WAV writing/reading and tone detection for audio content checks.
 import fs from 'node:fs';
 
-/** Write a 16-bit PCM mono sine WAV. */
-export function writeSineWav(file, { freq = 1000, seconds = 12, sampleRate = 48000, amplitude = 0.5 } = {}) {
+/**
+ * Write a 16-bit PCM mono sine WAV. With `burstMs` the sine is on for
+ * `burstMs`, then off for as long, like a talker's bursts.
+ */
+export function writeSineWav(file, { freq = 1000, seconds = 12, sampleRate = 48000, amplitude = 0.5, burstMs = 0 } = {}) {
   const n = Math.round(seconds * sampleRate);
   const data = Buffer.alloc(n * 2);
+  const burst = Math.round((burstMs * sampleRate) / 1000);
   for (let i = 0; i < n; i++) {
-    const v = Math.round(amplitude * 32767 * Math.sin((2 * Math.PI * freq * i) / sampleRate));
+    const on = !burst || Math.floor(i / burst) % 2 === 0;
+    const v = on ? Math.round(amplitude * 32767 * Math.sin((2 * Math.PI * freq * i) / sampleRate)) : 0;
     data.writeInt16LE(v, i * 2);
   }
   const header = Buffer.alloc(44);
