@@ -36,7 +36,12 @@ fn version_prints() {
 
 #[test]
 fn shipped_files_check_clean() {
-    for f in ["config/boards/sim.toml", "config/site.example.toml"] {
+    for f in [
+        "config/boards/sim.toml",
+        "config/boards/gpio-example.toml",
+        "config/boards/raspberrypi4-64.toml",
+        "config/site.example.toml",
+    ] {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(f);
         let out = bin()
             .args(["config", "check", "--config"])
