@@ -25,7 +25,7 @@ use crate::hw::{HwEvent, Led, Relay, StationState};
 use crate::logging::message_id;
 use crate::media::{self, MediaCommand, MediaEvent, MediaHandle, SdpKind};
 use crate::signaling::client::{ClientEvent, SignalingHandle};
-use crate::signaling::protocol::{CallId, Candidate, ErrorCode, IceServerInfo};
+use crate::signaling::protocol::{CallId, ErrorCode, IceServerInfo};
 
 /// The local tone for a call phase: ringback while the residents are rung.
 fn tone_for(phase: Phase) -> ToneCue {
@@ -226,12 +226,6 @@ impl Controller {
             }
             MediaEvent::LocalCandidate { call_id, candidate } => {
                 let Some(call_id) = id(&call_id) else { return };
-                let candidate = candidate.map(|c| Candidate {
-                    candidate: c.candidate,
-                    sdp_mid: c.sdp_mid,
-                    sdp_mline_index: c.sdp_mline_index,
-                    username_fragment: c.username_fragment,
-                });
                 self.input(Input::LocalCandidate { call_id, candidate });
             }
             MediaEvent::State { call_id, state } => {
@@ -558,14 +552,7 @@ impl Controller {
                 MediaCommand::Start {
                     call_id: call_id.to_string(),
                     offerer: true,
-                    ice_servers: servers
-                        .iter()
-                        .map(|s| media::IceServer {
-                            urls: s.urls.clone(),
-                            username: s.username.clone(),
-                            credential: s.credential.clone(),
-                        })
-                        .collect(),
+                    ice_servers: servers.clone(),
                     audio,
                 }
             }
@@ -576,12 +563,7 @@ impl Controller {
             },
             MediaRequest::RemoteCandidate { call_id, candidate } => MediaCommand::RemoteCandidate {
                 call_id: call_id.to_string(),
-                candidate: candidate.map(|c| media::IceCandidate {
-                    candidate: c.candidate,
-                    sdp_mid: c.sdp_mid,
-                    sdp_mline_index: c.sdp_mline_index,
-                    username_fragment: c.username_fragment,
-                }),
+                candidate,
             },
             MediaRequest::Stop { call_id } => MediaCommand::Stop {
                 call_id: call_id.to_string(),

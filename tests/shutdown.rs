@@ -2,8 +2,7 @@
 //! resident is told the call ended, the relay is de-energised and the
 //! daemon exits 0 within 2 s. The real binary, real signals.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -12,33 +11,6 @@ use tokio::time::Instant;
 
 mod common;
 use common::*;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("loopback is available")
-        .port()
-}
-
-fn http(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    Ok((
-        status,
-        text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned(),
-    ))
-}
 
 async fn state(panel: SocketAddr) -> serde_json::Value {
     let body = tokio::task::spawn_blocking(move || http(panel, "GET", "/state"))

@@ -20,21 +20,9 @@ use crate::audio::AudioPorts;
 
 pub type CallId = String;
 
-/// An ICE candidate as exchanged with browsers (`RTCIceCandidateInit` JSON).
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
-pub struct IceCandidate {
-    pub candidate: String,
-    #[serde(rename = "sdpMid")]
-    pub sdp_mid: Option<String>,
-    #[serde(rename = "sdpMLineIndex")]
-    pub sdp_mline_index: Option<u16>,
-    #[serde(
-        rename = "usernameFragment",
-        skip_serializing_if = "Option::is_none",
-        default
-    )]
-    pub username_fragment: Option<String>,
-}
+/// An ICE candidate as exchanged with browsers (`RTCIceCandidateInit`):
+/// the signaling protocol's own type.
+pub use crate::signaling::protocol::Candidate as IceCandidate;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SdpKind {
@@ -163,26 +151,9 @@ pub enum MediaEvent {
     },
 }
 
-/// A STUN or TURN server.
-#[derive(Clone, PartialEq, Eq)]
-pub struct IceServer {
-    pub urls: Vec<String>,
-    pub username: Option<String>,
-    pub credential: Option<String>,
-}
-
-impl fmt::Debug for IceServer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IceServer")
-            .field("urls", &self.urls)
-            .field("username", &self.username)
-            .field(
-                "credential",
-                &self.credential.as_ref().map(|_| "<redacted>"),
-            )
-            .finish()
-    }
-}
+/// A STUN or TURN server: the same `RTCIceServer` the hub hands to
+/// answering pages (its `Debug` redacts the credential).
+pub use crate::signaling::protocol::IceServerInfo as IceServer;
 
 /// Handling of mDNS (`.local`) host candidates.
 ///
