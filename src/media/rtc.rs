@@ -117,6 +117,8 @@ struct Session {
     mid: Option<String>,
     muted: Arc<AtomicBool>,
     connected: Arc<AtomicBool>,
+    /// Wakes the send loop the moment the connection is up.
+    connected_now: Arc<tokio::sync::Notify>,
     cancel: CancellationToken,
     playback: mpsc::Sender<Frame>,
     receiving: bool,
@@ -496,6 +498,7 @@ impl Actor {
         let cancel = self.cancel.child_token();
         let muted = Arc::new(AtomicBool::new(false));
         let connected = Arc::new(AtomicBool::new(false));
+        let connected_now = Arc::new(tokio::sync::Notify::new());
         let AudioPorts { capture, playback } = audio;
         self.tracker.spawn(send_loop(SendLoop {
             call_id: call_id.to_owned(),
@@ -506,6 +509,7 @@ impl Actor {
             encoder,
             muted: muted.clone(),
             connected: connected.clone(),
+            connected_now: connected_now.clone(),
             cancel: cancel.clone(),
             internal: self.internal_tx.clone(),
         }));
@@ -522,6 +526,7 @@ impl Actor {
                 mid: None,
                 muted,
                 connected,
+                connected_now,
                 cancel,
                 playback,
                 receiving: false,
@@ -850,6 +855,9 @@ impl Actor {
                 let Some(state) = map_state(st) else { return };
                 s.connected
                     .store(state == MediaState::Connected, Ordering::Relaxed);
+                if state == MediaState::Connected {
+                    s.connected_now.notify_one();
+                }
                 if s.state == Some(state) {
                     return;
                 }
@@ -965,6 +973,7 @@ struct SendLoop {
     encoder: OpusEncoder,
     muted: Arc<AtomicBool>,
     connected: Arc<AtomicBool>,
+    connected_now: Arc<tokio::sync::Notify>,
     cancel: CancellationToken,
     internal: mpsc::UnboundedSender<Tagged>,
 }
@@ -982,32 +991,39 @@ async fn send_loop(mut l: SendLoop) {
     let silence = [0i16; FRAME_SAMPLES];
     let mut first_sent = false;
     let mut write_errors = 0u64;
+    // The newest packet encoded before the connection was up: sent the
+    // moment it is, instead of waiting up to 20 ms for the next one.
+    let mut held: Option<Bytes> = None;
     loop {
-        let frame = tokio::select! {
+        let packet = tokio::select! {
             _ = l.cancel.cancelled() => break,
-            f = l.capture.recv() => match f {
-                Some(f) => f,
-                None => {
+            _ = l.connected_now.notified() => match held.take() {
+                Some(p) => p,
+                None => continue,
+            },
+            f = l.capture.recv() => {
+                let Some(frame) = f else {
                     tell(Internal::AudioFailed("capture channel closed".into()));
                     break;
+                };
+                let input: &[i16; FRAME_SAMPLES] = if l.muted.load(Ordering::Relaxed) {
+                    &silence
+                } else {
+                    &frame
+                };
+                match l.encoder.push(input) {
+                    Ok(Some(p)) => Bytes::copy_from_slice(p),
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tell(Internal::AudioFailed(e.to_string()));
+                        break;
+                    }
                 }
-            },
-        };
-        let input: &[i16; FRAME_SAMPLES] = if l.muted.load(Ordering::Relaxed) {
-            &silence
-        } else {
-            &frame
-        };
-        let packet = match l.encoder.push(input) {
-            Ok(Some(p)) => Bytes::copy_from_slice(p),
-            Ok(None) => continue,
-            Err(e) => {
-                tell(Internal::AudioFailed(e.to_string()));
-                break;
             }
         };
         // Before DTLS is up there is nowhere to send to.
         if !l.connected.load(Ordering::Relaxed) {
+            held = Some(packet);
             continue;
         }
         let sample = Sample {
