@@ -41,6 +41,12 @@ ldd "$bin" | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^\//) print $i }' |
         mkdir -p "$root$(dirname "$lib")"
         cp -L "$lib" "$root$lib"
     done
+# alsa-lib's configuration (it resolves hw:CARD,DEV names through it).
+if [ -d /usr/share/alsa ]; then
+    mkdir -p "$root/usr/share"
+    cp -r /usr/share/alsa "$root/usr/share/alsa"
+    rm -rf "$root/usr/share/alsa/ucm" "$root/usr/share/alsa/ucm2"
+fi
 cp "$repo/config/boards/hil-vm.toml" "$root/etc/intercomd/hil-vm.toml"
 cp "$here"/guest/* "$root/guest/"
 mv "$root/guest/init" "$root/init"
