@@ -34,6 +34,7 @@ root=$work/root
 mkdir -p "$root/bin" "$root/sbin" "$root/usr/bin" "$root/etc/intercomd" \
     "$root/proc" "$root/sys" "$root/dev" "$root/tmp" "$root/run" "$root/guest"
 cp "$busybox" "$root/bin/busybox"
+ln -s busybox "$root/bin/sh"
 cp "$bin" "$root/usr/bin/intercomd"
 # The binary's shared libraries and loader, at the paths ldd reports.
 ldd "$bin" | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^\//) print $i }' |
