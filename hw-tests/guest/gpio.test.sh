@@ -44,6 +44,13 @@ if wait_for "$log" "door relay line requested" "$T"; then
 else
     fail "daemon requests the GPIO lines" "no 'door relay line requested' in the log"
 fi
+# Inputs are requested after the outputs, with their bias (which resets
+# gpio-sim's pull): press nothing before the daemon is ready.
+if wait_for "$log" "intercomd ready" "$T"; then
+    pass "daemon ready"
+else
+    fail "daemon ready" "no 'intercomd ready' in the log"
+fi
 
 if [ "$(cat "$relay/value")" = 0 ]; then
     pass "relay line de-energised at start"
