@@ -25,3 +25,14 @@ wait_value() {
     done
     return 1
 }
+
+# wait_exists PATH SECONDS: true once PATH exists.
+wait_exists() {
+    i=0
+    while [ "$i" -lt $(($2 * 10)) ]; do
+        [ -e "$1" ] && return 0
+        sleep 0.1
+        i=$((i + 1))
+    done
+    return 1
+}
