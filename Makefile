@@ -3,7 +3,7 @@ SHELL := /bin/sh
 CARGO ?= cargo
 BIN := target/debug/intercomd
 
-.PHONY: all setup build demo test test-unit test-fault test-e2e check-dist check-yocto lint-yocto lint bench bench-audio bench-audio-instructions arm64 clean
+.PHONY: all setup build demo test test-unit test-fault test-e2e check-dist check-yocto lint-yocto lint bench bench-audio bench-audio-instructions arm64 clean hw-test
 
 all: build
 
@@ -49,6 +49,12 @@ lint-yocto: check-yocto
 	cd yocto/meta-intercom && oelint-adv --quiet --exit-zero $$(find . -name '*.bb' -o -name '*.bbappend' -o -name '*.inc' -o -name '*.conf') | tee /dev/stderr | { ! grep -q ':error:'; }
 
 test: lint test-unit test-fault check-dist check-yocto test-e2e
+
+# The GPIO, ALSA and Bluetooth code paths against kernel drivers (gpio-sim,
+# snd-aloop, hci_vhci) inside a qemu VM under TCG; builds and caches the
+# VM's kernel on first use. Not part of `make test`; see hw-tests/README.md.
+hw-test: build
+	hw-tests/run-vm.sh
 
 bench: setup bench-audio
 	$(CARGO) build --locked --release

@@ -40,6 +40,7 @@ fn shipped_files_check_clean() {
         "config/boards/sim.toml",
         "config/boards/gpio-example.toml",
         "config/boards/raspberrypi4-64.toml",
+        "config/boards/hil-vm.toml",
         "config/site.example.toml",
     ] {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(f);
