@@ -419,21 +419,17 @@ impl HubState {
                 let Some(call) = self.calls.get(&call_id) else {
                     return err(ErrorCode::UnknownCall, format!("no call {call_id}"));
                 };
-                let Some(answerer) = call.accepted.clone() else {
+                if call.accepted.is_none() {
                     return err(
                         ErrorCode::BadState,
                         format!("call {call_id} is not accepted yet"),
                     );
-                };
-                let (peer_role, peer) = match role {
-                    Role::Door if call.door == me.id => (Role::Answerer, answerer),
-                    Role::Answerer if answerer == me.id => (Role::Door, call.door.clone()),
-                    _ => {
-                        return err(
-                            ErrorCode::NotPermitted,
-                            format!("you are not a party of call {call_id}"),
-                        );
-                    }
+                }
+                let Some((peer_role, peer)) = Self::other_party(call, role, &me.id) else {
+                    return err(
+                        ErrorCode::NotPermitted,
+                        format!("you are not a party of call {call_id}"),
+                    );
                 };
                 let mut out = Vec::new();
                 if let Message::Hangup { reason, .. } = &m {
