@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use intercomd::audio::sim::{SimAudioSpec, SimSource, start_sim_audio};
 use intercomd::media::{self, MediaCommand, MediaEvent, MediaSettings, SdpKind};
-use intercomd::signaling::protocol::{self, CallId, Candidate, Message, Role};
+use intercomd::signaling::protocol::{self, CallId, Message, Role};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
@@ -98,24 +98,6 @@ pub async fn recv_until(ws: &mut Socket, pred: impl Fn(&Message) -> bool) -> Mes
     panic!("no matching message in 100");
 }
 
-pub fn to_media(c: Candidate) -> media::IceCandidate {
-    media::IceCandidate {
-        candidate: c.candidate,
-        sdp_mid: c.sdp_mid,
-        sdp_mline_index: c.sdp_mline_index,
-        username_fragment: c.username_fragment,
-    }
-}
-
-pub fn from_media(c: media::IceCandidate) -> Candidate {
-    Candidate {
-        candidate: c.candidate,
-        sdp_mid: c.sdp_mid,
-        sdp_mline_index: c.sdp_mline_index,
-        username_fragment: c.username_fragment,
-    }
-}
-
 /// Answer a ringing call with the product's media engine playing 1000 Hz.
 /// Returns when audio is established; the caller keeps the pieces alive.
 pub struct Answerer {
@@ -192,7 +174,7 @@ impl Answerer {
                         }
                         Message::Candidate { candidate, .. } => {
                             self.media.try_send(MediaCommand::RemoteCandidate {
-                                call_id: self.call_id.to_string(), candidate: candidate.map(to_media),
+                                call_id: self.call_id.to_string(), candidate,
                             }).expect("media accepts");
                         }
                         _ => {}
@@ -204,7 +186,7 @@ impl Answerer {
                     }
                     MediaEvent::LocalCandidate { candidate, .. } => {
                         send(&mut self.ws, &Message::Candidate {
-                            call_id: self.call_id.clone(), candidate: candidate.map(from_media),
+                            call_id: self.call_id.clone(), candidate,
                         }).await;
                     }
                     MediaEvent::AudioEstablished { .. } => return,
