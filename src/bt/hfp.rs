@@ -795,23 +795,19 @@ impl HfpMachine {
                 self.ok();
                 self.event(HfpEvent::HangupRequested);
             }
-            ("VGS", F::Set(args)) => {
+            (kind @ ("VGS" | "VGM"), F::Set(args)) => {
+                // Volume levels are 0..=15 for both the speaker and the mic.
                 let [gain] = numbers::<1>(&args)?;
                 let gain = u8::try_from(gain)
                     .ok()
                     .filter(|g| *g <= 15)
                     .ok_or(R::Malformed)?;
                 self.ok();
-                self.event(HfpEvent::SpeakerGain(gain));
-            }
-            ("VGM", F::Set(args)) => {
-                let [gain] = numbers::<1>(&args)?;
-                let gain = u8::try_from(gain)
-                    .ok()
-                    .filter(|g| *g <= 15)
-                    .ok_or(R::Malformed)?;
-                self.ok();
-                self.event(HfpEvent::MicGain(gain));
+                self.event(if kind == "VGS" {
+                    HfpEvent::SpeakerGain(gain)
+                } else {
+                    HfpEvent::MicGain(gain)
+                });
             }
             ("NREC", F::Set(args)) => match numbers::<1>(&args)? {
                 [0] => {
