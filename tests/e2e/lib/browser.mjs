@@ -11,15 +11,16 @@ export const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
  * Launch Chromium inside `ns`; returns a Playwright BrowserContext. Options:
  *  - micHz: frequency of the fake microphone's sine (default 1000)
  *  - micBurstMs: the sine in bursts, on and off for this long (default 0: steady)
+ *  - micWav: a WAV file to play as the microphone instead of the sine
  *  - secureOrigins: origins treated as secure (http pages need this for getUserMedia)
  *  - routedPages: the test serves pages with page.route(); such pages have no
  *    address space, so Chromium's local-network-access checks would block
  *    their WebSocket to the hub's private address: turn those checks off.
  *  - extraArgs: further command-line switches
  */
-export async function launchChromium(ns, { micHz = 1000, micBurstMs = 0, secureOrigins = [], name = 'chromium', routedPages = false, extraArgs = [] } = {}) {
+export async function launchChromium(ns, { micHz = 1000, micBurstMs = 0, micWav = null, secureOrigins = [], name = 'chromium', routedPages = false, extraArgs = [] } = {}) {
   const dir = fs.mkdtempSync(path.join(ns.dir, `${name}-`));
-  const wav = writeSineWav(path.join(dir, `mic-${micHz}hz.wav`), { freq: micHz, seconds: 12, burstMs: micBurstMs });
+  const wav = micWav || writeSineWav(path.join(dir, `mic-${micHz}hz.wav`), { freq: micHz, seconds: 12, burstMs: micBurstMs });
   const wrapper = path.join(dir, 'chromium-in-netns.sh');
   fs.writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec '${ns.name}' '${CHROMIUM}' "$@"\n`, { mode: 0o755 });
   const args = [

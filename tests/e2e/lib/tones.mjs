@@ -106,3 +106,39 @@ export async function remoteToneLevels(page, freqs, { reads = 15, intervalMs = 2
     return acc.map((p) => 10 * Math.log10(p / reads));
   }, { freqs, reads, intervalMs });
 }
+
+/**
+ * Mean power (dBFS) of the page's remote audio in each band [loHz, hiHz],
+ * summed over the analyser's bins, averaged over `reads` spectra.
+ */
+export async function remoteBandLevels(page, bands, { reads = 20, intervalMs = 150 } = {}) {
+  return page.evaluate(async ({ bands, reads, intervalMs }) => {
+    const el = document.getElementById('remote-audio');
+    if (!el || !el.srcObject) throw new Error('no remote stream');
+    const ctx = new AudioContext();
+    await ctx.resume();
+    const src = ctx.createMediaStreamSource(el.srcObject);
+    const an = ctx.createAnalyser();
+    an.fftSize = 8192;
+    an.smoothingTimeConstant = 0;
+    an.minDecibels = -160;
+    an.maxDecibels = 0;
+    src.connect(an);
+    const spec = new Float32Array(an.frequencyBinCount);
+    const acc = bands.map(() => 0);
+    const binHz = ctx.sampleRate / an.fftSize;
+    await new Promise((r) => setTimeout(r, 300));
+    for (let k = 0; k < reads; k++) {
+      an.getFloatFrequencyData(spec);
+      bands.forEach(([lo, hi], j) => {
+        let p = 0;
+        for (let b = Math.ceil(lo / binHz); b <= Math.floor(hi / binHz); b++) p += Math.pow(10, spec[b] / 10);
+        acc[j] += p;
+      });
+      await new Promise((r) => setTimeout(r, intervalMs));
+    }
+    src.disconnect();
+    await ctx.close();
+    return acc.map((p) => 10 * Math.log10(Math.max(p / reads, 1e-30)));
+  }, { bands, reads, intervalMs });
+}
