@@ -68,46 +68,6 @@ export async function expectRawHears(file, expected, { timeout = 15000, count = 
 }
 
 /**
- * Level in dBFS of each frequency in `freqs` in the page's remote audio,
- * averaged (as power) over `reads` spectra `intervalMs` apart. Uses its own
- * AnalyserNode on the remote <audio> element's stream, so the page is
- * unchanged; a Hann window, the peak bin within ±15 Hz of each frequency.
- */
-export async function remoteToneLevels(page, freqs, { reads = 15, intervalMs = 200 } = {}) {
-  return page.evaluate(async ({ freqs, reads, intervalMs }) => {
-    const el = document.getElementById('remote-audio');
-    if (!el || !el.srcObject) throw new Error('no remote stream');
-    const ctx = new AudioContext();
-    await ctx.resume();
-    const src = ctx.createMediaStreamSource(el.srcObject);
-    const an = ctx.createAnalyser();
-    an.fftSize = 8192;
-    an.smoothingTimeConstant = 0;
-    an.minDecibels = -160;
-    an.maxDecibels = 0;
-    src.connect(an);
-    const spec = new Float32Array(an.frequencyBinCount);
-    const acc = freqs.map(() => 0);
-    const binHz = ctx.sampleRate / an.fftSize;
-    await new Promise((r) => setTimeout(r, 300));
-    for (let k = 0; k < reads; k++) {
-      an.getFloatFrequencyData(spec);
-      freqs.forEach((f, j) => {
-        const lo = Math.floor((f - 15) / binHz);
-        const hi = Math.ceil((f + 15) / binHz);
-        let peak = -Infinity;
-        for (let b = lo; b <= hi; b++) peak = Math.max(peak, spec[b]);
-        acc[j] += Math.pow(10, peak / 10);
-      });
-      await new Promise((r) => setTimeout(r, intervalMs));
-    }
-    src.disconnect();
-    await ctx.close();
-    return acc.map((p) => 10 * Math.log10(p / reads));
-  }, { freqs, reads, intervalMs });
-}
-
-/**
  * Mean power (dBFS) of the page's remote audio in each band [loHz, hiHz],
  * summed over the analyser's bins, averaged over `reads` spectra.
  */
