@@ -60,7 +60,8 @@ bench: setup bench-audio
 	$(CARGO) build --locked --release
 	cd tests/e2e && INTERCOMD_BIN=$(CURDIR)/target/release/intercomd node bench_call_setup.mjs
 
-# Capture processing against the aec3 reference: ERLE, double talk, CPU;
+# Capture processing against the aec3 and speexdsp references: ERLE,
+# double talk, CPU;
 # then the whole call chain: CPU, latency, loss and jitter.
 bench-audio: setup
 	$(CARGO) run --locked --release --example audio_bench
