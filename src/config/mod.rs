@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 pub use error::{BUILTIN_DEFAULTS, ConfigError, EX_CONFIG, Location};
 pub use secret::{Secret, SecretSource, read_secret, read_secret_in};
+pub use settings::redact_url;
 pub use settings::{
     AlsaPacing, AudioAlsa, AudioProcessing, AudioTones, MixerControl, NoiseSuppressionLevel,
 };

@@ -1746,7 +1746,7 @@ fn q(s: &str) -> String {
 }
 
 /// Hides user information and query values (`?token=…`) of a URL.
-fn redact_url(url: &str) -> String {
+pub fn redact_url(url: &str) -> String {
     let (base, query) = match url.split_once('?') {
         Some((base, query)) => (base, Some(query)),
         None => (url, None),

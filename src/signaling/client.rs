@@ -47,11 +47,19 @@ pub struct ClientSettings {
     pub wire: Wire,
 }
 
+impl ClientSettings {
+    /// The URL as logs and errors show it: user information and query
+    /// values (a token in `?token=`) hidden.
+    pub fn shown_url(&self) -> String {
+        crate::config::redact_url(&self.url)
+    }
+}
+
 impl fmt::Debug for ClientSettings {
     // The token is a secret.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientSettings")
-            .field("url", &self.url)
+            .field("url", &self.shown_url())
             .field("token", &"<redacted>")
             .field("reconnect_initial", &self.reconnect_initial)
             .field("reconnect_max", &self.reconnect_max)
@@ -150,7 +158,7 @@ async fn run(
 ) {
     let mut attempt: u32 = 0;
     loop {
-        info!(url = %s.url, attempt = attempt + 1, "signaling connecting");
+        info!(url = %s.shown_url(), attempt = attempt + 1, "signaling connecting");
         let started = Instant::now();
         let end = session(&s, &events, &mut outbound, &cancel, &mut attempt).await;
         if let SessionEnd::Cancelled = end {
@@ -172,7 +180,7 @@ async fn run(
         );
         warn!(
             message_id = crate::logging::message_id::SIGNALING_LOST,
-            url = %s.url,
+            url = %s.shown_url(),
             error = %end,
             attempt = attempt + 1,
             delay_ms = delay.as_millis() as u64,
@@ -205,8 +213,8 @@ async fn session(
     let connect = tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true);
     let ws = tokio::select! {
         r = timeout(s.connect_timeout, connect) => match r {
-            Err(_) => return SessionEnd::ConnectTimeout { url: s.url.clone(), secs: s.connect_timeout.as_secs() },
-            Ok(Err(e)) => return SessionEnd::Connect { url: s.url.clone(), error: e.to_string() },
+            Err(_) => return SessionEnd::ConnectTimeout { url: s.shown_url(), secs: s.connect_timeout.as_secs() },
+            Ok(Err(e)) => return SessionEnd::Connect { url: s.shown_url(), error: e.to_string() },
             Ok(Ok((ws, _))) => ws,
         },
         _ = cancel.cancelled() => return SessionEnd::Cancelled,
@@ -247,17 +255,17 @@ async fn session(
                     Some(Ok(WsMessage::Text(t))) => t,
                     Some(Ok(WsMessage::Close(f))) => {
                         return SessionEnd::Closed {
-                            url: s.url.clone(),
+                            url: s.shown_url(),
                             reason: f.map(|f| format!("{} {}", u16::from(f.code), f.reason)).unwrap_or_else(|| "close frame".into()),
                         }
                     }
                     Some(Ok(WsMessage::Binary(_))) => {
-                        warn!(url = %s.url, "dropping binary frame from the hub");
+                        warn!(url = %s.shown_url(), "dropping binary frame from the hub");
                         continue;
                     }
                     Some(Ok(_)) => continue,
-                    Some(Err(e)) => return SessionEnd::Closed { url: s.url.clone(), reason: e.to_string() },
-                    None => return SessionEnd::Closed { url: s.url.clone(), reason: "end of stream".into() },
+                    Some(Err(e)) => return SessionEnd::Closed { url: s.shown_url(), reason: e.to_string() },
+                    None => return SessionEnd::Closed { url: s.shown_url(), reason: "end of stream".into() },
                 };
                 let decoded = match &s.wire {
                     Wire::Native => protocol::decode(text.as_str(), s.max_message_bytes)
@@ -267,15 +275,15 @@ async fn session(
                         Ok(Incoming::Message(m)) => Ok(Some(m)),
                         Ok(Incoming::Ping) => {
                             if let Err(e) = sink.send(WsMessage::Text(PONG.into())).await {
-                                return SessionEnd::Closed { url: s.url.clone(), reason: e.to_string() };
+                                return SessionEnd::Closed { url: s.shown_url(), reason: e.to_string() };
                             }
                             Ok(None)
                         }
                         Ok(Incoming::Closed(why)) => {
-                            return SessionEnd::Closed { url: s.url.clone(), reason: why };
+                            return SessionEnd::Closed { url: s.shown_url(), reason: why };
                         }
                         Ok(other) => {
-                            debug!(url = %s.url, frame = ?other, "Socket.IO frame ignored");
+                            debug!(url = %s.shown_url(), frame = ?other, "Socket.IO frame ignored");
                             Ok(None)
                         }
                         Err(e) => Err(e.to_string()),
@@ -289,7 +297,7 @@ async fn session(
                     }
                     Ok(None) => {}
                     Err(e) => {
-                        warn!(url = %s.url, error = %e, "dropping malformed frame from the hub");
+                        warn!(url = %s.shown_url(), error = %e, "dropping malformed frame from the hub");
                     }
                 }
             }
@@ -300,19 +308,19 @@ async fn session(
                     Wire::SocketIo(w) => w.encode(&msg),
                 };
                 if let Err(e) = sink.send(WsMessage::Text(frame.into())).await {
-                    return SessionEnd::Closed { url: s.url.clone(), reason: e.to_string() };
+                    return SessionEnd::Closed { url: s.shown_url(), reason: e.to_string() };
                 }
             }
             _ = keepalive.tick() => {
                 if last_seen.elapsed() >= dead_after {
-                    return SessionEnd::Dead { url: s.url.clone(), secs: dead_after.as_secs() };
+                    return SessionEnd::Dead { url: s.shown_url(), secs: dead_after.as_secs() };
                 }
                 // Socket.IO servers ping us; our own pings are for the native hub.
                 if s.wire != Wire::Native {
                     continue;
                 }
                 if let Err(e) = sink.send(WsMessage::Ping(Vec::new().into())).await {
-                    return SessionEnd::Closed { url: s.url.clone(), reason: e.to_string() };
+                    return SessionEnd::Closed { url: s.shown_url(), reason: e.to_string() };
                 }
             }
             _ = cancel.cancelled() => {
@@ -346,26 +354,26 @@ async fn next_text(
         match frame {
             Err(_) => {
                 return Err(SessionEnd::NoWelcome {
-                    url: s.url.clone(),
+                    url: s.shown_url(),
                     secs: s.connect_timeout.as_secs(),
                 });
             }
             Ok(None) => {
                 return Err(SessionEnd::Closed {
-                    url: s.url.clone(),
+                    url: s.shown_url(),
                     reason: "closed during the handshake".into(),
                 });
             }
             Ok(Some(Err(e))) => {
                 return Err(SessionEnd::Closed {
-                    url: s.url.clone(),
+                    url: s.shown_url(),
                     reason: e.to_string(),
                 });
             }
             Ok(Some(Ok(WsMessage::Text(t)))) => return Ok(t.as_str().to_owned()),
             Ok(Some(Ok(WsMessage::Close(f)))) => {
                 return Err(SessionEnd::Closed {
-                    url: s.url.clone(),
+                    url: s.shown_url(),
                     reason: f
                         .map(|f| format!("{} {}", u16::from(f.code), f.reason))
                         .unwrap_or_else(|| "close frame".into()),
@@ -391,7 +399,7 @@ async fn native_handshake(
     };
     if let Err(e) = sink.send(WsMessage::Text(hello.to_json().into())).await {
         return Err(SessionEnd::Connect {
-            url: s.url.clone(),
+            url: s.shown_url(),
             error: e.to_string(),
         });
     }
@@ -407,7 +415,7 @@ async fn native_handshake(
             }) => {
                 info!(
                     message_id = crate::logging::message_id::SIGNALING_CONNECTED,
-                    url = %s.url,
+                    url = %s.shown_url(),
                     session = %session,
                     station = %id,
                     "Socket connected"
@@ -416,13 +424,15 @@ async fn native_handshake(
             }
             Ok(Message::Error { code, message, .. }) => {
                 return Err(SessionEnd::Refused {
-                    url: s.url.clone(),
+                    url: s.shown_url(),
                     code: code.as_str(),
                     message,
                 });
             }
             Ok(other) => debug!(kind = other.type_name(), "ignoring message before welcome"),
-            Err(e) => warn!(url = %s.url, error = %e, "dropping malformed frame from the hub"),
+            Err(e) => {
+                warn!(url = %s.shown_url(), error = %e, "dropping malformed frame from the hub")
+            }
         }
     }
 }
@@ -438,7 +448,7 @@ async fn socketio_handshake(
 ) -> Result<(String, Vec<IceServerInfo>), SessionEnd> {
     let deadline = Instant::now() + s.connect_timeout;
     let bad = |detail: String| SessionEnd::SocketIoHandshake {
-        url: s.url.clone(),
+        url: s.shown_url(),
         detail,
     };
     let text = next_text(s, stream, cancel, deadline).await?;
@@ -463,7 +473,7 @@ async fn socketio_handshake(
         .await
     {
         return Err(SessionEnd::Connect {
-            url: s.url.clone(),
+            url: s.shown_url(),
             error: e.to_string(),
         });
     }
@@ -473,7 +483,7 @@ async fn socketio_handshake(
             Ok(Incoming::Connected { sid }) => {
                 info!(
                     message_id = crate::logging::message_id::SIGNALING_CONNECTED,
-                    url = %s.url,
+                    url = %s.shown_url(),
                     session = %sid,
                     protocol = "socket.io",
                     "Socket connected"
@@ -482,7 +492,7 @@ async fn socketio_handshake(
             }
             Ok(Incoming::ConnectError(message)) => {
                 return Err(SessionEnd::Refused {
-                    url: s.url.clone(),
+                    url: s.shown_url(),
                     code: "connect_error",
                     message,
                 });
@@ -491,7 +501,7 @@ async fn socketio_handshake(
                 let _ = sink.send(WsMessage::Text(PONG.into())).await;
             }
             Ok(other) => debug!(frame = ?other, "ignoring Socket.IO frame before connect"),
-            Err(e) => warn!(url = %s.url, error = %e, "dropping malformed Socket.IO frame"),
+            Err(e) => warn!(url = %s.shown_url(), error = %e, "dropping malformed Socket.IO frame"),
         }
     }
 }
@@ -530,5 +540,37 @@ mod tests {
     fn nonsense_inputs_are_clamped() {
         assert_eq!(backoff_delay(0, S, 5 * S, 7.0, 2.0), 2 * S);
         assert_eq!(backoff_delay(0, S, 5 * S, -1.0, 0.3), S);
+    }
+
+    #[test]
+    fn credentials_in_the_url_never_reach_logs_or_errors() {
+        let s = ClientSettings {
+            url: "wss://door:s3cret@hub.example.net:8443/ws?token=t0ken&site=7".into(),
+            token: "t0ken".into(),
+            name: "door".into(),
+            reconnect_initial: S,
+            reconnect_max: 5 * S,
+            jitter: 0.2,
+            connect_timeout: S,
+            keepalive_interval: S,
+            dead_peer_timeout: S,
+            max_message_bytes: 1024,
+            wire: Wire::Native,
+        };
+        let shown = s.shown_url();
+        assert_eq!(
+            shown,
+            "wss://<redacted>@hub.example.net:8443/ws?token=<redacted>&site=<redacted>"
+        );
+        let end = SessionEnd::Connect {
+            url: s.shown_url(),
+            error: "refused".into(),
+        };
+        for text in [format!("{s:?}"), end.to_string()] {
+            assert!(
+                !text.contains("s3cret") && !text.contains("t0ken"),
+                "{text}"
+            );
+        }
     }
 }
