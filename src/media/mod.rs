@@ -243,7 +243,7 @@ impl Default for MediaSettings {
             relay_only: false,
             offer_dtls_active: true,
             srflx_nomination_wait: Duration::from_millis(50),
-            relay_nomination_wait: Duration::from_millis(150),
+            relay_nomination_wait: Duration::from_millis(50),
             turn_ca_file: None,
         }
     }
