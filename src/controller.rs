@@ -17,6 +17,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::audio::tones::ToneCue;
 use crate::audio::{AudioError, AudioPorts};
+use crate::bt::{BtEvent, BtHandle, PairSource};
 use crate::call::{
     CallMachine, CallSettings, EndReason, Input, MediaRequest, MediaState, Output, Phase,
 };
@@ -50,6 +51,9 @@ pub struct Inputs {
     pub signaling: mpsc::Receiver<ClientEvent>,
     pub media: mpsc::Receiver<MediaEvent>,
     pub hw: mpsc::Receiver<HwEvent>,
+    /// The Bluetooth actor's events (a channel nobody sends on when
+    /// Bluetooth is off).
+    pub bt: mpsc::Receiver<BtEvent>,
 }
 
 pub struct Controller {
@@ -67,6 +71,9 @@ pub struct Controller {
     pub ice_servers: Vec<IceServerInfo>,
     pub status: watch::Sender<serde_json::Value>,
     pub signaling_up: bool,
+    /// The Bluetooth actor, when `bluetooth.enabled`.
+    pub bt: Option<BtHandle>,
+    bt_pairing: bool,
     hub_ice_servers: Vec<IceServerInfo>,
     last_established: Option<CallId>,
 }
@@ -97,6 +104,8 @@ impl Controller {
             ice_servers,
             status,
             signaling_up: false,
+            bt: None,
+            bt_pairing: false,
             hub_ice_servers: Vec::new(),
             last_established: None,
         }
@@ -137,6 +146,8 @@ impl Controller {
                     Some(ev) => self.on_hw(ev),
                     None => break,
                 },
+                // Closed when Bluetooth is off: the arm is then disabled.
+                Some(ev) = inputs.bt.recv() => self.on_bt(ev),
                 _ = tokio::time::sleep_until(deadline) => {
                     let now = Instant::now().into_std();
                     self.machine.handle_timeout(now);
@@ -284,8 +295,22 @@ impl Controller {
                 DoorInput::DoorSensor { open }
             }
             HwEvent::Tamper { active } => DoorInput::Tamper { active },
+            HwEvent::Service { pressed } => DoorInput::Service { pressed },
         };
         self.door_input(input);
+    }
+
+    fn on_bt(&mut self, ev: BtEvent) {
+        match ev {
+            BtEvent::Pairing { active } => {
+                self.bt_pairing = active;
+                self.door_input(DoorInput::Pairing { active });
+                self.publish();
+            }
+            // Logged by the Bluetooth actor; the audio route follows the
+            // headset once the Hands-Free gateway carries audio.
+            BtEvent::Headset { .. } => {}
+        }
     }
 
     fn door_input(&mut self, input: DoorInput) {
@@ -367,6 +392,17 @@ impl Controller {
                     info!(message_id = message_id::CALL_STARTED, button = %button, group = %group, call_id = %call_id, "call button pressed");
                     self.input(Input::ButtonPressed { group, call_id });
                 }
+                DoorOutput::ServiceLongPress => match &self.bt {
+                    Some(bt) => {
+                        info!("service button held: opening Bluetooth pairing");
+                        if !bt.try_pair(PairSource::ServiceButton, None) {
+                            warn!("Bluetooth service busy or stopped; pairing not opened");
+                        }
+                    }
+                    None => warn!(
+                        "service button held, but Bluetooth is off (bluetooth.enabled = false)"
+                    ),
+                },
                 DoorOutput::Hangup { button } => {
                     info!(button = %button, "long press: hanging up");
                     self.input(Input::LocalHangup);
@@ -615,6 +651,10 @@ impl Controller {
                 "held_open_alarm": self.door.alarm(),
                 "tamper": self.door.tamper(),
                 "remote_open_locked_out": self.door.locked_out(Instant::now().into_std()),
+            },
+            "bluetooth": {
+                "enabled": self.bt.is_some(),
+                "pairing": self.bt_pairing,
             },
             "runtime": {
                 "tasks": tokio::runtime::Handle::current().metrics().num_alive_tasks(),
