@@ -48,6 +48,39 @@ if [ -d /usr/share/alsa ]; then
     cp -r /usr/share/alsa "$root/usr/share/alsa"
     rm -rf "$root/usr/share/alsa/ucm" "$root/usr/share/alsa/ucm2"
 fi
+# --- Bluetooth (guest/bt*.test.sh) -------------------------------------
+# BlueZ's bluetoothd, the controller emulator btvirt, btmgmt and btmon
+# (Debian's bluez and bluez-test-tools), dbus-daemon for the system bus,
+# each with the libraries ldd lists, BlueZ's D-Bus policy, and the
+# headset-side tool (`cargo build --example hfp-hf`) when built. Installed
+# with apt when missing.
+bt_pkgs=
+for p in bluez bluez-test-tools dbus-daemon; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
+        bt_pkgs="$bt_pkgs $p"
+done
+if [ -n "$bt_pkgs" ]; then
+    log "installing$bt_pkgs"
+    apt-get install -y --no-install-recommends $bt_pkgs >&2 ||
+        { apt-get update >&2 && apt-get install -y --no-install-recommends $bt_pkgs >&2; }
+fi
+hfp_hf=$(dirname "$bin")/examples/hfp-hf
+bt_progs="/usr/libexec/bluetooth/bluetoothd /usr/bin/btvirt /usr/bin/btmgmt /usr/bin/btmon /usr/bin/dbus-daemon"
+[ -x "$hfp_hf" ] && bt_progs="$bt_progs $hfp_hf"
+for prog in $bt_progs; do
+    mkdir -p "$root$(dirname "$prog")"
+    cp "$prog" "$root$prog"
+    ldd "$prog" | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^\//) print $i }' |
+        while read -r lib; do
+            [ -e "$root$lib" ] && continue
+            mkdir -p "$root$(dirname "$lib")"
+            cp -L "$lib" "$root$lib"
+        done
+done
+[ -x "$hfp_hf" ] && mv "$root$hfp_hf" "$root/usr/bin/hfp-hf"
+mkdir -p "$root/etc/dbus-1/system.d"
+cp /etc/dbus-1/system.d/bluetooth.conf "$root/etc/dbus-1/system.d/"
+# --- end of Bluetooth ----------------------------------------------------
 cp "$repo/config/boards/hil-vm.toml" "$root/etc/intercomd/hil-vm.toml"
 cp "$here"/guest/* "$root/guest/"
 mv "$root/guest/init" "$root/init"

@@ -309,7 +309,7 @@ impl Controller {
             }
             // Logged by the Bluetooth actor; the audio route follows the
             // headset once the Hands-Free gateway carries audio.
-            BtEvent::Headset { .. } => {}
+            BtEvent::Headset { .. } | BtEvent::HandsFree { .. } => {}
         }
     }
 

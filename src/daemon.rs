@@ -309,10 +309,14 @@ fn start_bluetooth(
     let opener: bt::service::Opener = match b.backend {
         BluetoothBackend::Bluez => {
             let name = b.adapter.clone();
+            let hfp = bt::HfpSettings {
+                prefer_msbc: b.prefer_msbc,
+                ..bt::HfpSettings::default()
+            };
             Box::new(move || {
-                let name = name.clone();
+                let (name, hfp) = (name.clone(), hfp.clone());
                 Box::pin(async move {
-                    let a = bt::bluez::open(name.as_deref(), legacy_pin).await?;
+                    let a = bt::bluez::open(name.as_deref(), legacy_pin, hfp).await?;
                     Ok(Box::new(a) as Box<dyn bt::BtAdapter>)
                 })
             })

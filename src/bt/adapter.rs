@@ -114,6 +114,9 @@ pub enum AdapterEvent {
     },
     /// A device connected or disconnected.
     Connection { device: DeviceAddr, connected: bool },
+    /// A headset's Hands-Free service level connection is up (`true`) or
+    /// ended.
+    HandsFree { device: DeviceAddr, connected: bool },
     /// The adapter went away or the stack stopped answering; the actor
     /// reopens it.
     Lost { reason: String },

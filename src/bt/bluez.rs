@@ -17,15 +17,19 @@ use bluer::agent::{
     Agent, AgentHandle, AuthorizeService, ReqError, RequestAuthorization, RequestConfirmation,
     RequestPinCode,
 };
+use bluer::rfcomm::{Profile, ProfileHandle, Role};
 use bluer::{AdapterEvent as BzAdapterEvent, Address, DeviceEvent, DeviceProperty};
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::adapter::{
     AdapterEvent, BtAdapter, BtError, DeviceAddr, DeviceInfo, PairingAnswer, PairingRequestKind,
 };
+use super::gateway;
+use super::hfp::HfpSettings;
 
 /// How many adapter events may wait for the actor.
 const EVENT_QUEUE: usize = 32;
@@ -51,7 +55,11 @@ impl Drop for BluezAdapter {
 /// Opens `name` (or BlueZ's default adapter) and registers the pairing
 /// agent. `legacy_pin`: the agent also answers legacy PIN requests (the
 /// actor supplies the PIN).
-pub async fn open(name: Option<&str>, legacy_pin: bool) -> Result<BluezAdapter, BtError> {
+pub async fn open(
+    name: Option<&str>,
+    legacy_pin: bool,
+    hfp: HfpSettings,
+) -> Result<BluezAdapter, BtError> {
     let session = bluer::Session::new()
         .await
         .map_err(|e| BtError::Bus(e.to_string()))?;
@@ -81,6 +89,11 @@ pub async fn open(name: Option<&str>, legacy_pin: bool) -> Result<BluezAdapter, 
     // address does.
     let address = match adapter.address().await {
         Ok(a) => a,
+        Err(e) if bluez_absent(&e) => {
+            return Err(BtError::Bus(
+                "bluetoothd is not running (org.bluez is not on the system bus)".into(),
+            ));
+        }
         Err(_) => return Err(BtError::NoAdapter(wanted, listed().await)),
     };
     let adapter_name = adapter.name().to_owned();
@@ -105,7 +118,34 @@ pub async fn open(name: Option<&str>, legacy_pin: bool) -> Result<BluezAdapter, 
         capability = if legacy_pin { "KeyboardDisplay" } else { "DisplayYesNo" },
         "bluetooth pairing agent registered"
     );
-    let watcher = tokio::spawn(watch_adapter(adapter.clone(), tx));
+    let profile = session
+        .register_profile(Profile {
+            uuid: gateway::HFP_AG_UUID
+                .parse()
+                .expect("the HFP AG UUID constant is well formed"),
+            name: Some("intercomd Hands-Free Audio Gateway".into()),
+            role: Some(Role::Server),
+            channel: Some(gateway::HFP_AG_CHANNEL),
+            require_authentication: Some(true),
+            require_authorization: Some(false),
+            version: Some(gateway::HFP_VERSION),
+            // SDP features: EC/NR (bit 1); wide band speech is not offered
+            // until mSBC is carried.
+            features: Some(0b10),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| BtError::Adapter {
+            adapter: adapter_name.clone(),
+            operation: "register the Hands-Free Audio Gateway profile",
+            message: e.to_string(),
+        })?;
+    info!(
+        adapter = %adapter_name,
+        channel = gateway::HFP_AG_CHANNEL,
+        "bluetooth hands-free gateway registered"
+    );
+    let watcher = tokio::spawn(watch(adapter.clone(), profile, hfp, tx));
     Ok(BluezAdapter {
         name: adapter_name,
         address,
@@ -115,6 +155,13 @@ pub async fn open(name: Option<&str>, legacy_pin: bool) -> Result<BluezAdapter, 
         _session: session,
         watcher,
     })
+}
+
+/// The bus answered, but nobody owns BlueZ's name.
+fn bluez_absent(e: &bluer::Error) -> bool {
+    use bluer::{ErrorKind, InternalErrorKind};
+    matches!(&e.kind, ErrorKind::Internal(InternalErrorKind::DBus(name))
+        if name == "org.freedesktop.DBus.Error.ServiceUnknown")
 }
 
 fn addr(a: Address) -> Option<DeviceAddr> {
@@ -213,6 +260,49 @@ fn agent(tx: mpsc::Sender<AdapterEvent>, legacy_pin: bool) -> Agent {
     }
 }
 
+/// Watches the adapter and serves the gateway profile's connections.
+async fn watch(
+    adapter: bluer::Adapter,
+    profile: ProfileHandle,
+    hfp: HfpSettings,
+    tx: mpsc::Sender<AdapterEvent>,
+) {
+    tokio::join!(
+        watch_adapter(adapter, tx.clone()),
+        serve_profile(profile, hfp, tx)
+    );
+}
+
+/// Accepts each headset's RFCOMM connection to the gateway and runs its
+/// service level connection. The connections end with this task.
+async fn serve_profile(
+    mut profile: ProfileHandle,
+    hfp: HfpSettings,
+    tx: mpsc::Sender<AdapterEvent>,
+) {
+    let mut connections: JoinSet<()> = JoinSet::new();
+    let cancel = CancellationToken::new();
+    let _stop = cancel.clone().drop_guard();
+    loop {
+        tokio::select! {
+            req = profile.next() => {
+                let Some(req) = req else { return };
+                let Some(device) = addr(req.device()) else { continue };
+                match req.accept() {
+                    Ok(stream) => {
+                        let (hfp, tx, cancel) = (hfp.clone(), tx.clone(), cancel.clone());
+                        connections.spawn(async move {
+                            gateway::run(stream, device, hfp, tx, cancel).await;
+                        });
+                    }
+                    Err(e) => warn!(device = %device, error = %e, "cannot accept the hands-free connection"),
+                }
+            }
+            Some(_) = connections.join_next() => {}
+        }
+    }
+}
+
 /// Watches the adapter's device list and each device's `Paired` and
 /// `Connected` properties.
 async fn watch_adapter(adapter: bluer::Adapter, tx: mpsc::Sender<AdapterEvent>) {
@@ -227,7 +317,8 @@ async fn watch_adapter(adapter: bluer::Adapter, tx: mpsc::Sender<AdapterEvent>) 
     let mut watchers: JoinSet<()> = JoinSet::new();
     let mut watching: HashMap<Address, AbortHandle> = HashMap::new();
     for a in adapter.device_addresses().await.unwrap_or_default() {
-        let h = watchers.spawn(watch_device(adapter.clone(), a, tx.clone()));
+        // Known at start: the actor trusts paired ones itself.
+        let h = watchers.spawn(watch_device(adapter.clone(), a, false, tx.clone()));
         watching.insert(a, h);
     }
     loop {
@@ -236,7 +327,7 @@ async fn watch_adapter(adapter: bluer::Adapter, tx: mpsc::Sender<AdapterEvent>) 
                 Some(BzAdapterEvent::DeviceAdded(a)) => {
                     if let std::collections::hash_map::Entry::Vacant(slot) = watching.entry(a) {
                         debug!(device = %a, "bluetooth device appeared");
-                        slot.insert(watchers.spawn(watch_device(adapter.clone(), a, tx.clone())));
+                        slot.insert(watchers.spawn(watch_device(adapter.clone(), a, true, tx.clone())));
                     }
                 }
                 Some(BzAdapterEvent::DeviceRemoved(a)) => {
@@ -259,7 +350,12 @@ async fn watch_adapter(adapter: bluer::Adapter, tx: mpsc::Sender<AdapterEvent>) 
     }
 }
 
-async fn watch_device(adapter: bluer::Adapter, address: Address, tx: mpsc::Sender<AdapterEvent>) {
+async fn watch_device(
+    adapter: bluer::Adapter,
+    address: Address,
+    appeared: bool,
+    tx: mpsc::Sender<AdapterEvent>,
+) {
     let Some(device_addr) = addr(address) else {
         warn!(device = %address, "bluetooth device with an unparsable address ignored");
         return;
@@ -274,6 +370,18 @@ async fn watch_device(adapter: bluer::Adapter, address: Address, tx: mpsc::Sende
             return;
         }
     };
+    // BlueZ may create the device object only once pairing completed: a
+    // device that appears paired but not yet trusted is a new pairing.
+    if appeared && let (Ok(true), Ok(false)) = (device.is_paired().await, device.is_trusted().await)
+    {
+        let ev = AdapterEvent::Paired {
+            device: device_addr.clone(),
+            name: device.name().await.ok().flatten(),
+        };
+        if tx.send(ev).await.is_err() {
+            return;
+        }
+    }
     while let Some(DeviceEvent::PropertyChanged(p)) = events.next().await {
         let ev = match p {
             DeviceProperty::Paired(true) => AdapterEvent::Paired {

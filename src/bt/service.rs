@@ -92,6 +92,8 @@ pub enum BtEvent {
     Pairing { active: bool },
     /// A headset connected or disconnected.
     Headset { device: DeviceAddr, connected: bool },
+    /// A headset's Hands-Free service level connection came up or ended.
+    HandsFree { device: DeviceAddr, connected: bool },
 }
 
 /// Cloneable handle to the Bluetooth actor.
@@ -420,6 +422,10 @@ impl Actor {
                     info!(adapter = %name, device = %device, "bluetooth device disconnected");
                 }
                 self.report(BtEvent::Headset { device, connected });
+            }
+            // Logged by the gateway task with the details.
+            AdapterEvent::HandsFree { device, connected } => {
+                self.report(BtEvent::HandsFree { device, connected });
             }
             // serve() ends on Lost before it gets here.
             AdapterEvent::Lost { .. } => {}
