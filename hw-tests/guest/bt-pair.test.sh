@@ -20,7 +20,7 @@ cleanup() {
         kill "$p" 2>/dev/null
     done
     sleep 1
-    for f in /tmp/btvirt.log /tmp/bluetoothd.log "$log"; do
+    for f in /tmp/bluetoothd.log "$log"; do
         echo "--- $f"
         cat "$f" 2>/dev/null
     done
@@ -62,7 +62,8 @@ else
     exit 0
 fi
 
-btvirt -B -l2 > /tmp/btvirt.log 2>&1 &
+# -d: the emulator logs every HCI packet it gets (the SCO evidence below).
+btvirt -B -l2 -d > /tmp/btvirt.log 2>&1 &
 btvirt=$!
 if wait_exists /sys/class/bluetooth/hci1 15; then
     pass "btvirt created hci0 and hci1"
@@ -132,6 +133,7 @@ btmgmt --index 1 power on > /dev/null
 btmgmt --index 1 bondable on > /dev/null
 btmgmt --index 1 io-cap 3 > /dev/null
 
+echo "hci0 while closed: $(btmgmt --index 0 info | grep 'current settings')"
 out=$(timeout 30 btmgmt --index 1 pair -c 3 -t 0 "$ag" 2>&1)
 if echo "$out" | grep -q "Paired with"; then
     fail "headset refused while pairing is closed" "$out"
@@ -147,7 +149,7 @@ else
     fail "intercomd bt pair opens pairing" "$out"
 fi
 settings=$(btmgmt --index 0 info | grep 'current settings')
-if grep -q "bluetooth pairing open.*source=control_socket" "$log" &&
+if grep -q "bluetooth pairing open.*source=\"\?control_socket" "$log" &&
     echo "$settings" | grep -qw bondable && echo "$settings" | grep -qw discoverable; then
     pass "hci0 bondable and discoverable while open"
 else
@@ -204,8 +206,10 @@ if command -v hfp-hf > /dev/null; then
     echo "SCO: $(echo "$out" | grep '^SCO')"
     sleep 1
     kill "$btmon" 2>/dev/null
-    echo "--- btmon: synchronous connection traffic"
-    grep -n -A6 'Setup Synchronous\|Synchronous Connect\|SCO Data\|Read Buffer Size' /tmp/btmon.log | head -n 80
+    echo "--- btmon: synchronous connection traffic ($(wc -l < /tmp/btmon.log) lines)"
+    grep -n -A8 'Setup Synchronous\|Synchronous Connect\|SCO Data\|Read Buffer Size' /tmp/btmon.log | head -n 120
+    echo "--- btvirt: what the emulator made of it"
+    grep -n 'Unsupported\|sync\|SCO\|sco' /tmp/btvirt.log | head -n 40
 else
     fail "headset establishes the Hands-Free SLC with the gateway" "no hfp-hf in the VM (cargo build --example hfp-hf)"
 fi

@@ -384,10 +384,14 @@ async fn watch_device(
     }
     while let Some(DeviceEvent::PropertyChanged(p)) = events.next().await {
         let ev = match p {
-            DeviceProperty::Paired(true) => AdapterEvent::Paired {
-                device: device_addr.clone(),
-                name: device.name().await.ok().flatten(),
-            },
+            // BlueZ repeats `Paired` (a new link key on a later
+            // connection); only an untrusted device is a new pairing.
+            DeviceProperty::Paired(true) if !device.is_trusted().await.unwrap_or(false) => {
+                AdapterEvent::Paired {
+                    device: device_addr.clone(),
+                    name: device.name().await.ok().flatten(),
+                }
+            }
             DeviceProperty::Connected(connected) => AdapterEvent::Connection {
                 device: device_addr.clone(),
                 connected,
