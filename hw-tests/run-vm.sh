@@ -53,7 +53,9 @@ fi
 # (Debian's bluez and bluez-test-tools), dbus-daemon for the system bus,
 # each with the libraries ldd lists, BlueZ's D-Bus policy, and the
 # headset-side tool (`cargo build --example hfp-hf`) when built. Installed
-# with apt when missing.
+# with apt when missing. With INTERCOMD_HW_BLUEZ_SRC (a BlueZ >= 5.86
+# tree) the VM gets a btvirt built from it, whose controllers carry SCO
+# (hw-tests/build-btvirt.sh); Debian's cannot.
 bt_pkgs=
 for p in bluez bluez-test-tools dbus-daemon; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
@@ -65,7 +67,9 @@ if [ -n "$bt_pkgs" ]; then
         { apt-get update >&2 && apt-get install -y --no-install-recommends $bt_pkgs >&2; }
 fi
 hfp_hf=$(dirname "$bin")/examples/hfp-hf
-bt_progs="/usr/libexec/bluetooth/bluetoothd /usr/bin/btvirt /usr/bin/btmgmt /usr/bin/btmon /usr/bin/dbus-daemon"
+btvirt=/usr/bin/btvirt
+[ -n "${INTERCOMD_HW_BLUEZ_SRC:-}" ] && btvirt=$("$here/build-btvirt.sh")
+bt_progs="/usr/libexec/bluetooth/bluetoothd $btvirt /usr/bin/btmgmt /usr/bin/btmon /usr/bin/dbus-daemon"
 [ -x "$hfp_hf" ] && bt_progs="$bt_progs $hfp_hf"
 for prog in $bt_progs; do
     mkdir -p "$root$(dirname "$prog")"
@@ -77,6 +81,7 @@ for prog in $bt_progs; do
             cp -L "$lib" "$root$lib"
         done
 done
+[ "$btvirt" = /usr/bin/btvirt ] || mv "$root$btvirt" "$root/usr/bin/btvirt"
 if [ -x "$hfp_hf" ]; then
     mv "$root$hfp_hf" "$root/usr/bin/hfp-hf"
     strip --strip-debug "$root/usr/bin/hfp-hf"

@@ -16,7 +16,7 @@ T=${HW_WAIT:-60}
 log=/tmp/intercomd-bt.log
 
 cleanup() {
-    for p in $daemon $btmon $bluetoothd $btvirt $bus; do
+    for p in $daemon $sco_ag $btmon $bluetoothd $btvirt $bus; do
         kill "$p" 2>/dev/null
     done
     sleep 1
@@ -62,7 +62,12 @@ else
     exit 0
 fi
 
-# -d: the emulator logs every HCI packet it gets (the SCO evidence below).
+# btmon records the HCI traffic of both controllers from their first
+# command on (the SCO evidence at the end); btvirt -d logs what the
+# emulator gets.
+btmon > /tmp/btmon.log 2>&1 &
+btmon=$!
+sleep 0.5
 btvirt -B -l2 -d > /tmp/btvirt.log 2>&1 &
 btvirt=$!
 if wait_exists /sys/class/bluetooth/hci1 15; then
@@ -187,12 +192,13 @@ else
 fi
 
 # The Hands-Free service level connection, from the headset's controller
-# to the gateway's RFCOMM channel (13), then the SCO link. btmon records
-# the HCI traffic of both controllers for the SCO evidence.
+# to the gateway's RFCOMM channel (13), then a SCO link with a tone each
+# way: 1000 Hz from the headset, 400 Hz from the gateway's end (hfp-hf
+# --sco-listen on hci0, intercomd's SCO socket layer).
 if command -v hfp-hf > /dev/null; then
-    btmon > /tmp/btmon.log 2>&1 &
-    btmon=$!
-    sleep 1
+    hfp-hf --sco-listen "$ag" > /tmp/sco-ag.log 2>&1 &
+    sco_ag=$!
+    sleep 0.5
     out=$(hfp-hf "$hs" "$ag" 13 2>&1)
     echo "$out"
     if echo "$out" | grep -q "^SLC established" &&
@@ -201,13 +207,45 @@ if command -v hfp-hf > /dev/null; then
     else
         fail "headset establishes the Hands-Free SLC with the gateway" "$(echo "$out" | tail -n 3)"
     fi
-    # Reported, not judged: BlueZ 5.66's emulator does not carry SCO (see
-    # hw-tests/README.md).
-    echo "SCO: $(echo "$out" | grep '^SCO')"
+    sleep 1
+    kill "$sco_ag" 2>/dev/null
+    cat /tmp/sco-ag.log
+    # Judged only with an emulator that carries SCO (BlueZ >= 5.86, see
+    # hw-tests/build-btvirt.sh); Debian's 5.66 refuses every SCO link.
+    emu=$(btvirt --version 2>/dev/null)
+    # in_band LINE LOW HIGH: the dominant frequency in LINE is in range.
+    in_band() {
+        hz=$(echo "$1" | sed -n 's/.*dominant \([0-9]*\) Hz.*/\1/p')
+        [ -n "$hz" ] && [ "$hz" -ge "$2" ] && [ "$hz" -le "$3" ]
+    }
+    hs_line=$(echo "$out" | grep '^SCO headset:')
+    ag_line=$(grep '^SCO gateway:' /tmp/sco-ag.log)
+    case "$emu" in
+        5.[0-7]*|5.8[0-5])
+            echo "SCO not judged with btvirt $emu: $(echo "$out" | grep '^SCO')"
+            ;;
+        *)
+            if in_band "$hs_line" 360 440; then
+                pass "SCO: the headset hears the gateway's 400 Hz"
+            else
+                fail "SCO: the headset hears the gateway's 400 Hz" "${hs_line:-$(echo "$out" | grep '^SCO')}"
+            fi
+            if in_band "$ag_line" 900 1100; then
+                pass "SCO: the gateway hears the headset's 1000 Hz"
+            else
+                fail "SCO: the gateway hears the headset's 1000 Hz" "${ag_line:-$(tail -n 2 /tmp/sco-ag.log)}"
+            fi
+            ;;
+    esac
     sleep 1
     kill "$btmon" 2>/dev/null
+    # Full traces beside the test's log, for reading on the host.
+    if [ -d /share/results ]; then
+        cp /tmp/btmon.log /share/results/bt-pair.btmon.txt
+        cp /tmp/btvirt.log /share/results/bt-pair.btvirt.txt
+    fi
     echo "--- btmon: synchronous connection traffic ($(wc -l < /tmp/btmon.log) lines)"
-    grep -n -A8 'Setup Synchronous\|Synchronous Connect\|SCO Data\|Read Buffer Size' /tmp/btmon.log | head -n 120
+    grep -n -A8 'Setup Synchronous\|Synchronous Connect\|SCO Data\|Read Buffer Size' /tmp/btmon.log | head -n 60
     echo "--- btvirt: what the emulator made of it"
     grep -n 'Unsupported\|sync\|SCO\|sco' /tmp/btvirt.log | head -n 40
 else

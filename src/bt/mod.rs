@@ -10,6 +10,7 @@ pub mod bluez;
 pub mod gateway;
 pub mod hfp;
 pub mod route;
+pub mod sco;
 pub mod service;
 pub mod sim;
 
