@@ -15,7 +15,7 @@
 //! emulated controllers. `--sco-listen` is the gateway's end of the SCO
 //! test (the daemon does not open SCO links yet): it accepts one link on
 //! the gateway's adapter with intercomd's SCO socket layer and plays
-//! 400 Hz while the headset plays 1000 Hz.
+//! 400 Hz while the headset plays 1000 Hz, both as 8 kHz PCM.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -175,6 +175,7 @@ async fn exchange(link: &ScoStream, send_hz: f32) -> std::io::Result<(usize, Opt
             r = link.recv(&mut buf) => {
                 let got = r?;
                 if got == 0 {
+                    println!("SCO link closed after {} samples received", received.len());
                     break;
                 }
                 received.extend(buf[..got & !1].chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]])));

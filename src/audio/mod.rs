@@ -6,6 +6,7 @@
 
 pub mod alsa;
 pub mod processing;
+pub mod resample;
 pub mod sim;
 pub mod testsignal;
 pub mod tones;

@@ -13,6 +13,7 @@ pub mod route;
 pub mod sco;
 pub mod service;
 pub mod sim;
+pub mod voice;
 
 pub use adapter::{BtAdapter, BtError, DeviceAddr};
 pub use hfp::{

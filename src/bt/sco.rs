@@ -210,6 +210,34 @@ impl ScoStream {
         ScoStream::from_fd(fd.into_inner())
     }
 
+    /// Two connected `SOCK_SEQPACKET` Unix sockets standing in for the two
+    /// ends of a SCO link (packets keep their boundaries the same way).
+    #[cfg(test)]
+    pub(crate) fn test_pair(mtu: u16) -> io::Result<(ScoStream, ScoStream)> {
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: fds has room for the two descriptors socketpair writes.
+        check(unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+                fds.as_mut_ptr(),
+            )
+        })?;
+        // SAFETY: both are fresh descriptors owned from here on.
+        let (a, b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        Ok((
+            ScoStream {
+                fd: register(a)?,
+                mtu,
+            },
+            ScoStream {
+                fd: register(b)?,
+                mtu,
+            },
+        ))
+    }
+
     /// The largest packet the link carries, in bytes.
     pub fn mtu(&self) -> u16 {
         self.mtu
