@@ -253,6 +253,30 @@ else
     fail "headset establishes the Hands-Free SLC with the gateway" "no hfp-hf in the VM (cargo build --example hfp-hf)"
 fi
 
+# bluetoothd restarting (an update, a crash): the daemon notices, reopens
+# the adapter, registers its agent and gateway again, and finds the
+# headset BlueZ stored.
+kill "$bluetoothd"
+wait "$bluetoothd" 2>/dev/null
+/usr/libexec/bluetooth/bluetoothd -n -d >> /tmp/bluetoothd.log 2>&1 &
+bluetoothd=$!
+# ready_twice: a second "bluetooth ready" line within 30 s.
+ready_twice() {
+    i=0
+    while [ "$i" -lt 300 ]; do
+        [ "$(grep -c 'bluetooth ready; pairing closed' "$log")" -ge 2 ] && return 0
+        sleep 0.1
+        i=$((i + 1))
+    done
+    return 1
+}
+if wait_for "$log" "bluetooth adapter lost" 30 && ready_twice &&
+    grep -q "bluetooth headset known.*device=$hs" "$log"; then
+    pass "daemon reopens the adapter after bluetoothd restarts"
+else
+    fail "daemon reopens the adapter after bluetoothd restarts" "$(grep 'bluetooth adapter\|bluetooth ready' "$log" | tail -n 4)"
+fi
+
 kill "$daemon"
 if wait_for "$log" "stopped" 20; then
     pass "daemon stops on SIGTERM"
