@@ -77,6 +77,9 @@ pub struct Running {
     pub sim: Option<SimControl>,
     /// The simulated audio device, for tests that check what it played.
     pub audio: Option<crate::audio::sim::SimAudioHandle>,
+    /// The simulated Bluetooth adapter (`bluetooth.backend = "sim"`), for
+    /// tests that play a headset.
+    pub bluetooth: Option<bt::sim::SimBt>,
     pub status: watch::Receiver<serde_json::Value>,
 }
 
@@ -297,11 +300,12 @@ fn start_bluetooth(
     events: mpsc::Sender<bt::BtEvent>,
     cancel: CancellationToken,
     tracker: &TaskTracker,
-) -> Result<Option<bt::BtHandle>, DaemonError> {
+) -> Result<(Option<bt::BtHandle>, Option<bt::sim::SimBt>), DaemonError> {
     let b = &settings.bluetooth;
     if !b.enabled {
-        return Ok(None);
+        return Ok((None, None));
     }
+    let mut sim_bt = None;
     let (pairing, legacy_pin) = match &b.pairing {
         BluetoothPairing::JustWorks => (bt::PairingMode::JustWorks, false),
         BluetoothPairing::Pin(src) => (bt::PairingMode::Pin(src.clone()), true),
@@ -309,8 +313,11 @@ fn start_bluetooth(
     let opener: bt::service::Opener = match b.backend {
         BluetoothBackend::Bluez => {
             let name = b.adapter.clone();
+            // The voice bridge carries CVSD (PCM on the host side) only;
+            // mSBC frames would need an SBC codec: CVSD is chosen whatever
+            // bluetooth.prefer_msbc says until then.
             let hfp = bt::HfpSettings {
-                prefer_msbc: b.prefer_msbc,
+                prefer_msbc: false,
                 ..bt::HfpSettings::default()
             };
             Box::new(move || {
@@ -326,6 +333,7 @@ fn start_bluetooth(
             let addr = bt::DeviceAddr::parse("00:00:5E:00:53:01")
                 .expect("a fixed, well-formed address (documentation range)");
             let sim = bt::sim::SimBt::new(b.adapter.as_deref().unwrap_or("hci0"), addr);
+            sim_bt = Some(sim.clone());
             Box::new(move || {
                 let r = sim.open();
                 Box::pin(async move { r })
@@ -344,7 +352,7 @@ fn start_bluetooth(
         cancel,
         tracker,
     );
-    Ok(Some(handle))
+    Ok((Some(handle), sim_bt))
 }
 
 /// Run the hub alone until SIGTERM/SIGINT.
@@ -546,7 +554,7 @@ pub async fn start_station(
     }
 
     let (bt_tx, bt_rx) = mpsc::channel(16);
-    let bt = start_bluetooth(settings, bt_tx, cancel.clone(), tracker)?;
+    let (bt, sim_bt) = start_bluetooth(settings, bt_tx, cancel.clone(), tracker)?;
     if let Some(path) = &settings.station.control_socket {
         // The station works without it: a failure is logged, not fatal.
         match control::bind(path) {
@@ -607,6 +615,7 @@ pub async fn start_station(
         panel_addr,
         sim,
         audio: sim_audio,
+        bluetooth: sim_bt,
         status: status_rx,
     })
 }

@@ -7,6 +7,7 @@
 pub mod alsa;
 pub mod processing;
 pub mod resample;
+pub mod router;
 pub mod sim;
 pub mod testsignal;
 pub mod tones;

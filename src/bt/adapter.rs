@@ -12,6 +12,9 @@ use std::fmt;
 
 use tokio::sync::oneshot;
 
+use super::hfp::{Codec, DoorCall};
+use crate::audio::router::HeadsetPorts;
+
 /// A Bluetooth device address as BlueZ prints it (`00:AA:01:00:00:23`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DeviceAddr(String);
@@ -81,6 +84,39 @@ impl fmt::Debug for PairingAnswer {
     }
 }
 
+/// An open SCO link to a headset, as frame channels at 48 kHz (the voice
+/// bridge converts): what the call audio router switches to.
+pub struct VoiceLink {
+    pub device: DeviceAddr,
+    pub codec: Codec,
+    pub ports: HeadsetPorts,
+}
+
+impl fmt::Debug for VoiceLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "VoiceLink({} {:?})", self.device, self.codec)
+    }
+}
+
+/// Links are told apart by device and codec (their channels cannot be
+/// compared).
+impl PartialEq for VoiceLink {
+    fn eq(&self, other: &Self) -> bool {
+        self.device == other.device && self.codec == other.codec
+    }
+}
+
+/// What the gateway of a connected headset is asked to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GatewayCommand {
+    /// The door call changed: indicators and RING follow it.
+    Call(DoorCall),
+    /// Agree a codec and open the SCO link.
+    OpenAudio,
+    /// Close the SCO link.
+    CloseAudio,
+}
+
 /// A remote device as the adapter knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceInfo {
@@ -117,6 +153,11 @@ pub enum AdapterEvent {
     /// A headset's Hands-Free service level connection is up (`true`) or
     /// ended.
     HandsFree { device: DeviceAddr, connected: bool },
+    /// A headset's SCO link opened (`Some`) or closed or failed to open.
+    Sco {
+        device: DeviceAddr,
+        link: Option<VoiceLink>,
+    },
     /// The adapter went away or the stack stopped answering; the actor
     /// reopens it.
     Lost { reason: String },
@@ -160,6 +201,10 @@ pub trait BtAdapter: Send {
     async fn set_trusted(&mut self, device: &DeviceAddr) -> Result<(), BtError>;
     /// The devices BlueZ remembers.
     async fn devices(&mut self) -> Result<Vec<DeviceInfo>, BtError>;
+    /// Sends `cmd` to the gateway of `device`, or of every connected
+    /// headset with `None`. A headset without a gateway connection is
+    /// skipped.
+    fn gateway(&mut self, device: Option<&DeviceAddr>, cmd: GatewayCommand);
     /// The next event; `None` once the adapter is closed for good.
     async fn next_event(&mut self) -> Option<AdapterEvent>;
 }

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 
 use bluer::agent::{
     Agent, AgentHandle, AuthorizeService, ReqError, RequestAuthorization, RequestConfirmation,
@@ -26,10 +27,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::adapter::{
-    AdapterEvent, BtAdapter, BtError, DeviceAddr, DeviceInfo, PairingAnswer, PairingRequestKind,
+    AdapterEvent, BtAdapter, BtError, DeviceAddr, DeviceInfo, GatewayCommand, PairingAnswer,
+    PairingRequestKind,
 };
 use super::gateway;
 use super::hfp::HfpSettings;
+use super::sco::ScoStream;
 
 /// How many adapter events may wait for the actor.
 const EVENT_QUEUE: usize = 32;
@@ -39,6 +42,8 @@ pub struct BluezAdapter {
     name: String,
     address: DeviceAddr,
     adapter: bluer::Adapter,
+    /// The command channel of each headset's gateway connection.
+    gateways: Gateways,
     events: mpsc::Receiver<AdapterEvent>,
     // Kept for their `Drop`: the agent is unregistered, the session closed.
     _agent: AgentHandle,
@@ -145,10 +150,19 @@ pub async fn open(
         channel = gateway::HFP_AG_CHANNEL,
         "bluetooth hands-free gateway registered"
     );
-    let watcher = tokio::spawn(watch(adapter.clone(), profile, hfp, tx));
+    let gateways = Gateways::default();
+    let watcher = tokio::spawn(watch(
+        adapter.clone(),
+        profile,
+        hfp,
+        address.clone(),
+        gateways.clone(),
+        tx,
+    ));
     Ok(BluezAdapter {
         name: adapter_name,
         address,
+        gateways,
         adapter,
         events,
         _agent,
@@ -265,12 +279,25 @@ async fn watch(
     adapter: bluer::Adapter,
     profile: ProfileHandle,
     hfp: HfpSettings,
+    local: DeviceAddr,
+    gateways: Gateways,
     tx: mpsc::Sender<AdapterEvent>,
 ) {
     tokio::join!(
         watch_adapter(adapter, tx.clone()),
-        serve_profile(profile, hfp, tx)
+        serve_profile(profile, hfp, local, gateways, tx)
     );
+}
+
+/// Command channels of the gateway connections, by headset.
+type Gateways = Arc<Mutex<HashMap<DeviceAddr, mpsc::Sender<GatewayCommand>>>>;
+
+fn lock(
+    g: &Gateways,
+) -> std::sync::MutexGuard<'_, HashMap<DeviceAddr, mpsc::Sender<GatewayCommand>>> {
+    // The map stays consistent whatever panicked while holding it: every
+    // change is one insert or remove.
+    g.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Accepts each headset's RFCOMM connection to the gateway and runs its
@@ -278,6 +305,8 @@ async fn watch(
 async fn serve_profile(
     mut profile: ProfileHandle,
     hfp: HfpSettings,
+    local: DeviceAddr,
+    gateways: Gateways,
     tx: mpsc::Sender<AdapterEvent>,
 ) {
     let mut connections: JoinSet<()> = JoinSet::new();
@@ -290,9 +319,19 @@ async fn serve_profile(
                 let Some(device) = addr(req.device()) else { continue };
                 match req.accept() {
                     Ok(stream) => {
-                        let (hfp, tx, cancel) = (hfp.clone(), tx.clone(), cancel.clone());
+                        let (cmd_tx, cmd_rx) = mpsc::channel(8);
+                        lock(&gateways).insert(device.clone(), cmd_tx);
+                        let (hfp, tx, cancel, gateways) =
+                            (hfp.clone(), tx.clone(), cancel.clone(), gateways.clone());
+                        let (local, remote) = (local.clone(), device.clone());
+                        let open_sco: gateway::ScoOpener = Box::new(move || {
+                            let (local, remote) = (local.clone(), remote.clone());
+                            Box::pin(async move { ScoStream::connect(&local, &remote).await })
+                        });
                         connections.spawn(async move {
-                            gateway::run(stream, device, hfp, tx, cancel).await;
+                            gateway::run(stream, device.clone(), hfp, cmd_rx, open_sco, tx, cancel)
+                                .await;
+                            lock(&gateways).remove(&device);
                         });
                     }
                     Err(e) => warn!(device = %device, error = %e, "cannot accept the hands-free connection"),
@@ -492,6 +531,14 @@ impl BtAdapter for BluezAdapter {
             });
         }
         Ok(out)
+    }
+
+    fn gateway(&mut self, device: Option<&DeviceAddr>, cmd: GatewayCommand) {
+        for (d, tx) in lock(&self.gateways).iter() {
+            if device.is_none_or(|want| want == d) && tx.try_send(cmd.clone()).is_err() {
+                warn!(device = %d, command = ?cmd, "bluetooth gateway busy; command dropped");
+            }
+        }
     }
 
     async fn next_event(&mut self) -> Option<AdapterEvent> {

@@ -12,8 +12,15 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::adapter::{AdapterEvent, DeviceAddr};
-use super::hfp::{HfpEvent, HfpMachine, HfpOutput, HfpSettings};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+
+use super::adapter::{AdapterEvent, DeviceAddr, GatewayCommand, VoiceLink};
+use super::hfp::{Codec, HfpEvent, HfpMachine, HfpOutput, HfpSettings};
+use super::sco::ScoStream;
+use super::voice;
+use crate::audio::router::HeadsetPorts;
 
 /// The Hands-Free Audio Gateway's service class UUID (0x111f).
 pub const HFP_AG_UUID: &str = "0000111f-0000-1000-8000-00805f9b34fb";
@@ -22,6 +29,8 @@ pub const HFP_AG_UUID: &str = "0000111f-0000-1000-8000-00805f9b34fb";
 pub const HFP_AG_CHANNEL: u16 = 13;
 /// HFP 1.8 in the SDP record.
 pub const HFP_VERSION: u16 = 0x0108;
+/// An SCO connect taking longer than this is given up.
+const SCO_OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 /// A write to the headset taking longer than this ends the connection.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -49,12 +58,20 @@ impl Closed {
     }
 }
 
+/// Opens the SCO link to the headset once a codec is agreed.
+pub type ScoOpener =
+    Box<dyn FnMut() -> Pin<Box<dyn Future<Output = io::Result<ScoStream>> + Send>> + Send>;
+
 /// Runs one service level connection until it closes. `events` receives
-/// [`AdapterEvent::HandsFree`] when it is established and when it ends.
+/// [`AdapterEvent::HandsFree`] when it is established and when it ends,
+/// and [`AdapterEvent::Sco`] as the audio link opens and closes;
+/// `commands` carries the door call and audio requests.
 pub async fn run<S>(
     mut stream: S,
     device: DeviceAddr,
     settings: HfpSettings,
+    mut commands: mpsc::Receiver<GatewayCommand>,
+    mut open_sco: ScoOpener,
     events: mpsc::Sender<AdapterEvent>,
     cancel: CancellationToken,
 ) -> Closed
@@ -65,6 +82,9 @@ where
     let mut m = HfpMachine::new(settings, Instant::now().into_std());
     let mut established = false;
     let mut buf = [0u8; 512];
+    let mut commands_open = true;
+    // The task opening and then bridging the SCO link, while there is one.
+    let mut audio: Option<AbortOnDrop> = None;
     let closed = 'conn: loop {
         while let Some(out) = m.poll_output() {
             match out {
@@ -74,6 +94,19 @@ where
                         Ok(Err(e)) => break 'conn Closed::Io(format!("write: {e}")),
                         Err(_) => break 'conn Closed::Io("write timed out".into()),
                     }
+                }
+                HfpOutput::Event(HfpEvent::AudioReady { codec }) => {
+                    info!(device = %device, codec = ?codec, "bluetooth hands-free codec agreed; opening SCO");
+                    audio = Some(AbortOnDrop(tokio::spawn(audio_link(
+                        open_sco(),
+                        device.clone(),
+                        codec,
+                        events.clone(),
+                    ))));
+                }
+                HfpOutput::Event(HfpEvent::CodecFailed) => {
+                    warn!(device = %device, "bluetooth hands-free codec not agreed; no SCO");
+                    sco_down(&device, &events).await;
                 }
                 HfpOutput::Event(ev) => {
                     if let Some(closed) = on_event(&device, ev, &mut established, &events).await {
@@ -90,9 +123,31 @@ where
                 Err(e) => break Closed::Io(format!("read: {e}")),
             },
             _ = sleep_until(deadline) => m.handle_timeout(Instant::now().into_std()),
+            cmd = commands.recv(), if commands_open => match cmd {
+                Some(GatewayCommand::Call(call)) => m.handle_call(call, Instant::now().into_std()),
+                Some(GatewayCommand::OpenAudio) => {
+                    if audio.as_ref().is_some_and(|a| !a.0.is_finished()) {
+                        continue;
+                    }
+                    if let Err(e) = m.connect_audio(Instant::now().into_std()) {
+                        warn!(device = %device, error = %e, "bluetooth SCO not opened");
+                        sco_down(&device, &events).await;
+                    }
+                }
+                Some(GatewayCommand::CloseAudio) => {
+                    if audio.take().is_some() {
+                        info!(device = %device, "bluetooth SCO closed");
+                        sco_down(&device, &events).await;
+                    }
+                }
+                None => commands_open = false,
+            },
             _ = cancel.cancelled() => break Closed::Shutdown,
         }
     };
+    if audio.take().is_some() {
+        sco_down(&device, &events).await;
+    }
     info!(device = %device, reason = closed.as_str(), "bluetooth hands-free channel closed");
     if established {
         let _ = events
@@ -103,6 +158,72 @@ where
             .await;
     }
     closed
+}
+
+/// Aborts the task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn sco_down(device: &DeviceAddr, events: &mpsc::Sender<AdapterEvent>) {
+    let _ = events
+        .send(AdapterEvent::Sco {
+            device: device.clone(),
+            link: None,
+        })
+        .await;
+}
+
+/// Opens the SCO link, reports it with its frame channels, bridges it until
+/// either side ends, and reports it closed.
+async fn audio_link(
+    open: Pin<Box<dyn Future<Output = io::Result<ScoStream>> + Send>>,
+    device: DeviceAddr,
+    codec: Codec,
+    events: mpsc::Sender<AdapterEvent>,
+) {
+    let link = match tokio::time::timeout(SCO_OPEN_TIMEOUT, open).await {
+        Ok(Ok(link)) => link,
+        Ok(Err(e)) => {
+            warn!(device = %device, error = %e, "bluetooth SCO connect failed");
+            return sco_down(&device, &events).await;
+        }
+        Err(_) => {
+            warn!(device = %device, "bluetooth SCO connect timed out");
+            return sco_down(&device, &events).await;
+        }
+    };
+    info!(device = %device, codec = ?codec, mtu = link.mtu(), "bluetooth SCO audio connected");
+    let (to_engine, from_headset) = mpsc::channel(crate::audio::DEFAULT_PORT_CAPACITY);
+    let (to_headset, from_engine) = mpsc::channel(crate::audio::DEFAULT_PORT_CAPACITY);
+    let ev = AdapterEvent::Sco {
+        device: device.clone(),
+        link: Some(VoiceLink {
+            device: device.clone(),
+            codec,
+            ports: HeadsetPorts {
+                from_headset,
+                to_headset,
+            },
+        }),
+    };
+    if events.send(ev).await.is_err() {
+        return;
+    }
+    let (end, stats) = voice::run(
+        &link,
+        codec.sample_rate(),
+        to_engine,
+        from_engine,
+        CancellationToken::new(),
+    )
+    .await;
+    info!(device = %device, end = ?end, packets_in = stats.packets_in, packets_out = stats.packets_out, frames_dropped = stats.frames_dropped, "bluetooth SCO audio ended");
+    sco_down(&device, &events).await;
 }
 
 async fn on_event(
@@ -185,19 +306,39 @@ mod tests {
         }
     }
 
-    fn start(
-        settings: HfpSettings,
-    ) -> (
+    type Started = (
         Hf,
         mpsc::Receiver<AdapterEvent>,
         CancellationToken,
         tokio::task::JoinHandle<Closed>,
-    ) {
+    );
+
+    fn start(settings: HfpSettings) -> Started {
+        start_with(
+            settings,
+            mpsc::channel(1).1,
+            Box::new(|| Box::pin(async { Err(io::Error::other("no SCO in this test")) })),
+        )
+    }
+
+    fn start_with(
+        settings: HfpSettings,
+        commands: mpsc::Receiver<GatewayCommand>,
+        open_sco: ScoOpener,
+    ) -> Started {
         let (ours, theirs) = tokio::io::duplex(4096);
         let (tx, rx) = mpsc::channel(8);
         let cancel = CancellationToken::new();
         let device = DeviceAddr::parse("00:AA:01:00:00:23").expect("valid address");
-        let task = tokio::spawn(run(ours, device, settings, tx, cancel.clone()));
+        let task = tokio::spawn(run(
+            ours,
+            device,
+            settings,
+            commands,
+            open_sco,
+            tx,
+            cancel.clone(),
+        ));
         let (r, w) = tokio::io::split(theirs);
         (
             Hf {
@@ -257,5 +398,106 @@ mod tests {
             "never established, nothing to report"
         );
         drop(hf);
+    }
+
+    async fn establish(hf: &mut Hf, events: &mut mpsc::Receiver<AdapterEvent>) {
+        hf.cmd("AT+BRSF=0").await;
+        hf.cmd("AT+CIND=?").await;
+        hf.cmd("AT+CIND?").await;
+        hf.cmd("AT+CMER=3,0,0,1").await;
+        match events.recv().await {
+            Some(AdapterEvent::HandsFree {
+                connected: true, ..
+            }) => {}
+            other => panic!("expected the SLC up, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn open_audio_bridges_the_sco_link_and_close_audio_ends_it() {
+        let (cmd_tx, cmd_rx) = mpsc::channel(4);
+        let (headset_end, gateway_end) =
+            crate::bt::sco::ScoStream::test_pair(48).expect("socketpair");
+        let mut gateway_end = Some(gateway_end);
+        let opener: ScoOpener = Box::new(move || {
+            let link = gateway_end
+                .take()
+                .ok_or_else(|| io::Error::other("opened twice"));
+            Box::pin(async move { link })
+        });
+        let (mut hf, mut events, _cancel, _task) =
+            start_with(HfpSettings::default(), cmd_rx, opener);
+        establish(&mut hf, &mut events).await;
+
+        // Without codec negotiation (no AT+BAC), CVSD is ready at once.
+        cmd_tx
+            .send(GatewayCommand::OpenAudio)
+            .await
+            .expect("gateway running");
+        let mut link = match events.recv().await {
+            Some(AdapterEvent::Sco {
+                link: Some(link), ..
+            }) => link,
+            other => panic!("expected the SCO link, got {other:?}"),
+        };
+        assert_eq!(link.codec, Codec::Cvsd);
+        // One 10 ms frame of the engine reaches the headset as 8 kHz PCM
+        // (80 samples: three 48-byte packets and 16 bytes kept back).
+        link.ports
+            .to_headset
+            .send(Box::new([1000; crate::audio::FRAME_SAMPLES]))
+            .await
+            .expect("bridge running");
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(1), headset_end.recv(&mut buf))
+            .await
+            .expect("a packet within 1 s")
+            .expect("link open");
+        assert_eq!(n, 48);
+        // What the headset sends comes out as 48 kHz frames.
+        for _ in 0..4 {
+            headset_end.send(&[0u8; 48]).await.expect("link open");
+        }
+        let f = tokio::time::timeout(Duration::from_secs(1), link.ports.from_headset.recv())
+            .await
+            .expect("a frame within 1 s")
+            .expect("bridge running");
+        assert_eq!(f.len(), crate::audio::FRAME_SAMPLES);
+
+        cmd_tx
+            .send(GatewayCommand::CloseAudio)
+            .await
+            .expect("gateway running");
+        match events.recv().await {
+            Some(AdapterEvent::Sco { link: None, .. }) => {}
+            other => panic!("expected the SCO link closed, got {other:?}"),
+        }
+        // The bridge is gone: the headset's end sees the link close.
+        let n = tokio::time::timeout(Duration::from_secs(1), async {
+            loop {
+                match headset_end.recv(&mut buf).await {
+                    Ok(0) | Err(_) => return 0,
+                    Ok(_) => continue,
+                }
+            }
+        })
+        .await
+        .expect("closed within 1 s");
+        assert_eq!(n, 0);
+    }
+
+    #[tokio::test]
+    async fn open_audio_before_the_slc_reports_no_link() {
+        let (cmd_tx, cmd_rx) = mpsc::channel(4);
+        let opener: ScoOpener = Box::new(|| Box::pin(async { Err(io::Error::other("unused")) }));
+        let (_hf, mut events, _cancel, _task) = start_with(HfpSettings::default(), cmd_rx, opener);
+        cmd_tx
+            .send(GatewayCommand::OpenAudio)
+            .await
+            .expect("gateway running");
+        match events.recv().await {
+            Some(AdapterEvent::Sco { link: None, .. }) => {}
+            other => panic!("expected no link, got {other:?}"),
+        }
     }
 }

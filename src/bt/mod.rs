@@ -16,6 +16,7 @@ pub mod sim;
 pub mod voice;
 
 pub use adapter::{BtAdapter, BtError, DeviceAddr};
+pub use adapter::{GatewayCommand, VoiceLink};
 pub use hfp::{
     AudioSetupError, Codec, DoorCall, HfpEvent, HfpMachine, HfpOutput, HfpSettings, Indicator,
     RejectReason, SlcState,

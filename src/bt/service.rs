@@ -24,7 +24,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use super::adapter::{
-    AdapterEvent, BtAdapter, BtError, DeviceAddr, PairingAnswer, PairingRequestKind,
+    AdapterEvent, BtAdapter, BtError, DeviceAddr, GatewayCommand, PairingAnswer,
+    PairingRequestKind, VoiceLink,
 };
 use crate::config::{self, SecretSource};
 
@@ -83,10 +84,15 @@ pub enum BtCommand {
         source: PairSource,
         reply: Option<PairReply>,
     },
+    /// For the gateway of `device` (every connected headset with `None`).
+    Gateway {
+        device: Option<DeviceAddr>,
+        cmd: GatewayCommand,
+    },
 }
 
 /// What the actor reports to the controller.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub enum BtEvent {
     /// The pairing window opened (`true`) or closed.
     Pairing { active: bool },
@@ -94,6 +100,11 @@ pub enum BtEvent {
     Headset { device: DeviceAddr, connected: bool },
     /// A headset's Hands-Free service level connection came up or ended.
     HandsFree { device: DeviceAddr, connected: bool },
+    /// A headset's SCO link opened, with its audio, or closed.
+    Sco {
+        device: DeviceAddr,
+        link: Option<VoiceLink>,
+    },
 }
 
 /// Cloneable handle to the Bluetooth actor.
@@ -107,6 +118,12 @@ impl BtHandle {
     /// queue is full or it stopped (the reply, if any, is dropped).
     pub fn try_pair(&self, source: PairSource, reply: Option<PairReply>) -> bool {
         self.tx.try_send(BtCommand::Pair { source, reply }).is_ok()
+    }
+
+    /// Sends a command to headsets' gateways without waiting. `false`: the
+    /// actor's queue is full or it stopped.
+    pub fn try_gateway(&self, device: Option<DeviceAddr>, cmd: GatewayCommand) -> bool {
+        self.tx.try_send(BtCommand::Gateway { device, cmd }).is_ok()
     }
 
     /// Opens a pairing window and waits for the outcome.
@@ -201,6 +218,8 @@ impl Actor {
                                 let _ = reply.send(Err(format!("Bluetooth is not ready: {err}")));
                             }
                         }
+                        // No headset can be connected without an adapter.
+                        Some(BtCommand::Gateway { .. }) => {}
                         None => return,
                     },
                 }
@@ -255,6 +274,9 @@ impl Actor {
                         if let Some(reply) = reply {
                             let _ = reply.send(r);
                         }
+                    }
+                    Some(BtCommand::Gateway { device, cmd }) => {
+                        adapter.gateway(device.as_ref(), cmd);
                     }
                     None => return Ended::Cancelled,
                 },
@@ -426,6 +448,9 @@ impl Actor {
             // Logged by the gateway task with the details.
             AdapterEvent::HandsFree { device, connected } => {
                 self.report(BtEvent::HandsFree { device, connected });
+            }
+            AdapterEvent::Sco { device, link } => {
+                self.report(BtEvent::Sco { device, link });
             }
             // serve() ends on Lost before it gets here.
             AdapterEvent::Lost { .. } => {}

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
 use super::adapter::{
-    AdapterEvent, BtAdapter, BtError, DeviceAddr, DeviceInfo, PairingAnswer, PairingRequestKind,
+    AdapterEvent, BtAdapter, BtError, DeviceAddr, DeviceInfo, GatewayCommand, PairingAnswer,
+    PairingRequestKind, VoiceLink,
 };
 
 /// What the simulated adapter shows.
@@ -23,6 +24,8 @@ pub struct SimBtState {
     pub devices: Vec<DeviceInfo>,
     /// How many times the adapter was opened.
     pub opens: u32,
+    /// Commands sent to headsets' gateways, in order.
+    pub gateway_commands: Vec<(Option<DeviceAddr>, GatewayCommand)>,
 }
 
 #[derive(Debug, Default)]
@@ -154,6 +157,28 @@ impl SimBt {
         }
     }
 
+    /// A headset's gateway reports its SCO link (`Some`) or its end.
+    pub async fn sco(&self, device: &DeviceAddr, link: Option<VoiceLink>) {
+        if let Some(tx) = self.sender() {
+            let ev = AdapterEvent::Sco {
+                device: device.clone(),
+                link,
+            };
+            let _ = tx.send(ev).await;
+        }
+    }
+
+    /// A headset's service level connection came up or ended.
+    pub async fn hands_free(&self, device: &DeviceAddr, connected: bool) {
+        if let Some(tx) = self.sender() {
+            let ev = AdapterEvent::HandsFree {
+                device: device.clone(),
+                connected,
+            };
+            let _ = tx.send(ev).await;
+        }
+    }
+
     /// The adapter goes away (bluetoothd restarted, controller unplugged).
     pub async fn lose(&self, reason: &str) {
         let tx = self.lock().events.take();
@@ -226,6 +251,10 @@ impl BtAdapter for SimAdapter {
 
     async fn devices(&mut self) -> Result<Vec<DeviceInfo>, BtError> {
         Ok(self.with(|s| s.devices.clone()))
+    }
+
+    fn gateway(&mut self, device: Option<&DeviceAddr>, cmd: GatewayCommand) {
+        self.with(|s| s.gateway_commands.push((device.cloned(), cmd)));
     }
 
     async fn next_event(&mut self) -> Option<AdapterEvent> {
