@@ -178,11 +178,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .context("cannot start the async runtime")?
                 .block_on(intercomd::control::request(&path, "bt pair"))?;
             if reply["ok"] == true {
+                let ms = reply["timeout_ms"].as_u64().unwrap_or(0);
+                let secs = if ms % 1000 == 0 {
+                    format!("{}", ms / 1000)
+                } else {
+                    format!("{:.1}", ms as f64 / 1000.0)
+                };
                 println!(
-                    "Bluetooth pairing open on {} ({}) for {} s: put the headset in pairing mode now.",
+                    "Bluetooth pairing open on {} ({}) for {secs} s: put the headset in pairing mode now.",
                     reply["adapter"].as_str().unwrap_or("?"),
                     reply["address"].as_str().unwrap_or("?"),
-                    reply["timeout_ms"].as_u64().unwrap_or(0) / 1000
                 );
                 Ok(ExitCode::SUCCESS)
             } else {

@@ -121,7 +121,7 @@ fn bt_pair_opens_pairing_and_the_led_shows_it_until_the_timeout() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("Bluetooth pairing open on hci0 (00:00:5E:00:53:01) for 1 s"),
+        stdout.contains("Bluetooth pairing open on hci0 (00:00:5E:00:53:01) for 1.5 s"),
         "{stdout}"
     );
     wait_led(panel, "medium_blink", Duration::from_secs(2));
