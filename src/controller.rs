@@ -360,6 +360,12 @@ impl Controller {
             BtEvent::Headset {
                 connected: true, ..
             } => {}
+            BtEvent::HangupRequested { device } => {
+                if self.headset.as_ref() == Some(&device) && self.machine.call_id().is_some() {
+                    info!(device = %device, "hang-up requested on the headset");
+                    self.input(Input::LocalHangup);
+                }
+            }
             BtEvent::Sco { device, link } => {
                 if self.headset.as_ref() != Some(&device) {
                     // Not the headset in use: dropping the link closes it.

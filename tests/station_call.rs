@@ -617,6 +617,15 @@ async fn a_headset_takes_the_call_audio_and_the_speaker_takes_it_back_when_it_dr
         assert!(Instant::now() < deadline, "no reopen: {:?}", bt.state());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+
+    // The headset's button ends the call; the resident is told.
+    let mut a = a;
+    bt.hangup(&hs).await;
+    match recv_until(&mut a.ws, |m| matches!(m, Message::Hangup { .. })).await {
+        Message::Hangup { call_id, .. } => assert_eq!(call_id, a.call_id),
+        _ => unreachable!("filtered above"),
+    }
+    st.wait_state("ended").await;
     a.cancel.cancel();
     st.shutdown().await;
 }

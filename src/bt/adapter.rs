@@ -153,6 +153,8 @@ pub enum AdapterEvent {
     /// A headset's Hands-Free service level connection is up (`true`) or
     /// ended.
     HandsFree { device: DeviceAddr, connected: bool },
+    /// The headset's button ended the call (`AT+CHUP`).
+    HangupRequested { device: DeviceAddr },
     /// A headset's SCO link opened (`Some`) or closed or failed to open.
     Sco {
         device: DeviceAddr,

@@ -252,6 +252,14 @@ async fn on_event(
                 .await;
         }
         HfpEvent::SlcTimeout => return Some(Closed::SlcTimeout),
+        HfpEvent::HangupRequested => {
+            info!(device = %device, "bluetooth headset asks to hang up");
+            let _ = events
+                .send(AdapterEvent::HangupRequested {
+                    device: device.clone(),
+                })
+                .await;
+        }
         HfpEvent::Rejected { line, reason } => {
             warn!(device = %device, line = %line, reason = reason.as_str(), "bluetooth hands-free command refused");
         }
@@ -270,6 +278,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bt::hfp::DoorCall;
     use tokio::io::{AsyncBufReadExt, BufReader, DuplexStream, ReadHalf, WriteHalf};
 
     struct Hf {
@@ -498,6 +507,37 @@ mod tests {
         match events.recv().await {
             Some(AdapterEvent::Sco { link: None, .. }) => {}
             other => panic!("expected no link, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_door_call_reaches_the_headset_and_its_button_hangs_up() {
+        let (cmd_tx, cmd_rx) = mpsc::channel(4);
+        let opener: ScoOpener = Box::new(|| Box::pin(async { Err(io::Error::other("unused")) }));
+        let (mut hf, mut events, _cancel, _task) =
+            start_with(HfpSettings::default(), cmd_rx, opener);
+        establish(&mut hf, &mut events).await;
+        // No call: the button is refused.
+        assert_eq!(hf.cmd("AT+CHUP").await, vec!["ERROR".to_owned()]);
+        cmd_tx
+            .send(GatewayCommand::Call(DoorCall::Active))
+            .await
+            .expect("gateway running");
+        // The indicators announce the call (+CIEV: call = 1)…
+        let mut line = String::new();
+        while !line.starts_with("+CIEV: 2,1") {
+            line.clear();
+            tokio::time::timeout(Duration::from_secs(2), hf.read.read_line(&mut line))
+                .await
+                .expect("an indicator within 2 s")
+                .expect("pipe open");
+            line = line.trim().to_owned();
+        }
+        // …then the button works.
+        assert_eq!(hf.cmd("AT+CHUP").await.last().map(String::as_str), Some("OK"));
+        match events.recv().await {
+            Some(AdapterEvent::HangupRequested { .. }) => {}
+            other => panic!("expected the hang-up, got {other:?}"),
         }
     }
 }

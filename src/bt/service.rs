@@ -100,6 +100,8 @@ pub enum BtEvent {
     Headset { device: DeviceAddr, connected: bool },
     /// A headset's Hands-Free service level connection came up or ended.
     HandsFree { device: DeviceAddr, connected: bool },
+    /// The headset's button ended the call.
+    HangupRequested { device: DeviceAddr },
     /// A headset's SCO link opened, with its audio, or closed.
     Sco {
         device: DeviceAddr,
@@ -451,6 +453,9 @@ impl Actor {
             }
             AdapterEvent::Sco { device, link } => {
                 self.report(BtEvent::Sco { device, link });
+            }
+            AdapterEvent::HangupRequested { device } => {
+                self.report(BtEvent::HangupRequested { device });
             }
             // serve() ends on Lost before it gets here.
             AdapterEvent::Lost { .. } => {}

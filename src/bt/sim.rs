@@ -168,6 +168,16 @@ impl SimBt {
         }
     }
 
+    /// The headset's button ends the call (`AT+CHUP`).
+    pub async fn hangup(&self, device: &DeviceAddr) {
+        if let Some(tx) = self.sender() {
+            let ev = AdapterEvent::HangupRequested {
+                device: device.clone(),
+            };
+            let _ = tx.send(ev).await;
+        }
+    }
+
     /// A headset's service level connection came up or ended.
     pub async fn hands_free(&self, device: &DeviceAddr, connected: bool) {
         if let Some(tx) = self.sender() {
