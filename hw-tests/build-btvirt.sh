@@ -34,9 +34,11 @@ if [ -x "$out" ]; then
     exit 0
 fi
 
+sudo=
+[ "$(id -u)" -eq 0 ] || sudo=sudo
 for p in gcc libglib2.0-dev pkg-config; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
-        apt-get install -y --no-install-recommends "$p" >&2
+        $sudo apt-get install -y --no-install-recommends "$p" >&2
 done
 
 work=$(mktemp -d)

@@ -63,8 +63,10 @@ for p in bluez bluez-test-tools dbus-daemon; do
 done
 if [ -n "$bt_pkgs" ]; then
     log "installing$bt_pkgs"
-    apt-get install -y --no-install-recommends $bt_pkgs >&2 ||
-        { apt-get update >&2 && apt-get install -y --no-install-recommends $bt_pkgs >&2; }
+    sudo=
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    $sudo apt-get install -y --no-install-recommends $bt_pkgs >&2 ||
+        { $sudo apt-get update >&2 && $sudo apt-get install -y --no-install-recommends $bt_pkgs >&2; }
 fi
 hfp_hf=$(dirname "$bin")/examples/hfp-hf
 btvirt=/usr/bin/btvirt
