@@ -9,7 +9,10 @@
 # pairing closed the headset cannot pair; `intercomd bt pair` opens pairing
 # (hci0 bondable and discoverable, LED on medium_blink); the headset pairs;
 # the daemon logs the pairing with the headset's address, trusts it (BlueZ
-# stores Trusted=true) and closes pairing again.
+# stores Trusted=true) and closes pairing again; the headset tool runs the
+# Hands-Free SLC and a SCO exchange; bluetoothd restarts and the daemon
+# reopens; on a gpio-sim board the service button's long press opens
+# pairing.
 . /guest/lib.sh
 
 T=${HW_WAIT:-60}
@@ -20,7 +23,7 @@ cleanup() {
         kill "$p" 2>/dev/null
     done
     sleep 1
-    for f in /tmp/bluetoothd.log "$log"; do
+    for f in /tmp/bluetoothd.log "$log" /tmp/intercomd-bt-gpio.log; do
         echo "--- $f"
         cat "$f" 2>/dev/null
     done
@@ -284,3 +287,90 @@ else
     fail "daemon stops on SIGTERM" "no 'stopped' line"
 fi
 daemon=
+
+# The service button on a real GPIO board (gpio-sim): held for the long
+# press, it opens pairing; the status LED line blinks.
+sim=/sys/kernel/config/gpio-sim/bt
+mkdir "$sim" "$sim/bank0"
+echo 4 > "$sim/bank0/num_lines"
+n=0
+for name in BT_RELAY BT_LED BT_CALL BT_SERVICE; do
+    mkdir "$sim/bank0/line$n"
+    echo "$name" > "$sim/bank0/line$n/name"
+    n=$((n + 1))
+done
+echo 1 > "$sim/live"
+lines=/sys/devices/platform/$(cat "$sim/dev_name")/$(cat "$sim/bank0/chip_name")
+echo pull-up > "$lines/sim_gpio2/pull"
+echo pull-up > "$lines/sim_gpio3/pull"
+cat > /tmp/bt-gpio.toml <<CONF
+[station]
+control_socket = "/run/intercomd/control.sock"
+
+[hardware]
+backend = "gpio"
+
+[hardware.sim]
+control_listen = ""
+stdin = false
+
+[gpio.relay]
+line = "BT_RELAY"
+
+[[inputs]]
+kind = "button"
+button = "call"
+line = "BT_CALL"
+active_low = true
+bias = "pull_up"
+
+[[inputs]]
+kind = "service"
+line = "BT_SERVICE"
+active_low = true
+bias = "pull_up"
+
+[[leds]]
+name = "status"
+line = "BT_LED"
+
+[bluetooth]
+enabled = true
+adapter = "hci0"
+pairing_timeout_ms = 60000
+CONF
+glog=/tmp/intercomd-bt-gpio.log
+intercomd run --config /tmp/bt-gpio.toml > "$glog" 2>&1 &
+daemon=$!
+if wait_for "$glog" "bluetooth ready; pairing closed" "$T"; then
+    echo pull-down > "$lines/sim_gpio3/pull"
+    sleep 3
+    echo pull-up > "$lines/sim_gpio3/pull"
+    # Sample the LED line for a second: 2 Hz shows both levels.
+    seen=
+    i=0
+    while [ "$i" -lt 20 ]; do
+        seen="$seen$(cat "$lines/sim_gpio1/value")"
+        sleep 0.05
+        i=$((i + 1))
+    done
+    if grep -q "service button held: opening Bluetooth pairing" "$glog" &&
+        wait_for "$glog" "bluetooth pairing open.*source=\"\?service_button" 10 &&
+        btmgmt --index 0 info | grep 'current settings' | grep -qw bondable; then
+        pass "service button long press opens pairing"
+    else
+        fail "service button long press opens pairing" "$(grep -i 'service\|pairing' "$glog" | tail -n 3)"
+    fi
+    case "$seen" in
+        *0*1*|*1*0*) pass "status LED line blinks while pairing" ;;
+        *) fail "status LED line blinks while pairing" "LED line read $seen" ;;
+    esac
+else
+    fail "service button long press opens pairing" "daemon on GPIO not ready: $(tail -n 3 "$glog")"
+fi
+kill "$daemon"
+wait_for "$glog" "stopped" 20
+daemon=
+echo 0 > "$sim/live"
+for n in 0 1 2 3; do rmdir "$sim/bank0/line$n"; done
+rmdir "$sim/bank0" "$sim"
