@@ -54,6 +54,7 @@ test: lint test-unit test-fault check-dist check-yocto test-e2e
 # snd-aloop, hci_vhci) inside a qemu VM under TCG; builds and caches the
 # VM's kernel on first use. Not part of `make test`; see hw-tests/README.md.
 hw-test: build
+	cargo build --example hfp-hf
 	hw-tests/run-vm.sh
 
 bench: setup bench-audio

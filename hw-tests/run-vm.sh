@@ -48,6 +48,53 @@ if [ -d /usr/share/alsa ]; then
     cp -r /usr/share/alsa "$root/usr/share/alsa"
     rm -rf "$root/usr/share/alsa/ucm" "$root/usr/share/alsa/ucm2"
 fi
+# --- Bluetooth (guest/bt*.test.sh) -------------------------------------
+# BlueZ's bluetoothd, the controller emulator btvirt, btmgmt and btmon
+# (Debian's bluez and bluez-test-tools), dbus-daemon for the system bus,
+# each with the libraries ldd lists, BlueZ's D-Bus policy, and the
+# headset-side tool (`cargo build --example hfp-hf`) when built. Installed
+# with apt when missing. With INTERCOMD_HW_BLUEZ_SRC (a BlueZ >= 5.86
+# tree) the VM gets a btvirt built from it, whose controllers carry SCO
+# (hw-tests/build-btvirt.sh); Debian's cannot.
+bt_pkgs=
+for p in bluez bluez-test-tools dbus-daemon; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
+        bt_pkgs="$bt_pkgs $p"
+done
+if [ -n "$bt_pkgs" ]; then
+    log "installing$bt_pkgs"
+    sudo=
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    $sudo apt-get install -y --no-install-recommends $bt_pkgs >&2 ||
+        { $sudo apt-get update >&2 && $sudo apt-get install -y --no-install-recommends $bt_pkgs >&2; }
+fi
+hfp_hf=$(dirname "$bin")/examples/hfp-hf
+btvirt=/usr/bin/btvirt
+[ -n "${INTERCOMD_HW_BLUEZ_SRC:-}" ] && btvirt=$("$here/build-btvirt.sh")
+bt_progs="/usr/libexec/bluetooth/bluetoothd $btvirt /usr/bin/btmgmt /usr/bin/btmon /usr/bin/dbus-daemon"
+[ -x "$hfp_hf" ] && bt_progs="$bt_progs $hfp_hf"
+for prog in $bt_progs; do
+    mkdir -p "$root$(dirname "$prog")"
+    cp "$prog" "$root$prog"
+    ldd "$prog" | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^\//) print $i }' |
+        while read -r lib; do
+            [ -e "$root$lib" ] && continue
+            mkdir -p "$root$(dirname "$lib")"
+            cp -L "$lib" "$root$lib"
+        done
+done
+[ "$btvirt" = /usr/bin/btvirt ] || mv "$root$btvirt" "$root/usr/bin/btvirt"
+if [ -x "$hfp_hf" ]; then
+    mv "$root$hfp_hf" "$root/usr/bin/hfp-hf"
+    strip --strip-debug "$root/usr/bin/hfp-hf"
+fi
+# With these the unpacked initramfs no longer fits the VM's 512 MB beside
+# a debug intercomd (240 MB, 200 MB of it DWARF): drop the copy's debug
+# sections (symbols stay, so backtraces keep their function names).
+strip --strip-debug "$root/usr/bin/intercomd"
+mkdir -p "$root/etc/dbus-1/system.d"
+cp /etc/dbus-1/system.d/bluetooth.conf "$root/etc/dbus-1/system.d/"
+# --- end of Bluetooth ----------------------------------------------------
 cp "$repo/config/boards/hil-vm.toml" "$root/etc/intercomd/hil-vm.toml"
 cp "$here"/guest/* "$root/guest/"
 mv "$root/guest/init" "$root/init"

@@ -15,8 +15,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::audio::router::{self, RouterCommand};
 use crate::audio::tones::ToneCue;
 use crate::audio::{AudioError, AudioPorts};
+use crate::bt::adapter::{GatewayCommand, VoiceLink};
+use crate::bt::{
+    BtEvent, BtHandle, CallPhase, DeviceAddr, DoorCall, PairSource, Route, RouteInput,
+    RouteMachine, RouteOutput, RouteSettings,
+};
 use crate::call::{
     CallMachine, CallSettings, EndReason, Input, MediaRequest, MediaState, Output, Phase,
 };
@@ -50,6 +56,9 @@ pub struct Inputs {
     pub signaling: mpsc::Receiver<ClientEvent>,
     pub media: mpsc::Receiver<MediaEvent>,
     pub hw: mpsc::Receiver<HwEvent>,
+    /// The Bluetooth actor's events (a channel nobody sends on when
+    /// Bluetooth is off).
+    pub bt: mpsc::Receiver<BtEvent>,
 }
 
 pub struct Controller {
@@ -67,6 +76,19 @@ pub struct Controller {
     pub ice_servers: Vec<IceServerInfo>,
     pub status: watch::Sender<serde_json::Value>,
     pub signaling_up: bool,
+    /// The Bluetooth actor, when `bluetooth.enabled`.
+    pub bt: Option<BtHandle>,
+    bt_pairing: bool,
+    /// Which device carries the call audio (speaker or headset).
+    route: RouteMachine,
+    /// The headset whose service level connection is up (the first one).
+    headset: Option<DeviceAddr>,
+    /// The headset's open SCO link, until the router takes it.
+    voice: Option<VoiceLink>,
+    /// The current call's audio router (only with Bluetooth on).
+    router: Option<mpsc::Sender<RouterCommand>>,
+    /// The button that rang, for the headset's caller display.
+    ringing_button: String,
     hub_ice_servers: Vec<IceServerInfo>,
     last_established: Option<CallId>,
 }
@@ -97,6 +119,13 @@ impl Controller {
             ice_servers,
             status,
             signaling_up: false,
+            bt: None,
+            bt_pairing: false,
+            route: RouteMachine::new(RouteSettings::default()),
+            headset: None,
+            voice: None,
+            router: None,
+            ringing_button: String::new(),
             hub_ice_servers: Vec::new(),
             last_established: None,
         }
@@ -118,12 +147,16 @@ impl Controller {
         #[cfg(feature = "fault-injection")]
         let wedge_at = crate::fault::controller_wedge_after().map(|d| Instant::now() + d);
         loop {
-            let deadline = [self.machine.poll_timeout(), self.door.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .min()
-                .map(Instant::from_std)
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            let deadline = [
+                self.machine.poll_timeout(),
+                self.door.poll_timeout(),
+                self.route.poll_timeout(),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(Instant::from_std)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 ev = inputs.signaling.recv() => match ev {
                     Some(ev) => self.on_signaling(ev),
@@ -137,12 +170,16 @@ impl Controller {
                     Some(ev) => self.on_hw(ev),
                     None => break,
                 },
+                // Closed when Bluetooth is off: the arm is then disabled.
+                Some(ev) = inputs.bt.recv() => self.on_bt(ev),
                 _ = tokio::time::sleep_until(deadline) => {
                     let now = Instant::now().into_std();
                     self.machine.handle_timeout(now);
                     self.drain();
                     self.door.handle_timeout(now);
                     self.drain_door();
+                    self.route.handle_timeout(now);
+                    self.drain_route();
                 }
                 _ = status_tick.tick() => self.publish(),
                 _ = watchdog_tick.tick(), if watchdog.is_some() => {
@@ -284,8 +321,147 @@ impl Controller {
                 DoorInput::DoorSensor { open }
             }
             HwEvent::Tamper { active } => DoorInput::Tamper { active },
+            HwEvent::Service { pressed } => DoorInput::Service { pressed },
         };
         self.door_input(input);
+    }
+
+    fn on_bt(&mut self, ev: BtEvent) {
+        match ev {
+            BtEvent::Pairing { active } => {
+                self.bt_pairing = active;
+                self.door_input(DoorInput::Pairing { active });
+                self.publish();
+            }
+            BtEvent::HandsFree {
+                device,
+                connected: true,
+            } => {
+                if self.headset.is_none() {
+                    self.headset = Some(device);
+                    self.route_input(RouteInput::Connected);
+                    self.route_input(RouteInput::Slc { up: true });
+                }
+            }
+            BtEvent::HandsFree {
+                device,
+                connected: false,
+            }
+            | BtEvent::Headset {
+                device,
+                connected: false,
+            } => {
+                if self.headset.as_ref() == Some(&device) {
+                    self.headset = None;
+                    self.voice = None;
+                    self.route_input(RouteInput::Disconnected);
+                }
+            }
+            BtEvent::Headset {
+                connected: true, ..
+            } => {}
+            BtEvent::HangupRequested { device } => {
+                if self.headset.as_ref() == Some(&device) && self.machine.call_id().is_some() {
+                    info!(device = %device, "hang-up requested on the headset");
+                    self.input(Input::LocalHangup);
+                }
+            }
+            BtEvent::Sco { device, link } => {
+                if self.headset.as_ref() != Some(&device) {
+                    // Not the headset in use: dropping the link closes it.
+                    return;
+                }
+                match link {
+                    Some(link) => {
+                        let codec = link.codec;
+                        self.voice = Some(link);
+                        self.route_input(RouteInput::ScoUp { codec });
+                    }
+                    None => {
+                        self.voice = None;
+                        self.route_input(RouteInput::ScoDown);
+                    }
+                }
+            }
+        }
+    }
+
+    fn route_input(&mut self, input: RouteInput) {
+        self.route.handle_input(input, Instant::now().into_std());
+        self.drain_route();
+    }
+
+    fn drain_route(&mut self) {
+        while let Some(out) = self.route.poll_output() {
+            match out {
+                RouteOutput::OpenSco | RouteOutput::CloseSco => {
+                    let cmd = if out == RouteOutput::OpenSco {
+                        GatewayCommand::OpenAudio
+                    } else {
+                        GatewayCommand::CloseAudio
+                    };
+                    if let (Some(bt), Some(device)) = (&self.bt, &self.headset)
+                        && !bt.try_gateway(Some(device.clone()), cmd)
+                    {
+                        warn!(device = %device, "Bluetooth service busy; SCO request dropped");
+                    }
+                }
+                RouteOutput::Switch(Route::Headset(codec)) => {
+                    let call_id = self
+                        .machine
+                        .call_id()
+                        .map(|c| c.to_string())
+                        .unwrap_or_default();
+                    match (&self.router, self.voice.take()) {
+                        (Some(router), Some(link)) => {
+                            info!(call_id = %call_id, device = %link.device, codec = ?codec, "call audio route: headset");
+                            let cmd = RouterCommand::Headset {
+                                name: link.device.to_string(),
+                                ports: link.ports,
+                            };
+                            if router.try_send(cmd).is_err() {
+                                warn!(call_id = %call_id, "call audio router not accepting; audio stays on the speaker");
+                            }
+                        }
+                        _ => {
+                            warn!(call_id = %call_id, "headset route without a router or link; audio stays on the speaker")
+                        }
+                    }
+                }
+                RouteOutput::Switch(Route::Speaker) => {
+                    if let Some(router) = &self.router {
+                        let call_id = self
+                            .machine
+                            .call_id()
+                            .map(|c| c.to_string())
+                            .unwrap_or_default();
+                        info!(call_id = %call_id, "call audio route: speaker");
+                        let _ = router.try_send(RouterCommand::Speaker);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The call's phase as the headset and the audio route see it.
+    fn call_to_headset(&mut self, phase: Phase) {
+        let (route_phase, door_call) = match phase {
+            Phase::Ringing | Phase::Connecting => (
+                CallPhase::Ringing,
+                DoorCall::Ringing {
+                    caller: self.ringing_button.clone(),
+                },
+            ),
+            Phase::InCall => (CallPhase::Active, DoorCall::Active),
+            Phase::Idle | Phase::Ended => (CallPhase::Idle, DoorCall::Idle),
+        };
+        if let Some(bt) = &self.bt {
+            let _ = bt.try_gateway(None, GatewayCommand::Call(door_call));
+        }
+        if matches!(phase, Phase::Idle | Phase::Ended) {
+            self.router = None;
+        }
+        self.route_input(RouteInput::Call(route_phase));
     }
 
     fn door_input(&mut self, input: DoorInput) {
@@ -364,9 +540,21 @@ impl Controller {
                         continue;
                     }
                     let call_id = new_call_id();
+                    self.ringing_button = button.clone();
                     info!(message_id = message_id::CALL_STARTED, button = %button, group = %group, call_id = %call_id, "call button pressed");
                     self.input(Input::ButtonPressed { group, call_id });
                 }
+                DoorOutput::ServiceLongPress => match &self.bt {
+                    Some(bt) => {
+                        info!("service button held: opening Bluetooth pairing");
+                        if !bt.try_pair(PairSource::ServiceButton, None) {
+                            warn!("Bluetooth service busy or stopped; pairing not opened");
+                        }
+                    }
+                    None => warn!(
+                        "service button held, but Bluetooth is off (bluetooth.enabled = false)"
+                    ),
+                },
                 DoorOutput::Hangup { button } => {
                     info!(button = %button, "long press: hanging up");
                     self.input(Input::LocalHangup);
@@ -502,6 +690,7 @@ impl Controller {
                     ))]);
                     self.show_phase(phase);
                     self.audio.cue(tone_for(phase));
+                    self.call_to_headset(phase);
                     self.publish();
                 }
                 Output::Answered { call_id, by } => {
@@ -543,6 +732,15 @@ impl Controller {
                         });
                         return;
                     }
+                };
+                // With Bluetooth on, the call's audio goes through a router
+                // that can hand it to a headset and back.
+                let audio = if self.bt.is_some() {
+                    let (ports, router) = router::start(audio, crate::audio::DEFAULT_PORT_CAPACITY);
+                    self.router = Some(router);
+                    ports
+                } else {
+                    audio
                 };
                 let servers = if self.hub_ice_servers.is_empty() {
                     &self.ice_servers
@@ -615,6 +813,10 @@ impl Controller {
                 "held_open_alarm": self.door.alarm(),
                 "tamper": self.door.tamper(),
                 "remote_open_locked_out": self.door.locked_out(Instant::now().into_std()),
+            },
+            "bluetooth": {
+                "enabled": self.bt.is_some(),
+                "pairing": self.bt_pairing,
             },
             "runtime": {
                 "tasks": tokio::runtime::Handle::current().metrics().num_alive_tasks(),

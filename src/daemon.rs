@@ -17,11 +17,13 @@ use crate::audio::sim::{
     SimAudioHandle, SimAudioSpec, SimEcho, SimSource as AudioSimSource, start_sim_audio_tracked,
 };
 use crate::audio::tones::ToneSettings;
+use crate::bt;
 use crate::call::CallSettings;
 use crate::config::{
     self, AudioBackend, ConfigError, HardwareBackend, MdnsMode, Settings, SignalingMode, SimSource,
 };
-use crate::config::{AlsaPacing, NoiseSuppressionLevel};
+use crate::config::{AlsaPacing, BluetoothBackend, BluetoothPairing, NoiseSuppressionLevel};
+use crate::control;
 use crate::controller::{AudioProvider, Controller, Inputs};
 use crate::door::{DoorSettings, LedPlan};
 use crate::hub::{self, ConnSettings, HubSettings, Principal};
@@ -75,6 +77,9 @@ pub struct Running {
     pub sim: Option<SimControl>,
     /// The simulated audio device, for tests that check what it played.
     pub audio: Option<crate::audio::sim::SimAudioHandle>,
+    /// The simulated Bluetooth adapter (`bluetooth.backend = "sim"`), for
+    /// tests that play a headset.
+    pub bluetooth: Option<bt::sim::SimBt>,
     pub status: watch::Receiver<serde_json::Value>,
 }
 
@@ -183,6 +188,7 @@ pub fn door_settings(settings: &Settings) -> DoorSettings {
                 in_call: l.in_call,
                 door_open: l.door_open,
                 fault: l.fault,
+                pairing: l.pairing,
             })
             .collect(),
     }
@@ -282,6 +288,71 @@ fn start_audio(
             Ok((Box::new(audio.clone()), Some(audio)))
         }
     }
+}
+
+/// How long a missing Bluetooth adapter waits before the next attempt.
+const BT_REOPEN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Starts the Bluetooth actor when `[bluetooth]` is enabled, with the
+/// configured backend. The simulated one is only ever used when asked for.
+fn start_bluetooth(
+    settings: &Settings,
+    events: mpsc::Sender<bt::BtEvent>,
+    cancel: CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<(Option<bt::BtHandle>, Option<bt::sim::SimBt>), DaemonError> {
+    let b = &settings.bluetooth;
+    if !b.enabled {
+        return Ok((None, None));
+    }
+    let mut sim_bt = None;
+    let (pairing, legacy_pin) = match &b.pairing {
+        BluetoothPairing::JustWorks => (bt::PairingMode::JustWorks, false),
+        BluetoothPairing::Pin(src) => (bt::PairingMode::Pin(src.clone()), true),
+    };
+    let opener: bt::service::Opener = match b.backend {
+        BluetoothBackend::Bluez => {
+            let name = b.adapter.clone();
+            // The voice bridge carries CVSD (PCM on the host side) only;
+            // mSBC frames would need an SBC codec: CVSD is chosen whatever
+            // bluetooth.prefer_msbc says until then.
+            let hfp = bt::HfpSettings {
+                prefer_msbc: false,
+                ..bt::HfpSettings::default()
+            };
+            Box::new(move || {
+                let (name, hfp) = (name.clone(), hfp.clone());
+                Box::pin(async move {
+                    let a = bt::bluez::open(name.as_deref(), legacy_pin, hfp).await?;
+                    Ok(Box::new(a) as Box<dyn bt::BtAdapter>)
+                })
+            })
+        }
+        BluetoothBackend::Sim => {
+            warn!("Bluetooth is SIMULATED (bluetooth.backend = \"sim\"): no adapter is used");
+            let addr = bt::DeviceAddr::parse("00:00:5E:00:53:01")
+                .expect("a fixed, well-formed address (documentation range)");
+            let sim = bt::sim::SimBt::new(b.adapter.as_deref().unwrap_or("hci0"), addr);
+            sim_bt = Some(sim.clone());
+            Box::new(move || {
+                let r = sim.open();
+                Box::pin(async move { r })
+            })
+        }
+    };
+    let handle = bt::service::spawn(
+        bt::BtSettings {
+            pairing,
+            pairing_timeout: b.pairing_timeout,
+            discoverable: b.discoverable,
+            reopen_interval: BT_REOPEN_INTERVAL,
+        },
+        opener,
+        events,
+        cancel,
+        tracker,
+    );
+    Ok((Some(handle), sim_bt))
 }
 
 /// Run the hub alone until SIGTERM/SIGINT.
@@ -482,12 +553,32 @@ pub async fn start_station(
         tracker.spawn(hw::sim::stdin_loop(sim.clone(), cancel.clone()));
     }
 
+    let (bt_tx, bt_rx) = mpsc::channel(16);
+    let (bt, sim_bt) = start_bluetooth(settings, bt_tx, cancel.clone(), tracker)?;
+    if let Some(path) = &settings.station.control_socket {
+        // The station works without it: a failure is logged, not fatal.
+        match control::bind(path) {
+            Ok(listener) => {
+                tracker.spawn(control::serve(
+                    listener,
+                    path.clone(),
+                    bt.clone(),
+                    cancel.clone(),
+                    tracker.clone(),
+                ));
+            }
+            Err(e) => {
+                error!(error = %e, "no control socket; `intercomd bt pair` cannot reach this daemon")
+            }
+        }
+    }
+
     let buttons: HashMap<String, String> = settings
         .buttons
         .iter()
         .map(|b| (b.name.clone(), b.group.clone()))
         .collect();
-    let controller = Controller::new(
+    let mut controller = Controller::new(
         CallSettings {
             ring_timeout: settings.call.ring_timeout,
             connect_timeout: settings.call.connect_timeout,
@@ -505,10 +596,12 @@ pub async fn start_station(
         ice,
         status_tx,
     );
+    controller.bt = bt;
     let inputs = Inputs {
         signaling: sig_rx,
         media: media_rx,
         hw: hw_rx,
+        bt: bt_rx,
     };
     let done = cancel.clone();
     tracker.spawn(async move {
@@ -522,6 +615,7 @@ pub async fn start_station(
         panel_addr,
         sim,
         audio: sim_audio,
+        bluetooth: sim_bt,
         status: status_rx,
     })
 }

@@ -2,6 +2,7 @@ pub mod audio;
 pub mod bt;
 pub mod call;
 pub mod config;
+pub mod control;
 pub mod controller;
 pub mod daemon;
 pub mod door;

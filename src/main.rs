@@ -63,6 +63,24 @@ enum Command {
     /// Check or show the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Bluetooth headsets (talks to the running daemon).
+    #[command(subcommand)]
+    Bt(BtCommand),
+}
+
+#[derive(Subcommand)]
+enum BtCommand {
+    /// Open pairing for `bluetooth.pairing_timeout_ms`: put the headset in
+    /// pairing mode now. Exits 1 when the daemon refuses or cannot be
+    /// reached.
+    Pair {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The daemon's control socket; default: `station.control_socket`
+        /// from the configuration.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -144,6 +162,40 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let s = load(&args)?;
             print!("{}", s.redacted_toml());
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Bt(BtCommand::Pair { config, socket }) => {
+            let path = match socket {
+                Some(p) => p,
+                None => load(&config)?.station.control_socket.ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "station.control_socket is \"\" (switched off): the daemon cannot be reached"
+                    )
+                })?,
+            };
+            let reply = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?
+                .block_on(intercomd::control::request(&path, "bt pair"))?;
+            if reply["ok"] == true {
+                let ms = reply["timeout_ms"].as_u64().unwrap_or(0);
+                let secs = if ms % 1000 == 0 {
+                    format!("{}", ms / 1000)
+                } else {
+                    format!("{:.1}", ms as f64 / 1000.0)
+                };
+                println!(
+                    "Bluetooth pairing open on {} ({}) for {secs} s: put the headset in pairing mode now.",
+                    reply["adapter"].as_str().unwrap_or("?"),
+                    reply["address"].as_str().unwrap_or("?"),
+                );
+                Ok(ExitCode::SUCCESS)
+            } else {
+                anyhow::bail!(
+                    "the daemon refused: {}",
+                    reply["error"].as_str().unwrap_or("no reason given")
+                )
+            }
         }
         Command::Run(args) => {
             let s = load(&args)?;

@@ -462,3 +462,170 @@ groups = ["caretaker"]
     );
     st.shutdown().await;
 }
+
+/// Plays a headset on the simulated Bluetooth adapter: its service level
+/// connection comes up, the station asks for the SCO link once the call is
+/// answered, and the test hands it one made of channels. Returns what the
+/// headset's speaker receives; its microphone plays `hz`.
+struct Headset {
+    mic: Option<tokio::task::JoinHandle<()>>,
+    heard: std::sync::Arc<std::sync::Mutex<Vec<i16>>>,
+}
+
+impl Headset {
+    async fn connect_audio(bt: &intercomd::bt::sim::SimBt, hz: f32) -> Headset {
+        use intercomd::audio::router::HeadsetPorts;
+        use intercomd::audio::{FRAME_SAMPLES, Frame, SAMPLE_RATE, fill_sine};
+        use intercomd::bt::{Codec, DeviceAddr, GatewayCommand, VoiceLink};
+        let device = DeviceAddr::parse("00:AA:01:01:00:01").expect("valid address");
+        // The station asks the headset's gateway for audio.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !bt
+            .state()
+            .gateway_commands
+            .contains(&(Some(device.clone()), GatewayCommand::OpenAudio))
+        {
+            assert!(Instant::now() < deadline, "no OpenAudio: {:?}", bt.state());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (mic_tx, from_headset) = tokio::sync::mpsc::channel::<Frame>(20);
+        let (to_headset, mut speaker) = tokio::sync::mpsc::channel::<Frame>(20);
+        bt.sco(
+            &device,
+            Some(VoiceLink {
+                device: device.clone(),
+                codec: Codec::Cvsd,
+                ports: HeadsetPorts {
+                    from_headset,
+                    to_headset,
+                },
+            }),
+        )
+        .await;
+        let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = heard.clone();
+        tokio::spawn(async move {
+            while let Some(f) = speaker.recv().await {
+                let mut h = sink.lock().expect("test lock");
+                h.extend_from_slice(&f[..]);
+                let excess = h.len().saturating_sub(SAMPLE_RATE as usize);
+                h.drain(..excess);
+            }
+        });
+        let mic = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            let mut phase = 0.0;
+            loop {
+                tick.tick().await;
+                let mut frame: Frame = Box::new([0; FRAME_SAMPLES]);
+                phase = fill_sine(&mut frame[..], hz, 0.3, SAMPLE_RATE, phase);
+                if mic_tx.send(frame).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Headset {
+            mic: Some(mic),
+            heard,
+        }
+    }
+
+    fn heard_hz(&self) -> Option<f32> {
+        let h = self.heard.lock().expect("test lock");
+        intercomd::audio::scan_dominant_frequency(&h, intercomd::audio::SAMPLE_RATE)
+    }
+
+    /// The link drops: both channels close.
+    fn drop_link(&mut self) {
+        if let Some(m) = self.mic.take() {
+            m.abort();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_headset_takes_the_call_audio_and_the_speaker_takes_it_back_when_it_drops() {
+    let st = Station::start_with(
+        "headset",
+        "[bluetooth]\nenabled = true\nbackend = \"sim\"\n",
+    )
+    .await;
+    let bt = st.running.bluetooth.clone().expect("simulated Bluetooth");
+    let hs = intercomd::bt::DeviceAddr::parse("00:AA:01:01:00:01").expect("valid address");
+    // Wait for the actor to open the simulated adapter, then the headset's
+    // service level connection comes up.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !bt.state().powered {
+        assert!(Instant::now() < deadline, "adapter never powered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bt.hands_free(&hs, true).await;
+
+    let ws = connect(&st.url(), "token-of-flat-1a-0123456789").await;
+    st.press();
+    let a = Answerer::answer(ws).await;
+    st.wait_state("in_call").await;
+
+    let mut headset = Headset::connect_audio(&bt, 1500.0).await;
+    // The resident hears the headset's 1500 Hz, not the door's 600 Hz.
+    let audio = a.audio.clone();
+    wait_freq(
+        "resident hears the headset",
+        move || audio.played_dominant_frequency(),
+        1500.0,
+    )
+    .await;
+    // The headset's speaker plays the resident's 1000 Hz.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while headset
+        .heard_hz()
+        .is_none_or(|hz| (hz - 1000.0).abs() > 30.0)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "headset hears {:?}",
+            headset.heard_hz()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The link drops: the door's microphone (600 Hz) is back, the call
+    // goes on.
+    let dropped = Instant::now();
+    headset.drop_link();
+    // As the gateway does when its bridge ends.
+    bt.sco(&hs, None).await;
+    let audio = a.audio.clone();
+    wait_freq(
+        "resident hears the door again",
+        move || audio.played_dominant_frequency(),
+        600.0,
+    )
+    .await;
+    assert_eq!(st.state()["call"]["state"], "in_call");
+    // The station asks for the link again (the route machine's reopen).
+    let reopen = intercomd::bt::GatewayCommand::OpenAudio;
+    let deadline = dropped + Duration::from_secs(5);
+    while bt
+        .state()
+        .gateway_commands
+        .iter()
+        .filter(|(_, c)| *c == reopen)
+        .count()
+        < 2
+    {
+        assert!(Instant::now() < deadline, "no reopen: {:?}", bt.state());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The headset's button ends the call; the resident is told.
+    let mut a = a;
+    bt.hangup(&hs).await;
+    match recv_until(&mut a.ws, |m| matches!(m, Message::Hangup { .. })).await {
+        Message::Hangup { call_id, .. } => assert_eq!(call_id, a.call_id),
+        _ => unreachable!("filtered above"),
+    }
+    st.wait_state("ended").await;
+    a.cancel.cancel();
+    st.shutdown().await;
+}

@@ -6,6 +6,8 @@
 
 pub mod alsa;
 pub mod processing;
+pub mod resample;
+pub mod router;
 pub mod sim;
 pub mod testsignal;
 pub mod tones;

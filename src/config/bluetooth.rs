@@ -28,10 +28,33 @@ impl BluetoothPairing {
     }
 }
 
+/// Which Bluetooth stack the daemon drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BluetoothBackend {
+    /// BlueZ over the system D-Bus (bluer).
+    Bluez,
+    /// A simulated adapter: tests and the demo only.
+    Sim,
+}
+
+impl BluetoothBackend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BluetoothBackend::Bluez => "bluez",
+            BluetoothBackend::Sim => "sim",
+        }
+    }
+}
+
 /// `[bluetooth]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BluetoothConfig {
     pub enabled: bool,
+    pub backend: BluetoothBackend,
+    /// The adapter's name (`hci0`); `None`: BlueZ's default adapter.
+    pub adapter: Option<String>,
+    /// Discoverable while pairing is open.
+    pub discoverable: bool,
     pub pairing: BluetoothPairing,
     /// Pairing closes again after this long.
     pub pairing_timeout: Duration,
@@ -46,6 +69,40 @@ pub(super) fn bluetooth(c: &mut Check, root: &frag::Root) -> BluetoothConfig {
     let b = root.bluetooth.clone().unwrap_or_default();
     let enabled = c.bool("bluetooth.enabled", &b.enabled);
     let prefer_msbc = c.bool("bluetooth.prefer_msbc", &b.prefer_msbc);
+    let discoverable = c.bool("bluetooth.discoverable", &b.discoverable);
+    let backend = match c.get("bluetooth.backend", &b.backend) {
+        Some(v) => match v.value.as_str() {
+            "bluez" => BluetoothBackend::Bluez,
+            "sim" => BluetoothBackend::Sim,
+            other => {
+                c.invalid(
+                    &v.at,
+                    "bluetooth.backend",
+                    format!("{other:?} is not bluez or sim"),
+                );
+                BluetoothBackend::Bluez
+            }
+        },
+        None => BluetoothBackend::Bluez,
+    };
+    let adapter = match c.get("bluetooth.adapter", &b.adapter) {
+        Some(v) if v.value.is_empty() => None,
+        Some(v) => {
+            // BlueZ names adapters hciN; anything else would never match.
+            let valid = v.value.strip_prefix("hci").is_some_and(|n| {
+                !n.is_empty() && n.len() <= 3 && n.bytes().all(|b| b.is_ascii_digit())
+            });
+            if !valid {
+                c.invalid(
+                    &v.at,
+                    "bluetooth.adapter",
+                    format!("{:?} is not an adapter name like \"hci0\" (or \"\" for the default adapter)", v.value),
+                );
+            }
+            Some(v.value.clone())
+        }
+        None => None,
+    };
     let timeout = c.int(
         "bluetooth.pairing_timeout_ms",
         &b.pairing_timeout_ms,
@@ -94,6 +151,9 @@ pub(super) fn bluetooth(c: &mut Check, root: &frag::Root) -> BluetoothConfig {
     };
     BluetoothConfig {
         enabled,
+        backend,
+        adapter,
+        discoverable,
         pairing,
         pairing_timeout: Duration::from_millis(timeout),
         prefer_msbc,
@@ -104,6 +164,9 @@ pub(super) fn dump(w: &mut String, s: &super::Settings) {
     let b = &s.bluetooth;
     let _ = writeln!(w, "\n[bluetooth]");
     kv(w, "enabled", &b.enabled.to_string());
+    kv(w, "backend", &q(b.backend.as_str()));
+    kv(w, "adapter", &q(b.adapter.as_deref().unwrap_or("")));
+    kv(w, "discoverable", &b.discoverable.to_string());
     kv(w, "pairing", &q(b.pairing.as_str()));
     match &b.pairing {
         BluetoothPairing::Pin(SecretSource::File(path)) => {

@@ -103,6 +103,7 @@ pub struct LedConfig {
     pub in_call: LedPattern,
     pub door_open: LedPattern,
     pub fault: LedPattern,
+    pub pairing: LedPattern,
     pub line: Option<LineSpec>,
 }
 
@@ -114,6 +115,8 @@ pub enum InputKind {
     Exit,
     DoorSensor,
     Tamper,
+    /// The technician's service button (held: Bluetooth pairing).
+    Service,
 }
 
 impl InputKind {
@@ -123,6 +126,7 @@ impl InputKind {
             InputKind::Exit => "exit",
             InputKind::DoorSensor => "door_sensor",
             InputKind::Tamper => "tamper",
+            InputKind::Service => "service",
         }
     }
 }
@@ -331,6 +335,7 @@ pub(super) fn door_parts(
                     in_call: pat(&l.in_call, StationState::InCall),
                     door_open: pat(&l.door_open, StationState::DoorOpen),
                     fault: pat(&l.fault, StationState::Fault),
+                    pairing: pat(&l.pairing, StationState::Pairing),
                     line,
                 });
             }
@@ -381,12 +386,13 @@ pub(super) fn door_parts(
                     ("exit", None) => Some(InputKind::Exit),
                     ("door_sensor", None) => Some(InputKind::DoorSensor),
                     ("tamper", None) => Some(InputKind::Tamper),
+                    ("service", None) => Some(InputKind::Service),
                     (other, None) => {
                         c.invalid(
                             &k.at,
                             &format!("{key}.kind"),
                             format!(
-                                "{other:?} is not \"button\", \"exit\", \"door_sensor\" or \"tamper\""
+                                "{other:?} is not \"button\", \"exit\", \"door_sensor\", \"tamper\" or \"service\""
                             ),
                         );
                         None
@@ -536,6 +542,7 @@ pub(super) fn dump(w: &mut String, s: &super::Settings) {
         kv(w, "in_call", &q(l.in_call.as_str()));
         kv(w, "door_open", &q(l.door_open.as_str()));
         kv(w, "fault", &q(l.fault.as_str()));
+        kv(w, "pairing", &q(l.pairing.as_str()));
         if let Some(spec) = &l.line {
             line_kv(w, spec);
         }

@@ -169,6 +169,7 @@ fragment! {
     Station {
         id: Val<String>,
         name: Val<String>,
+        control_socket: Val<String>,
     }
 
     Signaling {
@@ -356,6 +357,7 @@ fragment! {
         in_call: Val<LedPattern>,
         door_open: Val<LedPattern>,
         fault: Val<LedPattern>,
+        pairing: Val<LedPattern>,
         line: Val<String>,
         chip: Val<String>,
         offset: Val<u64>,
@@ -387,6 +389,9 @@ fragment! {
 
     Bluetooth {
         enabled: Val<bool>,
+        backend: Val<String>,
+        adapter: Val<String>,
+        discoverable: Val<bool>,
         pairing: Val<String>,
         pin_file: Val<String>,
         pairing_timeout_ms: Val<u64>,

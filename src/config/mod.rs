@@ -33,7 +33,7 @@ pub use settings::{
 pub use settings::{
     Bias, DoorConfig, GpioConfig, InputConfig, InputKind, LedConfig, LineRef, LineSpec,
 };
-pub use settings::{BluetoothConfig, BluetoothPairing};
+pub use settings::{BluetoothBackend, BluetoothConfig, BluetoothPairing};
 
 use fragments::{Node as _, Source};
 

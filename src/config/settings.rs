@@ -18,7 +18,7 @@ use super::secret::SecretSource;
 mod bluetooth;
 #[path = "door.rs"]
 mod door;
-pub use bluetooth::{BluetoothConfig, BluetoothPairing};
+pub use bluetooth::{BluetoothBackend, BluetoothConfig, BluetoothPairing};
 pub use door::{
     Bias, DoorConfig, GpioConfig, InputConfig, InputKind, LedConfig, LineRef, LineSpec,
 };
@@ -54,6 +54,9 @@ pub struct Station {
     /// `[A-Za-z0-9_-]{1,64}`
     pub id: String,
     pub name: String,
+    /// The local control socket (`intercomd bt pair` talks to the running
+    /// daemon through it); `None` when switched off with an empty value.
+    pub control_socket: Option<PathBuf>,
 }
 
 /// How this station reaches the signaling service.
@@ -627,6 +630,11 @@ pub(crate) fn validate(
     let station = Station {
         id: c.id("station.id", &st.id),
         name: c.text("station.name", &st.name),
+        control_socket: c
+            .get("station.control_socket", &st.control_socket)
+            .map(|v| v.value.trim())
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from),
     };
 
     let signaling = signaling(&mut c, &root.signaling.clone().unwrap_or_default());
@@ -1468,6 +1476,15 @@ impl Settings {
         let _ = writeln!(w, "\n[station]");
         kv(w, "id", &q(&self.station.id));
         kv(w, "name", &q(&self.station.name));
+        kv(
+            w,
+            "control_socket",
+            &q(&self
+                .station
+                .control_socket
+                .as_ref()
+                .map_or(String::new(), |p| p.display().to_string())),
+        );
 
         let s = &self.signaling;
         let _ = writeln!(w, "\n[signaling]");

@@ -827,14 +827,27 @@ fn bluetooth_defaults_checks_and_dump() {
     assert_eq!(b.pairing, BluetoothPairing::JustWorks);
     assert_eq!(b.pairing_timeout, Duration::from_secs(120));
     assert!(b.prefer_msbc);
+    assert_eq!(b.backend, BluetoothBackend::Bluez);
+    assert_eq!(b.adapter, None);
+    assert!(b.discoverable);
+    assert_eq!(
+        s.station.control_socket.as_deref(),
+        Some(std::path::Path::new("/run/intercomd/control.sock"))
+    );
 
     let s = ok(&[(
         "site.toml",
-        "[bluetooth]\nenabled = true\npairing = \"pin\"\npin_file = \"/etc/intercomd/bt.pin\"\n\
-         pairing_timeout_ms = 30000\nprefer_msbc = false\n",
+        "[station]\ncontrol_socket = \"\"\n\
+         [bluetooth]\nenabled = true\npairing = \"pin\"\npin_file = \"/etc/intercomd/bt.pin\"\n\
+         pairing_timeout_ms = 30000\nprefer_msbc = false\nbackend = \"sim\"\nadapter = \"hci1\"\n\
+         discoverable = false\n",
     )]);
+    assert_eq!(s.station.control_socket, None);
     let b = &s.bluetooth;
     assert!(b.enabled);
+    assert_eq!(b.backend, BluetoothBackend::Sim);
+    assert_eq!(b.adapter.as_deref(), Some("hci1"));
+    assert!(!b.discoverable);
     assert_eq!(
         b.pairing,
         BluetoothPairing::Pin(SecretSource::File("/etc/intercomd/bt.pin".into()))
@@ -842,7 +855,13 @@ fn bluetooth_defaults_checks_and_dump() {
     assert_eq!(b.pairing_timeout, Duration::from_secs(30));
     assert!(!b.prefer_msbc);
     let dump = s.redacted_toml();
-    assert!(dump.contains("[bluetooth]\nenabled = true\npairing = \"pin\"\npin_file = "));
+    assert!(dump.contains(
+        "[bluetooth]\nenabled = true\nbackend = \"sim\"\nadapter = \"hci1\"\ndiscoverable = false\n\
+         pairing = \"pin\"\npin_file = "
+    ));
+    assert!(
+        dump.contains("[station]\nid = \"door-1\"\nname = \"Front door\"\ncontrol_socket = \"\"\n")
+    );
     let again = ok(&[("dump.toml", &dump)]);
     assert_eq!(
         Settings {
@@ -860,6 +879,17 @@ fn bluetooth_defaults_checks_and_dump() {
         invalid_key("[bluetooth]\npairing = \"numeric\"\n"),
         "bluetooth.pairing"
     );
+    assert_eq!(
+        invalid_key("[bluetooth]\nbackend = \"ofono\"\n"),
+        "bluetooth.backend"
+    );
+    for bad in ["hci", "hcix", "usb0", "hci0 ", "hci1234"] {
+        assert_eq!(
+            invalid_key(&format!("[bluetooth]\nadapter = {bad:?}\n")),
+            "bluetooth.adapter",
+            "{bad:?}"
+        );
+    }
     assert_eq!(
         invalid_key("[bluetooth]\npairing_timeout_ms = 999\n"),
         "bluetooth.pairing_timeout_ms"

@@ -52,6 +52,7 @@ pub struct LedPlan {
     pub in_call: LedPattern,
     pub door_open: LedPattern,
     pub fault: LedPattern,
+    pub pairing: LedPattern,
 }
 
 impl LedPlan {
@@ -65,6 +66,7 @@ impl LedPlan {
             in_call: StationState::InCall.default_pattern(),
             door_open: StationState::DoorOpen.default_pattern(),
             fault: StationState::Fault.default_pattern(),
+            pairing: StationState::Pairing.default_pattern(),
         }
     }
 
@@ -76,6 +78,7 @@ impl LedPlan {
             StationState::InCall => self.in_call,
             StationState::DoorOpen => self.door_open,
             StationState::Fault => self.fault,
+            StationState::Pairing => self.pairing,
         }
     }
 }
@@ -189,6 +192,11 @@ pub enum DoorInput {
     },
     /// A hardware fault appeared or cleared (a line failed).
     Fault { active: bool },
+    /// Bluetooth pairing opened or closed.
+    Pairing { active: bool },
+    /// The service button went down or up: held for `long_press`, it asks
+    /// for Bluetooth pairing.
+    Service { pressed: bool },
     /// The daemon is stopping: release the relay.
     Shutdown,
 }
@@ -202,6 +210,9 @@ pub enum DoorOutput {
     Ring { button: String },
     /// A call button was held through a call: hang it up.
     Hangup { button: String },
+    /// The service button was held for `long_press`: open Bluetooth
+    /// pairing.
+    ServiceLongPress,
     /// The result of an open attempt; remote ones are answered on the
     /// channel and every one is an audit record.
     OpenAttempt {
@@ -259,6 +270,11 @@ pub struct DoorMachine {
     tamper: bool,
     lockout_until: Option<Instant>,
     fault: bool,
+    /// Bluetooth pairing is open (the LEDs show it).
+    pairing: bool,
+    /// The service button is down; its long press fires at this deadline
+    /// (cleared once fired or released).
+    service_held_until: Option<Instant>,
     call_state: StationState,
     call: Option<AnsweredCall>,
     /// Buttons down and the deadline of their long press (only armed when
@@ -293,6 +309,8 @@ impl DoorMachine {
             tamper: false,
             lockout_until: None,
             fault: false,
+            pairing: false,
+            service_held_until: None,
             call_state: StationState::SignalingDown,
             call: None,
             held: Vec::new(),
@@ -343,6 +361,13 @@ impl DoorMachine {
             StationState::Fault
         } else if self.unlocked_until.is_some() {
             StationState::DoorOpen
+        } else if self.pairing
+            && matches!(
+                self.call_state,
+                StationState::Idle | StationState::SignalingDown
+            )
+        {
+            StationState::Pairing
         } else {
             self.call_state
         }
@@ -377,12 +402,17 @@ impl DoorMachine {
             .leds
             .iter()
             .filter_map(|l| next_edge(l.pattern, l.since, l.checked));
-        [self.unlocked_until, alarm, self.lockout_until]
-            .into_iter()
-            .flatten()
-            .chain(self.held.iter().filter_map(|(_, t)| *t))
-            .chain(leds)
-            .min()
+        [
+            self.unlocked_until,
+            alarm,
+            self.lockout_until,
+            self.service_held_until,
+        ]
+        .into_iter()
+        .flatten()
+        .chain(self.held.iter().filter_map(|(_, t)| *t))
+        .chain(leds)
+        .min()
     }
 
     // ---- inputs ----
@@ -406,6 +436,10 @@ impl DoorMachine {
         }
         if self.lockout_until.is_some_and(|t| t <= now) {
             self.lockout_until = None;
+        }
+        if self.service_held_until.is_some_and(|t| t <= now) {
+            self.service_held_until = None;
+            self.outputs.push_back(DoorOutput::ServiceLongPress);
         }
         let mut fired = Vec::new();
         for (button, deadline) in &mut self.held {
@@ -502,6 +536,10 @@ impl DoorMachine {
                 }
             }
             DoorInput::Fault { active } => self.fault = active,
+            DoorInput::Pairing { active } => self.pairing = active,
+            DoorInput::Service { pressed } => {
+                self.service_held_until = pressed.then(|| now + self.settings.long_press);
+            }
             DoorInput::Shutdown => {
                 self.unlocked_until = None;
                 self.relay_energised = false;
@@ -622,6 +660,7 @@ fn half_period(pattern: LedPattern) -> Option<Duration> {
         LedPattern::Off | LedPattern::On => None,
         LedPattern::SlowBlink => Some(Duration::from_millis(500)),
         LedPattern::FastBlink => Some(Duration::from_millis(125)),
+        LedPattern::MediumBlink => Some(Duration::from_millis(250)),
     }
 }
 

@@ -450,6 +450,7 @@ fn two_leds() -> DoorSettings {
                 in_call: LedPattern::Off,
                 door_open: LedPattern::On,
                 fault: LedPattern::SlowBlink,
+                pairing: LedPattern::On,
             },
         ],
         ..DoorSettings::default()
@@ -556,4 +557,53 @@ fn shutdown_turns_every_led_off() {
         on: false
     }));
     assert_eq!(r.led("door"), (LedPattern::Off, false));
+}
+
+#[test]
+fn pairing_shows_on_the_leds_only_while_no_call_is_shown() {
+    let mut r = Rig::new(two_leds());
+    r.input(DoorInput::Call {
+        state: StationState::Idle,
+        answered: None,
+    });
+    r.input(DoorInput::Pairing { active: true });
+    assert_eq!(r.m.station_state(), StationState::Pairing);
+    assert_eq!(r.led("status").0, LedPattern::MediumBlink);
+    assert_eq!(r.led("door"), (LedPattern::On, true));
+    // 2 Hz: off after 250 ms, on again after 500 ms.
+    r.advance_to(ms(260));
+    assert_eq!(r.led("status"), (LedPattern::MediumBlink, false));
+    r.advance_to(ms(510));
+    assert_eq!(r.led("status"), (LedPattern::MediumBlink, true));
+    // A ringing call takes the LEDs; pairing shows again after it.
+    r.input(DoorInput::Call {
+        state: StationState::Ringing,
+        answered: None,
+    });
+    assert_eq!(r.m.station_state(), StationState::Ringing);
+    r.input(DoorInput::Call {
+        state: StationState::Idle,
+        answered: None,
+    });
+    assert_eq!(r.m.station_state(), StationState::Pairing);
+    r.input(DoorInput::Pairing { active: false });
+    assert_eq!(r.m.station_state(), StationState::Idle);
+    assert_eq!(r.led("status"), (LedPattern::On, true));
+}
+
+#[test]
+fn a_long_press_of_the_service_button_asks_for_pairing_once() {
+    let mut r = Rig::default();
+    r.drain();
+    assert!(r.input(DoorInput::Service { pressed: true }).is_empty());
+    // Released early: nothing.
+    assert!(r.advance_to(ms(1_000)).is_empty());
+    assert!(r.input(DoorInput::Service { pressed: false }).is_empty());
+    assert!(r.advance_to(ms(5_000)).is_empty());
+    // Held for the long press: one request, however long it stays down.
+    r.input(DoorInput::Service { pressed: true });
+    assert!(r.advance_to(ms(6_999)).is_empty());
+    assert_eq!(r.advance_to(ms(7_000)), vec![DoorOutput::ServiceLongPress]);
+    assert!(r.advance_to(ms(20_000)).is_empty());
+    assert!(r.input(DoorInput::Service { pressed: false }).is_empty());
 }

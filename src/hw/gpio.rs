@@ -118,6 +118,7 @@ pub fn edge_event(kind: &InputKind, active: bool) -> Option<HwEvent> {
         // The sensor is active while the door stands open.
         (InputKind::DoorSensor, open) => HwEvent::DoorSensor { open },
         (InputKind::Tamper, active) => HwEvent::Tamper { active },
+        (InputKind::Service, pressed) => HwEvent::Service { pressed },
     })
 }
 

@@ -24,6 +24,8 @@ pub enum HwEvent {
     DoorSensor { open: bool },
     /// The tamper switch tripped (`true`) or was restored.
     Tamper { active: bool },
+    /// The service button went down or up.
+    Service { pressed: bool },
 }
 
 /// How an LED shows a state.
@@ -36,6 +38,8 @@ pub enum LedPattern {
     SlowBlink,
     /// 4 Hz: attention (signaling down, fault).
     FastBlink,
+    /// 2 Hz: Bluetooth pairing is open.
+    MediumBlink,
 }
 
 /// The station-wide state LEDs reflect.
@@ -49,6 +53,9 @@ pub enum StationState {
     DoorOpen,
     /// Tamper, door held open, or a hardware fault.
     Fault,
+    /// Bluetooth pairing is open (shown while no call is ringing or in
+    /// progress).
+    Pairing,
 }
 
 impl StationState {
@@ -61,6 +68,7 @@ impl StationState {
             StationState::InCall => LedPattern::On,
             StationState::DoorOpen => LedPattern::SlowBlink,
             StationState::Fault => LedPattern::FastBlink,
+            StationState::Pairing => LedPattern::MediumBlink,
         }
     }
 
@@ -72,6 +80,7 @@ impl StationState {
             StationState::InCall => "in_call",
             StationState::DoorOpen => "door_open",
             StationState::Fault => "fault",
+            StationState::Pairing => "pairing",
         }
     }
 }
@@ -83,6 +92,7 @@ impl LedPattern {
             LedPattern::On => "on",
             LedPattern::SlowBlink => "slow_blink",
             LedPattern::FastBlink => "fast_blink",
+            LedPattern::MediumBlink => "medium_blink",
         }
     }
 }

@@ -14,6 +14,9 @@ LIC_FILES_CHKSUM = "file://Cargo.toml;beginline=6;endline=6;md5=86b31c7756a1a796
 
 # libopus is built from the opusic-sys crate's bundled sources with CMake.
 DEPENDS += "cmake-native"
+# bluer talks to BlueZ over D-Bus through libdbus-1 (the libdbus-sys crate
+# finds it with pkg-config).
+DEPENDS += "dbus"
 
 PV = "0.1.0+git"
 
@@ -34,7 +37,7 @@ S = "${UNPACKDIR}/git"
 # builds offline. Regenerate with yocto/scripts/gen-crates-inc.py.
 require ${BPN}-crates.inc
 
-inherit cargo cargo-update-recipe-crates systemd useradd
+inherit cargo cargo-update-recipe-crates pkgconfig systemd useradd
 
 # The release profile of Cargo.toml, with fat LTO in one codegen unit as in
 # `make arm64` (a fifth smaller binary). Cargo must not strip: OE splits the

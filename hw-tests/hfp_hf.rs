@@ -1,0 +1,222 @@
+//! The headset side of the Bluetooth hardware tests: a Hands-Free unit that
+//! connects to the door station's Audio Gateway over RFCOMM from a chosen
+//! local controller, runs the service level connection (HFP 1.8, no codec
+//! negotiation: CVSD) and then tries the SCO audio link.
+//!
+//! ```text
+//! hfp-hf <local address> <gateway address> [channel]
+//! hfp-hf --sco-listen <local address>
+//! ```
+//!
+//! Prints one line per step (`SLC established`, `SCO connected`, the tone
+//! each side received, or the reason it failed) and exits 0 only when the
+//! service level connection was established. The SCO result is reported,
+//! not judged: the test that runs this decides what it expects of the
+//! emulated controllers. `--sco-listen` is the gateway's end of the SCO
+//! test (the daemon does not open SCO links yet): it accepts one link on
+//! the gateway's adapter with intercomd's SCO socket layer and plays
+//! 400 Hz while the headset plays 1000 Hz, both as 8 kHz PCM.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bluer::Address;
+use bluer::rfcomm::{Socket, SocketAddr};
+use intercomd::bt::DeviceAddr;
+use intercomd::bt::sco::{ScoListener, ScoStream};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+const STEP: Duration = Duration::from_secs(10);
+/// How long each side plays its tone over SCO.
+const TONE_SECONDS: u64 = 2;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--sco-listen") {
+        let Some(local) = args.get(2).and_then(|a| DeviceAddr::parse(a)) else {
+            eprintln!("usage: hfp-hf --sco-listen <local address>");
+            return ExitCode::from(2);
+        };
+        return match sco_listen(&local).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                println!("FAILED: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let (Some(local), Some(gateway)) = (
+        args.get(1).and_then(|a| a.parse::<Address>().ok()),
+        args.get(2).and_then(|a| a.parse::<Address>().ok()),
+    ) else {
+        eprintln!("usage: hfp-hf <local address> <gateway address> [channel]");
+        return ExitCode::from(2);
+    };
+    let channel = args.get(3).and_then(|c| c.parse().ok()).unwrap_or(13u8);
+    match run(local, gateway, channel).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            println!("FAILED: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(local: Address, gateway: Address, channel: u8) -> Result<(), String> {
+    let socket = Socket::new().map_err(|e| format!("RFCOMM socket: {e}"))?;
+    socket
+        .bind(SocketAddr::new(local, 0))
+        .map_err(|e| format!("bind to {local}: {e}"))?;
+    let stream = tokio::time::timeout(STEP, socket.connect(SocketAddr::new(gateway, channel)))
+        .await
+        .map_err(|_| format!("RFCOMM connect to {gateway} channel {channel} timed out"))?
+        .map_err(|e| format!("RFCOMM connect to {gateway} channel {channel}: {e}"))?;
+    println!("RFCOMM connected to {gateway} channel {channel}");
+    let (read, mut write) = tokio::io::split(stream);
+    let mut read = BufReader::new(read);
+
+    // Features: remote volume control only; no codec negotiation, so the
+    // gateway uses CVSD.
+    let brsf = command(&mut read, &mut write, "AT+BRSF=16").await?;
+    if !brsf.iter().any(|l| l.starts_with("+BRSF:")) {
+        return Err(format!("no +BRSF in {brsf:?}"));
+    }
+    let cind = command(&mut read, &mut write, "AT+CIND=?").await?;
+    if !cind
+        .iter()
+        .any(|l| l.starts_with("+CIND:") && l.contains("\"call\""))
+    {
+        return Err(format!("no indicator list in {cind:?}"));
+    }
+    command(&mut read, &mut write, "AT+CIND?").await?;
+    command(&mut read, &mut write, "AT+CMER=3,0,0,1").await?;
+    println!("SLC established");
+
+    let (Some(l), Some(g)) = (
+        DeviceAddr::parse(&local.to_string()),
+        DeviceAddr::parse(&gateway.to_string()),
+    ) else {
+        return Err("unparsable address".into());
+    };
+    match tokio::time::timeout(Duration::from_secs(30), ScoStream::connect(&l, &g)).await {
+        Ok(Ok(link)) => {
+            println!("SCO connected (mtu {})", link.mtu());
+            report("headset", 1000.0, exchange(&link, 1000.0).await);
+        }
+        Ok(Err(e)) => println!("SCO not connected: connect: {e}"),
+        Err(_) => println!("SCO not connected: connect timed out after 30 s"),
+    }
+    Ok(())
+}
+
+/// Sends one AT command; returns the reply lines up to the final `OK`.
+async fn command<R, W>(read: &mut R, write: &mut W, line: &str) -> Result<Vec<String>, String>
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    println!("> {line}");
+    write
+        .write_all(format!("{line}\r").as_bytes())
+        .await
+        .map_err(|e| format!("write {line}: {e}"))?;
+    let mut out = Vec::new();
+    loop {
+        let mut l = String::new();
+        let n = tokio::time::timeout(STEP, read.read_line(&mut l))
+            .await
+            .map_err(|_| format!("no answer to {line}"))?
+            .map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err(format!("gateway closed the channel after {line}"));
+        }
+        let l = l.trim().to_owned();
+        if l.is_empty() {
+            continue;
+        }
+        println!("< {l}");
+        match l.as_str() {
+            "OK" => return Ok(out),
+            "ERROR" => return Err(format!("{line} answered ERROR")),
+            _ => out.push(l),
+        }
+    }
+}
+
+/// Exchanges a tone each way over a SCO link for `TONE_SECONDS`: sends
+/// `send_hz` paced at 8 kHz (16-bit PCM, CVSD's host format) while
+/// receiving; returns the bytes received and their dominant frequency
+/// (zero crossings), or `None` when nothing arrived.
+async fn exchange(link: &ScoStream, send_hz: f32) -> std::io::Result<(usize, Option<f32>)> {
+    let mtu = usize::from(link.mtu()).clamp(2, 1024) & !1;
+    let samples_per_packet = mtu / 2;
+    let packets = (8000 * TONE_SECONDS as usize) / samples_per_packet;
+    let period = Duration::from_secs_f64(samples_per_packet as f64 / 8000.0);
+    let mut tick = tokio::time::interval(period);
+    let mut received: Vec<i16> = Vec::new();
+    let mut buf = vec![0u8; 2048];
+    let mut n = 0usize;
+    let mut sent = 0usize;
+    let end = tokio::time::Instant::now() + Duration::from_secs(TONE_SECONDS + 1);
+    loop {
+        tokio::select! {
+            _ = tick.tick(), if sent < packets => {
+                let mut packet = Vec::with_capacity(mtu);
+                for _ in 0..samples_per_packet {
+                    let t = n as f32 / 8000.0;
+                    let v = (0.5 * 32767.0 * (2.0 * std::f32::consts::PI * send_hz * t).sin()) as i16;
+                    packet.extend_from_slice(&v.to_le_bytes());
+                    n += 1;
+                }
+                link.send(&packet).await?;
+                sent += 1;
+            }
+            r = link.recv(&mut buf) => {
+                let got = r?;
+                if got == 0 {
+                    println!("SCO link closed after {} samples received", received.len());
+                    break;
+                }
+                received.extend(buf[..got & !1].chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]])));
+            }
+            _ = tokio::time::sleep_until(end) => break,
+        }
+    }
+    let bytes = received.len() * 2;
+    if received.len() < 800 {
+        return Ok((bytes, None));
+    }
+    let crossings = received
+        .windows(2)
+        .filter(|w| (w[0] < 0) != (w[1] < 0))
+        .count();
+    let hz = crossings as f32 / 2.0 / (received.len() as f32 / 8000.0);
+    Ok((bytes, Some(hz)))
+}
+
+fn report(side: &str, sent_hz: f32, r: std::io::Result<(usize, Option<f32>)>) {
+    match r {
+        Ok((bytes, Some(hz))) => {
+            println!("SCO {side}: sent {sent_hz} Hz, received {bytes} bytes, dominant {hz:.0} Hz")
+        }
+        Ok((bytes, None)) => {
+            println!("SCO {side}: sent {sent_hz} Hz, received {bytes} bytes (too few to measure)")
+        }
+        Err(e) => println!("SCO {side}: exchange failed: {e}"),
+    }
+}
+
+/// The gateway's end for the SCO test: accepts one link on `local` and
+/// exchanges tones (400 Hz out).
+async fn sco_listen(local: &DeviceAddr) -> Result<(), String> {
+    let listener = ScoListener::bind(local).map_err(|e| format!("SCO listen on {local}: {e}"))?;
+    println!("SCO listening on {local}");
+    let (link, peer) = tokio::time::timeout(Duration::from_secs(60), listener.accept())
+        .await
+        .map_err(|_| "no SCO link within 60 s".to_owned())?
+        .map_err(|e| format!("SCO accept: {e}"))?;
+    println!("SCO accepted from {peer} (mtu {})", link.mtu());
+    report("gateway", 400.0, exchange(&link, 400.0).await);
+    Ok(())
+}
