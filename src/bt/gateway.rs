@@ -534,7 +534,10 @@ mod tests {
             line = line.trim().to_owned();
         }
         // …then the button works.
-        assert_eq!(hf.cmd("AT+CHUP").await.last().map(String::as_str), Some("OK"));
+        assert_eq!(
+            hf.cmd("AT+CHUP").await.last().map(String::as_str),
+            Some("OK")
+        );
         match events.recv().await {
             Some(AdapterEvent::HangupRequested { .. }) => {}
             other => panic!("expected the hang-up, got {other:?}"),
