@@ -1,0 +1,150 @@
+// A bad link: 5 % loss and 0..40 ms of random delay (uniform: mean 20 ms,
+// jitter ±20 ms, packets reordered) on the door's link, both directions,
+// applied at its NAT box (lib/natrig.mjs impairDoorLink: iptables
+// `-m statistic` for the loss, the NFQUEUE shim lib/nfq_delay.py for the
+// delay). The call must set up and its audio stay continuous both ways:
+// - content: the page hears the door's 600 Hz and the door's speaker plays
+//   the page's 1000 Hz, as in every NAT test;
+// - concealment, measured over a 15 s window: at the page from getStats
+//   (inbound-rtp concealedSamples / totalSamplesReceived), at the door from
+//   its `incoming audio quality` line (concealed and FEC-rebuilt packets of
+//   the jitter buffer, packets received);
+// - gaps: at the page an AudioWorklet on the remote track (lib/audioprobe.mjs)
+//   measures runs below -60 dBFS; at the door the same line's
+//   `longest_gap_ms` (playout ticks with nothing to play).
+// The impairment is proven real: the loss rule dropped about 5 % of the packets
+// it saw (within the binomial spread), the shim delayed every other one
+// (mean 15–30 ms: 20 ms plus the shim's own scheduling lateness on a busy
+// machine) and reordered some.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { canUseNetns, sleep } from './lib/util.mjs';
+import { daemonSkipReason, logField, logTime, waitForLog } from './lib/daemon.mjs';
+import { withRig, natRigSkipReason } from './lib/natrig.mjs';
+import { bringUpNatCall, turnServers, DOOR_TONE, MIC_TONE } from './lib/natcall.mjs';
+import { waitForState, expectRemoteTone } from './lib/answerer.mjs';
+import { expectDoorHears, TOL_HZ } from './lib/checks.mjs';
+import { wavTailDominant } from './lib/wav.mjs';
+import { audioProbeInit, inboundDelta } from './lib/audioprobe.mjs';
+import fs from 'node:fs';
+
+const skip = !canUseNetns() ? 'needs root and iproute2 (network namespaces)'
+  : (daemonSkipReason() || natRigSkipReason() || (!fs.existsSync('/usr/bin/python3') && '/usr/bin/python3 not installed'));
+
+const LOSS_PCT = 5;
+const DELAY_MAX_MS = 40;
+const WINDOW_MS = 15000;
+// Bounds. Measured on this rig (BENCHMARKS.md, "Calls on a bad link"):
+// concealed 2–5 % at the page, the door's gaps at most a few playout ticks.
+const MAX_CONCEALED_FRACTION = 0.12;
+const MAX_GAP_MS = 200;
+const MAX_SETUP_MS = 10000;
+
+test(`${LOSS_PCT} % loss and 0..${DELAY_MAX_MS} ms jitter on the door's link: the call sets up, audio stays continuous`, { skip, timeout: 150000 }, async () => {
+  await withRig({}, async (rig) => {
+    await rig.startTurn();
+    const s = await bringUpNatCall(rig, {
+      servers: turnServers(rig, ['stun']),
+      pageInit: audioProbeInit,
+      logLevel: 'info,webrtc=warn,rtc=warn',
+    });
+    const link = await rig.impairDoorLink({ lossPct: LOSS_PCT, delayMinMs: 0, delayMaxMs: DELAY_MAX_MS });
+    let shimFigures = null;
+    try {
+      // The call, set up through the bad link.
+      const from = s.door.lines.length;
+      const pressAt = Date.now();
+      await s.control.press();
+      const ringing = await waitForState(s.page, 'ringing', 15000);
+      const acceptAt = Date.now();
+      await s.page.page.getByRole('button', { name: 'Accept the call' }).click();
+      await waitForState(s.page, 'in_call', 20000);
+      const established = await waitForLog(s.door, /AUDIO CONNECTION ESTABLISHED/, { from, timeout: 20000 });
+      await expectRemoteTone(s.page, DOOR_TONE, { timeout: 15000 });
+      await expectDoorHears(s.recordFile, MIC_TONE, { timeout: 15000 });
+      const pageFirstAudio = await s.page.page.evaluate(() => window.intercom.firstAudioAtEpoch);
+      const setup = {
+        ringMs: ringing.ringAtEpoch ? Math.round(ringing.ringAtEpoch - pressAt) : null,
+        establishedMs: Math.round(logTime(established.line) - acceptAt),
+        pageFirstAudioMs: pageFirstAudio ? Math.round(pageFirstAudio - acceptAt) : null,
+      };
+      assert.ok(setup.establishedMs < MAX_SETUP_MS, `media established ${setup.establishedMs} ms after Accept`);
+      assert.equal(await s.page.page.evaluate(() => window.__probe.error), null, 'the page probe runs');
+
+      // The measured window.
+      const probe = (what) => s.page.page.evaluate((w) => window.__probe.gaps[w](), what);
+      const inbound = () => s.page.page.evaluate(() => window.__probe.inbound());
+      const state0 = await s.control.state();
+      const in0 = await inbound();
+      await probe('reset');
+      const samples = [];
+      const t0 = Date.now();
+      while (Date.now() - t0 < WINDOW_MS) {
+        await sleep(1000);
+        const hz = await s.page.page.evaluate(() => window.intercom.remoteDominantHz());
+        let door = null;
+        try { door = wavTailDominant(s.recordFile, 0.5).hz; } catch { /* growing */ }
+        samples.push({ page: hz, door });
+      }
+      const gaps = await probe('read');
+      const in1 = await inbound();
+      const state1 = await s.control.state();
+      const page = inboundDelta(in0, in1);
+      const counts = await link.counters();
+
+      // Content, all along the window (one reading a second each side).
+      const near = (hz, f) => hz !== null && Math.abs(hz - f) <= TOL_HZ;
+      const pageHeard = samples.filter((x) => near(x.page, DOOR_TONE)).length;
+      const doorHeard = samples.filter((x) => near(x.door, MIC_TONE)).length;
+
+      await s.control.hangup();
+      await s.control.waitForNoCall(10000);
+      const quality = await waitForLog(s.door, /incoming audio quality/, { from, timeout: 10000 });
+      shimFigures = await link.stop();
+      const door = Object.fromEntries(['packets', 'frames_out', 'concealed', 'fec_recovered', 'late', 'underruns',
+        'silent_ms', 'longest_gap_ms', 'target_ms'].map((k) => [k, Number(logField(quality.line, k))]));
+      // A packet is 20 ms, two playout frames: the share of what the door
+      // played that was concealment.
+      const doorConcealedFraction = (2 * door.concealed) / Math.max(1, door.frames_out);
+      const playedFrames = (state1.audio?.played_frames ?? 0) - (state0.audio?.played_frames ?? 0);
+      const lossSeen = counts.dropped / Math.max(1, counts.dropped + counts.queued);
+
+      const report = {
+        setup,
+        link: { dropped: counts.dropped, passed: counts.queued, lossPct: +(lossSeen * 100).toFixed(2), shim: shimFigures },
+        page: { ...page, concealedFraction: +(page.concealedFraction ?? -1).toFixed(4), gaps, heardTone: `${pageHeard}/${samples.length}` },
+        door: { ...door, concealedFraction: +doorConcealedFraction.toFixed(4), playedFramesInWindow: playedFrames, heardTone: `${doorHeard}/${samples.length}` },
+      };
+      process.stderr.write(`IMPAIRED_RESULT ${JSON.stringify(report)}\n`);
+
+      // The impairment was real.
+      // Within 4.5 standard deviations of the binomial for the packets seen.
+      const seen = counts.dropped + counts.queued;
+      const p = LOSS_PCT / 100;
+      const tol = 4.5 * Math.sqrt((p * (1 - p)) / Math.max(1, seen));
+      assert.ok(seen > 1000 && Math.abs(lossSeen - p) <= tol,
+        `the loss rule dropped ${(lossSeen * 100).toFixed(2)} % of ${seen} packets (${LOSS_PCT} ± ${(tol * 100).toFixed(2)})\n${counts.listing}`);
+      assert.ok(shimFigures.packets > 1000, `the shim delayed ${shimFigures.packets} packets`);
+      assert.ok(shimFigures.delay_mean_ms >= 15 && shimFigures.delay_mean_ms <= 30, `mean delay ${shimFigures.delay_mean_ms} ms`);
+      assert.ok(shimFigures.reordered > 0, 'the jitter reordered packets');
+      assert.ok(page.packetsLost > 0, `the page saw loss: ${JSON.stringify(page)}`);
+      assert.ok(door.fec_recovered + door.concealed > 0, `the door saw loss: ${quality.line}`);
+
+      // The call and its audio.
+      assert.equal(state1.call.state, 'in_call', 'the call held through the window');
+      assert.equal(pageHeard, samples.length, `the page heard ${DOOR_TONE} Hz all along: ${JSON.stringify(samples)}`);
+      assert.equal(doorHeard, samples.length, `the door heard ${MIC_TONE} Hz all along: ${JSON.stringify(samples)}`);
+      assert.ok(page.concealedFraction !== null && page.concealedFraction < MAX_CONCEALED_FRACTION,
+        `page concealed ${page.concealed}/${page.samples} samples`);
+      assert.ok(gaps.heard && gaps.heardMs >= WINDOW_MS - 1000, `the page's probe heard the window: ${JSON.stringify(gaps)}`);
+      assert.ok(gaps.longestGapMs <= MAX_GAP_MS, `longest silence at the page ${gaps.longestGapMs} ms (bound ${MAX_GAP_MS})`);
+      assert.ok(doorConcealedFraction < MAX_CONCEALED_FRACTION, `door concealed ${door.concealed} packets, ${door.frames_out} frames played`);
+      assert.ok(door.longest_gap_ms <= MAX_GAP_MS, `longest silence at the door ${door.longest_gap_ms} ms (bound ${MAX_GAP_MS})`);
+      // 100 frames a second reach the door's speaker: nothing missing.
+      assert.ok(playedFrames >= (WINDOW_MS / 10) * 0.95, `the door's speaker got ${playedFrames} frames in ${WINDOW_MS} ms`);
+      assert.equal(ringing.callId, state0.call.call_id, 'the same call');
+    } finally {
+      if (!shimFigures) await link.stop().catch(() => {});
+    }
+  });
+});
