@@ -3,7 +3,7 @@
 # Idempotent: packages already present are not touched.
 set -eu
 
-PKGS="build-essential cmake pkg-config libasound2-dev libdbus-1-dev iproute2 iptables chromium nodejs npm curl ca-certificates coturn openssl systemd python3"
+PKGS="build-essential cmake pkg-config libasound2-dev libdbus-1-dev iproute2 iptables nftables chromium nodejs npm curl ca-certificates coturn openssl systemd python3"
 
 missing=""
 for p in $PKGS; do

@@ -319,6 +319,7 @@ impl Actor {
                                 turn_bridge::TlsTrust {
                                     extra_ca_file: self.settings.turn_ca_file.clone(),
                                 },
+                                self.settings.dscp_ef.then_some(turn_bridge::TOS_EF),
                                 self.cancel.clone(),
                             )
                             .await
