@@ -48,7 +48,8 @@ test(`${LOSS_PCT} % loss and 0..${DELAY_MAX_MS} ms jitter on the door's link: th
     const s = await bringUpNatCall(rig, {
       servers: turnServers(rig, ['stun']),
       pageInit: audioProbeInit,
-      logLevel: 'info,webrtc=warn,rtc=warn',
+      // The media actor's debug lines name every local candidate and pair.
+      logLevel: 'info,intercomd::media::rtc=debug,webrtc=warn,rtc=warn',
     });
     const link = await rig.impairDoorLink({ lossPct: LOSS_PCT, delayMinMs: 0, delayMaxMs: DELAY_MAX_MS });
     let shimFigures = null;
@@ -147,11 +148,12 @@ test(`${LOSS_PCT} % loss and 0..${DELAY_MAX_MS} ms jitter on the door's link: th
       // The call and its audio.
       assert.equal(state1.call.state, 'in_call', 'the call held through the window');
       // Something audible at every reading; the far end's tone dominant in
-      // most. Not in all: under loss Chromium's encoder lowers its bitrate
-      // and a pure tone comes out distorted for a few hundred ms at a time
-      // (0.1 s blocks dominated by 830–1070 Hz at the door, level down by
-      // half, while the door's jitter buffer counted only 6 concealed
-      // packets in the whole call).
+      // most. Not in all: in one run of five the door's speaker played the
+      // page's tone distorted for ~0.4 s (0.1 s blocks dominated by
+      // 830–1070 Hz, level halved) while its jitter buffer counted only 6
+      // concealed packets in the whole call, and Chromium's send rate stayed
+      // at 32 kbps. Where the distortion comes from is not established
+      // (Opus decoding around losses, FEC, or Chromium's encoder mode).
       const minHeard = Math.ceil(samples.length * MIN_TONE_SHARE);
       assert.ok(samples.every((x) => x.page !== null), `the page heard something at every reading: ${JSON.stringify(samples)}`);
       assert.ok(samples.every((x) => x.door !== null), `the door heard something at every reading: ${JSON.stringify(samples)}`);
@@ -166,6 +168,12 @@ test(`${LOSS_PCT} % loss and 0..${DELAY_MAX_MS} ms jitter on the door's link: th
       // 100 frames a second reach the door's speaker: nothing missing.
       assert.ok(playedFrames >= (WINDOW_MS / 10) * 0.95, `the door's speaker got ${playedFrames} frames in ${WINDOW_MS} ms`);
       assert.equal(ringing.callId, state0.call.call_id, 'the same call');
+    } catch (err) {
+      // The page's side of the ICE story, for the diagnosis.
+      const events = await s.page.page.evaluate(() => window.intercom.events.filter((e) => e.type === 'candidate' || e.kind === 'state'))
+        .catch(() => []);
+      process.stderr.write(`page signaling (candidates, states):\n${events.map((e) => JSON.stringify(e)).join('\n')}\n`);
+      throw err;
     } finally {
       if (!shimFigures) await link.stop().catch(() => {});
     }
