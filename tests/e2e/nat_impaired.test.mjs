@@ -49,7 +49,7 @@ test(`${LOSS_PCT} % loss and 0..${DELAY_MAX_MS} ms jitter on the door's link: th
       servers: turnServers(rig, ['stun']),
       pageInit: audioProbeInit,
       // The media actor's debug lines name every local candidate and pair.
-      logLevel: 'info,intercomd::media::rtc=debug,webrtc=warn,rtc=warn',
+      logLevel: process.env.E2E_DOOR_LOG || 'info,intercomd::media::rtc=debug,webrtc=warn,rtc=warn',
     });
     const link = await rig.impairDoorLink({ lossPct: LOSS_PCT, delayMinMs: 0, delayMaxMs: DELAY_MAX_MS });
     let shimFigures = null;
