@@ -172,7 +172,9 @@ test(`${LOSS_PCT} % loss and 0..${DELAY_MAX_MS} ms jitter on the door's link: th
       // The page's side of the ICE story, for the diagnosis.
       const events = await s.page.page.evaluate(() => window.intercom.events.filter((e) => e.type === 'candidate' || e.kind === 'state'))
         .catch(() => []);
-      process.stderr.write(`page signaling (candidates, states):\n${events.map((e) => JSON.stringify(e)).join('\n')}\n`);
+      const pairs = await s.page.page.evaluate(() => window.__probe.pairs()).catch((e) => String(e));
+      process.stderr.write(`page signaling (candidates, states):\n${events.map((e) => JSON.stringify(e)).join('\n')}\n`
+        + `page ICE candidate pairs: ${JSON.stringify(pairs)}\n`);
       throw err;
     } finally {
       if (!shimFigures) await link.stop().catch(() => {});

@@ -100,6 +100,21 @@ export function audioProbeInit() {
     }
     return null;
   };
+  /** ICE candidate pairs of the newest peer connection, for diagnostics. */
+  probe.pairs = async () => {
+    const pc = probe.pcs[probe.pcs.length - 1];
+    if (!pc) return null;
+    const stats = await pc.getStats();
+    const cand = (id) => { const c = stats.get(id); return c ? `${c.candidateType} ${c.address}:${c.port}` : id; };
+    const out = { ice: pc.iceConnectionState, pairs: [] };
+    for (const s of stats.values()) {
+      if (s.type === 'candidate-pair') {
+        out.pairs.push({ local: cand(s.localCandidateId), remote: cand(s.remoteCandidateId), state: s.state, nominated: s.nominated,
+          requestsSent: s.requestsSent, responsesReceived: s.responsesReceived, requestsReceived: s.requestsReceived, responsesSent: s.responsesSent });
+      }
+    }
+    return out;
+  };
   /** Outbound audio figures of the newest peer connection (getStats). */
   probe.outbound = async () => {
     const pc = probe.pcs[probe.pcs.length - 1];

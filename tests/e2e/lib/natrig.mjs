@@ -174,6 +174,10 @@ export class NatRig {
       if (shim.exitInfo) throw new Error(`the delay shim exited ${JSON.stringify(shim.exitInfo)}: ${shim.lines.join('\n')}`);
       return shim.lines.includes('ready');
     }, { timeout: 10000, interval: 50, message: 'the delay shim to bind its queue' });
+    // Counting only, kept after stop() for the diagnostics of a failure: UDP
+    // the door sends and UDP arriving for it, before loss and delay.
+    await this.ipt('natd', '-t', 'mangle', '-A', 'PREROUTING', '-i', 'lan', '-p', 'udp');
+    await this.ipt('natd', '-t', 'mangle', '-A', 'PREROUTING', '-i', 'wan', '-p', 'udp');
     await this.ipt('natd', '-t', 'mangle', '-A', 'FORWARD', '-m', 'statistic', '--mode', 'random',
       '--probability', String(lossPct / 100), '-j', 'DROP');
     await this.ipt('natd', '-t', 'mangle', '-A', 'FORWARD', '-j', 'NFQUEUE', '--queue-num', String(queue));
