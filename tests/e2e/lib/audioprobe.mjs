@@ -115,6 +115,17 @@ export function audioProbeInit() {
     }
     return out;
   };
+  /** The page's own microphone as captured (getStats media-source). */
+  probe.source = async () => {
+    const pc = probe.pcs[probe.pcs.length - 1];
+    if (!pc) return null;
+    for (const s of (await pc.getStats()).values()) {
+      if (s.type === 'media-source' && s.kind === 'audio') {
+        return { energy: s.totalAudioEnergy, duration: s.totalSamplesDuration, level: s.audioLevel };
+      }
+    }
+    return null;
+  };
   /** Outbound audio figures of the newest peer connection (getStats). */
   probe.outbound = async () => {
     const pc = probe.pcs[probe.pcs.length - 1];
