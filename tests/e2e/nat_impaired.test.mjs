@@ -49,8 +49,9 @@ test(`${LOSS_PCT} % loss and 0..${DELAY_MAX_MS} ms jitter on the door's link: th
     const s = await bringUpNatCall(rig, {
       servers: turnServers(rig, ['stun']),
       pageInit: audioProbeInit,
-      // The media actor's debug lines name every local candidate and pair.
-      logLevel: process.env.E2E_DOOR_LOG || 'info,intercomd::media::rtc=debug,webrtc=warn,rtc=warn',
+      // The media actor's debug lines name every local candidate and pair;
+      // the DTLS layer's tell how far its handshake got.
+      logLevel: process.env.E2E_DOOR_LOG || 'info,intercomd::media::rtc=debug,rtc_dtls=debug,webrtc=warn,rtc=warn',
     });
     const link = await rig.impairDoorLink({ lossPct: LOSS_PCT, delayMinMs: 0, delayMaxMs: DELAY_MAX_MS });
     let shimFigures = null;
@@ -195,7 +196,7 @@ test(`${LOSS_PCT} % loss and 0..${DELAY_MAX_MS} ms jitter on the door's link: th
         .catch(() => []);
       const pairs = await s.page.page.evaluate(() => window.__probe.pairs()).catch((e) => String(e));
       process.stderr.write(`page signaling (candidates, states):\n${events.map((e) => JSON.stringify(e)).join('\n')}\n`
-        + `page ICE candidate pairs: ${JSON.stringify(pairs)}\n`);
+        + `page ICE candidate pairs and DTLS transport: ${JSON.stringify(pairs)}\n`);
       throw err;
     } finally {
       if (!shimFigures) await link.stop().catch(() => {});

@@ -100,14 +100,18 @@ export function audioProbeInit() {
     }
     return null;
   };
-  /** ICE candidate pairs of the newest peer connection, for diagnostics. */
+  /** ICE candidate pairs and DTLS transport of the newest peer connection, for diagnostics. */
   probe.pairs = async () => {
     const pc = probe.pcs[probe.pcs.length - 1];
     if (!pc) return null;
     const stats = await pc.getStats();
     const cand = (id) => { const c = stats.get(id); return c ? `${c.candidateType} ${c.address}:${c.port}` : id; };
-    const out = { ice: pc.iceConnectionState, pairs: [] };
+    const out = { ice: pc.iceConnectionState, connection: pc.connectionState, transports: [], pairs: [] };
     for (const s of stats.values()) {
+      if (s.type === 'transport') {
+        out.transports.push({ dtlsState: s.dtlsState, dtlsRole: s.dtlsRole, iceState: s.iceState,
+          packetsSent: s.packetsSent, packetsReceived: s.packetsReceived, bytesSent: s.bytesSent, bytesReceived: s.bytesReceived });
+      }
       if (s.type === 'candidate-pair') {
         out.pairs.push({ local: cand(s.localCandidateId), remote: cand(s.remoteCandidateId), state: s.state, nominated: s.nominated,
           requestsSent: s.requestsSent, responsesReceived: s.responsesReceived, requestsReceived: s.requestsReceived, responsesSent: s.responsesSent });
