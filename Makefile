@@ -27,7 +27,7 @@ test-unit: setup
 	$(CARGO) test --locked
 
 test-e2e: build
-	cd tests/socketio && INTERCOMD_BIN=$(CURDIR)/$(BIN) node --test --test-timeout=120000
+	cd tests/socketio && INTERCOMD_BIN=$(CURDIR)/$(BIN) node --test --test-concurrency=1 --test-timeout=180000
 	cd tests/e2e && INTERCOMD_BIN=$(CURDIR)/$(BIN) node --test --test-concurrency=1 --test-timeout=300000 *.test.mjs
 
 # The watchdog test with a wedged controller: needs the test-only

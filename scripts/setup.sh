@@ -3,7 +3,7 @@
 # Idempotent: packages already present are not touched.
 set -eu
 
-PKGS="build-essential cmake pkg-config libasound2-dev libdbus-1-dev libspeexdsp-dev iproute2 iptables chromium nodejs npm curl ca-certificates coturn openssl systemd python3"
+PKGS="build-essential cmake pkg-config libasound2-dev libdbus-1-dev libspeexdsp-dev iproute2 iptables nftables chromium nodejs npm curl ca-certificates coturn openssl systemd python3"
 
 missing=""
 for p in $PKGS; do
@@ -39,8 +39,9 @@ if [ ! -d tests/e2e/node_modules/playwright-core ] || [ tests/e2e/package-lock.j
     (cd tests/e2e && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
 fi
 
-# A real socket.io server, for the Socket.IO compatibility tests.
-if [ ! -d tests/socketio/node_modules/socket.io ] || [ tests/socketio/package-lock.json -nt tests/socketio/node_modules/.package-lock.json ]; then
+# A real socket.io server and its browser client, for the Socket.IO tests
+# (the whole-call test also uses the harness of tests/e2e).
+if [ ! -d tests/socketio/node_modules/socket.io ] || [ ! -d tests/socketio/node_modules/socket.io-client ] || [ tests/socketio/package-lock.json -nt tests/socketio/node_modules/.package-lock.json ]; then
     echo "setup: npm ci in tests/socketio"
     (cd tests/socketio && npm ci --no-audit --no-fund --loglevel=error)
 fi

@@ -189,9 +189,10 @@ pub struct MediaSettings {
     /// No equivalent: the ICE agent keeps only the selected pair alive and
     /// does not ping backup pairs. Kept so configuration stays stable.
     pub backup_ping_interval: Duration,
-    /// Mark audio packets Expedited Forwarding. Not applied by the WebRTC
-    /// stack, which rewrites the TOS byte of every datagram it sends; it needs
-    /// our own socket type or a firewall rule.
+    /// Mark audio packets Expedited Forwarding. Applied to the TCP/TLS
+    /// connections of the TURN bridge (a socket option); not on UDP, where
+    /// the WebRTC stack rewrites the TOS byte of every datagram it sends and
+    /// a firewall rule does the marking.
     pub dscp_ef: bool,
     /// No equivalent: the stack has no ICE transport-type change to react
     /// to; an ICE restart re-gathers and re-surfaces candidates anyway.

@@ -323,6 +323,7 @@ impl Actor {
                                 turn_bridge::TlsTrust {
                                     extra_ca_file: self.settings.turn_ca_file.clone(),
                                 },
+                                self.settings.dscp_ef.then_some(turn_bridge::TOS_EF),
                                 self.cancel.clone(),
                             )
                             .await
@@ -1160,6 +1161,13 @@ async fn recv_loop(
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     // The long-run rate must stay 100 frames a second.
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut received = 0u64;
+    // Playout ticks with nothing to play once playout has begun (the jitter
+    // buffer refilling, or no packets at all): the audible gaps.
+    let mut playing = false;
+    let mut silent_ticks = 0u64;
+    let mut silent_run = 0u64;
+    let mut longest_silent_run = 0u64;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
@@ -1176,6 +1184,7 @@ async fn recv_loop(
                         info!(call_id = %call_id, gap_ms, "incoming audio resumed");
                     }
                     last_packet = Some(arrived);
+                    received += 1;
                     let now = arrived.into_std();
                     jitter.push(pkt.header.sequence_number, pkt.header.timestamp, &pkt.payload, now);
                 }
@@ -1193,26 +1202,43 @@ async fn recv_loop(
                 }
                 match jitter.pop(tokio::time::Instant::now().into_std()) {
                     Ok(Some(frame)) => {
+                        playing = true;
+                        silent_run = 0;
                         if playback.try_send(frame).is_err() {
                             dropped += 1;
                         }
                     }
-                    Ok(None) => {}
+                    Ok(None) => {
+                        if playing {
+                            silent_ticks += 1;
+                            silent_run += 1;
+                            longest_silent_run = longest_silent_run.max(silent_run);
+                        }
+                    }
                     Err(e) => debug!(call_id = %call_id, error = %e, "undecodable RTP payload skipped"),
                 }
             }
         }
     }
+    // The call's incoming audio in figures: what the network did to it
+    // (packets, late, FEC-rebuilt, concealed) and what was heard (frames
+    // played, gaps with nothing to play).
     let s = jitter.stats;
-    debug!(
+    info!(
         call_id = %call_id,
-        dropped,
+        packets = received,
+        frames_out = s.frames_out,
         concealed = s.concealed,
         fec_recovered = s.fec_recovered,
         late = s.late,
         underruns = s.underruns,
+        stretched = s.stretched,
+        dropped_for_latency = s.dropped_for_latency,
+        silent_ms = silent_ticks * 10,
+        longest_gap_ms = longest_silent_run * 10,
         target_ms = jitter.target_delay().as_millis() as u64,
-        "receive loop ended"
+        dropped,
+        "incoming audio quality"
     );
 }
 

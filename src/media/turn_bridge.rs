@@ -9,6 +9,11 @@
 //! (RFC 5766 §2.1 and §11.5: over TCP, ChannelData is padded to a multiple
 //! of four bytes) that go back as datagrams. One connection per local UDP
 //! source, so each allocation keeps its own 5-tuple at the server.
+//!
+//! The stream carries only the call's relayed media (and its TURN control
+//! messages), so with `ice.dscp` its segments are marked Expedited
+//! Forwarding: `IP_TOS` (IPv4) or `IPV6_TCLASS` set on the socket before it
+//! connects. Unlike the UDP path, no part of the stack rewrites it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -157,11 +162,17 @@ fn tls_connector(host: &str, trust: &TlsTrust) -> Result<tokio_rustls::TlsConnec
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
+/// DSCP Expedited Forwarding (46) in the TOS / traffic-class byte.
+pub const TOS_EF: u8 = 46 << 2;
+
 /// Start a bridge for `target`; returns the loopback UDP address to give
-/// the WebRTC stack as `turn:<addr>?transport=udp`.
+/// the WebRTC stack as `turn:<addr>?transport=udp`. `tos`: the TOS /
+/// traffic-class byte for the TCP connections to the server (`Some(TOS_EF)`
+/// with `ice.dscp`), or the system's default.
 pub async fn start(
     target: StreamTarget,
     trust: TlsTrust,
+    tos: Option<u8>,
     cancel: CancellationToken,
 ) -> Result<SocketAddr, BridgeError> {
     let connector = if target.tls {
@@ -179,10 +190,11 @@ pub async fn start(
         server = %format!("{}:{}", target.host, target.port),
         tls = target.tls,
         bridge = %local,
+        tos = %tos.map(|t| format!("{t:#04x}")).unwrap_or_else(|| "default".into()),
         "TURN over {} bridged through {local}",
         if target.tls { "TLS" } else { "TCP" }
     );
-    tokio::spawn(run(udp, target, connector, cancel));
+    tokio::spawn(run(udp, target, connector, tos, cancel));
     Ok(local)
 }
 
@@ -190,6 +202,7 @@ async fn run(
     udp: Arc<UdpSocket>,
     target: StreamTarget,
     connector: Option<tokio_rustls::TlsConnector>,
+    tos: Option<u8>,
     cancel: CancellationToken,
 ) {
     let mut flows: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
@@ -213,6 +226,7 @@ async fn run(
                 from,
                 target.clone(),
                 connector.clone(),
+                tos,
                 rx,
                 cancel.clone(),
             ));
@@ -223,16 +237,48 @@ async fn run(
     }
 }
 
+/// Connect to `server` (`host:port`), trying each resolved address in turn,
+/// with the TOS / traffic-class byte set before the handshake so that every
+/// segment carries it.
+async fn connect(server: &str, tos: Option<u8>) -> std::io::Result<TcpStream> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host(server).await? {
+        let attempt = async {
+            let sock = if addr.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
+            if let Some(t) = tos {
+                if addr.is_ipv4() {
+                    sock.set_tos_v4(u32::from(t))?;
+                } else {
+                    sock.set_tclass_v6(u32::from(t))?;
+                }
+            }
+            sock.connect(addr).await
+        };
+        match attempt.await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "no address for the host")
+    }))
+}
+
 async fn flow(
     udp: Arc<UdpSocket>,
     client: SocketAddr,
     target: StreamTarget,
     connector: Option<tokio_rustls::TlsConnector>,
+    tos: Option<u8>,
     rx: mpsc::Receiver<Vec<u8>>,
     cancel: CancellationToken,
 ) {
     let server = format!("{}:{}", target.host, target.port);
-    let tcp = match TcpStream::connect(&server).await {
+    let tcp = match connect(&server, tos).await {
         Ok(s) => s,
         Err(e) => {
             warn!(server = %server, error = %e, "cannot reach TURN server over TCP");
@@ -310,6 +356,35 @@ async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ip_tos(s: &TcpStream) -> u8 {
+        use std::os::fd::AsRawFd;
+        let mut v: libc::c_int = -1;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: a valid socket fd, and `v`/`len` describe an int buffer.
+        let rc = unsafe {
+            libc::getsockopt(
+                s.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_TOS,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0, "getsockopt(IP_TOS)");
+        v as u8
+    }
+
+    #[tokio::test]
+    async fn stream_to_the_server_carries_the_requested_tos() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let marked = connect(&addr, Some(TOS_EF)).await.unwrap();
+        assert_eq!(ip_tos(&marked), 0xb8);
+        let plain = connect(&addr, None).await.unwrap();
+        assert_eq!(ip_tos(&plain), 0);
+        assert!(connect("127.0.0.1:1", Some(TOS_EF)).await.is_err());
+    }
 
     #[test]
     fn urls_that_need_a_bridge() {

@@ -70,3 +70,44 @@ test('DSCP EF: a rule keyed on the station\'s user marks every media datagram', 
     await s.control.waitForNoCall(10000);
   });
 });
+
+// TURN over TCP: the audio travels in the bridge's TCP stream to coturn,
+// which the station marks itself (IP_TOS on the socket, `ice.dscp`, default
+// on). UDP is dropped at the door's NAT so the call must take that path.
+// Counted at the NAT box over the whole call: every TCP segment from the
+// door to the TURN server is EF; the door's signaling connection to the hub
+// (TCP 443, not media) is not, which shows the count can tell them apart.
+test('DSCP EF over TURN/TCP: the bridge marks its stream to the TURN server', { skip, timeout: 120000 }, async () => {
+  await withRig({}, async (rig) => {
+    await rig.startTurn();
+    await rig.blockDoorUdp();
+    for (const [dst, port] of [[rig.addr.turn, '3478'], [rig.addr.hub, '443']]) {
+      for (const neg of [[], ['!']]) {
+        await rig.ipt('natd', '-t', 'mangle', '-A', 'FORWARD', '-i', 'lan', '-p', 'tcp', '-d', dst, '--dport', port,
+          '-m', 'dscp', ...neg, '--dscp-class', 'EF');
+      }
+    }
+    const s = await bringUpNatCall(rig, { servers: turnServers(rig, ['stun', 'udp', 'tcp']) });
+    const { established } = await callWithAudio(s);
+    assert.match(established, /\(local\).*relay/, `the door's media is relayed: ${established}`);
+    const bridged = s.door.lines.find((l) => /TURN over TCP bridged through/.test(l));
+    assert.ok(bridged && /tos=0xb8/.test(bridged), `the bridge marks EF: ${bridged}`);
+    await sleep(WINDOW_MS);
+    const listing = await rig.counters('natd', 'mangle', 'FORWARD');
+    const rows = listing.split('\n').filter((l) => /^\s*\d+\s+\d+/.test(l));
+    const n = (port, ef) => {
+      const r = rows.find((l) => l.includes(`dpt:${port}`) && (ef ? /DSCP match 0x2e/ : /DSCP match !0x2e/).test(l));
+      return r ? Number(r.trim().split(/\s+/)[0]) : -1;
+    };
+    const turn = { ef: n(3478, true), other: n(3478, false) };
+    const hub = { ef: n(443, true), other: n(443, false) };
+    process.stderr.write(`dscp turn/tcp: segments to the TURN server ${turn.ef} EF, ${turn.other} not; to the hub ${hub.ef} EF, ${hub.other} not\n`);
+    assert.ok(turn.ef > 100, `the call's TCP stream to the TURN server carries the audio (${turn.ef} EF segments):\n${listing}`);
+    assert.equal(turn.other, 0, `every segment to the TURN server is EF, the handshake's too:\n${listing}`);
+    assert.ok(hub.other > 0, `the signaling connection is counted:\n${listing}`);
+    assert.equal(hub.ef, 0, `signaling is not marked:\n${listing}`);
+    await expectRemoteTone(s.page, 600, { timeout: 5000, count: 2 });
+    await s.control.hangup();
+    await s.control.waitForNoCall(10000);
+  });
+});

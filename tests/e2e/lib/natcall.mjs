@@ -45,10 +45,12 @@ function iceSection(servers, { relayOnly = false, caFile, receivingTimeoutMs } =
  *  servers: ICE servers the hub hands out (and the door also has configured)
  *  relayOnly: the door's ice.transport_policy = "relay"
  *  doorExtra: extra TOML appended to the door's configuration
+ *  pageInit: a script (function) run in the resident's page before its own
+ *    (Playwright's addInitScript), for test probes
  */
 export async function bringUpNatCall(rig, {
   servers, relayOnly = false, doorExtra = '', receivingTimeoutMs = 30000, logLevel = 'info',
-  extraDoors = [], pageParams = 'raw=1', doorUid,
+  extraDoors = [], pageParams = 'raw=1', doorUid, pageInit,
 }) {
   const hubAddr = `${rig.addr.hub}:${HUB_PORT}`;
   const origin = `http://${hubAddr}`;
@@ -90,6 +92,7 @@ export async function bringUpNatCall(rig, {
   await waitForHttp(doorSock.control, '/state', doorProc, 'the door control API');
   await waitForLog(doorProc, /Socket connected/, { timeout: 15000 });
   const browser = await rig.browser('res', { micHz: MIC_TONE, secureOrigins: [origin], name: 'flat' });
+  if (pageInit) await browser.addInitScript(pageInit);
   const page = await rig.page(browser, `${origin}/?${pageParams}#token=${flat.token}`, 'flat-1a');
   await waitForConnection(page);
   return {

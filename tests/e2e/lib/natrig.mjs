@@ -154,6 +154,51 @@ export class NatRig {
     await this.ipt('natd', op, 'FORWARD', ...pos, '-i', 'wan', '-j', 'DROP');
   }
 
+  /**
+   * Impair the door's link at its NAT box, both directions, every packet the
+   * box forwards for the door: `lossPct` % dropped at random (iptables
+   * `-m statistic --mode random`), the rest held for a random delay drawn
+   * uniformly from [delayMinMs, delayMaxMs] by the NFQUEUE shim
+   * `lib/nfq_delay.py` (the kernel has no `tc netem`). Both rules sit in the
+   * mangle table's FORWARD chain: a packet the shim lets go continues with
+   * the next netfilter hook, so the NAT's own filter rules still apply.
+   * Without a running shim the queued packets are dropped (no
+   * `--queue-bypass`): a broken shim cannot pass for a clean link.
+   * Returns { stop(): Promise<figures>, counters(): Promise<{ dropped, queued }> }.
+   */
+  async impairDoorLink({ lossPct = 5, delayMinMs = 0, delayMaxMs = 40, queue = 7 } = {}) {
+    const shimPath = new URL('./nfq_delay.py', import.meta.url).pathname;
+    const shim = this.spawn('natd', 'nfq-delay', '/usr/bin/python3',
+      [shimPath, '--queue', String(queue), '--min-ms', String(delayMinMs), '--max-ms', String(delayMaxMs)]);
+    await waitFor(() => {
+      if (shim.exitInfo) throw new Error(`the delay shim exited ${JSON.stringify(shim.exitInfo)}: ${shim.lines.join('\n')}`);
+      return shim.lines.includes('ready');
+    }, { timeout: 10000, interval: 50, message: 'the delay shim to bind its queue' });
+    // Counting only, kept after stop() for the diagnostics of a failure: UDP
+    // the door sends and UDP arriving for it, before loss and delay.
+    await this.ipt('natd', '-t', 'mangle', '-A', 'PREROUTING', '-i', 'lan', '-p', 'udp');
+    await this.ipt('natd', '-t', 'mangle', '-A', 'PREROUTING', '-i', 'wan', '-p', 'udp');
+    await this.ipt('natd', '-t', 'mangle', '-A', 'FORWARD', '-m', 'statistic', '--mode', 'random',
+      '--probability', String(lossPct / 100), '-j', 'DROP');
+    await this.ipt('natd', '-t', 'mangle', '-A', 'FORWARD', '-j', 'NFQUEUE', '--queue-num', String(queue));
+    const counters = async () => {
+      const listing = await this.counters('natd', 'mangle', 'FORWARD');
+      const rows = listing.split('\n').filter((l) => /^\s*\d+\s+\d+/.test(l));
+      const n = (re) => { const r = rows.find((l) => re.test(l)); return r ? Number(r.trim().split(/\s+/)[0]) : -1; };
+      return { dropped: n(/\bDROP\b/), queued: n(/\bNFQUEUE\b/), listing };
+    };
+    const stop = async () => {
+      // Rules first, so no packet is queued to a shim that is gone.
+      await this.ipt('natd', '-t', 'mangle', '-F', 'FORWARD');
+      process.kill(-shim.pid, 'SIGTERM');
+      await Promise.race([shim.exited, new Promise((r) => setTimeout(r, 5000))]);
+      const line = shim.lines.find((l) => l.startsWith('NFQ_DELAY '));
+      if (!line) throw new Error(`the delay shim gave no figures (exit ${JSON.stringify(shim.exitInfo)}): ${shim.lines.join('\n')}`);
+      return JSON.parse(line.slice('NFQ_DELAY '.length));
+    };
+    return { stop, counters, shim };
+  }
+
   /** Start a process in one of the rig's namespaces; its log is kept for diagnostics. */
   spawn(role, label, cmd, args, opts = {}) {
     const logFile = this.file(`${label}.log`);

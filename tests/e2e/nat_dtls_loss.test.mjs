@@ -1,0 +1,54 @@
+// One lost datagram at the wrong moment: the door's NAT drops the first
+// large UDP datagram the door sends (over 300 bytes: its DTLS flight 5,
+// Certificate … Finished; STUN, the ClientHello and audio packets are
+// smaller), and nothing else. DTLS must recover by retransmission (RFC 6347
+// §4.2.4) and the call set up.
+//
+// Marked todo: it fails today. The WebRTC stack's DTLS client (rtc-dtls
+// 0.21.1) clears its retransmission timer whenever handshake packets arrive
+// and never resends its flight 5, so the call ends with `media did not
+// connect in time` (BENCHMARKS.md, "Calls on a bad link"). On a link with
+// 5 % loss this happens in about 1 call in 25. Remove `todo` once fixed.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { canUseNetns } from './lib/util.mjs';
+import { daemonSkipReason, waitForLog } from './lib/daemon.mjs';
+import { withRig, natRigSkipReason } from './lib/natrig.mjs';
+import { bringUpNatCall, turnServers, DOOR_TONE, MIC_TONE } from './lib/natcall.mjs';
+import { waitForState, expectRemoteTone } from './lib/answerer.mjs';
+import { expectDoorHears } from './lib/checks.mjs';
+
+const skip = !canUseNetns() ? 'needs root and iproute2 (network namespaces)' : (daemonSkipReason() || natRigSkipReason());
+
+test('the door\'s DTLS flight 5 lost once: the call still sets up', {
+  skip, timeout: 90000, todo: 'rtc-dtls 0.21.1 never resends a lost flight 5',
+}, async () => {
+  await withRig({}, async (rig) => {
+    await rig.startTurn();
+    const s = await bringUpNatCall(rig, {
+      servers: turnServers(rig, ['stun']),
+      logLevel: 'info,rtc_dtls=debug,webrtc=warn,rtc=warn',
+    });
+    // `nth` with a period far beyond a call's datagrams: the first match only.
+    await rig.ipt('natd', '-t', 'mangle', '-A', 'FORWARD', '-i', 'lan', '-p', 'udp', '-m', 'length', '--length', '300:65535',
+      '-m', 'statistic', '--mode', 'nth', '--every', '1000000', '--packet', '0', '-j', 'DROP');
+    const from = s.door.lines.length;
+    await s.control.press();
+    await waitForState(s.page, 'ringing', 10000);
+    await s.page.page.getByRole('button', { name: 'Accept the call' }).click();
+    try {
+      await waitForLog(s.door, /AUDIO CONNECTION ESTABLISHED/, { from, timeout: 15000 });
+    } finally {
+      const listing = await rig.counters('natd', 'mangle', 'FORWARD');
+      const dropped = Number((listing.split('\n').find((l) => /DROP/.test(l)) || '-1').trim().split(/\s+/)[0]);
+      const flights = s.door.lines.slice(from).filter((l) => /Send \[handshake:client\]|retransmit/.test(l));
+      process.stderr.write(`dtls-loss: ${dropped} datagram(s) dropped; the door's DTLS sends:\n${flights.map((l) => `  ${l.replace(/^\S+\s+/, '')}`).join('\n')}\n`);
+      assert.equal(dropped, 1, `exactly one datagram dropped:\n${listing}`);
+    }
+    await waitForState(s.page, 'in_call', 10000);
+    await expectRemoteTone(s.page, DOOR_TONE, { timeout: 10000 });
+    await expectDoorHears(s.recordFile, MIC_TONE, { timeout: 10000 });
+    await s.control.hangup();
+    await s.control.waitForNoCall(10000);
+  });
+});
