@@ -48,12 +48,14 @@ check-yocto:
 lint-yocto: check-yocto
 	cd yocto/meta-intercom && oelint-adv --quiet --exit-zero $$(find . -name '*.bb' -o -name '*.bbappend' -o -name '*.inc' -o -name '*.conf') | tee /dev/stderr | { ! grep -q ':error:'; }
 
-test: lint test-unit test-fault check-dist check-yocto test-e2e
+test: lint test-unit test-fault check-dist check-yocto test-e2e hw-test
 
 # The GPIO, ALSA and Bluetooth code paths against kernel drivers (gpio-sim,
-# snd-aloop, hci_vhci) inside a qemu VM under TCG; builds and caches the
-# VM's kernel on first use. Not part of `make test`; see hw-tests/README.md.
+# snd-aloop, hci_vhci) inside a qemu VM under TCG, with hw_rig as the
+# resident and the sound around the door; installs what it needs and builds
+# and caches the VM's kernel on first use. See hw-tests/README.md.
 hw-test: build
+	$(CARGO) build --locked --example hw_rig
 	hw-tests/run-vm.sh
 
 bench: setup bench-audio

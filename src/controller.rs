@@ -284,6 +284,11 @@ impl Controller {
                 DoorInput::DoorSensor { open }
             }
             HwEvent::Tamper { active } => DoorInput::Tamper { active },
+            HwEvent::Fault { active } => {
+                self.door_input(DoorInput::Fault { active });
+                self.publish();
+                return;
+            }
         };
         self.door_input(input);
     }

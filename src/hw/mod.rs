@@ -24,6 +24,9 @@ pub enum HwEvent {
     DoorSensor { open: bool },
     /// The tamper switch tripped (`true`) or was restored.
     Tamper { active: bool },
+    /// Door hardware failed (`true`: lines lost, their chip gone) or is
+    /// back (`false`: every line requested again).
+    Fault { active: bool },
 }
 
 /// How an LED shows a state.
