@@ -70,9 +70,13 @@ enum Cmd {
         hub: String,
         #[arg(long)]
         token_file: PathBuf,
-        /// The tone the resident speaks, Hz.
+        /// The tone the resident speaks, Hz (a multiple of 10).
         #[arg(long, default_value_t = 1000.0)]
         tone: f32,
+        /// Opus encoder effort, 0 to 10. Low by default: in an emulated
+        /// CPU the encoder's floating point dominates the resident's load.
+        #[arg(long, default_value_t = 0)]
+        opus_complexity: u8,
     },
     /// Play a keyed tone into one PCM and record another, in lockstep.
     Duplex {
@@ -84,6 +88,7 @@ enum Cmd {
         played: PathBuf,
         #[arg(long)]
         recorded: PathBuf,
+        /// The keyed tone, Hz (a multiple of 10).
         #[arg(long, default_value_t = 700.0)]
         hz: f32,
         /// Longest run; it ends earlier when the stop file appears.
@@ -130,11 +135,21 @@ enum Cmd {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // The media engine's own log lines, on stderr, when RUST_LOG asks.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
     match cli.cmd {
         Cmd::Answer {
             hub,
             token_file,
             tone,
+            opus_complexity,
         } => {
             let token = std::fs::read_to_string(&token_file)
                 .with_context(|| format!("cannot read the token file {}", token_file.display()))?;
@@ -142,7 +157,7 @@ fn main() -> anyhow::Result<()> {
                 .worker_threads(2)
                 .enable_all()
                 .build()?
-                .block_on(answer(&hub, token.trim(), tone))
+                .block_on(answer(&hub, token.trim(), tone, opus_complexity))
         }
         Cmd::Duplex {
             play,
@@ -358,32 +373,57 @@ fn watch_level(path: &Path, total: Duration, every: Duration) -> anyhow::Result<
 
 // ------------------------------------------------------------------ duplex
 
+/// One period of 100 ms of a sine of `hz` at `amplitude` (0..1 of full
+/// scale): a whole number of cycles when `hz` is a multiple of 10, so the
+/// table repeats seamlessly. Signals are read from tables because floating
+/// point is slow in an emulated CPU (qemu's TCG computes it in software):
+/// a `sin` per sample would cost more than the call it is meant to test.
+struct ToneTable {
+    samples: Vec<i16>,
+    at: usize,
+}
+
+impl ToneTable {
+    fn new(hz: f32, amplitude: f32) -> Self {
+        let mut samples = vec![0i16; SAMPLE_RATE as usize / 10];
+        intercomd::audio::fill_sine(&mut samples, hz, amplitude, SAMPLE_RATE, 0.0);
+        ToneTable { samples, at: 0 }
+    }
+
+    fn next(&mut self) -> i16 {
+        let v = self.samples[self.at];
+        self.at = (self.at + 1) % self.samples.len();
+        v
+    }
+}
+
 /// The keyed tone: on or off for 60 ms chips, from a 16-bit maximal LFSR,
-/// with 2 ms ramps so the keying makes no clicks.
+/// with 2 ms ramps so the keying makes no clicks. Integer arithmetic only.
 struct KeyedTone {
-    hz: f32,
+    table: ToneTable,
     n: u64,
     lfsr: u16,
     on: bool,
-    gain: f64,
+    /// 0..=RAMP_STEPS
+    gain: i32,
 }
 
 const CHIP_SAMPLES: u64 = 48 * 60;
-const RAMP_STEP: f64 = 1.0 / 96.0;
+const RAMP_STEPS: i32 = 96;
 
 impl KeyedTone {
     fn new(hz: f32) -> Self {
         KeyedTone {
-            hz,
+            // -6 dBFS when on.
+            table: ToneTable::new(hz, 0.5),
             n: 0,
             lfsr: 0xACE1,
             on: true,
-            gain: 0.0,
+            gain: 0,
         }
     }
 
     fn fill(&mut self, out: &mut [i16]) {
-        let w = 2.0 * std::f64::consts::PI * f64::from(self.hz) / f64::from(SAMPLE_RATE);
         for s in out {
             if self.n.is_multiple_of(CHIP_SAMPLES) {
                 // x^16 + x^14 + x^13 + x^11 + 1
@@ -391,14 +431,12 @@ impl KeyedTone {
                 self.lfsr = (self.lfsr >> 1) | (bit << 15);
                 self.on = self.lfsr & 1 == 1;
             }
-            let target = if self.on { 1.0 } else { 0.0 };
-            if self.gain < target {
-                self.gain = (self.gain + RAMP_STEP).min(1.0);
-            } else if self.gain > target {
-                self.gain = (self.gain - RAMP_STEP).max(0.0);
+            if self.on {
+                self.gain = (self.gain + 1).min(RAMP_STEPS);
+            } else {
+                self.gain = (self.gain - 1).max(0);
             }
-            // -6 dBFS when on.
-            *s = ((self.n as f64 * w).sin() * self.gain * 0.5 * 32767.0) as i16;
+            *s = (i32::from(self.table.next()) * self.gain / RAMP_STEPS) as i16;
             self.n += 1;
         }
     }
@@ -523,7 +561,7 @@ const HEARD_KEEP: usize = 2 * SAMPLE_RATE as usize;
 /// Most frames waiting to be echoed (0.5 s): beyond that the oldest go.
 const ECHO_KEEP: usize = 50;
 
-async fn answer(hub: &str, token: &str, tone_hz: f32) -> anyhow::Result<()> {
+async fn answer(hub: &str, token: &str, tone_hz: f32, opus_complexity: u8) -> anyhow::Result<()> {
     let (mut ws, _) = tokio::time::timeout(
         Duration::from_secs(20),
         tokio_tungstenite::connect_async(hub),
@@ -549,7 +587,7 @@ async fn answer(hub: &str, token: &str, tone_hz: f32) -> anyhow::Result<()> {
     let mut voice = Voice::Tone;
     let mut heard: VecDeque<i16> = VecDeque::with_capacity(HEARD_KEEP);
     let mut echo: VecDeque<intercomd::audio::Frame> = VecDeque::new();
-    let mut phase = 0f64;
+    let mut voice_tone = ToneTable::new(tone_hz, 0.3);
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut nonce_n = 0u32;
@@ -573,6 +611,7 @@ async fn answer(hub: &str, token: &str, tone_hz: f32) -> anyhow::Result<()> {
                         ringing = Some(call_id);
                     }
                     Message::Offer { sdp, .. } => {
+                        println!("offer {}", setup_line(&sdp));
                         if let Some(c) = &call {
                             c.media.try_send(MediaCommand::RemoteDescription {
                                 call_id: c.id.to_string(), kind: SdpKind::Offer, sdp,
@@ -580,6 +619,10 @@ async fn answer(hub: &str, token: &str, tone_hz: f32) -> anyhow::Result<()> {
                         }
                     }
                     Message::Candidate { candidate, .. } => {
+                        match &candidate {
+                            Some(c) => println!("candidate from door {}", c.candidate),
+                            None => println!("candidate from door: end"),
+                        }
                         if let Some(c) = &call {
                             c.media.try_send(MediaCommand::RemoteCandidate {
                                 call_id: c.id.to_string(), candidate,
@@ -615,6 +658,7 @@ async fn answer(hub: &str, token: &str, tone_hz: f32) -> anyhow::Result<()> {
                         let tracker = TaskTracker::new();
                         let settings = MediaSettings {
                             udp_bind_ips: vec![std::net::Ipv4Addr::LOCALHOST.into()],
+                            opus_complexity,
                             ..MediaSettings::default()
                         };
                         let handle = media::spawn_media(settings, ev_tx.clone(), cancel.clone(), &tracker);
@@ -677,11 +721,16 @@ async fn answer(hub: &str, token: &str, tone_hz: f32) -> anyhow::Result<()> {
                 let Some(ev) = ev else { continue };
                 match ev {
                     MediaEvent::LocalDescription { sdp, kind: SdpKind::Answer, .. } => {
+                        println!("answer {}", setup_line(&sdp));
                         if let Some(c) = &call {
                             send(&mut ws, &Message::Answer { call_id: c.id.clone(), sdp }).await?;
                         }
                     }
                     MediaEvent::LocalCandidate { candidate, .. } => {
+                        match &candidate {
+                            Some(c) => println!("candidate to door {}", c.candidate),
+                            None => println!("candidate to door: end"),
+                        }
                         if let Some(c) = &call {
                             send(&mut ws, &Message::Candidate { call_id: c.id.clone(), candidate }).await?;
                         }
@@ -712,7 +761,9 @@ async fn answer(hub: &str, token: &str, tone_hz: f32) -> anyhow::Result<()> {
                     Voice::Echo => echo.pop_front().unwrap_or_else(intercomd::audio::silent_frame),
                     Voice::Tone => {
                         let mut f = intercomd::audio::silent_frame();
-                        phase = intercomd::audio::fill_sine(&mut f[..], tone_hz, 0.3, SAMPLE_RATE, phase);
+                        for v in f.iter_mut() {
+                            *v = voice_tone.next();
+                        }
                         echo.clear();
                         f
                     }
@@ -727,6 +778,13 @@ async fn answer(hub: &str, token: &str, tone_hz: f32) -> anyhow::Result<()> {
     }
     println!("bye");
     Ok(())
+}
+
+/// The DTLS role line of an SDP (`a=setup:…`), for the log.
+fn setup_line(sdp: &str) -> &str {
+    sdp.lines()
+        .find(|l| l.starts_with("a=setup:"))
+        .unwrap_or("a=setup missing")
 }
 
 async fn end(c: Call) {
@@ -751,7 +809,10 @@ mod tests {
         let r = runs(&blink).expect("samples");
         assert_eq!(r.transitions, 4);
         assert_eq!(r.whole_runs, [ms(500), ms(500), ms(500)]);
-        assert_eq!(r.to_string().split(' ').next_back(), Some("median_run_ms=500"));
+        assert_eq!(
+            r.to_string().split(' ').next_back(),
+            Some("median_run_ms=500")
+        );
         assert!(r.first && r.last);
         // Low, a 1.5 s pulse, low again.
         let pulse: Vec<(Duration, bool)> = (0..=30)

@@ -49,6 +49,11 @@ groups = ["residents"]
 
 [ice]
 bind_ips = ["127.0.0.1"]
+# The resident here is intercomd's own media engine, which answers an
+# `a=setup:active` offer with `active` too (two DTLS clients, no
+# handshake); browsers answer `passive`. The integration tests with this
+# answerer run the same way.
+offer_dtls_client = false
 
 [gpio]
 debounce_ms = 50
@@ -71,6 +76,11 @@ auto_gain_control = false
 high_pass_filter = false
 noise_suppression = false
 
+# The VM's CPU is emulated, floating point in software: the encoder's
+# effort is what decides whether the call keeps up.
+[audio.opus]
+complexity = 0
+
 [audio.alsa]
 capture_device = "hw:CARD=Loopback,DEV=1,SUBDEV=0"
 playback_device = "hw:CARD=Loopback,DEV=0,SUBDEV=1"
@@ -87,6 +97,12 @@ else
 fi
 
 rm -f /tmp/duplex.stop
+echo "CPUs: $(grep -c ^processor /proc/cpuinfo)"
+# What the emulated CPUs are busy with, every 5 s, for the log: under TCG
+# a slow call is a busy CPU.
+( i=0; while [ "$i" -lt 40 ] && [ ! -e /tmp/duplex.stop ]; do
+    echo "== $(cut -d' ' -f1 /proc/uptime) s"; top -b -n1 | sed -n '2p;5,9p'
+    sleep 5; i=$((i + 1)); done ) > /tmp/load.log 2>&1 &
 hw_rig duplex --play "$LOOP_PLAY" --record "$LOOP_REC" --played "$played" \
     --recorded "$recorded" --stop-file /tmp/duplex.stop --seconds 240 > /tmp/duplex.log 2>&1 &
 duplex=$!
@@ -261,6 +277,8 @@ while kill -0 "$duplex" 2>/dev/null && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i + 1
 kill "$duplex" "$resident" 2>/dev/null
 remove_chip call
 
+echo "--- load"
+cat /tmp/load.log
 echo "--- duplex"
 cat /tmp/duplex.log
 echo "--- resident"
