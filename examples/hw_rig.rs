@@ -9,7 +9,7 @@
 //! hw_rig tone --file FILE --from BYTE --to BYTE
 //! hw_rig latency --played FILE --recorded FILE --from BYTE --to BYTE
 //!                [--hz 700] [--min-correlation 0.5]
-//! hw_rig watch --file FILE --ms 2000 [--every-ms 5]
+//! hw_rig watch --file FILE --ms 2000 [--every-ms 5] [--settle-ms 1000]
 //! ```
 //!
 //! `answer` is a resident: it joins the hub as an answerer with the
@@ -130,6 +130,10 @@ enum Cmd {
         ms: u64,
         #[arg(long, default_value_t = 5)]
         every_ms: u64,
+        /// Stop early once the level has changed and then stayed put this
+        /// long (a pulse that is over).
+        #[arg(long)]
+        settle_ms: Option<u64>,
     },
 }
 
@@ -186,11 +190,17 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Watch { file, ms, every_ms } => {
+        Cmd::Watch {
+            file,
+            ms,
+            every_ms,
+            settle_ms,
+        } => {
             let w = watch_level(
                 &file,
                 Duration::from_millis(ms),
                 Duration::from_millis(every_ms.max(1)),
+                settle_ms.map(Duration::from_millis),
             )?;
             println!("{w}");
             Ok(())
@@ -352,11 +362,22 @@ fn runs(samples: &[(Duration, bool)]) -> Option<Runs> {
     })
 }
 
-fn watch_level(path: &Path, total: Duration, every: Duration) -> anyhow::Result<Runs> {
+fn watch_level(
+    path: &Path,
+    total: Duration,
+    every: Duration,
+    settle: Option<Duration>,
+) -> anyhow::Result<Runs> {
     let start = Instant::now();
-    let mut samples = Vec::new();
+    let mut samples: Vec<(Duration, bool)> = Vec::new();
     let mut next = start;
+    let mut changed_at: Option<Duration> = None;
     while start.elapsed() < total {
+        if let (Some(settle), Some(at)) = (settle, changed_at)
+            && start.elapsed() >= at + settle
+        {
+            break;
+        }
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
         let v = match text.trim() {
@@ -364,7 +385,11 @@ fn watch_level(path: &Path, total: Duration, every: Duration) -> anyhow::Result<
             "1" => true,
             other => bail!("{}: expected 0 or 1, read {other:?}", path.display()),
         };
-        samples.push((start.elapsed(), v));
+        let now = start.elapsed();
+        if samples.last().is_some_and(|&(_, last)| last != v) {
+            changed_at = Some(now);
+        }
+        samples.push((now, v));
         next += every;
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
     }

@@ -47,6 +47,11 @@ name = "Flat 1"
 token_file = "/tmp/flat-1.token"
 groups = ["residents"]
 
+# Call setup through two WebRTC stacks on an emulated CPU takes seconds,
+# not the milliseconds the default timeout is sized for.
+[call]
+connect_timeout_ms = 60000
+
 [ice]
 bind_ips = ["127.0.0.1"]
 # The resident here is intercomd's own media engine, which answers an
@@ -208,14 +213,24 @@ else
 fi
 
 # The resident opens the door: the relay pulses for door.pulse_ms and the
-# LED blinks fast meanwhile.
-hw_rig watch --file "$relay/value" --ms 3500 > /tmp/relay.watch &
+# LED blinks fast meanwhile. The relay is watched from before the request
+# until 1 s after it fell again.
+hw_rig watch --file "$relay/value" --ms $((T * 1000)) --settle-ms 1000 > /tmp/relay.watch &
 rw=$!
-hw_rig watch --file "$led/value" --ms 1200 > /tmp/led.watch &
-lw=$!
 sleep 0.2
 say open
-wait "$rw" "$lw"
+if wait_value "$relay/value" 1 "$T"; then
+    w=$(hw_rig watch --file "$led/value" --ms 1000)
+    echo "LED during the pulse: $w"
+    if in_range "$(field "$w" median_run_ms)" 60 250; then
+        pass "LED blinks fast while the door is open"
+    else
+        fail "LED blinks fast while the door is open" "$w"
+    fi
+else
+    fail "LED blinks fast while the door is open" "the relay never went high"
+fi
+wait "$rw"
 w=$(cat /tmp/relay.watch)
 echo "relay: $w"
 if [ "$(field "$w" transitions)" = 2 ] && in_range "$(field "$w" high_ms)" 1300 2200; then
@@ -223,13 +238,7 @@ if [ "$(field "$w" transitions)" = 2 ] && in_range "$(field "$w" high_ms)" 1300 
 else
     fail "resident's open pulses the relay for door.pulse_ms" "$w"
 fi
-w=$(cat /tmp/led.watch)
-echo "LED during the pulse: $w"
-if in_range "$(field "$w" median_run_ms)" 60 250; then
-    pass "LED blinks fast while the door is open"
-else
-    fail "LED blinks fast while the door is open" "$w"
-fi
+wait_for "$res" '"granted"' "$T"
 if grep -q '"granted":true' "$res" && grep -q "door opened by the resident" "$log"; then
     pass "open granted and audited"
 else
