@@ -118,7 +118,8 @@ enum Cmd {
         to: u64,
         #[arg(long, default_value_t = 700.0)]
         hz: f32,
-        /// Below this peak correlation the echo is not there: exit 1.
+        /// A 1 s window matches when its best correlation reaches this;
+        /// exit 1 unless most windows match.
         #[arg(long, default_value_t = 0.5)]
         min_correlation: f64,
     },
@@ -130,8 +131,8 @@ enum Cmd {
         ms: u64,
         #[arg(long, default_value_t = 5)]
         every_ms: u64,
-        /// Stop early once the level has changed and then stayed put this
-        /// long (a pulse that is over).
+        /// Stop early once the level has come back to where it started and
+        /// stayed there this long (a pulse that is over).
         #[arg(long)]
         settle_ms: Option<u64>,
     },
@@ -215,14 +216,22 @@ fn main() -> anyhow::Result<()> {
         } => {
             let p = read_window(&played, from, to)?;
             let r = read_window(&recorded, from, to)?;
-            let (lag, corr) = envelope_lag(&p, &r, hz, Duration::from_secs(2));
+            let l = windowed_lag(&p, &r, hz, Duration::from_secs(2), min_correlation);
             println!(
-                "latency_ms={} correlation={corr:.3} window_ms={}",
-                lag.as_millis(),
-                p.len() as u64 * 1000 / u64::from(SAMPLE_RATE)
+                "latency_ms={} low_ms={} high_ms={} windows={} matched={}",
+                l.median.as_millis(),
+                l.low.as_millis(),
+                l.high.as_millis(),
+                l.windows,
+                l.matched
             );
-            if corr < min_correlation {
-                bail!("the played keying is not in the recording (correlation {corr:.3})");
+            // Most of the windows must find the keying again.
+            if l.windows == 0 || l.matched * 2 <= l.windows {
+                bail!(
+                    "the played keying is not in the recording: {} of {} windows reach correlation {min_correlation}",
+                    l.matched,
+                    l.windows
+                );
             }
             Ok(())
         }
@@ -281,22 +290,57 @@ fn correlation(x: &[f64], y: &[f64]) -> f64 {
     }
 }
 
-/// The delay (up to `max`) at which the envelope of `hz` in `recorded`
-/// best matches the one in `played`, and that correlation.
-fn envelope_lag(played: &[i16], recorded: &[i16], hz: f32, max: Duration) -> (Duration, f64) {
+const BLOCK_MS: u64 = (ENVELOPE_BLOCK * 1000) as u64 / SAMPLE_RATE as u64;
+
+/// The delay measured over consecutive 1 s windows of `played` (hop
+/// 0.5 s), each searched up to `max` later in `recorded`: the path's delay
+/// may drift (jitter buffers adapt), so one long window can blur it.
+#[derive(Debug, PartialEq)]
+struct Latency {
+    windows: usize,
+    /// Windows whose best correlation reached the minimum.
+    matched: usize,
+    /// Median, lowest and highest delay of the matched windows.
+    median: Duration,
+    low: Duration,
+    high: Duration,
+}
+
+fn windowed_lag(
+    played: &[i16],
+    recorded: &[i16],
+    hz: f32,
+    max: Duration,
+    min_correlation: f64,
+) -> Latency {
     let ep = envelope(played, hz);
     let er = envelope(recorded, hz);
-    let block_ms = (ENVELOPE_BLOCK * 1000) as u64 / u64::from(SAMPLE_RATE);
-    let max_lag = (max.as_millis() as u64 / block_ms) as usize;
-    let mut best = (0usize, f64::MIN);
-    // At least half the window must overlap at the largest lag.
-    for lag in 0..=max_lag.min(ep.len() / 2) {
-        let c = correlation(&ep[..ep.len() - lag], &er[lag..]);
-        if c > best.1 {
-            best = (lag, c);
+    let win = (1000 / BLOCK_MS) as usize;
+    let max_lag = (max.as_millis() as u64 / BLOCK_MS) as usize;
+    let mut lags = Vec::new();
+    let mut windows = 0;
+    let mut start = 0;
+    while start + win + max_lag <= ep.len().min(er.len()) {
+        windows += 1;
+        let x = &ep[start..start + win];
+        let best = (0..=max_lag)
+            .map(|lag| (lag, correlation(x, &er[start + lag..start + lag + win])))
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        if let Some((lag, c)) = best
+            && c >= min_correlation
+        {
+            lags.push(Duration::from_millis(lag as u64 * BLOCK_MS));
         }
+        start += win / 2;
     }
-    (Duration::from_millis(best.0 as u64 * block_ms), best.1)
+    lags.sort_unstable();
+    Latency {
+        windows,
+        matched: lags.len(),
+        median: lags.get(lags.len() / 2).copied().unwrap_or_default(),
+        low: lags.first().copied().unwrap_or_default(),
+        high: lags.last().copied().unwrap_or_default(),
+    }
 }
 
 // ------------------------------------------------------------------- watch
@@ -373,7 +417,10 @@ fn watch_level(
     let mut next = start;
     let mut changed_at: Option<Duration> = None;
     while start.elapsed() < total {
-        if let (Some(settle), Some(at)) = (settle, changed_at)
+        // A pulse is over when the level is back where it started.
+        if let (Some(settle), Some(at), Some(&(_, first)), Some(&(_, last))) =
+            (settle, changed_at, samples.first(), samples.last())
+            && last == first
             && start.elapsed() >= at + settle
         {
             break;
@@ -866,13 +913,31 @@ mod tests {
         for (i, s) in played.iter().enumerate().take(played.len() - delay) {
             recorded[i + delay] = s / 4;
         }
-        let (lag, corr) = envelope_lag(&played, &recorded, 700.0, Duration::from_secs(2));
-        assert_eq!(lag, Duration::from_millis(230));
-        assert!(corr > 0.95, "{corr}");
+        let l = windowed_lag(&played, &recorded, 700.0, Duration::from_secs(2), 0.95);
+        assert_eq!((l.windows, l.matched), (3, 3), "{l:?}");
+        assert_eq!(
+            (l.low, l.high),
+            (Duration::from_millis(230), Duration::from_millis(230))
+        );
+        // Window by window, with the delay growing from 200 to 260 ms
+        // halfway (a jitter buffer adapting).
+        let mut drifting = vec![0i16; played.len()];
+        let half = played.len() / 2;
+        for (i, s) in played.iter().enumerate() {
+            let d = if i < half { 200 * 48 } else { 260 * 48 };
+            if i + d < drifting.len() {
+                drifting[i + d] = *s;
+            }
+        }
+        let l = windowed_lag(&played, &drifting, 700.0, Duration::from_millis(500), 0.5);
+        assert_eq!(l.windows, 6, "{l:?}");
+        assert!(l.matched >= 5, "{l:?}");
+        assert_eq!(l.low, Duration::from_millis(200), "{l:?}");
+        assert_eq!(l.high, Duration::from_millis(260), "{l:?}");
         // A steady tone carries no keying: nothing correlates.
         let mut steady = vec![0i16; played.len()];
         intercomd::audio::fill_sine(&mut steady, 700.0, 0.3, SAMPLE_RATE, 0.0);
-        let (_, corr) = envelope_lag(&played, &steady, 700.0, Duration::from_secs(2));
-        assert!(corr < 0.3, "{corr}");
+        let l = windowed_lag(&played, &steady, 700.0, Duration::from_millis(500), 0.5);
+        assert_eq!(l.matched, 0, "{l:?}");
     }
 }
