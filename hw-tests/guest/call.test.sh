@@ -19,6 +19,7 @@ played=/tmp/played.raw
 recorded=/tmp/recorded.raw
 log=/tmp/intercomd-call.log
 res=/tmp/resident.log
+rm -f /share/results/played.raw /share/results/recorded.raw /share/results/latency-window
 
 if make_chip call; then
     pass "gpio-sim chip created"
@@ -215,9 +216,10 @@ fi
 # The resident opens the door: the relay pulses for door.pulse_ms and the
 # LED blinks fast meanwhile. The relay is watched from before the request
 # until 1 s after it fell again.
-hw_rig watch --file "$relay/value" --ms $((T * 1000)) --settle-ms 1000 > /tmp/relay.watch &
+hw_rig watch --file "$relay/value" --ms $((T * 1000)) --settle-ms 1000 \
+    > /tmp/relay.watch 2> /tmp/relay.watching &
 rw=$!
-sleep 0.2
+wait_for /tmp/relay.watching "^watching" "$T"
 say open
 if wait_value "$relay/value" 1 "$T"; then
     w=$(hw_rig watch --file "$led/value" --ms 1000)
@@ -249,14 +251,17 @@ fi
 # played tone comes back in the recording, later by the latency through
 # the daemon (capture, Opus, WebRTC, the resident, back, playback).
 say echo
-sleep 1.5
+sleep 3
 from=$(stat -c %s "$recorded")
-sleep 5
+sleep 8
 to=$(stat -c %s "$recorded")
 if l=$(hw_rig latency --played "$played" --recorded "$recorded" --from "$from" --to "$to" 2>&1); then
     pass "the station's capture comes back through the call ($l)"
 else
     fail "the station's capture comes back through the call" "$l"
+    # For a look on the host: both files, and the window that was measured.
+    cp "$played" "$recorded" /share/results/
+    echo "window: bytes $from to $to" > /share/results/latency-window
 fi
 echo "LATENCY $l"
 
