@@ -53,9 +53,13 @@ test: lint test-unit test-fault check-dist check-yocto test-e2e hw-test
 # The GPIO, ALSA and Bluetooth code paths against kernel drivers (gpio-sim,
 # snd-aloop, hci_vhci) inside a qemu VM under TCG, with hw_rig as the
 # resident and the sound around the door; installs what it needs and builds
-# and caches the VM's kernel on first use. See hw-tests/README.md.
-hw-test: build
-	$(CARGO) build --locked --example hw_rig
+# and caches the VM's kernel on first use. Release builds: the checks time
+# LED patterns, the relay pulse and audio on an emulated CPU, where a debug
+# build of the daemon falls behind. See hw-tests/README.md.
+hw-test: setup
+	$(CARGO) build --locked --release --bin intercomd --example hw_rig
+	INTERCOMD_BIN=$(CURDIR)/target/release/intercomd \
+	HW_RIG_BIN=$(CURDIR)/target/release/examples/hw_rig \
 	hw-tests/run-vm.sh
 
 bench: setup bench-audio

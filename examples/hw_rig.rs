@@ -546,6 +546,36 @@ fn open_pcm(device: &str, dir: alsa::Direction) -> anyhow::Result<alsa::PCM> {
     Ok(pcm)
 }
 
+/// Errors of the duplex loop other than xruns: each is printed and the PCM
+/// prepared again; only a run of them ends the loop (an emulated machine
+/// stalls long enough to upset a PCM now and then).
+#[derive(Default)]
+struct Faults {
+    in_a_row: u32,
+}
+
+impl Faults {
+    const LIMIT: u32 = 50;
+
+    fn fault(&mut self, e: &alsa::Error, device: &str) -> anyhow::Result<()> {
+        self.in_a_row += 1;
+        if e.errno() != libc::EPIPE {
+            println!("duplex: \"{device}\": {e}; prepared again");
+        }
+        if self.in_a_row >= Self::LIMIT {
+            bail!(
+                "\"{device}\": {} errors in a row, the last: {e}",
+                self.in_a_row
+            );
+        }
+        Ok(())
+    }
+
+    fn clean_turn(&mut self) {
+        self.in_a_row = 0;
+    }
+}
+
 fn duplex(
     play: &str,
     record: &str,
@@ -565,6 +595,7 @@ fn duplex(
     let mut frame = [0i16; FRAME_SAMPLES];
     let mut got = [0i16; FRAME_SAMPLES];
     let mut xruns = 0u32;
+    let mut errors = Faults::default();
     let start = Instant::now();
     let mut turns = 0u64;
     println!("duplex running: playing {hz} Hz keyed into \"{play}\", recording \"{record}\"");
@@ -575,11 +606,12 @@ fn duplex(
         while done < FRAME_SAMPLES {
             match io.writei(&frame[done..]) {
                 Ok(n) => done += n,
-                Err(e) if e.errno() == libc::EPIPE => {
+                Err(e) => {
                     xruns += 1;
-                    out.prepare()?;
+                    errors.fault(&e, play)?;
+                    out.prepare()
+                        .with_context(|| format!("preparing \"{play}\" again"))?;
                 }
-                Err(e) => return Err(e).with_context(|| format!("writing to \"{play}\"")),
             }
         }
         let io = inp.io_i16()?;
@@ -587,17 +619,19 @@ fn duplex(
         while done < FRAME_SAMPLES {
             match io.readi(&mut got[done..]) {
                 Ok(n) => done += n,
-                Err(e) if e.errno() == libc::EPIPE => {
+                Err(e) => {
                     xruns += 1;
-                    inp.prepare()?;
+                    errors.fault(&e, record)?;
+                    inp.prepare()
+                        .with_context(|| format!("preparing \"{record}\" again"))?;
                 }
-                Err(e) => return Err(e).with_context(|| format!("reading from \"{record}\"")),
             }
         }
         let bytes = |s: &[i16]| s.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>();
         pf.write_all(&bytes(&frame))?;
         rf.write_all(&bytes(&got))?;
         turns += 1;
+        errors.clean_turn();
     }
     println!(
         "duplex stopped after {turns} frames in {} ms, {xruns} xruns",
