@@ -48,13 +48,19 @@ check-yocto:
 lint-yocto: check-yocto
 	cd yocto/meta-intercom && oelint-adv --quiet --exit-zero $$(find . -name '*.bb' -o -name '*.bbappend' -o -name '*.inc' -o -name '*.conf') | tee /dev/stderr | { ! grep -q ':error:'; }
 
-test: lint test-unit test-fault check-dist check-yocto test-e2e
+test: lint test-unit test-fault check-dist check-yocto test-e2e hw-test
 
 # The GPIO, ALSA and Bluetooth code paths against kernel drivers (gpio-sim,
-# snd-aloop, hci_vhci) inside a qemu VM under TCG; builds and caches the
-# VM's kernel on first use. Not part of `make test`; see hw-tests/README.md.
-hw-test: build
-	cargo build --example hfp-hf
+# snd-aloop, hci_vhci) inside a qemu VM under TCG, with hw_rig as the
+# resident and the sound around the door, and hfp-hf as the headset;
+# installs what it needs and builds and caches the VM's kernel on first use.
+# Release builds: the checks time LED patterns, the relay pulse and audio on
+# an emulated CPU, where a debug build of the daemon falls behind. See
+# hw-tests/README.md.
+hw-test: setup
+	$(CARGO) build --locked --release --bin intercomd --example hw_rig --example hfp-hf
+	INTERCOMD_BIN=$(CURDIR)/target/release/intercomd \
+	HW_RIG_BIN=$(CURDIR)/target/release/examples/hw_rig \
 	hw-tests/run-vm.sh
 
 bench: setup bench-audio

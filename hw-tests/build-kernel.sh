@@ -18,7 +18,7 @@ jobs=${JOBS:-$(nproc)}
 log() { echo "build-kernel: $*" >&2; }
 
 # Build dependencies, installed only when missing.
-pkgs="linux-source-6.1 bc bison flex libelf-dev libssl-dev cpio busybox-static qemu-system-x86 kmod make gcc"
+pkgs="linux-source-6.1 bc bison flex libelf-dev libssl-dev cpio busybox-static qemu-system-x86 kmod make gcc binutils"
 missing=
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"

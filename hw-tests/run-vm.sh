@@ -15,13 +15,15 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 bin=${INTERCOMD_BIN:-$repo/target/debug/intercomd}
+rig=${HW_RIG_BIN:-$repo/target/debug/examples/hw_rig}
 timeout_s=${HW_TEST_TIMEOUT:-300}
 
 log() { echo "run-vm: $*" >&2; }
 
 image=${1:-$("$here/build-kernel.sh")}
 [ -x "$bin" ] || { log "no $bin; run cargo build first"; exit 1; }
-for tool in qemu-system-x86_64 cpio gzip; do
+[ -x "$rig" ] || { log "no $rig; run cargo build --example hw_rig first"; exit 1; }
+for tool in qemu-system-x86_64 cpio gzip strip; do
     command -v "$tool" >/dev/null || { log "$tool missing (hw-tests/build-kernel.sh installs it)"; exit 1; }
 done
 busybox=$(command -v busybox || true)
@@ -35,10 +37,21 @@ mkdir -p "$root/bin" "$root/sbin" "$root/usr/bin" "$root/etc/intercomd" \
     "$root/proc" "$root/sys" "$root/dev" "$root/tmp" "$root/run" "$root/guest"
 cp "$busybox" "$root/bin/busybox"
 ln -s busybox "$root/bin/sh"
-cp "$bin" "$root/usr/bin/intercomd"
+# Without debug information (a quarter of the size: a smaller initramfs
+# boots faster); symbols stay for backtraces.
+strip --strip-debug -o "$root/usr/bin/intercomd" "$bin"
 # The binary's shared libraries and loader, at the paths ldd reports.
 ldd "$bin" | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^\//) print $i }' |
     while read -r lib; do
+        mkdir -p "$root$(dirname "$lib")"
+        cp -L "$lib" "$root$lib"
+    done
+# The far side of the station (resident, sound around the door): hw_rig
+# and whatever libraries it needs beyond the daemon's.
+strip --strip-debug -o "$root/usr/bin/hw_rig" "$rig"
+ldd "$rig" | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^\//) print $i }' |
+    while read -r lib; do
+        [ -e "$root$lib" ] && continue
         mkdir -p "$root$(dirname "$lib")"
         cp -L "$lib" "$root$lib"
     done

@@ -322,6 +322,11 @@ impl Controller {
             }
             HwEvent::Tamper { active } => DoorInput::Tamper { active },
             HwEvent::Service { pressed } => DoorInput::Service { pressed },
+            HwEvent::Fault { active } => {
+                self.door_input(DoorInput::Fault { active });
+                self.publish();
+                return;
+            }
         };
         self.door_input(input);
     }

@@ -503,7 +503,7 @@ pub async fn start_station(
     let (status_tx, status_rx) = watch::channel(serde_json::json!({}));
     let (leds, relay, sim): (Vec<Box<dyn hw::Led>>, Box<dyn hw::Relay>, _) = match gpio {
         Some(mut board) => {
-            board.start_inputs(hw_tx, cancel.clone(), tracker);
+            board.start(hw_tx, cancel.clone(), tracker);
             let leds = board
                 .leds
                 .into_iter()

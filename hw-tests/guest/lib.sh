@@ -36,3 +36,73 @@ wait_exists() {
     done
     return 1
 }
+
+# make_chip NAME: a gpio-sim chip NAME with the lines of
+# config/boards/hil-vm.toml, the buttons pulled up (idle). Sets relay, led,
+# call, exit_btn to the lines' sysfs directories (their `value` and `pull`
+# attributes) and chip to the character device's name. False on failure.
+make_chip() {
+    sim=/sys/kernel/config/gpio-sim/$1
+    mkdir "$sim" "$sim/bank0" || return 1
+    echo 4 > "$sim/bank0/num_lines"
+    n=0
+    for name in HIL_RELAY HIL_LED_STATUS HIL_CALL_BTN HIL_EXIT_BTN; do
+        mkdir "$sim/bank0/line$n"
+        echo "$name" > "$sim/bank0/line$n/name"
+        n=$((n + 1))
+    done
+    echo 1 > "$sim/live" || return 1
+    chip_lines "$1"
+    echo pull-up > "$call/pull"
+    echo pull-up > "$exit_btn/pull"
+}
+
+# chip_lines NAME: set relay, led, call, exit_btn and chip for the live
+# chip NAME (again after it was taken down and brought back: the kernel may
+# give it another number).
+chip_lines() {
+    sim=/sys/kernel/config/gpio-sim/$1
+    chip=$(cat "$sim/bank0/chip_name")
+    lines=/sys/devices/platform/$(cat "$sim/dev_name")/$chip
+    relay=$lines/sim_gpio0
+    led=$lines/sim_gpio1
+    call=$lines/sim_gpio2
+    exit_btn=$lines/sim_gpio3
+}
+
+# remove_chip NAME: take the chip down and delete it, so that the next
+# test can create lines with the same names.
+remove_chip() {
+    sim=/sys/kernel/config/gpio-sim/$1
+    [ -d "$sim" ] || return 0
+    echo 0 > "$sim/live" 2>/dev/null
+    for l in "$sim"/bank0/line*; do rmdir "$l"; done
+    rmdir "$sim/bank0" "$sim"
+}
+
+# stop_daemon PID NAME: SIGTERM, then wait up to 10 s; one check.
+stop_daemon() {
+    kill "$1" 2>/dev/null
+    i=0
+    while kill -0 "$1" 2>/dev/null && [ "$i" -lt 100 ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    if kill -0 "$1" 2>/dev/null; then
+        fail "$2 stops on SIGTERM" "still running after 10 s"
+        kill -9 "$1"
+    else
+        pass "$2 stops on SIGTERM"
+    fi
+}
+
+# field LINE KEY: the value of `KEY=value` in LINE.
+field() {
+    echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n1
+}
+
+# in_range VALUE LOW HIGH: true when LOW <= VALUE <= HIGH (integers).
+in_range() {
+    case "$1" in '' | *[!0-9-]*) return 1 ;; esac
+    [ "$1" -ge "$2" ] && [ "$1" -le "$3" ]
+}

@@ -9,14 +9,17 @@
 //! kernel and is exercised by the hardware tests.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use gpiocdev::line::{self, EdgeDetection, EdgeKind, Value};
 use gpiocdev::request::Request;
-use tokio::sync::mpsc;
+use gpiocdev::tokio::AsyncRequest;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::{HwError, HwEvent, Led, LedPattern, Relay};
 use crate::config::{
@@ -185,41 +188,130 @@ fn request(key: &str, spec: &LineSpec, cfg: &line::Config) -> Result<Request, Gp
     })
 }
 
-/// An output line (relay or LED).
-#[derive(Debug)]
-struct OutputLine {
-    what: String,
-    req: Request,
+/// First and longest wait between attempts to request the lines again
+/// after their chip went away (the same bounds as the sound card's reopen).
+pub const REQUEST_AGAIN_INITIAL: Duration = Duration::from_millis(200);
+pub const REQUEST_AGAIN_MAX: Duration = Duration::from_secs(5);
+
+/// How often requested lines are checked while nothing happens on them: a
+/// vanished chip does not always wake a task waiting for edges.
+const HEALTH_CHECK: Duration = Duration::from_secs(1);
+
+/// Waits between attempts to request the lines again: doubling from
+/// `initial` up to `max`. Reset once the lines have stayed up for `max`
+/// again, so a chip that fails at once after each request is not hammered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    next: Duration,
 }
 
-impl OutputLine {
-    fn set(&self, active: bool) -> Result<(), HwError> {
+impl Backoff {
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        Backoff {
+            initial,
+            max,
+            next: initial,
+        }
+    }
+
+    /// The wait before the next attempt; the one after it doubles.
+    pub fn next_wait(&mut self) -> Duration {
+        let w = self.next;
+        self.next = (self.next * 2).min(self.max);
+        w
+    }
+
+    /// The lines were up for `up_for`: start from `initial` again if that
+    /// was long enough to call the chip healthy.
+    pub fn lines_were_up(&mut self, up_for: Duration) {
+        if up_for >= self.max {
+            self.next = self.initial;
+        }
+    }
+}
+
+/// One output line (relay or LED): its configuration, its request while the
+/// chip is there, and the level last asked for, applied again when the
+/// line is requested anew.
+#[derive(Debug)]
+struct OutputSlot {
+    key: String,
+    spec: LineSpec,
+    what: String,
+    /// The chip the line was last found on (named in errors while it is gone).
+    chip: PathBuf,
+    req: Option<Request>,
+    active: bool,
+}
+
+/// The output lines, shared between the relay and LED handles the
+/// controller drives and the task that watches and re-requests the lines.
+#[derive(Debug)]
+struct Outputs {
+    slots: Mutex<Vec<OutputSlot>>,
+    /// Signalled when driving an output failed: the watcher re-requests.
+    lost: Notify,
+}
+
+impl Outputs {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<OutputSlot>> {
+        // A panic while holding the lock leaves plain data: keep going.
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Drive output `idx`. While the chip is gone the level is remembered;
+    /// `report_gone` says whether that is an error for the caller (the
+    /// relay: the door cannot open) or not (an LED).
+    fn set(&self, idx: usize, active: bool, report_gone: bool) -> Result<(), HwError> {
+        let mut slots = self.lock();
+        let slot = &mut slots[idx];
+        slot.active = active;
         let v = if active {
             Value::Active
         } else {
             Value::Inactive
         };
-        self.req.set_lone_value(v).map_err(|e| HwError::Line {
-            device: self.req.chip_path().display().to_string(),
-            line: self.what.clone(),
-            message: e.to_string(),
-        })
+        match &slot.req {
+            Some(req) => match req.set_lone_value(v) {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    let err = HwError::Line {
+                        device: slot.chip.display().to_string(),
+                        line: slot.what.clone(),
+                        message: e.to_string(),
+                    };
+                    drop(slots);
+                    self.lost.notify_one();
+                    Err(err)
+                }
+            },
+            None if report_gone => Err(HwError::Line {
+                device: slot.chip.display().to_string(),
+                line: slot.what.clone(),
+                message: "the GPIO chip is gone; the line is requested again when it returns"
+                    .into(),
+            }),
+            None => Ok(()),
+        }
     }
 }
 
 #[derive(Debug)]
-pub struct GpioRelay(OutputLine);
+pub struct GpioRelay(Arc<Outputs>);
 
 impl Relay for GpioRelay {
     fn set(&mut self, energised: bool) -> Result<(), HwError> {
-        self.0.set(energised)
+        self.0.set(0, energised, true)
     }
 }
 
 #[derive(Debug)]
 pub struct GpioLed {
     name: String,
-    line: OutputLine,
+    outputs: Arc<Outputs>,
+    idx: usize,
 }
 
 impl Led for GpioLed {
@@ -228,17 +320,40 @@ impl Led for GpioLed {
     }
 
     fn set(&mut self, _pattern: LedPattern, on: bool) -> Result<(), HwError> {
-        self.line.set(on)
+        self.outputs.set(self.idx, on, false)
     }
 }
 
-/// The requested lines of a GPIO board. Inputs are read by tasks started
-/// with [`GpioBoard::start_inputs`].
+/// The requested lines of a GPIO board. [`GpioBoard::start`] starts the
+/// task that reads the inputs and requests every line again when their
+/// chip goes away and comes back.
 #[derive(Debug)]
 pub struct GpioBoard {
     pub relay: GpioRelay,
     pub leds: Vec<GpioLed>,
+    outputs: Arc<Outputs>,
     inputs: Vec<(InputConfig, Request)>,
+}
+
+fn request_output(slot: &OutputSlot, active: bool) -> Result<Request, GpioError> {
+    let mut cfg = output_config(&slot.spec);
+    cfg.value = Some(if active {
+        Value::Active
+    } else {
+        Value::Inactive
+    });
+    request(&slot.key, &slot.spec, &cfg)
+}
+
+fn request_inputs(inputs: &[InputConfig]) -> Result<Vec<(InputConfig, Request)>, GpioError> {
+    inputs
+        .iter()
+        .enumerate()
+        .map(|(i, inp)| {
+            let key = format!("inputs[{i}]");
+            request(&key, &inp.line, &input_config(inp)).map(|r| (inp.clone(), r))
+        })
+        .collect()
 }
 
 /// Request every configured line, outputs first (inactive) so the relay
@@ -249,89 +364,274 @@ pub fn open(settings: &Settings) -> Result<GpioBoard, GpioError> {
         .relay
         .as_ref()
         .expect("validation requires gpio.relay with hardware.backend = \"gpio\"");
-    let relay = GpioRelay(OutputLine {
+    let mut slots = vec![OutputSlot {
+        key: "gpio.relay".into(),
+        spec: relay_spec.clone(),
         what: format!("relay {}", relay_spec.line),
-        req: request("gpio.relay", relay_spec, &output_config(relay_spec))?,
-    });
-    info!(line = %relay_spec.line, "door relay line requested, de-energised");
-    let mut leds = Vec::new();
+        chip: PathBuf::new(),
+        req: None,
+        active: false,
+    }];
     for (i, l) in settings.leds.iter().enumerate() {
         let LedConfig { name, line, .. } = l;
         let spec = line
             .as_ref()
             .expect("validation requires a line for every LED with hardware.backend = \"gpio\"");
-        let key = format!("leds[{i}]");
-        leds.push(GpioLed {
-            name: name.clone(),
-            line: OutputLine {
-                what: format!("LED {name} {}", spec.line),
-                req: request(&key, spec, &output_config(spec))?,
-            },
+        slots.push(OutputSlot {
+            key: format!("leds[{i}]"),
+            spec: spec.clone(),
+            what: format!("LED {name} {}", spec.line),
+            chip: PathBuf::new(),
+            req: None,
+            active: false,
         });
     }
-    let mut inputs = Vec::new();
-    for (i, inp) in settings.inputs.iter().enumerate() {
-        let key = format!("inputs[{i}]");
-        let req = request(&key, &inp.line, &input_config(inp))?;
-        inputs.push((inp.clone(), req));
+    for (i, slot) in slots.iter_mut().enumerate() {
+        let req = request_output(slot, false)?;
+        slot.chip = req.chip_path();
+        slot.req = Some(req);
+        if i == 0 {
+            info!(line = %relay_spec.line, chip = %slot.chip.display(), "door relay line requested, de-energised");
+        }
     }
+    let inputs = request_inputs(&settings.inputs)?;
+    let outputs = Arc::new(Outputs {
+        slots: Mutex::new(slots),
+        lost: Notify::new(),
+    });
+    let leds = settings
+        .leds
+        .iter()
+        .enumerate()
+        .map(|(i, l)| GpioLed {
+            name: l.name.clone(),
+            outputs: outputs.clone(),
+            idx: i + 1,
+        })
+        .collect();
     Ok(GpioBoard {
-        relay,
+        relay: GpioRelay(outputs.clone()),
         leds,
+        outputs,
         inputs,
     })
 }
 
+/// The chips a set of lines lives on, for log lines: `/dev/gpiochip0`, or
+/// several separated by commas.
+fn chip_list<'a>(paths: impl IntoIterator<Item = &'a PathBuf>) -> String {
+    let mut v: Vec<String> = paths
+        .into_iter()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(|p| p.display().to_string())
+        .collect();
+    v.sort();
+    v.dedup();
+    v.join(",")
+}
+
+/// Level inputs (door sensor, tamper) report their current level.
+fn report_levels(inputs: &[(InputConfig, AsyncRequest)], events: &mpsc::Sender<HwEvent>) {
+    for (inp, req) in inputs {
+        if matches!(inp.kind, InputKind::DoorSensor | InputKind::Tamper) {
+            match req.as_ref().lone_value() {
+                Ok(v) => {
+                    if let Some(ev) = edge_event(&inp.kind, v == Value::Active) {
+                        let _ = events.try_send(ev);
+                    }
+                }
+                Err(e) => {
+                    warn!(line = %inp.line.line, chip = %req.as_ref().chip_path().display(), error = %e, "cannot read the input's level")
+                }
+            }
+        }
+    }
+}
+
+/// The next edge on any input; never resolves without inputs.
+async fn next_edge(
+    inputs: &[(InputConfig, AsyncRequest)],
+) -> (usize, gpiocdev::Result<gpiocdev::line::EdgeEvent>) {
+    if inputs.is_empty() {
+        return std::future::pending().await;
+    }
+    let reads = inputs
+        .iter()
+        .map(|(_, r)| Box::pin(r.read_edge_event()))
+        .collect::<Vec<_>>();
+    let (res, i, _) = futures_util::future::select_all(reads).await;
+    (i, res)
+}
+
+/// Why the lines were given up.
+enum Lost {
+    Cancelled,
+    Line(String),
+}
+
 impl GpioBoard {
-    /// Start one task per input line. Level inputs (door sensor, tamper)
-    /// report their current level first.
-    pub fn start_inputs(
+    /// Start the task that reads the input lines and watches every line.
+    /// When a line fails (its chip was removed: a driver unbound, a
+    /// hot-plugged expander unplugged), every line is released, the fault
+    /// is reported to the door logic, and the lines are requested again
+    /// with backoff until the chip returns; outputs then get the level last
+    /// asked for, and level inputs report theirs.
+    pub fn start(
         &mut self,
         events: mpsc::Sender<HwEvent>,
         cancel: CancellationToken,
         tracker: &TaskTracker,
     ) {
-        for (inp, req) in self.inputs.drain(..) {
-            if matches!(inp.kind, InputKind::DoorSensor | InputKind::Tamper) {
-                match req.lone_value() {
-                    Ok(v) => {
-                        if let Some(ev) = edge_event(&inp.kind, v == Value::Active) {
-                            let _ = events.try_send(ev);
-                        }
+        let inputs: Vec<(InputConfig, AsyncRequest)> = self
+            .inputs
+            .drain(..)
+            .map(|(c, r)| (c, AsyncRequest::new(r)))
+            .collect();
+        let configs: Vec<InputConfig> = inputs.iter().map(|(c, _)| c.clone()).collect();
+        report_levels(&inputs, &events);
+        let outputs = self.outputs.clone();
+        tracker.spawn(watch(inputs, configs, outputs, events, cancel));
+    }
+}
+
+/// Reads edges and checks the lines until one fails or `cancel`.
+async fn watch_lines(
+    inputs: &[(InputConfig, AsyncRequest)],
+    outputs: &Outputs,
+    events: &mpsc::Sender<HwEvent>,
+    cancel: &CancellationToken,
+) -> Lost {
+    let mut health = tokio::time::interval(HEALTH_CHECK);
+    health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return Lost::Cancelled,
+            _ = outputs.lost.notified() => {
+                return Lost::Line("driving an output line failed".into());
+            }
+            _ = health.tick() => {
+                for slot in outputs.lock().iter() {
+                    if let Some(Err(e)) = slot.req.as_ref().map(Request::lone_value) {
+                        return Lost::Line(format!("{} on {}: {e}", slot.what, slot.chip.display()));
                     }
-                    Err(e) => {
-                        warn!(line = %inp.line.line, error = %e, "cannot read the input's level")
+                }
+                for (inp, req) in inputs {
+                    if let Err(e) = req.as_ref().lone_value() {
+                        return Lost::Line(format!("input {} on {}: {e}", inp.line.line, req.as_ref().chip_path().display()));
                     }
                 }
             }
-            let areq = gpiocdev::tokio::AsyncRequest::new(req);
-            let events = events.clone();
-            let cancel = cancel.clone();
-            tracker.spawn(async move {
-                loop {
-                    let ev = tokio::select! {
-                        _ = cancel.cancelled() => break,
-                        ev = areq.read_edge_event() => ev,
-                    };
-                    match ev {
-                        Ok(ev) => {
-                            let active = ev.kind == EdgeKind::Rising;
-                            debug!(line = %inp.line.line, active, "input edge");
-                            if let Some(hw) = edge_event(&inp.kind, active)
-                                && events.send(hw).await.is_err()
-                            {
-                                break;
-                            }
-                        }
-                        Err(e) => {
-                            warn!(line = %inp.line.line, error = %e, "reading input edges failed");
-                            // A failing line must not spin: wait, then retry.
-                            tokio::time::sleep(Duration::from_secs(1)).await;
+            (i, ev) = next_edge(inputs) => {
+                let (inp, req) = &inputs[i];
+                match ev {
+                    Ok(ev) => {
+                        let active = ev.kind == EdgeKind::Rising;
+                        debug!(line = %inp.line.line, active, "input edge");
+                        if let Some(hw) = edge_event(&inp.kind, active)
+                            && events.send(hw).await.is_err()
+                        {
+                            return Lost::Cancelled;
                         }
                     }
+                    Err(e) => {
+                        return Lost::Line(format!("input {} on {}: {e}", inp.line.line, req.as_ref().chip_path().display()));
+                    }
                 }
-            });
+            }
         }
+    }
+}
+
+/// Requests the outputs (at their last level) and the inputs again.
+fn request_again(
+    configs: &[InputConfig],
+    outputs: &Outputs,
+) -> Result<Vec<(InputConfig, AsyncRequest)>, GpioError> {
+    let mut slots = outputs.lock();
+    let mut fresh = Vec::with_capacity(slots.len());
+    for slot in slots.iter() {
+        fresh.push(request_output(slot, slot.active)?);
+    }
+    let inputs = request_inputs(configs)?;
+    for (slot, req) in slots.iter_mut().zip(fresh) {
+        slot.chip = req.chip_path();
+        slot.req = Some(req);
+    }
+    Ok(inputs
+        .into_iter()
+        .map(|(c, r)| (c, AsyncRequest::new(r)))
+        .collect())
+}
+
+async fn watch(
+    mut inputs: Vec<(InputConfig, AsyncRequest)>,
+    configs: Vec<InputConfig>,
+    outputs: Arc<Outputs>,
+    events: mpsc::Sender<HwEvent>,
+    cancel: CancellationToken,
+) {
+    let mut backoff = Backoff::new(REQUEST_AGAIN_INITIAL, REQUEST_AGAIN_MAX);
+    loop {
+        let up_since = Instant::now();
+        let reason = match watch_lines(&inputs, &outputs, &events, &cancel).await {
+            Lost::Cancelled => return,
+            Lost::Line(reason) => reason,
+        };
+        backoff.lines_were_up(up_since.elapsed());
+        let chips = {
+            let mut slots = outputs.lock();
+            let mut paths: Vec<PathBuf> = slots.iter().map(|s| s.chip.clone()).collect();
+            paths.extend(inputs.iter().map(|(_, r)| r.as_ref().chip_path()));
+            // Release everything: a removed chip's device is freed only
+            // once nobody holds its lines.
+            for s in slots.iter_mut() {
+                s.req = None;
+            }
+            inputs.clear();
+            chip_list(&paths)
+        };
+        error!(chip = %chips, reason = %reason, "GPIO lines lost: chip gone; door lines released, requesting them again until it returns");
+        let _ = events.send(HwEvent::Fault { active: true }).await;
+        let down_since = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            let wait = backoff.next_wait();
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            attempt += 1;
+            match request_again(&configs, &outputs) {
+                Ok(fresh) => {
+                    inputs = fresh;
+                    break;
+                }
+                Err(e) => {
+                    // Retries of a chip that stays away: log the first few,
+                    // then once a minute at the longest wait.
+                    if attempt <= 5 || attempt.is_multiple_of(12) {
+                        warn!(chip = %chips, attempt, error = %e, "GPIO lines still missing");
+                    }
+                }
+            }
+        }
+        // A failure noticed on the old lines while they were being given up
+        // is not news about the new ones.
+        let _ = outputs.lost.notified().now_or_never();
+        let now_on = {
+            let mut paths: Vec<PathBuf> = outputs.lock().iter().map(|s| s.chip.clone()).collect();
+            paths.extend(inputs.iter().map(|(_, r)| r.as_ref().chip_path()));
+            chip_list(&paths)
+        };
+        info!(
+            chip = %now_on,
+            was = %chips,
+            attempt,
+            down_ms = down_since.elapsed().as_millis() as u64,
+            "GPIO lines back: door lines requested again"
+        );
+        report_levels(&inputs, &events);
+        let _ = events.send(HwEvent::Fault { active: false }).await;
     }
 }
 
@@ -478,6 +778,95 @@ line = "EXIT"
             edge_event(&InputKind::Tamper, false),
             Some(HwEvent::Tamper { active: false })
         );
+    }
+
+    #[test]
+    fn request_again_waits_double_up_to_the_longest_and_restart_after_a_healthy_spell() {
+        let mut b = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        let waits: Vec<u64> = (0..7).map(|_| b.next_wait().as_millis() as u64).collect();
+        assert_eq!(waits, [200, 400, 800, 1600, 3200, 5000, 5000]);
+        // Lines that failed again at once: keep the long wait.
+        b.lines_were_up(Duration::from_millis(300));
+        assert_eq!(b.next_wait(), Duration::from_secs(5));
+        // Up for the longest wait or more: the chip was healthy; start over.
+        b.lines_were_up(Duration::from_secs(5));
+        assert_eq!(b.next_wait(), Duration::from_millis(200));
+        assert_eq!(b.next_wait(), Duration::from_millis(400));
+    }
+
+    fn gone_outputs() -> Outputs {
+        let s = load_from_strs(&[("board.toml", BOARD)]).unwrap_or_else(|e| panic!("{e}"));
+        let relay = s.gpio.relay.clone().expect("relay");
+        let led = s.leds[0].line.clone().expect("LED line");
+        Outputs {
+            slots: Mutex::new(vec![
+                OutputSlot {
+                    key: "gpio.relay".into(),
+                    what: format!("relay {}", relay.line),
+                    spec: relay,
+                    chip: PathBuf::from("/dev/gpiochip4"),
+                    req: None,
+                    active: false,
+                },
+                OutputSlot {
+                    key: "leds[0]".into(),
+                    what: format!("LED status {}", led.line),
+                    spec: led,
+                    chip: PathBuf::from("/dev/gpiochip4"),
+                    req: None,
+                    active: false,
+                },
+            ]),
+            lost: Notify::new(),
+        }
+    }
+
+    #[test]
+    fn while_the_chip_is_gone_the_relay_fails_naming_chip_and_line_and_leds_remember() {
+        let outputs = Arc::new(gone_outputs());
+        let mut relay = GpioRelay(outputs.clone());
+        let e = relay.set(true).expect_err("no line to drive");
+        assert_eq!(
+            e.to_string(),
+            "/dev/gpiochip4: line `relay `DOOR_RELAY``: the GPIO chip is gone; the line is requested again when it returns"
+        );
+        let mut led = GpioLed {
+            name: "status".into(),
+            outputs: outputs.clone(),
+            idx: 1,
+        };
+        led.set(LedPattern::SlowBlink, true)
+            .expect("an LED that cannot blink is no error");
+        // The levels asked for are what the lines get when requested again.
+        let levels: Vec<bool> = outputs.lock().iter().map(|s| s.active).collect();
+        assert_eq!(levels, [true, true]);
+        relay.set(false).expect_err("still gone");
+        led.set(LedPattern::SlowBlink, false).expect("LED");
+        let levels: Vec<bool> = outputs.lock().iter().map(|s| s.active).collect();
+        assert_eq!(levels, [false, false]);
+    }
+
+    #[test]
+    fn requesting_again_while_the_lines_are_missing_fails_and_keeps_them_released() {
+        let outputs = gone_outputs();
+        let e = request_again(&[], &outputs).expect_err("no chip has DOOR_RELAY here");
+        assert!(
+            e.to_string()
+                .contains("`gpio.relay`: no GPIO line is named `DOOR_RELAY`"),
+            "{e}"
+        );
+        assert!(outputs.lock().iter().all(|s| s.req.is_none()));
+    }
+
+    #[test]
+    fn chip_lists_for_log_lines_are_sorted_and_unique() {
+        let paths = [
+            PathBuf::from("/dev/gpiochip2"),
+            PathBuf::new(),
+            PathBuf::from("/dev/gpiochip0"),
+            PathBuf::from("/dev/gpiochip2"),
+        ];
+        assert_eq!(chip_list(&paths), "/dev/gpiochip0,/dev/gpiochip2");
     }
 
     #[test]

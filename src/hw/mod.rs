@@ -26,6 +26,9 @@ pub enum HwEvent {
     Tamper { active: bool },
     /// The service button went down or up.
     Service { pressed: bool },
+    /// Door hardware failed (`true`: lines lost, their chip gone) or is
+    /// back (`false`: every line requested again).
+    Fault { active: bool },
 }
 
 /// How an LED shows a state.

@@ -1,0 +1,981 @@
+//! The hardware rig's helper: the far side of the door station in the
+//! hardware tests (`hw-tests/`), run inside the test VM next to the daemon,
+//! or on a board wired for loop tests.
+//!
+//! ```text
+//! hw_rig answer --hub ws://127.0.0.1:8080/ws --token-file FILE [--tone 1000]
+//! hw_rig duplex --play DEV --record DEV --played FILE --recorded FILE
+//!               [--hz 700] [--seconds 120] [--stop-file FILE]
+//! hw_rig tone --file FILE --from BYTE --to BYTE
+//! hw_rig latency --played FILE --recorded FILE --from BYTE --to BYTE
+//!                [--hz 700] [--min-correlation 0.3]
+//! hw_rig watch --file FILE --ms 2000 [--every-ms 5] [--settle-ms 1000]
+//! ```
+//!
+//! `answer` is a resident: it joins the hub as an answerer with the
+//! product's own media engine (host candidates on 127.0.0.1 only, so ICE
+//! works in a VM that has nothing but loopback) and obeys one command per
+//! line on stdin: `accept` (the ringing call), `listen` (print the dominant
+//! frequency of the last second heard), `open` (ask the door to open on the
+//! call's data channel), `echo` (send back what it hears) / `tone` (send its
+//! own tone again), `hangup`, `quit`. It prints one line per event on
+//! stdout (`ready`, `ring`, `established`, `heard`, `door`, `hangup`, …).
+//!
+//! `duplex` is the sound around the door: it plays a 700 Hz tone keyed on
+//! and off in pseudo-random 60 ms chips into one ALSA PCM and records
+//! another, one 10 ms frame each per turn, so that sample `k` of the played
+//! file and sample `k` of the recorded file were handled in the same turn.
+//! Both files are raw 48 kHz mono S16LE and grow frame by frame; their size
+//! is the position a test notes to select windows.
+//!
+//! `watch` samples a file holding `0` or `1` (a GPIO line's level, e.g.
+//! gpio-sim's `value`) and prints how long it stayed high and the length of
+//! its runs, from which a test tells steady, slow and fast blinking and a
+//! relay pulse apart.
+//!
+//! `tone` prints the dominant frequency of a window of a recording; `latency`
+//! finds the delay between the played keying and its return in the
+//! recording (envelope cross-correlation), i.e. the time a sound takes from
+//! the station's microphone through the call and back out of its speaker
+//! when the far end echoes.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use futures_util::{SinkExt, StreamExt};
+use intercomd::audio::{FRAME_SAMPLES, SAMPLE_RATE, dominant_frequency, port_pair, tone_power};
+use intercomd::media::{self, MediaCommand, MediaEvent, MediaSettings, SdpKind};
+use intercomd::signaling::protocol::{self, CallId, Message, Role};
+use tokio::io::AsyncBufReadExt;
+use tokio_tungstenite::tungstenite::Message as Ws;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+#[derive(Parser)]
+#[command(about = "Far side of the door station for the hardware tests")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// A resident answering over the hub, driven by commands on stdin.
+    Answer {
+        #[arg(long)]
+        hub: String,
+        #[arg(long)]
+        token_file: PathBuf,
+        /// The tone the resident speaks, Hz (a multiple of 10).
+        #[arg(long, default_value_t = 1000.0)]
+        tone: f32,
+        /// Opus encoder effort, 0 to 10. Low by default: in an emulated
+        /// CPU the encoder's floating point dominates the resident's load.
+        #[arg(long, default_value_t = 0)]
+        opus_complexity: u8,
+    },
+    /// Play a keyed tone into one PCM and record another, in lockstep.
+    Duplex {
+        #[arg(long)]
+        play: String,
+        #[arg(long)]
+        record: String,
+        #[arg(long)]
+        played: PathBuf,
+        #[arg(long)]
+        recorded: PathBuf,
+        /// The keyed tone, Hz (a multiple of 10).
+        #[arg(long, default_value_t = 700.0)]
+        hz: f32,
+        /// Longest run; it ends earlier when the stop file appears.
+        #[arg(long, default_value_t = 120)]
+        seconds: u64,
+        #[arg(long)]
+        stop_file: Option<PathBuf>,
+    },
+    /// Dominant frequency of a window (byte offsets) of a raw recording.
+    Tone {
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long)]
+        from: u64,
+        #[arg(long)]
+        to: u64,
+    },
+    /// Delay of the played keying in the recording, over a window.
+    Latency {
+        #[arg(long)]
+        played: PathBuf,
+        #[arg(long)]
+        recorded: PathBuf,
+        #[arg(long)]
+        from: u64,
+        #[arg(long)]
+        to: u64,
+        #[arg(long, default_value_t = 700.0)]
+        hz: f32,
+        /// A 1 s window matches when its best correlation reaches this;
+        /// exit 1 unless most windows match.
+        #[arg(long, default_value_t = 0.3)]
+        min_correlation: f64,
+    },
+    /// Sample a 0/1 file and describe its runs.
+    Watch {
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long)]
+        ms: u64,
+        #[arg(long, default_value_t = 5)]
+        every_ms: u64,
+        /// Stop early once the level has come back to where it started and
+        /// stayed there this long (a pulse that is over).
+        #[arg(long)]
+        settle_ms: Option<u64>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // The media engine's own log lines, on stderr, when RUST_LOG asks.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    match cli.cmd {
+        Cmd::Answer {
+            hub,
+            token_file,
+            tone,
+            opus_complexity,
+        } => {
+            let token = std::fs::read_to_string(&token_file)
+                .with_context(|| format!("cannot read the token file {}", token_file.display()))?;
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?
+                .block_on(answer(&hub, token.trim(), tone, opus_complexity))
+        }
+        Cmd::Duplex {
+            play,
+            record,
+            played,
+            recorded,
+            hz,
+            seconds,
+            stop_file,
+        } => duplex(
+            &play,
+            &record,
+            &played,
+            &recorded,
+            hz,
+            Duration::from_secs(seconds),
+            stop_file.as_deref(),
+        ),
+        Cmd::Tone { file, from, to } => {
+            let s = read_window(&file, from, to)?;
+            let candidates: Vec<f32> = (10..=400).map(|k| k as f32 * 10.0).collect();
+            let level = intercomd::audio::testsignal::energy_db(&s);
+            match dominant_frequency(&s, SAMPLE_RATE, &candidates) {
+                Some(hz) => println!("hz={hz} level_db={level:.1} samples={}", s.len()),
+                None => println!("hz=none level_db={level:.1} samples={}", s.len()),
+            }
+            Ok(())
+        }
+        Cmd::Watch {
+            file,
+            ms,
+            every_ms,
+            settle_ms,
+        } => {
+            let w = watch_level(
+                &file,
+                Duration::from_millis(ms),
+                Duration::from_millis(every_ms.max(1)),
+                settle_ms.map(Duration::from_millis),
+            )?;
+            println!("{w}");
+            Ok(())
+        }
+        Cmd::Latency {
+            played,
+            recorded,
+            from,
+            to,
+            hz,
+            min_correlation,
+        } => {
+            let p = read_window(&played, from, to)?;
+            let r = read_window(&recorded, from, to)?;
+            let l = windowed_lag(&p, &r, hz, Duration::from_secs(2), min_correlation);
+            println!(
+                "latency_ms={} low_ms={} high_ms={} windows={} matched={}",
+                l.median.as_millis(),
+                l.low.as_millis(),
+                l.high.as_millis(),
+                l.windows,
+                l.matched
+            );
+            // Most of the windows must find the keying again.
+            if l.windows == 0 || l.matched * 2 <= l.windows {
+                bail!(
+                    "the played keying is not in the recording: {} of {} windows reach correlation {min_correlation}",
+                    l.matched,
+                    l.windows
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+// ---------------------------------------------------------------- analysis
+
+/// Samples `[from, to)` (byte offsets, rounded down to whole samples) of a
+/// raw S16LE file.
+fn read_window(path: &Path, from: u64, to: u64) -> anyhow::Result<Vec<i16>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let (from, to) = ((from & !1) as usize, (to & !1) as usize);
+    if from >= to || to > bytes.len() {
+        bail!(
+            "{}: window {from}..{to} is outside the file's {} bytes",
+            path.display(),
+            bytes.len()
+        );
+    }
+    Ok(bytes[from..to]
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect())
+}
+
+/// Length of the blocks the envelopes are measured in.
+const ENVELOPE_BLOCK: usize = 240; // 5 ms
+
+/// Amplitude of `hz` in consecutive 5 ms blocks.
+fn envelope(s: &[i16], hz: f32) -> Vec<f64> {
+    s.chunks_exact(ENVELOPE_BLOCK)
+        .map(|b| f64::from(tone_power(b, hz, SAMPLE_RATE)).sqrt())
+        .collect()
+}
+
+/// Pearson correlation of two equally long series (0 when one is flat).
+fn correlation(x: &[f64], y: &[f64]) -> f64 {
+    let n = x.len().min(y.len());
+    if n < 2 {
+        return 0.0;
+    }
+    let (x, y) = (&x[..n], &y[..n]);
+    let mx = x.iter().sum::<f64>() / n as f64;
+    let my = y.iter().sum::<f64>() / n as f64;
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (a, b) in x.iter().zip(y) {
+        sxy += (a - mx) * (b - my);
+        sxx += (a - mx) * (a - mx);
+        syy += (b - my) * (b - my);
+    }
+    if sxx <= 0.0 || syy <= 0.0 {
+        0.0
+    } else {
+        sxy / (sxx * syy).sqrt()
+    }
+}
+
+const BLOCK_MS: u64 = (ENVELOPE_BLOCK * 1000) as u64 / SAMPLE_RATE as u64;
+
+/// The delay measured over consecutive 1 s windows of `played` (hop
+/// 0.5 s), each searched up to `max` later in `recorded`: the path's delay
+/// may drift (jitter buffers adapt), so one long window can blur it.
+#[derive(Debug, PartialEq)]
+struct Latency {
+    windows: usize,
+    /// Windows whose best correlation reached the minimum.
+    matched: usize,
+    /// Median, lowest and highest delay of the matched windows.
+    median: Duration,
+    low: Duration,
+    high: Duration,
+}
+
+fn windowed_lag(
+    played: &[i16],
+    recorded: &[i16],
+    hz: f32,
+    max: Duration,
+    min_correlation: f64,
+) -> Latency {
+    let ep = envelope(played, hz);
+    let er = envelope(recorded, hz);
+    let win = (1000 / BLOCK_MS) as usize;
+    let max_lag = (max.as_millis() as u64 / BLOCK_MS) as usize;
+    let mut lags = Vec::new();
+    let mut windows = 0;
+    let mut start = 0;
+    while start + win + max_lag <= ep.len().min(er.len()) {
+        windows += 1;
+        let x = &ep[start..start + win];
+        let best = (0..=max_lag)
+            .map(|lag| (lag, correlation(x, &er[start + lag..start + lag + win])))
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        if let Some((lag, c)) = best
+            && c >= min_correlation
+        {
+            lags.push(Duration::from_millis(lag as u64 * BLOCK_MS));
+        }
+        start += win / 2;
+    }
+    lags.sort_unstable();
+    Latency {
+        windows,
+        matched: lags.len(),
+        median: lags.get(lags.len() / 2).copied().unwrap_or_default(),
+        low: lags.first().copied().unwrap_or_default(),
+        high: lags.last().copied().unwrap_or_default(),
+    }
+}
+
+// ------------------------------------------------------------------- watch
+
+/// What sampling a level for a while showed.
+#[derive(Debug, PartialEq)]
+struct Runs {
+    first: bool,
+    last: bool,
+    samples: usize,
+    transitions: usize,
+    high: Duration,
+    /// Lengths of the runs between two transitions (the first and the last
+    /// run are cut by the window and left out).
+    whole_runs: Vec<Duration>,
+}
+
+impl std::fmt::Display for Runs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut runs: Vec<u128> = self.whole_runs.iter().map(Duration::as_millis).collect();
+        runs.sort_unstable();
+        let median = runs.get(runs.len() / 2).map_or(-1, |&m| m as i128);
+        write!(
+            f,
+            "first={} last={} samples={} transitions={} high_ms={} median_run_ms={median}",
+            u8::from(self.first),
+            u8::from(self.last),
+            self.samples,
+            self.transitions,
+            self.high.as_millis(),
+        )
+    }
+}
+
+/// Describes timed samples `(t, level)` in time order.
+fn runs(samples: &[(Duration, bool)]) -> Option<Runs> {
+    let (&(t0, first), &(_, last)) = (samples.first()?, samples.last()?);
+    let mut high = Duration::ZERO;
+    let mut transitions = 0;
+    let mut whole_runs = Vec::new();
+    let mut run_start: Option<Duration> = None;
+    let (mut prev_t, mut prev) = (t0, first);
+    for &(t, v) in &samples[1..] {
+        if prev {
+            high += t - prev_t;
+        }
+        if v != prev {
+            transitions += 1;
+            if let Some(s) = run_start {
+                whole_runs.push(t - s);
+            }
+            run_start = Some(t);
+        }
+        (prev_t, prev) = (t, v);
+    }
+    Some(Runs {
+        first,
+        last,
+        samples: samples.len(),
+        transitions,
+        high,
+        whole_runs,
+    })
+}
+
+fn watch_level(
+    path: &Path,
+    total: Duration,
+    every: Duration,
+    settle: Option<Duration>,
+) -> anyhow::Result<Runs> {
+    let start = Instant::now();
+    let mut samples: Vec<(Duration, bool)> = Vec::new();
+    let mut next = start;
+    let mut changed_at: Option<Duration> = None;
+    while start.elapsed() < total {
+        // A pulse is over when the level is back where it started.
+        if let (Some(settle), Some(at), Some(&(_, first)), Some(&(_, last))) =
+            (settle, changed_at, samples.first(), samples.last())
+            && last == first
+            && start.elapsed() >= at + settle
+        {
+            break;
+        }
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let v = match text.trim() {
+            "0" => false,
+            "1" => true,
+            other => bail!("{}: expected 0 or 1, read {other:?}", path.display()),
+        };
+        let now = start.elapsed();
+        if samples.last().is_some_and(|&(_, last)| last != v) {
+            changed_at = Some(now);
+        }
+        if samples.is_empty() {
+            // A test waits for this before it acts on the line.
+            eprintln!("watching {} level={}", path.display(), u8::from(v));
+        }
+        samples.push((now, v));
+        next += every;
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+    runs(&samples).with_context(|| format!("{}: no sample taken", path.display()))
+}
+
+// ------------------------------------------------------------------ duplex
+
+/// One period of 100 ms of a sine of `hz` at `amplitude` (0..1 of full
+/// scale): a whole number of cycles when `hz` is a multiple of 10, so the
+/// table repeats seamlessly. Signals are read from tables because floating
+/// point is slow in an emulated CPU (qemu's TCG computes it in software):
+/// a `sin` per sample would cost more than the call it is meant to test.
+struct ToneTable {
+    samples: Vec<i16>,
+    at: usize,
+}
+
+impl ToneTable {
+    fn new(hz: f32, amplitude: f32) -> Self {
+        let mut samples = vec![0i16; SAMPLE_RATE as usize / 10];
+        intercomd::audio::fill_sine(&mut samples, hz, amplitude, SAMPLE_RATE, 0.0);
+        ToneTable { samples, at: 0 }
+    }
+
+    fn next(&mut self) -> i16 {
+        let v = self.samples[self.at];
+        self.at = (self.at + 1) % self.samples.len();
+        v
+    }
+}
+
+/// The keyed tone: on or off for 60 ms chips, from a 16-bit maximal LFSR,
+/// with 2 ms ramps so the keying makes no clicks. Integer arithmetic only.
+struct KeyedTone {
+    table: ToneTable,
+    n: u64,
+    lfsr: u16,
+    on: bool,
+    /// 0..=RAMP_STEPS
+    gain: i32,
+}
+
+const CHIP_SAMPLES: u64 = 48 * 60;
+const RAMP_STEPS: i32 = 96;
+
+impl KeyedTone {
+    fn new(hz: f32) -> Self {
+        KeyedTone {
+            // -6 dBFS when on.
+            table: ToneTable::new(hz, 0.5),
+            n: 0,
+            lfsr: 0xACE1,
+            on: true,
+            gain: 0,
+        }
+    }
+
+    fn fill(&mut self, out: &mut [i16]) {
+        for s in out {
+            if self.n.is_multiple_of(CHIP_SAMPLES) {
+                // x^16 + x^14 + x^13 + x^11 + 1
+                let bit = (self.lfsr ^ (self.lfsr >> 2) ^ (self.lfsr >> 3) ^ (self.lfsr >> 5)) & 1;
+                self.lfsr = (self.lfsr >> 1) | (bit << 15);
+                self.on = self.lfsr & 1 == 1;
+            }
+            if self.on {
+                self.gain = (self.gain + 1).min(RAMP_STEPS);
+            } else {
+                self.gain = (self.gain - 1).max(0);
+            }
+            *s = (i32::from(self.table.next()) * self.gain / RAMP_STEPS) as i16;
+            self.n += 1;
+        }
+    }
+}
+
+fn open_pcm(device: &str, dir: alsa::Direction) -> anyhow::Result<alsa::PCM> {
+    use alsa::pcm::{Access, Format, HwParams};
+    let what = match dir {
+        alsa::Direction::Playback => "playback",
+        alsa::Direction::Capture => "capture",
+    };
+    let pcm = alsa::PCM::new(device, dir, false)
+        .with_context(|| format!("cannot open ALSA {what} device \"{device}\""))?;
+    {
+        let hw = HwParams::any(&pcm)?;
+        hw.set_access(Access::RWInterleaved)?;
+        hw.set_format(Format::s16())?;
+        hw.set_channels(1)?;
+        hw.set_rate(SAMPLE_RATE, alsa::ValueOr::Nearest)?;
+        hw.set_period_size_near(FRAME_SAMPLES as i64, alsa::ValueOr::Nearest)?;
+        hw.set_buffer_size_near(4 * FRAME_SAMPLES as i64)?;
+        pcm.hw_params(&hw)
+            .with_context(|| format!("ALSA {what} device \"{device}\" refuses 48 kHz mono S16"))?;
+    }
+    if dir == alsa::Direction::Playback {
+        let sw = pcm.sw_params_current()?;
+        sw.set_start_threshold(FRAME_SAMPLES as i64)?;
+        pcm.sw_params(&sw)?;
+    }
+    pcm.prepare()?;
+    Ok(pcm)
+}
+
+/// Errors of the duplex loop other than xruns: each is printed and the PCM
+/// prepared again; only a run of them ends the loop (an emulated machine
+/// stalls long enough to upset a PCM now and then).
+#[derive(Default)]
+struct Faults {
+    in_a_row: u32,
+}
+
+impl Faults {
+    const LIMIT: u32 = 50;
+
+    fn fault(&mut self, e: &alsa::Error, device: &str) -> anyhow::Result<()> {
+        self.in_a_row += 1;
+        if e.errno() != libc::EPIPE {
+            println!("duplex: \"{device}\": {e}; prepared again");
+        }
+        if self.in_a_row >= Self::LIMIT {
+            bail!(
+                "\"{device}\": {} errors in a row, the last: {e}",
+                self.in_a_row
+            );
+        }
+        Ok(())
+    }
+
+    fn clean_turn(&mut self) {
+        self.in_a_row = 0;
+    }
+}
+
+fn duplex(
+    play: &str,
+    record: &str,
+    played: &Path,
+    recorded: &Path,
+    hz: f32,
+    max: Duration,
+    stop_file: Option<&Path>,
+) -> anyhow::Result<()> {
+    let out = open_pcm(play, alsa::Direction::Playback)?;
+    let inp = open_pcm(record, alsa::Direction::Capture)?;
+    let create = |p: &Path| {
+        std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))
+    };
+    let (mut pf, mut rf) = (create(played)?, create(recorded)?);
+    let mut tone = KeyedTone::new(hz);
+    let mut frame = [0i16; FRAME_SAMPLES];
+    let mut got = [0i16; FRAME_SAMPLES];
+    let mut xruns = 0u32;
+    let mut errors = Faults::default();
+    let start = Instant::now();
+    let mut turns = 0u64;
+    println!("duplex running: playing {hz} Hz keyed into \"{play}\", recording \"{record}\"");
+    while start.elapsed() < max && !stop_file.is_some_and(Path::exists) {
+        tone.fill(&mut frame);
+        let io = out.io_i16()?;
+        let mut done = 0;
+        while done < FRAME_SAMPLES {
+            match io.writei(&frame[done..]) {
+                Ok(n) => done += n,
+                Err(e) => {
+                    xruns += 1;
+                    errors.fault(&e, play)?;
+                    out.prepare()
+                        .with_context(|| format!("preparing \"{play}\" again"))?;
+                }
+            }
+        }
+        let io = inp.io_i16()?;
+        let mut done = 0;
+        while done < FRAME_SAMPLES {
+            match io.readi(&mut got[done..]) {
+                Ok(n) => done += n,
+                Err(e) => {
+                    xruns += 1;
+                    errors.fault(&e, record)?;
+                    inp.prepare()
+                        .with_context(|| format!("preparing \"{record}\" again"))?;
+                }
+            }
+        }
+        let bytes = |s: &[i16]| s.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>();
+        pf.write_all(&bytes(&frame))?;
+        rf.write_all(&bytes(&got))?;
+        turns += 1;
+        errors.clean_turn();
+    }
+    println!(
+        "duplex stopped after {turns} frames in {} ms, {xruns} xruns",
+        start.elapsed().as_millis()
+    );
+    Ok(())
+}
+
+// ------------------------------------------------------------------ answer
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn send(ws: &mut Socket, m: &Message) -> anyhow::Result<()> {
+    ws.send(Ws::Text(m.to_json().into()))
+        .await
+        .with_context(|| format!("sending {} to the hub", m.type_name()))
+}
+
+/// What the resident sends into the call.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Voice {
+    Tone,
+    Echo,
+}
+
+struct Call {
+    id: CallId,
+    media: media::MediaHandle,
+    ports: intercomd::audio::DevicePorts,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+/// Last two seconds of what the resident heard.
+const HEARD_KEEP: usize = 2 * SAMPLE_RATE as usize;
+/// Most frames waiting to be echoed (0.5 s): beyond that the oldest go.
+const ECHO_KEEP: usize = 50;
+
+async fn answer(hub: &str, token: &str, tone_hz: f32, opus_complexity: u8) -> anyhow::Result<()> {
+    let (mut ws, _) = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio_tungstenite::connect_async(hub),
+    )
+    .await
+    .with_context(|| format!("connecting to {hub} timed out"))?
+    .with_context(|| format!("cannot connect to {hub}"))?;
+    send(
+        &mut ws,
+        &Message::Hello {
+            v: 1,
+            role: Role::Answerer,
+            token: token.into(),
+            name: None,
+        },
+    )
+    .await?;
+
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let (ev_tx, mut events) = tokio::sync::mpsc::channel(256);
+    let mut ringing: Option<CallId> = None;
+    let mut call: Option<Call> = None;
+    let mut voice = Voice::Tone;
+    let mut heard: VecDeque<i16> = VecDeque::with_capacity(HEARD_KEEP);
+    let mut echo: VecDeque<intercomd::audio::Frame> = VecDeque::new();
+    let mut voice_tone = ToneTable::new(tone_hz, 0.3);
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut nonce_n = 0u32;
+
+    loop {
+        tokio::select! {
+            f = ws.next() => {
+                let text = match f {
+                    Some(Ok(Ws::Text(t))) => t,
+                    Some(Ok(Ws::Close(_))) | None => bail!("the hub closed the connection"),
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => bail!("hub connection failed: {e}"),
+                };
+                let m = protocol::decode(text.as_str(), 1 << 20)
+                    .map_err(|e| anyhow::anyhow!("the hub sent an invalid message: {e}"))?;
+                match m {
+                    Message::Welcome { id, .. } => println!("ready id={id}"),
+                    Message::Ring { call_id, door, .. } => {
+                        let door = door.map(|d| d.name).unwrap_or_default();
+                        println!("ring call_id={call_id} door={door:?}");
+                        ringing = Some(call_id);
+                    }
+                    Message::Offer { sdp, .. } => {
+                        println!("offer {}", setup_line(&sdp));
+                        if let Some(c) = &call {
+                            c.media.try_send(MediaCommand::RemoteDescription {
+                                call_id: c.id.to_string(), kind: SdpKind::Offer, sdp,
+                            }).map_err(|e| anyhow::anyhow!("media engine: {e}"))?;
+                        }
+                    }
+                    Message::Candidate { candidate, .. } => {
+                        match &candidate {
+                            Some(c) => println!("candidate from door {}", c.candidate),
+                            None => println!("candidate from door: end"),
+                        }
+                        if let Some(c) = &call {
+                            c.media.try_send(MediaCommand::RemoteCandidate {
+                                call_id: c.id.to_string(), candidate,
+                            }).map_err(|e| anyhow::anyhow!("media engine: {e}"))?;
+                        }
+                    }
+                    Message::Hangup { reason, .. } | Message::Cancel { reason, .. } => {
+                        println!("hangup from door reason={reason:?}");
+                        ringing = None;
+                        if let Some(c) = call.take() {
+                            end(c).await;
+                        }
+                    }
+                    Message::Error { code, message, .. } => {
+                        println!("hub error code={} message={message:?}", code.as_str());
+                    }
+                    other => println!("hub sent {}", other.type_name()),
+                }
+            }
+            line = stdin.next_line() => {
+                let Some(line) = line.context("reading commands from stdin")? else {
+                    break;
+                };
+                match line.trim() {
+                    "" => {}
+                    "accept" => {
+                        let Some(id) = ringing.take() else {
+                            println!("error nothing is ringing");
+                            continue;
+                        };
+                        send(&mut ws, &Message::Accept { call_id: id.clone() }).await?;
+                        let cancel = CancellationToken::new();
+                        let tracker = TaskTracker::new();
+                        let settings = MediaSettings {
+                            udp_bind_ips: vec![std::net::Ipv4Addr::LOCALHOST.into()],
+                            opus_complexity,
+                            ..MediaSettings::default()
+                        };
+                        let handle = media::spawn_media(settings, ev_tx.clone(), cancel.clone(), &tracker);
+                        let (audio, ports) = port_pair(intercomd::audio::DEFAULT_PORT_CAPACITY);
+                        handle.try_send(MediaCommand::Start {
+                            call_id: id.to_string(),
+                            offerer: false,
+                            ice_servers: vec![],
+                            audio,
+                        }).map_err(|e| anyhow::anyhow!("media engine: {e}"))?;
+                        heard.clear();
+                        echo.clear();
+                        voice = Voice::Tone;
+                        println!("accepted call_id={id}");
+                        call = Some(Call { id, media: handle, ports, cancel, tracker });
+                    }
+                    "listen" => {
+                        let s: Vec<i16> = heard.iter().rev().take(SAMPLE_RATE as usize).rev().copied().collect();
+                        let candidates: Vec<f32> = (10..=400).map(|k| k as f32 * 10.0).collect();
+                        let level = intercomd::audio::testsignal::energy_db(&s);
+                        match dominant_frequency(&s, SAMPLE_RATE, &candidates) {
+                            Some(hz) => println!("heard hz={hz} level_db={level:.1} samples={}", s.len()),
+                            None => println!("heard hz=none level_db={level:.1} samples={}", s.len()),
+                        }
+                    }
+                    "open" => {
+                        let Some(c) = &call else {
+                            println!("error no call");
+                            continue;
+                        };
+                        nonce_n += 1;
+                        let nonce = format!("{:016x}{nonce_n:08x}", rand::random::<u64>());
+                        let text = serde_json::json!({"type": "open", "nonce": nonce}).to_string();
+                        c.media.try_send(MediaCommand::DoorSend { call_id: c.id.to_string(), text })
+                            .map_err(|e| anyhow::anyhow!("media engine: {e}"))?;
+                        println!("open sent nonce={nonce}");
+                    }
+                    "echo" => {
+                        voice = Voice::Echo;
+                        println!("voice echo");
+                    }
+                    "tone" => {
+                        voice = Voice::Tone;
+                        println!("voice tone hz={tone_hz}");
+                    }
+                    "hangup" => {
+                        let Some(c) = call.take() else {
+                            println!("error no call");
+                            continue;
+                        };
+                        send(&mut ws, &Message::Hangup { call_id: c.id.clone(), reason: "hangup".into() }).await?;
+                        end(c).await;
+                        println!("hung up");
+                    }
+                    "quit" => break,
+                    other => println!("error unknown command {other:?}"),
+                }
+            }
+            ev = events.recv() => {
+                let Some(ev) = ev else { continue };
+                match ev {
+                    MediaEvent::LocalDescription { sdp, kind: SdpKind::Answer, .. } => {
+                        println!("answer {}", setup_line(&sdp));
+                        if let Some(c) = &call {
+                            send(&mut ws, &Message::Answer { call_id: c.id.clone(), sdp }).await?;
+                        }
+                    }
+                    MediaEvent::LocalCandidate { candidate, .. } => {
+                        match &candidate {
+                            Some(c) => println!("candidate to door {}", c.candidate),
+                            None => println!("candidate to door: end"),
+                        }
+                        if let Some(c) = &call {
+                            send(&mut ws, &Message::Candidate { call_id: c.id.clone(), candidate }).await?;
+                        }
+                    }
+                    MediaEvent::AudioEstablished { selected_pair, .. } => {
+                        println!("established selected_pair={selected_pair}");
+                    }
+                    MediaEvent::DoorChannelOpen { .. } => println!("door channel open"),
+                    MediaEvent::DoorMessage { text, .. } => println!("door {text}"),
+                    MediaEvent::State { state, .. } => println!("media state {state:?}"),
+                    MediaEvent::Error { message, .. } => println!("media error {message}"),
+                    _ => {}
+                }
+            }
+            _ = tick.tick(), if call.is_some() => {
+                let Some(c) = call.as_mut() else { continue };
+                while let Ok(f) = c.ports.playback.try_recv() {
+                    if heard.len() + FRAME_SAMPLES > HEARD_KEEP {
+                        heard.drain(..FRAME_SAMPLES);
+                    }
+                    heard.extend(f.iter());
+                    echo.push_back(f);
+                    if echo.len() > ECHO_KEEP {
+                        echo.pop_front();
+                    }
+                }
+                let frame = match voice {
+                    Voice::Echo => echo.pop_front().unwrap_or_else(intercomd::audio::silent_frame),
+                    Voice::Tone => {
+                        let mut f = intercomd::audio::silent_frame();
+                        for v in f.iter_mut() {
+                            *v = voice_tone.next();
+                        }
+                        echo.clear();
+                        f
+                    }
+                };
+                // A full queue means the engine is behind: drop, as a sound card would.
+                let _ = c.ports.capture.try_send(frame);
+            }
+        }
+    }
+    if let Some(c) = call.take() {
+        end(c).await;
+    }
+    println!("bye");
+    Ok(())
+}
+
+/// The DTLS role line of an SDP (`a=setup:…`), for the log.
+fn setup_line(sdp: &str) -> &str {
+    sdp.lines()
+        .find(|l| l.starts_with("a=setup:"))
+        .unwrap_or("a=setup missing")
+}
+
+async fn end(c: Call) {
+    let _ = c.media.try_send(MediaCommand::Stop {
+        call_id: c.id.to_string(),
+    });
+    c.cancel.cancel();
+    c.tracker.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), c.tracker.wait()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_tell_a_blink_from_a_pulse() {
+        let ms = Duration::from_millis;
+        // 500 ms on, 500 ms off, sampled every 100 ms for 2.3 s.
+        let blink: Vec<(Duration, bool)> =
+            (0..=23).map(|i| (ms(i * 100), (i / 5) % 2 == 0)).collect();
+        let r = runs(&blink).expect("samples");
+        assert_eq!(r.transitions, 4);
+        assert_eq!(r.whole_runs, [ms(500), ms(500), ms(500)]);
+        assert_eq!(
+            r.to_string().split(' ').next_back(),
+            Some("median_run_ms=500")
+        );
+        assert!(r.first && r.last);
+        // Low, a 1.5 s pulse, low again.
+        let pulse: Vec<(Duration, bool)> = (0..=30)
+            .map(|i| (ms(i * 100), (5..20).contains(&i)))
+            .collect();
+        let r = runs(&pulse).expect("samples");
+        assert_eq!((r.transitions, r.high), (2, ms(1500)));
+        assert_eq!(r.whole_runs, [ms(1500)]);
+        assert!(!r.first && !r.last);
+        // Steady: no transition, no whole run.
+        let steady: Vec<(Duration, bool)> = (0..10).map(|i| (ms(i * 100), true)).collect();
+        let r = runs(&steady).expect("samples");
+        assert_eq!((r.transitions, r.high), (0, ms(900)));
+        assert!(r.to_string().ends_with("median_run_ms=-1"));
+        assert!(runs(&[]).is_none());
+    }
+
+    #[test]
+    fn the_keying_is_found_at_its_delay_and_not_in_noise() {
+        let mut tone = KeyedTone::new(700.0);
+        let mut played = vec![0i16; 4 * SAMPLE_RATE as usize];
+        tone.fill(&mut played);
+        // The same signal 230 ms later, at a quarter of the level.
+        let delay = 230 * 48;
+        let mut recorded = vec![0i16; played.len()];
+        for (i, s) in played.iter().enumerate().take(played.len() - delay) {
+            recorded[i + delay] = s / 4;
+        }
+        let l = windowed_lag(&played, &recorded, 700.0, Duration::from_secs(2), 0.95);
+        assert_eq!((l.windows, l.matched), (3, 3), "{l:?}");
+        assert_eq!(
+            (l.low, l.high),
+            (Duration::from_millis(230), Duration::from_millis(230))
+        );
+        // Window by window, with the delay growing from 200 to 260 ms
+        // halfway (a jitter buffer adapting).
+        let mut drifting = vec![0i16; played.len()];
+        let half = played.len() / 2;
+        for (i, s) in played.iter().enumerate() {
+            let d = if i < half { 200 * 48 } else { 260 * 48 };
+            if i + d < drifting.len() {
+                drifting[i + d] = *s;
+            }
+        }
+        let l = windowed_lag(&played, &drifting, 700.0, Duration::from_millis(500), 0.5);
+        assert_eq!(l.windows, 6, "{l:?}");
+        assert!(l.matched >= 5, "{l:?}");
+        assert_eq!(l.low, Duration::from_millis(200), "{l:?}");
+        assert_eq!(l.high, Duration::from_millis(260), "{l:?}");
+        // A steady tone carries no keying: nothing correlates.
+        let mut steady = vec![0i16; played.len()];
+        intercomd::audio::fill_sine(&mut steady, 700.0, 0.3, SAMPLE_RATE, 0.0);
+        let l = windowed_lag(&played, &steady, 700.0, Duration::from_secs(2), 0.3);
+        assert_eq!(l.matched, 0, "{l:?}");
+    }
+}
