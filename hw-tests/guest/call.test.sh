@@ -247,6 +247,69 @@ else
     fail "open granted and audited" "$(grep '^door ' "$res")"
 fi
 
+# Faults in the call. First an xrun: the daemon stopped for half a second,
+# so its capture overruns and its playback underruns. Then the sound card
+# gone for 1.5 s (snd-aloop's device unbound from its driver, then bound
+# again). Neither may end the call: the log says what happened and when the
+# device came back, and the audio comes back both ways.
+# (An emulated CPU can cause xruns of its own: count only new ones.)
+xruns_before=$(grep -c "audio xrun; device prepared again" "$log")
+kill -STOP "$pid"
+sleep 0.5
+kill -CONT "$pid"
+i=0
+while [ "$(grep -c "audio xrun; device prepared again" "$log")" -le "$xruns_before" ] && [ "$i" -lt 100 ]; do
+    sleep 0.1; i=$((i + 1))
+done
+if [ "$(grep -c "audio xrun; device prepared again" "$log")" -gt "$xruns_before" ]; then
+    pass "an xrun in the call is logged and recovered ($(grep "audio xrun" "$log" | tail -n1 | grep -o 'direction="[a-z]*"'))"
+else
+    fail "an xrun in the call is logged and recovered" "no new 'audio xrun' line after the daemon was stopped for 0.5 s"
+fi
+drv=/sys/bus/platform/drivers/snd_aloop
+card_dev=$(basename "$(ls -d "$drv"/snd_aloop.* 2>/dev/null | head -n1)")
+# The far side's PCMs go with the card: stop it first, start it again after.
+touch /tmp/duplex.stop
+wait "$duplex" 2>/dev/null
+echo "$card_dev" > "$drv/unbind"
+if wait_for "$log" "audio device vanished" 10; then
+    pass "the sound card leaving in the call is logged"
+else
+    fail "the sound card leaving in the call is logged" "no 'audio device vanished' line"
+fi
+sleep 1.5
+echo "$card_dev" > "$drv/bind"
+if wait_for "$log" "audio device reopened" 20; then
+    pass "the sound card coming back is logged ($(grep -m1 'audio device reopened' "$log" | grep -o 'down_ms=[0-9]*'))"
+else
+    fail "the sound card coming back is logged" "no 'audio device reopened' line"
+fi
+rm -f /tmp/duplex.stop
+hw_rig duplex --play "$LOOP_PLAY" --record "$LOOP_REC" --played "$played" \
+    --recorded "$recorded" --stop-file /tmp/duplex.stop --seconds 200 > /tmp/duplex2.log 2>&1 &
+duplex=$!
+if grep -q "call ended" "$log"; then
+    fail "the call goes on through the xrun and the missing card" "$(grep -m1 'call ended' "$log")"
+else
+    pass "the call goes on through the xrun and the missing card"
+fi
+sleep 3
+heard_before=$(grep -c '^heard' "$res")
+say listen
+i=0
+while [ "$(grep -c '^heard' "$res")" -le "$heard_before" ] && [ "$i" -lt 100 ]; do
+    sleep 0.1; i=$((i + 1))
+done
+h=$(grep '^heard' "$res" | tail -n1)
+end=$(stat -c %s "$recorded")
+r=$(hw_rig tone --file "$recorded" --from $((end - 96000)) --to "$end")
+if [ "$(grep -c '^heard' "$res")" -gt "$heard_before" ] && [ "$(field "$h" hz)" = 700 ] &&
+    [ "$(field "$r" hz)" = 1000 ]; then
+    pass "audio back both ways after the faults (resident $h; playback $r)"
+else
+    fail "audio back both ways after the faults" "resident: $h; playback: $r"
+fi
+
 # Round trip: the resident sends back what it hears; the keying of the
 # played tone comes back in the recording, later by the latency through
 # the daemon (capture, Opus, WebRTC, the resident, back, playback).
