@@ -7,29 +7,13 @@ import fs from 'node:fs';
  */
 export function writeSineWav(file, { freq = 1000, seconds = 12, sampleRate = 48000, amplitude = 0.5, burstMs = 0 } = {}) {
   const n = Math.round(seconds * sampleRate);
-  const data = Buffer.alloc(n * 2);
+  const samples = new Int16Array(n);
   const burst = Math.round((burstMs * sampleRate) / 1000);
   for (let i = 0; i < n; i++) {
     const on = !burst || Math.floor(i / burst) % 2 === 0;
-    const v = on ? Math.round(amplitude * 32767 * Math.sin((2 * Math.PI * freq * i) / sampleRate)) : 0;
-    data.writeInt16LE(v, i * 2);
+    samples[i] = on ? Math.round(amplitude * 32767 * Math.sin((2 * Math.PI * freq * i) / sampleRate)) : 0;
   }
-  const header = Buffer.alloc(44);
-  header.write('RIFF', 0, 'ascii');
-  header.writeUInt32LE(36 + data.length, 4);
-  header.write('WAVE', 8, 'ascii');
-  header.write('fmt ', 12, 'ascii');
-  header.writeUInt32LE(16, 16);
-  header.writeUInt16LE(1, 20); // PCM
-  header.writeUInt16LE(1, 22); // mono
-  header.writeUInt32LE(sampleRate, 24);
-  header.writeUInt32LE(sampleRate * 2, 28);
-  header.writeUInt16LE(2, 32);
-  header.writeUInt16LE(16, 34);
-  header.write('data', 36, 'ascii');
-  header.writeUInt32LE(data.length, 40);
-  fs.writeFileSync(file, Buffer.concat([header, data]));
-  return file;
+  return writePcmWav(file, samples, sampleRate);
 }
 
 /**
