@@ -83,18 +83,7 @@ else
     fail "exit button energises the relay" "relay value stays $(cat "$relay/value")"
 fi
 
-kill "$pid" 2>/dev/null
-i=0
-while kill -0 "$pid" 2>/dev/null && [ "$i" -lt 100 ]; do
-    sleep 0.1
-    i=$((i + 1))
-done
-if kill -0 "$pid" 2>/dev/null; then
-    fail "daemon stops on SIGTERM" "still running after 10 s"
-    kill -9 "$pid"
-else
-    pass "daemon stops on SIGTERM"
-fi
+stop_daemon "$pid" "daemon"
 
 echo "--- daemon log"
 cat "$log"
