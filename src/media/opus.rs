@@ -185,6 +185,8 @@ pub struct JitterBuffer {
     raw_target: f64,
     target: f64,
     target_at: Option<Instant>,
+    /// Reused for sorting transits, so a packet costs no allocation.
+    sorted: Vec<f64>,
     pub stats: JitterStats,
 }
 
@@ -209,6 +211,7 @@ impl JitterBuffer {
             raw_target: 0.0,
             target: 0.0,
             target_at: None,
+            sorted: Vec::new(),
             stats: JitterStats::default(),
         })
     }
@@ -257,12 +260,14 @@ impl JitterBuffer {
 
     /// One packet plus the spread from the quickest transit to the
     /// [`TARGET_QUANTILE`] one, in seconds.
-    fn transit_target(&self) -> f64 {
-        let mut t: Vec<f64> = self.transits.iter().map(|(_, t)| *t).collect();
+    fn transit_target(&mut self) -> f64 {
+        let t = &mut self.sorted;
+        t.clear();
+        t.extend(self.transits.iter().map(|(_, t)| *t));
         if t.is_empty() {
             return 0.0;
         }
-        t.sort_by(f64::total_cmp);
+        t.sort_unstable_by(f64::total_cmp);
         let q = t[((t.len() - 1) as f64 * TARGET_QUANTILE).round() as usize];
         // Transit is taken relative to the RTP clock, so timestamp wrap or
         // a sender restart shows as a huge spread; the clamp in
