@@ -19,17 +19,7 @@ log() { echo "build-kernel: $*" >&2; }
 
 # Build dependencies, installed only when missing.
 pkgs="linux-source-6.1 bc bison flex libelf-dev libssl-dev cpio busybox-static qemu-system-x86 kmod make gcc binutils"
-missing=
-for p in $pkgs; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
-    log "installing$missing"
-    sudo=
-    [ "$(id -u)" -eq 0 ] || sudo=sudo
-    $sudo apt-get install -y --no-install-recommends $missing >&2 ||
-        { $sudo apt-get update >&2 && $sudo apt-get install -y --no-install-recommends $missing >&2; }
-fi
+"$here/../scripts/apt-install-missing.sh" build-kernel $pkgs
 
 srcver=$(dpkg-query -W -f='${Version}' linux-source-6.1)
 hash=$( { cat "$fragment"; echo "$srcver"; } | sha256sum | cut -c1-16)

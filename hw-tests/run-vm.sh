@@ -69,18 +69,7 @@ fi
 # with apt when missing. With INTERCOMD_HW_BLUEZ_SRC (a BlueZ >= 5.86
 # tree) the VM gets a btvirt built from it, whose controllers carry SCO
 # (hw-tests/build-btvirt.sh); Debian's cannot.
-bt_pkgs=
-for p in bluez bluez-test-tools dbus-daemon; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
-        bt_pkgs="$bt_pkgs $p"
-done
-if [ -n "$bt_pkgs" ]; then
-    log "installing$bt_pkgs"
-    sudo=
-    [ "$(id -u)" -eq 0 ] || sudo=sudo
-    $sudo apt-get install -y --no-install-recommends $bt_pkgs >&2 ||
-        { $sudo apt-get update >&2 && $sudo apt-get install -y --no-install-recommends $bt_pkgs >&2; }
-fi
+"$repo/scripts/apt-install-missing.sh" run-vm bluez bluez-test-tools dbus-daemon
 hfp_hf=$(dirname "$bin")/examples/hfp-hf
 btvirt=/usr/bin/btvirt
 [ -n "${INTERCOMD_HW_BLUEZ_SRC:-}" ] && btvirt=$("$here/build-btvirt.sh")

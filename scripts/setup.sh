@@ -5,22 +5,11 @@ set -eu
 
 PKGS="build-essential cmake pkg-config libasound2-dev libdbus-1-dev libspeexdsp-dev iproute2 iptables nftables chromium nodejs npm curl ca-certificates coturn openssl systemd python3"
 
-missing=""
-for p in $PKGS; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
-done
 # A node from elsewhere (nodesource, nvm) is fine too.
 if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
-    missing=$(echo "$missing" | tr ' ' '\n' | grep -v -x -e nodejs -e npm | tr '\n' ' ')
+    PKGS=$(echo "$PKGS" | tr ' ' '\n' | grep -v -x -e nodejs -e npm | tr '\n' ' ')
 fi
-missing=$(echo "$missing" | xargs)
-if [ -n "$missing" ]; then
-    echo "setup: installing $missing"
-    SUDO=""
-    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
-fi
+"$(dirname "$0")/apt-install-missing.sh" setup $PKGS
 
 if ! command -v cargo >/dev/null 2>&1; then
     echo "setup: cargo not found; install a Rust toolchain (rustup or Debian's rustc-web cargo-web)" >&2
