@@ -273,6 +273,7 @@ impl Controller {
                     media::MediaState::Connected => MediaState::Connected,
                     media::MediaState::Disconnected => MediaState::Disconnected,
                     media::MediaState::Failed => MediaState::Failed,
+                    media::MediaState::Stalled => MediaState::Stalled,
                     media::MediaState::Closed => MediaState::Closed,
                 };
                 info!(call_id = %call_id, ice_state = ?state, "media connection state");
@@ -705,6 +706,19 @@ impl Controller {
                     self.last_established = Some(call_id.clone());
                     info!(call_id = %call_id, "call in progress");
                 }
+                Output::Recovering {
+                    call_id,
+                    attempt,
+                    reason,
+                    renew,
+                } => {
+                    let remedy = if renew {
+                        "new media session"
+                    } else {
+                        "ICE restart"
+                    };
+                    warn!(message_id = message_id::MEDIA_RECOVERY, call_id = %call_id, attempt, reason = %reason, remedy, "call media lost; trying to bring it back");
+                }
                 Output::Ended { call_id, reason } => {
                     let level_warn = matches!(
                         reason,
@@ -767,6 +781,12 @@ impl Controller {
             MediaRequest::RemoteCandidate { call_id, candidate } => MediaCommand::RemoteCandidate {
                 call_id: call_id.to_string(),
                 candidate,
+            },
+            MediaRequest::RestartIce { call_id } => MediaCommand::RestartIce {
+                call_id: call_id.to_string(),
+            },
+            MediaRequest::Renew { call_id } => MediaCommand::Renew {
+                call_id: call_id.to_string(),
             },
             MediaRequest::Stop { call_id } => MediaCommand::Stop {
                 call_id: call_id.to_string(),

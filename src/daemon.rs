@@ -163,6 +163,7 @@ pub fn media_settings(settings: &Settings) -> MediaSettings {
         relay_only: settings.ice.transport_policy == config::IceTransportPolicy::Relay,
         turn_ca_file: settings.ice.turn_ca_file.clone(),
         offer_dtls_active: settings.ice.offer_dtls_client,
+        dtls_timeout: settings.ice.dtls_timeout,
         ..MediaSettings::default()
     }
 }
@@ -584,6 +585,7 @@ pub async fn start_station(
             connect_timeout: settings.call.connect_timeout,
             max_duration: settings.call.max_duration,
             media_lost_timeout: settings.ice.receiving_timeout,
+            max_media_restarts: settings.ice.max_restarts,
             ..CallSettings::default()
         },
         buttons,

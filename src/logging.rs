@@ -106,9 +106,12 @@ pub mod message_id {
     pub const DOOR_OPENED: &str = "6cefe8cc823948c49ce916aa3ba588e7";
     /// The configuration is invalid; intercomd exits with status 78.
     pub const CONFIG_ERROR: &str = "a27eaf53f8f4483d9ea3eb2d0b5952b2";
+    /// A call's media path was lost or stalled and is being brought back
+    /// (an ICE restart or a new session), `ATTEMPT` of the allowed ones.
+    pub const MEDIA_RECOVERY: &str = "622e3bd254544c30a0326dc71e491ec9";
 
     /// Every id with its name, for checks against the catalog.
-    pub const ALL: [(&str, &str); 8] = [
+    pub const ALL: [(&str, &str); 9] = [
         ("SIGNALING_CONNECTED", SIGNALING_CONNECTED),
         ("SIGNALING_LOST", SIGNALING_LOST),
         ("CALL_STARTED", CALL_STARTED),
@@ -117,6 +120,7 @@ pub mod message_id {
         ("AUDIO_ESTABLISHED", AUDIO_ESTABLISHED),
         ("DOOR_OPENED", DOOR_OPENED),
         ("CONFIG_ERROR", CONFIG_ERROR),
+        ("MEDIA_RECOVERY", MEDIA_RECOVERY),
     ];
 }
 

@@ -513,6 +513,9 @@
     // otherwise the microphone promise picks it up
   }
 
+  // How long a failed connection waits for the door's recovery offer.
+  var FAILED_GRACE_MS = 30000;
+
   function processOffer(c) {
     if (c.pc || c.ended) return;
     var pc;
@@ -570,7 +573,14 @@
         setState('in_call', 'Talking to ' + c.doorName);
         startElapsed();
       } else if (st === 'failed') {
-        endCall('Call failed: no audio path', { sendHangup: true, reason: 'failed' });
+        // The door station drives recovery (an ICE restart or a new
+        // session, sent as a new offer): give it time before giving up.
+        record('pc-failed-waiting', { call_id: c.id, grace_ms: FAILED_GRACE_MS });
+        setTimeout(function () {
+          if (!c.ended && c.pc === pc && pc.connectionState === 'failed') {
+            endCall('Call failed: no audio path', { sendHangup: true, reason: 'failed' });
+          }
+        }, FAILED_GRACE_MS);
       }
     };
 
@@ -591,8 +601,32 @@
     });
   }
 
+  function dtlsFingerprint(sdp) {
+    var m = /a=fingerprint:(\S+ \S+)/.exec(sdp || '');
+    return m ? m[1].toLowerCase() : null;
+  }
+
   function renegotiate(c, sdp) {
     var pc = c.pc;
+    var current = pc.remoteDescription ? dtlsFingerprint(pc.remoteDescription.sdp) : null;
+    if (current !== dtlsFingerprint(sdp)) {
+      // A new session from the door (its secure handshake stalled): the
+      // old connection cannot carry it, so build a new one. The microphone
+      // stays open.
+      record('media-renewed', { call_id: c.id });
+      c.pc = null;
+      c.remoteDescriptionSet = false;
+      c.pendingCandidates = [];
+      c.dataChannel = null;
+      intercom.dataChannel = null;
+      ui.openDoor.disabled = true;
+      try { pc.close(); } catch (e) { /* ignore */ }
+      c.offer = sdp;
+      processOffer(c);
+      return;
+    }
+    // Same session, new ICE credentials: an ICE restart.
+    record('ice-restart', { call_id: c.id });
     pc.setRemoteDescription({ type: 'offer', sdp: sdp }).then(function () {
       return pc.createAnswer();
     }).then(function (answer) {

@@ -25,8 +25,12 @@ pub struct CallSettings {
     pub connect_timeout: Duration,
     /// Hard cap on a call's length (a forgotten open line ends).
     pub max_duration: Duration,
-    /// How long media may stay disconnected before the call is ended.
+    /// How long one attempt to bring a lost media path back (an ICE
+    /// restart or a new session) may take before the next attempt, or the
+    /// end of the call when none are left.
     pub media_lost_timeout: Duration,
+    /// Attempts per call to bring a lost or stalled media path back.
+    pub max_media_restarts: u32,
     /// Outbound call-scoped messages kept while signaling is down.
     pub max_queued_messages: usize,
     /// How long `Ended` is shown before the station is `Idle` again.
@@ -40,6 +44,7 @@ impl Default for CallSettings {
             connect_timeout: Duration::from_secs(20),
             max_duration: Duration::from_secs(600),
             media_lost_timeout: Duration::from_secs(30),
+            max_media_restarts: 2,
             max_queued_messages: 128,
             ended_linger: Duration::from_secs(3),
         }
@@ -128,8 +133,11 @@ impl fmt::Display for EndReason {
 pub enum MediaState {
     Checking,
     Connected,
+    /// Nothing received for the receiving timeout: the path is dead.
     Disconnected,
     Failed,
+    /// ICE connected but the DTLS handshake did not finish in time.
+    Stalled,
     Closed,
 }
 
@@ -182,6 +190,12 @@ pub enum MediaRequest {
         call_id: CallId,
         candidate: Option<Candidate>,
     },
+    /// Restart ICE on the call's session and create a new offer (fresh
+    /// ICE credentials, same DTLS session).
+    RestartIce { call_id: CallId },
+    /// Replace the call's session with a new one (new ICE and DTLS) and
+    /// create its offer; the call's audio stays attached.
+    Renew { call_id: CallId },
     /// Tear the call's media down.
     Stop { call_id: CallId },
 }
@@ -202,8 +216,22 @@ pub enum Output {
     Answered { call_id: CallId, by: PeerInfo },
     /// Media is flowing both ways.
     Established { call_id: CallId },
+    /// A lost or stalled media path is being brought back (for the log).
+    Recovering {
+        call_id: CallId,
+        attempt: u32,
+        reason: String,
+        /// A new session rather than an ICE restart.
+        renew: bool,
+    },
     /// A call ended.
     Ended { call_id: CallId, reason: EndReason },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Recovery {
+    IceRestart,
+    Renew,
 }
 
 /// Why an input was not acted upon. The shell logs it; nothing else happens.
@@ -251,9 +279,11 @@ struct Call {
     id: CallId,
     group: String,
     answerer: Option<PeerInfo>,
-    /// The remote answer was handed to media.
-    answered_sdp: bool,
+    /// An offer went out and its answer has not come back yet.
+    awaiting_answer: bool,
     media_up: bool,
+    /// Media restarts used so far (ICE restarts and renewals).
+    restarts: u32,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -384,12 +414,13 @@ impl CallMachine {
             }
             Input::Signal(msg) => self.on_signal(msg, now),
             Input::LocalDescription { call_id, sdp } => {
-                let call = self.current("local description", &call_id)?;
-                let id = call.id.clone();
-                if !matches!(self.state, State::Connecting(_)) {
+                self.current("local description", &call_id)?;
+                // The first offer (connecting) or one after a media restart.
+                let (State::Connecting(call) | State::InCall(call)) = &mut self.state else {
                     return Err(self.out_of_state("local description"));
-                }
-                self.send(Message::Offer { call_id: id, sdp });
+                };
+                call.awaiting_answer = true;
+                self.send(Message::Offer { call_id, sdp });
                 Ok(())
             }
             Input::LocalCandidate { call_id, candidate } => {
@@ -461,8 +492,9 @@ impl CallMachine {
             id: call_id.clone(),
             group: group.clone(),
             answerer: None,
-            answered_sdp: false,
+            awaiting_answer: false,
             media_up: false,
+            restarts: 0,
         });
         self.timers = [None; TIMER_COUNT];
         self.timers[Timer::Ring as usize] = Some(now + self.settings.ring_timeout);
@@ -535,16 +567,17 @@ impl CallMachine {
             }
             Message::Answer { call_id, sdp } => {
                 self.current(name, &call_id)?;
-                let State::Connecting(call) = &mut self.state else {
+                let phase = self.state.phase().as_str();
+                let (State::Connecting(call) | State::InCall(call)) = &mut self.state else {
                     return Err(self.out_of_state(name));
                 };
-                if call.answered_sdp {
+                if !call.awaiting_answer {
                     return Err(Rejected::OutOfState {
-                        input: "answer (duplicate)",
-                        phase: "connecting",
+                        input: "answer (no offer outstanding)",
+                        phase,
                     });
                 }
-                call.answered_sdp = true;
+                call.awaiting_answer = false;
                 self.outputs
                     .push_back(Output::Media(MediaRequest::RemoteAnswer { call_id, sdp }));
                 Ok(())
@@ -631,20 +664,59 @@ impl CallMachine {
                 self.timers[Timer::MediaLost as usize] = None;
                 Ok(())
             }
-            MediaState::Disconnected => {
-                // A brief disconnection heals by itself; give it the
-                // receiving timeout before giving up.
+            // The stack reports these only after the receiving timeout
+            // without a packet (a brief gap never gets here) or when every
+            // pair failed. An attempt already under way has its own timer.
+            MediaState::Disconnected | MediaState::Failed => {
                 if self.timers[Timer::MediaLost as usize].is_none() {
-                    self.timers[Timer::MediaLost as usize] =
-                        Some(now + self.settings.media_lost_timeout);
+                    let why = if state == MediaState::Failed {
+                        "ICE failed"
+                    } else {
+                        "nothing received for the receiving timeout"
+                    };
+                    self.recover(Recovery::IceRestart, why, now);
                 }
                 Ok(())
             }
-            MediaState::Failed => {
-                self.end(EndReason::MediaFailed("ICE failed".into()));
+            MediaState::Stalled => {
+                self.recover(Recovery::Renew, "DTLS handshake stalled", now);
                 Ok(())
             }
         }
+    }
+
+    /// Try to bring the call's media path back, or end the call when the
+    /// attempts are used up.
+    fn recover(&mut self, how: Recovery, why: &str, now: Instant) {
+        let max = self.settings.max_media_restarts;
+        let (State::Connecting(call) | State::InCall(call)) = &mut self.state else {
+            return;
+        };
+        if call.restarts >= max {
+            self.end(EndReason::MediaFailed(format!(
+                "{why}; {max} restart(s) did not help"
+            )));
+            return;
+        }
+        call.restarts += 1;
+        let call_id = call.id.clone();
+        let attempt = call.restarts;
+        self.timers[Timer::MediaLost as usize] = Some(now + self.settings.media_lost_timeout);
+        let req = match how {
+            Recovery::IceRestart => MediaRequest::RestartIce {
+                call_id: call_id.clone(),
+            },
+            Recovery::Renew => MediaRequest::Renew {
+                call_id: call_id.clone(),
+            },
+        };
+        self.outputs.push_back(Output::Recovering {
+            call_id,
+            attempt,
+            reason: why.to_owned(),
+            renew: how == Recovery::Renew,
+        });
+        self.outputs.push_back(Output::Media(req));
     }
 
     fn on_timer(&mut self, t: Timer) {
@@ -653,7 +725,10 @@ impl CallMachine {
             (Timer::Connect, State::Connecting(_)) => self.end(EndReason::ConnectTimeout),
             (Timer::MaxDuration, State::InCall(_)) => self.end(EndReason::MaxDuration),
             (Timer::MediaLost, State::Connecting(_) | State::InCall(_)) => {
-                self.end(EndReason::MediaFailed("media lost".into()))
+                let now = self
+                    .last_now
+                    .expect("handle_timeout sets last_now before firing timers");
+                self.recover(Recovery::IceRestart, "media not back after a restart", now)
             }
             (Timer::EndedLinger, State::Ended) => {
                 self.state = State::Idle;

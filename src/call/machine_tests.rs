@@ -509,6 +509,11 @@ fn out_of_order_and_duplicate_events() {
         .is_err()
     );
     // Duplicate answer.
+    h.input(Input::LocalDescription {
+        call_id: cid("c1"),
+        sdp: "offer".into(),
+    })
+    .unwrap();
     h.signal(Message::Answer {
         call_id: cid("c1"),
         sdp: "a".into(),
@@ -697,54 +702,199 @@ fn outbox_is_bounded() {
     assert_eq!(h.m.dropped_messages(), 1000 - 128);
 }
 
-#[test]
-fn media_disconnect_is_tolerated_until_the_lost_timeout() {
-    let mut h = in_call();
+fn media(h: &mut Harness, state: MediaState) {
     h.input(Input::Media {
         call_id: cid("c1"),
-        state: MediaState::Disconnected,
+        state,
     })
     .unwrap();
-    h.advance(Duration::from_secs(10));
-    h.input(Input::Media {
-        call_id: cid("c1"),
-        state: MediaState::Connected,
-    })
-    .unwrap();
-    h.advance(Duration::from_secs(60));
-    assert_eq!(h.m.phase(), Phase::InCall, "healed disconnection");
+}
 
-    h.input(Input::Media {
+/// The media request and the offer that follows it, answered by the page.
+fn reoffer_and_answer(h: &mut Harness) {
+    h.input(Input::LocalDescription {
         call_id: cid("c1"),
-        state: MediaState::Disconnected,
+        sdp: "offer 2".into(),
     })
     .unwrap();
-    h.advance(Duration::from_secs(29));
-    assert_eq!(h.m.phase(), Phase::InCall);
-    h.advance(Duration::from_secs(1));
-    assert_eq!(h.m.phase(), Phase::Ended);
-    assert!(h.take().iter().any(|o| matches!(
-        o,
-        Output::Ended {
-            reason: EndReason::MediaFailed(_),
-            ..
-        }
-    )));
+    assert_eq!(
+        h.sent(),
+        vec![Message::Offer {
+            call_id: cid("c1"),
+            sdp: "offer 2".into()
+        }]
+    );
+    h.signal(Message::Answer {
+        call_id: cid("c1"),
+        sdp: "answer 2".into(),
+    })
+    .unwrap();
+    assert_eq!(
+        h.take(),
+        vec![Output::Media(MediaRequest::RemoteAnswer {
+            call_id: cid("c1"),
+            sdp: "answer 2".into()
+        })]
+    );
 }
 
 #[test]
-fn media_failed_ends_immediately() {
+fn a_dead_path_is_restarted_and_the_call_goes_on() {
     let mut h = in_call();
-    h.input(Input::Media {
+    // The stack says disconnected only after the receiving timeout of
+    // silence: the path is dead, so ICE restarts at once.
+    media(&mut h, MediaState::Disconnected);
+    let out = h.take();
+    assert!(
+        out.contains(&Output::Media(MediaRequest::RestartIce {
+            call_id: cid("c1")
+        })),
+        "{out:?}"
+    );
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::Recovering {
+            attempt: 1,
+            renew: false,
+            ..
+        }
+    )));
+    // A failed report of the same dead path starts nothing more.
+    media(&mut h, MediaState::Failed);
+    assert!(h.take().is_empty());
+    reoffer_and_answer(&mut h);
+    // A second answer to the same offer is refused.
+    assert!(matches!(
+        h.signal(Message::Answer {
+            call_id: cid("c1"),
+            sdp: "again".into(),
+        }),
+        Err(Rejected::OutOfState { .. })
+    ));
+    media(&mut h, MediaState::Checking);
+    h.advance(Duration::from_secs(2));
+    media(&mut h, MediaState::Connected);
+    h.advance(Duration::from_secs(120));
+    assert_eq!(h.m.phase(), Phase::InCall, "restarted path holds");
+    assert!(h.take().is_empty());
+}
+
+#[test]
+fn restarts_that_do_not_help_end_the_call() {
+    let mut h = in_call();
+    media(&mut h, MediaState::Disconnected);
+    assert!(h.take().contains(&Output::Media(MediaRequest::RestartIce {
+        call_id: cid("c1")
+    })));
+    reoffer_and_answer(&mut h);
+    // Each attempt gets the lost timeout (30 s), then the next one.
+    h.advance(Duration::from_secs(29));
+    assert!(h.take().is_empty());
+    h.advance(Duration::from_secs(1));
+    let out = h.take();
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Recovering { attempt: 2, .. }))
+    );
+    assert!(out.contains(&Output::Media(MediaRequest::RestartIce {
+        call_id: cid("c1")
+    })));
+    assert_eq!(h.m.phase(), Phase::InCall);
+    h.advance(Duration::from_secs(30));
+    assert_eq!(h.m.phase(), Phase::Ended);
+    let out = h.take();
+    assert!(out.contains(&Output::Send(Message::Hangup {
         call_id: cid("c1"),
-        state: MediaState::Failed,
+        reason: "failed".into()
+    })));
+    assert!(
+        out.iter().any(|o| matches!(
+            o,
+            Output::Ended { reason: EndReason::MediaFailed(r), .. } if r.contains("2 restart(s)")
+        )),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn no_restarts_allowed_ends_on_failure() {
+    let mut h = Harness::new();
+    h.m = CallMachine::new(CallSettings {
+        max_media_restarts: 0,
+        ..CallSettings::default()
+    });
+    h.input(Input::SignalingUp).unwrap();
+    press(&mut h, "c1").unwrap();
+    h.signal(Message::Accepted {
+        call_id: cid("c1"),
+        answerer: flat(),
     })
     .unwrap();
+    h.take();
+    media(&mut h, MediaState::Failed);
     assert_eq!(h.m.phase(), Phase::Ended);
     assert!(h.take().contains(&Output::Send(Message::Hangup {
         call_id: cid("c1"),
         reason: "failed".into()
     })));
+}
+
+#[test]
+fn a_stalled_handshake_gets_a_new_session_before_audio() {
+    let mut h = Harness::new();
+    press(&mut h, "c1").unwrap();
+    h.signal(Message::Accepted {
+        call_id: cid("c1"),
+        answerer: flat(),
+    })
+    .unwrap();
+    h.input(Input::LocalDescription {
+        call_id: cid("c1"),
+        sdp: "offer".into(),
+    })
+    .unwrap();
+    h.signal(Message::Answer {
+        call_id: cid("c1"),
+        sdp: "answer".into(),
+    })
+    .unwrap();
+    h.take();
+    h.advance(Duration::from_secs(4));
+    media(&mut h, MediaState::Stalled);
+    let out = h.take();
+    assert!(
+        out.contains(&Output::Media(MediaRequest::Renew { call_id: cid("c1") })),
+        "{out:?}"
+    );
+    assert_eq!(h.m.phase(), Phase::Connecting);
+    reoffer_and_answer(&mut h);
+    media(&mut h, MediaState::Connected);
+    h.input(Input::AudioEstablished { call_id: cid("c1") })
+        .unwrap();
+    assert_eq!(h.m.phase(), Phase::InCall);
+    // The connect timeout (20 s from accept) no longer applies.
+    h.advance(Duration::from_secs(60));
+    assert_eq!(h.m.phase(), Phase::InCall);
+}
+
+#[test]
+fn an_answer_without_an_offer_is_refused() {
+    let mut h = Harness::new();
+    press(&mut h, "c1").unwrap();
+    h.signal(Message::Accepted {
+        call_id: cid("c1"),
+        answerer: flat(),
+    })
+    .unwrap();
+    h.take();
+    assert!(matches!(
+        h.signal(Message::Answer {
+            call_id: cid("c1"),
+            sdp: "early".into(),
+        }),
+        Err(Rejected::OutOfState { .. })
+    ));
+    assert!(h.take().is_empty());
 }
 
 #[test]

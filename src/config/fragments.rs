@@ -260,6 +260,8 @@ fragment! {
         bind_ips: Val<Vec<Val<String>>>,
         turn_ca_file: Val<String>,
         offer_dtls_client: Val<bool>,
+        dtls_timeout_ms: Val<u64>,
+        max_restarts: Val<u64>,
         servers: Val<Vec<Val<IceServer>>>,
     }
 

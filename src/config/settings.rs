@@ -174,6 +174,10 @@ pub struct Ice {
     pub turn_ca_file: Option<PathBuf>,
     /// Offer `a=setup:active`: this station is the DTLS client.
     pub offer_dtls_client: bool,
+    /// ICE connected → DTLS connected longer than this: a new session.
+    pub dtls_timeout: Duration,
+    /// Attempts per call to bring a lost or stalled media path back.
+    pub max_restarts: u32,
     pub servers: Vec<IceServer>,
 }
 
@@ -1234,6 +1238,8 @@ fn ice(c: &mut Check, i: &frag::Ice) -> Ice {
             .filter(|v| !v.value.is_empty())
             .map(|v| PathBuf::from(&v.value)),
         offer_dtls_client: c.bool("ice.offer_dtls_client", &i.offer_dtls_client),
+        dtls_timeout: c.millis("ice.dtls_timeout_ms", &i.dtls_timeout_ms),
+        max_restarts: c.int("ice.max_restarts", &i.max_restarts, 0..=10) as u32,
         servers,
     }
 }
@@ -1575,6 +1581,8 @@ impl Settings {
                 .unwrap_or_default()),
         );
         kv(w, "offer_dtls_client", &i.offer_dtls_client.to_string());
+        kv(w, "dtls_timeout_ms", &ms(i.dtls_timeout));
+        kv(w, "max_restarts", &i.max_restarts.to_string());
         if i.servers.is_empty() {
             kv(w, "servers", "[]");
         }

@@ -56,6 +56,16 @@ pub enum MediaCommand {
         call_id: CallId,
         muted: bool,
     },
+    /// Restart ICE (fresh credentials, candidates gathered again) and emit
+    /// the new offer; the DTLS session and the audio carry on.
+    RestartIce {
+        call_id: CallId,
+    },
+    /// Replace the session's peer connection with a new one (new ICE and
+    /// DTLS) and emit its offer; capture and playback stay attached.
+    Renew {
+        call_id: CallId,
+    },
     Stop {
         call_id: CallId,
     },
@@ -88,6 +98,8 @@ impl fmt::Debug for MediaCommand {
             }
             MediaCommand::SetMuted { call_id, muted } => write!(f, "SetMuted({call_id}, {muted})"),
             MediaCommand::Stop { call_id } => write!(f, "Stop({call_id})"),
+            MediaCommand::RestartIce { call_id } => write!(f, "RestartIce({call_id})"),
+            MediaCommand::Renew { call_id } => write!(f, "Renew({call_id})"),
             MediaCommand::DoorSend { call_id, text } => {
                 write!(f, "DoorSend({call_id}, {} bytes)", text.len())
             }
@@ -103,6 +115,8 @@ impl MediaCommand {
             | MediaCommand::RemoteCandidate { call_id, .. }
             | MediaCommand::SetMuted { call_id, .. }
             | MediaCommand::DoorSend { call_id, .. }
+            | MediaCommand::RestartIce { call_id }
+            | MediaCommand::Renew { call_id }
             | MediaCommand::Stop { call_id } => call_id,
         }
     }
@@ -115,6 +129,8 @@ pub enum MediaState {
     Connected,
     Disconnected,
     Failed,
+    /// ICE connected but DTLS did not complete within `dtls_timeout`.
+    Stalled,
     Closed,
 }
 
@@ -223,6 +239,11 @@ pub struct MediaSettings {
     pub offer_dtls_active: bool,
     /// Extra trust anchor (PEM) for `turns:` servers, beside the system's.
     pub turn_ca_file: Option<std::path::PathBuf>,
+    /// Time from ICE connected to DTLS connected after which the session
+    /// counts as stalled ([`MediaState::Stalled`]): webrtc 0.21.1's DTLS
+    /// stops retransmitting a lost flight once any handshake packet
+    /// arrives, so a single lost datagram can hang the handshake.
+    pub dtls_timeout: Duration,
 }
 
 impl Default for MediaSettings {
@@ -246,6 +267,7 @@ impl Default for MediaSettings {
             srflx_nomination_wait: Duration::from_millis(50),
             relay_nomination_wait: Duration::from_millis(50),
             turn_ca_file: None,
+            dtls_timeout: Duration::from_secs(3),
         }
     }
 }

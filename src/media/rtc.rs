@@ -25,9 +25,9 @@ use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceCandidate, RTCIceCandidateInit, RTCIceGatheringState,
-    RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription,
-    Registry, SettingEngineBuilder, register_default_interceptors,
+    RTCConfigurationBuilder, RTCIceCandidate, RTCIceCandidateInit, RTCIceConnectionState,
+    RTCIceGatheringState, RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
+    RTCSessionDescription, Registry, SettingEngineBuilder, register_default_interceptors,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
@@ -50,6 +50,10 @@ enum Internal {
     Candidate(RTCIceCandidate),
     GatheringComplete,
     ConnState(RTCPeerConnectionState),
+    /// ICE reached connected (DTLS starts now).
+    IceConnected,
+    /// `dtls_timeout` after ICE connected.
+    DtlsDeadline,
     Track(Arc<dyn TrackRemote>),
     SendReady,
     RecvReady,
@@ -99,6 +103,11 @@ impl PeerConnectionEventHandler for Forwarder {
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
         self.forward(Internal::ConnState(state));
     }
+    async fn on_ice_connection_state_change(&self, state: RTCIceConnectionState) {
+        if state == RTCIceConnectionState::Connected {
+            self.forward(Internal::IceConnected);
+        }
+    }
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
         self.forward(Internal::Track(track));
     }
@@ -108,9 +117,20 @@ impl PeerConnectionEventHandler for Forwarder {
 }
 
 struct Session {
+    /// Generation of the current peer connection: its events, door channel
+    /// and receive loop are tagged with it.
     generation: u64,
-    pc: Arc<dyn PeerConnection>,
-    sender: Arc<dyn RtpSender>,
+    /// Generation of the send loop, which outlives renewed connections.
+    audio_generation: u64,
+    pc: Option<Arc<dyn PeerConnection>>,
+    sender: Option<Arc<dyn RtpSender>>,
+    /// Ends the tasks of the current peer connection only.
+    pc_cancel: CancellationToken,
+    /// The track the send loop writes to (`None` while none is up).
+    track_tx: tokio::sync::watch::Sender<Option<Arc<TrackLocalStaticSample>>>,
+    ssrc: u32,
+    /// ICE servers as given to the stack (stream TURN already bridged).
+    ice_servers: Vec<IceServer>,
     offerer: bool,
     remote_set: bool,
     pending: Vec<IceCandidate>,
@@ -129,6 +149,10 @@ struct Session {
     established: bool,
     setup_done: bool,
     state: Option<MediaState>,
+    /// DTLS completed once on the current peer connection.
+    dtls_done: bool,
+    /// A DTLS deadline is armed for the current peer connection.
+    dtls_watch: bool,
     started: Instant,
     /// The door data channel: created by the offerer, received by the
     /// answerer.
@@ -282,6 +306,8 @@ impl Actor {
                 self.stop(&call_id).await;
                 Ok(())
             }
+            MediaCommand::RestartIce { call_id } => self.restart_ice(&call_id).await,
+            MediaCommand::Renew { call_id } => self.renew(&call_id).await,
             MediaCommand::DoorSend { call_id, text } => {
                 let dc = self.sessions.get(&call_id).and_then(|s| s.door.clone());
                 match dc {
@@ -462,13 +488,86 @@ impl Actor {
             return Err(MediaError::DuplicateCall);
         }
         let started = Instant::now();
-        let generation = self.next_generation;
+        let audio_generation = self.next_generation;
         self.next_generation += 1;
         info!(call_id = %call_id, offerer, ice_servers = ice_servers.len(), "starting media session");
         let ice_servers = self.bridge_stream_turn(call_id, ice_servers).await;
-        let pc = self.build_pc(call_id, generation, ice_servers).await?;
 
+        let encoder = OpusEncoder::new(self.opus_config())?;
+        let cancel = self.cancel.child_token();
+        let muted = Arc::new(AtomicBool::new(false));
+        let connected = Arc::new(AtomicBool::new(false));
+        let connected_now = Arc::new(tokio::sync::Notify::new());
+        let (track_tx, track_rx) = tokio::sync::watch::channel(None);
         let ssrc: u32 = rand::random();
+        let AudioPorts { capture, playback } = audio;
+        self.tracker.spawn(send_loop(SendLoop {
+            call_id: call_id.to_owned(),
+            generation: audio_generation,
+            track: track_rx,
+            ssrc,
+            capture,
+            encoder,
+            muted: muted.clone(),
+            connected: connected.clone(),
+            connected_now: connected_now.clone(),
+            cancel: cancel.clone(),
+            internal: self.internal_tx.clone(),
+        }));
+
+        self.sessions.insert(
+            call_id.to_owned(),
+            Session {
+                generation: audio_generation,
+                audio_generation,
+                pc: None,
+                sender: None,
+                pc_cancel: cancel.child_token(),
+                track_tx,
+                ssrc,
+                ice_servers,
+                offerer,
+                remote_set: false,
+                pending: Vec::new(),
+                mid: None,
+                muted,
+                connected,
+                connected_now,
+                cancel,
+                playback,
+                receiving: false,
+                send_ready: false,
+                recv_ready: false,
+                first_sent: false,
+                first_received: false,
+                established: false,
+                setup_done: false,
+                state: None,
+                dtls_done: false,
+                dtls_watch: false,
+                started,
+                door: None,
+                flush_relay: Arc::new(AtomicBool::new(true)),
+            },
+        );
+        if let Err(e) = self.attach_pc(call_id).await {
+            self.stop(call_id).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Builds the session's peer connection (a new generation: events of
+    /// an earlier one are dropped), points the send loop at its track and,
+    /// as offerer, emits its offer.
+    async fn attach_pc(&mut self, call_id: &str) -> Result<(), MediaError> {
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let Some(s) = self.sessions.get(call_id) else {
+            return Ok(());
+        };
+        let (ice_servers, ssrc, offerer) = (s.ice_servers.clone(), s.ssrc, s.offerer);
+        let pc = self.build_pc(call_id, generation, ice_servers).await?;
         let track = Arc::new(
             TrackLocalStaticSample::new(
                 Instant::now(),
@@ -498,102 +597,103 @@ impl Actor {
                 return Err(webrtc_err("adding the audio track")(e));
             }
         };
-
-        let encoder = match OpusEncoder::new(self.opus_config()) {
-            Ok(e) => e,
-            Err(e) => {
-                let _ = pc.close().await;
-                return Err(e.into());
-            }
+        let Some(s) = self.sessions.get_mut(call_id) else {
+            let _ = pc.close().await;
+            return Ok(());
         };
-        let cancel = self.cancel.child_token();
-        let muted = Arc::new(AtomicBool::new(false));
-        let connected = Arc::new(AtomicBool::new(false));
-        let connected_now = Arc::new(tokio::sync::Notify::new());
-        let AudioPorts { capture, playback } = audio;
-        self.tracker.spawn(send_loop(SendLoop {
-            call_id: call_id.to_owned(),
-            generation,
-            track,
-            ssrc,
-            capture,
-            encoder,
-            muted: muted.clone(),
-            connected: connected.clone(),
-            connected_now: connected_now.clone(),
-            cancel: cancel.clone(),
-            internal: self.internal_tx.clone(),
-        }));
-
-        self.sessions.insert(
-            call_id.to_owned(),
-            Session {
-                generation,
-                pc: pc.clone(),
-                sender,
-                offerer,
-                remote_set: false,
-                pending: Vec::new(),
-                mid: None,
-                muted,
-                connected,
-                connected_now,
-                cancel,
-                playback,
-                receiving: false,
-                send_ready: false,
-                recv_ready: false,
-                first_sent: false,
-                first_received: false,
-                established: false,
-                setup_done: false,
-                state: None,
-                started,
-                door: None,
-                flush_relay: Arc::new(AtomicBool::new(true)),
-            },
-        );
+        s.generation = generation;
+        s.pc = Some(pc.clone());
+        s.sender = Some(sender);
+        s.pc_cancel = s.cancel.child_token();
+        // The send loop writes to the newest track only.
+        s.track_tx.send_replace(Some(track));
 
         if offerer {
             // Created before the offer so that the offer carries the SCTP
             // section: door opening then travels over DTLS, bound to this
             // call, out of reach of the signaling server.
-            match pc.create_data_channel(DOOR_CHANNEL, None).await {
-                Ok(dc) => self.attach_door_channel(call_id, generation, dc),
-                Err(e) => {
-                    self.stop(call_id).await;
-                    return Err(webrtc_err("creating the door data channel")(e));
-                }
-            }
-        }
-
-        if offerer {
-            let result = async {
-                let offer = pc
-                    .create_offer(None)
-                    .await
-                    .map_err(webrtc_err("create_offer"))?;
-                pc.set_local_description(offer)
-                    .await
-                    .map_err(webrtc_err("set_local_description"))?;
-                pc.local_description().await.ok_or(MediaError::WebRtc {
-                    op: "local_description",
-                    detail: "no local description after setting it".into(),
-                })
-            }
-            .await;
-            match result {
-                Ok(desc) => {
-                    self.local_description_ready(call_id, SdpKind::Offer, desc.sdp)
-                        .await
-                }
-                Err(e) => {
-                    self.stop(call_id).await;
-                    return Err(e);
-                }
-            }
+            let dc = pc
+                .create_data_channel(DOOR_CHANNEL, None)
+                .await
+                .map_err(webrtc_err("creating the door data channel"))?;
+            self.attach_door_channel(call_id, generation, dc);
+            self.make_offer(call_id, &pc, false).await?;
         }
         Ok(())
+    }
+
+    /// Creates the offer (restarting ICE when asked), sets it locally and
+    /// emits it.
+    async fn make_offer(
+        &mut self,
+        call_id: &str,
+        pc: &Arc<dyn PeerConnection>,
+        ice_restart: bool,
+    ) -> Result<(), MediaError> {
+        if ice_restart {
+            pc.restart_ice().await.map_err(webrtc_err("restart_ice"))?;
+        }
+        let offer = pc
+            .create_offer(None)
+            .await
+            .map_err(webrtc_err("create_offer"))?;
+        pc.set_local_description(offer)
+            .await
+            .map_err(webrtc_err("set_local_description"))?;
+        let desc = pc.local_description().await.ok_or(MediaError::WebRtc {
+            op: "local_description",
+            detail: "no local description after setting it".into(),
+        })?;
+        if let Some(s) = self.sessions.get_mut(call_id) {
+            // The answer to this offer comes with candidates of its own.
+            s.remote_set = false;
+        }
+        self.local_description_ready(call_id, SdpKind::Offer, desc.sdp)
+            .await;
+        Ok(())
+    }
+
+    /// ICE restart: fresh credentials and candidates, the same DTLS
+    /// session; audio resumes on whatever path the new checks find.
+    async fn restart_ice(&mut self, call_id: &str) -> Result<(), MediaError> {
+        let Some(pc) = self.sessions.get_mut(call_id).and_then(|s| {
+            s.flush_relay.store(true, Ordering::Relaxed);
+            s.pc.clone()
+        }) else {
+            return Ok(());
+        };
+        info!(call_id = %call_id, "restarting ICE");
+        self.make_offer(call_id, &pc, true).await
+    }
+
+    /// A new peer connection for the call (new ICE and DTLS), the audio
+    /// loops kept: the remedy for a handshake the stack will not finish.
+    async fn renew(&mut self, call_id: &str) -> Result<(), MediaError> {
+        let Some(s) = self.sessions.get_mut(call_id) else {
+            return Ok(());
+        };
+        let old = s.pc.take();
+        s.sender = None;
+        s.pc_cancel.cancel();
+        s.connected.store(false, Ordering::Relaxed);
+        s.flush_relay = Arc::new(AtomicBool::new(true));
+        s.track_tx.send_replace(None);
+        s.remote_set = false;
+        s.pending.clear();
+        s.mid = None;
+        s.door = None;
+        s.receiving = false;
+        s.first_received = false;
+        s.first_sent = false;
+        s.state = None;
+        s.dtls_watch = false;
+        info!(call_id = %call_id, "replacing the media session's peer connection");
+        if let Some(pc) = old
+            && let Err(e) = pc.close().await
+        {
+            warn!(call_id = %call_id, error = %e, "closing the stalled peer connection failed");
+        }
+        self.attach_pc(call_id).await
     }
 
     fn opus_config(&self) -> OpusConfig {
@@ -629,10 +729,13 @@ impl Actor {
         kind: SdpKind,
         sdp: String,
     ) -> Result<(), MediaError> {
-        let Some(s) = self.sessions.get(call_id) else {
+        let Some((pc, offerer)) = self
+            .sessions
+            .get(call_id)
+            .and_then(|s| Some((s.pc.clone()?, s.offerer)))
+        else {
             return Ok(());
         };
-        let pc = s.pc.clone();
         let invalid = |e: webrtc::error::Error| MediaError::InvalidSdp {
             kind,
             detail: e.to_string(),
@@ -657,7 +760,7 @@ impl Actor {
                     .await;
             }
             SdpKind::Answer => {
-                if !s.offerer {
+                if !offerer {
                     return Err(MediaError::UnexpectedAnswer);
                 }
                 let desc = RTCSessionDescription::answer(sdp).map_err(invalid)?;
@@ -712,7 +815,9 @@ impl Actor {
             debug!(call_id = %call_id, queued = s.pending.len(), "remote ICE candidate queued until the remote description is set");
             return Ok(());
         }
-        let pc = s.pc.clone();
+        let Some(pc) = s.pc.clone() else {
+            return Ok(());
+        };
         self.add_candidate(call_id, &pc, c).await
     }
 
@@ -758,7 +863,7 @@ impl Actor {
             return;
         }
         s.door = Some(dc.clone());
-        let cancel = s.cancel.clone();
+        let cancel = s.pc_cancel.clone();
         self.tracker.spawn(relay_flusher(
             dc.clone(),
             s.flush_relay.clone(),
@@ -817,7 +922,9 @@ impl Actor {
             return;
         };
         s.cancel.cancel();
-        if let Err(e) = s.pc.close().await {
+        if let Some(pc) = &s.pc
+            && let Err(e) = pc.close().await
+        {
             warn!(call_id = %call_id, error = %e, "closing the peer connection failed");
         }
         info!(call_id = %call_id, duration_ms = s.started.elapsed().as_millis() as u64, "media session stopped");
@@ -833,7 +940,12 @@ impl Actor {
         let Some(s) = self.sessions.get_mut(&call_id) else {
             return;
         };
-        if s.generation != ev.generation {
+        let from_send_loop = matches!(
+            ev.msg,
+            Internal::SendReady | Internal::FirstSent | Internal::AudioFailed(_)
+        );
+        if s.generation != ev.generation && !(from_send_loop && s.audio_generation == ev.generation)
+        {
             return;
         }
         match ev.msg {
@@ -878,6 +990,7 @@ impl Actor {
                     s.flush_relay.store(true, Ordering::Relaxed);
                 }
                 if state == MediaState::Connected {
+                    s.dtls_done = true;
                     s.connected_now.notify_one();
                 }
                 if s.state == Some(state) {
@@ -894,7 +1007,7 @@ impl Actor {
                 }
                 s.receiving = true;
                 let playback = s.playback.clone();
-                let cancel = s.cancel.clone();
+                let cancel = s.pc_cancel.clone();
                 let generation = s.generation;
                 let internal = self.internal_tx.clone();
                 let id = call_id.clone();
@@ -919,8 +1032,10 @@ impl Actor {
                 if s.first_sent && s.first_received && !s.established {
                     s.established = true;
                     let elapsed = s.started.elapsed();
-                    let sender = s.sender.clone();
-                    let selected_pair = selected_pair(&sender).await;
+                    let selected_pair = match s.sender.clone() {
+                        Some(sender) => selected_pair(&sender).await,
+                        None => "unknown (no sender)".to_owned(),
+                    };
                     s.flush_relay
                         .store(local_candidate_is_relay(&selected_pair), Ordering::Relaxed);
                     info!(message_id = crate::logging::message_id::AUDIO_ESTABLISHED, call_id = %call_id, selected_pair = %selected_pair, elapsed_ms = elapsed.as_millis() as u64, "AUDIO CONNECTION ESTABLISHED");
@@ -940,6 +1055,38 @@ impl Actor {
                 }
                 let generation = s.generation;
                 self.attach_door_channel(&call_id, generation, dc);
+            }
+            Internal::IceConnected => {
+                info!(call_id = %call_id, elapsed_ms = s.started.elapsed().as_millis() as u64, "ICE connected");
+                if s.dtls_done || s.dtls_watch {
+                    return;
+                }
+                s.dtls_watch = true;
+                let fwd = Forwarder {
+                    call_id: call_id.clone(),
+                    generation: s.generation,
+                    tx: self.internal_tx.clone(),
+                };
+                let cancel = s.pc_cancel.clone();
+                let wait = self.settings.dtls_timeout;
+                self.tracker.spawn(async move {
+                    tokio::select! {
+                        _ = cancel.cancelled() => {}
+                        _ = tokio::time::sleep(wait) => fwd.forward(Internal::DtlsDeadline),
+                    }
+                });
+            }
+            Internal::DtlsDeadline => {
+                if s.dtls_done {
+                    return;
+                }
+                warn!(call_id = %call_id, waited_ms = self.settings.dtls_timeout.as_millis() as u64, "DTLS handshake stalled after ICE connected");
+                s.state = Some(MediaState::Stalled);
+                self.emit(MediaEvent::State {
+                    call_id,
+                    state: MediaState::Stalled,
+                })
+                .await;
             }
             Internal::DoorOpen => {
                 info!(call_id = %call_id, "door data channel open");
@@ -1037,7 +1184,8 @@ async fn selected_pair(sender: &Arc<dyn RtpSender>) -> String {
 struct SendLoop {
     call_id: CallId,
     generation: u64,
-    track: Arc<TrackLocalStaticSample>,
+    /// The current peer connection's track; replaced when the connection is.
+    track: tokio::sync::watch::Receiver<Option<Arc<TrackLocalStaticSample>>>,
     ssrc: u32,
     capture: mpsc::Receiver<Frame>,
     encoder: OpusEncoder,
@@ -1096,12 +1244,20 @@ async fn send_loop(mut l: SendLoop) {
             held = Some(packet);
             continue;
         }
+        if l.track.has_changed().unwrap_or(false) {
+            // A new peer connection: its first packet is news again.
+            first_sent = false;
+        }
+        let Some(track) = l.track.borrow_and_update().clone() else {
+            held = Some(packet);
+            continue;
+        };
         let sample = Sample {
             data: packet,
             duration: Duration::from_millis(20),
             ..Sample::new(Instant::now())
         };
-        match l.track.write_sample(l.ssrc, OPUS_PT, &sample, &[]).await {
+        match track.write_sample(l.ssrc, OPUS_PT, &sample, &[]).await {
             Ok(()) => {
                 if !first_sent {
                     first_sent = true;
