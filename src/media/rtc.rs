@@ -996,8 +996,16 @@ impl Actor {
                 if s.state == Some(state) {
                     return;
                 }
-                s.state = Some(state);
+                let was = s.state.replace(state);
                 info!(call_id = %call_id, state = ?state, elapsed_ms = s.started.elapsed().as_millis() as u64, "media state changed");
+                if state == MediaState::Connected && s.established && was.is_some() {
+                    // Back after an outage or an ICE restart: say which path.
+                    let selected_pair = match s.sender.clone() {
+                        Some(sender) => selected_pair(&sender).await,
+                        None => "unknown (no sender)".to_owned(),
+                    };
+                    info!(call_id = %call_id, selected_pair = %selected_pair, "media path restored");
+                }
                 self.emit(MediaEvent::State { call_id, state }).await;
             }
             Internal::Track(track) => {

@@ -11,7 +11,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { canUseNetns } from './lib/util.mjs';
-import { daemonSkipReason, waitForLog } from './lib/daemon.mjs';
+import { daemonSkipReason, logTime, waitForLog } from './lib/daemon.mjs';
 import { withRig, natRigSkipReason } from './lib/natrig.mjs';
 import { bringUpNatCall, turnServers, DOOR_TONE, MIC_TONE } from './lib/natcall.mjs';
 import { waitForState, expectRemoteTone } from './lib/answerer.mjs';
@@ -32,6 +32,7 @@ test('the door\'s DTLS flight 5 lost once: a new session sets the call up', {
     await rig.ipt('natd', '-t', 'mangle', '-A', 'FORWARD', '-i', 'lan', '-p', 'udp', '-m', 'length', '--length', '300:65535',
       '-m', 'statistic', '--mode', 'nth', '--every', '1000000', '--packet', '0', '-j', 'DROP');
     const from = s.door.lines.length;
+    const pressedAt = Date.now();
     await s.control.press();
     await waitForState(s.page, 'ringing', 10000);
     await s.page.page.getByRole('button', { name: 'Accept the call' }).click();
@@ -46,6 +47,12 @@ test('the door\'s DTLS flight 5 lost once: a new session sets the call up', {
     }
     // The story in the door's log: the stall, the recovery, the new session.
     const tail = s.door.lines.slice(from).join('\n');
+    const at = (re) => logTime(s.door.lines.slice(from).find((l) => re.test(l)) || '');
+    const iceUp = at(/ICE connected/);
+    const stalled = at(/DTLS handshake stalled/);
+    const audio = at(/AUDIO CONNECTION ESTABLISHED/);
+    process.stderr.write(`dtls-loss: ICE connected → stall reported ${Math.round(stalled - iceUp)} ms; `
+      + `stall → audio on the new session ${Math.round(audio - stalled)} ms; press → audio ${Math.round(audio - pressedAt)} ms\n`);
     assert.match(tail, /DTLS handshake stalled after ICE connected/);
     assert.match(tail, /call media lost; trying to bring it back.*attempt=1.*reason=DTLS handshake stalled.*remedy="?new media session/);
     assert.match(tail, /replacing the media session's peer connection/);
