@@ -28,6 +28,7 @@ use crate::call::{
 };
 use crate::door::{DoorInput, DoorMachine, DoorOutput, DoorSettings, OpenSource, Refusal};
 use crate::hw::{HwEvent, Led, Relay, StationState};
+use crate::ice_servers::IceServerSpec;
 use crate::logging::message_id;
 use crate::media::{self, MediaCommand, MediaEvent, MediaHandle, SdpKind};
 use crate::signaling::client::{ClientEvent, SignalingHandle};
@@ -73,7 +74,10 @@ pub struct Controller {
     pub relay: Box<dyn Relay>,
     /// ICE servers from configuration; the hub's list replaces them when it
     /// sends one.
-    pub ice_servers: Vec<IceServerInfo>,
+    pub ice_servers: Vec<IceServerSpec>,
+    /// This station's id: the client name in shared-secret TURN
+    /// credentials minted from `ice_servers`.
+    pub station_id: String,
     pub status: watch::Sender<serde_json::Value>,
     pub signaling_up: bool,
     /// The Bluetooth actor, when `bluetooth.enabled`.
@@ -104,7 +108,7 @@ impl Controller {
         leds: Vec<Box<dyn Led>>,
         door: DoorSettings,
         relay: Box<dyn Relay>,
-        ice_servers: Vec<IceServerInfo>,
+        ice_servers: Vec<IceServerSpec>,
         status: watch::Sender<serde_json::Value>,
     ) -> Self {
         Controller {
@@ -117,6 +121,7 @@ impl Controller {
             door: DoorMachine::new(door, Instant::now().into_std()),
             relay,
             ice_servers,
+            station_id: String::new(),
             status,
             signaling_up: false,
             bt: None,
@@ -762,14 +767,14 @@ impl Controller {
                     audio
                 };
                 let servers = if self.hub_ice_servers.is_empty() {
-                    &self.ice_servers
+                    crate::ice_servers::resolve_all(&self.ice_servers, &self.station_id)
                 } else {
-                    &self.hub_ice_servers
+                    self.hub_ice_servers.clone()
                 };
                 MediaCommand::Start {
                     call_id: call_id.to_string(),
                     offerer: true,
-                    ice_servers: servers.clone(),
+                    ice_servers: servers,
                     audio,
                 }
             }

@@ -28,9 +28,9 @@ use crate::controller::{AudioProvider, Controller, Inputs};
 use crate::door::{DoorSettings, LedPlan};
 use crate::hub::{self, ConnSettings, HubSettings, Principal};
 use crate::hw::{self, sim::SimControl};
+use crate::ice_servers::{IceAuth, IceServerSpec};
 use crate::media::{self, MediaSettings};
 use crate::signaling::client::{self, ClientSettings, Wire};
-use crate::signaling::protocol::IceServerInfo;
 use crate::signaling::socketio::SocketIoWire;
 
 /// How long shutdown may take before we give up waiting for tasks.
@@ -89,20 +89,28 @@ fn random_token() -> String {
     format!("{a:032x}{b:032x}")
 }
 
-/// The ICE servers of the configuration, with their credentials read.
-pub fn ice_servers(settings: &Settings) -> Result<Vec<IceServerInfo>, ConfigError> {
+/// The ICE servers of the configuration, with their credentials or shared
+/// secrets read.
+pub fn ice_servers(settings: &Settings) -> Result<Vec<IceServerSpec>, ConfigError> {
     settings
         .ice
         .servers
         .iter()
         .map(|s| {
-            Ok(IceServerInfo {
-                urls: s.urls.clone(),
-                username: s.username.clone(),
-                credential: match &s.credential {
-                    Some(src) => Some(config::read_secret(src)?.expose().to_owned()),
-                    None => None,
+            let auth = match (&s.shared_secret, &s.username, &s.credential) {
+                (Some(src), _, _) => IceAuth::SharedSecret {
+                    secret: config::read_secret(src)?.expose().to_owned(),
+                    ttl: s.credential_ttl,
                 },
+                (None, Some(username), Some(src)) => IceAuth::Static {
+                    username: username.clone(),
+                    credential: config::read_secret(src)?.expose().to_owned(),
+                },
+                _ => IceAuth::None,
+            };
+            Ok(IceServerSpec {
+                urls: s.urls.clone(),
+                auth,
             })
         })
         .collect()
@@ -599,6 +607,7 @@ pub async fn start_station(
         status_tx,
     );
     controller.bt = bt;
+    controller.station_id = settings.station.id.clone();
     let inputs = Inputs {
         signaling: sig_rx,
         media: media_rx,

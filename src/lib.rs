@@ -10,6 +10,7 @@ pub mod door;
 pub mod fault;
 pub mod hub;
 pub mod hw;
+pub mod ice_servers;
 pub mod logging;
 pub mod media;
 pub mod signaling;

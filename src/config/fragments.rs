@@ -270,6 +270,9 @@ fragment! {
         username: Val<String>,
         credential_file: Val<String>,
         credential_credential: Val<String>,
+        secret_file: Val<String>,
+        secret_credential: Val<String>,
+        credential_ttl_s: Val<u64>,
     }
 
     Audio {

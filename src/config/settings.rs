@@ -185,10 +185,13 @@ pub struct Ice {
 pub struct IceServer {
     /// `stun:`, `stuns:`, `turn:` or `turns:` URLs.
     pub urls: Vec<String>,
-    /// Set whenever a `turn:`/`turns:` URL is present.
+    /// Long-term credentials (with `credential`), unless `shared_secret`.
     pub username: Option<String>,
-    /// Set whenever a `turn:`/`turns:` URL is present.
     pub credential: Option<SecretSource>,
+    /// TURN REST scheme: per-client credentials derived from this secret.
+    pub shared_secret: Option<SecretSource>,
+    /// Lifetime of credentials derived from `shared_secret`.
+    pub credential_ttl: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -1172,7 +1175,40 @@ fn ice(c: &mut Check, i: &frag::Ice) -> Ice {
             &s.value.credential_file,
             &s.value.credential_credential,
         );
-        if turn {
+        let shared_secret = c.secret(
+            &format!("{key}.secret"),
+            &s.value.secret_file,
+            &s.value.secret_credential,
+        );
+        let has_secret = shared_secret.is_some()
+            || s.value.secret_file.is_some()
+            || s.value.secret_credential.is_some();
+        let credential_ttl = match &s.value.credential_ttl_s {
+            Some(v) if v.value == 0 || v.value > 30 * 86_400 => {
+                c.invalid(
+                    &v.at,
+                    &format!("{key}.credential_ttl_s"),
+                    format!("{} must be between 1 and 2592000 (30 days)", v.value),
+                );
+                Duration::from_secs(86_400)
+            }
+            Some(v) => Duration::from_secs(v.value),
+            None => Duration::from_secs(86_400),
+        };
+        if has_secret && (username.is_some() || credential.is_some()) {
+            let at = s
+                .value
+                .username
+                .as_ref()
+                .map(|v| v.at.clone())
+                .unwrap_or_else(|| s.at.clone());
+            c.invalid(
+                &at,
+                &format!("{key}.username"),
+                "set either `username` with `credential_file` (long-term credentials) or `secret_file` (shared-secret credentials), not both",
+            );
+        }
+        if turn && !has_secret {
             any_turn = true;
             if username.is_none() {
                 c.missing(
@@ -1195,10 +1231,15 @@ fn ice(c: &mut Check, i: &frag::Ice) -> Ice {
                 );
             }
         }
+        if turn && has_secret {
+            any_turn = true;
+        }
         servers.push(IceServer {
             urls,
             username,
             credential,
+            shared_secret,
+            credential_ttl,
         });
     }
 
@@ -1593,6 +1634,14 @@ impl Settings {
                 kv(w, "username", &q(user));
             }
             secret_kv(w, "credential", server.credential.as_ref());
+            if server.shared_secret.is_some() {
+                secret_kv(w, "secret", server.shared_secret.as_ref());
+                kv(
+                    w,
+                    "credential_ttl_s",
+                    &server.credential_ttl.as_secs().to_string(),
+                );
+            }
         }
 
         let a = &self.audio;

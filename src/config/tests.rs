@@ -503,6 +503,34 @@ fn value_rules() {
         other => panic!("unexpected {other:?}"),
     }
 
+    // Shared-secret TURN: a secret instead of user and password, not both;
+    // the credential lifetime is bounded.
+    let s = ok(&[(
+        "site.toml",
+        "[[ice.servers]]\nurls = [\"turn:turn.example.org:3478\"]\nsecret_file = \"/etc/credstore/turn-secret\"\ncredential_ttl_s = 3600\n",
+    )]);
+    let srv = &s.ice.servers[0];
+    assert_eq!(
+        srv.shared_secret,
+        Some(SecretSource::File(PathBuf::from(
+            "/etc/credstore/turn-secret"
+        )))
+    );
+    assert_eq!(srv.credential_ttl, Duration::from_secs(3600));
+    assert_eq!(srv.username, None);
+    assert_eq!(
+        invalid_key(
+            "[[ice.servers]]\nurls = [\"turn:t:3478\"]\nusername = \"u\"\ncredential_file = \"/c\"\nsecret_file = \"/s\"\n"
+        ),
+        "ice.servers[0].username"
+    );
+    assert_eq!(
+        invalid_key(
+            "[[ice.servers]]\nurls = [\"turn:t:3478\"]\nsecret_file = \"/s\"\ncredential_ttl_s = 0\n"
+        ),
+        "ice.servers[0].credential_ttl_s"
+    );
+
     // Button groups are checked against answerers only when some are listed.
     let answerer =
         "[[hub.answerers]]\nid = \"flat-1a\"\ntoken_file = \"/t\"\ngroups = [\"flat-1a\"]\n";

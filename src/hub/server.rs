@@ -243,7 +243,11 @@ async fn actor(mut state: HubState, mut events: mpsc::Receiver<Event>, cancel: C
                     state.connected(conn, format!("s-{boot:08x}-{session_seq}"), Instant::now().into_std());
                     Vec::new()
                 }
-                Some(Event::Text(conn, text)) => state.handle_text(conn, &text),
+                Some(Event::Text(conn, text)) => {
+                    // Wall-clock time for credentials minted in `welcome`.
+                    state.set_unix_time(crate::ice_servers::unix_now());
+                    state.handle_text(conn, &text)
+                }
                 Some(Event::Binary(conn)) => state.handle_binary(conn),
                 Some(Event::Closed(conn)) => {
                     conns.remove(&conn);

@@ -6,8 +6,9 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use crate::ice_servers::IceServerSpec;
 use crate::signaling::protocol::{
-    self, CallId, DecodeError, ErrorCode, IceServerInfo, Message, PROTOCOL_VERSION, PeerInfo, Role,
+    self, CallId, DecodeError, ErrorCode, Message, PROTOCOL_VERSION, PeerInfo, Role,
 };
 
 /// A door station or answerer allowed to connect.
@@ -35,7 +36,9 @@ impl fmt::Debug for Principal {
 pub struct HubSettings {
     pub doors: Vec<Principal>,
     pub answerers: Vec<Principal>,
-    pub ice_servers: Vec<IceServerInfo>,
+    /// Handed to each client in `welcome`, shared-secret TURN credentials
+    /// minted for that client.
+    pub ice_servers: Vec<IceServerSpec>,
     pub max_message_bytes: usize,
     pub hello_timeout: Duration,
 }
@@ -112,6 +115,8 @@ pub struct HubState {
     conns: HashMap<ConnId, Conn>,
     online: HashMap<(Role, String), ConnId>,
     calls: HashMap<CallId, HubCall>,
+    /// Wall-clock seconds, given by the server before each message.
+    unix_now: u64,
 }
 
 /// Compare secrets without leaking, through timing, how much matched.
@@ -132,7 +137,14 @@ impl HubState {
             conns: HashMap::new(),
             online: HashMap::new(),
             calls: HashMap::new(),
+            unix_now: 0,
         }
+    }
+
+    /// The current wall-clock time (seconds since the Unix epoch), for
+    /// TURN credentials minted in `welcome`.
+    pub fn set_unix_time(&mut self, secs: u64) {
+        self.unix_now = secs;
     }
 
     pub fn max_message_bytes(&self) -> usize {
@@ -558,7 +570,12 @@ impl HubState {
                 } else {
                     Vec::new()
                 },
-                ice_servers: self.settings.ice_servers.clone(),
+                ice_servers: self
+                    .settings
+                    .ice_servers
+                    .iter()
+                    .map(|s| s.resolve(&p.id, self.unix_now))
+                    .collect(),
             },
         ));
         out

@@ -519,3 +519,42 @@ fn an_open_over_signaling_is_refused_and_never_relayed() {
     let out = t.text(A, r#"{"type":"open_result","granted":true}"#);
     assert!(sends(&out).iter().all(|(c, _)| *c == A));
 }
+
+#[test]
+fn welcome_carries_turn_credentials_minted_for_each_client() {
+    use crate::ice_servers::{IceAuth, IceServerSpec, rest_credential};
+    let mut h = hub();
+    h.settings.ice_servers = vec![
+        IceServerSpec {
+            urls: vec!["stun:stun.example.org:3478".into()],
+            auth: IceAuth::None,
+        },
+        IceServerSpec {
+            urls: vec!["turn:turn.example.org:443?transport=tcp".into()],
+            auth: IceAuth::SharedSecret {
+                secret: "shared".into(),
+                ttl: Duration::from_secs(600),
+            },
+        },
+    ];
+    h.set_unix_time(1_800_000_000);
+    let now = Instant::now();
+    let mut minted = Vec::new();
+    for (conn, role, tok, id) in [(DOOR, "door", "dt", "door-1"), (A, "answerer", "at", "a")] {
+        h.connected(conn, format!("s{conn}"), now);
+        let out = h.handle_text(
+            conn,
+            &format!(r#"{{"type":"hello","v":1,"role":"{role}","token":"{tok}"}}"#),
+        );
+        let Message::Welcome { ice_servers, .. } = &sends(&out)[0].1 else {
+            panic!("no welcome: {out:?}")
+        };
+        assert_eq!(ice_servers[0].username, None, "STUN has no credential");
+        let turn = &ice_servers[1];
+        let (user, pass) = rest_credential("shared", id, 1_800_000_600);
+        assert_eq!(turn.username.as_deref(), Some(user.as_str()));
+        assert_eq!(turn.credential.as_deref(), Some(pass.as_str()));
+        minted.push(pass);
+    }
+    assert_ne!(minted[0], minted[1], "each client its own password");
+}

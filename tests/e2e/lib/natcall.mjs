@@ -19,7 +19,9 @@ export function turnServers(rig, kinds) {
   const t = rig.addr.turn;
   const out = [];
   if (kinds.includes('stun')) out.push({ urls: [`stun:${t}:3478`] });
-  const auth = { username: rig.turn.user, credentialFile: rig.turn.passwordFile };
+  const auth = rig.turn.secretFile
+    ? { secretFile: rig.turn.secretFile }
+    : { username: rig.turn.user, credentialFile: rig.turn.passwordFile };
   if (kinds.includes('udp')) out.push({ urls: [`turn:${t}:3478?transport=udp`], ...auth });
   if (kinds.includes('tcp')) out.push({ urls: [`turn:${t}:3478?transport=tcp`], ...auth });
   if (kinds.includes('tls')) out.push({ urls: [`turns:${t}:443?transport=tcp`], ...auth });
@@ -35,6 +37,7 @@ function iceSection(servers, { relayOnly = false, caFile, receivingTimeoutMs } =
   for (const s of servers) {
     lines.push('[[ice.servers]]', `urls = [${s.urls.map(q).join(', ')}]`);
     if (s.username) lines.push(`username = ${q(s.username)}`, `credential_file = ${q(s.credentialFile)}`);
+    if (s.secretFile) lines.push(`secret_file = ${q(s.secretFile)}`, 'credential_ttl_s = 600');
     lines.push('');
   }
   return lines.join('\n');

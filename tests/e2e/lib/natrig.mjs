@@ -243,15 +243,24 @@ export class NatRig {
 
   /**
    * coturn in the public namespace: STUN and TURN on UDP/TCP 3478, TURN over
-   * TLS on TCP 443, long-term credentials, relaying to public addresses only.
-   * Returns { child, user, password, passwordFile, ca }.
+   * TLS on TCP 443, relaying to public addresses only. Long-term
+   * credentials, or with `{ sharedSecret: true }` the TURN REST scheme
+   * (`--use-auth-secret`): clients must present credentials derived from a
+   * secret shared with the hub. Returns { child, user, password,
+   * passwordFile, secretFile, ca }.
    */
-  async startTurn() {
+  async startTurn({ sharedSecret = false } = {}) {
     const { ca, cert, key } = await this.makeTurnCert();
     const user = 'intercom';
     const password = `pw${Math.random().toString(36).slice(2, 12)}`;
     const passwordFile = this.file('turn-credential');
     fs.writeFileSync(passwordFile, `${password}\n`, { mode: 0o600 });
+    const secretFile = sharedSecret ? this.file('turn-secret') : undefined;
+    if (secretFile) fs.writeFileSync(secretFile, `s${Math.random().toString(36).slice(2, 14)}\n`, { mode: 0o600 });
+    const auth = secretFile
+      // -v: session lines name the user of each allocation.
+      ? ['--use-auth-secret', `--static-auth-secret=${fs.readFileSync(secretFile, 'utf8').trim()}`, '-v']
+      : ['--lt-cred-mech', `--user=${user}:${password}`];
     const net = (process.env.E2E_NET_PREFIX || '10.97').split('.')[0];
     const child = this.spawn('pub', 'coturn', '/usr/bin/turnserver', [
       '-n', '--no-cli', '--log-file=stdout', '--simple-log', '--no-stdout-log=false',
@@ -259,7 +268,7 @@ export class NatRig {
       '--listening-port=3478', '--tls-listening-port=443', '--alt-listening-port=0', '--alt-tls-listening-port=0',
       '--min-port=50000', '--max-port=50999',
       `--cert=${cert}`, `--pkey=${key}`, '--no-dtls',
-      '--lt-cred-mech', '--realm=intercom.test', `--user=${user}:${password}`, '--fingerprint',
+      ...auth, '--realm=intercom.test', '--fingerprint',
       // The rig's private ranges are never relay peers.
       `--denied-peer-ip=${net}.0.0.0-${net}.255.255.255`,
       '--denied-peer-ip=172.16.0.0-172.31.255.255', '--denied-peer-ip=192.168.0.0-192.168.255.255',
@@ -271,7 +280,7 @@ export class NatRig {
       const udp = await this.exec('pub', 'ss', '-Hlun');
       return tcp.includes(`${this.addr.turn}:443`) && tcp.includes(`${this.addr.turn}:3478`) && udp.includes(`${this.addr.turn}:3478`);
     }, { timeout: 10000, interval: 100, message: 'coturn to listen' });
-    this.turn = { child, user, password, passwordFile, ca };
+    this.turn = { child, user, password, passwordFile, secretFile, ca };
     return this.turn;
   }
 
