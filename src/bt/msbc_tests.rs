@@ -1,9 +1,9 @@
 //! Tones through the H2 framing and libsbc's mSBC codec and back, judged
 //! by their content: the dominant frequency and the signal to noise ratio
-//! against the best fitting sine.
+//! against the best fitting sine ([`tone_snr_db`]).
 
 use super::*;
-use crate::audio::{dominant_frequency, fill_sine, scan_dominant_frequency};
+use crate::audio::{dominant_frequency, fill_sine, scan_dominant_frequency, tone_snr_db};
 
 const RATE: u32 = 16_000;
 /// The decoder's first frames hold the codec's start-up transient.
@@ -42,32 +42,8 @@ fn decode(bytes: &[u8], reads: &[usize]) -> (Vec<i16>, RxStats) {
     (out, rx.stats())
 }
 
-/// Signal to noise ratio (dB) of `samples` as a tone at `hz`: the least
-/// squares fit of a sine and a cosine at `hz` is the signal, what is left
-/// the noise. Independent of the codec's delay.
 fn snr_db(samples: &[i16], hz: f32) -> f64 {
-    let w = 2.0 * std::f64::consts::PI * f64::from(hz) / f64::from(RATE);
-    let (mut ss, mut cc, mut sc, mut xs, mut xc) = (0.0, 0.0, 0.0, 0.0, 0.0);
-    for (i, &x) in samples.iter().enumerate() {
-        let (s, c) = (w * i as f64).sin_cos();
-        let x = f64::from(x);
-        ss += s * s;
-        cc += c * c;
-        sc += s * c;
-        xs += x * s;
-        xc += x * c;
-    }
-    let det = ss * cc - sc * sc;
-    let a = (xs * cc - xc * sc) / det;
-    let b = (xc * ss - xs * sc) / det;
-    let (mut signal, mut noise) = (0.0, 0.0);
-    for (i, &x) in samples.iter().enumerate() {
-        let (s, c) = (w * i as f64).sin_cos();
-        let fit = a * s + b * c;
-        signal += fit * fit;
-        noise += (f64::from(x) - fit).powi(2);
-    }
-    10.0 * (signal / noise.max(1e-9)).log10()
+    tone_snr_db(samples, hz, RATE)
 }
 
 /// Dominant frequency over the whole 16 kHz band (50 Hz steps up to
