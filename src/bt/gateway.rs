@@ -86,7 +86,15 @@ where
     let mut commands_open = true;
     // The task opening and then bridging the SCO link, while there is one.
     let mut audio: Option<AbortOnDrop> = None;
+    // The +BCS proposal last logged.
+    let mut proposal = None;
     let closed = 'conn: loop {
+        if m.proposal() != proposal {
+            proposal = m.proposal();
+            if let Some((codec, attempt)) = proposal {
+                info!(device = %device, codec = %codec, attempt, "bluetooth hands-free codec proposed");
+            }
+        }
         while let Some(out) = m.poll_output() {
             match out {
                 HfpOutput::Transmit(bytes) => {
@@ -117,7 +125,10 @@ where
                     sco_down(&device, &events).await;
                 }
                 HfpOutput::Event(ev) => {
-                    if let Some(closed) = on_event(&device, ev, &mut established, &events).await {
+                    let codecs = codec_list(m.hf_codecs());
+                    if let Some(closed) =
+                        on_event(&device, ev, &codecs, &mut established, &events).await
+                    {
                         break 'conn closed;
                     }
                 }
@@ -248,9 +259,23 @@ async fn audio_link(
     sco_down(&device, &events).await;
 }
 
+/// The headset's codecs for the journal: `CVSD,mSBC`; CVSD alone when it
+/// sent no `AT+BAC` (CVSD is mandatory).
+fn codec_list(codecs: &[Codec]) -> String {
+    if codecs.is_empty() {
+        return Codec::Cvsd.to_string();
+    }
+    codecs
+        .iter()
+        .map(Codec::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 async fn on_event(
     device: &DeviceAddr,
     ev: HfpEvent,
+    hf_codecs: &str,
     established: &mut bool,
     events: &mpsc::Sender<AdapterEvent>,
 ) -> Option<Closed> {
@@ -263,6 +288,7 @@ async fn on_event(
                 device = %device,
                 hf_features,
                 codec_negotiation,
+                hf_codecs,
                 "bluetooth hands-free service level connection established"
             );
             *established = true;

@@ -396,6 +396,12 @@ impl HfpMachine {
         self.negotiation.is_some()
     }
 
+    /// The codec of the `+BCS` proposal waiting for the headset's answer
+    /// and which attempt it is (1, or 2 for the CVSD fallback), if any.
+    pub fn proposal(&self) -> Option<(Codec, u8)> {
+        self.negotiation.map(|n| (n.proposed, n.attempts))
+    }
+
     pub fn indicator(&self, indicator: Indicator) -> u8 {
         self.values[indicator as usize]
     }
