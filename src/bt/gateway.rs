@@ -15,6 +15,8 @@ use tracing::{info, warn};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::adapter::{AdapterEvent, DeviceAddr, GatewayCommand, VoiceLink};
 use super::hfp::{Codec, HfpEvent, HfpMachine, HfpOutput, HfpSettings};
@@ -88,6 +90,8 @@ where
     let mut audio: Option<AbortOnDrop> = None;
     // The +BCS proposal last logged.
     let mut proposal = None;
+    // Set when an mSBC link could not be opened: CVSD from then on.
+    let msbc_failed = Arc::new(AtomicBool::new(false));
     let closed = 'conn: loop {
         if m.proposal() != proposal {
             proposal = m.proposal();
@@ -118,6 +122,7 @@ where
                         device.clone(),
                         codec,
                         events.clone(),
+                        msbc_failed.clone(),
                     ))));
                 }
                 HfpOutput::Event(HfpEvent::CodecFailed) => {
@@ -147,6 +152,10 @@ where
                 Some(GatewayCommand::OpenAudio) => {
                     if audio.as_ref().is_some_and(|a| !a.0.is_finished()) {
                         continue;
+                    }
+                    if msbc_failed.load(Ordering::Relaxed) && m.settings().prefer_msbc {
+                        warn!(device = %device, "bluetooth mSBC link failed; CVSD for this headset until it reconnects");
+                        m.set_prefer_msbc(false);
                     }
                     if let Err(e) = m.connect_audio(Instant::now().into_std()) {
                         warn!(device = %device, error = %e, "bluetooth SCO not opened");
@@ -198,20 +207,30 @@ async fn sco_down(device: &DeviceAddr, events: &mpsc::Sender<AdapterEvent>) {
 }
 
 /// Opens the SCO link, reports it with its frame channels, bridges it until
-/// either side ends, and reports it closed.
+/// either side ends, and reports it closed. An mSBC link that cannot be
+/// opened (a controller without transparent SCO, a headset refusing or
+/// not answering the link) sets `msbc_failed`: the next attempt agrees
+/// CVSD.
 async fn audio_link(
     open: Pin<Box<dyn Future<Output = io::Result<ScoStream>> + Send>>,
     device: DeviceAddr,
     codec: Codec,
     events: mpsc::Sender<AdapterEvent>,
+    msbc_failed: Arc<AtomicBool>,
 ) {
     let link = match tokio::time::timeout(SCO_OPEN_TIMEOUT, open).await {
         Ok(Ok(link)) => link,
         Ok(Err(e)) => {
+            if codec == Codec::Msbc {
+                msbc_failed.store(true, Ordering::Relaxed);
+            }
             warn!(device = %device, codec = %codec, error = %e, "bluetooth SCO connect failed");
             return sco_down(&device, &events).await;
         }
         Err(_) => {
+            if codec == Codec::Msbc {
+                msbc_failed.store(true, Ordering::Relaxed);
+            }
             warn!(device = %device, codec = %codec, "bluetooth SCO connect timed out");
             return sco_down(&device, &events).await;
         }
@@ -657,6 +676,72 @@ mod tests {
         assert_eq!(
             crate::audio::scan_dominant_frequency(&heard, 48_000),
             Some(1_500.0)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_msbc_link_falls_back_to_cvsd_at_the_next_attempt() {
+        use std::sync::{Arc, Mutex};
+        let (cmd_tx, cmd_rx) = mpsc::channel(4);
+        let (_headset_end, gateway_end) =
+            crate::bt::sco::ScoStream::test_pair(48).expect("socketpair");
+        let mut gateway_end = Some(gateway_end);
+        let opened: Arc<Mutex<Vec<Codec>>> = Arc::default();
+        let seen = opened.clone();
+        // As a controller without transparent SCO: mSBC connects fail.
+        let opener: ScoOpener = Box::new(move |codec| {
+            seen.lock().expect("test lock").push(codec);
+            let link = match codec {
+                Codec::Msbc => Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP)),
+                Codec::Cvsd => gateway_end
+                    .take()
+                    .ok_or_else(|| io::Error::other("opened twice")),
+            };
+            Box::pin(async move { link })
+        });
+        let (mut hf, mut events, _cancel, _task) =
+            start_with(HfpSettings::default(), cmd_rx, opener);
+        hf.cmd("AT+BRSF=128").await;
+        hf.cmd("AT+BAC=1,2").await;
+        establish_rest(&mut hf, &mut events).await;
+
+        async fn proposal(hf: &mut Hf) -> String {
+            let mut line = String::new();
+            while line.trim().is_empty() {
+                line.clear();
+                tokio::time::timeout(Duration::from_secs(2), hf.read.read_line(&mut line))
+                    .await
+                    .expect("+BCS within 2 s")
+                    .expect("pipe open");
+            }
+            line.trim().to_owned()
+        }
+        cmd_tx
+            .send(GatewayCommand::OpenAudio)
+            .await
+            .expect("gateway running");
+        assert_eq!(proposal(&mut hf).await, "+BCS: 2");
+        hf.cmd("AT+BCS=2").await;
+        match events.recv().await {
+            Some(AdapterEvent::Sco { link: None, .. }) => {}
+            other => panic!("expected the failed link, got {other:?}"),
+        }
+        // The station asks again (its route machine reopens): CVSD now.
+        cmd_tx
+            .send(GatewayCommand::OpenAudio)
+            .await
+            .expect("gateway running");
+        assert_eq!(proposal(&mut hf).await, "+BCS: 1");
+        hf.cmd("AT+BCS=1").await;
+        match events.recv().await {
+            Some(AdapterEvent::Sco {
+                link: Some(link), ..
+            }) => assert_eq!(link.codec, Codec::Cvsd),
+            other => panic!("expected the CVSD link, got {other:?}"),
+        }
+        assert_eq!(
+            *opened.lock().expect("test lock"),
+            vec![Codec::Msbc, Codec::Cvsd]
         );
     }
 

@@ -362,6 +362,12 @@ impl HfpMachine {
         &self.settings
     }
 
+    /// Changes [`HfpSettings::prefer_msbc`] for the codec connections
+    /// from now on (one under way is not changed).
+    pub fn set_prefer_msbc(&mut self, prefer: bool) {
+        self.settings.prefer_msbc = prefer;
+    }
+
     pub fn state(&self) -> SlcState {
         self.state
     }
