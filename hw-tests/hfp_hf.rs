@@ -23,7 +23,7 @@ use std::time::Duration;
 use bluer::Address;
 use bluer::rfcomm::{Socket, SocketAddr};
 use intercomd::bt::DeviceAddr;
-use intercomd::bt::sco::{ScoListener, ScoStream};
+use intercomd::bt::sco::{ScoListener, ScoStream, VoiceSetting};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 const STEP: Duration = Duration::from_secs(10);
@@ -99,7 +99,12 @@ async fn run(local: Address, gateway: Address, channel: u8) -> Result<(), String
     ) else {
         return Err("unparsable address".into());
     };
-    match tokio::time::timeout(Duration::from_secs(30), ScoStream::connect(&l, &g)).await {
+    match tokio::time::timeout(
+        Duration::from_secs(30),
+        ScoStream::connect(&l, &g, VoiceSetting::Cvsd),
+    )
+    .await
+    {
         Ok(Ok(link)) => {
             println!("SCO connected (mtu {})", link.mtu());
             report("headset", 1000.0, exchange(&link, 1000.0).await);

@@ -7,7 +7,7 @@
 # (their amd64 and arm64 versions must match).
 set -eu
 
-PKGS="rustc-web cargo-web libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static libasound2-dev:arm64 libdbus-1-dev:arm64 file"
+PKGS="rustc-web cargo-web libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static libasound2-dev:arm64 libdbus-1-dev:arm64 libsbc-dev:arm64 file"
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"

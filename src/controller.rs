@@ -425,7 +425,7 @@ impl Controller {
                         .unwrap_or_default();
                     match (&self.router, self.voice.take()) {
                         (Some(router), Some(link)) => {
-                            info!(call_id = %call_id, device = %link.device, codec = ?codec, "call audio route: headset");
+                            info!(call_id = %call_id, device = %link.device, codec = %codec, "call audio route: headset");
                             let cmd = RouterCommand::Headset {
                                 name: link.device.to_string(),
                                 ports: link.ports,

@@ -322,11 +322,10 @@ fn start_bluetooth(
     let opener: bt::service::Opener = match b.backend {
         BluetoothBackend::Bluez => {
             let name = b.adapter.clone();
-            // The voice bridge carries CVSD (PCM on the host side) only;
-            // mSBC frames would need an SBC codec: CVSD is chosen whatever
-            // bluetooth.prefer_msbc says until then.
+            // mSBC (transparent SCO, coded with libsbc) when the headset
+            // offers it and bluetooth.prefer_msbc allows; CVSD otherwise.
             let hfp = bt::HfpSettings {
-                prefer_msbc: false,
+                prefer_msbc: b.prefer_msbc,
                 ..bt::HfpSettings::default()
             };
             Box::new(move || {

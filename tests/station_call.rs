@@ -465,15 +465,28 @@ groups = ["caretaker"]
 
 /// Plays a headset on the simulated Bluetooth adapter: its service level
 /// connection comes up, the station asks for the SCO link once the call is
-/// answered, and the test hands it one made of channels. Returns what the
-/// headset's speaker receives; its microphone plays `hz`.
+/// answered, and the test hands it one. With CVSD the link is made of frame
+/// channels; with mSBC it is the product's voice bridge over a socket pair,
+/// the headset's end coding and decoding H2-framed mSBC at 16 kHz as a
+/// real wide band headset does. Records what the headset's speaker
+/// receives; its microphone plays `hz`.
 struct Headset {
-    mic: Option<tokio::task::JoinHandle<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
     heard: std::sync::Arc<std::sync::Mutex<Vec<i16>>>,
+    /// The sample rate of `heard`.
+    rate: u32,
 }
 
 impl Headset {
     async fn connect_audio(bt: &intercomd::bt::sim::SimBt, hz: f32) -> Headset {
+        Headset::connect_audio_with(bt, hz, intercomd::bt::Codec::Cvsd).await
+    }
+
+    async fn connect_audio_with(
+        bt: &intercomd::bt::sim::SimBt,
+        hz: f32,
+        codec: intercomd::bt::Codec,
+    ) -> Headset {
         use intercomd::audio::router::HeadsetPorts;
         use intercomd::audio::{FRAME_SAMPLES, Frame, SAMPLE_RATE, fill_sine};
         use intercomd::bt::{Codec, DeviceAddr, GatewayCommand, VoiceLink};
@@ -494,7 +507,7 @@ impl Headset {
             &device,
             Some(VoiceLink {
                 device: device.clone(),
-                codec: Codec::Cvsd,
+                codec,
                 ports: HeadsetPorts {
                     from_headset,
                     to_headset,
@@ -503,8 +516,11 @@ impl Headset {
         )
         .await;
         let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        if codec == Codec::Msbc {
+            return Headset::msbc(mic_tx, speaker, heard, hz).await;
+        }
         let sink = heard.clone();
-        tokio::spawn(async move {
+        let speaker_task = tokio::spawn(async move {
             while let Some(f) = speaker.recv().await {
                 let mut h = sink.lock().expect("test lock");
                 h.extend_from_slice(&f[..]);
@@ -525,20 +541,91 @@ impl Headset {
             }
         });
         Headset {
-            mic: Some(mic),
+            tasks: vec![mic, speaker_task],
             heard,
+            rate: SAMPLE_RATE,
+        }
+    }
+
+    /// The mSBC headset: the station's voice bridge on one end of a socket
+    /// pair (as the gateway runs it on a SCO socket), the headset's codec
+    /// on the other.
+    async fn msbc(
+        to_engine: tokio::sync::mpsc::Sender<intercomd::audio::Frame>,
+        from_engine: tokio::sync::mpsc::Receiver<intercomd::audio::Frame>,
+        heard: std::sync::Arc<std::sync::Mutex<Vec<i16>>>,
+        hz: f32,
+    ) -> Headset {
+        use intercomd::audio::fill_sine;
+        use intercomd::bt::Codec;
+        use intercomd::bt::msbc::{MsbcReceiver, MsbcSender, PACKET_BYTES};
+        use intercomd::bt::sco::ScoStream;
+        let (gateway_end, headset_end) =
+            ScoStream::test_pair(PACKET_BYTES as u16).expect("socketpair");
+        let headset_end = std::sync::Arc::new(headset_end);
+        let bridge = tokio::spawn(async move {
+            intercomd::bt::voice::run(
+                &gateway_end,
+                Codec::Msbc,
+                to_engine,
+                from_engine,
+                CancellationToken::new(),
+            )
+            .await;
+        });
+        let link = headset_end.clone();
+        let mic = tokio::spawn(async move {
+            let mut tx = MsbcSender::new().expect("libsbc mSBC");
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            let mut phase = 0.0;
+            let mut pcm = [0i16; 160];
+            let mut bytes = Vec::new();
+            loop {
+                tick.tick().await;
+                phase = fill_sine(&mut pcm, hz, 0.3, 16_000, phase);
+                tx.push(&pcm, &mut bytes).expect("encode");
+                for p in bytes.chunks(PACKET_BYTES) {
+                    if link.send(p).await.is_err() {
+                        return;
+                    }
+                }
+                bytes.clear();
+            }
+        });
+        let link = headset_end.clone();
+        let sink = heard.clone();
+        let speaker = tokio::spawn(async move {
+            let mut rx = MsbcReceiver::new().expect("libsbc mSBC");
+            let mut buf = [0u8; 256];
+            let mut pcm = Vec::new();
+            while let Ok(n) = link.recv(&mut buf).await {
+                if n == 0 {
+                    return;
+                }
+                pcm.clear();
+                rx.push(&buf[..n], &mut pcm);
+                let mut h = sink.lock().expect("test lock");
+                h.extend_from_slice(&pcm);
+                let excess = h.len().saturating_sub(16_000);
+                h.drain(..excess);
+            }
+        });
+        Headset {
+            tasks: vec![mic, speaker, bridge],
+            heard,
+            rate: 16_000,
         }
     }
 
     fn heard_hz(&self) -> Option<f32> {
         let h = self.heard.lock().expect("test lock");
-        intercomd::audio::scan_dominant_frequency(&h, intercomd::audio::SAMPLE_RATE)
+        intercomd::audio::scan_dominant_frequency(&h, self.rate)
     }
 
     /// The link drops: both channels close.
     fn drop_link(&mut self) {
-        if let Some(m) = self.mic.take() {
-            m.abort();
+        for t in self.tasks.drain(..) {
+            t.abort();
         }
     }
 }
@@ -626,6 +713,62 @@ async fn a_headset_takes_the_call_audio_and_the_speaker_takes_it_back_when_it_dr
         _ => unreachable!("filtered above"),
     }
     st.wait_state("ended").await;
+    a.cancel.cancel();
+    st.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wide_band_headset_carries_the_call_in_msbc() {
+    let st = Station::start_with(
+        "headset-msbc",
+        "[bluetooth]\nenabled = true\nbackend = \"sim\"\n",
+    )
+    .await;
+    let bt = st.running.bluetooth.clone().expect("simulated Bluetooth");
+    let hs = intercomd::bt::DeviceAddr::parse("00:AA:01:01:00:01").expect("valid address");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !bt.state().powered {
+        assert!(Instant::now() < deadline, "adapter never powered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bt.hands_free(&hs, true).await;
+
+    let ws = connect(&st.url(), "token-of-flat-1a-0123456789").await;
+    st.press();
+    let a = Answerer::answer(ws).await;
+    st.wait_state("in_call").await;
+
+    let mut headset = Headset::connect_audio_with(&bt, 1500.0, intercomd::bt::Codec::Msbc).await;
+    // The headset's 1500 Hz, coded in mSBC, reaches the resident.
+    let audio = a.audio.clone();
+    wait_freq(
+        "resident hears the mSBC headset",
+        move || audio.played_dominant_frequency(),
+        1500.0,
+    )
+    .await;
+    // The resident's 1000 Hz reaches the headset as mSBC at 16 kHz.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while headset
+        .heard_hz()
+        .is_none_or(|hz| (hz - 1000.0).abs() > 30.0)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "mSBC headset hears {:?}",
+            headset.heard_hz()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    headset.drop_link();
+    bt.sco(&hs, None).await;
+    let audio = a.audio.clone();
+    wait_freq(
+        "resident hears the door again",
+        move || audio.played_dominant_frequency(),
+        600.0,
+    )
+    .await;
     a.cancel.cancel();
     st.shutdown().await;
 }

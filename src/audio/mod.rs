@@ -126,6 +126,38 @@ pub fn scan_dominant_frequency(samples: &[i16], rate: u32) -> Option<f32> {
     dominant_frequency(tail, rate, &candidates)
 }
 
+/// Signal to noise ratio (dB) of `samples` as a tone of `freq_hz`: the
+/// least squares fit of a sine and a cosine at that frequency is the
+/// signal, what is left the noise. Independent of delay and phase, so it
+/// judges a tone after a codec or resampler.
+pub fn tone_snr_db(samples: &[i16], freq_hz: f32, rate: u32) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * f64::from(freq_hz) / f64::from(rate.max(1));
+    let (mut ss, mut cc, mut sc, mut xs, mut xc) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    for (i, &x) in samples.iter().enumerate() {
+        let (s, c) = (w * i as f64).sin_cos();
+        let x = f64::from(x);
+        ss += s * s;
+        cc += c * c;
+        sc += s * c;
+        xs += x * s;
+        xc += x * c;
+    }
+    let det = ss * cc - sc * sc;
+    if det.abs() < 1e-9 {
+        return f64::NEG_INFINITY;
+    }
+    let a = (xs * cc - xc * sc) / det;
+    let b = (xc * ss - xs * sc) / det;
+    let (mut signal, mut noise) = (0.0, 0.0);
+    for (i, &x) in samples.iter().enumerate() {
+        let (s, c) = (w * i as f64).sin_cos();
+        let fit = a * s + b * c;
+        signal += fit * fit;
+        noise += (f64::from(x) - fit).powi(2);
+    }
+    10.0 * (signal / noise.max(1e-9)).log10()
+}
+
 /// Fills `out` with a sine of `freq_hz` at `amplitude` (0..1 of full scale),
 /// continuing from `phase` (radians), and returns the phase to continue from.
 pub fn fill_sine(out: &mut [i16], freq_hz: f32, amplitude: f32, rate: u32, phase: f64) -> f64 {

@@ -33,6 +33,7 @@ use super::adapter::{
 use super::gateway;
 use super::hfp::HfpSettings;
 use super::sco::ScoStream;
+use super::voice;
 
 /// How many adapter events may wait for the actor.
 const EVENT_QUEUE: usize = 32;
@@ -324,9 +325,10 @@ async fn serve_profile(
                         let (hfp, tx, cancel, gateways) =
                             (hfp.clone(), tx.clone(), cancel.clone(), gateways.clone());
                         let (local, remote) = (local.clone(), device.clone());
-                        let open_sco: gateway::ScoOpener = Box::new(move || {
+                        let open_sco: gateway::ScoOpener = Box::new(move |codec| {
                             let (local, remote) = (local.clone(), remote.clone());
-                            Box::pin(async move { ScoStream::connect(&local, &remote).await })
+                            let voice = voice::LinkFormat::of(codec).voice;
+                            Box::pin(async move { ScoStream::connect(&local, &remote, voice).await })
                         });
                         connections.spawn(async move {
                             gateway::run(stream, device.clone(), hfp, cmd_rx, open_sco, tx, cancel)

@@ -15,6 +15,8 @@ use tracing::{info, warn};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::adapter::{AdapterEvent, DeviceAddr, GatewayCommand, VoiceLink};
 use super::hfp::{Codec, HfpEvent, HfpMachine, HfpOutput, HfpSettings};
@@ -58,9 +60,10 @@ impl Closed {
     }
 }
 
-/// Opens the SCO link to the headset once a codec is agreed.
+/// Opens the SCO link to the headset once a codec is agreed, with the
+/// voice setting that codec needs ([`voice::LinkFormat::of`]).
 pub type ScoOpener =
-    Box<dyn FnMut() -> Pin<Box<dyn Future<Output = io::Result<ScoStream>> + Send>> + Send>;
+    Box<dyn FnMut(Codec) -> Pin<Box<dyn Future<Output = io::Result<ScoStream>> + Send>> + Send>;
 
 /// Runs one service level connection until it closes. `events` receives
 /// [`AdapterEvent::HandsFree`] when it is established and when it ends,
@@ -85,7 +88,17 @@ where
     let mut commands_open = true;
     // The task opening and then bridging the SCO link, while there is one.
     let mut audio: Option<AbortOnDrop> = None;
+    // The +BCS proposal last logged.
+    let mut proposal = None;
+    // Set when an mSBC link could not be opened: CVSD from then on.
+    let msbc_failed = Arc::new(AtomicBool::new(false));
     let closed = 'conn: loop {
+        if m.proposal() != proposal {
+            proposal = m.proposal();
+            if let Some((codec, attempt)) = proposal {
+                info!(device = %device, codec = %codec, attempt, "bluetooth hands-free codec proposed");
+            }
+        }
         while let Some(out) = m.poll_output() {
             match out {
                 HfpOutput::Transmit(bytes) => {
@@ -96,12 +109,20 @@ where
                     }
                 }
                 HfpOutput::Event(HfpEvent::AudioReady { codec }) => {
-                    info!(device = %device, codec = ?codec, "bluetooth hands-free codec agreed; opening SCO");
+                    let format = voice::LinkFormat::of(codec);
+                    info!(
+                        device = %device,
+                        codec = %codec,
+                        voice_setting = format.voice.as_str(),
+                        rate = format.rate,
+                        "bluetooth hands-free codec agreed; opening SCO"
+                    );
                     audio = Some(AbortOnDrop(tokio::spawn(audio_link(
-                        open_sco(),
+                        open_sco(codec),
                         device.clone(),
                         codec,
                         events.clone(),
+                        msbc_failed.clone(),
                     ))));
                 }
                 HfpOutput::Event(HfpEvent::CodecFailed) => {
@@ -109,7 +130,10 @@ where
                     sco_down(&device, &events).await;
                 }
                 HfpOutput::Event(ev) => {
-                    if let Some(closed) = on_event(&device, ev, &mut established, &events).await {
+                    let codecs = codec_list(m.hf_codecs());
+                    if let Some(closed) =
+                        on_event(&device, ev, &codecs, &mut established, &events).await
+                    {
                         break 'conn closed;
                     }
                 }
@@ -128,6 +152,10 @@ where
                 Some(GatewayCommand::OpenAudio) => {
                     if audio.as_ref().is_some_and(|a| !a.0.is_finished()) {
                         continue;
+                    }
+                    if msbc_failed.load(Ordering::Relaxed) && m.settings().prefer_msbc {
+                        warn!(device = %device, "bluetooth mSBC link failed; CVSD for this headset until it reconnects");
+                        m.set_prefer_msbc(false);
                     }
                     if let Err(e) = m.connect_audio(Instant::now().into_std()) {
                         warn!(device = %device, error = %e, "bluetooth SCO not opened");
@@ -179,25 +207,35 @@ async fn sco_down(device: &DeviceAddr, events: &mpsc::Sender<AdapterEvent>) {
 }
 
 /// Opens the SCO link, reports it with its frame channels, bridges it until
-/// either side ends, and reports it closed.
+/// either side ends, and reports it closed. An mSBC link that cannot be
+/// opened (a controller without transparent SCO, a headset refusing or
+/// not answering the link) sets `msbc_failed`: the next attempt agrees
+/// CVSD.
 async fn audio_link(
     open: Pin<Box<dyn Future<Output = io::Result<ScoStream>> + Send>>,
     device: DeviceAddr,
     codec: Codec,
     events: mpsc::Sender<AdapterEvent>,
+    msbc_failed: Arc<AtomicBool>,
 ) {
     let link = match tokio::time::timeout(SCO_OPEN_TIMEOUT, open).await {
         Ok(Ok(link)) => link,
         Ok(Err(e)) => {
-            warn!(device = %device, error = %e, "bluetooth SCO connect failed");
+            if codec == Codec::Msbc {
+                msbc_failed.store(true, Ordering::Relaxed);
+            }
+            warn!(device = %device, codec = %codec, error = %e, "bluetooth SCO connect failed");
             return sco_down(&device, &events).await;
         }
         Err(_) => {
-            warn!(device = %device, "bluetooth SCO connect timed out");
+            if codec == Codec::Msbc {
+                msbc_failed.store(true, Ordering::Relaxed);
+            }
+            warn!(device = %device, codec = %codec, "bluetooth SCO connect timed out");
             return sco_down(&device, &events).await;
         }
     };
-    info!(device = %device, codec = ?codec, mtu = link.mtu(), "bluetooth SCO audio connected");
+    info!(device = %device, codec = %codec, rate = codec.sample_rate(), mtu = link.mtu(), "bluetooth SCO audio connected");
     let (to_engine, from_headset) = mpsc::channel(crate::audio::DEFAULT_PORT_CAPACITY);
     let (to_headset, from_engine) = mpsc::channel(crate::audio::DEFAULT_PORT_CAPACITY);
     let ev = AdapterEvent::Sco {
@@ -216,19 +254,47 @@ async fn audio_link(
     }
     let (end, stats) = voice::run(
         &link,
-        codec.sample_rate(),
+        codec,
         to_engine,
         from_engine,
         CancellationToken::new(),
     )
     .await;
-    info!(device = %device, end = ?end, packets_in = stats.packets_in, packets_out = stats.packets_out, frames_dropped = stats.frames_dropped, "bluetooth SCO audio ended");
+    if let voice::VoiceEnd::Codec(e) = &end {
+        warn!(device = %device, codec = %codec, error = %e, "bluetooth SCO codec failed");
+    }
+    info!(
+        device = %device,
+        codec = %codec,
+        end = ?end,
+        packets_in = stats.packets_in,
+        packets_out = stats.packets_out,
+        frames_dropped = stats.frames_dropped,
+        frames_lost = stats.codec_lost,
+        frames_corrupt = stats.codec_corrupt,
+        bytes_skipped = stats.codec_skipped_bytes,
+        "bluetooth SCO audio ended"
+    );
     sco_down(&device, &events).await;
+}
+
+/// The headset's codecs for the journal: `CVSD,mSBC`; CVSD alone when it
+/// sent no `AT+BAC` (CVSD is mandatory).
+fn codec_list(codecs: &[Codec]) -> String {
+    if codecs.is_empty() {
+        return Codec::Cvsd.to_string();
+    }
+    codecs
+        .iter()
+        .map(Codec::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 async fn on_event(
     device: &DeviceAddr,
     ev: HfpEvent,
+    hf_codecs: &str,
     established: &mut bool,
     events: &mpsc::Sender<AdapterEvent>,
 ) -> Option<Closed> {
@@ -241,6 +307,7 @@ async fn on_event(
                 device = %device,
                 hf_features,
                 codec_negotiation,
+                hf_codecs,
                 "bluetooth hands-free service level connection established"
             );
             *established = true;
@@ -326,7 +393,7 @@ mod tests {
         start_with(
             settings,
             mpsc::channel(1).1,
-            Box::new(|| Box::pin(async { Err(io::Error::other("no SCO in this test")) })),
+            Box::new(|_| Box::pin(async { Err(io::Error::other("no SCO in this test")) })),
         )
     }
 
@@ -411,6 +478,11 @@ mod tests {
 
     async fn establish(hf: &mut Hf, events: &mut mpsc::Receiver<AdapterEvent>) {
         hf.cmd("AT+BRSF=0").await;
+        establish_rest(hf, events).await;
+    }
+
+    /// The service level connection after `AT+BRSF` (and `AT+BAC`).
+    async fn establish_rest(hf: &mut Hf, events: &mut mpsc::Receiver<AdapterEvent>) {
         hf.cmd("AT+CIND=?").await;
         hf.cmd("AT+CIND?").await;
         hf.cmd("AT+CMER=3,0,0,1").await;
@@ -428,7 +500,8 @@ mod tests {
         let (headset_end, gateway_end) =
             crate::bt::sco::ScoStream::test_pair(48).expect("socketpair");
         let mut gateway_end = Some(gateway_end);
-        let opener: ScoOpener = Box::new(move || {
+        let opener: ScoOpener = Box::new(move |codec| {
+            assert_eq!(codec, Codec::Cvsd);
             let link = gateway_end
                 .take()
                 .ok_or_else(|| io::Error::other("opened twice"));
@@ -496,9 +569,186 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_msbc_headset_gets_bcs_then_a_transparent_msbc_link() {
+        use crate::bt::msbc::{MsbcReceiver, MsbcSender, PACKET_BYTES};
+        use std::sync::{Arc, Mutex};
+        let (cmd_tx, cmd_rx) = mpsc::channel(4);
+        let (headset_end, gateway_end) =
+            crate::bt::sco::ScoStream::test_pair(60).expect("socketpair");
+        let mut gateway_end = Some(gateway_end);
+        let opened: Arc<Mutex<Vec<Codec>>> = Arc::default();
+        let seen = opened.clone();
+        let opener: ScoOpener = Box::new(move |codec| {
+            seen.lock().expect("test lock").push(codec);
+            let link = gateway_end
+                .take()
+                .ok_or_else(|| io::Error::other("opened twice"));
+            Box::pin(async move { link })
+        });
+        let (mut hf, mut events, _cancel, _task) =
+            start_with(HfpSettings::default(), cmd_rx, opener);
+        // Codec negotiation (feature bit 7) and both codecs offered.
+        hf.cmd("AT+BRSF=128").await;
+        assert_eq!(hf.cmd("AT+BAC=1,2").await, vec!["OK".to_owned()]);
+        establish_rest(&mut hf, &mut events).await;
+
+        cmd_tx
+            .send(GatewayCommand::OpenAudio)
+            .await
+            .expect("gateway running");
+        // The gateway proposes mSBC and waits for the headset's answer
+        // before it opens anything.
+        let mut line = String::new();
+        tokio::time::timeout(Duration::from_secs(2), hf.read.read_line(&mut line))
+            .await
+            .expect("+BCS within 2 s")
+            .expect("pipe open");
+        while line.trim().is_empty() {
+            line.clear();
+            hf.read.read_line(&mut line).await.expect("pipe open");
+        }
+        assert_eq!(line.trim(), "+BCS: 2");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            opened.lock().expect("test lock").is_empty(),
+            "SCO before AT+BCS"
+        );
+        assert_eq!(hf.cmd("AT+BCS=2").await, vec!["OK".to_owned()]);
+        let mut link = match events.recv().await {
+            Some(AdapterEvent::Sco {
+                link: Some(link), ..
+            }) => link,
+            other => panic!("expected the SCO link, got {other:?}"),
+        };
+        assert_eq!(link.codec, Codec::Msbc);
+        assert_eq!(*opened.lock().expect("test lock"), vec![Codec::Msbc]);
+        assert_eq!(
+            voice::LinkFormat::of(Codec::Msbc).voice,
+            crate::bt::sco::VoiceSetting::Transparent
+        );
+
+        // 100 ms of the engine reach the headset as H2 packets of mSBC.
+        let mut phase = 0.0;
+        for _ in 0..10 {
+            let mut frame: crate::audio::Frame = Box::new([0; crate::audio::FRAME_SAMPLES]);
+            phase = crate::audio::fill_sine(&mut frame[..], 2_000.0, 0.5, 48_000, phase);
+            link.ports
+                .to_headset
+                .send(frame)
+                .await
+                .expect("bridge running");
+        }
+        let mut rx = MsbcReceiver::new().expect("libsbc mSBC");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 128];
+        // 1600 samples at 16 kHz: 13 packets.
+        for i in 0..13 {
+            let n = tokio::time::timeout(Duration::from_secs(1), headset_end.recv(&mut buf))
+                .await
+                .expect("a packet within 1 s")
+                .expect("link open");
+            assert_eq!(n, PACKET_BYTES);
+            assert_eq!(buf[..2], [0x01, [0x08, 0x38, 0xC8, 0xF8][i % 4]]);
+            rx.push(&buf[..n], &mut got);
+        }
+        assert_eq!(rx.stats().frames, 13);
+        assert_eq!(
+            crate::audio::scan_dominant_frequency(&got, 16_000),
+            Some(2_000.0)
+        );
+        // The headset's mSBC comes out as 48 kHz frames of its tone.
+        let mut mic = vec![0i16; 1_600];
+        crate::audio::fill_sine(&mut mic, 1_500.0, 0.5, 16_000, 0.0);
+        let mut tx = MsbcSender::new().expect("libsbc mSBC");
+        let mut stream = Vec::new();
+        tx.push(&mic, &mut stream).expect("encode");
+        for p in stream.chunks(PACKET_BYTES) {
+            headset_end.send(p).await.expect("link open");
+        }
+        let mut heard = Vec::new();
+        for _ in 0..9 {
+            let f = tokio::time::timeout(Duration::from_secs(1), link.ports.from_headset.recv())
+                .await
+                .expect("a frame within 1 s")
+                .expect("bridge running");
+            heard.extend_from_slice(&f[..]);
+        }
+        assert_eq!(
+            crate::audio::scan_dominant_frequency(&heard, 48_000),
+            Some(1_500.0)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_msbc_link_falls_back_to_cvsd_at_the_next_attempt() {
+        use std::sync::{Arc, Mutex};
+        let (cmd_tx, cmd_rx) = mpsc::channel(4);
+        let (_headset_end, gateway_end) =
+            crate::bt::sco::ScoStream::test_pair(48).expect("socketpair");
+        let mut gateway_end = Some(gateway_end);
+        let opened: Arc<Mutex<Vec<Codec>>> = Arc::default();
+        let seen = opened.clone();
+        // As a controller without transparent SCO: mSBC connects fail.
+        let opener: ScoOpener = Box::new(move |codec| {
+            seen.lock().expect("test lock").push(codec);
+            let link = match codec {
+                Codec::Msbc => Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP)),
+                Codec::Cvsd => gateway_end
+                    .take()
+                    .ok_or_else(|| io::Error::other("opened twice")),
+            };
+            Box::pin(async move { link })
+        });
+        let (mut hf, mut events, _cancel, _task) =
+            start_with(HfpSettings::default(), cmd_rx, opener);
+        hf.cmd("AT+BRSF=128").await;
+        hf.cmd("AT+BAC=1,2").await;
+        establish_rest(&mut hf, &mut events).await;
+
+        async fn proposal(hf: &mut Hf) -> String {
+            let mut line = String::new();
+            while line.trim().is_empty() {
+                line.clear();
+                tokio::time::timeout(Duration::from_secs(2), hf.read.read_line(&mut line))
+                    .await
+                    .expect("+BCS within 2 s")
+                    .expect("pipe open");
+            }
+            line.trim().to_owned()
+        }
+        cmd_tx
+            .send(GatewayCommand::OpenAudio)
+            .await
+            .expect("gateway running");
+        assert_eq!(proposal(&mut hf).await, "+BCS: 2");
+        hf.cmd("AT+BCS=2").await;
+        match events.recv().await {
+            Some(AdapterEvent::Sco { link: None, .. }) => {}
+            other => panic!("expected the failed link, got {other:?}"),
+        }
+        // The station asks again (its route machine reopens): CVSD now.
+        cmd_tx
+            .send(GatewayCommand::OpenAudio)
+            .await
+            .expect("gateway running");
+        assert_eq!(proposal(&mut hf).await, "+BCS: 1");
+        hf.cmd("AT+BCS=1").await;
+        match events.recv().await {
+            Some(AdapterEvent::Sco {
+                link: Some(link), ..
+            }) => assert_eq!(link.codec, Codec::Cvsd),
+            other => panic!("expected the CVSD link, got {other:?}"),
+        }
+        assert_eq!(
+            *opened.lock().expect("test lock"),
+            vec![Codec::Msbc, Codec::Cvsd]
+        );
+    }
+
+    #[tokio::test]
     async fn open_audio_before_the_slc_reports_no_link() {
         let (cmd_tx, cmd_rx) = mpsc::channel(4);
-        let opener: ScoOpener = Box::new(|| Box::pin(async { Err(io::Error::other("unused")) }));
+        let opener: ScoOpener = Box::new(|_| Box::pin(async { Err(io::Error::other("unused")) }));
         let (_hf, mut events, _cancel, _task) = start_with(HfpSettings::default(), cmd_rx, opener);
         cmd_tx
             .send(GatewayCommand::OpenAudio)
@@ -513,7 +763,7 @@ mod tests {
     #[tokio::test]
     async fn the_door_call_reaches_the_headset_and_its_button_hangs_up() {
         let (cmd_tx, cmd_rx) = mpsc::channel(4);
-        let opener: ScoOpener = Box::new(|| Box::pin(async { Err(io::Error::other("unused")) }));
+        let opener: ScoOpener = Box::new(|_| Box::pin(async { Err(io::Error::other("unused")) }));
         let (mut hf, mut events, _cancel, _task) =
             start_with(HfpSettings::default(), cmd_rx, opener);
         establish(&mut hf, &mut events).await;

@@ -362,6 +362,12 @@ impl HfpMachine {
         &self.settings
     }
 
+    /// Changes [`HfpSettings::prefer_msbc`] for the codec connections
+    /// from now on (one under way is not changed).
+    pub fn set_prefer_msbc(&mut self, prefer: bool) {
+        self.settings.prefer_msbc = prefer;
+    }
+
     pub fn state(&self) -> SlcState {
         self.state
     }
@@ -394,6 +400,12 @@ impl HfpMachine {
     /// A `+BCS` proposal is waiting for the headset's answer.
     pub fn negotiating(&self) -> bool {
         self.negotiation.is_some()
+    }
+
+    /// The codec of the `+BCS` proposal waiting for the headset's answer
+    /// and which attempt it is (1, or 2 for the CVSD fallback), if any.
+    pub fn proposal(&self) -> Option<(Codec, u8)> {
+        self.negotiation.map(|n| (n.proposed, n.attempts))
     }
 
     pub fn indicator(&self, indicator: Indicator) -> u8 {

@@ -309,10 +309,13 @@ fn codec_mismatch_falls_back_to_cvsd_then_fails() {
     let mut r = Rig::wideband_slc(HfpSettings::default());
     r.m.connect_audio(r.now).unwrap();
     assert_eq!(r.drain(), "\r\n+BCS: 2\r\n");
+    assert_eq!(r.m.proposal(), Some((Codec::Msbc, 1)));
     // The headset answers with another codec: refused, CVSD proposed.
     assert_eq!(r.send("AT+BCS=1"), format!("{ERROR}\r\n+BCS: 1\r\n"));
+    assert_eq!(r.m.proposal(), Some((Codec::Cvsd, 2)));
     // Wrong again: negotiation fails.
     assert_eq!(r.send("AT+BCS=2"), ERROR);
+    assert_eq!(r.m.proposal(), None);
     let events = r.take_events();
     assert_eq!(events.last(), Some(&HfpEvent::CodecFailed));
     assert!(!r.m.negotiating());

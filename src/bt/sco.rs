@@ -2,8 +2,10 @@
 //! libc and tokio's [`AsyncFd`]: bluer has none. A [`ScoListener`] accepts
 //! links on an adapter's address; [`ScoStream::connect`] opens one. Each
 //! packet is one `SOCK_SEQPACKET` message of at most [`ScoStream::mtu`]
-//! bytes: with CVSD (the voice setting 0x0060, the kernel's default) the
-//! host side carries 16-bit little-endian linear PCM at 8 kHz, mono.
+//! bytes. With CVSD (the voice setting 0x0060, the kernel's default) the
+//! host side carries 16-bit little-endian linear PCM at 8 kHz, mono; with
+//! the transparent setting (0x0003, for mSBC) the bytes go on air as the
+//! host writes them ([`VoiceSetting`]).
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -24,6 +26,60 @@ const AF_BLUETOOTH: libc::c_int = 31;
 const BTPROTO_SCO: libc::c_int = 2;
 const SOL_SCO: libc::c_int = 17;
 const SCO_OPTIONS: libc::c_int = 1;
+const SOL_BLUETOOTH: libc::c_int = 274;
+const BT_VOICE: libc::c_int = 11;
+
+/// The voice setting of a SCO socket (`BT_VOICE`), set before it connects:
+/// what the controller does with the audio.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VoiceSetting {
+    /// The controller codes CVSD; the host side is 16-bit linear PCM
+    /// (`BT_VOICE_CVSD_16BIT`, the kernel's default).
+    Cvsd,
+    /// The controller passes the bytes through: the host codes the audio
+    /// itself, as mSBC needs (`BT_VOICE_TRANSPARENT`).
+    Transparent,
+}
+
+impl VoiceSetting {
+    /// The value of `struct bt_voice`'s `setting`.
+    pub fn bits(self) -> u16 {
+        match self {
+            VoiceSetting::Cvsd => 0x0060,
+            VoiceSetting::Transparent => 0x0003,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VoiceSetting::Cvsd => "cvsd",
+            VoiceSetting::Transparent => "transparent",
+        }
+    }
+}
+
+/// Sets the socket's voice setting (`setsockopt(SOL_BLUETOOTH, BT_VOICE)`).
+fn set_voice(fd: &OwnedFd, voice: VoiceSetting) -> io::Result<()> {
+    /// `struct bt_voice`.
+    #[repr(C)]
+    struct BtVoice {
+        setting: u16,
+    }
+    let v = BtVoice {
+        setting: voice.bits(),
+    };
+    // SAFETY: v is a readable bt_voice of the length given.
+    check(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            SOL_BLUETOOTH,
+            BT_VOICE,
+            (&v as *const BtVoice).cast(),
+            std::mem::size_of::<BtVoice>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
 
 /// `struct sockaddr_sco`.
 #[repr(C)]
@@ -170,9 +226,18 @@ impl ScoStream {
     }
 
     /// Opens a link from the adapter `local` to `remote` (an ACL link is
-    /// set up first if there is none).
-    pub async fn connect(local: &DeviceAddr, remote: &DeviceAddr) -> io::Result<ScoStream> {
+    /// set up first if there is none) with the voice setting `voice`. The
+    /// kernel's default, CVSD, is left as it is; a controller that cannot
+    /// carry transparent data fails the connect (`EOPNOTSUPP`).
+    pub async fn connect(
+        local: &DeviceAddr,
+        remote: &DeviceAddr,
+        voice: VoiceSetting,
+    ) -> io::Result<ScoStream> {
         let fd = bound_socket(local)?;
+        if voice != VoiceSetting::Cvsd {
+            set_voice(&fd, voice)?;
+        }
         let sa = sockaddr(remote);
         // SAFETY: sa is a valid sockaddr_sco of SOCKADDR_LEN bytes.
         let r = unsafe {
@@ -211,9 +276,9 @@ impl ScoStream {
     }
 
     /// Two connected `SOCK_SEQPACKET` Unix sockets standing in for the two
-    /// ends of a SCO link (packets keep their boundaries the same way).
-    #[cfg(test)]
-    pub(crate) fn test_pair(mtu: u16) -> io::Result<(ScoStream, ScoStream)> {
+    /// ends of a SCO link (packets keep their boundaries the same way): for
+    /// tests that play a headset without a radio.
+    pub fn test_pair(mtu: u16) -> io::Result<(ScoStream, ScoStream)> {
         let mut fds = [0 as libc::c_int; 2];
         // SAFETY: fds has room for the two descriptors socketpair writes.
         check(unsafe {
@@ -292,5 +357,11 @@ mod tests {
         let sa = sockaddr(&a);
         assert_eq!(sa.bdaddr, [0x01, 0x00, 0x01, 0x01, 0xAA, 0x00]);
         assert_eq!(device_addr(&sa), Some(a));
+    }
+
+    #[test]
+    fn voice_settings_are_the_kernels_values() {
+        assert_eq!(VoiceSetting::Cvsd.bits(), 0x0060);
+        assert_eq!(VoiceSetting::Transparent.bits(), 0x0003);
     }
 }

@@ -17,6 +17,9 @@ DEPENDS += "cmake-native"
 # bluer talks to BlueZ over D-Bus through libdbus-1 (the libdbus-sys crate
 # finds it with pkg-config).
 DEPENDS += "dbus"
+# Wide band (mSBC) Bluetooth voice uses BlueZ's SBC library (build.rs finds
+# it with pkg-config); oe-core's sbc recipe.
+DEPENDS += "sbc"
 
 PV = "0.1.0+git"
 
