@@ -10,7 +10,11 @@
 //! * ERLE: far-end speech through the room into the microphone, with a
 //!   little noise; echo return loss enhancement over the last 8 s, echo
 //!   canceller and high-pass filter only (speexdsp: its canceller and its
-//!   residual echo suppressor, noise suppression off).
+//!   preprocessor holding the residual echo suppressor, as speexdsp documents
+//!   them, preprocessor settings at the library's defaults; the canceller
+//!   alone is printed too, as an extra row that is not a reference).
+//!   `--noise-amplitude N` changes the peak of the microphone's white noise
+//!   (default 10, about -75 dBFS; 0 leaves only the echo).
 //! * Double talk: the same echo plus a near-end talker from 10 s on; the
 //!   near-end attenuation is how much more of the near-end voice (by
 //!   projection, so residual echo does not count) the chain loses with the
@@ -88,8 +92,12 @@ impl Chain for Reference {
             .process_capture_frame(&to_f(near), &mut o)
             .expect("reference accepts a 10 ms capture frame");
         for (d, s) in out.iter_mut().zip(o) {
+            // Rounded to the nearest integer like sonora's own i16 output
+            // (`as` alone truncates toward zero, which takes up to 1 LSB off
+            // every sample and, at the few-LSB residual after convergence,
+            // reads as more than 1 dB of extra ERLE).
             *d = if produced {
-                (s * 32768.0).clamp(-32768.0, 32767.0) as i16
+                (s * 32768.0).round().clamp(-32768.0, 32767.0) as i16
             } else {
                 0
             };
@@ -98,8 +106,14 @@ impl Chain for Reference {
 }
 
 /// speexdsp's echo canceller (MDF, 200 ms filter) followed by its
-/// preprocessor, which holds the residual echo suppressor; `full` adds its
-/// noise suppression and AGC.
+/// preprocessor, which holds the residual echo suppressor: the pairing
+/// speexdsp documents (`SPEEX_PREPROCESS_SET_ECHO_STATE`, as in its
+/// `testecho.c`). The preprocessor keeps the library's defaults (noise
+/// suppression on at -15 dB, echo suppression -40 dB / -15 dB with the near
+/// end active, AGC off): it applies its gains, the residual echo
+/// suppression's included, only while its noise suppression is on. `full`
+/// adds its AGC. Without a preprocessor (`pre` null) it is the canceller
+/// alone.
 struct Speex {
     echo: *mut speex::EchoState,
     pre: *mut speex::PreprocessState,
@@ -118,7 +132,6 @@ mod speex {
     }
 
     pub const ECHO_SET_SAMPLING_RATE: c_int = 24;
-    pub const PREPROCESS_SET_DENOISE: c_int = 0;
     pub const PREPROCESS_SET_AGC: c_int = 2;
     pub const PREPROCESS_SET_ECHO_STATE: c_int = 24;
 
@@ -145,7 +158,7 @@ mod speex {
 }
 
 impl Speex {
-    fn new(full: bool) -> Self {
+    fn new(preprocessor: bool, full: bool) -> Self {
         let frame = FRAME_SAMPLES as i32;
         // SAFETY: plain constructors of the C library; both pointers are
         // checked before use and owned by this value until `drop`.
@@ -154,11 +167,16 @@ impl Speex {
             assert!(!echo.is_null(), "speexdsp allocates its echo state");
             let mut rate: i32 = 48_000;
             speex::speex_echo_ctl(echo, speex::ECHO_SET_SAMPLING_RATE, (&raw mut rate).cast());
+            if !preprocessor {
+                return Speex {
+                    echo,
+                    pre: std::ptr::null_mut(),
+                };
+            }
             let pre = speex::speex_preprocess_state_init(frame, 48_000);
             assert!(!pre.is_null(), "speexdsp allocates its preprocessor");
-            let mut on: i32 = i32::from(full);
-            speex::speex_preprocess_ctl(pre, speex::PREPROCESS_SET_DENOISE, (&raw mut on).cast());
-            speex::speex_preprocess_ctl(pre, speex::PREPROCESS_SET_AGC, (&raw mut on).cast());
+            let mut agc: i32 = i32::from(full);
+            speex::speex_preprocess_ctl(pre, speex::PREPROCESS_SET_AGC, (&raw mut agc).cast());
             speex::speex_preprocess_ctl(pre, speex::PREPROCESS_SET_ECHO_STATE, echo.cast());
             Speex { echo, pre }
         }
@@ -167,9 +185,12 @@ impl Speex {
 
 impl Drop for Speex {
     fn drop(&mut self) {
-        // SAFETY: both states came from their init functions and are freed once.
+        // SAFETY: both states came from their init functions (or `pre` is
+        // null and left alone) and are freed once.
         unsafe {
-            speex::speex_preprocess_state_destroy(self.pre);
+            if !self.pre.is_null() {
+                speex::speex_preprocess_state_destroy(self.pre);
+            }
             speex::speex_echo_state_destroy(self.echo);
         }
     }
@@ -181,7 +202,7 @@ impl Chain for Speex {
             far.len() == FRAME_SAMPLES && near.len() == FRAME_SAMPLES && out.len() == FRAME_SAMPLES
         );
         // SAFETY: all three buffers hold exactly the frame size the states
-        // were created with.
+        // were created with; `pre` is only used when it is not null.
         unsafe {
             speex::speex_echo_cancellation(
                 self.echo,
@@ -189,13 +210,23 @@ impl Chain for Speex {
                 far.as_ptr(),
                 out.as_mut_ptr(),
             );
-            speex::speex_preprocess_run(self.pre, out.as_mut_ptr());
+            if !self.pre.is_null() {
+                speex::speex_preprocess_run(self.pre, out.as_mut_ptr());
+            }
         }
     }
 }
 
+/// Builds a chain; `true` for the full chain (noise suppression and AGC on).
+type MakeChain = fn(bool) -> Box<dyn Chain>;
+
 fn speexdsp(full: bool) -> Box<dyn Chain> {
-    Box::new(Speex::new(full))
+    Box::new(Speex::new(true, full))
+}
+
+/// The canceller without the preprocessor: no residual echo suppression.
+fn speexdsp_canceller_alone(_full: bool) -> Box<dyn Chain> {
+    Box::new(Speex::new(false, false))
 }
 
 fn ours(full: bool) -> Box<dyn Chain> {
@@ -286,11 +317,12 @@ impl Room {
         )
     }
 
-    fn signals(&self) -> Signals {
+    /// `noise`: peak of the microphone's white noise, in LSB.
+    fn signals(&self, noise: f64) -> Signals {
         let n = FRAMES * FRAME_SAMPLES;
         let far = SpeechLike::new(self.far_seed).take_samples(n, 0.3);
         let mut rng = Rng::new(self.seed ^ 5);
-        let noise: Vec<i16> = (0..n).map(|_| (rng.uniform() * 10.0) as i16).collect();
+        let noise: Vec<i16> = (0..n).map(|_| (rng.uniform() * noise) as i16).collect();
         let echo = echo_path(&far, self.delay_ms, self.tail_ms, self.gain, self.seed);
         let single: Vec<i16> = echo.iter().zip(&noise).map(|(e, z)| e + z).collect();
         let mut near = SpeechLike::new(self.near_seed).take_samples(n, 0.25);
@@ -313,6 +345,17 @@ impl Room {
             near_single,
         }
     }
+}
+
+/// The number after `flag` on the command line, if any.
+fn arg_value(flag: &str) -> Option<f64> {
+    let args: Vec<String> = std::env::args().collect();
+    let i = args.iter().position(|a| a == flag)?;
+    let v = args.get(i + 1)?;
+    Some(
+        v.parse()
+            .unwrap_or_else(|_| panic!("{flag} needs a number, got {v:?}")),
+    )
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -593,15 +636,27 @@ fn main() {
         println!("chain: 10 s of call audio, {ms:.2} ms CPU per s");
         return;
     }
+    let noise = arg_value("--noise-amplitude").unwrap_or(10.0);
+    // (name, constructor, whether it counts as a reference)
+    let chains: [(&str, MakeChain, bool); 4] = [
+        ("intercomd (sonora 0.2)", ours, false),
+        ("aec3 0.4 (reference)", reference, true),
+        (
+            "speexdsp 1.2, canceller + preprocessor (reference)",
+            speexdsp,
+            true,
+        ),
+        (
+            "speexdsp 1.2, canceller alone (not a reference)",
+            speexdsp_canceller_alone,
+            false,
+        ),
+    ];
     let mut rows = Vec::new();
-    for (name, make) in [
-        ("intercomd (sonora 0.2)", ours as fn(bool) -> Box<dyn Chain>),
-        ("aec3 0.4 (reference)", reference),
-        ("speexdsp 1.2 (reference)", speexdsp),
-    ] {
+    for (name, make, is_reference) in chains {
         let mut per_room = Vec::new();
         for room in &ROOMS {
-            let s = room.signals();
+            let s = room.signals(noise);
             let out = run(make(false).as_mut(), &s.far, &s.single);
             let erle = energy_db(tail(&s.single)) - energy_db(tail(&out));
             let out = run(make(false).as_mut(), &s.far, &s.double);
@@ -611,22 +666,29 @@ fn main() {
             let st_loss = near_loss_db(tail(&out), tail(&s.near));
             per_room.push((erle, dt_loss - st_loss, dt_loss));
         }
-        let s = ROOMS[0].signals();
-        let mut cpu = f64::MAX;
-        for _ in 0..3 {
-            let mut chain = make(true);
-            let t = Instant::now();
-            let _ = run(chain.as_mut(), &s.far, &s.double);
-            cpu = cpu.min(t.elapsed().as_secs_f64() * 1000.0 / SECONDS as f64);
-        }
-        rows.push((name, per_room, cpu));
+        // The canceller alone has no full chain to time.
+        let cpu = (name != chains[3].0).then(|| {
+            let s = ROOMS[0].signals(noise);
+            let mut cpu = f64::MAX;
+            for _ in 0..3 {
+                let mut chain = make(true);
+                let t = Instant::now();
+                let _ = run(chain.as_mut(), &s.far, &s.double);
+                cpu = cpu.min(t.elapsed().as_secs_f64() * 1000.0 / SECONDS as f64);
+            }
+            cpu
+        });
+        rows.push((name, per_room, cpu, is_reference));
     }
 
     let rooms: Vec<String> = ROOMS.iter().map(|r| r.label()).collect();
+    if noise != 10.0 {
+        println!("Microphone noise: peak {noise} LSB (default 10).");
+    }
     println!("ERLE after convergence (dB), echo canceller only; higher is better:");
     println!("| chain | {} | mean |", rooms.join(" | "));
     println!("|---|{}---|", "---|".repeat(ROOMS.len()));
-    for (name, per_room, _) in &rows {
+    for (name, per_room, _, _) in &rows {
         let v: Vec<f64> = per_room.iter().map(|r| r.0).collect();
         println!("| {name} | {} | {:.1} |", fmt_row(&v, 1), mean(&v));
     }
@@ -636,7 +698,7 @@ fn main() {
     );
     println!("| chain | {} | mean |", rooms.join(" | "));
     println!("|---|{}---|", "---|".repeat(ROOMS.len()));
-    for (name, per_room, _) in &rows {
+    for (name, per_room, _, _) in &rows {
         let v: Vec<f64> = per_room.iter().map(|r| r.1).collect();
         println!("| {name} | {} | {:.2} |", fmt_row(&v, 2), mean(&v));
     }
@@ -644,14 +706,16 @@ fn main() {
     println!("Near-end loss in double talk against the raw voice (high-pass filter included), dB:");
     println!("| chain | {} | mean |", rooms.join(" | "));
     println!("|---|{}---|", "---|".repeat(ROOMS.len()));
-    for (name, per_room, _) in &rows {
+    for (name, per_room, _, _) in &rows {
         let v: Vec<f64> = per_room.iter().map(|r| r.2).collect();
         println!("| {name} | {} | {:.2} |", fmt_row(&v, 2), mean(&v));
     }
     println!();
     println!("CPU, full chain (ms per s of audio):");
-    for (name, _, cpu) in &rows {
-        println!("  {name}: {cpu:.2}");
+    for (name, _, cpu, _) in &rows {
+        if let Some(cpu) = cpu {
+            println!("  {name}: {cpu:.2}");
+        }
     }
     let summary = |i: usize| {
         let r = &rows[i].1;
@@ -661,18 +725,47 @@ fn main() {
         )
     };
     let (o_erle, o_dt) = summary(0);
-    let best_erle = (1..rows.len())
-        .map(|i| summary(i).0)
-        .fold(f64::MIN, f64::max);
-    let best_dt = (1..rows.len())
-        .map(|i| summary(i).1)
-        .fold(f64::MAX, f64::min);
     println!();
+    println!("intercomd against each reference (means over the rooms):");
+    let references: Vec<usize> = (1..rows.len()).filter(|&i| rows[i].3).collect();
+    for &i in &references {
+        let (erle, dt) = summary(i);
+        println!(
+            "  {}: ERLE ratio {:.2} ({o_erle:.1} / {erle:.1} dB, {:+.1} dB), double-talk attenuation {o_dt:.2} vs {dt:.2} dB ({:+.2} dB)",
+            rows[i].0,
+            o_erle / erle,
+            o_erle - erle,
+            o_dt - dt
+        );
+    }
+    let best_erle = references
+        .iter()
+        .map(|&i| summary(i).0)
+        .fold(f64::MIN, f64::max);
+    let best_dt = references
+        .iter()
+        .map(|&i| summary(i).1)
+        .fold(f64::MAX, f64::min);
     println!(
-        "intercomd against the best reference (means over the rooms): ERLE ratio {:.2} ({o_erle:.1} / {best_erle:.1} dB), double-talk loss {o_dt:.2} dB vs {best_dt:.2} dB ({:+.2} dB); CPU ratio to aec3 {:.2}",
-        o_erle / best_erle,
-        o_dt - best_dt,
-        rows[0].2 / rows[1].2
+        "  best reference on each: ERLE {best_erle:.1} dB, double-talk attenuation {best_dt:.2} dB"
     );
+    let goal = |erle: f64, dt: f64| {
+        if erle >= 35.0 && dt <= 3.0 {
+            "meets"
+        } else {
+            "misses"
+        }
+    };
+    for (i, row) in rows.iter().enumerate() {
+        let (erle, dt) = summary(i);
+        println!(
+            "  {}: {} the goal (ERLE >= 35 dB, double-talk attenuation <= 3 dB) on the means",
+            row.0,
+            goal(erle, dt)
+        );
+    }
+    if let (Some(o), Some(a)) = (rows[0].2, rows[1].2) {
+        println!("  CPU ratio intercomd / aec3 {:.2}", o / a);
+    }
     chain_report();
 }
