@@ -173,7 +173,18 @@ async fn exchange(link: &ScoStream, send_hz: f32) -> std::io::Result<(usize, Opt
                 sent += 1;
             }
             r = link.recv(&mut buf) => {
-                let got = r?;
+                // The side that finishes first closes the link: the other
+                // reads end of stream or a reset, after the data it got.
+                let got = match r {
+                    Ok(got) => got,
+                    Err(e) if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionReset
+                            | std::io::ErrorKind::ConnectionAborted
+                            | std::io::ErrorKind::NotConnected
+                    ) => 0,
+                    Err(e) => return Err(e),
+                };
                 if got == 0 {
                     println!("SCO link closed after {} samples received", received.len());
                     break;

@@ -66,13 +66,13 @@ fi
 # (Debian's bluez and bluez-test-tools), dbus-daemon for the system bus,
 # each with the libraries ldd lists, BlueZ's D-Bus policy, and the
 # headset-side tool (`cargo build --example hfp-hf`) when built. Installed
-# with apt when missing. With INTERCOMD_HW_BLUEZ_SRC (a BlueZ >= 5.86
-# tree) the VM gets a btvirt built from it, whose controllers carry SCO
-# (hw-tests/build-btvirt.sh); Debian's cannot.
+# with apt when missing. btvirt is the one hw-tests/build-btvirt.sh builds
+# (Debian's bluez source with btvirt-sco.patch, or the BlueZ tree named by
+# INTERCOMD_HW_BLUEZ_SRC), whose controllers carry SCO; Debian's packaged
+# btvirt cannot. INTERCOMD_HW_BTVIRT names a btvirt binary to use instead.
 "$repo/scripts/apt-install-missing.sh" run-vm bluez bluez-test-tools dbus-daemon
 hfp_hf=$(dirname "$bin")/examples/hfp-hf
-btvirt=/usr/bin/btvirt
-[ -n "${INTERCOMD_HW_BLUEZ_SRC:-}" ] && btvirt=$("$here/build-btvirt.sh")
+btvirt=${INTERCOMD_HW_BTVIRT:-$("$here/build-btvirt.sh")}
 bt_progs="/usr/libexec/bluetooth/bluetoothd $btvirt /usr/bin/btmgmt /usr/bin/btmon /usr/bin/dbus-daemon"
 [ -x "$hfp_hf" ] && bt_progs="$bt_progs $hfp_hf"
 for prog in $bt_progs; do
