@@ -10,6 +10,7 @@
 # shared over virtio-9p and the guest writes its logs and the summary line
 # (`N passed, N failed`) to hw-tests/results/. Exits non-zero when a check
 # failed, the summary is missing or the VM timed out (HW_TEST_TIMEOUT, s).
+# HW_TESTS="name ..." runs only those guest tests (guest/<name>.test.sh).
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -116,7 +117,7 @@ timeout "$timeout_s" qemu-system-x86_64 \
     -accel tcg -cpu max -smp 2 -m 512 \
     -nographic -no-reboot -nic none \
     -kernel "$image" -initrd "$work/initrd.gz" \
-    -append "console=ttyS0 panic=-1 quiet" \
+    -append "console=ttyS0 panic=-1 quiet${HW_TESTS:+ hw_tests=$(echo "$HW_TESTS" | tr ' ' ,)}" \
     -virtfs "local,path=$here,mount_tag=hw,security_model=none,id=hw" ||
     rc=$?
 log "VM ran $(( $(date +%s) - start )) s (qemu exit $rc)"
