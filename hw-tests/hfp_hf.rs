@@ -13,10 +13,11 @@
 //! each side received, or the reason it failed) and exits 0 only when the
 //! service level connection was established. The SCO result is reported,
 //! not judged: the test that runs this decides what it expects of the
-//! emulated controllers. `--sco-listen` is the gateway's end of the SCO
-//! test (the daemon does not open SCO links yet): it accepts one link on
-//! the gateway's adapter with intercomd's SCO socket layer and plays
-//! 400 Hz while the headset plays 1000 Hz, both as 8 kHz PCM.
+//! emulated controllers. `--sco-listen` is the gateway's end of the plain
+//! SCO test (the daemon opens SCO links itself only for an answered call,
+//! see `--headset`): it accepts one link on the gateway's adapter with
+//! intercomd's SCO socket layer and plays 400 Hz while the headset plays
+//! 1000 Hz, both as 8 kHz PCM.
 //!
 //! `--headset` is a headset in a door call: it listens for SCO on its own
 //! controller, runs the SLC with the gateway (channel 13) and waits for the

@@ -31,6 +31,10 @@ cleanup() {
     for p in $hf $resident $duplex $pid; do
         kill "$p" 2>/dev/null
     done
+    # The next test opens the same loopback PCMs: let these close first.
+    for p in $hf $resident $duplex $pid; do
+        wait "$p" 2>/dev/null
+    done
     bt_down
     remove_chip hs
     echo "--- headset"
@@ -171,27 +175,35 @@ else
     fail "the answered call moves to the headset's SCO link" "$(grep 'SCO\|route\|established' "$log" "$res" | tail -n 4)"
 fi
 
-# Talking for three seconds, then both ways by content. The headset
-# prints what it received each second; under TCG the bridge does not keep
-# real time (8000 to 14000 bytes a second of the 16000), so the check asks
-# for 1 s worth (16000 bytes) of seconds whose dominant frequency is the
-# resident's tone.
-sleep 3
-grep '^heard' "$hsl"
-tone_bytes=0
-for b in $(grep '^heard' "$hsl" | while read -r _ b h; do
-    h=${h#hz=}
-    in_range "$h" 980 1020 && echo "${b#bytes=}"
-done); do
-    tone_bytes=$((tone_bytes + b))
+# Both ways by content. The headset prints what it received each second.
+# Under TCG the resident's audio reaches the station with gaps of a second
+# or two when the host is busy, and the bridge has nothing to send then:
+# the check waits up to 15 s for 1 s worth (16000 bytes) of seconds whose
+# dominant frequency is the resident's tone.
+# tone_bytes: bytes received in the headset's seconds near 1000 Hz.
+tone_bytes() {
+    t=0
+    for b in $(grep '^heard' "$hsl" | while read -r _ b h; do
+        near_hz "${h#hz=}" 1000 && echo "${b#bytes=}"
+    done); do
+        t=$((t + b))
+    done
+    echo "$t"
+}
+i=0
+while [ "$(tone_bytes)" -lt 16000 ] && [ "$i" -lt 15 ]; do
+    sleep 1
+    i=$((i + 1))
 done
-if [ "$tone_bytes" -ge 16000 ]; then
-    pass "headset hears the resident's 1000 Hz over SCO ($tone_bytes bytes in 980-1020 Hz seconds)"
+got=$(tone_bytes)
+secs=$(grep -c '^heard' "$hsl")
+if [ "$got" -ge 16000 ]; then
+    pass "headset hears the resident's 1000 Hz over SCO ($got bytes near 1000 Hz in $secs s)"
 else
-    fail "headset hears the resident's 1000 Hz over SCO" "$tone_bytes bytes; $(grep '^heard' "$hsl" | tr '\n' ' ')"
+    fail "headset hears the resident's 1000 Hz over SCO" "$got bytes; $(grep '^heard' "$hsl" | tr '\n' ' ')"
 fi
 r=$(listen)
-if in_range "$(field "$r" hz)" 480 520; then
+if near_hz "$(field "$r" hz)" 500; then
     pass "resident hears the headset's 500 Hz ($r)"
 else
     fail "resident hears the headset's 500 Hz" "${r:-no answer to listen}"
@@ -221,7 +233,7 @@ else
 fi
 sleep 1
 r=$(listen)
-if ! grep -q "call ended" "$log" && [ "$(field "$r" hz)" = 700 ]; then
+if ! grep -q "call ended" "$log" && near_hz "$(field "$r" hz)" 700; then
     pass "the call goes on: the resident hears the station's microphone again ($r)"
 else
     fail "the call goes on: the resident hears the station's microphone again" "$r $(grep -m1 'call ended' "$log")"

@@ -107,6 +107,14 @@ in_range() {
     [ "$1" -ge "$2" ] && [ "$1" -le "$3" ]
 }
 
+# near_hz VALUE HZ: true when the measured frequency VALUE is within 40 Hz
+# of HZ. A dropout or a concealed packet in the measured second moves the
+# dominant frequency by a step or three of 10 Hz under TCG; the tones the
+# tests tell apart (500, 700, 1000 Hz) stay far apart.
+near_hz() {
+    in_range "$1" $(($2 - 40)) $(($2 + 40))
+}
+
 # bt_up: a system bus, btvirt's two BR/EDR controllers (hci0 the station,
 # hci1 the headset) and bluetoothd (AutoEnable=false), each from scratch
 # with no stored pairings. Sets bus, btvirt and bluetoothd to their PIDs
