@@ -243,6 +243,52 @@ if command -v hfp-hf > /dev/null; then
     fi
     echo "--- btmon: synchronous connection traffic ($(wc -l < /tmp/btmon.log) lines)"
     grep -n -A8 'Setup Synchronous\|Synchronous Connect\|SCO Data\|Read Buffer Size' /tmp/btmon.log | head -n 60
+
+    # The synchronous link's HCI traffic, recorded by btmon for a second
+    # link from the headset (nobody reads it on the gateway's side; the
+    # kernel accepts it all the same, then hfp-hf closes it after 3 s):
+    # the headset's controller takes Enhanced Setup Synchronous
+    # Connection, the gateway's host gets a Connection Request for eSCO and
+    # accepts it, both hosts get Synchronous Connection Complete with
+    # handle 257, SCO data flows, and the headset's Disconnect of handle
+    # 257 ends the link on both controllers.
+    btmon > /tmp/btmon-sco.log 2>&1 &
+    btmon=$!
+    sleep 0.5
+    out=$(hfp-hf "$hs" "$ag" 13 2>&1)
+    sleep 0.5
+    kill "$btmon" 2>/dev/null
+    btmon=
+    echo "$out" | grep '^SCO'
+    [ -d /share/results ] && cp /tmp/btmon-sco.log /share/results/bt-pair.btmon-sco.txt
+    trace=/tmp/btmon-sco.log
+    why=
+    grep -q 'HCI Command: Enhanced Setup Sync.*\[hci1\]' "$trace" || why="$why no Enhanced Setup Synchronous Connection on hci1;"
+    grep -A8 'HCI Event: Connect Request.*\[hci0\]' "$trace" | grep -q 'Link type: eSCO' || why="$why no eSCO Connect Request on hci0;"
+    grep -q 'HCI Command: Accept Synchronous.*\[hci0\]' "$trace" || why="$why no Accept Synchronous Connection Request on hci0;"
+    for c in hci0 hci1; do
+        grep -A2 "Synchronous Connect Complete.*\[$c\]" "$trace" | grep -q 'Status: Success' ||
+            why="$why no successful Synchronous Connect Complete on $c;"
+    done
+    if [ -z "$why" ]; then
+        pass "btmon: the SCO link is set up on both controllers (eSCO Connect Request, Accept Synchronous, Synchronous Connect Complete on hci0 and hci1)"
+    else
+        fail "btmon: the SCO link is set up on both controllers" "$why"
+    fi
+    why=
+    grep -q 'SCO Data RX: Handle 257.*\[hci0\]' "$trace" || why="$why no SCO data reached hci0;"
+    for c in hci0 hci1; do
+        grep -A3 "HCI Event: Disconnect Complete.*\[$c\]" "$trace" | grep -q 'Handle: 257' ||
+            why="$why no Disconnect Complete for handle 257 on $c;"
+    done
+    if [ -z "$why" ]; then
+        pass "btmon: SCO data forwarded ($(grep -c 'SCO Data RX: Handle 257.*\[hci0\]' "$trace") packets at hci0), the link torn down on both controllers"
+    else
+        fail "btmon: SCO data forwarded, the link torn down on both controllers" "$why"
+    fi
+    echo "--- btmon: the second SCO link's commands and events"
+    grep -n -A7 'Enhanced Setup Sync\|Connect Request\|Accept Synchronous\|Synchronous Connect Complete\|Disconnect Complete' "$trace" |
+        grep -v 'SCO Data' | tail -n 80
 else
     fail "headset establishes the Hands-Free SLC with the gateway" "no hfp-hf in the VM (cargo build --example hfp-hf)"
 fi
