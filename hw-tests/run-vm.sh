@@ -63,8 +63,8 @@ if [ -d /usr/share/alsa ]; then
     rm -rf "$root/usr/share/alsa/ucm" "$root/usr/share/alsa/ucm2"
 fi
 # --- Bluetooth (guest/bt*.test.sh) -------------------------------------
-# BlueZ's bluetoothd, the controller emulator btvirt, btmgmt and btmon
-# (Debian's bluez and bluez-test-tools), dbus-daemon for the system bus,
+# BlueZ's bluetoothd, the controller emulator btvirt, btmgmt, btmon,
+# hcitool, l2ping and hciconfig (Debian's bluez and bluez-test-tools), dbus-daemon for the system bus,
 # each with the libraries ldd lists, BlueZ's D-Bus policy, and the
 # headset-side tool (`cargo build --example hfp-hf`) when built. Installed
 # with apt when missing. btvirt is the one hw-tests/build-btvirt.sh builds
@@ -74,7 +74,7 @@ fi
 "$repo/scripts/apt-install-missing.sh" run-vm bluez bluez-test-tools dbus-daemon
 hfp_hf=$(dirname "$bin")/examples/hfp-hf
 btvirt=${INTERCOMD_HW_BTVIRT:-$("$here/build-btvirt.sh")}
-bt_progs="/usr/libexec/bluetooth/bluetoothd $btvirt /usr/bin/btmgmt /usr/bin/btmon /usr/bin/dbus-daemon"
+bt_progs="/usr/libexec/bluetooth/bluetoothd $btvirt /usr/bin/btmgmt /usr/bin/btmon /usr/bin/dbus-daemon /usr/bin/hcitool /usr/bin/l2ping /bin/hciconfig"
 [ -x "$hfp_hf" ] && bt_progs="$bt_progs $hfp_hf"
 for prog in $bt_progs; do
     mkdir -p "$root$(dirname "$prog")"
