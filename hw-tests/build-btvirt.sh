@@ -38,12 +38,14 @@ log() { echo "build-btvirt: $*" >&2; }
 sudo=
 [ "$(id -u)" -eq 0 ] || sudo=sudo
 
-# compile SRC OUT VERSION: btvirt from the BlueZ tree SRC into OUT. The
-# emulator's files come from Makefile.tools (emulator_btvirt_SOURCES); the
-# parts of lib/ and src/shared/ it links are the ones present in this
-# release (lib/ moved to lib/bluetooth/ in 5.8x).
+# compile SRC OUT VERSION [glib]: btvirt from the BlueZ tree SRC into
+# OUT. The emulator's files come from Makefile.tools
+# (emulator_btvirt_SOURCES); the parts of lib/ and src/shared/ it links are
+# the ones present in this release (lib/ moved to lib/bluetooth/ in 5.8x,
+# whose emulator also links src/shared/ad.c and with it glib's headers:
+# `glib` as the fourth argument).
 compile() {
-    src=$1 out=$2 version=$3
+    src=$1 out=$2 version=$3 glib=${4:-}
     cd "$src"
     emu=$(sed -n '/^emulator_btvirt_SOURCES/,/[^\\]$/p' Makefile.tools |
         tr ' \t\\' '\n\n\n' | grep '\.c$')
@@ -56,12 +58,9 @@ compile() {
         src/shared/ecc.c; do
         [ -f "$f" ] && support="$support $f"
     done
-    # Advertising data helpers, used by the emulator from 5.8x on.
-    # shellcheck disable=SC2086
-    grep -q 'bt_ad_' $emu && support="$support src/shared/ad.c"
     glib_cflags= glib_libs=
-    # shellcheck disable=SC2086
-    if grep -l '<glib.h>' $emu $support > /dev/null 2>&1; then
+    if [ -n "$glib" ]; then
+        support="$support src/shared/ad.c"
         "$repo/scripts/apt-install-missing.sh" build-btvirt libglib2.0-dev pkg-config
         glib_cflags=$(pkg-config --cflags glib-2.0)
         glib_libs=$(pkg-config --libs glib-2.0)
@@ -93,7 +92,7 @@ if [ -n "${INTERCOMD_HW_BLUEZ_SRC:-}" ]; then
         exit 0
     fi
     "$repo/scripts/apt-install-missing.sh" build-btvirt gcc libc6-dev
-    compile "$src" "$out" "$version"
+    compile "$src" "$out" "$version" glib
     log "built $out"
     echo "$out"
     exit 0
