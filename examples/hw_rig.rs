@@ -975,7 +975,12 @@ mod tests {
         s.extend_from_slice(&tone);
         let window = rate / 50;
         let (i, hz, _) = tone_onset(&s, window, 1000.0, -40.0).expect("the tone is found");
-        assert_eq!(i * 20, 250, "the tone starts at 250 ms");
+        // The window straddling the start (240-260 ms) already carries it.
+        assert!(
+            (240..=260).contains(&(i * 20)),
+            "the tone starts at 250 ms, found {}",
+            i * 20
+        );
         assert!((hz - 1000.0).abs() <= 50.0, "found {hz} Hz");
         let mut other = vec![0i16; rate / 2];
         intercomd::audio::fill_sine(&mut other, 400.0, 0.3, SAMPLE_RATE, 0.0);
