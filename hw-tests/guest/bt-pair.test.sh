@@ -257,7 +257,9 @@ if command -v hfp-hf > /dev/null; then
     sleep 0.5
     out=$(hfp-hf "$hs" "$ag" 13 2>&1)
     sleep 0.5
+    # btmon's output reaches the file in blocks: read it once btmon is gone.
     kill "$btmon" 2>/dev/null
+    wait "$btmon" 2>/dev/null
     btmon=
     echo "$out" | grep '^SCO'
     [ -d /share/results ] && cp /tmp/btmon-sco.log /share/results/bt-pair.btmon-sco.txt

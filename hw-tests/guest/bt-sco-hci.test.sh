@@ -52,23 +52,37 @@ fi
 pass "ACL link from hci1 to hci0 (handle $handle)"
 h=$(printf '%02x %02x' $((handle & 255)) $((handle >> 8)))
 
-# count PATTERN: lines of the trace matching PATTERN.
-count() { grep -c "$1" "$trace"; }
-# status_after PATTERN: the status lines after every event matching PATTERN.
-status_after() { grep -A2 "$1" "$trace" | grep 'Status:'; }
-
 # Setup Synchronous Connection: 8 kHz each way, any latency, CVSD (voice
 # setting 0x0060), any retransmission, packet types HV1-HV3 with the EDR
 # eSCO types excluded (0x03c7).
-hcitool -i hci1 cmd 0x01 0x0028 $h 40 1f 00 00 40 1f 00 00 ff ff 60 00 ff c7 03 > /dev/null
+setup_sync="0x01 0x0028 $h 40 1f 00 00 40 1f 00 00 ff ff 60 00 ff c7 03"
+# shellcheck disable=SC2086
+hcitool -i hci1 cmd $setup_sync > /dev/null
 sleep 1
+# Add SCO Connection, packet types HV1-HV3 (0x00e0).
+hcitool -i hci1 cmd 0x01 0x0007 $h e0 00 > /dev/null
+sleep 1
+# Rejected: hci0's host no longer accepts links nobody listens for.
+hciconfig hci0 lm NONE
+# shellcheck disable=SC2086
+hcitool -i hci1 cmd $setup_sync > /dev/null
+sleep 1
+# btmon's output reaches the file in blocks: read it once btmon is gone.
+kill "$l2p" "$btmon" 2>/dev/null
+wait "$btmon" 2>/dev/null
+btmon=
+
+# events PATTERN N FIELD: the FIELD lines within N lines after each line of
+# the trace matching PATTERN.
+events() { grep -A"$2" "$1" "$trace" | grep "$3"; }
+
 why=
-grep -A8 'HCI Event: Connect Request.*\[hci0\]' "$trace" | grep -q 'Link type: SCO (0x00)' ||
-    why="$why no SCO Connect Request on hci0;"
+[ "$(events 'HCI Event: Connect Request.*\[hci0\]' 8 'Link type:' | grep -c 'SCO (0x00)')" -ge 3 ] ||
+    why="$why not three SCO Connect Requests on hci0;"
 for c in hci0 hci1; do
-    grep -A5 "Synchronous Connect Complete.*\[$c\]" "$trace" | grep -q 'Link type: SCO (0x00)' &&
-        status_after "Synchronous Connect Complete.*\[$c\]" | head -n1 | grep -q Success ||
-        why="$why no successful SCO Synchronous Connect Complete on $c;"
+    events "Synchronous Connect Complete.*\[$c\]" 5 'Link type:' | head -n1 | grep -q 'SCO (0x00)' &&
+        events "Synchronous Connect Complete.*\[$c\]" 2 'Status:' | head -n1 | grep -q Success ||
+        why="$why no successful SCO Synchronous Connect Complete on $c first;"
 done
 if [ -z "$why" ]; then
     pass "Setup Synchronous Connection with SCO packet types: SCO link on both controllers"
@@ -76,33 +90,25 @@ else
     fail "Setup Synchronous Connection with SCO packet types: SCO link on both controllers" "$why"
 fi
 
-# Add SCO Connection, packet types HV1-HV3 (0x00e0).
-before=$(count 'HCI Event: Connect Request.*\[hci0\]')
-hcitool -i hci1 cmd 0x01 0x0007 $h e0 00 > /dev/null
-sleep 1
 why=
-[ "$(count 'HCI Event: Connect Request.*\[hci0\]')" -gt "$before" ] || why="$why no Connect Request on hci0;"
-grep -A6 'HCI Event: Connect Complete.*\[hci1\]' "$trace" | grep -q 'Link type: SCO (0x00)' ||
+events 'HCI Event: Connect Complete.*\[hci1\]' 6 'Link type:' | grep -q 'SCO (0x00)' ||
     why="$why no SCO Connect Complete on hci1;"
-[ "$(count 'Synchronous Connect Complete.*\[hci0\]')" -ge 2 ] || why="$why no second Synchronous Connect Complete on hci0;"
+[ "$(events 'Synchronous Connect Complete.*\[hci0\]' 2 'Status:' | grep -c Success)" -ge 2 ] ||
+    why="$why no second successful Synchronous Connect Complete on hci0;"
 if [ -z "$why" ]; then
     pass "Add SCO Connection: Connect Request on hci0, Connect Complete (SCO) on hci1"
 else
     fail "Add SCO Connection: Connect Request on hci0, Connect Complete (SCO) on hci1" "$why"
 fi
 
-# Rejected: hci0's host no longer accepts links nobody listens for.
-hciconfig hci0 lm NONE
-hcitool -i hci1 cmd 0x01 0x0028 $h 40 1f 00 00 40 1f 00 00 ff ff 60 00 ff c7 03 > /dev/null
-sleep 1
 why=
 grep -q 'HCI Command: Reject Connection.*\[hci0\]' "$trace" || why="$why hci0's host did not reject;"
-grep -A2 'Synchronous Connect Complete.*\[hci1\]' "$trace" | grep 'Status:' | grep -vq 'Success' ||
-    why="$why no failed Synchronous Connect Complete on hci1;"
-grep -A2 'HCI Event: Connect Complete.*\[hci0\]' "$trace" | grep 'Status:' | grep -vq 'Success' ||
+rejected=$(events 'Synchronous Connect Complete.*\[hci1\]' 2 'Status:' | grep -v Success | head -n1 | sed 's/^ *//')
+[ -n "$rejected" ] || why="$why no failed Synchronous Connect Complete on hci1;"
+events 'HCI Event: Connect Complete.*\[hci0\]' 2 'Status:' | grep -vq 'Success' ||
     why="$why no failed Connect Complete on hci0;"
 if [ -z "$why" ]; then
-    pass "a rejected request fails on both controllers ($(grep -A2 'Synchronous Connect Complete.*\[hci1\]' "$trace" | grep 'Status:' | tail -n1 | sed 's/^ *//'))"
+    pass "a rejected request fails on both controllers ($rejected)"
 else
     fail "a rejected request fails on both controllers" "$why"
 fi
