@@ -7,6 +7,7 @@
 //! hw_rig duplex --play DEV --record DEV --played FILE --recorded FILE
 //!               [--hz 700] [--seconds 120] [--stop-file FILE]
 //! hw_rig tone --file FILE --from BYTE --to BYTE
+//! hw_rig onset --file FILE --from BYTE [--hz 1000] [--window-ms 20] [--min-db -40]
 //! hw_rig latency --played FILE --recorded FILE --from BYTE --to BYTE
 //!                [--hz 700] [--min-correlation 0.3]
 //! hw_rig watch --file FILE --ms 2000 [--every-ms 5] [--settle-ms 1000]
@@ -33,7 +34,10 @@
 //! its runs, from which a test tells steady, slow and fast blinking and a
 //! relay pulse apart.
 //!
-//! `tone` prints the dominant frequency of a window of a recording; `latency`
+//! `tone` prints the dominant frequency of a window of a recording; `onset`
+//! where a tone starts in a recording after a position (`onset_ms`, the
+//! first window that carries it), e.g. the speaker taking a call back;
+//! `latency`
 //! finds the delay between the played keying and its return in the
 //! recording (envelope cross-correlation), i.e. the time a sound takes from
 //! the station's microphone through the call and back out of its speaker
@@ -105,6 +109,21 @@ enum Cmd {
         from: u64,
         #[arg(long)]
         to: u64,
+    },
+    /// Where a tone starts after a byte offset of a raw recording: the
+    /// first window whose level reaches `min_db` and whose dominant
+    /// frequency is within 50 Hz of `hz`.
+    Onset {
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long)]
+        from: u64,
+        #[arg(long, default_value_t = 1000.0)]
+        hz: f32,
+        #[arg(long, default_value_t = 20)]
+        window_ms: u64,
+        #[arg(long, default_value_t = -40.0)]
+        min_db: f64,
     },
     /// Delay of the played keying in the recording, over a window.
     Latency {
@@ -191,6 +210,28 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Cmd::Onset {
+            file,
+            from,
+            hz,
+            window_ms,
+            min_db,
+        } => {
+            let end = std::fs::metadata(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?
+                .len();
+            let s = read_window(&file, from, end.max(from))?;
+            let window = (SAMPLE_RATE as usize * window_ms.max(1) as usize / 1000).max(1);
+            match tone_onset(&s, window, hz, min_db) {
+                Some((i, found, level)) => println!(
+                    "onset_ms={} hz={found} level_db={level:.1} windows={}",
+                    i as u64 * window_ms,
+                    s.len() / window
+                ),
+                None => println!("onset_ms=none windows={}", s.len() / window),
+            }
+            Ok(())
+        }
         Cmd::Watch {
             file,
             ms,
@@ -239,6 +280,21 @@ fn main() -> anyhow::Result<()> {
 }
 
 // ---------------------------------------------------------------- analysis
+
+/// The first `window`-sample block of `s` whose level reaches `min_db` and
+/// whose dominant frequency is within 50 Hz of `hz`: its index, that
+/// frequency and the level.
+fn tone_onset(s: &[i16], window: usize, hz: f32, min_db: f64) -> Option<(usize, f32, f64)> {
+    let candidates: Vec<f32> = (10..=400).map(|k| k as f32 * 10.0).collect();
+    s.chunks_exact(window).enumerate().find_map(|(i, w)| {
+        let level = intercomd::audio::testsignal::energy_db(w);
+        if level < min_db {
+            return None;
+        }
+        let found = dominant_frequency(w, SAMPLE_RATE, &candidates)?;
+        ((found - hz).abs() <= 50.0).then_some((i, found, level))
+    })
+}
 
 /// Samples `[from, to)` (byte offsets, rounded down to whole samples) of a
 /// raw S16LE file.
@@ -909,6 +965,28 @@ async fn end(c: Call) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn onset_finds_where_the_tone_starts_after_silence() {
+        let rate = SAMPLE_RATE as usize;
+        let mut s = vec![0i16; rate / 4];
+        let mut tone = vec![0i16; rate / 4];
+        intercomd::audio::fill_sine(&mut tone, 1000.0, 0.3, SAMPLE_RATE, 0.0);
+        s.extend_from_slice(&tone);
+        let window = rate / 50;
+        let (i, hz, _) = tone_onset(&s, window, 1000.0, -40.0).expect("the tone is found");
+        // The window straddling the start (240-260 ms) already carries it.
+        assert!(
+            (240..=260).contains(&(i * 20)),
+            "the tone starts at 250 ms, found {}",
+            i * 20
+        );
+        assert!((hz - 1000.0).abs() <= 50.0, "found {hz} Hz");
+        let mut other = vec![0i16; rate / 2];
+        intercomd::audio::fill_sine(&mut other, 400.0, 0.3, SAMPLE_RATE, 0.0);
+        assert!(tone_onset(&other, window, 1000.0, -40.0).is_none());
+        assert!(tone_onset(&vec![0i16; rate / 2], window, 1000.0, -40.0).is_none());
+    }
 
     #[test]
     fn runs_tell_a_blink_from_a_pulse() {

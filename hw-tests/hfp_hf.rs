@@ -6,16 +6,26 @@
 //! ```text
 //! hfp-hf <local address> <gateway address> [channel]
 //! hfp-hf --sco-listen <local address>
+//! hfp-hf --headset <local address> <gateway address> <tone Hz> <stop file>
 //! ```
 //!
 //! Prints one line per step (`SLC established`, `SCO connected`, the tone
 //! each side received, or the reason it failed) and exits 0 only when the
 //! service level connection was established. The SCO result is reported,
 //! not judged: the test that runs this decides what it expects of the
-//! emulated controllers. `--sco-listen` is the gateway's end of the SCO
-//! test (the daemon does not open SCO links yet): it accepts one link on
-//! the gateway's adapter with intercomd's SCO socket layer and plays
-//! 400 Hz while the headset plays 1000 Hz, both as 8 kHz PCM.
+//! emulated controllers. `--sco-listen` is the gateway's end of the plain
+//! SCO test (the daemon opens SCO links itself only for an answered call,
+//! see `--headset`): it accepts one link on the gateway's adapter with
+//! intercomd's SCO socket layer and plays 400 Hz while the headset plays
+//! 1000 Hz, both as 8 kHz PCM.
+//!
+//! `--headset` is a headset in a door call: it listens for SCO on its own
+//! controller, runs the SLC with the gateway (channel 13) and waits for the
+//! gateway to open the voice link when the call is answered. While the
+//! link is up it plays its tone and prints `heard bytes=N hz=F` for each
+//! second received (dominant frequency by zero crossings). When the stop
+//! file appears it stops listening, closes the SCO link (`SCO closed`),
+//! then the RFCOMM channel, and exits: the headset leaving mid-call.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -33,6 +43,26 @@ const TONE_SECONDS: u64 = 2;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--headset") {
+        let (Some(local), Some(gateway), Some(hz), Some(stop)) = (
+            args.get(2).and_then(|a| a.parse::<Address>().ok()),
+            args.get(3).and_then(|a| a.parse::<Address>().ok()),
+            args.get(4).and_then(|a| a.parse::<f32>().ok()),
+            args.get(5),
+        ) else {
+            eprintln!(
+                "usage: hfp-hf --headset <local address> <gateway address> <tone Hz> <stop file>"
+            );
+            return ExitCode::from(2);
+        };
+        return match headset(local, gateway, hz, std::path::Path::new(stop)).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                println!("FAILED: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if args.get(1).map(String::as_str) == Some("--sco-listen") {
         let Some(local) = args.get(2).and_then(|a| DeviceAddr::parse(a)) else {
             eprintln!("usage: hfp-hf --sco-listen <local address>");
@@ -63,7 +93,46 @@ async fn main() -> ExitCode {
     }
 }
 
+type Rfcomm = bluer::rfcomm::Stream;
+
 async fn run(local: Address, gateway: Address, channel: u8) -> Result<(), String> {
+    let _channel = slc(local, gateway, channel).await?;
+
+    let (Some(l), Some(g)) = (
+        DeviceAddr::parse(&local.to_string()),
+        DeviceAddr::parse(&gateway.to_string()),
+    ) else {
+        return Err("unparsable address".into());
+    };
+    match tokio::time::timeout(
+        Duration::from_secs(30),
+        ScoStream::connect(&l, &g, VoiceSetting::Cvsd),
+    )
+    .await
+    {
+        Ok(Ok(link)) => {
+            println!("SCO connected (mtu {})", link.mtu());
+            report("headset", 1000.0, exchange(&link, 1000.0).await);
+        }
+        Ok(Err(e)) => println!("SCO not connected: connect: {e}"),
+        Err(_) => println!("SCO not connected: connect timed out after 30 s"),
+    }
+    Ok(())
+}
+
+/// Connects RFCOMM from `local` to the gateway's `channel` and runs the
+/// service level connection; returns the channel's halves.
+async fn slc(
+    local: Address,
+    gateway: Address,
+    channel: u8,
+) -> Result<
+    (
+        BufReader<tokio::io::ReadHalf<Rfcomm>>,
+        tokio::io::WriteHalf<Rfcomm>,
+    ),
+    String,
+> {
     let socket = Socket::new().map_err(|e| format!("RFCOMM socket: {e}"))?;
     socket
         .bind(SocketAddr::new(local, 0))
@@ -92,27 +161,111 @@ async fn run(local: Address, gateway: Address, channel: u8) -> Result<(), String
     command(&mut read, &mut write, "AT+CIND?").await?;
     command(&mut read, &mut write, "AT+CMER=3,0,0,1").await?;
     println!("SLC established");
+    Ok((read, write))
+}
 
-    let (Some(l), Some(g)) = (
-        DeviceAddr::parse(&local.to_string()),
-        DeviceAddr::parse(&gateway.to_string()),
-    ) else {
+/// A headset in a door call (`--headset`, see the top of the file).
+async fn headset(
+    local: Address,
+    gateway: Address,
+    send_hz: f32,
+    stop: &std::path::Path,
+) -> Result<(), String> {
+    let Some(l) = DeviceAddr::parse(&local.to_string()) else {
         return Err("unparsable address".into());
     };
-    match tokio::time::timeout(
-        Duration::from_secs(30),
-        ScoStream::connect(&l, &g, VoiceSetting::Cvsd),
-    )
-    .await
-    {
-        Ok(Ok(link)) => {
-            println!("SCO connected (mtu {})", link.mtu());
-            report("headset", 1000.0, exchange(&link, 1000.0).await);
+    // Listening before the SLC: the gateway may open the link right away.
+    let listener = ScoListener::bind(&l).map_err(|e| format!("SCO listen on {l}: {e}"))?;
+    let (mut read, write) = slc(local, gateway, HEADSET_CHANNEL).await?;
+    // Whatever the gateway sends from now on (RING, +CIEV) is printed.
+    let reader = tokio::spawn(async move {
+        let mut line = String::new();
+        while let Ok(n) = read.read_line(&mut line).await {
+            if n == 0 {
+                break;
+            }
+            let l = line.trim();
+            if !l.is_empty() {
+                println!("< {l}");
+            }
+            line.clear();
         }
-        Ok(Err(e)) => println!("SCO not connected: connect: {e}"),
-        Err(_) => println!("SCO not connected: connect timed out after 30 s"),
+    });
+    let (link, peer) = tokio::time::timeout(Duration::from_secs(180), listener.accept())
+        .await
+        .map_err(|_| "no SCO link from the gateway within 180 s".to_owned())?
+        .map_err(|e| format!("SCO accept: {e}"))?;
+    // A reopen attempt after the link is closed must find nobody.
+    drop(listener);
+    println!("SCO accepted from {peer} (mtu {})", link.mtu());
+
+    let mtu = usize::from(link.mtu()).clamp(2, 1024) & !1;
+    let samples_per_packet = mtu / 2;
+    let period = Duration::from_secs_f64(samples_per_packet as f64 / 8000.0);
+    let mut tick = tokio::time::interval(period);
+    let mut second = tokio::time::interval(Duration::from_secs(1));
+    second.tick().await;
+    let mut poll_stop = tokio::time::interval(Duration::from_millis(10));
+    let mut buf = vec![0u8; 2048];
+    let mut heard: Vec<i16> = Vec::new();
+    let mut n = 0usize;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let mut packet = Vec::with_capacity(mtu);
+                for _ in 0..samples_per_packet {
+                    let t = n as f32 / 8000.0;
+                    let v = (0.5 * 32767.0 * (2.0 * std::f32::consts::PI * send_hz * t).sin()) as i16;
+                    packet.extend_from_slice(&v.to_le_bytes());
+                    n += 1;
+                }
+                link.send(&packet).await.map_err(|e| format!("SCO send: {e}"))?;
+            }
+            r = link.recv(&mut buf) => {
+                let got = r.map_err(|e| format!("SCO recv: {e}"))?;
+                if got == 0 {
+                    return Err("the gateway closed the SCO link".into());
+                }
+                heard.extend(buf[..got & !1].chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]])));
+            }
+            _ = second.tick() => {
+                let bytes = heard.len() * 2;
+                match zero_crossing_hz(&heard) {
+                    Some(hz) => println!("heard bytes={bytes} hz={hz:.0}"),
+                    None => println!("heard bytes={bytes} hz=none"),
+                }
+                heard.clear();
+            }
+            _ = poll_stop.tick() => {
+                if stop.exists() {
+                    break;
+                }
+            }
+        }
     }
+    drop(link);
+    println!("SCO closed");
+    reader.abort();
+    drop(write);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    println!("RFCOMM closed");
     Ok(())
+}
+
+/// The gateway's RFCOMM channel (intercomd's HFP_AG_CHANNEL).
+const HEADSET_CHANNEL: u8 = 13;
+
+/// Dominant frequency of 8 kHz samples by zero crossings; `None` for less
+/// than 0.1 s.
+fn zero_crossing_hz(samples: &[i16]) -> Option<f32> {
+    if samples.len() < 800 {
+        return None;
+    }
+    let crossings = samples
+        .windows(2)
+        .filter(|w| (w[0] < 0) != (w[1] < 0))
+        .count();
+    Some(crossings as f32 / 2.0 / (samples.len() as f32 / 8000.0))
 }
 
 /// Sends one AT command; returns the reply lines up to the final `OK`.
@@ -178,7 +331,18 @@ async fn exchange(link: &ScoStream, send_hz: f32) -> std::io::Result<(usize, Opt
                 sent += 1;
             }
             r = link.recv(&mut buf) => {
-                let got = r?;
+                // The side that finishes first closes the link: the other
+                // reads end of stream or a reset, after the data it got.
+                let got = match r {
+                    Ok(got) => got,
+                    Err(e) if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionReset
+                            | std::io::ErrorKind::ConnectionAborted
+                            | std::io::ErrorKind::NotConnected
+                    ) => 0,
+                    Err(e) => return Err(e),
+                };
                 if got == 0 {
                     println!("SCO link closed after {} samples received", received.len());
                     break;
@@ -188,16 +352,7 @@ async fn exchange(link: &ScoStream, send_hz: f32) -> std::io::Result<(usize, Opt
             _ = tokio::time::sleep_until(end) => break,
         }
     }
-    let bytes = received.len() * 2;
-    if received.len() < 800 {
-        return Ok((bytes, None));
-    }
-    let crossings = received
-        .windows(2)
-        .filter(|w| (w[0] < 0) != (w[1] < 0))
-        .count();
-    let hz = crossings as f32 / 2.0 / (received.len() as f32 / 8000.0);
-    Ok((bytes, Some(hz)))
+    Ok((received.len() * 2, zero_crossing_hz(&received)))
 }
 
 fn report(side: &str, sent_hz: f32, r: std::io::Result<(usize, Option<f32>)>) {

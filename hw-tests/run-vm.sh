@@ -10,6 +10,7 @@
 # shared over virtio-9p and the guest writes its logs and the summary line
 # (`N passed, N failed`) to hw-tests/results/. Exits non-zero when a check
 # failed, the summary is missing or the VM timed out (HW_TEST_TIMEOUT, s).
+# HW_TESTS="name ..." runs only those guest tests (guest/<name>.test.sh).
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -62,18 +63,18 @@ if [ -d /usr/share/alsa ]; then
     rm -rf "$root/usr/share/alsa/ucm" "$root/usr/share/alsa/ucm2"
 fi
 # --- Bluetooth (guest/bt*.test.sh) -------------------------------------
-# BlueZ's bluetoothd, the controller emulator btvirt, btmgmt and btmon
-# (Debian's bluez and bluez-test-tools), dbus-daemon for the system bus,
+# BlueZ's bluetoothd, the controller emulator btvirt, btmgmt, btmon,
+# hcitool, l2ping and hciconfig (Debian's bluez and bluez-test-tools), dbus-daemon for the system bus,
 # each with the libraries ldd lists, BlueZ's D-Bus policy, and the
 # headset-side tool (`cargo build --example hfp-hf`) when built. Installed
-# with apt when missing. With INTERCOMD_HW_BLUEZ_SRC (a BlueZ >= 5.86
-# tree) the VM gets a btvirt built from it, whose controllers carry SCO
-# (hw-tests/build-btvirt.sh); Debian's cannot.
+# with apt when missing. btvirt is the one hw-tests/build-btvirt.sh builds
+# (Debian's bluez source with btvirt-sco.patch, or the BlueZ tree named by
+# INTERCOMD_HW_BLUEZ_SRC), whose controllers carry SCO; Debian's packaged
+# btvirt cannot. INTERCOMD_HW_BTVIRT names a btvirt binary to use instead.
 "$repo/scripts/apt-install-missing.sh" run-vm bluez bluez-test-tools dbus-daemon
 hfp_hf=$(dirname "$bin")/examples/hfp-hf
-btvirt=/usr/bin/btvirt
-[ -n "${INTERCOMD_HW_BLUEZ_SRC:-}" ] && btvirt=$("$here/build-btvirt.sh")
-bt_progs="/usr/libexec/bluetooth/bluetoothd $btvirt /usr/bin/btmgmt /usr/bin/btmon /usr/bin/dbus-daemon"
+btvirt=${INTERCOMD_HW_BTVIRT:-$("$here/build-btvirt.sh")}
+bt_progs="/usr/libexec/bluetooth/bluetoothd $btvirt /usr/bin/btmgmt /usr/bin/btmon /usr/bin/dbus-daemon /usr/bin/hcitool /usr/bin/l2ping /bin/hciconfig"
 [ -x "$hfp_hf" ] && bt_progs="$bt_progs $hfp_hf"
 for prog in $bt_progs; do
     mkdir -p "$root$(dirname "$prog")"
@@ -116,7 +117,7 @@ timeout "$timeout_s" qemu-system-x86_64 \
     -accel tcg -cpu max -smp 2 -m 512 \
     -nographic -no-reboot -nic none \
     -kernel "$image" -initrd "$work/initrd.gz" \
-    -append "console=ttyS0 panic=-1 quiet" \
+    -append "console=ttyS0 panic=-1 quiet${HW_TESTS:+ hw_tests=$(echo "$HW_TESTS" | tr ' ' ,)}" \
     -virtfs "local,path=$here,mount_tag=hw,security_model=none,id=hw" ||
     rc=$?
 log "VM ran $(( $(date +%s) - start )) s (qemu exit $rc)"

@@ -106,3 +106,70 @@ in_range() {
     case "$1" in '' | *[!0-9-]*) return 1 ;; esac
     [ "$1" -ge "$2" ] && [ "$1" -le "$3" ]
 }
+
+# near_hz VALUE HZ: true when the measured frequency VALUE is within 40 Hz
+# of HZ. A dropout or a concealed packet in the measured second moves the
+# dominant frequency by a step or three of 10 Hz under TCG; the tones the
+# tests tell apart (500, 700, 1000 Hz) stay far apart.
+near_hz() {
+    in_range "$1" $(($2 - 40)) $(($2 + 40))
+}
+
+# bt_up: a system bus, btvirt's two BR/EDR controllers (hci0 the station,
+# hci1 the headset) and bluetoothd (AutoEnable=false), each from scratch
+# with no stored pairings. Sets bus, btvirt and bluetoothd to their PIDs
+# (bt_down stops them). False with a reason on stdout when one did not
+# come up.
+bt_up() {
+    mkdir -p /run/dbus /var/lib/bluetooth /etc/bluetooth
+    rm -rf /var/lib/bluetooth/* /run/dbus/system_bus_socket
+    [ -s /etc/machine-id ] ||
+        head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' > /etc/machine-id
+    cat > /tmp/bt-bus.conf <<'CONF'
+<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path=/run/dbus/system_bus_socket</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_type="method_return"/>
+    <allow send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="signal"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+  </policy>
+  <includedir>/etc/dbus-1/system.d</includedir>
+</busconfig>
+CONF
+    printf '[Policy]\nAutoEnable=false\n' > /etc/bluetooth/main.conf
+    dbus-daemon --config-file=/tmp/bt-bus.conf --nofork --nopidfile > /tmp/bt-bus.log 2>&1 &
+    bus=$!
+    wait_exists /run/dbus/system_bus_socket 10 || { echo "no system bus: $(cat /tmp/bt-bus.log)"; return 1; }
+    btvirt -B -l2 > /tmp/btvirt-up.log 2>&1 &
+    btvirt=$!
+    wait_exists /sys/class/bluetooth/hci1 15 || { echo "btvirt made no hci1: $(ls /sys/class/bluetooth 2>&1)"; return 1; }
+    /usr/libexec/bluetooth/bluetoothd -n > /tmp/bt-bluetoothd.log 2>&1 &
+    bluetoothd=$!
+    i=0
+    while ! btmgmt --index 1 info > /dev/null 2>&1 && [ "$i" -lt 50 ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    bt_ag=$(btmgmt --index 0 info | sed -n 's/^[[:space:]]*addr \([0-9A-F:]\{17\}\).*/\1/p' | head -n1)
+    bt_hs=$(btmgmt --index 1 info | sed -n 's/^[[:space:]]*addr \([0-9A-F:]\{17\}\).*/\1/p' | head -n1)
+    [ -n "$bt_ag" ] && [ -n "$bt_hs" ] || { echo "no controller addresses from btmgmt"; return 1; }
+}
+
+# bt_down: stops what bt_up started.
+bt_down() {
+    for p in $bluetoothd $btvirt $bus; do
+        kill "$p" 2>/dev/null
+    done
+    sleep 0.5
+}
