@@ -131,8 +131,12 @@ impl Default for HfpSettings {
 impl HfpSettings {
     /// The feature bits sent in `+BRSF`.
     pub fn ag_features(&self) -> u32 {
-        let mut f = ag_feature::EC_NR
-            | ag_feature::REJECT_CALL
+        // No EC_NR: the station's echo canceller and noise suppressor work
+        // on its own microphone and speaker (the speaker route). On the
+        // headset route the headset's own echo cancellation, next to its
+        // speaker and microphone, is the right one, and announcing ours
+        // would invite headsets to switch theirs off (`AT+NREC=0`).
+        let mut f = ag_feature::REJECT_CALL
             | ag_feature::ENHANCED_CALL_STATUS
             | ag_feature::CODEC_NEGOTIATION;
         if self.three_way {

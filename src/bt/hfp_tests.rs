@@ -130,6 +130,8 @@ fn ag_features_announce_codec_negotiation_and_three_way_only_when_set() {
     assert_ne!(plain & ag_feature::CODEC_NEGOTIATION, 0);
     assert_eq!(plain & ag_feature::THREE_WAY, 0);
     assert_eq!(plain & ag_feature::VOICE_RECOGNITION, 0);
+    // Echo cancellation on the headset route is the headset's own.
+    assert_eq!(plain & ag_feature::EC_NR, 0);
     let three_way = HfpSettings {
         three_way: true,
         ..HfpSettings::default()
