@@ -94,7 +94,8 @@ fn press(h: &mut Harness, id: &str) -> Result<(), Rejected> {
 }
 
 /// Press, accept, answer, audio up: returns a harness in `InCall`.
-fn in_call() -> Harness {
+/// Call c1 accepted, offered and answered; media not up yet.
+fn negotiated() -> Harness {
     let mut h = Harness::new();
     press(&mut h, "c1").unwrap();
     h.signal(Message::Accepted {
@@ -112,6 +113,11 @@ fn in_call() -> Harness {
         sdp: "answer".into(),
     })
     .unwrap();
+    h
+}
+
+fn in_call() -> Harness {
+    let mut h = negotiated();
     h.input(Input::AudioEstablished { call_id: cid("c1") })
         .unwrap();
     assert_eq!(h.m.phase(), Phase::InCall);
@@ -841,23 +847,7 @@ fn no_restarts_allowed_ends_on_failure() {
 
 #[test]
 fn a_stalled_handshake_gets_a_new_session_before_audio() {
-    let mut h = Harness::new();
-    press(&mut h, "c1").unwrap();
-    h.signal(Message::Accepted {
-        call_id: cid("c1"),
-        answerer: flat(),
-    })
-    .unwrap();
-    h.input(Input::LocalDescription {
-        call_id: cid("c1"),
-        sdp: "offer".into(),
-    })
-    .unwrap();
-    h.signal(Message::Answer {
-        call_id: cid("c1"),
-        sdp: "answer".into(),
-    })
-    .unwrap();
+    let mut h = negotiated();
     h.take();
     h.advance(Duration::from_secs(4));
     media(&mut h, MediaState::Stalled);

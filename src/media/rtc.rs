@@ -637,13 +637,7 @@ impl Actor {
             .create_offer(None)
             .await
             .map_err(webrtc_err("create_offer"))?;
-        pc.set_local_description(offer)
-            .await
-            .map_err(webrtc_err("set_local_description"))?;
-        let desc = pc.local_description().await.ok_or(MediaError::WebRtc {
-            op: "local_description",
-            detail: "no local description after setting it".into(),
-        })?;
+        let desc = set_local(pc, offer).await?;
         if let Some(s) = self.sessions.get_mut(call_id) {
             // The answer to this offer comes with candidates of its own.
             s.remote_set = false;
@@ -749,13 +743,7 @@ impl Actor {
                     .create_answer(None)
                     .await
                     .map_err(webrtc_err("create_answer"))?;
-                pc.set_local_description(answer)
-                    .await
-                    .map_err(webrtc_err("set_local_description"))?;
-                let desc = pc.local_description().await.ok_or(MediaError::WebRtc {
-                    op: "local_description",
-                    detail: "no local description after setting it".into(),
-                })?;
+                let desc = set_local(&pc, answer).await?;
                 self.local_description_ready(call_id, SdpKind::Answer, desc.sdp)
                     .await;
             }
@@ -1114,6 +1102,20 @@ impl Actor {
             }
         }
     }
+}
+
+/// Sets a local description and returns it as the stack completed it.
+async fn set_local(
+    pc: &Arc<dyn PeerConnection>,
+    desc: RTCSessionDescription,
+) -> Result<RTCSessionDescription, MediaError> {
+    pc.set_local_description(desc)
+        .await
+        .map_err(webrtc_err("set_local_description"))?;
+    pc.local_description().await.ok_or(MediaError::WebRtc {
+        op: "local_description",
+        detail: "no local description after setting it".into(),
+    })
 }
 
 fn opus_codec_parameters() -> RTCRtpCodecParameters {
