@@ -630,13 +630,17 @@ impl Headset {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_headset_takes_the_call_audio_and_the_speaker_takes_it_back_when_it_drops() {
-    let st = Station::start_with(
-        "headset",
-        "[bluetooth]\nenabled = true\nbackend = \"sim\"\n",
-    )
-    .await;
+/// A station with simulated Bluetooth, a headset's service level
+/// connection up, and a call answered by flat 1A.
+async fn headset_call(
+    label: &str,
+) -> (
+    Station,
+    intercomd::bt::sim::SimBt,
+    intercomd::bt::DeviceAddr,
+    Answerer,
+) {
+    let st = Station::start_with(label, "[bluetooth]\nenabled = true\nbackend = \"sim\"\n").await;
     let bt = st.running.bluetooth.clone().expect("simulated Bluetooth");
     let hs = intercomd::bt::DeviceAddr::parse("00:AA:01:01:00:01").expect("valid address");
     // Wait for the actor to open the simulated adapter, then the headset's
@@ -652,6 +656,12 @@ async fn a_headset_takes_the_call_audio_and_the_speaker_takes_it_back_when_it_dr
     st.press();
     let a = Answerer::answer(ws).await;
     st.wait_state("in_call").await;
+    (st, bt, hs, a)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_headset_takes_the_call_audio_and_the_speaker_takes_it_back_when_it_drops() {
+    let (st, bt, hs, a) = headset_call("headset").await;
 
     let mut headset = Headset::connect_audio(&bt, 1500.0).await;
     // The resident hears the headset's 1500 Hz, not the door's 600 Hz.
@@ -719,24 +729,7 @@ async fn a_headset_takes_the_call_audio_and_the_speaker_takes_it_back_when_it_dr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wide_band_headset_carries_the_call_in_msbc() {
-    let st = Station::start_with(
-        "headset-msbc",
-        "[bluetooth]\nenabled = true\nbackend = \"sim\"\n",
-    )
-    .await;
-    let bt = st.running.bluetooth.clone().expect("simulated Bluetooth");
-    let hs = intercomd::bt::DeviceAddr::parse("00:AA:01:01:00:01").expect("valid address");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !bt.state().powered {
-        assert!(Instant::now() < deadline, "adapter never powered");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    bt.hands_free(&hs, true).await;
-
-    let ws = connect(&st.url(), "token-of-flat-1a-0123456789").await;
-    st.press();
-    let a = Answerer::answer(ws).await;
-    st.wait_state("in_call").await;
+    let (st, bt, hs, a) = headset_call("headset-msbc").await;
 
     let mut headset = Headset::connect_audio_with(&bt, 1500.0, intercomd::bt::Codec::Msbc).await;
     // The headset's 1500 Hz, coded in mSBC, reaches the resident.
