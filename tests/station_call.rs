@@ -622,6 +622,19 @@ impl Headset {
         intercomd::audio::scan_dominant_frequency(&h, self.rate)
     }
 
+    /// Waits (10 s at most) until the headset's speaker plays `hz`.
+    async fn wait_hears(&self, hz: f32, who: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.heard_hz().is_none_or(|h| (h - hz).abs() > 30.0) {
+            assert!(
+                Instant::now() < deadline,
+                "{who} hears {:?}, not {hz} Hz",
+                self.heard_hz()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The link drops: both channels close.
     fn drop_link(&mut self) {
         for t in self.tasks.drain(..) {
@@ -673,18 +686,7 @@ async fn a_headset_takes_the_call_audio_and_the_speaker_takes_it_back_when_it_dr
     )
     .await;
     // The headset's speaker plays the resident's 1000 Hz.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while headset
-        .heard_hz()
-        .is_none_or(|hz| (hz - 1000.0).abs() > 30.0)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "headset hears {:?}",
-            headset.heard_hz()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    headset.wait_hears(1000.0, "headset").await;
 
     // The link drops: the door's microphone (600 Hz) is back, the call
     // goes on.
@@ -741,18 +743,7 @@ async fn a_wide_band_headset_carries_the_call_in_msbc() {
     )
     .await;
     // The resident's 1000 Hz reaches the headset as mSBC at 16 kHz.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while headset
-        .heard_hz()
-        .is_none_or(|hz| (hz - 1000.0).abs() > 30.0)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "mSBC headset hears {:?}",
-            headset.heard_hz()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    headset.wait_hears(1000.0, "mSBC headset").await;
     headset.drop_link();
     bt.sco(&hs, None).await;
     let audio = a.audio.clone();
