@@ -16,8 +16,9 @@
 //! `answer` is a resident: it joins the hub as an answerer with the
 //! product's own media engine (host candidates on 127.0.0.1 only, so ICE
 //! works in a VM that has nothing but loopback) and obeys one command per
-//! line on stdin: `accept` (the ringing call), `listen` (print the dominant
-//! frequency of the last second heard), `open` (ask the door to open on the
+//! line on stdin: `accept` (the ringing call), `listen [max Hz]` (print the
+//! dominant frequency of the last second heard, 100–4000 Hz or up to the
+//! bound given), `open` (ask the door to open on the
 //! call's data channel), `echo` (send back what it hears) / `tone` (send its
 //! own tone again), `hangup`, `quit`. It prints one line per event on
 //! stdout (`ready`, `ring`, `established`, `heard`, `door`, `hangup`, …).
@@ -841,9 +842,12 @@ async fn answer(hub: &str, token: &str, tone_hz: f32, opus_complexity: u8) -> an
                         println!("accepted call_id={id}");
                         call = Some(Call { id, media: handle, ports, cancel, tracker });
                     }
-                    "listen" => {
+                    l if l == "listen" || l.starts_with("listen ") => {
+                        // `listen [max Hz]`: candidates from 100 Hz to 4000 Hz
+                        // unless a higher bound is given (up to 8000 Hz).
+                        let top = l["listen".len()..].trim().parse::<u32>().unwrap_or(4000).clamp(4000, 8000) / 10;
                         let s: Vec<i16> = heard.iter().rev().take(SAMPLE_RATE as usize).rev().copied().collect();
-                        let candidates: Vec<f32> = (10..=400).map(|k| k as f32 * 10.0).collect();
+                        let candidates: Vec<f32> = (10..=top).map(|k| k as f32 * 10.0).collect();
                         let level = intercomd::audio::testsignal::energy_db(&s);
                         match dominant_frequency(&s, SAMPLE_RATE, &candidates) {
                             Some(hz) => println!("heard hz={hz} level_db={level:.1} samples={}", s.len()),

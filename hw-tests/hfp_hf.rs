@@ -1,12 +1,13 @@
 //! The headset side of the Bluetooth hardware tests: a Hands-Free unit that
 //! connects to the door station's Audio Gateway over RFCOMM from a chosen
-//! local controller, runs the service level connection (HFP 1.8, no codec
-//! negotiation: CVSD) and then tries the SCO audio link.
+//! local controller, runs the service level connection (HFP 1.8; codec
+//! negotiation only with `--msbc`, CVSD otherwise) and then tries the SCO
+//! audio link.
 //!
 //! ```text
 //! hfp-hf <local address> <gateway address> [channel]
 //! hfp-hf --sco-listen <local address>
-//! hfp-hf --headset <local address> <gateway address> <tone Hz> <stop file>
+//! hfp-hf --headset [--msbc] <local address> <gateway address> <tone Hz> <stop file>
 //! ```
 //!
 //! Prints one line per step (`SLC established`, `SCO connected`, the tone
@@ -26,13 +27,29 @@
 //! second received (dominant frequency by zero crossings). When the stop
 //! file appears it stops listening, closes the SCO link (`SCO closed`),
 //! then the RFCOMM channel, and exits: the headset leaving mid-call.
+//!
+//! `--headset --msbc` is a wide-band headset: it announces codec
+//! negotiation in `AT+BRSF`, offers CVSD and mSBC (`AT+BAC=1,2`), answers
+//! the gateway's `+BCS: <id>` with `AT+BCS=<id>` and listens with a
+//! transparent voice setting (`BT_VOICE_TRANSPARENT`). When the agreed
+//! codec is mSBC it codes the link's audio itself with intercomd's H2
+//! framing and libsbc (`intercomd::bt::msbc`): its tone goes out as 16 kHz
+//! samples in 60-byte packets every 7.5 ms and `heard bytes=N hz=F`
+//! counts the decoded 16 kHz PCM (32000 bytes a second). On exit it
+//! prints the receiver's frame counts (`mSBC received frames=…`).
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use bluer::Address;
 use bluer::rfcomm::{Socket, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
 use intercomd::bt::DeviceAddr;
+use intercomd::bt::hfp::{Codec, ag_feature, hf_feature};
+use intercomd::bt::msbc::{MsbcReceiver, MsbcSender, PACKET_BYTES};
+use intercomd::bt::sbc::FRAME_SAMPLES;
 use intercomd::bt::sco::{ScoListener, ScoStream, VoiceSetting};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -44,18 +61,20 @@ const TONE_SECONDS: u64 = 2;
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--headset") {
+        let msbc = args.get(2).map(String::as_str) == Some("--msbc");
+        let a = if msbc { 3 } else { 2 };
         let (Some(local), Some(gateway), Some(hz), Some(stop)) = (
-            args.get(2).and_then(|a| a.parse::<Address>().ok()),
-            args.get(3).and_then(|a| a.parse::<Address>().ok()),
-            args.get(4).and_then(|a| a.parse::<f32>().ok()),
-            args.get(5),
+            args.get(a).and_then(|a| a.parse::<Address>().ok()),
+            args.get(a + 1).and_then(|a| a.parse::<Address>().ok()),
+            args.get(a + 2).and_then(|a| a.parse::<f32>().ok()),
+            args.get(a + 3),
         ) else {
             eprintln!(
-                "usage: hfp-hf --headset <local address> <gateway address> <tone Hz> <stop file>"
+                "usage: hfp-hf --headset [--msbc] <local address> <gateway address> <tone Hz> <stop file>"
             );
             return ExitCode::from(2);
         };
-        return match headset(local, gateway, hz, std::path::Path::new(stop)).await {
+        return match headset(local, gateway, hz, std::path::Path::new(stop), msbc).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 println!("FAILED: {e}");
@@ -96,7 +115,7 @@ async fn main() -> ExitCode {
 type Rfcomm = bluer::rfcomm::Stream;
 
 async fn run(local: Address, gateway: Address, channel: u8) -> Result<(), String> {
-    let _channel = slc(local, gateway, channel).await?;
+    let _channel = slc(local, gateway, channel, false).await?;
 
     let (Some(l), Some(g)) = (
         DeviceAddr::parse(&local.to_string()),
@@ -121,11 +140,13 @@ async fn run(local: Address, gateway: Address, channel: u8) -> Result<(), String
 }
 
 /// Connects RFCOMM from `local` to the gateway's `channel` and runs the
-/// service level connection; returns the channel's halves.
+/// service level connection (with codec negotiation when `msbc`: CVSD and
+/// mSBC offered); returns the channel's halves.
 async fn slc(
     local: Address,
     gateway: Address,
     channel: u8,
+    msbc: bool,
 ) -> Result<
     (
         BufReader<tokio::io::ReadHalf<Rfcomm>>,
@@ -145,11 +166,29 @@ async fn slc(
     let (read, mut write) = tokio::io::split(stream);
     let mut read = BufReader::new(read);
 
-    // Features: remote volume control only; no codec negotiation, so the
-    // gateway uses CVSD.
-    let brsf = command(&mut read, &mut write, "AT+BRSF=16").await?;
-    if !brsf.iter().any(|l| l.starts_with("+BRSF:")) {
+    // Features: remote volume control, and codec negotiation for mSBC;
+    // without it the gateway uses CVSD.
+    let features = hf_feature::REMOTE_VOLUME
+        | if msbc {
+            hf_feature::CODEC_NEGOTIATION
+        } else {
+            0
+        };
+    let brsf = command(&mut read, &mut write, &format!("AT+BRSF={features}")).await?;
+    let Some(ag) = brsf
+        .iter()
+        .find_map(|l| l.strip_prefix("+BRSF:"))
+        .and_then(|v| v.trim().parse::<u32>().ok())
+    else {
         return Err(format!("no +BRSF in {brsf:?}"));
+    };
+    if msbc {
+        if ag & ag_feature::CODEC_NEGOTIATION == 0 {
+            return Err(format!(
+                "the gateway does not negotiate codecs (+BRSF: {ag})"
+            ));
+        }
+        command(&mut read, &mut write, "AT+BAC=1,2").await?;
     }
     let cind = command(&mut read, &mut write, "AT+CIND=?").await?;
     if !cind
@@ -170,38 +209,92 @@ async fn headset(
     gateway: Address,
     send_hz: f32,
     stop: &std::path::Path,
+    msbc: bool,
 ) -> Result<(), String> {
     let Some(l) = DeviceAddr::parse(&local.to_string()) else {
         return Err("unparsable address".into());
     };
     // Listening before the SLC: the gateway may open the link right away.
-    let listener = ScoListener::bind(&l).map_err(|e| format!("SCO listen on {l}: {e}"))?;
-    let (mut read, write) = slc(local, gateway, HEADSET_CHANNEL).await?;
-    // Whatever the gateway sends from now on (RING, +CIEV) is printed.
-    let reader = tokio::spawn(async move {
-        let mut line = String::new();
-        while let Ok(n) = read.read_line(&mut line).await {
-            if n == 0 {
-                break;
+    let voice = if msbc {
+        VoiceSetting::Transparent
+    } else {
+        VoiceSetting::Cvsd
+    };
+    let listener =
+        ScoListener::bind_with_voice(&l, voice).map_err(|e| format!("SCO listen on {l}: {e}"))?;
+    let (mut read, mut write) = slc(local, gateway, HEADSET_CHANNEL, msbc).await?;
+    // The codec the gateway proposed last with +BCS (HFP codec id; CVSD
+    // without negotiation).
+    let agreed = Arc::new(AtomicU8::new(Codec::Cvsd.id()));
+    // Whatever the gateway sends from now on (RING, +CIEV) is printed; a
+    // codec proposal is accepted.
+    let reader = {
+        let agreed = agreed.clone();
+        tokio::spawn(async move {
+            let mut line = String::new();
+            while let Ok(n) = read.read_line(&mut line).await {
+                if n == 0 {
+                    break;
+                }
+                let l = line.trim();
+                if !l.is_empty() {
+                    println!("< {l}");
+                }
+                if let Some(id) = l
+                    .strip_prefix("+BCS:")
+                    .and_then(|v| v.trim().parse::<u8>().ok())
+                {
+                    agreed.store(id, Ordering::Relaxed);
+                    let answer = format!("AT+BCS={id}");
+                    println!("> {answer}");
+                    if write
+                        .write_all(format!("{answer}\r").as_bytes())
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+                line.clear();
             }
-            let l = line.trim();
-            if !l.is_empty() {
-                println!("< {l}");
-            }
-            line.clear();
-        }
-    });
+            // The channel closes with both halves.
+            drop(write);
+        })
+    };
     let (link, peer) = tokio::time::timeout(Duration::from_secs(180), listener.accept())
         .await
         .map_err(|_| "no SCO link from the gateway within 180 s".to_owned())?
         .map_err(|e| format!("SCO accept: {e}"))?;
     // A reopen attempt after the link is closed must find nobody.
     drop(listener);
-    println!("SCO accepted from {peer} (mtu {})", link.mtu());
+    let codec = if agreed.load(Ordering::Relaxed) == Codec::Msbc.id() {
+        Codec::Msbc
+    } else {
+        Codec::Cvsd
+    };
+    println!(
+        "SCO accepted from {peer} (mtu {}, codec {codec}, voice {})",
+        link.mtu(),
+        voice.as_str()
+    );
+    let rate = codec.sample_rate();
+    let mut coder = match codec {
+        Codec::Msbc => Some((
+            MsbcSender::new().map_err(|e| format!("mSBC encoder: {e}"))?,
+            MsbcReceiver::new().map_err(|e| format!("mSBC decoder: {e}"))?,
+        )),
+        Codec::Cvsd => None,
+    };
 
+    // CVSD: 16-bit PCM filling the MTU; mSBC: one H2 packet (120 samples
+    // at 16 kHz, 7.5 ms) at a time.
     let mtu = usize::from(link.mtu()).clamp(2, 1024) & !1;
-    let samples_per_packet = mtu / 2;
-    let period = Duration::from_secs_f64(samples_per_packet as f64 / 8000.0);
+    let samples_per_packet = if coder.is_some() {
+        FRAME_SAMPLES
+    } else {
+        mtu / 2
+    };
+    let period = Duration::from_secs_f64(samples_per_packet as f64 / f64::from(rate));
     let mut tick = tokio::time::interval(period);
     let mut second = tokio::time::interval(Duration::from_secs(1));
     second.tick().await;
@@ -212,12 +305,19 @@ async fn headset(
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                let mut packet = Vec::with_capacity(mtu);
-                for _ in 0..samples_per_packet {
-                    let t = n as f32 / 8000.0;
-                    let v = (0.5 * 32767.0 * (2.0 * std::f32::consts::PI * send_hz * t).sin()) as i16;
-                    packet.extend_from_slice(&v.to_le_bytes());
-                    n += 1;
+                let pcm: Vec<i16> = (0..samples_per_packet)
+                    .map(|k| {
+                        let t = (n + k) as f32 / rate as f32;
+                        (0.5 * 32767.0 * (2.0 * std::f32::consts::PI * send_hz * t).sin()) as i16
+                    })
+                    .collect();
+                n += samples_per_packet;
+                let mut packet = Vec::with_capacity(mtu.max(PACKET_BYTES));
+                match &mut coder {
+                    Some((sender, _)) => {
+                        sender.push(&pcm, &mut packet).map_err(|e| format!("mSBC encode: {e}"))?;
+                    }
+                    None => packet.extend(pcm.iter().flat_map(|v| v.to_le_bytes())),
                 }
                 link.send(&packet).await.map_err(|e| format!("SCO send: {e}"))?;
             }
@@ -226,11 +326,14 @@ async fn headset(
                 if got == 0 {
                     return Err("the gateway closed the SCO link".into());
                 }
-                heard.extend(buf[..got & !1].chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]])));
+                match &mut coder {
+                    Some((_, receiver)) => receiver.push(&buf[..got], &mut heard),
+                    None => heard.extend(buf[..got & !1].chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]]))),
+                }
             }
             _ = second.tick() => {
                 let bytes = heard.len() * 2;
-                match zero_crossing_hz(&heard) {
+                match zero_crossing_hz(&heard, rate) {
                     Some(hz) => println!("heard bytes={bytes} hz={hz:.0}"),
                     None => println!("heard bytes={bytes} hz=none"),
                 }
@@ -245,8 +348,14 @@ async fn headset(
     }
     drop(link);
     println!("SCO closed");
+    if let Some((_, receiver)) = &coder {
+        let s = receiver.stats();
+        println!(
+            "mSBC received frames={} lost={} corrupt={} skipped_bytes={}",
+            s.frames, s.lost, s.corrupt, s.skipped_bytes
+        );
+    }
     reader.abort();
-    drop(write);
     tokio::time::sleep(Duration::from_millis(200)).await;
     println!("RFCOMM closed");
     Ok(())
@@ -255,17 +364,17 @@ async fn headset(
 /// The gateway's RFCOMM channel (intercomd's HFP_AG_CHANNEL).
 const HEADSET_CHANNEL: u8 = 13;
 
-/// Dominant frequency of 8 kHz samples by zero crossings; `None` for less
-/// than 0.1 s.
-fn zero_crossing_hz(samples: &[i16]) -> Option<f32> {
-    if samples.len() < 800 {
+/// Dominant frequency of samples at `rate` by zero crossings; `None` for
+/// less than 0.1 s.
+fn zero_crossing_hz(samples: &[i16], rate: u32) -> Option<f32> {
+    if samples.len() < rate as usize / 10 {
         return None;
     }
     let crossings = samples
         .windows(2)
         .filter(|w| (w[0] < 0) != (w[1] < 0))
         .count();
-    Some(crossings as f32 / 2.0 / (samples.len() as f32 / 8000.0))
+    Some(crossings as f32 / 2.0 / (samples.len() as f32 / rate as f32))
 }
 
 /// Sends one AT command; returns the reply lines up to the final `OK`.
@@ -352,7 +461,7 @@ async fn exchange(link: &ScoStream, send_hz: f32) -> std::io::Result<(usize, Opt
             _ = tokio::time::sleep_until(end) => break,
         }
     }
-    Ok((received.len() * 2, zero_crossing_hz(&received)))
+    Ok((received.len() * 2, zero_crossing_hz(&received, 8000)))
 }
 
 fn report(side: &str, sent_hz: f32, r: std::io::Result<(usize, Option<f32>)>) {

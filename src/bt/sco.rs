@@ -152,7 +152,17 @@ pub struct ScoListener {
 impl ScoListener {
     /// Listens on the adapter whose address is `local`.
     pub fn bind(local: &DeviceAddr) -> io::Result<ScoListener> {
+        ScoListener::bind_with_voice(local, VoiceSetting::Cvsd)
+    }
+
+    /// Listens on the adapter whose address is `local`; the links it
+    /// accepts carry `voice` (set on the socket before it listens, and
+    /// inherited by every link accepted from it).
+    pub fn bind_with_voice(local: &DeviceAddr, voice: VoiceSetting) -> io::Result<ScoListener> {
         let fd = bound_socket(local)?;
+        if voice != VoiceSetting::Cvsd {
+            set_voice(&fd, voice)?;
+        }
         // SAFETY: fd is a bound socket.
         check(unsafe { libc::listen(fd.as_raw_fd(), 1) })?;
         Ok(ScoListener { fd: register(fd)? })
