@@ -493,6 +493,7 @@ pub(crate) fn start_loop(
         reopen_max: spec.reopen_max,
         device,
         cancel,
+        xrun_logged: None,
     };
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let priority = spec.realtime_priority;
@@ -551,6 +552,8 @@ struct Loop {
     reopen_max: Duration,
     device: String,
     cancel: CancellationToken,
+    /// When the last xrun line was written (the log is rate-limited).
+    xrun_logged: Option<Instant>,
 }
 
 const FRAME: Duration = Duration::from_millis(10);
@@ -703,8 +706,15 @@ impl Loop {
             Fault::Xrun => {
                 let n = self.stats.xruns.fetch_add(1, Ordering::Relaxed) + 1;
                 // A struggling board can xrun many times a second: log the
-                // first ten, then every hundredth, so the journal stays usable.
-                if n <= 10 || n.is_multiple_of(100) {
+                // first ten, then at most two a second, so the journal stays
+                // usable and a stall (the loop not run for a while) always
+                // shows; `xruns` keeps the full count.
+                let now = Instant::now();
+                let quiet = self
+                    .xrun_logged
+                    .is_none_or(|t| now.duration_since(t) >= Duration::from_millis(500));
+                if n <= 10 || quiet {
+                    self.xrun_logged = Some(now);
                     warn!(device = %self.device, direction = dir, xruns = n, "audio xrun; device prepared again");
                 }
                 if let Some(Err(Fault::Gone(reason))) = self.dev.as_mut().map(|d| d.recover()) {
