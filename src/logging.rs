@@ -167,3 +167,33 @@ mod tests {
         );
     }
 }
+
+/// Text that came from a peer, made safe for one log line: control
+/// characters escaped (a `\n` cannot start a forged line) and cut at 200
+/// characters.
+pub fn escape_peer_text(s: &str) -> String {
+    const MAX: usize = 200;
+    let mut out = String::with_capacity(s.len().min(MAX + 8));
+    for (i, c) in s.chars().enumerate() {
+        if i == MAX {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod peer_text_tests {
+    #[test]
+    fn newlines_are_escaped_and_long_text_cut() {
+        assert_eq!(super::escape_peer_text("a\nb"), "a\\nb");
+        let long = "x".repeat(500);
+        assert_eq!(super::escape_peer_text(&long).chars().count(), 201);
+    }
+}

@@ -2,8 +2,10 @@
 //! fan-out and the answering page. `state` is the pure routing logic,
 //! `server` the axum shell around it.
 
+pub mod acme;
 pub mod server;
 pub mod state;
+pub mod tls;
 
 pub use server::{ConnSettings, HubError, bind, run};
 pub use state::{HubSettings, Principal};
