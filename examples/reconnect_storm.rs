@@ -60,7 +60,7 @@ async fn start_hub(addr: &str, n: usize) -> CancellationToken {
     let listener = listener.expect("the hub's port frees up within 2 s");
     let cancel = CancellationToken::new();
     tokio::spawn(hub::run(
-        listener,
+        hub::Listeners::plain(listener),
         settings(n),
         ConnSettings {
             ping_interval: Duration::from_secs(15),
@@ -104,6 +104,7 @@ async fn main() {
                 dead_peer_timeout: Duration::from_secs(25),
                 max_message_bytes: 65536,
                 wire: Wire::Native,
+                tls: None,
             },
             tx,
             cancel.clone(),

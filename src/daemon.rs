@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -57,6 +58,8 @@ pub enum DaemonError {
     Signal(std::io::Error),
     #[error(transparent)]
     Gpio(#[from] hw::gpio::GpioError),
+    #[error("hub TLS: {0}")]
+    Tls(#[from] hub::tls::TlsError),
 }
 
 impl DaemonError {
@@ -65,6 +68,14 @@ impl DaemonError {
             DaemonError::Config(e) => e.exit_code(),
             DaemonError::Unsupported { .. } => config::EX_CONFIG,
             DaemonError::Gpio(e) if e.is_config() => config::EX_CONFIG,
+            // A certificate, key or state directory a technician must fix.
+            DaemonError::Tls(
+                hub::tls::TlsError::Read { .. }
+                | hub::tls::TlsError::Parse { .. }
+                | hub::tls::TlsError::KeyMismatch { .. }
+                | hub::tls::TlsError::StateDir { .. }
+                | hub::tls::TlsError::Write { .. },
+            ) => config::EX_CONFIG,
             _ => 1,
         }
     }
@@ -72,7 +83,10 @@ impl DaemonError {
 
 /// What a running station exposes to its embedder (tests, the demo).
 pub struct Running {
+    /// The hub's main listener (HTTPS unless `hub.tls.mode = "off"`).
     pub hub_addr: Option<SocketAddr>,
+    /// `Some` when the hub serves HTTPS on `hub_addr`.
+    pub hub_tls: Option<Arc<hub::tls::CertStore>>,
     pub panel_addr: Option<SocketAddr>,
     pub sim: Option<SimControl>,
     /// The simulated audio device, for tests that check what it played.
@@ -366,22 +380,151 @@ fn start_bluetooth(
 /// Run the hub alone until SIGTERM/SIGINT.
 pub async fn run_hub(settings: Settings) -> Result<(), DaemonError> {
     let hs = hub_settings(&settings)?;
-    let listener = hub::bind(&settings.hub.listen.to_string()).await?;
     let cancel = CancellationToken::new();
-    let server = tokio::spawn(hub::run(
-        listener,
-        hs,
-        conn_settings(&settings),
-        cancel.clone(),
-    ));
+    let tracker = TaskTracker::new();
+    start_hub(&settings, hs, false, &cancel, &tracker).await?;
+    tracker.close();
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     wait_for_signal().await?;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     cancel.cancel();
-    match tokio::time::timeout(SHUTDOWN_DEADLINE, server).await {
-        Ok(Ok(r)) => r.map_err(Into::into),
-        _ => Ok(()),
+    let _ = tokio::time::timeout(SHUTDOWN_DEADLINE, tracker.wait()).await;
+    Ok(())
+}
+
+/// A hub started by [`start_hub`].
+pub struct StartedHub {
+    pub addr: SocketAddr,
+    pub tls: Option<Arc<hub::tls::CertStore>>,
+    /// Plain HTTP on loopback, for this station's own client.
+    pub loopback: Option<SocketAddr>,
+}
+
+/// Binds the hub's listeners, puts its certificate in place and spawns it.
+/// `own_client`: a standalone station joins over loopback, so a plain
+/// loopback listener is kept for it when the main one is HTTPS.
+pub async fn start_hub(
+    settings: &Settings,
+    hs: HubSettings,
+    own_client: bool,
+    cancel: &CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<StartedHub, DaemonError> {
+    let h = &settings.hub;
+    let bind = |addr: SocketAddr| async move {
+        let l = hub::bind(&addr.to_string()).await?;
+        let a = l.local_addr().map_err(|source| hub::HubError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?;
+        Ok::<_, hub::HubError>((l, a))
+    };
+    let (main, addr) = bind(h.listen).await?;
+    let store = match &h.tls {
+        Some(source) => Some(hub_certificate(settings, source, addr, cancel, tracker)?),
+        None => {
+            if !addr.ip().is_loopback() {
+                warn!(listen = %addr, "hub serves plain HTTP (hub.tls.mode = \"off\"): phones opening the page by this address get no microphone, and tokens cross the network in clear");
+            }
+            None
+        }
+    };
+    let mut loopback = Vec::new();
+    let mut own = None;
+    if let Some(a) = h.loopback_listen {
+        let (l, a) = bind(a).await?;
+        info!(listen = %a, "hub also serves plain HTTP on loopback (a browser on this machine)");
+        loopback.push(l);
+        own = Some(a);
     }
+    if own_client && store.is_some() && own.is_none() {
+        let (l, a) = bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
+        loopback.push(l);
+        own = Some(a);
+    }
+    let redirect = match h.redirect_listen {
+        Some(a) => Some(bind(a).await?.0),
+        None => None,
+    };
+    let listeners = hub::Listeners {
+        main,
+        tls: store.clone().map(hub::tls::server_config),
+        loopback,
+        redirect,
+    };
+    let conn = conn_settings(settings);
+    let hub_cancel = cancel.clone();
+    tracker.spawn(async move {
+        if let Err(e) = hub::run(listeners, hs, conn, hub_cancel).await {
+            error!(error = %e, "hub stopped with an error");
+        }
+    });
+    Ok(StartedHub {
+        addr,
+        tls: store,
+        loopback: own,
+    })
+}
+
+/// The hub's certificate from its source, in a store the listener reads on
+/// every handshake; files are watched and ACME renews in the background.
+fn hub_certificate(
+    settings: &Settings,
+    source: &hub::tls::TlsSource,
+    addr: SocketAddr,
+    cancel: &CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<Arc<hub::tls::CertStore>, DaemonError> {
+    use hub::tls::{self, TlsSource};
+    let store = tls::CertStore::new();
+    let state_dir = &settings.hub.state_dir;
+    match source {
+        TlsSource::SelfSigned { extra_names } => {
+            let mut extra = extra_names.clone();
+            if !addr.ip().is_unspecified() {
+                extra.push(addr.ip().to_string());
+            }
+            let names = tls::self_signed_names(&extra);
+            let (key, info, made) =
+                tls::self_signed(state_dir, &names, std::time::SystemTime::now())?;
+            store.set(key);
+            let what = match made {
+                Some(why) => format!("self-signed, made now because {why}"),
+                None => "self-signed".to_owned(),
+            };
+            tls::log_certificate(&what, &info);
+        }
+        TlsSource::Files {
+            cert,
+            key,
+            reload_check,
+        } => {
+            let (k, info) = tls::load_pem(cert, key)?;
+            store.set(k);
+            tls::log_certificate(&format!("from {}", cert.display()), &info);
+            let left = info.remaining(std::time::SystemTime::now());
+            if left < Duration::from_secs(14 * 86400) {
+                warn!(cert = %cert.display(), days_left = left.as_secs() / 86400, "hub certificate expires within 14 days (or has expired): renew it; the hub picks up the new file without a restart");
+            }
+            tracker.spawn(tls::watch_files(
+                store.clone(),
+                cert.clone(),
+                key.clone(),
+                *reload_check,
+                cancel.clone(),
+            ));
+        }
+        TlsSource::Acme(a) => {
+            tls::ensure_private_dir(state_dir)?;
+            tracker.spawn(hub::acme::run(
+                a.clone(),
+                state_dir.clone(),
+                store.clone(),
+                cancel.clone(),
+            ));
+        }
+    }
+    Ok(store)
 }
 
 /// Start the door station's actors. Returns once everything is up; the
@@ -408,7 +551,7 @@ pub async fn start_station(
     let ice = ice_servers(settings)?;
 
     // Signaling: our own hub (standalone) or an external one.
-    let (url, token, hub_addr) = match settings.signaling.mode {
+    let (url, token, hub_addr, hub_tls) = match settings.signaling.mode {
         SignalingMode::Standalone => {
             let mut hs = hub_settings(settings)?;
             // This station joins its own hub with a per-boot token; an entry
@@ -424,28 +567,18 @@ pub async fn start_station(
                 token: token.clone(),
                 groups: Vec::new(),
             });
-            let listener = hub::bind(&settings.hub.listen.to_string()).await?;
-            let addr = listener
-                .local_addr()
-                .map_err(|source| hub::HubError::Bind {
-                    addr: settings.hub.listen.to_string(),
-                    source,
-                })?;
-            let conn = conn_settings(settings);
-            let hub_cancel = cancel.clone();
-            tracker.spawn(async move {
-                if let Err(e) = hub::run(listener, hs, conn, hub_cancel).await {
-                    error!(error = %e, "hub stopped with an error");
-                }
-            });
-            // Connect over loopback when the hub listens on every address.
-            let ip = if addr.ip().is_unspecified() {
+            let started = start_hub(settings, hs, true, &cancel, tracker).await?;
+            let addr = started.addr;
+            // Join over loopback: the plain loopback listener when the main
+            // one is HTTPS, else the main one.
+            let own = started.loopback.unwrap_or(addr);
+            let ip = if own.ip().is_unspecified() {
                 IpAddr::V4(Ipv4Addr::LOCALHOST)
             } else {
-                addr.ip()
+                own.ip()
             };
-            let url = format!("ws://{}/ws", SocketAddr::new(ip, addr.port()));
-            (url, token, Some(addr))
+            let url = format!("ws://{}/ws", SocketAddr::new(ip, own.port()));
+            (url, token, Some(addr), started.tls)
         }
         SignalingMode::Hub | SignalingMode::SocketIo => {
             let why = format!("signaling.mode = \"{}\"", settings.signaling.mode.as_str());
@@ -469,7 +602,12 @@ pub async fn start_station(
                     files_read: settings.sources.clone(),
                     add_to: settings.sources.last().cloned().unwrap_or_default(),
                 })?;
-            (url, config::read_secret(&src)?.expose().to_owned(), None)
+            (
+                url,
+                config::read_secret(&src)?.expose().to_owned(),
+                None,
+                None,
+            )
         }
     };
     let wire = match settings.signaling.mode {
@@ -487,7 +625,7 @@ pub async fn start_station(
     let (sig_tx, sig_rx) = mpsc::channel(256);
     let signaling = client::spawn(
         ClientSettings {
-            url,
+            url: url.clone(),
             token,
             name: settings.station.name.clone(),
             reconnect_initial: settings.signaling.reconnect_initial,
@@ -498,6 +636,10 @@ pub async fn start_station(
             dead_peer_timeout: settings.signaling.dead_peer_timeout,
             max_message_bytes: settings.signaling.max_message_bytes,
             wire,
+            tls: match url.starts_with("wss://") {
+                true => Some(client::tls_config(settings.signaling.ca_file.as_deref())?),
+                false => None,
+            },
         },
         sig_tx,
         cancel.clone(),
@@ -622,6 +764,7 @@ pub async fn start_station(
     });
     Ok(Running {
         hub_addr,
+        hub_tls,
         panel_addr,
         sim,
         audio: sim_audio,

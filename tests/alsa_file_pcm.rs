@@ -247,6 +247,8 @@ async fn station_runs_on_the_alsa_backend() {
         "test.toml",
         r#"[hub]
 listen = "127.0.0.1:0"
+[hub.tls]
+mode = "off"
 [ice]
 bind_ips = ["127.0.0.1"]
 [audio]

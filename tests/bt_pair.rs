@@ -36,7 +36,7 @@ fn start(bluetooth: bool) -> (Station, SocketAddr, PathBuf) {
     std::fs::write(
         &config,
         format!(
-            "[station]\ncontrol_socket = \"{}\"\n\n[hub]\nlisten = \"127.0.0.1:{}\"\n\n\
+            "[station]\ncontrol_socket = \"{}\"\n\n[hub]\nlisten = \"127.0.0.1:{}\"\n[hub.tls]\nmode = \"off\"\n\n\
              [hardware]\nbackend = \"sim\"\n\n[hardware.sim]\ncontrol_listen = \"{panel}\"\nstdin = false\n\n\
              [bluetooth]\nenabled = {bluetooth}\nbackend = \"sim\"\npairing_timeout_ms = 1500\n",
             socket.display(),

@@ -127,3 +127,26 @@ fn dump_redacts_and_reloads() {
     let (code, t) = check(&dumped);
     assert_eq!(code, 0, "{t}");
 }
+
+#[test]
+fn plain_ws_to_a_lan_hub_fails_config_check_with_78() {
+    let p = write(
+        "plain-ws.toml",
+        "[signaling]\nmode = \"hub\"\nurl = \"ws://192.168.1.20:8080/ws\"\ntoken_credential = \"door-token\"\n",
+    );
+    let (code, text) = check(&p);
+    assert_eq!(code, 78, "{text}");
+    assert!(
+        text.contains("plain-ws.toml:3")
+            && text.contains("signaling.url")
+            && text.contains("wss://"),
+        "{text}"
+    );
+    // Allowed explicitly (a trusted network): accepted.
+    let p = write(
+        "plain-ws-allowed.toml",
+        "[signaling]\nmode = \"hub\"\nurl = \"ws://192.168.1.20:8080/ws\"\ntoken_credential = \"door-token\"\nallow_insecure_ws = true\n",
+    );
+    let (code, text) = check(&p);
+    assert_eq!(code, 0, "{text}");
+}

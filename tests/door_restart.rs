@@ -69,7 +69,7 @@ fn a_restart_after_kill_9_during_a_pulse_de_energises_the_relay_first() {
     std::fs::write(
         &config,
         format!(
-            "[hub]\nlisten = \"127.0.0.1:0\"\n\
+            "[hub]\nlisten = \"127.0.0.1:0\"\n[hub.tls]\nmode = \"off\"\n\
              [hardware.sim]\ncontrol_listen = \"{panel}\"\nstdin = false\nstate_file = \"{}\"\n\
              [door]\npulse_ms = 60000\n",
             relay_file.display()
@@ -145,7 +145,7 @@ fn the_panel_drives_every_simulated_input() {
     std::fs::write(
         &config,
         format!(
-            "[hub]\nlisten = \"127.0.0.1:0\"\n\
+            "[hub]\nlisten = \"127.0.0.1:0\"\n[hub.tls]\nmode = \"off\"\n\
              [hardware.sim]\ncontrol_listen = \"{panel}\"\nstdin = false\n\
              [door]\nheld_open_alarm_ms = 400\ntamper_lockout_ms = 60000\n\
              [[leds]]\nname = \"status\"\n\

@@ -51,6 +51,8 @@ async fn sigterm_mid_call_hangs_up_releases_the_relay_and_exits_0_within_2s() {
             r#"
 [hub]
 listen = "127.0.0.1:{hub}"
+[hub.tls]
+mode = "off"
 [[hub.answerers]]
 id = "flat-1a"
 token_file = "{d}/flat"

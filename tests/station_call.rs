@@ -50,6 +50,8 @@ impl Station {
             r#"
 [hub]
 listen = "127.0.0.1:0"
+[hub.tls]
+mode = "off"
 [[hub.answerers]]
 id = "flat-1a"
 token_file = "{d}/flat-1a"

@@ -39,7 +39,7 @@ fn write_config(dir: &Path) -> PathBuf {
     let path = dir.join("station.toml");
     std::fs::write(
         &path,
-        "[hub]\nlisten = \"127.0.0.1:0\"\n\n\
+        "[hub]\nlisten = \"127.0.0.1:0\"\n[hub.tls]\nmode = \"off\"\n\n\
          [hardware.sim]\ncontrol_listen = \"\"\nstdin = false\n\n\
          [log]\ntarget = \"stderr\"\nlevel = \"info\"\n",
     )

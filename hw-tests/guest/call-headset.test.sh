@@ -68,6 +68,8 @@ control_socket = "/run/intercomd/control.sock"
 
 [hub]
 listen = "127.0.0.1:8080"
+[hub.tls]
+mode = "off"
 
 [[hub.answerers]]
 id = "flat-1"

@@ -41,6 +41,8 @@ echo "rig-flat-1-token-7d41c2e9a05b38f6" > /tmp/flat-1.token
 cat > /tmp/call.toml <<'CONF'
 [hub]
 listen = "127.0.0.1:8080"
+[hub.tls]
+mode = "off"
 
 [[hub.answerers]]
 id = "flat-1"

@@ -11,7 +11,7 @@ use toml::de::{DeTable, DeValue};
 
 use super::error::{ConfigError, Location};
 use super::settings::{
-    AudioBackend, HardwareBackend, IceTransportPolicy, LogTarget, MdnsMode, SignalingMode,
+    AudioBackend, HardwareBackend, IceTransportPolicy, LogTarget, MdnsMode, SignalingMode, TlsMode,
 };
 use crate::door::LockKind;
 use crate::hw::LedPattern;
@@ -119,6 +119,7 @@ leaf!(
     f64,
     bool,
     SignalingMode,
+    TlsMode,
     MdnsMode,
     IceTransportPolicy,
     AudioBackend,
@@ -184,6 +185,8 @@ fragment! {
         keepalive_interval_ms: Val<u64>,
         dead_peer_timeout_ms: Val<u64>,
         max_message_bytes: Val<u64>,
+        ca_file: Val<String>,
+        allow_insecure_ws: Val<bool>,
         socketio: SocketIo,
     }
 
@@ -216,10 +219,32 @@ fragment! {
 
     Hub {
         listen: Val<String>,
+        loopback_listen: Val<String>,
+        redirect_listen: Val<String>,
+        state_dir: Val<String>,
         ping_interval_ms: Val<u64>,
         hello_timeout_ms: Val<u64>,
+        tls: HubTls,
         doors: Val<Vec<Val<Door>>>,
         answerers: Val<Vec<Val<Answerer>>>,
+    }
+
+    HubTls {
+        mode: Val<TlsMode>,
+        cert_file: Val<String>,
+        key_file: Val<String>,
+        reload_check_ms: Val<u64>,
+        names: Val<Vec<Val<String>>>,
+        acme: HubTlsAcme,
+    }
+
+    HubTlsAcme {
+        directory_url: Val<String>,
+        domains: Val<Vec<Val<String>>>,
+        contact: Val<Vec<Val<String>>>,
+        ca_file: Val<String>,
+        renew_before_days: Val<u64>,
+        check_interval_ms: Val<u64>,
     }
 
     Door {

@@ -87,6 +87,10 @@ pub struct Signaling {
     /// Greater than `keepalive_interval`.
     pub dead_peer_timeout: Duration,
     pub max_message_bytes: usize,
+    /// Extra trust anchor (PEM) for a `wss://` hub, besides the system's.
+    pub ca_file: Option<PathBuf>,
+    /// `ws://` to a host other than loopback, allowed explicitly.
+    pub allow_insecure_ws: bool,
     pub socketio: SocketIo,
 }
 
@@ -104,7 +108,16 @@ pub struct SocketIo {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hub {
+    /// HTTPS and WSS unless `tls` is `None`.
     pub listen: SocketAddr,
+    /// Plain HTTP on a loopback address (a browser on this machine).
+    pub loopback_listen: Option<SocketAddr>,
+    /// Plain HTTP that only redirects to HTTPS.
+    pub redirect_listen: Option<SocketAddr>,
+    /// Certificates, keys and the hub's records; created 0700.
+    pub state_dir: PathBuf,
+    /// Where the certificate comes from; `None`: `tls.mode = "off"`.
+    pub tls: Option<crate::hub::tls::TlsSource>,
     pub ping_interval: Duration,
     pub hello_timeout: Duration,
     /// Door stations allowed to connect (in standalone mode the local
@@ -368,6 +381,27 @@ pub struct Log {
     pub target: LogTarget,
     /// A `tracing` EnvFilter directive, e.g. `info,intercomd=debug`.
     pub level: String,
+}
+
+/// `hub.tls.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsMode {
+    Off,
+    SelfSigned,
+    Files,
+    Acme,
+}
+
+impl TlsMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsMode::Off => "off",
+            TlsMode::SelfSigned => "self_signed",
+            TlsMode::Files => "files",
+            TlsMode::Acme => "acme",
+        }
+    }
 }
 
 impl SignalingMode {
@@ -747,6 +781,21 @@ fn signaling(c: &mut Check, s: &frag::Signaling) -> Signaling {
             None
         }
     };
+    let allow_insecure_ws = c.bool("signaling.allow_insecure_ws", &s.allow_insecure_ws);
+    if let Some(u) = s.url.as_ref().filter(|_| remote && !allow_insecure_ws)
+        && let Some(rest) = u.value.strip_prefix("ws://")
+    {
+        let host = url_host(rest);
+        if !host.is_empty() && !is_loopback_host(host) {
+            c.invalid(
+                &u.at,
+                "signaling.url",
+                format!(
+                    "ws:// to {host} would send this station's token and TURN credentials in clear: use wss:// (or set signaling.allow_insecure_ws = true for a trusted network)"
+                ),
+            );
+        }
+    }
     let errors_before = c.errors.len();
     let token = c.secret("signaling.token", &s.token_file, &s.token_credential);
     // A token that is set but unusable has been reported already.
@@ -823,6 +872,8 @@ fn signaling(c: &mut Check, s: &frag::Signaling) -> Signaling {
             &s.max_message_bytes,
             1024..=16 << 20,
         ) as usize,
+        ca_file: optional_path(&s.ca_file),
+        allow_insecure_ws,
         socketio: socketio(c, s.socketio.as_ref()),
     }
 }
@@ -972,13 +1023,187 @@ fn hub(c: &mut Check, h: &frag::Hub) -> Hub {
         });
     }
 
+    let loopback_listen = optional_addr(c, "hub.loopback_listen", &h.loopback_listen);
+    if let (Some(a), Some(v)) = (loopback_listen, &h.loopback_listen)
+        && !a.ip().is_loopback()
+    {
+        c.invalid(
+            &v.at,
+            "hub.loopback_listen",
+            format!("{a} is not a loopback address: plain HTTP beyond this machine gives phones no microphone and carries tokens in clear (use 127.0.0.1:<port>)"),
+        );
+    }
+    let tls_mode = c.copy(
+        "hub.tls.mode",
+        &h.tls.as_ref().and_then(|t| t.mode.clone()),
+        TlsMode::Off,
+    );
+    let redirect_listen = optional_addr(c, "hub.redirect_listen", &h.redirect_listen);
+    if let (Some(_), Some(v), TlsMode::Off) = (redirect_listen, &h.redirect_listen, tls_mode) {
+        c.invalid(
+            &v.at,
+            "hub.redirect_listen",
+            "redirects to HTTPS, but hub.tls.mode is \"off\"",
+        );
+    }
+    let state_dir = PathBuf::from(c.text("hub.state_dir", &h.state_dir));
+    let tls = hub_tls(c, tls_mode, h.tls.as_ref());
     Hub {
         listen,
+        loopback_listen,
+        redirect_listen,
+        state_dir,
+        tls,
         ping_interval: c.millis("hub.ping_interval_ms", &h.ping_interval_ms),
         hello_timeout: c.millis("hub.hello_timeout_ms", &h.hello_timeout_ms),
         doors,
         answerers,
     }
+}
+
+/// `[hub.tls]` into where the certificate comes from.
+fn hub_tls(
+    c: &mut Check,
+    mode: TlsMode,
+    t: Option<&frag::HubTls>,
+) -> Option<crate::hub::tls::TlsSource> {
+    use crate::hub::acme::AcmeSettings;
+    use crate::hub::tls::TlsSource;
+    let empty = frag::HubTls::default();
+    let t = t.unwrap_or(&empty);
+    let mode_at = t.mode.as_ref().map(|m| m.at.clone());
+    let why = |what: &str| match &mode_at {
+        Some(at) => format!("hub.tls.mode = \"{}\" at {at} needs {what}", mode.as_str()),
+        None => format!("hub.tls.mode = \"{}\" needs {what}", mode.as_str()),
+    };
+    match mode {
+        TlsMode::Off => None,
+        TlsMode::SelfSigned => {
+            let mut extra_names = Vec::new();
+            for (i, n) in t.names.iter().flat_map(|l| l.value.iter()).enumerate() {
+                if n.value.is_empty() || n.value.chars().any(|ch| ch.is_whitespace() || ch == '/') {
+                    c.invalid(
+                        &n.at,
+                        &format!("hub.tls.names[{i}]"),
+                        format!("{:?} is not a host name or address", n.value),
+                    );
+                }
+                extra_names.push(n.value.clone());
+            }
+            Some(TlsSource::SelfSigned { extra_names })
+        }
+        TlsMode::Files => {
+            let cert = optional_path(&t.cert_file);
+            let key = optional_path(&t.key_file);
+            if cert.is_none() {
+                c.missing(
+                    "hub.tls.cert_file",
+                    why("the certificate chain (PEM)"),
+                    mode_at.as_ref(),
+                );
+            }
+            if key.is_none() {
+                c.missing(
+                    "hub.tls.key_file",
+                    why("the private key (PEM)"),
+                    mode_at.as_ref(),
+                );
+            }
+            let reload_check = c.millis("hub.tls.reload_check_ms", &t.reload_check_ms);
+            Some(TlsSource::Files {
+                cert: cert.unwrap_or_default(),
+                key: key.unwrap_or_default(),
+                reload_check,
+            })
+        }
+        TlsMode::Acme => {
+            let a_empty = frag::HubTlsAcme::default();
+            let a = t.acme.as_ref().unwrap_or(&a_empty);
+            let directory_url = c.text("hub.tls.acme.directory_url", &a.directory_url);
+            if let Some(v) = &a.directory_url
+                && !v.value.starts_with("https://")
+            {
+                c.invalid(
+                    &v.at,
+                    "hub.tls.acme.directory_url",
+                    format!("{:?} is not an https:// URL", v.value),
+                );
+            }
+            let mut domains = Vec::new();
+            for (i, d) in a.domains.iter().flat_map(|l| l.value.iter()).enumerate() {
+                let ok = !d.value.is_empty()
+                    && d.value.parse::<IpAddr>().is_err()
+                    && d.value.split('.').count() >= 2
+                    && d.value
+                        .chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '.');
+                if !ok {
+                    c.invalid(&d.at, &format!("hub.tls.acme.domains[{i}]"), format!("{:?} is not a DNS name (ACME certifies names, e.g. \"door.example.net\")", d.value));
+                }
+                domains.push(d.value.to_ascii_lowercase());
+            }
+            if domains.is_empty() {
+                c.missing(
+                    "hub.tls.acme.domains",
+                    why("the hub's public DNS name(s)"),
+                    mode_at.as_ref(),
+                );
+            }
+            let mut contact = Vec::new();
+            for (i, m) in a.contact.iter().flat_map(|l| l.value.iter()).enumerate() {
+                if !m.value.starts_with("mailto:") {
+                    c.invalid(
+                        &m.at,
+                        &format!("hub.tls.acme.contact[{i}]"),
+                        format!("{:?} must be a mailto: address", m.value),
+                    );
+                }
+                contact.push(m.value.clone());
+            }
+            let days = c.int(
+                "hub.tls.acme.renew_before_days",
+                &a.renew_before_days,
+                1..=365,
+            );
+            Some(TlsSource::Acme(AcmeSettings {
+                directory_url,
+                domains,
+                contact,
+                ca_file: optional_path(&a.ca_file),
+                renew_before: Duration::from_secs(days * 86400),
+                check_interval: c.millis("hub.tls.acme.check_interval_ms", &a.check_interval_ms),
+            }))
+        }
+    }
+}
+
+/// A path key where `""` means unset.
+fn optional_path(v: &Option<Val<String>>) -> Option<PathBuf> {
+    v.as_ref()
+        .filter(|v| !v.value.is_empty())
+        .map(|v| PathBuf::from(&v.value))
+}
+
+/// A socket address key where `""` means unset.
+fn optional_addr(c: &mut Check, key: &str, v: &Option<Val<String>>) -> Option<SocketAddr> {
+    v.as_ref()
+        .filter(|v| !v.value.is_empty())
+        .and_then(|v| c.socket_addr(key, v))
+}
+
+/// The host of `host[:port]/path` (user information and brackets removed).
+fn url_host(rest: &str) -> &str {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let authority = authority.rsplit('@').next().unwrap_or(authority);
+    if let Some(v6) = authority.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or("");
+    }
+    authority.split(':').next().unwrap_or("")
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `id` (required) and `name` (defaults to the id) of a door or answerer.
@@ -1549,6 +1774,8 @@ impl Settings {
         kv(w, "keepalive_interval_ms", &ms(s.keepalive_interval));
         kv(w, "dead_peer_timeout_ms", &ms(s.dead_peer_timeout));
         kv(w, "max_message_bytes", &s.max_message_bytes.to_string());
+        kv(w, "ca_file", &q(&path_str(s.ca_file.as_ref())));
+        kv(w, "allow_insecure_ws", &s.allow_insecure_ws.to_string());
         let _ = writeln!(w, "\n[signaling.socketio]");
         kv(w, "namespace", &q(&s.socketio.namespace));
         kv(w, "auth_field", &q(&s.socketio.auth_field));
@@ -1560,6 +1787,10 @@ impl Settings {
         let h = &self.hub;
         let _ = writeln!(w, "\n[hub]");
         kv(w, "listen", &q(&h.listen.to_string()));
+        let addr = |a: Option<SocketAddr>| q(&a.map(|a| a.to_string()).unwrap_or_default());
+        kv(w, "loopback_listen", &addr(h.loopback_listen));
+        kv(w, "redirect_listen", &addr(h.redirect_listen));
+        kv(w, "state_dir", &q(&h.state_dir.display().to_string()));
         kv(w, "ping_interval_ms", &ms(h.ping_interval));
         kv(w, "hello_timeout_ms", &ms(h.hello_timeout));
         if h.doors.is_empty() {
@@ -1581,6 +1812,7 @@ impl Settings {
             secret_kv(w, "token", Some(&a.token));
             kv(w, "groups", &list(a.groups.iter().map(|g| q(g))));
         }
+        dump_hub_tls(w, h.tls.as_ref());
 
         let _ = writeln!(w, "\n[call]");
         kv(w, "ring_timeout_ms", &ms(self.call.ring_timeout));
@@ -1717,6 +1949,50 @@ impl Settings {
         door::dump(w, self);
         bluetooth::dump(w, self);
         out
+    }
+}
+
+fn path_str(p: Option<&PathBuf>) -> String {
+    p.map(|p| p.display().to_string()).unwrap_or_default()
+}
+
+fn dump_hub_tls(w: &mut String, tls: Option<&crate::hub::tls::TlsSource>) {
+    use crate::hub::tls::TlsSource;
+    let _ = writeln!(w, "\n[hub.tls]");
+    let mode = match tls {
+        None => TlsMode::Off,
+        Some(TlsSource::SelfSigned { .. }) => TlsMode::SelfSigned,
+        Some(TlsSource::Files { .. }) => TlsMode::Files,
+        Some(TlsSource::Acme(_)) => TlsMode::Acme,
+    };
+    kv(w, "mode", &q(mode.as_str()));
+    match tls {
+        Some(TlsSource::SelfSigned { extra_names }) => {
+            kv(w, "names", &list(extra_names.iter().map(|n| q(n))));
+        }
+        Some(TlsSource::Files {
+            cert,
+            key,
+            reload_check,
+        }) => {
+            kv(w, "cert_file", &q(&cert.display().to_string()));
+            kv(w, "key_file", &q(&key.display().to_string()));
+            kv(w, "reload_check_ms", &ms(*reload_check));
+        }
+        Some(TlsSource::Acme(a)) => {
+            let _ = writeln!(w, "\n[hub.tls.acme]");
+            kv(w, "directory_url", &q(&redact_url(&a.directory_url)));
+            kv(w, "domains", &list(a.domains.iter().map(|d| q(d))));
+            kv(w, "contact", &list(a.contact.iter().map(|m| q(m))));
+            kv(w, "ca_file", &q(&path_str(a.ca_file.as_ref())));
+            kv(
+                w,
+                "renew_before_days",
+                &(a.renew_before.as_secs() / 86400).to_string(),
+            );
+            kv(w, "check_interval_ms", &ms(a.check_interval));
+        }
+        None => {}
     }
 }
 

@@ -77,10 +77,22 @@ fn defaults_load_with_every_seed_value() {
 
     assert_eq!(
         s.hub.listen,
-        "0.0.0.0:8080"
+        "0.0.0.0:8443"
             .parse::<std::net::SocketAddr>()
             .expect("literal address")
     );
+    // A phone on the LAN gets a secure context out of the box.
+    assert_eq!(
+        s.hub.tls,
+        Some(crate::hub::tls::TlsSource::SelfSigned {
+            extra_names: vec![]
+        })
+    );
+    assert_eq!(s.hub.loopback_listen, None);
+    assert_eq!(s.hub.redirect_listen, None);
+    assert_eq!(s.hub.state_dir, PathBuf::from("/var/lib/intercomd/hub"));
+    assert!(!sig.allow_insecure_ws);
+    assert_eq!(sig.ca_file, None);
     assert_eq!(s.hub.ping_interval, Duration::from_secs(15));
     assert_eq!(s.hub.hello_timeout, Duration::from_secs(10));
     assert!(s.hub.doors.is_empty());
@@ -942,4 +954,92 @@ fn bluetooth_defaults_checks_and_dump() {
         ConfigError::UnknownKey { key, .. } => assert_eq!(key, "bluetooth.pin"),
         other => panic!("a PIN in the TOML must be refused, got {other:?}"),
     }
+}
+
+#[test]
+fn hub_tls_modes_validate_and_name_the_key() {
+    use crate::hub::tls::TlsSource;
+    let s = ok(&[(
+        "site.toml",
+        "[hub.tls]\nmode = \"files\"\ncert_file = \"/etc/ssl/door.pem\"\nkey_file = \"/etc/ssl/door.key\"\nreload_check_ms = 2000\n",
+    )]);
+    assert_eq!(
+        s.hub.tls,
+        Some(TlsSource::Files {
+            cert: "/etc/ssl/door.pem".into(),
+            key: "/etc/ssl/door.key".into(),
+            reload_check: Duration::from_secs(2)
+        })
+    );
+    let e = err(&[("site.toml", "[hub.tls]\nmode = \"files\"\n")]).to_string();
+    assert!(
+        e.contains("hub.tls.cert_file") && e.contains("hub.tls.key_file"),
+        "{e}"
+    );
+
+    let s = ok(&[(
+        "site.toml",
+        "[hub.tls]\nmode = \"acme\"\n[hub.tls.acme]\ndomains = [\"Door.Example.net\"]\ncontact = [\"mailto:ops@example.net\"]\n",
+    )]);
+    match s.hub.tls {
+        Some(TlsSource::Acme(a)) => {
+            assert_eq!(a.domains, vec!["door.example.net".to_owned()]);
+            assert_eq!(a.renew_before, Duration::from_secs(30 * 86400));
+            assert!(a.directory_url.starts_with("https://"));
+        }
+        other => panic!("expected ACME, got {other:?}"),
+    }
+    let e = err(&[("site.toml", "[hub.tls]\nmode = \"acme\"\n")]).to_string();
+    assert!(e.contains("hub.tls.acme.domains"), "{e}");
+    let e = err(&[(
+        "site.toml",
+        "[hub.tls]\nmode = \"acme\"\n[hub.tls.acme]\ndomains = [\"10.0.0.1\"]\ncontact = [\"ops@example.net\"]\ndirectory_url = \"http://ca.example/dir\"\n",
+    )])
+    .to_string();
+    assert!(e.contains("hub.tls.acme.domains[0]"), "{e}");
+    assert!(e.contains("hub.tls.acme.contact[0]"), "{e}");
+    assert!(e.contains("hub.tls.acme.directory_url"), "{e}");
+
+    let s = ok(&[("site.toml", "[hub.tls]\nmode = \"off\"\n")]);
+    assert_eq!(s.hub.tls, None);
+    // A redirect to HTTPS without HTTPS makes no sense.
+    let e = err(&[(
+        "site.toml",
+        "[hub]\nredirect_listen = \"0.0.0.0:8080\"\n[hub.tls]\nmode = \"off\"\n",
+    )])
+    .to_string();
+    assert!(e.contains("hub.redirect_listen"), "{e}");
+    // Plain HTTP only on loopback.
+    let e = err(&[("site.toml", "[hub]\nloopback_listen = \"0.0.0.0:8080\"\n")]).to_string();
+    assert!(
+        e.contains("hub.loopback_listen") && e.contains("loopback"),
+        "{e}"
+    );
+    let s = ok(&[("site.toml", "[hub]\nloopback_listen = \"127.0.0.1:8080\"\n")]);
+    assert_eq!(
+        s.hub.loopback_listen,
+        Some("127.0.0.1:8080".parse().unwrap())
+    );
+}
+
+#[test]
+fn plain_ws_to_another_host_is_refused_unless_allowed() {
+    let remote = |url: &str, extra: &str| {
+        format!(
+            "[signaling]\nmode = \"hub\"\nurl = \"{url}\"\ntoken_credential = \"door-token\"\n{extra}"
+        )
+    };
+    let e = err(&[("site.toml", &remote("ws://10.0.0.5:8080/ws", ""))]).to_string();
+    assert!(
+        e.contains("signaling.url") && e.contains("in clear") && e.contains("site.toml:3"),
+        "{e}"
+    );
+    ok(&[("site.toml", &remote("ws://127.0.0.1:8080/ws", ""))]);
+    ok(&[("site.toml", &remote("ws://localhost:8080/ws", ""))]);
+    ok(&[("site.toml", &remote("ws://[::1]:8080/ws", ""))]);
+    ok(&[("site.toml", &remote("wss://hub.example.net/ws", ""))]);
+    ok(&[(
+        "site.toml",
+        &remote("ws://10.0.0.5:8080/ws", "allow_insecure_ws = true\n"),
+    )]);
 }

@@ -7,5 +7,5 @@ pub mod server;
 pub mod state;
 pub mod tls;
 
-pub use server::{ConnSettings, HubError, bind, run};
+pub use server::{ConnSettings, HubError, Listeners, bind, run};
 pub use state::{HubSettings, Principal};

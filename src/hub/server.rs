@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -14,6 +15,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::header;
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -22,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::state::{Action, ConnId, HubSettings, HubState, LogLevel};
+use super::tls::TlsListener;
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const APP_JS: &str = include_str!("../../web/app.js");
@@ -86,18 +89,47 @@ pub async fn bind(addr: &str) -> Result<TcpListener, HubError> {
         })
 }
 
-/// Serve until `shutdown` is cancelled. The listener is passed in so tests
-/// can bind port 0 and read the address first.
+/// Where the hub serves. Every listener serves the same page and `/ws`,
+/// except `redirect`, which only sends browsers to HTTPS.
+pub struct Listeners {
+    /// HTTPS and WSS with `tls`, plain HTTP and WS without.
+    pub main: TcpListener,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Plain HTTP on loopback: a browser on this machine (`localhost` is a
+    /// secure context) and a standalone station's own client.
+    pub loopback: Vec<TcpListener>,
+    /// Plain HTTP answering every request with a redirect to the main
+    /// listener's HTTPS.
+    pub redirect: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// One plain listener (tests, `tls = "off"`).
+    pub fn plain(main: TcpListener) -> Self {
+        Self {
+            main,
+            tls: None,
+            loopback: Vec::new(),
+            redirect: None,
+        }
+    }
+}
+
+type Serving =
+    std::pin::Pin<Box<dyn std::future::Future<Output = (String, std::io::Result<()>)> + Send>>;
+
+/// Serve until `shutdown` is cancelled. The listeners are passed in so
+/// tests can bind port 0 and read the addresses first.
 pub async fn run(
-    listener: TcpListener,
+    listeners: Listeners,
     settings: HubSettings,
     conn: ConnSettings,
     shutdown: CancellationToken,
 ) -> Result<(), HubError> {
-    let addr = listener
-        .local_addr()
+    let main_addr = listeners.main.local_addr().ok();
+    let addr = main_addr
         .map(|a| a.to_string())
-        .unwrap_or_else(|_| "?".into());
+        .unwrap_or_else(|| "?".into());
     let (events_tx, events_rx) = mpsc::channel(1024);
     let actor = tokio::spawn(actor(HubState::new(settings), events_rx, shutdown.clone()));
     let app_state = AppState {
@@ -106,7 +138,56 @@ pub async fn run(
         conn,
         cancel: shutdown.clone(),
     };
-    let app = Router::new()
+    let app = router(app_state);
+    let mut serving: Vec<Serving> = Vec::new();
+    let stop = || shutdown.clone().cancelled_owned();
+    let make = |app: &Router| {
+        app.clone()
+            .into_make_service_with_connect_info::<SocketAddr>()
+    };
+    match listeners.tls {
+        Some(config) => {
+            info!(listen = %addr, scheme = "https", "hub listening (HTTPS and WSS)");
+            let tls = TlsListener::new(listeners.main, config, shutdown.clone()).tap_io(|_| {});
+            let a = addr.clone();
+            let f = axum::serve(tls, make(&app)).with_graceful_shutdown(stop());
+            serving.push(Box::pin(async move { (a, f.await) }));
+        }
+        None => {
+            info!(listen = %addr, scheme = "http", "hub listening");
+            let a = addr.clone();
+            let f = axum::serve(listeners.main, make(&app)).with_graceful_shutdown(stop());
+            serving.push(Box::pin(async move { (a, f.await) }));
+        }
+    }
+    for l in listeners.loopback {
+        let a = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        debug!(listen = %a, scheme = "http", "hub listening on loopback");
+        let f = axum::serve(l, make(&app)).with_graceful_shutdown(stop());
+        serving.push(Box::pin(async move { (a, f.await) }));
+    }
+    if let Some(l) = listeners.redirect {
+        let a = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let port = main_addr.map(|m| m.port()).unwrap_or(443);
+        info!(listen = %a, to_port = port, "hub redirecting plain HTTP to HTTPS");
+        let redirect = Router::new().fallback(move |req: axum::extract::Request| async move {
+            redirect_to_https(&req, port)
+        });
+        let f = axum::serve(l, redirect.into_make_service()).with_graceful_shutdown(stop());
+        serving.push(Box::pin(async move { (a, f.await) }));
+    }
+    let results = futures_util::future::join_all(serving).await;
+    shutdown.cancel();
+    let _ = actor.await;
+    info!(listen = %addr, "hub stopped");
+    match results.into_iter().find(|(_, r)| r.is_err()) {
+        Some((addr, Err(source))) => Err(HubError::Serve { addr, source }),
+        _ => Ok(()),
+    }
+}
+
+fn router(app_state: AppState) -> Router {
+    Router::new()
         .route("/", get(|| async { Html(INDEX_HTML) }))
         .route(
             "/app.js",
@@ -128,22 +209,58 @@ pub async fn run(
         )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/ws", get(ws_handler))
-        .with_state(app_state);
-    info!(listen = %addr, "hub listening");
-    let result = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+        .with_state(app_state)
+}
+
+/// `http://host[:port]/path` → `https://host:<port>/path` (308 keeps the
+/// method). The host comes from the request; without one there is nothing
+/// to send the browser to.
+fn redirect_to_https(req: &axum::extract::Request, port: u16) -> axum::response::Response {
+    use axum::http::StatusCode;
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(host_without_port)
+        .filter(|h| {
+            !h.is_empty()
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
+        });
+    let Some(host) = host else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "HTTPS only: open this address with https://\n",
+        )
+            .into_response();
+    };
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let location = if port == 443 {
+        format!("https://{host}{path}")
+    } else {
+        format!("https://{host}:{port}{path}")
+    };
+    (
+        StatusCode::PERMANENT_REDIRECT,
+        [(header::LOCATION, location)],
+        "HTTPS only\n",
     )
-    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-    .await
-    .map_err(|source| HubError::Serve {
-        addr: addr.clone(),
-        source,
-    });
-    shutdown.cancel();
-    let _ = actor.await;
-    info!(listen = %addr, "hub stopped");
-    result
+        .into_response()
+}
+
+/// `example.org:8080` → `example.org`, `[::1]:80` → `[::1]`.
+fn host_without_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split_inclusive(']').next().unwrap_or(host);
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    }
 }
 
 async fn ws_handler(
@@ -324,5 +441,41 @@ async fn actor(mut state: HubState, mut events: mpsc::Receiver<Event>, cancel: C
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_keeps_host_and_path() {
+        let req = axum::http::Request::builder()
+            .uri("/?x=1")
+            .header(header::HOST, "door.local:8080")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let r = redirect_to_https(&req, 8443);
+        assert_eq!(r.status(), 308);
+        assert_eq!(
+            r.headers()[header::LOCATION],
+            "https://door.local:8443/?x=1"
+        );
+        let req = axum::http::Request::builder()
+            .uri("/a")
+            .header(header::HOST, "[fd00::1]:80")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        assert_eq!(
+            redirect_to_https(&req, 443).headers()[header::LOCATION],
+            "https://[fd00::1]/a"
+        );
+        // A Host header that could smuggle text into the header: refused.
+        let req = axum::http::Request::builder()
+            .uri("/")
+            .header(header::HOST, "evil.test/x")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        assert_eq!(redirect_to_https(&req, 443).status(), 400);
     }
 }

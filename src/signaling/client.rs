@@ -45,6 +45,54 @@ pub struct ClientSettings {
     pub dead_peer_timeout: Duration,
     pub max_message_bytes: usize,
     pub wire: Wire,
+    /// Trust for `wss://`: the system's CA store plus any configured CA.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+/// The TLS client configuration for `wss://` hubs: the system's CA store
+/// plus `extra_ca` (a private CA, or a hub's self-signed certificate).
+pub fn tls_config(
+    extra_ca: Option<&std::path::Path>,
+) -> Result<std::sync::Arc<rustls::ClientConfig>, crate::hub::tls::TlsError> {
+    use crate::hub::tls::TlsError;
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        // One unusable system certificate must not cost the others.
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = extra_ca {
+        let text = std::fs::read(path).map_err(|source| TlsError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let parse = |reason: String| TlsError::Parse {
+            path: path.to_owned(),
+            reason,
+        };
+        let certs = CertificateDer::pem_slice_iter(&text)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| parse(format!("not a PEM certificate: {e}")))?;
+        if certs.is_empty() {
+            return Err(parse(
+                "holds no certificate (expected -----BEGIN CERTIFICATE-----)".into(),
+            ));
+        }
+        for c in certs {
+            roots
+                .add(c)
+                .map_err(|e| parse(format!("not usable as a trust anchor: {e}")))?;
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        // ring's provider supports every default protocol version.
+        .expect("ring supports TLS 1.2 and 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(std::sync::Arc::new(config))
 }
 
 impl ClientSettings {
@@ -210,7 +258,13 @@ async fn session(
         Wire::Native => s.url.clone(),
         Wire::SocketIo(_) => SocketIoWire::connect_url(&s.url),
     };
-    let connect = tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true);
+    let connector = s.tls.clone().map(tokio_tungstenite::Connector::Rustls);
+    let connect = tokio_tungstenite::connect_async_tls_with_config(
+        url.as_str(),
+        Some(config),
+        true,
+        connector,
+    );
     let ws = tokio::select! {
         r = timeout(s.connect_timeout, connect) => match r {
             Err(_) => return SessionEnd::ConnectTimeout { url: s.shown_url(), secs: s.connect_timeout.as_secs() },
@@ -556,6 +610,7 @@ mod tests {
             dead_peer_timeout: S,
             max_message_bytes: 1024,
             wire: Wire::Native,
+            tls: None,
         };
         let shown = s.shown_url();
         assert_eq!(

@@ -51,7 +51,17 @@ pub fn http(
 }
 
 pub async fn connect(url: &str, token: &str) -> Socket {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+    connect_with(url, token, None).await
+}
+
+/// [`connect`] over `wss://` with the given TLS trust.
+pub async fn connect_with(
+    url: &str,
+    token: &str,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+) -> Socket {
+    let connector = tls.map(tokio_tungstenite::Connector::Rustls);
+    let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(url, None, false, connector)
         .await
         .expect("hub reachable");
     send(

@@ -61,6 +61,8 @@ export function buildConfig(o) {
   }
   if (o.hub) {
     lines.push('[hub]', `listen = ${q(o.hub.listen)}`, '');
+    // Plain HTTP unless a test asks for TLS (o.hub.tls: extra lines of [hub.tls]).
+    lines.push('[hub.tls]', ...(o.hub.tls || ['mode = "off"']), '');
     for (const a of o.hub.answerers || []) {
       lines.push('[[hub.answerers]]', `id = ${q(a.id)}`, `name = ${q(a.name)}`, `token_file = ${q(a.file)}`,
         `groups = [${(a.groups || ['residents']).map(q).join(', ')}]`, '');

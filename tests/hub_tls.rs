@@ -1,0 +1,355 @@
+//! The hub over TLS: a station in connected mode joining a `wss://` hub
+//! whose certificate comes from a CA given in its configuration, a whole
+//! call through it, and a renewed certificate taking effect without a
+//! restart or a dropped client.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use intercomd::daemon::{self, Running, start_station};
+use intercomd::signaling::protocol::Message;
+use tokio::time::{Instant, timeout};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+mod common;
+use common::*;
+
+const DOOR_TOKEN: &str = "door-token-0123456789abcdef";
+const FLAT_TOKEN: &str = "flat-token-0123456789abcdef";
+
+/// A test CA and a hub certificate it signed, written as PEM files.
+struct Pki {
+    dir: PathBuf,
+    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl Pki {
+    fn new(dir: &Path) -> Pki {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("no names");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "intercomd test CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(
+            params,
+            rcgen::KeyPair::generate().expect("key generation works"),
+        )
+        .expect("CA certificate");
+        std::fs::write(dir.join("ca.pem"), ca.pem()).expect("temp dir is writable");
+        Pki {
+            dir: dir.to_owned(),
+            ca,
+        }
+    }
+
+    /// Issue a certificate for the hub into hub.pem / hub.key; returns
+    /// its DER.
+    fn issue(&self) -> Vec<u8> {
+        let params =
+            rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+                .expect("valid names");
+        let key = rcgen::KeyPair::generate().expect("key generation works");
+        let cert = params.signed_by(&key, &self.ca).expect("signed");
+        // The key first, like certbot: the watcher must not take a
+        // mismatched pair in between.
+        std::fs::write(self.dir.join("hub.key.new"), key.serialize_pem()).expect("writable");
+        std::fs::write(self.dir.join("hub.pem.new"), cert.pem()).expect("writable");
+        std::fs::rename(self.dir.join("hub.key.new"), self.dir.join("hub.key")).expect("rename");
+        std::fs::rename(self.dir.join("hub.pem.new"), self.dir.join("hub.pem")).expect("rename");
+        cert.der().to_vec()
+    }
+
+    fn trust(&self) -> Arc<rustls::ClientConfig> {
+        intercomd::signaling::client::tls_config(Some(&self.dir.join("ca.pem")))
+            .expect("the test CA loads")
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("intercomd-hubtls-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir is writable");
+    std::fs::write(dir.join("door"), format!("{DOOR_TOKEN}\n")).expect("writable");
+    std::fs::write(dir.join("flat"), format!("{FLAT_TOKEN}\n")).expect("writable");
+    dir
+}
+
+fn init_log() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,webrtc=warn,rtc=warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// A hub alone (as `intercomd hub` runs it) serving HTTPS/WSS from files.
+async fn start_hub(dir: &Path, reload_ms: u64) -> (daemon::StartedHub, CancellationToken) {
+    let toml = format!(
+        r#"
+[hub]
+listen = "127.0.0.1:0"
+state_dir = "{d}/state"
+[hub.tls]
+mode = "files"
+cert_file = "{d}/hub.pem"
+key_file = "{d}/hub.key"
+reload_check_ms = {reload_ms}
+[[hub.doors]]
+id = "door-1"
+name = "Front door"
+token_file = "{d}/door"
+[[hub.answerers]]
+id = "flat-1a"
+token_file = "{d}/flat"
+groups = ["residents"]
+"#,
+        d = dir.display()
+    );
+    let settings = intercomd::config::load_from_strs(&[("hub.toml", &toml)])
+        .expect("hub configuration is valid");
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let hs = daemon::hub_settings(&settings).expect("tokens readable");
+    let hub = daemon::start_hub(&settings, hs, false, &cancel, &tracker)
+        .await
+        .expect("hub starts");
+    (hub, cancel)
+}
+
+struct Station {
+    running: Running,
+    stop: CancellationToken,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+async fn start_door(dir: &Path, url: &str, ca: Option<&Path>) -> Station {
+    let ca = ca
+        .map(|p| format!("ca_file = \"{}\"\n", p.display()))
+        .unwrap_or_default();
+    let toml = format!(
+        r#"
+[station]
+control_socket = ""
+[signaling]
+mode = "hub"
+url = "{url}"
+token_file = "{d}/door"
+reconnect_initial_ms = 200
+reconnect_max_ms = 500
+{ca}
+[ice]
+bind_ips = ["127.0.0.1"]
+# The answering client here is built on webrtc-rs, which does not honour
+# an offer's setup:active.
+offer_dtls_client = false
+[audio.sim]
+source = "tone:600"
+[hardware.sim]
+control_listen = ""
+stdin = false
+"#,
+        d = dir.display()
+    );
+    let settings = intercomd::config::load_from_strs(&[("door.toml", &toml)])
+        .expect("door configuration is valid");
+    let stop = CancellationToken::new();
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let running = start_station(&settings, stop.clone(), cancel.clone(), &tracker)
+        .await
+        .expect("station starts");
+    Station {
+        running,
+        stop,
+        cancel,
+        tracker,
+    }
+}
+
+impl Station {
+    fn state(&self) -> serde_json::Value {
+        self.running.status.borrow().clone()
+    }
+
+    async fn wait(&self, what: &str, f: impl Fn(&serde_json::Value) -> bool, secs: u64) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if f(&self.state()) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        eprintln!("{what}: not reached; state {}", self.state());
+        false
+    }
+
+    async fn shutdown(self) {
+        self.stop.cancel();
+        let _ = timeout(Duration::from_secs(5), self.cancel.cancelled()).await;
+        self.cancel.cancel();
+        self.tracker.close();
+        let _ = timeout(Duration::from_secs(5), self.tracker.wait()).await;
+    }
+}
+
+async fn wait_freq(what: &str, f: impl Fn() -> Option<f32>, want: f32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = None;
+    while Instant::now() < deadline {
+        last = f();
+        if last.is_some_and(|hz| (hz - want).abs() < 40.0) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what}: expected {want} Hz, last seen {last:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_station_joins_a_wss_hub_trusting_its_configured_ca_and_completes_a_call() {
+    init_log();
+    let dir = temp_dir("call");
+    let pki = Pki::new(&dir);
+    pki.issue();
+    let (hub, hub_cancel) = start_hub(&dir, 10_000).await;
+    assert!(hub.tls.is_some(), "the hub serves TLS");
+    let url = format!("wss://localhost:{}/ws", hub.addr.port());
+
+    // Without the CA the station cannot trust the hub and never joins.
+    let untrusting = start_door(&dir, &url, None).await;
+    assert!(
+        !untrusting
+            .wait("untrusting station", |s| s["signaling"] == "up", 2)
+            .await,
+        "a hub certificate from an unknown CA must be refused"
+    );
+    untrusting.shutdown().await;
+
+    let st = start_door(&dir, &url, Some(&dir.join("ca.pem"))).await;
+    assert!(
+        st.wait("station", |s| s["signaling"] == "up", 10).await,
+        "the station joins the wss:// hub"
+    );
+    let ws = connect_with(&url, FLAT_TOKEN, Some(pki.trust())).await;
+    st.running
+        .sim
+        .as_ref()
+        .expect("sim board")
+        .press(None)
+        .expect("button exists");
+    let mut a = Answerer::answer(ws).await;
+    assert!(
+        st.wait("in call", |s| s["call"]["state"] == "in_call", 10)
+            .await
+    );
+    let audio = a.audio.clone();
+    wait_freq(
+        "resident hears the door",
+        move || audio.played_dominant_frequency(),
+        600.0,
+    )
+    .await;
+    let door_audio = st.running.audio.clone().expect("simulated audio");
+    wait_freq(
+        "door hears the resident",
+        move || door_audio.played_dominant_frequency(),
+        1000.0,
+    )
+    .await;
+    let r = a.door(r#"{"type":"open","nonce":"tls-1"}"#).await;
+    assert_eq!(r["granted"], true, "{r}");
+    send(
+        &mut a.ws,
+        &Message::Hangup {
+            call_id: a.call_id.clone(),
+            reason: "normal".into(),
+        },
+    )
+    .await;
+    assert!(
+        st.wait(
+            "ended",
+            |s| s["call"]["state"] == "ended" || s["call"]["state"] == "idle",
+            10
+        )
+        .await
+    );
+    a.cancel.cancel();
+    st.shutdown().await;
+    hub_cancel.cancel();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The certificate a fresh TLS connection to `port` is served.
+async fn served_certificate(port: u16, trust: Arc<rustls::ClientConfig>) -> Vec<u8> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("hub reachable");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("valid name");
+    let tls = tokio_rustls::TlsConnector::from(trust)
+        .connect(name, tcp)
+        .await
+        .expect("handshake with the hub");
+    tls.get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .expect("the hub sends a certificate")
+        .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewed_files_are_served_without_a_restart_or_a_dropped_client() {
+    init_log();
+    let dir = temp_dir("reload");
+    let pki = Pki::new(&dir);
+    let first = pki.issue();
+    let (hub, hub_cancel) = start_hub(&dir, 100).await;
+    let port = hub.addr.port();
+    assert_eq!(served_certificate(port, pki.trust()).await, first);
+    let url = format!("wss://localhost:{port}/ws");
+    let mut ws = connect_with(&url, FLAT_TOKEN, Some(pki.trust())).await;
+
+    // Broken files (a half-finished renewal): the current certificate stays.
+    std::fs::write(
+        dir.join("hub.pem"),
+        "-----BEGIN CERTIFICATE-----\ngarbage\n",
+    )
+    .expect("writable");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(served_certificate(port, pki.trust()).await, first);
+
+    let second = pki.issue();
+    assert_ne!(first, second);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if served_certificate(port, pki.trust()).await == second {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the renewed certificate is not served"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The client connected before the renewal still talks to the hub: a
+    // message the hub must answer (an unknown call) gets its error.
+    send(
+        &mut ws,
+        &Message::Accept {
+            call_id: intercomd::signaling::protocol::CallId::new("no-such-call").expect("valid id"),
+        },
+    )
+    .await;
+    match recv_until(&mut ws, |m| matches!(m, Message::Error { .. })).await {
+        Message::Error { .. } => {}
+        _ => unreachable!("filtered above"),
+    }
+    hub_cancel.cancel();
+    let _ = std::fs::remove_dir_all(&dir);
+}
