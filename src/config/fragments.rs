@@ -218,6 +218,7 @@ fragment! {
         listen: Val<String>,
         ping_interval_ms: Val<u64>,
         hello_timeout_ms: Val<u64>,
+        public_url: Val<String>,
         doors: Val<Vec<Val<Door>>>,
         answerers: Val<Vec<Val<Answerer>>>,
     }

@@ -50,6 +50,9 @@ pub enum HubError {
 #[derive(Clone, Debug)]
 pub struct ConnSettings {
     pub ping_interval: Duration,
+    /// The https:// address residents should open (`hub.public_url`),
+    /// served to the answering page by `/client.json`.
+    pub public_url: Option<String>,
 }
 
 enum Outbound {
@@ -127,6 +130,7 @@ pub async fn run(
             }),
         )
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/client.json", get(client_json))
         .route("/ws", get(ws_handler))
         .with_state(app_state);
     info!(listen = %addr, "hub listening");
@@ -144,6 +148,22 @@ pub async fn run(
     let _ = actor.await;
     info!(listen = %addr, "hub stopped");
     result
+}
+
+/// What the answering page needs before it signs in: where to find the
+/// station over HTTPS when it was opened without a microphone. No secrets.
+async fn client_json(State(app): State<AppState>) -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        client_info(app.conn.public_url.as_deref()),
+    )
+}
+
+fn client_info(https_url: Option<&str>) -> String {
+    serde_json::json!({ "https_url": https_url }).to_string()
 }
 
 async fn ws_handler(
@@ -324,5 +344,19 @@ async fn actor(mut state: HubState, mut events: mpsc::Receiver<Event>, cancel: C
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_info;
+
+    #[test]
+    fn client_info_names_the_https_address_or_null() {
+        assert_eq!(client_info(None), r#"{"https_url":null}"#);
+        assert_eq!(
+            client_info(Some("https://door.example.net:8443/")),
+            r#"{"https_url":"https://door.example.net:8443/"}"#
+        );
     }
 }
