@@ -304,10 +304,11 @@
     return t || null;
   }
 
+  // The token this tab was opened or signed in with wins over the stored
+  // one (another tab may have stored another flat's); a reload uses storage.
   function readToken() {
-    var t = null;
-    try { t = localStorage.getItem(STORAGE_KEY); } catch (e) { t = null; }
-    return t || urlToken;
+    if (urlToken) return urlToken;
+    try { return localStorage.getItem(STORAGE_KEY); } catch (e) { return null; }
   }
 
   function forgetToken() {
@@ -885,6 +886,7 @@
     var t = ui.tokenInput.value.trim();
     if (!t) return;
     try { localStorage.setItem(STORAGE_KEY, t); } catch (e) { /* ignore */ }
+    urlToken = t;
     ui.tokenInput.value = '';
     reconnectAttempt = 0;
     if (ws) { wsGeneration++; try { ws.close(1000); } catch (e) { /* ignore */ } ws = null; }
