@@ -1147,7 +1147,10 @@ fn a_listen_only_call_is_not_a_connect_timeout_when_audio_is_sent() {
     h.input(Input::AudioEstablished { call_id: cid("c1") })
         .unwrap();
     assert_eq!(h.m.phase(), Phase::InCall);
-    assert!(h.take().contains(&Output::Established { call_id: cid("c1") }));
+    assert!(
+        h.take()
+            .contains(&Output::Established { call_id: cid("c1") })
+    );
     h.input(Input::Media {
         call_id: cid("c1"),
         state: MediaState::Connected,
@@ -1173,7 +1176,11 @@ fn a_two_way_call_still_waits_for_audio_after_connecting() {
     })
     .unwrap();
     assert_eq!(h.m.phase(), Phase::Connecting);
-    assert!(!h.take().iter().any(|o| matches!(o, Output::ListenOnly { .. })));
+    assert!(
+        !h.take()
+            .iter()
+            .any(|o| matches!(o, Output::ListenOnly { .. }))
+    );
     h.advance(CallSettings::default().connect_timeout);
     assert!(h.take().contains(&Output::Ended {
         call_id: cid("c1"),

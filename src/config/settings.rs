@@ -1591,7 +1591,11 @@ impl Settings {
         kv(w, "listen", &q(&h.listen.to_string()));
         kv(w, "ping_interval_ms", &ms(h.ping_interval));
         kv(w, "hello_timeout_ms", &ms(h.hello_timeout));
-        kv(w, "public_url", &q(h.public_url.as_deref().unwrap_or_default()));
+        kv(
+            w,
+            "public_url",
+            &q(h.public_url.as_deref().unwrap_or_default()),
+        );
         if h.doors.is_empty() {
             kv(w, "doors", "[]");
         }

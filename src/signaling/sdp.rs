@@ -14,7 +14,10 @@ pub fn listen_only(sdp: &str) -> bool {
     let mut audio_sections = 0;
     let mut sending = false;
     let sends = |(live, dir): (bool, Option<&str>), session: Option<&str>| {
-        live && matches!(dir.or(session).unwrap_or("sendrecv"), "sendrecv" | "sendonly")
+        live && matches!(
+            dir.or(session).unwrap_or("sendrecv"),
+            "sendrecv" | "sendonly"
+        )
     };
     // (a non-rejected audio section, its direction) of the section being read
     let mut section: Option<(bool, Option<&str>)> = None;
