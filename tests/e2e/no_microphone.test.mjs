@@ -17,6 +17,7 @@ const skip = !canUseNetns() ? 'needs root and iproute2 (network namespaces)' : d
 const DOOR_TONE = 600; // [audio.sim] source
 const PULSE_MS = 2000;
 const PUBLIC_URL = 'https://door.example.net:8443/';
+const RECEIVING_TIMEOUT_MS = 3000;
 
 function notice(p) {
   return p.page.evaluate(() => {
@@ -77,7 +78,9 @@ async function answerListenOnly(env, setup, daemon, control, flat, callId) {
 test('no microphone over plain http on the LAN: the page explains, the resident listens and opens the door', { skip, timeout: 180000 }, async () => {
   await withEnv('no_microphone_http', async (env) => {
     const setup = standaloneSetup(env, { tone: DOOR_TONE, publicUrl: PUBLIC_URL });
-    fs.appendFileSync(setup.configFile, `\n[door]\npulse_ms = ${PULSE_MS}\n`);
+    // A short receiving timeout: a listen-only call, which never receives
+    // audio, must outlive it without being taken for a dead path.
+    fs.appendFileSync(setup.configFile, `\n[door]\npulse_ms = ${PULSE_MS}\n\n[ice]\nreceiving_timeout_ms = ${RECEIVING_TIMEOUT_MS}\n`);
     const { daemon, control } = await bringUpStandalone(env, setup);
 
     // The hub's veth address, no flag making it secure: what a phone on the LAN gets.
@@ -105,9 +108,13 @@ test('no microphone over plain http on the LAN: the page explains, the resident 
     assert.equal(snap.lastError, null, `no error: ${JSON.stringify(snap.lastError)}`);
     assert.equal(daemon.lines.some((l) => l.includes('remote_sends_audio=false')), true, 'the station saw a recvonly answer');
 
-    // A few seconds on, the call is still up and nothing timed out.
-    await new Promise((r) => setTimeout(r, 3000));
+    // Past twice the receiving timeout, the call is still up, the door
+    // still heard, and no recovery was started.
+    await new Promise((r) => setTimeout(r, 2 * RECEIVING_TIMEOUT_MS + 1000));
     assert.equal((await control.state()).call.state, 'in_call');
+    await expectRemoteTone(flat, DOOR_TONE, { timeout: 5000 });
+    assert.equal(daemon.lines.some((l) => /call media lost|ICE restart|media state changed.*Disconnected/.test(l)), false,
+      'no recovery of a listen-only call');
     await flat.page.getByRole('button', { name: 'Hang up' }).click();
     await waitForState(flat, 'idle', 5000);
     await control.waitForNoCall(10000);
