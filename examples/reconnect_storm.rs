@@ -64,6 +64,7 @@ async fn start_hub(addr: &str, n: usize) -> CancellationToken {
         settings(n),
         ConnSettings {
             ping_interval: Duration::from_secs(15),
+            public_url: None,
         },
         cancel.clone(),
     ));

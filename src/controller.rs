@@ -711,6 +711,10 @@ impl Controller {
                     self.last_established = Some(call_id.clone());
                     info!(call_id = %call_id, "call in progress");
                 }
+                Output::ListenOnly { call_id, by } => {
+                    let (peer, peer_name) = by.map(|b| (b.id, b.name)).unwrap_or_default();
+                    info!(call_id = %call_id, peer = %peer, peer_name = %peer_name, "answered without a microphone; the call goes on listen-only");
+                }
                 Output::Recovering {
                     call_id,
                     attempt,

@@ -162,6 +162,7 @@ pub fn hub_settings(settings: &Settings) -> Result<HubSettings, ConfigError> {
 fn conn_settings(settings: &Settings) -> ConnSettings {
     ConnSettings {
         ping_interval: settings.hub.ping_interval,
+        public_url: settings.hub.public_url.clone(),
     }
 }
 

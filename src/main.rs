@@ -243,18 +243,25 @@ fn demo_settings(
     panel: &str,
     state_dir: &std::path::Path,
 ) -> anyhow::Result<(Settings, Vec<(String, String)>)> {
-    std::fs::create_dir_all(state_dir)
+    // The tokens open the door: readable by the demo's user only.
+    config::create_private_dir(state_dir)
         .with_context(|| format!("cannot create {}", state_dir.display()))?;
     let mut tokens = Vec::new();
     let mut answerers = String::new();
     for (id, name) in [("resident-1", "Resident 1"), ("resident-2", "Resident 2")] {
         let path = state_dir.join(format!("{id}.token"));
         let token = match std::fs::read_to_string(&path) {
-            Ok(t) if t.trim().len() >= 32 => t.trim().to_owned(),
+            Ok(t) if t.trim().len() >= 32 => {
+                // A file from an older demo may be wider than 0600.
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .with_context(|| format!("cannot restrict {}", path.display()))?;
+                t.trim().to_owned()
+            }
             _ => {
                 let a: u128 = rand::random();
                 let t = format!("{a:032x}");
-                std::fs::write(&path, format!("{t}\n"))
+                config::write_private_file(&path, &format!("{t}\n"))
                     .with_context(|| format!("cannot write {}", path.display()))?;
                 t
             }

@@ -12,8 +12,13 @@
   var MAX_EVENTS = 500;
   var STORAGE_KEY = 'intercom.token';
 
+  // First of all: an invite link's token (#token=…, which never reaches a
+  // server; the older ?token=… too) is kept on this device and taken out of
+  // the address bar and the history entry, so it is not bookmarked, shared
+  // or left in the history.
+  var urlToken = takeTokenFromUrl();
+
   var params = new URLSearchParams(location.search);
-  var hashParams = new URLSearchParams(location.hash.replace(/^#/, ''));
   // raw=1 turns the browser's voice processing off (tests compare tones).
   var rawAudio = params.get('raw') === '1';
   // autoaccept=1 answers every ring at once (kiosk or benchmark use).
@@ -28,7 +33,9 @@
     login: $('login'), loginHint: $('login-hint'), tokenForm: $('token-form'),
     tokenInput: $('token-input'), forget: $('forget'), soundTest: $('sound-test'),
     audio: $('remote-audio'), doorButtons: $('door-buttons'), openDoor: $('open-door'),
-    doorStatus: $('door-status')
+    doorStatus: $('door-status'),
+    micNotice: $('mic-notice'), micNoticeText: $('mic-notice-text'), micNoticeLink: $('mic-notice-link'),
+    micNoticeHref: $('mic-notice-href'), micNoticeAsk: $('mic-notice-ask')
   };
 
   var STATE_LABELS = {
@@ -44,7 +51,7 @@
   var pingTimer = null;
   var stopReconnecting = false;
   var iceServers = [];
-  var tokenSource = null;       // 'url' | 'storage' | null
+  var clientInfo = null;        // /client.json, once fetched
 
   var call = null;              // the current call, see newCall()
   var elapsedTimer = null;
@@ -68,6 +75,8 @@
     ringAtEpoch: null,
     peerConnections: 0,
     micRequests: 0,
+    micNotice: null,              // why the microphone is unavailable, if it is
+    listenOnly: false,            // the current call was answered without a microphone
     dataChannel: null,
     muted: false,
     remoteLevel: remoteLevel,
@@ -279,15 +288,32 @@
     return true;
   }
 
-  function readToken() {
-    var t = hashParams.get('token') || params.get('token');
-    if (t) { tokenSource = 'url'; return t; }
+  function takeTokenFromUrl() {
+    var search = new URLSearchParams(location.search);
+    var hash = new URLSearchParams(location.hash.replace(/^#/, ''));
+    if (!hash.has('token') && !search.has('token')) return null;
+    var t = hash.get('token') || search.get('token');
+    hash.delete('token');
+    search.delete('token');
+    var q = search.toString();
+    var h = hash.toString();
     try {
-      t = localStorage.getItem(STORAGE_KEY);
-    } catch (e) { t = null; }
-    if (t) { tokenSource = 'storage'; return t; }
-    tokenSource = null;
-    return null;
+      history.replaceState(history.state, '', location.pathname + (q ? '?' + q : '') + (h ? '#' + h : ''));
+    } catch (e) { /* ignore */ }
+    if (t) { try { localStorage.setItem(STORAGE_KEY, t); } catch (e) { /* kept in memory only */ } }
+    return t || null;
+  }
+
+  // The token this tab was opened or signed in with wins over the stored
+  // one (another tab may have stored another flat's); a reload uses storage.
+  function readToken() {
+    if (urlToken) return urlToken;
+    try { return localStorage.getItem(STORAGE_KEY); } catch (e) { return null; }
+  }
+
+  function forgetToken() {
+    urlToken = null;
+    try { localStorage.removeItem(STORAGE_KEY); } catch (e) { /* ignore */ }
   }
 
   function showLogin(hint) {
@@ -399,7 +425,7 @@
       stopReconnecting = true;
       setConnection('offline', msg.code === 'auth_failed' ? 'Access denied' : 'Unsupported version');
       if (msg.code === 'auth_failed') {
-        if (tokenSource === 'storage') { try { localStorage.removeItem(STORAGE_KEY); } catch (e) { /* ignore */ } }
+        forgetToken();
         showLogin('The access token was refused. Enter a valid one.');
       }
     }
@@ -411,7 +437,7 @@
       id: id, doorName: doorName, group: group,
       accepted: false, pc: null, mic: null, offer: null,
       pendingCandidates: [], remoteDescriptionSet: false,
-      micPromise: null, ended: false
+      micPromise: null, micReady: false, listenOnly: false, ended: false
     };
   }
 
@@ -459,6 +485,82 @@
     return { audio: { echoCancellation: on, noiseSuppression: on, autoGainControl: on }, video: false };
   }
 
+  // ---------------------------------------------------------------- microphone
+  // Browsers give the microphone only to pages opened over https (or on the
+  // same machine). Without it the resident still answers, listens and opens
+  // the door: the call goes on listen-only.
+  function microphoneAvailable() {
+    return !!(window.isSecureContext && navigator.mediaDevices && navigator.mediaDevices.getUserMedia);
+  }
+
+  // Resolves to the microphone's stream, or null (never rejects).
+  function requestMicrophone() {
+    if (!microphoneAvailable()) {
+      showMicNotice('insecure');
+      return Promise.resolve(null);
+    }
+    intercom.micRequests++;
+    var p;
+    try {
+      p = navigator.mediaDevices.getUserMedia(audioConstraints());
+    } catch (e) {
+      p = Promise.reject(e);
+    }
+    return p.then(function (stream) {
+      if (intercom.micNotice && intercom.micNotice !== 'insecure') hideMicNotice();
+      return stream;
+    }, function (err) {
+      var name = (err && err.name) || 'Error';
+      setError('microphone', name + ': ' + (err && err.message || ''));
+      console.warn('[intercom] microphone unavailable (' + name + '); answering listen-only');
+      showMicNotice(name === 'NotFoundError' || name === 'OverconstrainedError' ? 'missing'
+        : name === 'NotReadableError' || name === 'AbortError' ? 'busy' : 'denied');
+      return null;
+    });
+  }
+
+  var MIC_NOTICES = {
+    insecure: 'This page was opened at an address where your browser does not allow the microphone. ' +
+      'You can still answer, listen to the visitor and open the door, but the visitor cannot hear you.',
+    denied: 'The microphone is blocked for this page, so the visitor cannot hear you. ' +
+      'You can still listen and open the door. To allow it: tap the lock or settings icon beside the ' +
+      'address, allow the microphone, then reload the page.',
+    missing: 'No microphone was found, so the visitor cannot hear you. You can still listen and open ' +
+      'the door. Connect or switch on a microphone, then reload the page.',
+    busy: 'The microphone is in use by another app, so the visitor cannot hear you. You can still ' +
+      'listen and open the door. Close the other app, then reload the page.'
+  };
+
+  function showMicNotice(kind) {
+    intercom.micNotice = kind;
+    ui.micNoticeText.textContent = MIC_NOTICES[kind] || MIC_NOTICES.denied;
+    var url = kind === 'insecure' && clientInfo && typeof clientInfo.https_url === 'string' &&
+      /^https:\/\//i.test(clientInfo.https_url) ? clientInfo.https_url : null;
+    if (url) {
+      ui.micNoticeHref.href = url;
+      ui.micNoticeHref.textContent = url;
+    }
+    ui.micNoticeLink.hidden = !url;
+    ui.micNoticeAsk.hidden = kind !== 'insecure' || !!url || clientInfo === null;
+    ui.micNotice.hidden = false;
+  }
+
+  function hideMicNotice() {
+    intercom.micNotice = null;
+    ui.micNotice.hidden = true;
+  }
+
+  function loadClientInfo() {
+    var done = function (info) {
+      clientInfo = info && typeof info === 'object' ? info : {};
+      if (intercom.micNotice === 'insecure') showMicNotice('insecure');
+    };
+    if (!window.fetch) { done(null); return; }
+    fetch(new URL('client.json', location.href).toString(), { cache: 'no-store', credentials: 'omit' })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(done, function () { done(null); });
+  }
+
   function acceptCall() {
     if (!call || intercom.state !== 'ringing') return false;
     stopRinging();
@@ -467,19 +569,15 @@
     c.accepted = true;
     setState('connecting', 'Connecting…');
     send({ type: 'accept', call_id: c.id });
-    intercom.micRequests++;
-    c.micPromise = navigator.mediaDevices.getUserMedia(audioConstraints()).then(function (stream) {
-      if (c.ended) { stream.getTracks().forEach(function (t) { t.stop(); }); return null; }
+    c.micPromise = requestMicrophone().then(function (stream) {
+      if (c.ended) { if (stream) stream.getTracks().forEach(function (t) { t.stop(); }); return null; }
       c.mic = stream;
+      c.micReady = true;
+      c.listenOnly = !stream;
+      intercom.listenOnly = c.listenOnly;
       applyMute();
+      if (c.offer) processOffer(c);
       return stream;
-    });
-    c.micPromise.then(function () {
-      if (!c.ended && c.offer) processOffer(c);
-    }, function (err) {
-      setError('microphone', err && err.name + ': ' + err.message);
-      console.warn('[intercom] microphone unavailable: ' + (err && err.name));
-      if (call === c) endCall('Microphone unavailable', { sendHangup: true, reason: 'error' });
     });
     return true;
   }
@@ -509,7 +607,7 @@
       return;
     }
     call.offer = msg.sdp;
-    if (call.mic) processOffer(call);
+    if (call.micReady) processOffer(call);
     // otherwise the microphone promise picks it up
   }
 
@@ -528,7 +626,7 @@
     }
     intercom.peerConnections++;
     c.pc = pc;
-    c.mic.getAudioTracks().forEach(function (track) { pc.addTrack(track, c.mic); });
+    if (c.mic) c.mic.getAudioTracks().forEach(function (track) { pc.addTrack(track, c.mic); });
 
     pc.onicecandidate = function (ev) {
       if (c.ended) return;
@@ -570,7 +668,7 @@
       var st = pc.connectionState;
       record('pc-state', { state: st, call_id: c.id });
       if (st === 'connected' && intercom.state !== 'in_call') {
-        setState('in_call', 'Talking to ' + c.doorName);
+        setState('in_call', (c.listenOnly ? 'Listening to ' : 'Talking to ') + c.doorName);
         startElapsed();
       } else if (st === 'failed') {
         // The door station drives recovery (an ICE restart or a new
@@ -588,6 +686,12 @@
       c.remoteDescriptionSet = true;
       return flushPendingCandidates(c);
     }).then(function () {
+      // Without a microphone: receive the door's audio, send none.
+      if (!c.mic) {
+        pc.getTransceivers().forEach(function (t) {
+          if (t.receiver && t.receiver.track && t.receiver.track.kind === 'audio') t.direction = 'recvonly';
+        });
+      }
       return pc.createAnswer();
     }).then(function (answer) {
       return pc.setLocalDescription(answer);
@@ -730,6 +834,7 @@
     ui.mute.setAttribute('aria-pressed', muted ? 'true' : 'false');
     ui.mute.setAttribute('aria-label', muted ? 'Unmute microphone' : 'Mute microphone');
     ui.mute.classList.toggle('active', muted);
+    ui.mute.disabled = !!(call && call.listenOnly);
   }
 
   function endCall(message, opts) {
@@ -749,6 +854,7 @@
     ui.audio.srcObject = null;
     call = null;
     intercom.muted = false;
+    intercom.listenOnly = false;
     applyMute();
     setState('idle', message);
   }
@@ -765,7 +871,7 @@
   });
   ui.soundTest.addEventListener('click', function () { ensureAudioContext(); ringOnce(); });
   ui.forget.addEventListener('click', function () {
-    try { localStorage.removeItem(STORAGE_KEY); } catch (e) { /* ignore */ }
+    forgetToken();
     stopReconnecting = true;
     wsGeneration++;
     if (ws) { try { ws.close(1000); } catch (e) { /* ignore */ } }
@@ -780,6 +886,7 @@
     var t = ui.tokenInput.value.trim();
     if (!t) return;
     try { localStorage.setItem(STORAGE_KEY, t); } catch (e) { /* ignore */ }
+    urlToken = t;
     ui.tokenInput.value = '';
     reconnectAttempt = 0;
     if (ws) { wsGeneration++; try { ws.close(1000); } catch (e) { /* ignore */ } ws = null; }
@@ -789,6 +896,19 @@
     if (!ws && !stopReconnecting && reconnectTimer) { clearTimeout(reconnectTimer); reconnectTimer = null; connect(); }
   });
 
+  // Opening the https address carries the sign-in along, in the fragment
+  // (never sent to a server), so the resident does not type it again.
+  ui.micNoticeHref.addEventListener('click', function (ev) {
+    var t = readToken();
+    if (!t || !/^https:\/\//i.test(ui.micNoticeHref.href)) return;
+    ev.preventDefault();
+    var u = new URL(ui.micNoticeHref.href);
+    u.hash = 'token=' + encodeURIComponent(t);
+    location.assign(u.toString());
+  });
+
   setState('idle', 'Waiting for a visitor');
+  if (!microphoneAvailable()) showMicNotice('insecure');
+  loadClientInfo();
   connect();
 })();

@@ -15,6 +15,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::signaling::protocol::{CallId, Candidate, ErrorCode, Message, PeerInfo};
+use crate::signaling::sdp;
 
 /// Timing settings of a call, from the `[call]` and `[ice]` configuration.
 #[derive(Clone, Debug, PartialEq)]
@@ -214,8 +215,15 @@ pub enum Output {
     },
     /// The call was answered by this resident.
     Answered { call_id: CallId, by: PeerInfo },
-    /// Media is flowing both ways.
+    /// Media is up: flowing both ways, or the connection is up on a
+    /// listen-only call.
     Established { call_id: CallId },
+    /// The resident answered without a microphone (its answer sends no
+    /// audio): the call goes on listen-only. Not a fault.
+    ListenOnly {
+        call_id: CallId,
+        by: Option<PeerInfo>,
+    },
     /// A lost or stalled media path is being brought back (for the log).
     Recovering {
         call_id: CallId,
@@ -284,6 +292,9 @@ struct Call {
     media_up: bool,
     /// Media restarts used so far (ICE restarts and renewals).
     restarts: u32,
+    /// The answer sends no audio (the resident has no microphone): media
+    /// is up once the connection is, without waiting for incoming audio.
+    listen_only: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -434,21 +445,13 @@ impl CallMachine {
             Input::Media { call_id, state } => self.on_media_state(call_id, state, now),
             Input::AudioEstablished { call_id } => {
                 self.current("audio established", &call_id)?;
-                match &mut self.state {
-                    State::Connecting(c) => {
-                        c.media_up = true;
-                        let call = c.clone();
-                        self.timers[Timer::Connect as usize] = None;
-                        self.timers[Timer::MediaLost as usize] = None;
-                        self.timers[Timer::MaxDuration as usize] =
-                            Some(now + self.settings.max_duration);
-                        self.state = State::InCall(call.clone());
-                        self.outputs.push_back(Output::Established {
-                            call_id: call.id.clone(),
-                        });
-                        self.phase_changed();
+                match &self.state {
+                    State::Connecting(_) => {
+                        self.establish(now);
                         Ok(())
                     }
+                    // A listen-only call is up as soon as its connection is.
+                    State::InCall(c) if c.listen_only => Ok(()),
                     _ => Err(self.out_of_state("audio established")),
                 }
             }
@@ -495,6 +498,7 @@ impl CallMachine {
             awaiting_answer: false,
             media_up: false,
             restarts: 0,
+            listen_only: false,
         });
         self.timers = [None; TIMER_COUNT];
         self.timers[Timer::Ring as usize] = Some(now + self.settings.ring_timeout);
@@ -578,6 +582,14 @@ impl CallMachine {
                     });
                 }
                 call.awaiting_answer = false;
+                let listen_only = sdp::listen_only(&sdp);
+                if listen_only && !call.listen_only {
+                    self.outputs.push_back(Output::ListenOnly {
+                        call_id: call_id.clone(),
+                        by: call.answerer.clone(),
+                    });
+                }
+                call.listen_only = listen_only;
                 self.outputs
                     .push_back(Output::Media(MediaRequest::RemoteAnswer { call_id, sdp }));
                 Ok(())
@@ -662,6 +674,11 @@ impl CallMachine {
             MediaState::Checking | MediaState::Closed => Ok(()),
             MediaState::Connected => {
                 self.timers[Timer::MediaLost as usize] = None;
+                // ICE and DTLS are up: for a listen-only answer that is all
+                // the media there will be.
+                if matches!(&self.state, State::Connecting(c) if c.listen_only) {
+                    self.establish(now);
+                }
                 Ok(())
             }
             // The stack reports these only after the receiving timeout
@@ -683,6 +700,23 @@ impl CallMachine {
                 Ok(())
             }
         }
+    }
+
+    /// Connecting → InCall: media is up.
+    fn establish(&mut self, now: Instant) {
+        let State::Connecting(c) = &mut self.state else {
+            return;
+        };
+        c.media_up = true;
+        let call = c.clone();
+        self.timers[Timer::Connect as usize] = None;
+        self.timers[Timer::MediaLost as usize] = None;
+        self.timers[Timer::MaxDuration as usize] = Some(now + self.settings.max_duration);
+        self.outputs.push_back(Output::Established {
+            call_id: call.id.clone(),
+        });
+        self.state = State::InCall(call);
+        self.phase_changed();
     }
 
     /// Try to bring the call's media path back, or end the call when the

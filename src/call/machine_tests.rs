@@ -1052,3 +1052,138 @@ fn random_input_sequences_never_break_invariants() {
         assert_eq!(started, ended, "run {run}: every call ends exactly once");
     }
 }
+
+const LISTEN_ONLY_ANSWER: &str = "v=0\r\ns=-\r\nt=0 0\r\n\
+    m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=recvonly\r\n\
+    m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:1\r\n";
+
+/// Call c1 accepted and offered; the answer sends no audio.
+fn negotiated_listen_only() -> Harness {
+    let mut h = Harness::new();
+    press(&mut h, "c1").unwrap();
+    h.signal(Message::Accepted {
+        call_id: cid("c1"),
+        answerer: flat(),
+    })
+    .unwrap();
+    h.input(Input::LocalDescription {
+        call_id: cid("c1"),
+        sdp: "offer".into(),
+    })
+    .unwrap();
+    h.take();
+    h.signal(Message::Answer {
+        call_id: cid("c1"),
+        sdp: LISTEN_ONLY_ANSWER.into(),
+    })
+    .unwrap();
+    h
+}
+
+#[test]
+fn a_listen_only_answer_is_reported_with_its_answerer() {
+    let mut h = negotiated_listen_only();
+    assert_eq!(
+        h.take(),
+        vec![
+            Output::ListenOnly {
+                call_id: cid("c1"),
+                by: Some(flat()),
+            },
+            Output::Media(MediaRequest::RemoteAnswer {
+                call_id: cid("c1"),
+                sdp: LISTEN_ONLY_ANSWER.into(),
+            }),
+        ]
+    );
+    assert_eq!(h.m.phase(), Phase::Connecting);
+}
+
+#[test]
+fn a_listen_only_call_is_up_once_its_connection_is() {
+    let mut h = negotiated_listen_only();
+    h.take();
+    h.advance(Duration::from_millis(300));
+    h.input(Input::Media {
+        call_id: cid("c1"),
+        state: MediaState::Checking,
+    })
+    .unwrap();
+    assert_eq!(h.m.phase(), Phase::Connecting);
+    // ICE and DTLS up: no incoming audio is waited for.
+    h.input(Input::Media {
+        call_id: cid("c1"),
+        state: MediaState::Connected,
+    })
+    .unwrap();
+    assert_eq!(h.m.phase(), Phase::InCall);
+    assert!(h.m.media_up());
+    assert_eq!(
+        h.take(),
+        vec![
+            Output::Established { call_id: cid("c1") },
+            Output::PhaseChanged {
+                phase: Phase::InCall,
+                call_id: Some(cid("c1"))
+            },
+        ]
+    );
+    // The media engine's own "audio established" (sent audio) changes nothing.
+    h.input(Input::AudioEstablished { call_id: cid("c1") })
+        .unwrap();
+    assert_eq!(h.take(), vec![]);
+    // Far past the connect timeout: still in the call, nothing sent.
+    h.advance(CallSettings::default().connect_timeout * 3);
+    assert_eq!(h.m.phase(), Phase::InCall);
+    assert_eq!(h.take(), vec![]);
+}
+
+#[test]
+fn a_listen_only_call_is_not_a_connect_timeout_when_audio_is_sent() {
+    // The media engine reports audio established (first packet sent) before
+    // the connection state: the call is up all the same.
+    let mut h = negotiated_listen_only();
+    h.take();
+    h.input(Input::AudioEstablished { call_id: cid("c1") })
+        .unwrap();
+    assert_eq!(h.m.phase(), Phase::InCall);
+    assert!(
+        h.take()
+            .contains(&Output::Established { call_id: cid("c1") })
+    );
+    h.input(Input::Media {
+        call_id: cid("c1"),
+        state: MediaState::Connected,
+    })
+    .unwrap();
+    h.advance(CallSettings::default().connect_timeout * 2);
+    assert_eq!(h.m.phase(), Phase::InCall);
+    assert!(
+        !h.take()
+            .iter()
+            .any(|o| matches!(o, Output::Ended { .. } | Output::Established { .. })),
+        "established once, never ended"
+    );
+}
+
+#[test]
+fn a_two_way_call_still_waits_for_audio_after_connecting() {
+    let mut h = negotiated();
+    h.take();
+    h.input(Input::Media {
+        call_id: cid("c1"),
+        state: MediaState::Connected,
+    })
+    .unwrap();
+    assert_eq!(h.m.phase(), Phase::Connecting);
+    assert!(
+        !h.take()
+            .iter()
+            .any(|o| matches!(o, Output::ListenOnly { .. }))
+    );
+    h.advance(CallSettings::default().connect_timeout);
+    assert!(h.take().contains(&Output::Ended {
+        call_id: cid("c1"),
+        reason: EndReason::ConnectTimeout
+    }));
+}

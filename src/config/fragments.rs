@@ -225,6 +225,7 @@ fragment! {
         ping_interval_ms: Val<u64>,
         hello_timeout_ms: Val<u64>,
         tls: HubTls,
+        public_url: Val<String>,
         doors: Val<Vec<Val<Door>>>,
         answerers: Val<Vec<Val<Answerer>>>,
     }

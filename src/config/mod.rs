@@ -20,7 +20,9 @@ mod tests;
 use std::path::{Path, PathBuf};
 
 pub use error::{BUILTIN_DEFAULTS, ConfigError, EX_CONFIG, Location};
-pub use secret::{Secret, SecretSource, read_secret, read_secret_in};
+pub use secret::{
+    Secret, SecretSource, create_private_dir, read_secret, read_secret_in, write_private_file,
+};
 pub use settings::redact_url;
 pub use settings::{
     AlsaPacing, AudioAlsa, AudioProcessing, AudioTones, MixerControl, NoiseSuppressionLevel,

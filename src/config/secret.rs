@@ -95,3 +95,91 @@ pub fn read_secret_in(
     }
     Ok(Secret(value.to_owned()))
 }
+
+/// Creates `dir` (and its parents) for secrets: mode 0700, owned by us. An
+/// existing directory is accepted only if it is ours and not a symlink (a
+/// directory in `/tmp` could have been made by someone else to read or swap
+/// what we write), and is then narrowed to 0700.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let meta = std::fs::symlink_metadata(dir)?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if !meta.is_dir() || meta.uid() != me {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is not a directory of ours (a symlink, or owned by uid {})",
+                dir.display(),
+                meta.uid()
+            ),
+        ));
+    }
+    if meta.mode() & 0o777 != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Writes a secret to `path`, readable by us only (0600, also when the file
+/// existed with a wider mode).
+pub fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(contents.as_bytes())
+}
+
+#[cfg(test)]
+mod private_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p)
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn secrets_are_written_readable_by_us_only() {
+        let base = std::env::temp_dir().join(format!("intercomd-private-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let dir = base.join("state");
+        create_private_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(mode(&dir), 0o700);
+        // An existing, too open directory is narrowed.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        create_private_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(mode(&dir), 0o700);
+
+        let file = dir.join("a.token");
+        write_private_file(&file, "s3cret\n").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(mode(&file), 0o600);
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_private_file(&file, "other\n").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(mode(&file), 0o600);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "other\n");
+
+        // A symlink in place of the directory or the file is refused.
+        let link = base.join("link");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        assert!(create_private_dir(&link).is_err());
+        let flink = dir.join("b.token");
+        std::os::unix::fs::symlink(&file, &flink).unwrap();
+        assert!(write_private_file(&flink, "x").is_err());
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "other\n");
+        let _ = std::fs::remove_dir_all(&base);
+    }
+}

@@ -120,6 +120,9 @@ pub struct Hub {
     pub tls: Option<crate::hub::tls::TlsSource>,
     pub ping_interval: Duration,
     pub hello_timeout: Duration,
+    /// The https:// address residents should open (`hub.public_url`); the
+    /// answering page points at it when it was opened without a microphone.
+    pub public_url: Option<String>,
     /// Door stations allowed to connect (in standalone mode the local
     /// station is added by the daemon, not listed here).
     pub doors: Vec<Door>,
@@ -1056,6 +1059,7 @@ fn hub(c: &mut Check, h: &frag::Hub) -> Hub {
         tls,
         ping_interval: c.millis("hub.ping_interval_ms", &h.ping_interval_ms),
         hello_timeout: c.millis("hub.hello_timeout_ms", &h.hello_timeout_ms),
+        public_url: public_url(c, &h.public_url),
         doors,
         answerers,
     }
@@ -1204,6 +1208,31 @@ fn url_host(rest: &str) -> &str {
 fn is_loopback_host(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost")
         || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `hub.public_url`: optional (empty is unset), an https:// URL with a host.
+fn public_url(c: &mut Check, v: &Option<Val<String>>) -> Option<String> {
+    let u = v.as_ref().filter(|u| !u.value.is_empty())?;
+    let host = u
+        .value
+        .strip_prefix("https://")
+        .map(|r| r.split(['/', '?', '#']).next().unwrap_or(""));
+    let bad_char = u
+        .value
+        .chars()
+        .any(|ch| ch.is_whitespace() || ch.is_control() || matches!(ch, '"' | '<' | '>' | '\\'));
+    if host.is_none_or(|h| h.is_empty() || h.starts_with(':')) || bad_char {
+        c.invalid(
+            &u.at,
+            "hub.public_url",
+            format!(
+                "{:?} is not an https:// URL (e.g. \"https://door.example.net:8443/\")",
+                u.value
+            ),
+        );
+        return None;
+    }
+    Some(u.value.clone())
 }
 
 /// `id` (required) and `name` (defaults to the id) of a door or answerer.
@@ -1793,6 +1822,11 @@ impl Settings {
         kv(w, "state_dir", &q(&h.state_dir.display().to_string()));
         kv(w, "ping_interval_ms", &ms(h.ping_interval));
         kv(w, "hello_timeout_ms", &ms(h.hello_timeout));
+        kv(
+            w,
+            "public_url",
+            &q(h.public_url.as_deref().unwrap_or_default()),
+        );
         if h.doors.is_empty() {
             kv(w, "doors", "[]");
         }

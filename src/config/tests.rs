@@ -1043,3 +1043,42 @@ fn plain_ws_to_another_host_is_refused_unless_allowed() {
         &remote("ws://10.0.0.5:8080/ws", "allow_insecure_ws = true\n"),
     )]);
 }
+
+#[test]
+fn hub_public_url_is_an_optional_https_url() {
+    assert_eq!(ok(&[]).hub.public_url, None);
+    assert_eq!(
+        ok(&[("site.toml", "[hub]\npublic_url = \"\"\n")])
+            .hub
+            .public_url,
+        None
+    );
+    let s = ok(&[(
+        "site.toml",
+        "[hub]\npublic_url = \"https://door.example.net:8443/\"\n",
+    )]);
+    assert_eq!(
+        s.hub.public_url.as_deref(),
+        Some("https://door.example.net:8443/")
+    );
+    let again = ok(&[("dump.toml", &s.redacted_toml())]);
+    assert_eq!(again.hub.public_url, s.hub.public_url);
+
+    for bad in [
+        "http://door.example.net/",
+        "door.example.net",
+        "https://",
+        "https:///path",
+        "https://door example.net/",
+        "https://door.example.net/\\\"><script>",
+    ] {
+        match err(&[("site.toml", &format!("[hub]\n\npublic_url = {bad:?}\n"))]) {
+            ConfigError::InvalidValue { at, key, reason } => {
+                assert_eq!(at.line, 3, "{bad}");
+                assert_eq!(key, "hub.public_url");
+                assert!(reason.contains("https://"), "{reason}");
+            }
+            other => panic!("unexpected {other:?} for {bad}"),
+        }
+    }
+}

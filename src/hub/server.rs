@@ -53,6 +53,9 @@ pub enum HubError {
 #[derive(Clone, Debug)]
 pub struct ConnSettings {
     pub ping_interval: Duration,
+    /// The https:// address residents should open (`hub.public_url`),
+    /// served to the answering page by `/client.json`.
+    pub public_url: Option<String>,
 }
 
 enum Outbound {
@@ -77,6 +80,9 @@ struct AppState {
     next_conn: std::sync::Arc<std::sync::atomic::AtomicU64>,
     conn: ConnSettings,
     cancel: CancellationToken,
+    /// The HTTPS port when the main listener has TLS: the page opened over
+    /// plain HTTP points there.
+    https_port: Option<u16>,
 }
 
 /// Bind the hub's listener, naming the address on failure.
@@ -137,6 +143,7 @@ pub async fn run(
         next_conn: Default::default(),
         conn,
         cancel: shutdown.clone(),
+        https_port: listeners.tls.as_ref().and(main_addr.map(|a| a.port())),
     };
     let app = router(app_state);
     let mut serving: Vec<Serving> = Vec::new();
@@ -208,6 +215,7 @@ fn router(app_state: AppState) -> Router {
             }),
         )
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/client.json", get(client_json))
         .route("/ws", get(ws_handler))
         .with_state(app_state)
 }
@@ -261,6 +269,43 @@ fn host_without_port(host: &str) -> &str {
         Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
         _ => host,
     }
+}
+
+/// What the answering page needs before it signs in: where to find the
+/// station over HTTPS when it was opened without a microphone. No secrets.
+/// Without `public_url`, a hub serving HTTPS points at itself by the name
+/// the page was opened with.
+async fn client_json(
+    State(app): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> impl IntoResponse {
+    let derived = match (&app.conn.public_url, app.https_port) {
+        (None, Some(port)) => headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(host_without_port)
+            .filter(|h| {
+                !h.is_empty()
+                    && h.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
+            })
+            .map(|h| match port {
+                443 => format!("https://{h}/"),
+                p => format!("https://{h}:{p}/"),
+            }),
+        _ => None,
+    };
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        client_info(app.conn.public_url.as_deref().or(derived.as_deref())),
+    )
+}
+
+fn client_info(https_url: Option<&str>) -> String {
+    serde_json::json!({ "https_url": https_url }).to_string()
 }
 
 async fn ws_handler(
@@ -477,5 +522,14 @@ mod tests {
             .body(axum::body::Body::empty())
             .unwrap();
         assert_eq!(redirect_to_https(&req, 443).status(), 400);
+    }
+
+    #[test]
+    fn client_info_names_the_https_address_or_null() {
+        assert_eq!(client_info(None), r#"{"https_url":null}"#);
+        assert_eq!(
+            client_info(Some("https://door.example.net:8443/")),
+            r#"{"https_url":"https://door.example.net:8443/"}"#
+        );
     }
 }

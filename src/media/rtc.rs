@@ -146,6 +146,9 @@ struct Session {
     recv_ready: bool,
     first_sent: bool,
     first_received: bool,
+    /// The remote description sends audio; `false` for a listen-only
+    /// answer (no microphone), where audio is established once sent.
+    remote_sends_audio: bool,
     established: bool,
     setup_done: bool,
     state: Option<MediaState>,
@@ -540,6 +543,7 @@ impl Actor {
                 recv_ready: false,
                 first_sent: false,
                 first_received: false,
+                remote_sends_audio: true,
                 established: false,
                 setup_done: false,
                 state: None,
@@ -751,9 +755,14 @@ impl Actor {
                 if !offerer {
                     return Err(MediaError::UnexpectedAnswer);
                 }
+                let sdp_text = sdp.clone();
                 let desc = RTCSessionDescription::answer(sdp).map_err(invalid)?;
                 pc.set_remote_description(desc).await.map_err(invalid)?;
-                info!(call_id = %call_id, "remote answer set");
+                let sends = !crate::signaling::sdp::listen_only(&sdp_text);
+                if let Some(s) = self.sessions.get_mut(call_id) {
+                    s.remote_sends_audio = sends;
+                }
+                info!(call_id = %call_id, remote_sends_audio = sends, "remote answer set");
             }
         }
         let pending = match self.sessions.get_mut(call_id) {
@@ -894,7 +903,8 @@ impl Actor {
         let Some(s) = self.sessions.get_mut(call_id) else {
             return;
         };
-        if s.setup_done || !(s.established && s.send_ready && s.recv_ready) {
+        let recv_ready = s.recv_ready || !s.remote_sends_audio;
+        if s.setup_done || !(s.established && s.send_ready && recv_ready) {
             return;
         }
         s.setup_done = true;
@@ -1025,7 +1035,10 @@ impl Actor {
                 } else {
                     s.first_received = true;
                 }
-                if s.first_sent && s.first_received && !s.established {
+                // A listen-only answer sends nothing: audio out is all
+                // there is to wait for.
+                let received = s.first_received || !s.remote_sends_audio;
+                if s.first_sent && received && !s.established {
                     s.established = true;
                     let elapsed = s.started.elapsed();
                     let selected_pair = match s.sender.clone() {

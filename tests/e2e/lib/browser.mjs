@@ -16,9 +16,11 @@ export const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
  *  - routedPages: the test serves pages with page.route(); such pages have no
  *    address space, so Chromium's local-network-access checks would block
  *    their WebSocket to the hub's private address: turn those checks off.
+ *  - fakeMediaUi: grant the microphone without asking (default true); false
+ *    leaves the permission to the test (to deny it, see denyMicrophone)
  *  - extraArgs: further command-line switches
  */
-export async function launchChromium(ns, { micHz = 1000, micBurstMs = 0, micWav = null, secureOrigins = [], name = 'chromium', routedPages = false, extraArgs = [] } = {}) {
+export async function launchChromium(ns, { micHz = 1000, micBurstMs = 0, micWav = null, secureOrigins = [], name = 'chromium', routedPages = false, fakeMediaUi = true, extraArgs = [] } = {}) {
   const dir = fs.mkdtempSync(path.join(ns.dir, `${name}-`));
   const wav = micWav || writeSineWav(path.join(dir, `mic-${micHz}hz.wav`), { freq: micHz, seconds: 12, burstMs: micBurstMs });
   const wrapper = path.join(dir, 'chromium-in-netns.sh');
@@ -36,11 +38,11 @@ export async function launchChromium(ns, { micHz = 1000, micBurstMs = 0, micWav 
     '--no-default-browser-check',
     '--metrics-recording-only',
     '--disable-domain-reliability',
-    '--use-fake-ui-for-media-stream',
     '--use-fake-device-for-media-stream',
     `--use-file-for-fake-audio-capture=${wav}`,
     '--autoplay-policy=no-user-gesture-required',
   ];
+  if (fakeMediaUi) args.push('--use-fake-ui-for-media-stream');
   if (routedPages) args.push('--disable-features=LocalNetworkAccessChecks');
   args.push(...extraArgs);
   if (secureOrigins.length) args.push(`--unsafely-treat-insecure-origin-as-secure=${secureOrigins.join(',')}`);
@@ -70,4 +72,17 @@ export async function openPage(context, url, { label = 'page' } = {}) {
   page.setDefaultTimeout(15000);
   await page.goto(url, { timeout: 15000 });
   return { page, console: consoleLines, label };
+}
+
+/**
+ * Deny the microphone to `origin` in the browser of `page`, as a resident
+ * who answered "Block" would have (CDP Browser.setPermission). The override
+ * lasts as long as the returned CDP session: keep it attached.
+ */
+export async function denyMicrophone(context, page, origin) {
+  // A browser-level session: the persistent context is the browser's default one.
+  const browser = context.browser();
+  const cdp = browser ? await browser.newBrowserCDPSession() : await context.newCDPSession(page);
+  await cdp.send('Browser.setPermission', { permission: { name: 'microphone' }, setting: 'denied', origin });
+  return cdp;
 }

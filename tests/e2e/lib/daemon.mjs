@@ -38,7 +38,7 @@ const q = (s) => JSON.stringify(String(s)); // TOML basic strings share JSON esc
  * Build a TOML configuration. Options:
  *  station: { id, name }
  *  signaling: { mode: 'standalone'|'hub', url, tokenFile, reconnectInitialMs, reconnectMaxMs, reconnectJitter }
- *  hub: { listen, answerers: [{id,name,file,groups}], doors: [{id,name,file}] }
+ *  hub: { listen, publicUrl, answerers: [{id,name,file,groups}], doors: [{id,name,file}] }
  *  ringTimeoutMs, buttons: [{name, group}],
  *  audio: { source, recordFile, echoPath } for the simulated backend, or
  *         { backend: 'alsa', captureDevice, playbackDevice, pacing };
@@ -60,8 +60,10 @@ export function buildConfig(o) {
     lines.push('');
   }
   if (o.hub) {
-    lines.push('[hub]', `listen = ${q(o.hub.listen)}`, '');
-    // Plain HTTP unless a test asks for TLS (o.hub.tls: extra lines of [hub.tls]).
+    lines.push('[hub]', `listen = ${q(o.hub.listen)}`);
+    if (o.hub.publicUrl) lines.push(`public_url = ${q(o.hub.publicUrl)}`);
+    lines.push('');
+    // Plain HTTP unless a test asks for TLS (o.hub.tls: lines of [hub.tls]).
     lines.push('[hub.tls]', ...(o.hub.tls || ['mode = "off"']), '');
     for (const a of o.hub.answerers || []) {
       lines.push('[[hub.answerers]]', `id = ${q(a.id)}`, `name = ${q(a.name)}`, `token_file = ${q(a.file)}`,
@@ -102,14 +104,14 @@ export function buildConfig(o) {
  * A door station with its built-in hub (standalone), as most tests use it.
  * Returns { config, configFile, tokens: {door, answerers:[...]}, hubAddr, recordFile }.
  */
-export function standaloneSetup(env, { answerers = [{ id: 'flat-1a', name: 'Flat 1A' }], tone = 600, ringTimeoutMs = 30000, audio } = {}) {
+export function standaloneSetup(env, { answerers = [{ id: 'flat-1a', name: 'Flat 1A' }], tone = 600, ringTimeoutMs = 30000, audio, publicUrl } = {}) {
   const hubAddr = `${env.ns.addrA}:8080`;
   const recordFile = env.file('played.wav');
   const tokens = answerers.map((a) => ({ ...a, ...makeToken(env, a.id), groups: a.groups || ['residents'] }));
   const config = buildConfig({
     station: { id: 'door-1', name: 'Front door' },
     signaling: { mode: 'standalone' },
-    hub: { listen: hubAddr, answerers: tokens },
+    hub: { listen: hubAddr, publicUrl, answerers: tokens },
     ringTimeoutMs,
     buttons: [{ name: 'call', group: 'residents' }],
     audio: audio || { source: `tone:${tone}`, recordFile },
