@@ -14,9 +14,11 @@ build: setup
 	$(CARGO) build --locked
 
 # The standalone door station with simulated hardware, its hub and the
-# answering page.
+# answering page. Options go through ARGS, e.g.
+# make demo ARGS="--listen 0.0.0.0:9443 --http 127.0.0.1:9080"
+ARGS ?=
 demo: build
-	$(BIN) demo
+	$(BIN) demo $(ARGS)
 
 lint: setup
 	$(CARGO) fmt --check

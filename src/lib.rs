@@ -11,6 +11,7 @@ pub mod fault;
 pub mod hub;
 pub mod hw;
 pub mod ice_servers;
+pub mod invite;
 pub mod logging;
 pub mod media;
 pub mod signaling;

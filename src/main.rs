@@ -48,9 +48,14 @@ enum Command {
     /// Run a standalone door station with simulated hardware and audio,
     /// its hub and the answering page, with generated resident tokens.
     Demo {
-        /// Where the hub (answering page and signaling) listens.
-        #[arg(long, default_value = "0.0.0.0:8080")]
+        /// Where the hub serves HTTPS (answering page and signaling) for
+        /// phones on the LAN, with a self-signed certificate.
+        #[arg(long, default_value = "0.0.0.0:8443")]
         listen: String,
+        /// Plain HTTP on loopback for a browser on this machine
+        /// (`localhost` is a secure context: no certificate warning).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http: String,
         /// Where the simulated door panel listens (loopback: it can ring).
         #[arg(long, default_value = "127.0.0.1:7081")]
         panel: String,
@@ -58,14 +63,41 @@ enum Command {
         #[arg(long, default_value = "/tmp/intercomd-demo")]
         state_dir: PathBuf,
     },
-    /// Run only the signaling hub (for a fleet of door stations).
-    Hub(ConfigArgs),
+    /// Run only the signaling hub (for a fleet of door stations), or
+    /// `hub invite <answerer>`.
+    Hub(HubArgs),
     /// Check or show the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Bluetooth headsets (talks to the running daemon).
     #[command(subcommand)]
     Bt(BtCommand),
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct HubArgs {
+    #[command(subcommand)]
+    action: Option<HubCommand>,
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+#[derive(Subcommand)]
+enum HubCommand {
+    /// Print an answerer's sign-in link and its QR code: scanned on the
+    /// resident's phone, it opens the answering page signed in.
+    Invite {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The answerer's id (`[[hub.answerers]] id`).
+        answerer: String,
+        /// The address residents open, e.g. https://door.example.net:8443/
+        /// (default: `hub.public_url`, else this machine's LAN address and
+        /// `hub.listen`'s port).
+        #[arg(long)]
+        url: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -203,28 +235,55 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(daemon::run_station(s))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Hub(args) => {
-            let s = load(&args)?;
+        Command::Hub(HubArgs {
+            action:
+                Some(HubCommand::Invite {
+                    config,
+                    answerer,
+                    url,
+                }),
+            ..
+        }) => {
+            let s = load(&config)?;
+            print_invite(&intercomd::invite::invite(&s, &answerer, url.as_deref())?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Hub(HubArgs {
+            action: None,
+            config,
+        }) => {
+            let s = load(&config)?;
             init_logging(&s);
             runtime()?.block_on(daemon::run_hub(s))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo {
             listen,
+            http,
             panel,
             state_dir,
         } => {
-            let (s, tokens) = demo_settings(&listen, &panel, &state_dir)?;
+            let (s, tokens) = demo_settings(&listen, &http, &panel, &state_dir)?;
             init_logging(&s);
-            let port = s.hub.listen.port();
+            // Made now (the station loads the same one) so that the banner
+            // can show its fingerprint.
+            let (lan, fingerprint) = demo_certificate(&s)?;
+            let local = s.hub.loopback_listen.map_or(0, |a| a.port());
             println!();
             println!("intercomd demo: a standalone door station with simulated hardware");
             println!();
-            println!("  Answering page (open on this machine; browsers allow the microphone");
-            println!("  only on localhost or https):");
+            println!("  Answering page on this machine (no certificate warning):");
             for (id, token) in &tokens {
-                println!("    {id}: http://localhost:{port}/#token={token}");
+                println!("    {id}: http://localhost:{local}/#token={token}");
             }
+            println!();
+            println!("  From a phone or tablet on this network (HTTPS, self-signed: accept");
+            println!("  the warning once; the certificate's SHA-256 fingerprint is");
+            println!("  {fingerprint}):");
+            for (id, token) in &tokens {
+                println!("    {id}: {lan}#token={token}");
+            }
+            println!("  (`intercomd hub invite` prints such a link as a QR code.)");
             println!();
             println!("  Door panel (press the call button): http://{panel}/");
             println!("  Or press Enter here to ring; type h and Enter to hang up.");
@@ -236,10 +295,58 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Prints an invite: the link, its QR code, and what the resident will see.
+fn print_invite(i: &intercomd::invite::Invite) -> anyhow::Result<()> {
+    let qr = intercomd::invite::qr_text(&i.link)
+        .map_err(|e| anyhow::anyhow!("cannot draw the QR code: {e}"))?;
+    println!("Sign-in link for {} ({}):", i.name, i.answerer);
+    println!();
+    println!("  {}", i.link);
+    println!();
+    println!("{qr}");
+    println!("Scan it with the resident's phone camera, or send the link privately:");
+    println!(
+        "it signs the phone in as {}. The page keeps the token on the phone",
+        i.name
+    );
+    println!("and removes it from the address bar and history at once.");
+    if i.insecure {
+        println!();
+        println!(
+            "Warning: {} is plain HTTP. Phones get no microphone there (the",
+            i.base
+        );
+        println!("resident can listen and open the door only), and the token crosses the");
+        println!("network in clear. Switch on HTTPS (hub.tls) or pass --url https://….");
+    }
+    if let Some(fp) = &i.fingerprint {
+        println!();
+        println!("The hub's certificate is self-signed: the phone warns once. Its SHA-256");
+        println!("fingerprint is {fp}");
+    }
+    Ok(())
+}
+
+/// The demo's self-signed certificate and the LAN address to open.
+fn demo_certificate(s: &Settings) -> anyhow::Result<(String, String)> {
+    use intercomd::hub::tls;
+    let names = tls::self_signed_names(&[]);
+    let (_, info, _) = tls::self_signed(&s.hub.state_dir, &names, std::time::SystemTime::now())?;
+    let lan = tls::interface_addresses()
+        .into_iter()
+        .find(|ip| ip.is_ipv4() && !ip.is_loopback())
+        .map_or_else(|| "localhost".to_owned(), |ip| ip.to_string());
+    Ok((
+        format!("https://{lan}:{}/", s.hub.listen.port()),
+        info.fingerprint_sha256,
+    ))
+}
+
 /// Settings for the demo: tokens generated once and kept in `state_dir`,
 /// so a browser tab keeps working across demo restarts.
 fn demo_settings(
     listen: &str,
+    http: &str,
     panel: &str,
     state_dir: &std::path::Path,
 ) -> anyhow::Result<(Settings, Vec<(String, String)>)> {
@@ -272,8 +379,10 @@ fn demo_settings(
             path.display()
         ));
     }
+    let hub_dir = state_dir.join("hub").display().to_string();
     let fragment = format!(
-        "[signaling]\nmode = \"standalone\"\n\n[hub]\nlisten = \"{listen}\"\n\n{answerers}\
+        "[signaling]\nmode = \"standalone\"\n\n[hub]\nlisten = \"{listen}\"\nloopback_listen = \"{http}\"\n\
+         state_dir = \"{hub_dir}\"\n\n[hub.tls]\nmode = \"self_signed\"\n\n{answerers}\
          [audio]\nbackend = \"sim\"\n\n[audio.sim]\nsource = \"tone:440\"\n\n\
          [hardware]\nbackend = \"sim\"\n\n[hardware.sim]\ncontrol_listen = \"{panel}\"\nstdin = true\n"
     );

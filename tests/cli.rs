@@ -150,3 +150,49 @@ fn plain_ws_to_a_lan_hub_fails_config_check_with_78() {
     let (code, text) = check(&p);
     assert_eq!(code, 0, "{text}");
 }
+
+#[test]
+fn hub_invite_prints_the_link_and_a_qr_code_or_names_the_known_answerers() {
+    let token = write("invite-flat.token", "0123456789abcdef0123456789abcdef\n");
+    let p = write(
+        "invite.toml",
+        &format!(
+            "[hub]\nlisten = \"0.0.0.0:8443\"\npublic_url = \"https://door.example.net:8443/\"\n\
+             [[hub.answerers]]\nid = \"flat-1a\"\nname = \"Flat 1A\"\ntoken_file = \"{}\"\ngroups = [\"residents\"]\n",
+            token.display()
+        ),
+    );
+    let out = bin()
+        .args(["hub", "invite", "--config"])
+        .arg(&p)
+        .arg("flat-1a")
+        .output()
+        .expect("binary runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("https://door.example.net:8443/#token=0123456789abcdef0123456789abcdef"),
+        "{text}"
+    );
+    // The QR code: rows of half-block characters.
+    assert!(
+        text.lines()
+            .filter(|l| l.contains('▀') || l.contains('▄'))
+            .count()
+            >= 10,
+        "{text}"
+    );
+
+    let out = bin()
+        .args(["hub", "invite", "--config"])
+        .arg(&p)
+        .arg("flat-9")
+        .output()
+        .expect("binary runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("flat-9") && err.contains("flat-1a") && err.contains("invite.toml"),
+        "{err}"
+    );
+}
