@@ -213,8 +213,12 @@ impl CertInfo {
                 match n {
                     GeneralName::DNSName(d) => names.push((*d).to_owned()),
                     GeneralName::IPAddress(b) => match b.len() {
-                        4 => names.push(IpAddr::from(<[u8; 4]>::try_from(*b).unwrap_or([0; 4])).to_string()),
-                        16 => names.push(IpAddr::from(<[u8; 16]>::try_from(*b).unwrap_or([0; 16])).to_string()),
+                        4 => names.push(
+                            IpAddr::from(<[u8; 4]>::try_from(*b).unwrap_or([0; 4])).to_string(),
+                        ),
+                        16 => names.push(
+                            IpAddr::from(<[u8; 16]>::try_from(*b).unwrap_or([0; 16])).to_string(),
+                        ),
                         _ => {}
                     },
                     _ => {}
@@ -278,8 +282,12 @@ pub fn certified_key(
             "holds no certificate (expected -----BEGIN CERTIFICATE-----)".into(),
         ));
     };
-    let info = CertInfo::of(leaf)
-        .map_err(|e| parse(cert_path, format!("the first certificate does not parse: {e}")))?;
+    let info = CertInfo::of(leaf).map_err(|e| {
+        parse(
+            cert_path,
+            format!("the first certificate does not parse: {e}"),
+        )
+    })?;
     let key = PrivateKeyDer::from_pem_slice(key_pem)
         .map_err(|e| parse(key_path, format!("no usable private key: {e}")))?;
     let provider = rustls::crypto::ring::default_provider();
@@ -594,7 +602,9 @@ impl FailureLog {
         if map.len() > 4096 {
             map.retain(|_, (t, _)| now.duration_since(*t) < Duration::from_secs(60));
         }
-        let entry = map.entry(peer.ip()).or_insert((now - Duration::from_secs(3600), 0));
+        let entry = map
+            .entry(peer.ip())
+            .or_insert((now - Duration::from_secs(3600), 0));
         if now.duration_since(entry.0) < Duration::from_secs(60) {
             entry.1 += 1;
             debug!(%peer, reason = %crate::logging::escape_peer_text(reason), "hub: TLS handshake failed");
@@ -645,7 +655,9 @@ pub fn interface_addresses() -> Vec<IpAddr> {
             if family == libc::AF_INET {
                 // SAFETY: AF_INET addresses are sockaddr_in.
                 let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-                out.push(IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes()));
+                out.push(IpAddr::from(
+                    u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                ));
             } else if family == libc::AF_INET6 {
                 // SAFETY: AF_INET6 addresses are sockaddr_in6.
                 let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
@@ -720,10 +732,15 @@ mod tests {
         let junk = dir.join("junk.pem");
         std::fs::write(&junk, "not a certificate\n").unwrap();
         let e = load_pem(&junk, &key).unwrap_err().to_string();
-        assert!(e.contains("junk.pem") && e.contains("no certificate"), "{e}");
+        assert!(
+            e.contains("junk.pem") && e.contains("no certificate"),
+            "{e}"
+        );
         let e = load_pem(&cert, &junk).unwrap_err().to_string();
         assert!(e.contains("junk.pem") && e.contains("private key"), "{e}");
-        let e = load_pem(&dir.join("missing.pem"), &key).unwrap_err().to_string();
+        let e = load_pem(&dir.join("missing.pem"), &key)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("missing.pem"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
