@@ -3,7 +3,7 @@
 # Idempotent: packages already present are not touched.
 set -eu
 
-PKGS="build-essential cmake pkg-config libasound2-dev libdbus-1-dev libsbc-dev libspeexdsp-dev iproute2 iptables nftables chromium nodejs npm curl ca-certificates coturn openssl systemd python3"
+PKGS="build-essential cmake pkg-config libasound2-dev libdbus-1-dev libsbc-dev libspeexdsp-dev iproute2 iptables nftables chromium nodejs npm curl ca-certificates coturn openssl systemd python3 pebble libnss3-tools"
 
 # A node from elsewhere (nodesource, nvm) is fine too.
 if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
