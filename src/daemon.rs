@@ -125,6 +125,7 @@ pub fn hub_settings(settings: &Settings) -> Result<HubSettings, ConfigError> {
             name: d.name.clone(),
             token: config::read_secret(&d.token)?.expose().to_owned(),
             groups: Vec::new(),
+            call_door: false,
         });
     }
     let mut answerers = Vec::new();
@@ -134,6 +135,7 @@ pub fn hub_settings(settings: &Settings) -> Result<HubSettings, ConfigError> {
             name: a.name.clone(),
             token: config::read_secret(&a.token)?.expose().to_owned(),
             groups: a.groups.clone(),
+            call_door: a.call_door,
         });
     }
     Ok(HubSettings {
@@ -423,6 +425,7 @@ pub async fn start_station(
                 name: settings.station.name.clone(),
                 token: token.clone(),
                 groups: Vec::new(),
+                call_door: false,
             });
             let listener = hub::bind(&settings.hub.listen.to_string()).await?;
             let addr = listener

@@ -6,6 +6,7 @@ fn p(id: &str, token: &str, groups: &[&str]) -> Principal {
         name: id.to_uppercase(),
         token: token.into(),
         groups: groups.iter().map(|g| g.to_string()).collect(),
+        call_door: false,
     }
 }
 
