@@ -722,7 +722,7 @@ impl Controller {
                         event = "start",
                         call_id = %call_id,
                         peer = %by.id,
-                        peer_name = %by.name,
+                        peer_name = by.name.as_str(),
                         reason = "",
                         duration_ms = 0u64,
                         "a resident called the door; call taken"
@@ -738,7 +738,7 @@ impl Controller {
                         event = "refused",
                         call_id = %call_id,
                         peer = %by.id,
-                        peer_name = %by.name,
+                        peer_name = by.name.as_str(),
                         reason,
                         duration_ms = 0u64,
                         "a resident called the door; call refused"
@@ -755,7 +755,7 @@ impl Controller {
                         event = "end",
                         call_id = %call_id,
                         peer = %by.id,
-                        peer_name = %by.name,
+                        peer_name = by.name.as_str(),
                         reason = reason.wire(),
                         duration_ms = duration.as_millis() as u64,
                         "a resident's call to the door ended: {reason}"

@@ -439,14 +439,16 @@ impl CallMachine {
         match input {
             Input::ButtonPressed { group, call_id } => self.on_press(group, call_id, now),
             Input::ButtonHeld => match self.state.call() {
-                Some(c) if c.origin == Origin::Resident => {
-                    Err(Rejected::ResidentCall { input: "long press" })
-                }
+                Some(c) if c.origin == Origin::Resident => Err(Rejected::ResidentCall {
+                    input: "long press",
+                }),
                 Some(_) => {
                     self.end(EndReason::LocalHangup);
                     Ok(())
                 }
-                None => Err(Rejected::NoCall { input: "long press" }),
+                None => Err(Rejected::NoCall {
+                    input: "long press",
+                }),
             },
             Input::LocalHangup => match self.state.call() {
                 Some(_) => {
