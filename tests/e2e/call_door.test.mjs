@@ -219,7 +219,9 @@ test('a resident calls the door: audio both ways, in-call LED, door opens, audit
       // door-open pattern (slow_blink, like ringing) has priority while the
       // lock is released, so it may show only around the pulse. (The
       // status's call state is published every 500 ms; the LED is live.)
-      const during = panel.samples.filter((s) => s.call && s.call !== 'idle' && s.call !== 'ended');
+      // Up to the hang-up click: the end of the call is a transition (the
+      // LED goes back to idle a moment before the status says so).
+      const during = panel.samples.filter((s) => s.call && s.call !== 'idle' && s.call !== 'ended' && s.at < hangupAt);
       assert.ok(during.length >= 20, `${during.length} status samples during the call`);
       const aroundPulse = (s) => s.at >= openAt && s.at <= releasedAt + 600;
       const wrong = during.filter((s) => !(s.led === IN_CALL || (s.led === 'slow_blink' && aroundPulse(s))));
