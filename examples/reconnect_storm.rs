@@ -36,6 +36,7 @@ fn settings(n: usize) -> HubSettings {
                 name: format!("Door {i}"),
                 token: format!("token-{i:04}-0123456789abcdef"),
                 groups: Vec::new(),
+                call_door: false,
             })
             .collect(),
         answerers: Vec::new(),

@@ -456,6 +456,7 @@ impl Controller {
 
     /// The call's phase as the headset and the audio route see it.
     fn call_to_headset(&mut self, phase: Phase) {
+        let phase = self.shown_phase(phase);
         let (route_phase, door_call) = match phase {
             Phase::Ringing | Phase::Connecting => (
                 CallPhase::Ringing,
@@ -546,6 +547,14 @@ impl Controller {
                         warn!(button = %button, "press on a button with no ring group");
                         continue;
                     };
+                    if self.machine.resident_call() {
+                        // The call machine decides: the visitor answers.
+                        self.input(Input::ButtonPressed {
+                            group,
+                            call_id: new_call_id(),
+                        });
+                        continue;
+                    }
                     if self.machine.call_id().is_some() {
                         debug!(button = %button, "press during a call: nothing to ring");
                         continue;
@@ -567,8 +576,8 @@ impl Controller {
                     ),
                 },
                 DoorOutput::Hangup { button } => {
-                    info!(button = %button, "long press: hanging up");
-                    self.input(Input::LocalHangup);
+                    info!(button = %button, "long press during a call");
+                    self.input(Input::ButtonHeld);
                 }
                 DoorOutput::OpenAttempt {
                     source,
@@ -707,6 +716,54 @@ impl Controller {
                 Output::Answered { call_id, by } => {
                     info!(message_id = message_id::CALL_ANSWERED, call_id = %call_id, peer = %by.id, peer_name = %by.name, "call answered");
                 }
+                Output::ResidentCallStarted { call_id, by } => {
+                    info!(
+                        AUDIT = "door_call",
+                        event = "start",
+                        call_id = %call_id,
+                        peer = %by.id,
+                        peer_name = by.name.as_str(),
+                        reason = "",
+                        duration_ms = 0u64,
+                        "a resident called the door; call taken"
+                    );
+                }
+                Output::ResidentCallRefused {
+                    call_id,
+                    by,
+                    reason,
+                } => {
+                    warn!(
+                        AUDIT = "door_call",
+                        event = "refused",
+                        call_id = %call_id,
+                        peer = %by.id,
+                        peer_name = by.name.as_str(),
+                        reason,
+                        duration_ms = 0u64,
+                        "a resident called the door; call refused"
+                    );
+                }
+                Output::ResidentCallEnded {
+                    call_id,
+                    by,
+                    duration,
+                    reason,
+                } => {
+                    info!(
+                        AUDIT = "door_call",
+                        event = "end",
+                        call_id = %call_id,
+                        peer = %by.id,
+                        peer_name = by.name.as_str(),
+                        reason = reason.wire(),
+                        duration_ms = duration.as_millis() as u64,
+                        "a resident's call to the door ended: {reason}"
+                    );
+                }
+                Output::VisitorAnswered { call_id } => {
+                    info!(call_id = %call_id, "call button pressed during a resident's call: the visitor answers");
+                }
                 Output::Established { call_id } => {
                     self.last_established = Some(call_id.clone());
                     info!(call_id = %call_id, "call in progress");
@@ -807,9 +864,20 @@ impl Controller {
         }
     }
 
+    /// The phase as the door shows it: a resident's call to the door is
+    /// taken at once, so the people at the door see (and a headset gets)
+    /// an active call from its first moment, never a ringing one.
+    fn shown_phase(&self, phase: Phase) -> Phase {
+        match phase {
+            Phase::Connecting if self.machine.resident_call() => Phase::InCall,
+            p => p,
+        }
+    }
+
     /// Tell the door machine what the call looks like (LEDs, remote
     /// opening, long press).
     fn show_phase(&mut self, phase: Phase) {
+        let phase = self.shown_phase(phase);
         let state = if !self.signaling_up && matches!(phase, Phase::Idle | Phase::Ended) {
             StationState::SignalingDown
         } else {
@@ -834,6 +902,7 @@ impl Controller {
                 "state": self.machine.phase().as_str(),
                 "call_id": self.machine.call_id().map(|c| c.to_string()),
                 "answerer": self.machine.answerer().map(|a| a.id.clone()),
+                "resident_call": self.machine.resident_call(),
             },
             "signaling": if self.signaling_up { "up" } else { "down" },
             "audio": self.audio.stats(),

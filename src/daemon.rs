@@ -139,6 +139,7 @@ pub fn hub_settings(settings: &Settings) -> Result<HubSettings, ConfigError> {
             name: d.name.clone(),
             token: config::read_secret(&d.token)?.expose().to_owned(),
             groups: Vec::new(),
+            call_door: false,
         });
     }
     let mut answerers = Vec::new();
@@ -148,6 +149,7 @@ pub fn hub_settings(settings: &Settings) -> Result<HubSettings, ConfigError> {
             name: a.name.clone(),
             token: config::read_secret(&a.token)?.expose().to_owned(),
             groups: a.groups.clone(),
+            call_door: a.call_door,
         });
     }
     Ok(HubSettings {
@@ -567,6 +569,7 @@ pub async fn start_station(
                 name: settings.station.name.clone(),
                 token: token.clone(),
                 groups: Vec::new(),
+                call_door: false,
             });
             let started = start_hub(settings, hs, true, &cancel, tracker).await?;
             let addr = started.addr;

@@ -33,7 +33,9 @@
     login: $('login'), loginHint: $('login-hint'), tokenForm: $('token-form'),
     tokenInput: $('token-input'), forget: $('forget'), soundTest: $('sound-test'),
     audio: $('remote-audio'), doorButtons: $('door-buttons'), openDoor: $('open-door'),
-    doorStatus: $('door-status'),
+    doorStatus: $('door-status'), doorCall: $('door-call'),
+    doorCallTarget: $('door-call-target'), doorCallTargetLabel: $('door-call-target-label'),
+    doorCallButton: $('door-call-button'),
     micNotice: $('mic-notice'), micNoticeText: $('mic-notice-text'), micNoticeLink: $('mic-notice-link'),
     micNoticeHref: $('mic-notice-href'), micNoticeAsk: $('mic-notice-ask')
   };
@@ -86,6 +88,8 @@
     decline: function () { return declineCall(); },
     hangup: function () { return hangupCall('normal'); },
     openDoor: function () { return openDoor(); },
+    callDoor: function (doorId) { return callDoor(doorId); },
+    callableDoors: [],
     lastDoorResult: null
   };
   window.intercom = intercom;
@@ -142,6 +146,7 @@
     }
     document.title = state === 'ringing' && call ? 'Ringing: ' + call.doorName : 'Door intercom';
     if (state === 'ringing') ui.accept.focus();
+    refreshDoorCall();
   }
 
   function showMessage(text) { ui.message.textContent = text; }
@@ -366,6 +371,7 @@
       record('close', { code: ev.code, reason: ev.reason });
       console.info('[intercom] socket closed, code ' + ev.code);
       connected = false;
+      refreshDoorCall();
       ws = null;
       if (pingTimer) { clearInterval(pingTimer); pingTimer = null; }
       if (ev.code === 4000) {
@@ -395,6 +401,7 @@
     switch (msg.type) {
       case 'welcome': return onWelcome(msg);
       case 'ring': return onRing(msg);
+      case 'calling': return onCalling(msg);
       case 'taken': return onTaken(msg);
       case 'cancel': return onCancel(msg);
       case 'offer': return onOffer(msg);
@@ -412,6 +419,7 @@
     reconnectAttempt = 0;
     iceServers = Array.isArray(msg.ice_servers) ? msg.ice_servers : [];
     intercom.answererId = msg.id || null;
+    setCallableDoors(msg.doors);
     setConnection('online', 'Connected' + (msg.name ? ' as ' + msg.name : ''));
     console.info('[intercom] connected as ' + (msg.id || '?'));
     if (pingTimer) clearInterval(pingTimer);
@@ -420,6 +428,7 @@
 
   function onError(msg) {
     setError(msg.code, msg.message);
+    if (msg.ref === 'call_door') onCallDoorError(msg);
     console.warn('[intercom] hub error ' + msg.code + (msg.ref ? ' (' + msg.ref + ')' : '') + ': ' + (msg.message || ''));
     if (msg.code === 'auth_failed' || msg.code === 'unsupported_version') {
       stopReconnecting = true;
@@ -477,7 +486,7 @@
   function onRemoteHangup(msg) {
     if (!call || call.id !== msg.call_id) return;
     console.info('[intercom] remote hangup call_id=' + call.id + ' reason=' + (msg.reason || '?'));
-    endCall('Call ended', { sendHangup: false });
+    endCall(msg.reason === 'busy' ? 'The door is busy' : 'Call ended', { sendHangup: false });
   }
 
   function audioConstraints() {
@@ -784,6 +793,103 @@
     addRemoteCandidate(call, cand);
   }
 
+  // ---------------------------------------------------------------- talk to the door
+  // A resident with the permission calls the door (docs/signaling.md,
+  // "A resident calls the door"): the hub lists the doors it may call in
+  // `welcome`; the call then runs like an answered one (the door offers).
+  var callableDoors = [];
+
+  function setCallableDoors(doors) {
+    callableDoors = (Array.isArray(doors) ? doors : []).filter(function (d) {
+      return d && typeof d.id === 'string';
+    });
+    intercom.callableDoors = callableDoors.map(function (d) { return { id: d.id, name: d.name || d.id }; });
+    var select = ui.doorCallTarget;
+    while (select.firstChild) select.removeChild(select.firstChild);
+    callableDoors.forEach(function (d) {
+      var opt = document.createElement('option');
+      opt.value = d.id;
+      opt.textContent = d.name || d.id;
+      select.appendChild(opt);
+    });
+    // Several doors: the resident chooses; one door needs no choice.
+    select.hidden = callableDoors.length < 2;
+    ui.doorCallTargetLabel.hidden = select.hidden;
+    refreshDoorCall();
+  }
+
+  // The control only for permitted answerers, only while nothing else goes on.
+  function refreshDoorCall() {
+    if (!ui.doorCall) return;
+    ui.doorCall.hidden = !(callableDoors.length > 0 && connected && intercom.state === 'idle' && !call);
+  }
+
+  function newCallDoorId() {
+    var bytes = new Uint8Array(8);
+    crypto.getRandomValues(bytes);
+    return 'r-' + Array.prototype.map.call(bytes, function (b) { return ('0' + b.toString(16)).slice(-2); }).join('');
+  }
+
+  function callDoor(doorId) {
+    if (call || !connected || intercom.state !== 'idle' || callableDoors.length === 0) return null;
+    var id = doorId || ui.doorCallTarget.value || callableDoors[0].id;
+    var door = null;
+    callableDoors.forEach(function (d) { if (d.id === id) door = d; });
+    if (!door) return null;
+    ensureAudioContext(); // inside the click: lets audio play on strict browsers
+    var c = newCall(newCallDoorId(), door.name || door.id, null);
+    c.accepted = true; // our own call: the door's offer is for us
+    c.outgoing = true;
+    call = c;
+    intercom.callId = c.id;
+    intercom.doorName = c.doorName;
+    intercom.ringAtEpoch = performance.timeOrigin + performance.now();
+    intercom.firstAudioAt = null;
+    intercom.firstAudioAtEpoch = null;
+    intercom.dataChannel = null;
+    ui.doorName.textContent = c.doorName;
+    setState('connecting', 'Calling ' + c.doorName + '…');
+    send({ type: 'call_door', call_id: c.id, door: door.id });
+    intercom.micRequests++;
+    c.micPromise = navigator.mediaDevices.getUserMedia(audioConstraints()).then(function (stream) {
+      if (c.ended) { stream.getTracks().forEach(function (t) { t.stop(); }); return null; }
+      c.mic = stream;
+      applyMute();
+      return stream;
+    });
+    c.micPromise.then(function () {
+      if (!c.ended && c.offer) processOffer(c);
+    }, function (err) {
+      setError('microphone', err && err.name + ': ' + err.message);
+      if (call === c) endCall('Microphone unavailable', { sendHangup: true, reason: 'error' });
+    });
+    console.info('[intercom] calling door ' + door.id + ' call_id=' + c.id);
+    return c.id;
+  }
+
+  function onCalling(msg) {
+    if (!call || call.id !== msg.call_id || !call.outgoing) return;
+    if (msg.door && msg.door.name) {
+      call.doorName = msg.door.name;
+      intercom.doorName = msg.door.name;
+      ui.doorName.textContent = msg.door.name;
+    }
+    if (intercom.state === 'connecting') showMessage('Connecting to ' + call.doorName + '…');
+  }
+
+  var CALL_DOOR_REFUSALS = {
+    not_permitted: 'You may not call the door',
+    door_offline: 'The door is offline',
+    busy: 'The door is busy',
+    unknown_peer: 'No such door'
+  };
+
+  function onCallDoorError(msg) {
+    if (!call || !call.outgoing || (msg.call_id && msg.call_id !== call.id)) return;
+    call.accepted = false; // the hub kept no call: nothing to hang up
+    endCall(CALL_DOOR_REFUSALS[msg.code] || 'The door could not be called', { sendHangup: false });
+  }
+
   // ---------------------------------------------------------------- door
   // Door opening travels on the call's data channel (DTLS), never over
   // signaling: docs/signaling.md, "Door opening".
@@ -864,6 +970,7 @@
   ui.decline.addEventListener('click', function () { declineCall(); });
   ui.hangup.addEventListener('click', function () { hangupCall('normal'); });
   ui.openDoor.addEventListener('click', function () { openDoor(); });
+  ui.doorCallButton.addEventListener('click', function () { callDoor(); });
   ui.mute.addEventListener('click', function () {
     intercom.muted = !intercom.muted;
     applyMute();

@@ -8,7 +8,10 @@
 //! state is answered with a [`Rejected`] value, never a panic.
 //!
 //! States: `Idle` → `Ringing` → `Connecting` → `InCall` → `Ended` (which
-//! behaves like `Idle` for the next press).
+//! behaves like `Idle` for the next press). A resident's call to the door
+//! (`call_door` from the hub) starts at `Connecting`: the station takes it
+//! on its own when it has no call, and refuses it with `hangup` reason
+//! `busy` otherwise.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -146,8 +149,12 @@ pub enum MediaState {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Input {
     /// A call button was pressed. `call_id` is a fresh id chosen by the
-    /// shell (the machine has no randomness of its own).
+    /// shell (the machine has no randomness of its own). During a
+    /// resident's call to the door it is the visitor answering.
     ButtonPressed { group: String, call_id: CallId },
+    /// A call button was held for the long-press time during a call: it
+    /// hangs up a visitor's call, never a resident's call to the door.
+    ButtonHeld,
     /// Hang up from the door side (long press, control API).
     LocalHangup,
     /// The signaling connection is up (after `welcome`).
@@ -215,6 +222,24 @@ pub enum Output {
     },
     /// The call was answered by this resident.
     Answered { call_id: CallId, by: PeerInfo },
+    /// A resident called the door and the station took the call (audit).
+    ResidentCallStarted { call_id: CallId, by: PeerInfo },
+    /// A resident's call to the door was refused (audit).
+    ResidentCallRefused {
+        call_id: CallId,
+        by: PeerInfo,
+        reason: &'static str,
+    },
+    /// A resident's call to the door ended, after `duration` (audit).
+    ResidentCallEnded {
+        call_id: CallId,
+        by: PeerInfo,
+        duration: Duration,
+        reason: EndReason,
+    },
+    /// The call button was pressed during a resident's call to the door:
+    /// the visitor answers it (no new ring, no hang-up).
+    VisitorAnswered { call_id: CallId },
     /// Media is up: flowing both ways, or the connection is up on a
     /// listen-only call.
     Established { call_id: CallId },
@@ -262,6 +287,13 @@ pub enum Rejected {
     Busy { input: &'static str },
     #[error("`{0}` is not a message a door station acts on")]
     NotForDoor(&'static str),
+    #[error("`{input}` ignored: a resident called the door, the button cannot hang up")]
+    ResidentCall { input: &'static str },
+    #[error("`{input}` refused: {why}")]
+    Malformed {
+        input: &'static str,
+        why: &'static str,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -282,9 +314,22 @@ const TIMERS: [Timer; TIMER_COUNT] = [
     Timer::EndedLinger,
 ];
 
+/// Who started a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Origin {
+    /// A visitor pressed a call button.
+    Button,
+    /// A resident called the door (`call_door`).
+    Resident,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 struct Call {
     id: CallId,
+    origin: Origin,
+    /// When the call started (the press, or the resident's call taken).
+    started: Instant,
+    /// The ring group; empty for a resident's call to the door.
     group: String,
     answerer: Option<PeerInfo>,
     /// An offer went out and its answer has not come back yet.
@@ -404,6 +449,18 @@ impl CallMachine {
         self.last_now = Some(now);
         match input {
             Input::ButtonPressed { group, call_id } => self.on_press(group, call_id, now),
+            Input::ButtonHeld => match self.state.call() {
+                Some(c) if c.origin == Origin::Resident => Err(Rejected::ResidentCall {
+                    input: "long press",
+                }),
+                Some(_) => {
+                    self.end(EndReason::LocalHangup);
+                    Ok(())
+                }
+                None => Err(Rejected::NoCall {
+                    input: "long press",
+                }),
+            },
             Input::LocalHangup => match self.state.call() {
                 Some(_) => {
                     self.end(EndReason::LocalHangup);
@@ -485,6 +542,16 @@ impl CallMachine {
     // ---- internals ----
 
     fn on_press(&mut self, group: String, call_id: CallId, now: Instant) -> Result<(), Rejected> {
+        if let Some(c) = self.state.call()
+            && c.origin == Origin::Resident
+        {
+            // Somebody at the door hears the resident and presses to talk:
+            // that answers the resident's call, it neither rings nor ends it.
+            self.outputs.push_back(Output::VisitorAnswered {
+                call_id: c.id.clone(),
+            });
+            return Ok(());
+        }
         if self.state.call().is_some() {
             // A second press while ringing or talking does nothing harmful.
             return Err(Rejected::Busy {
@@ -493,6 +560,8 @@ impl CallMachine {
         }
         self.state = State::Ringing(Call {
             id: call_id.clone(),
+            origin: Origin::Button,
+            started: now,
             group: group.clone(),
             answerer: None,
             awaiting_answer: false,
@@ -518,7 +587,8 @@ impl CallMachine {
             let resume = Message::Resume {
                 call_id: call.id.clone(),
                 answerer: call.answerer.as_ref().map(|a| a.id.clone()),
-                group: Some(call.group.clone()),
+                // A resident's call to the door has no group.
+                group: (call.origin == Origin::Button).then(|| call.group.clone()),
             };
             self.outputs.push_back(Output::Send(resume));
         }
@@ -643,6 +713,9 @@ impl CallMachine {
                 )));
                 Ok(())
             }
+            Message::CallDoor {
+                call_id, answerer, ..
+            } => self.on_resident_call(call_id, answerer, now),
             Message::Resumed { call_id } => {
                 self.current(name, &call_id)?;
                 Ok(())
@@ -659,8 +732,68 @@ impl CallMachine {
             | Message::Accept { .. }
             | Message::Decline { .. }
             | Message::Taken { .. }
+            | Message::Calling { .. }
             | Message::Offer { .. } => Err(Rejected::NotForDoor(name)),
         }
+    }
+
+    /// A resident calls the door: take the call when there is none (the
+    /// station offers, as for an answered call), refuse it otherwise.
+    fn on_resident_call(
+        &mut self,
+        call_id: CallId,
+        answerer: Option<PeerInfo>,
+        now: Instant,
+    ) -> Result<(), Rejected> {
+        let Some(by) = answerer else {
+            self.send(Message::Error {
+                code: ErrorCode::BadMessage,
+                message: "call_door to a door must name the answerer".into(),
+                reference: Some("call_door".into()),
+                call_id: Some(call_id),
+            });
+            return Err(Rejected::Malformed {
+                input: "call_door",
+                why: "no answerer",
+            });
+        };
+        if let Some(current) = self.state.call() {
+            if current.id == call_id {
+                // A resend of the call already taken changes nothing.
+                return Ok(());
+            }
+            self.send(Message::Hangup {
+                call_id: call_id.clone(),
+                reason: "busy".into(),
+            });
+            self.outputs.push_back(Output::ResidentCallRefused {
+                call_id,
+                by,
+                reason: "busy",
+            });
+            return Err(Rejected::Busy { input: "call_door" });
+        }
+        self.state = State::Connecting(Call {
+            id: call_id.clone(),
+            origin: Origin::Resident,
+            started: now,
+            group: String::new(),
+            answerer: Some(by.clone()),
+            awaiting_answer: false,
+            media_up: false,
+            listen_only: false,
+            restarts: 0,
+        });
+        self.timers = [None; TIMER_COUNT];
+        self.timers[Timer::Connect as usize] = Some(now + self.settings.connect_timeout);
+        self.outputs.push_back(Output::ResidentCallStarted {
+            call_id: call_id.clone(),
+            by,
+        });
+        self.outputs
+            .push_back(Output::Media(MediaRequest::StartOffer { call_id }));
+        self.phase_changed();
+        Ok(())
     }
 
     fn on_media_state(
@@ -817,6 +950,20 @@ impl CallMachine {
         self.outbox.retain(|m| {
             m.call_id() != Some(&id) || matches!(m, Message::Hangup { .. } | Message::Cancel { .. })
         });
+        if call.origin == Origin::Resident
+            && let Some(by) = call.answerer.clone()
+        {
+            let duration = self
+                .last_now
+                .map(|now| now.saturating_duration_since(call.started))
+                .unwrap_or_default();
+            self.outputs.push_back(Output::ResidentCallEnded {
+                call_id: call.id.clone(),
+                by,
+                duration,
+                reason: reason.clone(),
+            });
+        }
         self.outputs.push_back(Output::Ended {
             call_id: call.id,
             reason,
@@ -863,6 +1010,13 @@ impl CallMachine {
     /// The group of the current call, if any.
     pub fn group(&self) -> Option<&str> {
         self.state.call().map(|c| c.group.as_str())
+    }
+
+    /// The current call is a resident's call to the door.
+    pub fn resident_call(&self) -> bool {
+        self.state
+            .call()
+            .is_some_and(|c| c.origin == Origin::Resident)
     }
 
     /// The answerer of the current call, once accepted.

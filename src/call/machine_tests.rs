@@ -984,7 +984,7 @@ fn random_input_sequences_never_break_invariants() {
         let mut started = 0;
         for step in 0..200 {
             let id = cid(if next() % 4 == 0 { "zz" } else { "c" });
-            let i = match next() % 14 {
+            let i = match next() % 16 {
                 0 => Input::ButtonPressed {
                     group: "g".into(),
                     call_id: cid(&format!("c{run}-{step}")),
@@ -1026,14 +1026,20 @@ fn random_input_sequences_never_break_invariants() {
                     call_id: h.m.call_id().cloned().unwrap_or(id),
                     sdp: "o".into(),
                 },
+                13 => Input::Signal(Message::CallDoor {
+                    call_id: cid(&format!("r{run}-{step}")),
+                    door: None,
+                    answerer: (next() % 8 != 0).then(flat),
+                }),
+                14 => Input::ButtonHeld,
                 _ => {
                     h.advance(Duration::from_millis(next() % 40_000));
                     continue;
                 }
             };
-            let before = h.m.phase();
+            let before = h.m.call_id().cloned();
             let _ = h.input(i);
-            if before != Phase::Ringing && h.m.phase() == Phase::Ringing {
+            if h.m.call_id().is_some() && h.m.call_id() != before.as_ref() {
                 started += 1;
             }
             // A call in progress always has a deadline armed; after it,
@@ -1050,7 +1056,234 @@ fn random_input_sequences_never_break_invariants() {
             .filter(|(_, o)| matches!(o, Output::Ended { .. }))
             .count();
         assert_eq!(started, ended, "run {run}: every call ends exactly once");
+        let count = |f: fn(&Output) -> bool| h.log.iter().filter(|(_, o)| f(o)).count();
+        assert_eq!(
+            count(|o| matches!(o, Output::ResidentCallStarted { .. })),
+            count(|o| matches!(o, Output::ResidentCallEnded { .. })),
+            "run {run}: every resident's call is audited at its start and its end"
+        );
     }
+}
+
+// ---- a resident calls the door
+
+fn call_door(h: &mut Harness, id: &str) -> Result<(), Rejected> {
+    h.signal(Message::CallDoor {
+        call_id: cid(id),
+        door: None,
+        answerer: Some(flat()),
+    })
+}
+
+#[test]
+fn a_resident_call_is_taken_when_idle_and_runs_like_an_answered_call() {
+    let mut h = Harness::new();
+    call_door(&mut h, "r1").unwrap();
+    assert_eq!(h.m.phase(), Phase::Connecting);
+    assert!(h.m.resident_call());
+    assert_eq!(h.m.answerer(), Some(&flat()));
+    assert_eq!(
+        h.take(),
+        vec![
+            Output::ResidentCallStarted {
+                call_id: cid("r1"),
+                by: flat()
+            },
+            // Same negotiation direction as an answered call: the door offers.
+            Output::Media(MediaRequest::StartOffer { call_id: cid("r1") }),
+            Output::PhaseChanged {
+                phase: Phase::Connecting,
+                call_id: Some(cid("r1"))
+            },
+        ]
+    );
+    // Nothing rings: no `ring` to the hub, no ring timer.
+    h.input(Input::LocalDescription {
+        call_id: cid("r1"),
+        sdp: "offer".into(),
+    })
+    .unwrap();
+    h.signal(Message::Answer {
+        call_id: cid("r1"),
+        sdp: "answer".into(),
+    })
+    .unwrap();
+    h.input(Input::AudioEstablished { call_id: cid("r1") })
+        .unwrap();
+    assert_eq!(h.m.phase(), Phase::InCall);
+    let out = h.take();
+    assert!(out.contains(&Output::Send(Message::Offer {
+        call_id: cid("r1"),
+        sdp: "offer".into()
+    })));
+    assert!(out.contains(&Output::Media(MediaRequest::RemoteAnswer {
+        call_id: cid("r1"),
+        sdp: "answer".into()
+    })));
+    // The resident hangs up after 42.5 s: audited with the duration.
+    h.advance(Duration::from_millis(42_500));
+    h.signal(Message::Hangup {
+        call_id: cid("r1"),
+        reason: "normal".into(),
+    })
+    .unwrap();
+    let out = h.take();
+    assert!(
+        out.contains(&Output::ResidentCallEnded {
+            call_id: cid("r1"),
+            by: flat(),
+            duration: Duration::from_millis(42_500),
+            reason: EndReason::RemoteHangup("normal".into()),
+        }),
+        "{out:?}"
+    );
+    assert_eq!(h.m.phase(), Phase::Ended);
+    assert!(!h.m.resident_call());
+}
+
+#[test]
+fn a_resident_call_is_refused_busy_during_another_call() {
+    for phase in ["ringing", "talking", "resident"] {
+        let mut h = match phase {
+            "ringing" => {
+                let mut h = Harness::new();
+                press(&mut h, "c1").unwrap();
+                h
+            }
+            "talking" => in_call(),
+            _ => {
+                let mut h = Harness::new();
+                call_door(&mut h, "c1").unwrap();
+                h
+            }
+        };
+        h.take();
+        let before = h.m.phase();
+        assert_eq!(
+            call_door(&mut h, "r2"),
+            Err(Rejected::Busy { input: "call_door" })
+        );
+        assert_eq!(h.m.phase(), before, "{phase}: the current call goes on");
+        assert_eq!(h.m.call_id(), Some(&cid("c1")));
+        assert_eq!(
+            h.take(),
+            vec![
+                Output::Send(Message::Hangup {
+                    call_id: cid("r2"),
+                    reason: "busy".into()
+                }),
+                Output::ResidentCallRefused {
+                    call_id: cid("r2"),
+                    by: flat(),
+                    reason: "busy"
+                },
+            ],
+            "{phase}"
+        );
+    }
+}
+
+#[test]
+fn a_resident_call_is_taken_right_after_the_previous_call_ended() {
+    let mut h = in_call();
+    h.input(Input::LocalHangup).unwrap();
+    assert_eq!(h.m.phase(), Phase::Ended);
+    call_door(&mut h, "r1").unwrap();
+    assert_eq!(h.m.phase(), Phase::Connecting);
+    // A resend of the same call changes nothing.
+    h.take();
+    call_door(&mut h, "r1").unwrap();
+    assert_eq!(h.take(), vec![]);
+}
+
+#[test]
+fn a_malformed_resident_call_gets_an_error_reply_and_changes_nothing() {
+    let mut h = Harness::new();
+    let r = h.signal(Message::CallDoor {
+        call_id: cid("r1"),
+        door: Some("door-1".into()),
+        answerer: None,
+    });
+    assert!(matches!(r, Err(Rejected::Malformed { .. })), "{r:?}");
+    assert_eq!(h.m.phase(), Phase::Idle);
+    assert!(matches!(
+        h.sent().as_slice(),
+        [Message::Error {
+            code: ErrorCode::BadMessage,
+            ..
+        }]
+    ));
+    // `calling` is for answerers only.
+    let r = h.signal(Message::Calling {
+        call_id: cid("r1"),
+        door: flat(),
+    });
+    assert_eq!(r, Err(Rejected::NotForDoor("calling")));
+}
+
+#[test]
+fn a_press_during_a_resident_call_is_the_visitor_answering() {
+    let mut h = Harness::new();
+    call_door(&mut h, "r1").unwrap();
+    h.input(Input::AudioEstablished { call_id: cid("r1") })
+        .unwrap();
+    h.take();
+    press(&mut h, "c-new").unwrap();
+    // Logged, no new ring, the call goes on.
+    assert_eq!(
+        h.take(),
+        vec![Output::VisitorAnswered { call_id: cid("r1") }]
+    );
+    assert_eq!(h.m.call_id(), Some(&cid("r1")));
+    // Holding the button does not hang up a resident's call either...
+    assert_eq!(
+        h.input(Input::ButtonHeld),
+        Err(Rejected::ResidentCall {
+            input: "long press"
+        })
+    );
+    assert_eq!(h.m.phase(), Phase::InCall);
+    assert_eq!(h.take(), vec![]);
+    // ...while it does hang up a visitor's call.
+    let mut h = in_call();
+    h.input(Input::ButtonHeld).unwrap();
+    assert_eq!(h.m.phase(), Phase::Ended);
+    assert!(h.sent().contains(&Message::Hangup {
+        call_id: cid("c1"),
+        reason: "normal".into()
+    }));
+}
+
+#[test]
+fn a_resident_call_that_never_connects_ends_and_is_audited() {
+    let mut h = Harness::new();
+    call_door(&mut h, "r1").unwrap();
+    h.take();
+    h.advance(Duration::from_secs(20));
+    let out = h.take();
+    assert!(out.contains(&Output::Send(Message::Hangup {
+        call_id: cid("r1"),
+        reason: "timeout".into()
+    })));
+    assert!(out.contains(&Output::ResidentCallEnded {
+        call_id: cid("r1"),
+        by: flat(),
+        duration: Duration::from_secs(20),
+        reason: EndReason::ConnectTimeout,
+    }));
+}
+
+#[test]
+fn a_resident_call_is_resumed_without_a_group() {
+    let mut h = Harness::new();
+    call_door(&mut h, "r1").unwrap();
+    h.input(Input::SignalingDown).unwrap();
+    h.input(Input::SignalingUp).unwrap();
+    assert!(h.sent().contains(&Message::Resume {
+        call_id: cid("r1"),
+        answerer: Some("flat-1a".into()),
+        group: None,
+    }));
 }
 
 const LISTEN_ONLY_ANSWER: &str = "v=0\r\ns=-\r\nt=0 0\r\n\

@@ -261,6 +261,7 @@ fragment! {
         token_file: Val<String>,
         token_credential: Val<String>,
         groups: Val<Vec<Val<String>>>,
+        call_door: Val<bool>,
     }
 
     Call {

@@ -142,6 +142,8 @@ pub struct Answerer {
     pub name: String,
     pub token: SecretSource,
     pub groups: Vec<String>,
+    /// May call the hub's doors (monitor / talk to the door).
+    pub call_door: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1023,6 +1025,7 @@ fn hub(c: &mut Check, h: &frag::Hub) -> Hub {
             name,
             token,
             groups,
+            call_door: a.value.call_door.as_ref().is_some_and(|v| v.value),
         });
     }
 
@@ -1845,6 +1848,7 @@ impl Settings {
             kv(w, "name", &q(&a.name));
             secret_kv(w, "token", Some(&a.token));
             kv(w, "groups", &list(a.groups.iter().map(|g| q(g))));
+            kv(w, "call_door", &a.call_door.to_string());
         }
         dump_hub_tls(w, h.tls.as_ref());
 

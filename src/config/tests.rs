@@ -1082,3 +1082,32 @@ fn hub_public_url_is_an_optional_https_url() {
         }
     }
 }
+
+#[test]
+fn an_answerer_may_call_the_door_only_when_configured() {
+    let entry = |extra: &str| {
+        format!(
+            "[[hub.answerers]]\nid = \"flat-1a\"\ntoken_file = \"/t\"\ngroups = [\"residents\"]\n{extra}\
+             [[hub.answerers]]\nid = \"flat-2b\"\ntoken_file = \"/t\"\ngroups = [\"residents\"]\n"
+        )
+    };
+    let s = ok(&[("site.toml", &entry(""))]);
+    assert!(!s.hub.answerers[0].call_door, "off unless configured");
+    let s = ok(&[("site.toml", &entry("call_door = true\n"))]);
+    assert!(s.hub.answerers[0].call_door);
+    assert!(!s.hub.answerers[1].call_door);
+    // The dump shows it and loads back to the same settings.
+    let dump = s.redacted_toml();
+    assert!(dump.contains("call_door = true"), "{dump}");
+    assert!(dump.contains("call_door = false"), "{dump}");
+    let again = ok(&[("dump.toml", &dump)]);
+    assert_eq!(again.hub.answerers, s.hub.answerers);
+    match err(&[("site.toml", &entry("call_door = \"yes\"\n"))]) {
+        ConfigError::WrongType { at, key, message } => {
+            assert_eq!(at, Location::new("site.toml", 5));
+            assert_eq!(key, "hub.answerers[0].call_door");
+            assert!(message.contains("true or false"), "{message}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}

@@ -18,6 +18,8 @@ pub struct Principal {
     pub name: String,
     pub token: String,
     pub groups: Vec<String>,
+    /// An answerer that may call the hub's doors (`call_door`).
+    pub call_door: bool,
 }
 
 impl fmt::Debug for Principal {
@@ -28,6 +30,7 @@ impl fmt::Debug for Principal {
             .field("name", &self.name)
             .field("token", &"<redacted>")
             .field("groups", &self.groups)
+            .field("call_door", &self.call_door)
             .finish()
     }
 }
@@ -104,6 +107,7 @@ struct Conn {
 #[derive(Debug)]
 struct HubCall {
     door: String,
+    /// The ring group; empty for a resident's call to the door.
     group: String,
     rung: HashSet<String>,
     declined: HashSet<String>,
@@ -394,6 +398,9 @@ impl HubState {
                 out
             }
             (Role::Answerer, Message::Accept { call_id }) => self.accept(conn, &me, call_id),
+            (Role::Answerer, Message::CallDoor { call_id, door, .. }) => {
+                self.call_door(conn, &me, call_id, door)
+            }
             (Role::Answerer, Message::Decline { call_id }) => {
                 let Some(call) = self.calls.get_mut(&call_id) else {
                     return err(ErrorCode::UnknownCall, format!("no call {call_id}"));
@@ -576,9 +583,26 @@ impl HubState {
                     .iter()
                     .map(|s| s.resolve(&p.id, self.unix_now))
                     .collect(),
+                doors: self.callable_doors(role, &p),
             },
         ));
         out
+    }
+
+    /// The doors an answerer may call: every door of the hub with
+    /// `call_door`, none without.
+    fn callable_doors(&self, role: Role, p: &Principal) -> Vec<PeerInfo> {
+        if role != Role::Answerer || !p.call_door {
+            return Vec::new();
+        }
+        self.settings
+            .doors
+            .iter()
+            .map(|d| PeerInfo {
+                id: d.id.clone(),
+                name: d.name.clone(),
+            })
+            .collect()
     }
 
     fn online_answerers(&self, group: &str) -> Vec<(String, ConnId)> {
@@ -621,10 +645,29 @@ impl HubState {
                 },
             )];
         }
-        // A door has one call at a time: forget its stale ones.
+        // A door has one call at a time: forget its stale ones. A resident
+        // whose call to this door crossed the visitor's press is told: the
+        // door will refuse that call, and the refusal would find no route.
+        let stale: Vec<(CallId, String)> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.door == me.id && c.group.is_empty())
+            .filter_map(|(id, c)| Some((id.clone(), c.accepted.clone()?)))
+            .collect();
         self.calls.retain(|_, c| c.door != me.id);
+        let mut out = Vec::new();
+        for (id, answerer) in stale {
+            out.extend(self.to_identity(
+                Role::Answerer,
+                &answerer,
+                Message::Hangup {
+                    call_id: id,
+                    reason: "busy".into(),
+                },
+            ));
+        }
         let answerers = self.online_answerers(&group);
-        let mut out = vec![Action::log(
+        out.push(Action::log(
             LogLevel::Info,
             conn,
             format!(
@@ -632,7 +675,7 @@ impl HubState {
                 me.id,
                 answerers.len()
             ),
-        )];
+        ));
         let door = PeerInfo {
             id: me.id.clone(),
             name: me.name.clone(),
@@ -713,7 +756,12 @@ impl HubState {
                         },
                     )];
                 };
-                let group = p.groups.first().cloned().unwrap_or_default();
+                // A resident's call to the door has no group (the door
+                // resumes it without one).
+                let group = match &group {
+                    Some(_) => p.groups.first().cloned().unwrap_or_default(),
+                    None => String::new(),
+                };
                 self.calls.retain(|_, c| c.door != me.id);
                 self.calls.insert(
                     call_id.clone(),
@@ -745,6 +793,112 @@ impl HubState {
                 out
             }
         }
+    }
+
+    /// A resident calls a door: check the permission and the door, then
+    /// route the call as an accepted one between the two, so that offer,
+    /// answer, candidates and hangup flow exactly as in an answered call.
+    fn call_door(
+        &mut self,
+        conn: ConnId,
+        me: &Identity,
+        call_id: CallId,
+        door: Option<String>,
+    ) -> Vec<Action> {
+        let refuse = |code: ErrorCode, text: String| {
+            vec![
+                Action::log(
+                    LogLevel::Warn,
+                    conn,
+                    format!("call_door from {} refused: {text}", me.id),
+                ),
+                Action::Send(
+                    conn,
+                    Message::Error {
+                        code,
+                        message: text,
+                        reference: Some("call_door".into()),
+                        call_id: Some(call_id.clone()),
+                    },
+                ),
+            ]
+        };
+        let doors = match self.principal(Role::Answerer, &me.id) {
+            Some(p) if p.call_door => self.callable_doors(Role::Answerer, p),
+            _ => {
+                return refuse(
+                    ErrorCode::NotPermitted,
+                    "this answerer may not call a door".into(),
+                );
+            }
+        };
+        let target = match (door, doors.as_slice()) {
+            (Some(d), _) => match doors.iter().find(|p| p.id == d) {
+                Some(p) => p.clone(),
+                None => {
+                    let mut shown: String = d.chars().filter(|c| c.is_ascii_graphic()).collect();
+                    shown.truncate(64);
+                    return refuse(ErrorCode::UnknownPeer, format!("no door `{shown}`"));
+                }
+            },
+            (None, [only]) => only.clone(),
+            (None, _) => {
+                return refuse(
+                    ErrorCode::BadMessage,
+                    format!("`door` is required: {} doors may be called", doors.len()),
+                );
+            }
+        };
+        if self.calls.contains_key(&call_id) {
+            return refuse(ErrorCode::BadState, format!("call id {call_id} is in use"));
+        }
+        if !self.online.contains_key(&(Role::Door, target.id.clone())) {
+            return refuse(
+                ErrorCode::DoorOffline,
+                format!("door {} is not connected", target.id),
+            );
+        }
+        if self.calls.values().any(|c| c.door == target.id) {
+            return refuse(
+                ErrorCode::Busy,
+                format!("door {} is in another call", target.id),
+            );
+        }
+        self.calls.insert(
+            call_id.clone(),
+            HubCall {
+                door: target.id.clone(),
+                group: String::new(),
+                rung: HashSet::from([me.id.clone()]),
+                declined: HashSet::new(),
+                accepted: Some(me.id.clone()),
+            },
+        );
+        let mut out = vec![Action::log(
+            LogLevel::Info,
+            conn,
+            format!("call {call_id}: {} calls door {}", me.id, target.id),
+        )];
+        out.extend(self.to_identity(
+            Role::Door,
+            &target.id,
+            Message::CallDoor {
+                call_id: call_id.clone(),
+                door: None,
+                answerer: Some(PeerInfo {
+                    id: me.id.clone(),
+                    name: me.name.clone(),
+                }),
+            },
+        ));
+        out.push(Action::Send(
+            conn,
+            Message::Calling {
+                call_id,
+                door: target,
+            },
+        ));
+        out
     }
 
     fn accept(&mut self, conn: ConnId, me: &Identity, call_id: CallId) -> Vec<Action> {

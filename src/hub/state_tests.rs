@@ -6,6 +6,7 @@ fn p(id: &str, token: &str, groups: &[&str]) -> Principal {
         name: id.to_uppercase(),
         token: token.into(),
         groups: groups.iter().map(|g| g.to_string()).collect(),
+        call_door: false,
     }
 }
 
@@ -557,4 +558,281 @@ fn welcome_carries_turn_credentials_minted_for_each_client() {
         minted.push(pass);
     }
     assert_ne!(minted[0], minted[1], "each client its own password");
+}
+
+// ---- a resident calls the door
+
+const DOOR2: ConnId = 5;
+
+/// Door-1 and door-2 online; `a` may call doors, `c` may not.
+fn door_calls() -> T {
+    let mut settings = hub().settings;
+    settings.answerers[0].call_door = true;
+    let mut t = T {
+        h: HubState::new(settings),
+        now: Instant::now(),
+    };
+    for (conn, role, tok) in [
+        (DOOR, "door", "dt"),
+        (DOOR2, "door", "dt2"),
+        (A, "answerer", "at"),
+        (C, "answerer", "ct"),
+    ] {
+        t.h.connected(conn, format!("s{conn}"), t.now);
+        t.text(
+            conn,
+            &format!(r#"{{"type":"hello","v":1,"role":"{role}","token":"{tok}"}}"#),
+        );
+    }
+    t
+}
+
+fn call_door(t: &mut T, conn: ConnId, id: &str, door: Option<&str>) -> Vec<(ConnId, Message)> {
+    t.msg(
+        conn,
+        Message::CallDoor {
+            call_id: cid(id),
+            door: door.map(str::to_owned),
+            answerer: None,
+        },
+    )
+}
+
+fn peer(id: &str) -> PeerInfo {
+    PeerInfo {
+        id: id.into(),
+        name: id.to_uppercase(),
+    }
+}
+
+#[test]
+fn welcome_lists_the_doors_only_for_permitted_answerers() {
+    let mut settings = hub().settings;
+    settings.answerers[0].call_door = true;
+    let mut h = HubState::new(settings);
+    for (conn, role, tok, want) in [
+        (1, "answerer", "at", vec![peer("door-1"), peer("door-2")]),
+        (2, "answerer", "bt", vec![]),
+        (3, "door", "dt", vec![]),
+    ] {
+        h.connected(conn, format!("s{conn}"), Instant::now());
+        let out = sends(&h.handle_text(
+            conn,
+            &format!(r#"{{"type":"hello","v":1,"role":"{role}","token":"{tok}"}}"#),
+        ));
+        match &out[0].1 {
+            Message::Welcome { doors, .. } => assert_eq!(doors, &want, "{tok}"),
+            m => panic!("{m:?}"),
+        }
+        // Absent from the wire when empty, so older pages see no change.
+        assert_eq!(out[0].1.to_json().contains("\"doors\""), !want.is_empty());
+    }
+}
+
+#[test]
+fn an_answerer_without_the_permission_is_refused_not_permitted() {
+    let mut t = door_calls();
+    let actions = t.h.handle_message(
+        C,
+        Message::CallDoor {
+            call_id: cid("r1"),
+            door: Some("door-1".into()),
+            answerer: None,
+        },
+    );
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Log { level: LogLevel::Warn, call_id: Some(id), .. } if *id == cid("r1"))),
+        "a log line: {actions:?}"
+    );
+    let out = sends(&actions);
+    assert_eq!(out.len(), 1, "only the sender hears of it: {out:?}");
+    match &out[0] {
+        (
+            C,
+            Message::Error {
+                code: ErrorCode::NotPermitted,
+                reference: Some(r),
+                call_id: Some(id),
+                ..
+            },
+        ) => {
+            assert_eq!(r, "call_door");
+            assert_eq!(id, &cid("r1"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(t.h.calls_in_progress(), 0);
+    // Nor may a door call a door, nor an answerer forge `calling`.
+    assert_eq!(
+        err_code(&call_door(&mut t, DOOR, "r2", Some("door-2"))),
+        Some(ErrorCode::NotPermitted)
+    );
+    let out = t.msg(
+        A,
+        Message::Calling {
+            call_id: cid("r3"),
+            door: peer("door-1"),
+        },
+    );
+    assert_eq!(err_code(&out), Some(ErrorCode::NotPermitted));
+    assert_eq!(t.h.calls_in_progress(), 0);
+}
+
+#[test]
+fn call_door_refusals_name_the_reason() {
+    let mut t = door_calls();
+    // Two doors: the answerer must choose.
+    assert_eq!(
+        err_code(&call_door(&mut t, A, "r1", None)),
+        Some(ErrorCode::BadMessage)
+    );
+    assert_eq!(
+        err_code(&call_door(&mut t, A, "r1", Some("door-9"))),
+        Some(ErrorCode::UnknownPeer)
+    );
+    // Door 2 goes offline.
+    t.h.disconnected(DOOR2);
+    assert_eq!(
+        err_code(&call_door(&mut t, A, "r1", Some("door-2"))),
+        Some(ErrorCode::DoorOffline)
+    );
+    // Door 1 is ringing its own call (b is not online here; c rings).
+    let out = t.msg(
+        DOOR,
+        Message::Ring {
+            call_id: cid("c1"),
+            group: "caretaker".into(),
+            door: None,
+        },
+    );
+    assert!(out.iter().any(|(c, _)| *c == C), "{out:?}");
+    assert_eq!(
+        err_code(&call_door(&mut t, A, "r1", Some("door-1"))),
+        Some(ErrorCode::Busy)
+    );
+    // A call id in use cannot be taken over.
+    assert_eq!(
+        err_code(&call_door(&mut t, A, "c1", Some("door-1"))),
+        Some(ErrorCode::BadState)
+    );
+    assert_eq!(t.h.calls_in_progress(), 1);
+}
+
+#[test]
+fn a_resident_call_is_forwarded_and_then_relayed_like_an_answered_call() {
+    let mut t = door_calls();
+    let out = call_door(&mut t, A, "r1", Some("door-1"));
+    assert_eq!(
+        out,
+        vec![
+            (
+                DOOR,
+                Message::CallDoor {
+                    call_id: cid("r1"),
+                    door: None,
+                    answerer: Some(PeerInfo {
+                        id: "a".into(),
+                        name: "A".into()
+                    }),
+                }
+            ),
+            (
+                A,
+                Message::Calling {
+                    call_id: cid("r1"),
+                    door: peer("door-1"),
+                }
+            ),
+        ]
+    );
+    // The door offers, the resident answers, candidates both ways.
+    let offer = Message::Offer {
+        call_id: cid("r1"),
+        sdp: "o".into(),
+    };
+    assert_eq!(t.msg(DOOR, offer.clone()), vec![(A, offer)]);
+    let answer = Message::Answer {
+        call_id: cid("r1"),
+        sdp: "a".into(),
+    };
+    assert_eq!(t.msg(A, answer.clone()), vec![(DOOR, answer)]);
+    let cand = Message::Candidate {
+        call_id: cid("r1"),
+        candidate: None,
+    };
+    assert_eq!(t.msg(A, cand.clone()), vec![(DOOR, cand.clone())]);
+    assert_eq!(t.msg(DOOR, cand.clone()), vec![(A, cand.clone())]);
+    // Nobody else is a party.
+    assert_eq!(err_code(&t.msg(C, cand)), Some(ErrorCode::NotPermitted));
+    // A second call to the same door while this one runs: busy.
+    assert_eq!(
+        err_code(&call_door(&mut t, A, "r2", Some("door-1"))),
+        Some(ErrorCode::Busy)
+    );
+    // The resident hangs up: the door hears it, the route is gone.
+    let hangup = Message::Hangup {
+        call_id: cid("r1"),
+        reason: "normal".into(),
+    };
+    assert_eq!(t.msg(A, hangup.clone()), vec![(DOOR, hangup)]);
+    assert_eq!(t.h.calls_in_progress(), 0);
+}
+
+#[test]
+fn the_door_refusing_busy_reaches_the_resident() {
+    let mut t = door_calls();
+    call_door(&mut t, A, "r1", Some("door-2"));
+    let busy = Message::Hangup {
+        call_id: cid("r1"),
+        reason: "busy".into(),
+    };
+    assert_eq!(t.msg(DOOR2, busy.clone()), vec![(A, busy)]);
+    assert_eq!(t.h.calls_in_progress(), 0);
+}
+
+#[test]
+fn a_press_crossing_a_resident_call_tells_the_resident() {
+    let mut t = door_calls();
+    call_door(&mut t, A, "r1", Some("door-1"));
+    // The door rang before it saw `call_door`: it will refuse that call,
+    // and the hub has already dropped the route the refusal would take.
+    let out = t.msg(
+        DOOR,
+        Message::Ring {
+            call_id: cid("c1"),
+            group: "caretaker".into(),
+            door: None,
+        },
+    );
+    assert!(
+        out.contains(&(
+            A,
+            Message::Hangup {
+                call_id: cid("r1"),
+                reason: "busy".into()
+            }
+        )),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_resident_call_is_rebuilt_by_resume_after_a_hub_restart() {
+    let mut t = door_calls();
+    let resume = Message::Resume {
+        call_id: cid("r1"),
+        answerer: Some("a".into()),
+        group: None,
+    };
+    assert_eq!(
+        t.msg(DOOR, resume),
+        vec![(DOOR, Message::Resumed { call_id: cid("r1") })]
+    );
+    let hangup = Message::Hangup {
+        call_id: cid("r1"),
+        reason: "normal".into(),
+    };
+    assert_eq!(t.msg(DOOR, hangup.clone()), vec![(A, hangup)]);
 }

@@ -139,6 +139,9 @@ pub enum Message {
         groups: Vec<String>,
         #[serde(default)]
         ice_servers: Vec<IceServerInfo>,
+        /// The doors this answerer may call (`call_door`); absent when none.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        doors: Vec<PeerInfo>,
     },
     Register {
         groups: Vec<String>,
@@ -165,6 +168,21 @@ pub enum Message {
     Ringing {
         call_id: CallId,
         answerers: u32,
+    },
+    /// A resident calls a door. Answerer → hub: `door` names the door
+    /// (optional when the answerer may call exactly one). Hub → door:
+    /// `answerer` says who calls.
+    CallDoor {
+        call_id: CallId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        door: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        answerer: Option<PeerInfo>,
+    },
+    /// Hub → answerer: the door was asked to take the resident's call.
+    Calling {
+        call_id: CallId,
+        door: PeerInfo,
     },
     Accept {
         call_id: CallId,
@@ -254,6 +272,8 @@ impl Message {
             Message::Resumed { .. } => "resumed",
             Message::Ring { .. } => "ring",
             Message::Ringing { .. } => "ringing",
+            Message::CallDoor { .. } => "call_door",
+            Message::Calling { .. } => "calling",
             Message::Accept { .. } => "accept",
             Message::Decline { .. } => "decline",
             Message::Accepted { .. } => "accepted",
@@ -277,6 +297,8 @@ impl Message {
             | Message::Resumed { call_id }
             | Message::Ring { call_id, .. }
             | Message::Ringing { call_id, .. }
+            | Message::CallDoor { call_id, .. }
+            | Message::Calling { call_id, .. }
             | Message::Accept { call_id }
             | Message::Decline { call_id }
             | Message::Accepted { call_id, .. }
@@ -324,6 +346,10 @@ pub enum ErrorCode {
     UnknownPeer,
     BadSdp,
     BadCandidate,
+    /// The door asked for is not connected to the hub.
+    DoorOffline,
+    /// The door asked for is in another call.
+    Busy,
 }
 
 impl ErrorCode {
@@ -342,6 +368,8 @@ impl ErrorCode {
             ErrorCode::UnknownPeer => "unknown_peer",
             ErrorCode::BadSdp => "bad_sdp",
             ErrorCode::BadCandidate => "bad_candidate",
+            ErrorCode::DoorOffline => "door_offline",
+            ErrorCode::Busy => "busy",
         }
     }
 }
@@ -399,6 +427,8 @@ const KNOWN_TYPES: &[&str] = &[
     "resumed",
     "ring",
     "ringing",
+    "call_door",
+    "calling",
     "accept",
     "decline",
     "accepted",
@@ -457,6 +487,12 @@ mod tests {
             r#"{"type":"ring","call_id":"c-1","group":"residents"}"#,
             r#"{"type":"ring","call_id":"c-1","group":"residents","door":{"id":"door-1","name":"Front door"}}"#,
             r#"{"type":"ringing","call_id":"c-1","answerers":2}"#,
+            r#"{"type":"welcome","v":1,"session":"s-1","id":"flat-1a","name":"Flat 1A","groups":["residents"],"ice_servers":[],"doors":[{"id":"door-1","name":"Front door"}]}"#,
+            r#"{"type":"call_door","call_id":"r-1","door":"door-1"}"#,
+            r#"{"type":"call_door","call_id":"r-1","answerer":{"id":"flat-1a","name":"Flat 1A"}}"#,
+            r#"{"type":"calling","call_id":"r-1","door":{"id":"door-1","name":"Front door"}}"#,
+            r#"{"type":"hangup","call_id":"r-1","reason":"busy"}"#,
+            r#"{"type":"error","code":"door_offline","message":"m","ref":"call_door","call_id":"r-1"}"#,
             r#"{"type":"accept","call_id":"c-1"}"#,
             r#"{"type":"accepted","call_id":"c-1","answerer":{"id":"flat-1a","name":"Flat 1A"}}"#,
             r#"{"type":"taken","call_id":"c-1","by":"Flat 1A"}"#,

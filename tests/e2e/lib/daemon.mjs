@@ -38,7 +38,7 @@ const q = (s) => JSON.stringify(String(s)); // TOML basic strings share JSON esc
  * Build a TOML configuration. Options:
  *  station: { id, name }
  *  signaling: { mode: 'standalone'|'hub', url, tokenFile, reconnectInitialMs, reconnectMaxMs, reconnectJitter }
- *  hub: { listen, publicUrl, answerers: [{id,name,file,groups}], doors: [{id,name,file}] }
+ *  hub: { listen, publicUrl, tls, answerers: [{id,name,file,groups,callDoor}], doors: [{id,name,file}] }
  *  ringTimeoutMs, buttons: [{name, group}],
  *  audio: { source, recordFile, echoPath } for the simulated backend, or
  *         { backend: 'alsa', captureDevice, playbackDevice, pacing };
@@ -67,7 +67,9 @@ export function buildConfig(o) {
     lines.push('[hub.tls]', ...(o.hub.tls || ['mode = "off"']), '');
     for (const a of o.hub.answerers || []) {
       lines.push('[[hub.answerers]]', `id = ${q(a.id)}`, `name = ${q(a.name)}`, `token_file = ${q(a.file)}`,
-        `groups = [${(a.groups || ['residents']).map(q).join(', ')}]`, '');
+        `groups = [${(a.groups || ['residents']).map(q).join(', ')}]`);
+      if (a.callDoor) lines.push('call_door = true');
+      lines.push('');
     }
     for (const d of o.hub.doors || []) {
       lines.push('[[hub.doors]]', `id = ${q(d.id)}`, `name = ${q(d.name)}`, `token_file = ${q(d.file)}`, '');
