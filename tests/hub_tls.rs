@@ -353,3 +353,108 @@ async fn renewed_files_are_served_without_a_restart_or_a_dropped_client() {
     hub_cancel.cancel();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A hub with a self-signed certificate and a plain listener that only
+/// redirects to HTTPS.
+async fn start_self_signed_hub(
+    dir: &Path,
+) -> (daemon::StartedHub, std::net::SocketAddr, CancellationToken) {
+    let redirect = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("loopback is available");
+    let toml = format!(
+        r#"
+[hub]
+listen = "127.0.0.1:0"
+redirect_listen = "{redirect}"
+state_dir = "{d}/state"
+[hub.tls]
+mode = "self_signed"
+[[hub.doors]]
+id = "door-1"
+name = "Front door"
+token_file = "{d}/door"
+[[hub.answerers]]
+id = "flat-1a"
+token_file = "{d}/flat"
+groups = ["residents"]
+"#,
+        d = dir.display()
+    );
+    let settings = intercomd::config::load_from_strs(&[("hub.toml", &toml)])
+        .expect("hub configuration is valid");
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let hs = daemon::hub_settings(&settings).expect("tokens readable");
+    let hub = daemon::start_hub(&settings, hs, false, &cancel, &tracker)
+        .await
+        .expect("hub starts");
+    (hub, redirect, cancel)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_signed_hub_is_pinned_through_ca_file_and_plain_http_is_redirected() {
+    init_log();
+    let dir = temp_dir("selfsigned");
+    let (hub, redirect, hub_cancel) = start_self_signed_hub(&dir).await;
+    let port = hub.addr.port();
+    let cert = dir.join("state/tls/self-signed.crt");
+    let mode = |p: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).expect("exists").permissions().mode() & 0o777
+    };
+    assert_eq!(mode(&dir.join("state")), 0o700);
+    assert_eq!(mode(&dir.join("state/tls/self-signed.key")), 0o600);
+
+    // The certificate itself, given as the CA, pins it (what the docs tell
+    // an installer to do for a station joining a self-signed hub).
+    let pinned = intercomd::signaling::client::tls_config(Some(&cert)).expect("loads");
+    let served = served_certificate(port, pinned.clone()).await;
+    let der = rustls::pki_types::CertificateDer::from(served.clone());
+    let info = intercomd::hub::tls::CertInfo::of(&der).expect("parses");
+    assert!(
+        info.names.contains(&"localhost".to_owned()),
+        "{:?}",
+        info.names
+    );
+    assert!(
+        info.names.contains(&"127.0.0.1".to_owned()),
+        "{:?}",
+        info.names
+    );
+    let url = format!("wss://localhost:{port}/ws");
+    let st = start_door(&dir, &url, Some(&cert)).await;
+    assert!(
+        st.wait("station", |s| s["signaling"] == "up", 10).await,
+        "the station joins the self-signed hub through ca_file"
+    );
+    st.shutdown().await;
+
+    // Plain HTTP on the redirect listener: sent to the same path on HTTPS.
+    let (status, _) = tokio::task::spawn_blocking(move || http(redirect, "GET", "/?x=1"))
+        .await
+        .expect("joined")
+        .expect("the redirect listener answers");
+    assert_eq!(status, 308);
+    let text = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(redirect)?;
+        write!(
+            s,
+            "GET /a?b=1 HTTP/1.1\r\nHost: door.local:8080\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut t = String::new();
+        s.read_to_string(&mut t)?;
+        Ok::<_, std::io::Error>(t)
+    })
+    .await
+    .expect("joined")
+    .expect("read");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains(&format!("location: https://door.local:{port}/a?b=1")),
+        "{text}"
+    );
+    hub_cancel.cancel();
+    let _ = std::fs::remove_dir_all(&dir);
+}
