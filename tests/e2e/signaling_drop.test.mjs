@@ -46,7 +46,7 @@ async function setupSplit(env) {
   fs.writeFileSync(doorConfig, buildConfig({
     station: { id: 'door-1', name: 'Front door' },
     signaling: {
-      mode: 'hub', url: `ws://${relayAddr}/ws`, tokenFile: door.file,
+      mode: 'hub', url: `ws://${relayAddr}/ws`, tokenFile: door.file, allowInsecureWs: true,
       reconnectInitialMs: RECONNECT_INITIAL_MS, reconnectMaxMs: RECONNECT_MAX_MS, reconnectJitter: JITTER,
     },
     ringTimeoutMs: 30000,

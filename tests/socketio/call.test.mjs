@@ -52,7 +52,7 @@ function doorConfig(env, { token, listen, control, recordFile, label }) {
   const file = env.file(`${label}.toml`);
   fs.writeFileSync(file, `${buildConfig({
     station: { id: 'door-1', name: 'Front door' },
-    signaling: { mode: 'socketio', url: `ws://${listen}`, tokenFile: token.file, reconnectInitialMs: 500, reconnectMaxMs: 2000 },
+    signaling: { mode: 'socketio', url: `ws://${listen}`, tokenFile: token.file, allowInsecureWs: true, reconnectInitialMs: 500, reconnectMaxMs: 2000 },
     ringTimeoutMs: 30000,
     buttons: [{ name: 'call', group: 'residents' }],
     audio: { source: `tone:${DOOR_TONE}`, recordFile },

@@ -55,6 +55,8 @@ export function buildConfig(o) {
     lines.push('[signaling]', `mode = ${q(s.mode)}`);
     if (s.url) lines.push(`url = ${q(s.url)}`);
     if (s.tokenFile) lines.push(`token_file = ${q(s.tokenFile)}`);
+    // Plain ws:// across the test's own namespaces, said explicitly.
+    if (s.allowInsecureWs) lines.push('allow_insecure_ws = true');
     lines.push(`reconnect_initial_ms = ${s.reconnectInitialMs ?? 1000}`, `reconnect_max_ms = ${s.reconnectMaxMs ?? 5000}`);
     if (s.reconnectJitter !== undefined) lines.push(`reconnect_jitter = ${s.reconnectJitter}`);
     lines.push('');

@@ -73,7 +73,7 @@ export async function bringUpNatCall(rig, {
   const doorConfig = rig.file('door.toml');
   fs.writeFileSync(doorConfig, `${buildConfig({
     station: { id: 'door-1', name: 'Front door' },
-    signaling: { mode: 'hub', url: `ws://${hubAddr}/ws`, tokenFile: door.file },
+    signaling: { mode: 'hub', url: `ws://${hubAddr}/ws`, tokenFile: door.file, allowInsecureWs: true },
     ringTimeoutMs: 30000,
     buttons: [{ name: 'call', group: 'residents' }],
     audio: { source: `tone:${DOOR_TONE}`, recordFile },
