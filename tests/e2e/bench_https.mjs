@@ -9,7 +9,9 @@
 //   (a, b) page load: navigation start -> `welcome` received on the
 //          signaling socket, in a fresh browser context every time (its own
 //          connection pool and TLS session cache, so every sample includes
-//          a full handshake); with the navigation's connect and TLS times;
+//          a full handshake); with the navigation's connect and TLS times
+//          as Navigation Timing gives them (0 when Chromium's preconnect
+//          opened the connection, which navigation start still precedes);
 //   (c)    press -> first audio packet at the page (remote track unmute), as
 //          bench_call_setup.mjs measures it, over the HTTPS page and over
 //          the plain one.
