@@ -13,11 +13,12 @@
 //          as Navigation Timing gives them (0 when Chromium's preconnect
 //          opened the connection, which navigation start still precedes);
 //   (c)    press -> first audio packet at the page (remote track unmute), as
-//          bench_call_setup.mjs measures it, over the HTTPS page and over
-//          the plain one.
+//          bench_call_setup.mjs measures it (same kind of browser), over the
+//          HTTPS page and over the plain one.
 // Prints medians and ratios as JSON on stdout; progress goes to stderr.
 //
 // Usage: node bench_https.mjs [--loads N] [--calls N]
+import fs from 'node:fs';
 import { TestEnv } from './lib/fixture.mjs';
 import { median, sleep, waitFor, canUseNetns } from './lib/util.mjs';
 import { daemonAvailable, DAEMON_BIN, standaloneSetup, bringUpStandalone, waitForLog, logField } from './lib/daemon.mjs';
@@ -48,18 +49,31 @@ async function station(env, https) {
   const { daemon, control } = await bringUpStandalone(env, setup);
   let spki = null;
   if (https) spki = logField((await waitForLog(daemon, /hub certificate self-signed/, { timeout: 5000 })).line, 'spki_sha256');
+  // Chromium's TLS key log has one CLIENT_HANDSHAKE_TRAFFIC_SECRET line per
+  // TLS 1.3 handshake: the count per load shows that each one made its own.
+  const keyLog = env.file('tls-keys.log');
   const browser = await launchChromiumBrowser(env.ns, {
     micHz: 1000,
     name: https ? 'https' : 'http',
     spkiList: spki ? [spki] : [],
     // The plain page gets the microphone the way bench_call_setup.mjs gives it.
     secureOrigins: https ? [] : [setup.origin],
+    extraArgs: [`--ssl-key-log-file=${keyLog}`],
   });
-  return { env, setup, daemon, control, browser, https, label: https ? 'https' : 'http' };
+  return { env, setup, daemon, control, browser, https, spki, keyLog, label: https ? 'https' : 'http' };
+}
+
+function handshakes(st) {
+  try {
+    return fs.readFileSync(st.keyLog, 'utf8').split('\n').filter((l) => l.startsWith('CLIENT_HANDSHAKE_TRAFFIC_SECRET ')).length;
+  } catch {
+    return 0;
+  }
 }
 
 /** One page load in a fresh context: navigation start -> welcome. */
 async function loadOnce(st) {
+  const before = handshakes(st);
   const context = await st.browser.newContext();
   try {
     const page = await context.newPage();
@@ -89,41 +103,50 @@ async function loadOnce(st) {
       tls_ms: round(nav.tls),
       response_end_ms: round(nav.response_end),
       load_event_ms: round(nav.load_event),
+      tls_handshakes: handshakes(st) - before,
     };
   } finally {
     await context.close();
   }
 }
 
-/** `CALLS` calls answered at once by the page; press -> first audio. */
-async function calls(st) {
-  const context = await st.browser.newContext();
+/**
+ * The auto-answering page for calls, in a persistent context launched as
+ * bench_call_setup.mjs launches it.
+ */
+async function callPage(st) {
+  const context = await st.env.browser({
+    micHz: 1000,
+    name: `${st.label}-calls`,
+    spkiList: st.spki ? [st.spki] : [],
+    secureOrigins: st.https ? [] : [st.setup.origin],
+  });
   const page = await context.newPage();
   const flat = { page, label: `${st.label}-flat` };
   await page.goto(`${st.setup.origin}/?raw=1&autoaccept=1#token=${st.setup.answerers[0].token}`, { timeout: 15000 });
   await waitForConnection(flat);
-  const samples = [];
-  for (let i = 0; i < CALLS; i++) {
-    const t0 = Date.now();
-    await st.control.press();
-    const snap = await waitFor(async () => {
-      const s = await intercomSnapshot(page);
-      return s.firstAudioAtEpoch && s.callId ? s : null;
-    }, { timeout: 20000, interval: 20, message: `${st.label} call ${i + 1}: first audio at the page` });
-    const sample = {
-      press_to_ring_ms: round(snap.ringAtEpoch - t0),
-      press_to_first_audio_ms: round(snap.firstAudioAtEpoch - t0),
-    };
-    samples.push(sample);
-    progress(`${st.label} call ${i + 1}/${CALLS}: ${JSON.stringify(sample)}`);
-    await waitForState(flat, 'in_call', 10000);
-    await st.control.hangup();
-    await waitForState(flat, 'idle', 5000);
-    await st.control.waitForNoCall(10000);
-    await sleep(300);
-  }
-  await context.close();
-  return samples;
+  return flat;
+}
+
+/** One call answered at once by the page; press -> first audio. */
+async function callOnce(st, flat, i) {
+  const t0 = Date.now();
+  await st.control.press();
+  const snap = await waitFor(async () => {
+    const s = await intercomSnapshot(flat.page);
+    return s.firstAudioAtEpoch && s.callId ? s : null;
+  }, { timeout: 20000, interval: 20, message: `${st.label} call ${i + 1}: first audio at the page` });
+  const sample = {
+    press_to_ring_ms: round(snap.ringAtEpoch - t0),
+    press_to_first_audio_ms: round(snap.firstAudioAtEpoch - t0),
+  };
+  progress(`${st.label} call ${i + 1}/${CALLS}: ${JSON.stringify(sample)}`);
+  await waitForState(flat, 'in_call', 10000);
+  await st.control.hangup();
+  await waitForState(flat, 'idle', 5000);
+  await st.control.waitForNoCall(10000);
+  await sleep(300);
+  return sample;
 }
 
 const medians = (samples) => {
@@ -140,9 +163,12 @@ async function main() {
   try {
     const tls = await station(envs[0], true);
     const plain = await station(envs[1], false);
-    // One unmeasured load each: Chromium's first navigation pays for its own start-up.
-    await loadOnce(tls);
-    await loadOnce(plain);
+    // One unmeasured load each: Chromium's first navigation pays for its own
+    // start-up, and may meet ERR_NETWORK_CHANGED while its view of the
+    // namespace's links settles.
+    for (const st of [tls, plain]) {
+      await waitFor(() => loadOnce(st).then(() => true), { timeout: 20000, interval: 500, message: `${st.label}: a first page load` });
+    }
     const loads = { https: [], http: [] };
     for (let i = 0; i < LOADS; i++) {
       // Alternate which goes first, so a drift in the machine's load is shared.
@@ -153,8 +179,16 @@ async function main() {
         progress(`${st.label} load ${i + 1}/${LOADS}: ${JSON.stringify(s)}`);
       }
     }
-    const callsHttps = await calls(tls);
-    const callsHttp = await calls(plain);
+    for (const st of [tls, plain]) await st.browser.close();
+    // Calls alternate too: press -> first audio drifts with the machine's
+    // load by tens of milliseconds between runs (BENCHMARKS.md).
+    const pages = { https: await callPage(tls), http: await callPage(plain) };
+    const callSamples = { https: [], http: [] };
+    for (let i = 0; i < CALLS; i++) {
+      for (const st of i % 2 ? [plain, tls] : [tls, plain]) callSamples[st.label].push(await callOnce(st, pages[st.label], i));
+    }
+    const callsHttps = callSamples.https;
+    const callsHttp = callSamples.http;
     const mLoad = { https: medians(loads.https), http: medians(loads.http) };
     const mCall = { https: medians(callsHttps), http: medians(callsHttp) };
     const out = {
@@ -171,7 +205,6 @@ async function main() {
       samples: { loads, calls: { https: callsHttps, http: callsHttp } },
     };
     process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
-    for (const st of [tls, plain]) await st.browser.close();
   } catch (err) {
     failed = true;
     for (const e of envs) e.dump(err);
