@@ -18,9 +18,46 @@ export const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
  *    their WebSocket to the hub's private address: turn those checks off.
  *  - fakeMediaUi: grant the microphone without asking (default true); false
  *    leaves the permission to the test (to deny it, see denyMicrophone)
+ *  - spkiList: base64 SHA-256 public-key hashes whose certificates Chromium
+ *    accepts without a trusted CA (--ignore-certificate-errors-spki-list):
+ *    trust in exactly one test key, every other certificate error stays
  *  - extraArgs: further command-line switches
  */
-export async function launchChromium(ns, { micHz = 1000, micBurstMs = 0, micWav = null, secureOrigins = [], name = 'chromium', routedPages = false, fakeMediaUi = true, extraArgs = [] } = {}) {
+export async function launchChromium(ns, opts = {}) {
+  const { dir, wrapper, args } = prepare(ns, opts);
+  // A persistent context on a fresh directory of ours: Playwright passes it
+  // as --user-data-dir, and teardown of the namespace's directory removes it.
+  const context = await chromium.launchPersistentContext(path.join(dir, 'profile'), {
+    executablePath: wrapper,
+    args,
+    headless: true,
+    timeout: 30000,
+    handleSIGINT: false,
+    handleSIGTERM: false,
+    handleSIGHUP: false,
+  });
+  return context;
+}
+
+/**
+ * The same Chromium as a Browser whose newContext() gives fresh contexts
+ * (own connection pool and TLS session cache): for measurements that must
+ * include a full handshake every time. The caller closes it.
+ */
+export async function launchChromiumBrowser(ns, opts = {}) {
+  const { wrapper, args } = prepare(ns, opts);
+  return chromium.launch({
+    executablePath: wrapper,
+    args,
+    headless: true,
+    timeout: 30000,
+    handleSIGINT: false,
+    handleSIGTERM: false,
+    handleSIGHUP: false,
+  });
+}
+
+function prepare(ns, { micHz = 1000, micBurstMs = 0, micWav = null, secureOrigins = [], name = 'chromium', routedPages = false, fakeMediaUi = true, spkiList = [], extraArgs = [] } = {}) {
   const dir = fs.mkdtempSync(path.join(ns.dir, `${name}-`));
   const wav = micWav || writeSineWav(path.join(dir, `mic-${micHz}hz.wav`), { freq: micHz, seconds: 12, burstMs: micBurstMs });
   const wrapper = path.join(dir, 'chromium-in-netns.sh');
@@ -46,18 +83,10 @@ export async function launchChromium(ns, { micHz = 1000, micBurstMs = 0, micWav 
   if (routedPages) args.push('--disable-features=LocalNetworkAccessChecks');
   args.push(...extraArgs);
   if (secureOrigins.length) args.push(`--unsafely-treat-insecure-origin-as-secure=${secureOrigins.join(',')}`);
-  // A persistent context on a fresh directory of ours: Playwright passes it
-  // as --user-data-dir, and teardown of the namespace's directory removes it.
-  const context = await chromium.launchPersistentContext(path.join(dir, 'profile'), {
-    executablePath: wrapper,
-    args,
-    headless: true,
-    timeout: 30000,
-    handleSIGINT: false,
-    handleSIGTERM: false,
-    handleSIGHUP: false,
-  });
-  return context;
+  // Chromium honours this switch only with --user-data-dir, which Playwright
+  // always passes.
+  if (spkiList.length) args.push(`--ignore-certificate-errors-spki-list=${spkiList.join(',')}`);
+  return { dir, wrapper, args };
 }
 
 /**

@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { httpRequest } from './netns.mjs';
+import { httpRequest, tlsPeerCertificate } from './netns.mjs';
 import { randomToken, sleep, waitFor } from './util.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -38,7 +38,7 @@ const q = (s) => JSON.stringify(String(s)); // TOML basic strings share JSON esc
  * Build a TOML configuration. Options:
  *  station: { id, name }
  *  signaling: { mode: 'standalone'|'hub', url, tokenFile, reconnectInitialMs, reconnectMaxMs, reconnectJitter }
- *  hub: { listen, publicUrl, tls, answerers: [{id,name,file,groups,callDoor}], doors: [{id,name,file}] }
+ *  hub: { listen, publicUrl, stateDir, tls: [lines of [hub.tls]], answerers: [{id,name,file,groups,callDoor}], doors: [{id,name,file}] }
  *  ringTimeoutMs, buttons: [{name, group}],
  *  audio: { source, recordFile, echoPath } for the simulated backend, or
  *         { backend: 'alsa', captureDevice, playbackDevice, pacing };
@@ -64,6 +64,7 @@ export function buildConfig(o) {
   if (o.hub) {
     lines.push('[hub]', `listen = ${q(o.hub.listen)}`);
     if (o.hub.publicUrl) lines.push(`public_url = ${q(o.hub.publicUrl)}`);
+    if (o.hub.stateDir) lines.push(`state_dir = ${q(o.hub.stateDir)}`);
     lines.push('');
     // Plain HTTP unless a test asks for TLS (o.hub.tls: lines of [hub.tls]).
     lines.push('[hub.tls]', ...(o.hub.tls || ['mode = "off"']), '');
@@ -106,16 +107,19 @@ export function buildConfig(o) {
 
 /**
  * A door station with its built-in hub (standalone), as most tests use it.
- * Returns { config, configFile, tokens: {door, answerers:[...]}, hubAddr, recordFile }.
+ * `tls`: lines of [hub.tls] (default plain HTTP); with any mode but "off"
+ * the hub serves HTTPS on port 8443 with its state in the test's directory.
+ * Returns { config, configFile, tokens: {door, answerers:[...]}, hubAddr, origin, tls, recordFile }.
  */
-export function standaloneSetup(env, { answerers = [{ id: 'flat-1a', name: 'Flat 1A' }], tone = 600, ringTimeoutMs = 30000, audio, publicUrl } = {}) {
-  const hubAddr = `${env.ns.addrA}:8080`;
+export function standaloneSetup(env, { answerers = [{ id: 'flat-1a', name: 'Flat 1A' }], tone = 600, ringTimeoutMs = 30000, audio, publicUrl, tls } = {}) {
+  const https = !!tls && !tls.some((l) => /^\s*mode\s*=\s*"off"/.test(l));
+  const hubAddr = `${env.ns.addrA}:${https ? 8443 : 8080}`;
   const recordFile = env.file('played.wav');
   const tokens = answerers.map((a) => ({ ...a, ...makeToken(env, a.id), groups: a.groups || ['residents'] }));
   const config = buildConfig({
     station: { id: 'door-1', name: 'Front door' },
     signaling: { mode: 'standalone' },
-    hub: { listen: hubAddr, publicUrl, answerers: tokens },
+    hub: { listen: hubAddr, publicUrl, tls, stateDir: env.file('hub-state'), answerers: tokens },
     ringTimeoutMs,
     buttons: [{ name: 'call', group: 'residents' }],
     audio: audio || { source: `tone:${tone}`, recordFile },
@@ -124,7 +128,7 @@ export function standaloneSetup(env, { answerers = [{ id: 'flat-1a', name: 'Flat
   });
   const configFile = env.file('intercomd.toml');
   fs.writeFileSync(configFile, config);
-  return { config, configFile, answerers: tokens, hubAddr, origin: `http://${hubAddr}`, recordFile };
+  return { config, configFile, answerers: tokens, hubAddr, origin: `${https ? 'https' : 'http'}://${hubAddr}`, https, recordFile };
 }
 
 /** Start `intercomd <cmd> --config <file>` inside the namespace. */
@@ -229,6 +233,19 @@ export function logField(line, name) {
   return m[1].startsWith('"') ? JSON.parse(m[1]) : m[1];
 }
 
+/** Wait until a TLS service inside the namespace completes a handshake through `sock`. */
+export async function waitForTls(sock, child, what, timeout = 15000) {
+  return waitFor(async () => {
+    if (child && child.exitInfo) throw new Error(`${child.label} exited ${JSON.stringify(child.exitInfo)} before ${what} was up`);
+    try {
+      return await tlsPeerCertificate(sock, { timeout: 1000 });
+    } catch (err) {
+      if (child && child.exitInfo) throw err;
+      return null;
+    }
+  }, { timeout, interval: 100, message: what });
+}
+
 /**
  * Standard bring-up of a standalone door: start it, forward its control API
  * and hub into the test process, wait for both. Returns { daemon, control, sockets }.
@@ -237,7 +254,8 @@ export async function bringUpStandalone(env, setup, { extraEnv } = {}) {
   const daemon = startDaemon(env, setup.configFile, { extraEnv });
   const sockets = await env.ns.forward({ control: '127.0.0.1:7081', hub: setup.hubAddr });
   await waitForHttp(sockets.control, '/state', daemon, 'the simulated-hardware control API');
-  await waitForHttp(sockets.hub, '/', daemon, 'the hub serving the answering page');
+  if (setup.https) await waitForTls(sockets.hub, daemon, 'the hub serving HTTPS');
+  else await waitForHttp(sockets.hub, '/', daemon, 'the hub serving the answering page');
   return { daemon, control: new Control(sockets.control), sockets };
 }
 

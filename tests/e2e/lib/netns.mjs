@@ -9,6 +9,7 @@ import { spawn, execFile } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
+import tls from 'node:tls';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -210,4 +211,25 @@ export function httpRequest(socketPath, method, urlPath, { body, timeout = 5000,
 /** A net.Socket to a Unix socket path, for clients that accept createConnection. */
 export function unixConnect(socketPath) {
   return net.connect(socketPath);
+}
+
+/**
+ * TLS handshake through a Unix socket path (see Netns.forward), accepting
+ * any certificate: returns the certificate served, as node's
+ * getPeerCertificate() (fingerprint256, raw DER, subjectaltname…), with
+ * `protocol` and `alpn` of the session.
+ */
+export function tlsPeerCertificate(socketPath, { timeout = 5000, alpn = ['http/1.1'] } = {}) {
+  return new Promise((resolve, reject) => {
+    const sock = tls.connect({ socket: net.connect(socketPath), rejectUnauthorized: false, ALPNProtocols: alpn });
+    const timer = setTimeout(() => sock.destroy(new Error(`TLS handshake: timeout after ${timeout} ms`)), timeout);
+    sock.once('secureConnect', () => {
+      clearTimeout(timer);
+      const cert = sock.getPeerCertificate(true);
+      const out = { ...cert, protocol: sock.getProtocol(), alpn: sock.alpnProtocol };
+      sock.end();
+      resolve(out);
+    });
+    sock.once('error', (err) => { clearTimeout(timer); reject(err); });
+  });
 }
