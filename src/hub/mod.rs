@@ -3,6 +3,7 @@
 //! `server` the axum shell around it.
 
 pub mod acme;
+pub mod push;
 pub mod server;
 pub mod state;
 pub mod tls;
