@@ -19,8 +19,10 @@ export const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
  *  - fakeMediaUi: grant the microphone without asking (default true); false
  *    leaves the permission to the test (to deny it, see denyMicrophone)
  *  - extraArgs: further command-line switches
+ *  - env: environment variables for Chromium on top of ours (HOME, to give
+ *    it a certificate database of the test's own)
  */
-export async function launchChromium(ns, { micHz = 1000, micBurstMs = 0, micWav = null, secureOrigins = [], name = 'chromium', routedPages = false, fakeMediaUi = true, extraArgs = [] } = {}) {
+export async function launchChromium(ns, { micHz = 1000, micBurstMs = 0, micWav = null, secureOrigins = [], name = 'chromium', routedPages = false, fakeMediaUi = true, extraArgs = [], env = {} } = {}) {
   const dir = fs.mkdtempSync(path.join(ns.dir, `${name}-`));
   const wav = micWav || writeSineWav(path.join(dir, `mic-${micHz}hz.wav`), { freq: micHz, seconds: 12, burstMs: micBurstMs });
   const wrapper = path.join(dir, 'chromium-in-netns.sh');
@@ -51,6 +53,7 @@ export async function launchChromium(ns, { micHz = 1000, micBurstMs = 0, micWav 
   const context = await chromium.launchPersistentContext(path.join(dir, 'profile'), {
     executablePath: wrapper,
     args,
+    env: { ...process.env, ...env },
     headless: true,
     timeout: 30000,
     handleSIGINT: false,

@@ -38,7 +38,8 @@ const q = (s) => JSON.stringify(String(s)); // TOML basic strings share JSON esc
  * Build a TOML configuration. Options:
  *  station: { id, name }
  *  signaling: { mode: 'standalone'|'hub', url, tokenFile, reconnectInitialMs, reconnectMaxMs, reconnectJitter }
- *  hub: { listen, publicUrl, tls, answerers: [{id,name,file,groups,callDoor}], doors: [{id,name,file}] }
+ *  hub: { listen, publicUrl, stateDir, tls, answerers: [{id,name,file,groups,callDoor}], doors: [{id,name,file}] }
+ *    (tls: lines of [hub.tls], which may go on with a [hub.tls.acme] table)
  *  ringTimeoutMs, buttons: [{name, group}],
  *  audio: { source, recordFile, echoPath } for the simulated backend, or
  *         { backend: 'alsa', captureDevice, playbackDevice, pacing };
@@ -62,6 +63,7 @@ export function buildConfig(o) {
   if (o.hub) {
     lines.push('[hub]', `listen = ${q(o.hub.listen)}`);
     if (o.hub.publicUrl) lines.push(`public_url = ${q(o.hub.publicUrl)}`);
+    if (o.hub.stateDir) lines.push(`state_dir = ${q(o.hub.stateDir)}`);
     lines.push('');
     // Plain HTTP unless a test asks for TLS (o.hub.tls: lines of [hub.tls]).
     lines.push('[hub.tls]', ...(o.hub.tls || ['mode = "off"']), '');
