@@ -22,14 +22,18 @@ export const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
  *    accepts without a trusted CA (--ignore-certificate-errors-spki-list):
  *    trust in exactly one test key, every other certificate error stays
  *  - extraArgs: further command-line switches
+ *  - env: environment variables for Chromium on top of ours (HOME, to give
+ *    it a certificate database of the test's own)
  */
 export async function launchChromium(ns, opts = {}) {
-  const { dir, wrapper, args } = prepare(ns, opts);
+  const { dir, wrapper, args, env } = prepare(ns, opts);
   // A persistent context on a fresh directory of ours: Playwright passes it
   // as --user-data-dir, and teardown of the namespace's directory removes it.
   const context = await chromium.launchPersistentContext(path.join(dir, 'profile'), {
     executablePath: wrapper,
     args,
+    // Extra environment (a HOME with its own NSS trust store, say).
+    env: { ...process.env, ...env },
     headless: true,
     timeout: 30000,
     handleSIGINT: false,
@@ -45,10 +49,12 @@ export async function launchChromium(ns, opts = {}) {
  * include a full handshake every time. The caller closes it.
  */
 export async function launchChromiumBrowser(ns, opts = {}) {
-  const { wrapper, args } = prepare(ns, opts);
+  const { wrapper, args, env } = prepare(ns, opts);
   return chromium.launch({
     executablePath: wrapper,
     args,
+    // Extra environment (a HOME with its own NSS trust store, say).
+    env: { ...process.env, ...env },
     headless: true,
     timeout: 30000,
     handleSIGINT: false,
@@ -57,7 +63,7 @@ export async function launchChromiumBrowser(ns, opts = {}) {
   });
 }
 
-function prepare(ns, { micHz = 1000, micBurstMs = 0, micWav = null, secureOrigins = [], name = 'chromium', routedPages = false, fakeMediaUi = true, spkiList = [], extraArgs = [] } = {}) {
+function prepare(ns, { micHz = 1000, micBurstMs = 0, micWav = null, secureOrigins = [], name = 'chromium', routedPages = false, fakeMediaUi = true, spkiList = [], extraArgs = [], env = {} } = {}) {
   const dir = fs.mkdtempSync(path.join(ns.dir, `${name}-`));
   const wav = micWav || writeSineWav(path.join(dir, `mic-${micHz}hz.wav`), { freq: micHz, seconds: 12, burstMs: micBurstMs });
   const wrapper = path.join(dir, 'chromium-in-netns.sh');
@@ -86,7 +92,7 @@ function prepare(ns, { micHz = 1000, micBurstMs = 0, micWav = null, secureOrigin
   // Chromium honours this switch only with --user-data-dir, which Playwright
   // always passes.
   if (spkiList.length) args.push(`--ignore-certificate-errors-spki-list=${spkiList.join(',')}`);
-  return { dir, wrapper, args };
+  return { dir, wrapper, args, env };
 }
 
 /**

@@ -38,7 +38,8 @@ const q = (s) => JSON.stringify(String(s)); // TOML basic strings share JSON esc
  * Build a TOML configuration. Options:
  *  station: { id, name }
  *  signaling: { mode: 'standalone'|'hub', url, tokenFile, reconnectInitialMs, reconnectMaxMs, reconnectJitter }
- *  hub: { listen, publicUrl, stateDir, tls: [lines of [hub.tls]], answerers: [{id,name,file,groups,callDoor}], doors: [{id,name,file}] }
+ *  hub: { listen, publicUrl, stateDir, tls, answerers: [{id,name,file,groups,callDoor}], doors: [{id,name,file}] }
+ *    (tls: lines of [hub.tls], which may go on with a [hub.tls.acme] table)
  *  ringTimeoutMs, buttons: [{name, group}],
  *  audio: { source, recordFile, echoPath } for the simulated backend, or
  *         { backend: 'alsa', captureDevice, playbackDevice, pacing };
