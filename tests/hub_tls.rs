@@ -86,18 +86,21 @@ fn init_log() {
         .try_init();
 }
 
-/// A hub alone (as `intercomd hub` runs it) serving HTTPS/WSS from files.
-async fn start_hub(dir: &Path, reload_ms: u64) -> (daemon::StartedHub, CancellationToken) {
+/// A hub alone (as `intercomd hub` runs it): `extra` goes into `[hub]`,
+/// `tls` is its `[hub.tls]` table.
+async fn start_hub_with(
+    dir: &Path,
+    extra: &str,
+    tls: &str,
+) -> (daemon::StartedHub, CancellationToken) {
     let toml = format!(
         r#"
 [hub]
 listen = "127.0.0.1:0"
 state_dir = "{d}/state"
+{extra}
 [hub.tls]
-mode = "files"
-cert_file = "{d}/hub.pem"
-key_file = "{d}/hub.key"
-reload_check_ms = {reload_ms}
+{tls}
 [[hub.doors]]
 id = "door-1"
 name = "Front door"
@@ -118,6 +121,15 @@ groups = ["residents"]
         .await
         .expect("hub starts");
     (hub, cancel)
+}
+
+/// HTTPS/WSS from the PEM files `Pki` writes.
+async fn start_hub(dir: &Path, reload_ms: u64) -> (daemon::StartedHub, CancellationToken) {
+    let tls = format!(
+        "mode = \"files\"\ncert_file = \"{d}/hub.pem\"\nkey_file = \"{d}/hub.key\"\nreload_check_ms = {reload_ms}\n",
+        d = dir.display()
+    );
+    start_hub_with(dir, "", &tls).await
 }
 
 struct Station {
@@ -195,19 +207,6 @@ impl Station {
         self.tracker.close();
         let _ = timeout(Duration::from_secs(5), self.tracker.wait()).await;
     }
-}
-
-async fn wait_freq(what: &str, f: impl Fn() -> Option<f32>, want: f32) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut last = None;
-    while Instant::now() < deadline {
-        last = f();
-        if last.is_some_and(|hz| (hz - want).abs() < 40.0) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{what}: expected {want} Hz, last seen {last:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -362,33 +361,8 @@ async fn start_self_signed_hub(
     let redirect = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("loopback is available");
-    let toml = format!(
-        r#"
-[hub]
-listen = "127.0.0.1:0"
-redirect_listen = "{redirect}"
-state_dir = "{d}/state"
-[hub.tls]
-mode = "self_signed"
-[[hub.doors]]
-id = "door-1"
-name = "Front door"
-token_file = "{d}/door"
-[[hub.answerers]]
-id = "flat-1a"
-token_file = "{d}/flat"
-groups = ["residents"]
-"#,
-        d = dir.display()
-    );
-    let settings = intercomd::config::load_from_strs(&[("hub.toml", &toml)])
-        .expect("hub configuration is valid");
-    let cancel = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let hs = daemon::hub_settings(&settings).expect("tokens readable");
-    let hub = daemon::start_hub(&settings, hs, false, &cancel, &tracker)
-        .await
-        .expect("hub starts");
+    let extra = format!("redirect_listen = \"{redirect}\"");
+    let (hub, cancel) = start_hub_with(dir, &extra, "mode = \"self_signed\"").await;
     (hub, redirect, cancel)
 }
 

@@ -145,21 +145,6 @@ stdin = false
     }
 }
 
-async fn wait_freq(what: &str, f: impl Fn() -> Option<f32>, want: f32) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut last = None;
-    while Instant::now() < deadline {
-        last = f();
-        if let Some(hz) = last
-            && (hz - want).abs() <= 30.0
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{what}: expected {want} Hz, last seen {last:?}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_carries_audio_both_ways_and_hangs_up_from_either_side() {
     let st = Station::start("call").await;

@@ -225,17 +225,7 @@ fn router(app_state: AppState) -> Router {
 /// to send the browser to.
 fn redirect_to_https(req: &axum::extract::Request, port: u16) -> axum::response::Response {
     use axum::http::StatusCode;
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(host_without_port)
-        .filter(|h| {
-            !h.is_empty()
-                && h.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
-        });
-    let Some(host) = host else {
+    let Some(host) = request_host(req.headers()) else {
         return (
             StatusCode::BAD_REQUEST,
             "HTTPS only: open this address with https://\n",
@@ -260,6 +250,20 @@ fn redirect_to_https(req: &axum::extract::Request, port: u16) -> axum::response:
         .into_response()
 }
 
+/// The request's `Host` without its port, when it is a plain name or
+/// address: anything else could smuggle text into a header or a link.
+fn request_host(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(host_without_port)
+        .filter(|h| {
+            !h.is_empty()
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
+        })
+}
+
 /// `example.org:8080` → `example.org`, `[::1]:80` → `[::1]`.
 fn host_without_port(host: &str) -> &str {
     if host.starts_with('[') {
@@ -280,19 +284,10 @@ async fn client_json(
     headers: axum::http::HeaderMap,
 ) -> impl IntoResponse {
     let derived = match (&app.conn.public_url, app.https_port) {
-        (None, Some(port)) => headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(host_without_port)
-            .filter(|h| {
-                !h.is_empty()
-                    && h.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
-            })
-            .map(|h| match port {
-                443 => format!("https://{h}/"),
-                p => format!("https://{h}:{p}/"),
-            }),
+        (None, Some(port)) => request_host(&headers).map(|h| match port {
+            443 => format!("https://{h}/"),
+            p => format!("https://{h}:{p}/"),
+        }),
         _ => None,
     };
     (

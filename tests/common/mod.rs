@@ -238,3 +238,19 @@ impl Answerer {
         }
     }
 }
+
+/// Wait until `f` reports a dominant frequency within 30 Hz of `want`.
+pub async fn wait_freq(what: &str, f: impl Fn() -> Option<f32>, want: f32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = None;
+    while Instant::now() < deadline {
+        last = f();
+        if let Some(hz) = last
+            && (hz - want).abs() <= 30.0
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what}: expected {want} Hz, last seen {last:?}");
+}

@@ -26,21 +26,10 @@ export const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
  *    it a certificate database of the test's own)
  */
 export async function launchChromium(ns, opts = {}) {
-  const { dir, wrapper, args, env } = prepare(ns, opts);
+  const { dir, launch } = prepare(ns, opts);
   // A persistent context on a fresh directory of ours: Playwright passes it
   // as --user-data-dir, and teardown of the namespace's directory removes it.
-  const context = await chromium.launchPersistentContext(path.join(dir, 'profile'), {
-    executablePath: wrapper,
-    args,
-    // Extra environment (a HOME with its own NSS trust store, say).
-    env: { ...process.env, ...env },
-    headless: true,
-    timeout: 30000,
-    handleSIGINT: false,
-    handleSIGTERM: false,
-    handleSIGHUP: false,
-  });
-  return context;
+  return chromium.launchPersistentContext(path.join(dir, 'profile'), launch);
 }
 
 /**
@@ -49,18 +38,7 @@ export async function launchChromium(ns, opts = {}) {
  * include a full handshake every time. The caller closes it.
  */
 export async function launchChromiumBrowser(ns, opts = {}) {
-  const { wrapper, args, env } = prepare(ns, opts);
-  return chromium.launch({
-    executablePath: wrapper,
-    args,
-    // Extra environment (a HOME with its own NSS trust store, say).
-    env: { ...process.env, ...env },
-    headless: true,
-    timeout: 30000,
-    handleSIGINT: false,
-    handleSIGTERM: false,
-    handleSIGHUP: false,
-  });
+  return chromium.launch(prepare(ns, opts).launch);
 }
 
 function prepare(ns, { micHz = 1000, micBurstMs = 0, micWav = null, secureOrigins = [], name = 'chromium', routedPages = false, fakeMediaUi = true, spkiList = [], extraArgs = [], env = {} } = {}) {
@@ -92,7 +70,18 @@ function prepare(ns, { micHz = 1000, micBurstMs = 0, micWav = null, secureOrigin
   // Chromium honours this switch only with --user-data-dir, which Playwright
   // always passes.
   if (spkiList.length) args.push(`--ignore-certificate-errors-spki-list=${spkiList.join(',')}`);
-  return { dir, wrapper, args, env };
+  const launch = {
+    executablePath: wrapper,
+    args,
+    // Extra environment (a HOME with its own NSS trust store, say).
+    env: { ...process.env, ...env },
+    headless: true,
+    timeout: 30000,
+    handleSIGINT: false,
+    handleSIGTERM: false,
+    handleSIGHUP: false,
+  };
+  return { dir, launch };
 }
 
 /**
