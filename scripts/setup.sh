@@ -3,7 +3,7 @@
 # Idempotent: packages already present are not touched.
 set -eu
 
-PKGS="build-essential cmake pkg-config libasound2-dev libdbus-1-dev libsbc-dev libspeexdsp-dev iproute2 iptables nftables chromium nodejs npm curl ca-certificates coturn openssl systemd python3 pebble libnss3-tools"
+PKGS="build-essential cmake pkg-config libasound2-dev libdbus-1-dev libsbc-dev libspeexdsp-dev iproute2 iptables nftables chromium nodejs npm curl ca-certificates coturn openssl systemd python3 python3-venv pebble libnss3-tools"
 
 # A node from elsewhere (nodesource, nvm) is fine too.
 if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
@@ -33,4 +33,15 @@ fi
 if [ ! -d tests/socketio/node_modules/socket.io ] || [ ! -d tests/socketio/node_modules/socket.io-client ] || [ tests/socketio/package-lock.json -nt tests/socketio/node_modules/.package-lock.json ]; then
     echo "setup: npm ci in tests/socketio"
     (cd tests/socketio && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# The test push service of tests/web_push.rs: Python's http_ece and
+# py_vapid (PyPI only, not in Debian 12), pinned, in their own venv.
+PUSH_VENV=tests/push/.venv
+PUSH_PKGS="http-ece==1.2.1 py-vapid==1.9.6 cryptography==51.0.1"
+if [ "$(cat "$PUSH_VENV/.pinned" 2>/dev/null)" != "$PUSH_PKGS" ] || ! "$PUSH_VENV/bin/python" -c 'import http_ece, py_vapid' >/dev/null 2>&1; then
+    echo "setup: Python venv for the push service in $PUSH_VENV"
+    python3 -m venv "$PUSH_VENV"
+    "$PUSH_VENV/bin/pip" install --quiet --disable-pip-version-check $PUSH_PKGS
+    echo "$PUSH_PKGS" > "$PUSH_VENV/.pinned"
 fi

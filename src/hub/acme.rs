@@ -649,7 +649,7 @@ fn http_client(settings: &AcmeSettings) -> Result<Box<dyn HttpClient>, String> {
 /// `e` and its causes: the HTTP client's own message ("client error
 /// (Connect)") only says which step failed, its causes say why ("Connection
 /// refused", "invalid peer certificate").
-fn with_causes(e: &dyn std::error::Error) -> String {
+pub(super) fn with_causes(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
