@@ -7,6 +7,7 @@ fn p(id: &str, token: &str, groups: &[&str]) -> Principal {
         token: token.into(),
         groups: groups.iter().map(|g| g.to_string()).collect(),
         call_door: false,
+        quiet_hours: Default::default(),
     }
 }
 
@@ -21,6 +22,7 @@ fn hub() -> HubState {
         ice_servers: vec![],
         max_message_bytes: 1024,
         hello_timeout: Duration::from_secs(10),
+        ring_timeout: Duration::from_secs(30),
     })
 }
 

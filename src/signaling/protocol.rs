@@ -112,10 +112,58 @@ impl fmt::Debug for IceServerInfo {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerInfo {
     pub id: String,
     pub name: String,
+}
+
+/// `welcome.push`: what the page needs to subscribe.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PushInfo {
+    /// base64url of the uncompressed P-256 point (`applicationServerKey`).
+    pub vapid_public_key: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallOutcome {
+    Answered,
+    Missed,
+    Declined,
+    /// The call ended in an error, or the hub lost track of it.
+    Failed,
+}
+
+impl CallOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallOutcome::Answered => "answered",
+            CallOutcome::Missed => "missed",
+            CallOutcome::Declined => "declined",
+            CallOutcome::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Answered, Self::Missed, Self::Declined, Self::Failed]
+            .into_iter()
+            .find(|o| o.as_str() == s)
+    }
+}
+
+/// One call of `history`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistoryCall {
+    pub call_id: String,
+    pub door: PeerInfo,
+    pub started_at_ms: u64,
+    pub outcome: CallOutcome,
+    pub answered_by: Option<PeerInfo>,
+    pub duration_ms: Option<u64>,
+    pub door_opened: bool,
+    /// This answerer was not rung because of its quiet hours.
+    pub quiet_hours: bool,
 }
 
 /// Every message of protocol v1. `type` is the tag; unknown fields are
@@ -142,6 +190,9 @@ pub enum Message {
         /// The doors this answerer may call (`call_door`); absent when none.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         doors: Vec<PeerInfo>,
+        /// Present when the hub can send Web Push (answerers only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        push: Option<PushInfo>,
     },
     Register {
         groups: Vec<String>,
@@ -223,6 +274,29 @@ pub enum Message {
         #[serde(default)]
         reason: String,
     },
+    /// Answerer → hub: ring this device while the page is closed.
+    PushSubscribe {
+        subscription: crate::hub::push::Subscription,
+    },
+    PushSubscribed,
+    /// Answerer → hub: stop pushing to this endpoint.
+    PushUnsubscribe {
+        endpoint: String,
+    },
+    PushUnsubscribed,
+    /// Answerer → hub: the latest calls of the answerer's groups.
+    GetHistory {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    /// Hub → answerer: newest first.
+    History {
+        calls: Vec<HistoryCall>,
+    },
+    /// Door → hub: the door was opened during this call (for the history).
+    DoorOpened {
+        call_id: CallId,
+    },
     Ping,
     Pong,
     Error {
@@ -284,6 +358,13 @@ impl Message {
             Message::Answer { .. } => "answer",
             Message::Candidate { .. } => "candidate",
             Message::Hangup { .. } => "hangup",
+            Message::PushSubscribe { .. } => "push_subscribe",
+            Message::PushSubscribed => "push_subscribed",
+            Message::PushUnsubscribe { .. } => "push_unsubscribe",
+            Message::PushUnsubscribed => "push_unsubscribed",
+            Message::GetHistory { .. } => "get_history",
+            Message::History { .. } => "history",
+            Message::DoorOpened { .. } => "door_opened",
             Message::Ping => "ping",
             Message::Pong => "pong",
             Message::Error { .. } => "error",
@@ -308,7 +389,8 @@ impl Message {
             | Message::Offer { call_id, .. }
             | Message::Answer { call_id, .. }
             | Message::Candidate { call_id, .. }
-            | Message::Hangup { call_id, .. } => Some(call_id),
+            | Message::Hangup { call_id, .. }
+            | Message::DoorOpened { call_id } => Some(call_id),
             Message::Error { call_id, .. } => call_id.as_ref(),
             _ => None,
         }
@@ -439,6 +521,13 @@ const KNOWN_TYPES: &[&str] = &[
     "answer",
     "candidate",
     "hangup",
+    "push_subscribe",
+    "push_subscribed",
+    "push_unsubscribe",
+    "push_unsubscribed",
+    "get_history",
+    "history",
+    "door_opened",
     "ping",
     "pong",
     "error",
