@@ -660,9 +660,9 @@ impl Controller {
                     // For the hub's call history; a hub without history
                     // ignores it.
                     if let Ok(id) = crate::signaling::protocol::CallId::new(call_id.clone())
-                        && !self
-                            .signaling
-                            .try_send(crate::signaling::protocol::Message::DoorOpened { call_id: id })
+                        && !self.signaling.try_send(
+                            crate::signaling::protocol::Message::DoorOpened { call_id: id },
+                        )
                     {
                         warn!(call_id = %call_id, "signaling queue full; door_opened dropped");
                     }

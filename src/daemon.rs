@@ -169,10 +169,14 @@ fn conn_settings(settings: &Settings) -> ConnSettings {
         ping_interval: settings.hub.ping_interval,
         public_url: settings.hub.public_url.clone(),
         state_dir: Some(settings.hub.state_dir.clone()),
-        push: settings.hub.push.enabled.then(|| hub::server::PushSettings {
-            subject: push_subject(settings),
-            ca_file: settings.hub.push.ca_file.clone(),
-        }),
+        push: settings
+            .hub
+            .push
+            .enabled
+            .then(|| hub::server::PushSettings {
+                subject: push_subject(settings),
+                ca_file: settings.hub.push.ca_file.clone(),
+            }),
     }
 }
 

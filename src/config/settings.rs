@@ -1034,7 +1034,13 @@ fn hub(c: &mut Check, h: &frag::Hub) -> Hub {
             ),
         }
         let mut specs = Vec::new();
-        for (j, w) in a.value.quiet_hours.iter().flat_map(|l| l.value.iter()).enumerate() {
+        for (j, w) in a
+            .value
+            .quiet_hours
+            .iter()
+            .flat_map(|l| l.value.iter())
+            .enumerate()
+        {
             match crate::hub::quiet::QuietHours::parse(std::slice::from_ref(&w.value)) {
                 Ok(_) => specs.push(w.value.clone()),
                 Err((_, e)) => c.invalid(&w.at, &format!("{key}.quiet_hours[{j}]"), e.to_string()),
@@ -1900,7 +1906,11 @@ impl Settings {
         }
         let _ = writeln!(w, "\n[hub.push]");
         kv(w, "enabled", &h.push.enabled.to_string());
-        kv(w, "subject", &q(h.push.subject.as_deref().unwrap_or_default()));
+        kv(
+            w,
+            "subject",
+            &q(h.push.subject.as_deref().unwrap_or_default()),
+        );
         kv(w, "ca_file", &q(&path_str(h.push.ca_file.as_ref())));
         dump_hub_tls(w, h.tls.as_ref());
 

@@ -89,7 +89,8 @@ impl QuietHours {
 
 fn parse_window(spec: &str) -> Result<Vec<Window>, QuietHoursError> {
     let bad = |why: String| QuietHoursError(format!("{spec:?}: {why}"));
-    let example = "expected \"DAYS HH:MM-HH:MM\", e.g. \"mon-fri 22:00-07:00\" or \"daily 23:00-06:30\"";
+    let example =
+        "expected \"DAYS HH:MM-HH:MM\", e.g. \"mon-fri 22:00-07:00\" or \"daily 23:00-06:30\"";
     let mut parts = spec.split_whitespace();
     let (Some(days), Some(times), None) = (parts.next(), parts.next(), parts.next()) else {
         return Err(bad(example.into()));
@@ -157,7 +158,8 @@ fn parse_days(text: &str) -> Result<Vec<u32>, String> {
 
 /// `HH:MM` in minutes; `24:00` only as an end.
 fn parse_time(text: &str, is_end: bool) -> Result<u32, String> {
-    let wrong = || format!("{text:?} is not a time of day (HH:MM, 00:00 to 23:59, or 24:00 as an end)");
+    let wrong =
+        || format!("{text:?} is not a time of day (HH:MM, 00:00 to 23:59, or 24:00 as an end)");
     let (h, m) = text.split_once(':').ok_or_else(wrong)?;
     if h.is_empty() || h.len() > 2 || m.len() != 2 {
         return Err(wrong());

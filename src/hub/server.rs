@@ -94,7 +94,10 @@ enum Event {
     /// The store's subscriptions, read once at start.
     Subscriptions(Vec<(String, super::push::Subscription)>),
     /// A push service said this subscription is gone.
-    PushGone { answerer: String, endpoint: String },
+    PushGone {
+        answerer: String,
+        endpoint: String,
+    },
 }
 
 #[derive(Clone)]
@@ -753,7 +756,8 @@ async fn actor(
                         Some(store) => store.submit(Box::new(move |s| {
                             let found = s.history(&groups, &answerer, limit);
                             let calls = found.as_ref().cloned().unwrap_or_default();
-                            let _ = tx.try_send(Outbound::Text(Message::History { calls }.to_json()));
+                            let _ =
+                                tx.try_send(Outbound::Text(Message::History { calls }.to_json()));
                             found.map(|_| ())
                         })),
                         None => {

@@ -473,7 +473,11 @@ impl HubState {
                         },
                     ));
                 }
-                let end = if reason == "timeout" { "timeout" } else { "cancel" };
+                let end = if reason == "timeout" {
+                    "timeout"
+                } else {
+                    "cancel"
+                };
                 let outcome = match call.accepted {
                     Some(_) => CallOutcome::Answered,
                     None => CallOutcome::Missed,
@@ -558,16 +562,14 @@ impl HubState {
                     limit: limit.unwrap_or(HISTORY_DEFAULT).clamp(1, HISTORY_MAX),
                 }]
             }
-            (Role::Door, Message::DoorOpened { call_id }) => {
-                match self.calls.get_mut(&call_id) {
-                    Some(call) if call.door == me.id => {
-                        call.door_opened = true;
-                        Vec::new()
-                    }
-                    Some(_) => err(ErrorCode::NotPermitted, "not your call".into()),
-                    None => err(ErrorCode::UnknownCall, format!("no call {call_id}")),
+            (Role::Door, Message::DoorOpened { call_id }) => match self.calls.get_mut(&call_id) {
+                Some(call) if call.door == me.id => {
+                    call.door_opened = true;
+                    Vec::new()
                 }
-            }
+                Some(_) => err(ErrorCode::NotPermitted, "not your call".into()),
+                None => err(ErrorCode::UnknownCall, format!("no call {call_id}")),
+            },
             (
                 role,
                 m @ (Message::Offer { .. }
@@ -948,9 +950,7 @@ impl HubState {
     /// Whether answerer `id` is rung by push: offline, or online and
     /// rung on its page.
     fn rings_by_push(&self, id: &str, rung_online: &[(String, ConnId)]) -> bool {
-        let online = self
-            .online
-            .contains_key(&(Role::Answerer, id.to_owned()));
+        let online = self.online.contains_key(&(Role::Answerer, id.to_owned()));
         !online || rung_online.iter().any(|(a, _)| a == id)
     }
 
@@ -1037,12 +1037,15 @@ impl HubState {
             .filter(|((role, _), _)| *role == Role::Answerer)
             .filter_map(|((_, id), conn)| {
                 let p = self.principal(Role::Answerer, id)?;
-                p.groups.iter().any(|g| g == group).then(|| Action::History {
-                    conn: *conn,
-                    answerer: id.clone(),
-                    groups: p.groups.clone(),
-                    limit: HISTORY_DEFAULT,
-                })
+                p.groups
+                    .iter()
+                    .any(|g| g == group)
+                    .then(|| Action::History {
+                        conn: *conn,
+                        answerer: id.clone(),
+                        groups: p.groups.clone(),
+                        limit: HISTORY_DEFAULT,
+                    })
             })
             .collect();
         v.sort_by_key(|a| match a {

@@ -987,7 +987,8 @@ fn every_ending_pushes_end_with_its_reason() {
     let mut t = with_phones();
     ring_actions(&mut t, "c1");
     t.h.set_clock(1_700_000_002_000, WeekMinute::new(2, 12, 0));
-    let out = t.h.handle_message(A, Message::Accept { call_id: cid("c1") });
+    let out =
+        t.h.handle_message(A, Message::Accept { call_id: cid("c1") });
     let jobs = pushes(&out);
     assert_eq!(
         kinds(&jobs),
@@ -1022,7 +1023,8 @@ fn every_ending_pushes_end_with_its_reason() {
     // Declined: each answerer's devices when it declines.
     let mut t = with_phones();
     ring_actions(&mut t, "c1");
-    let out = t.h.handle_message(A, Message::Decline { call_id: cid("c1") });
+    let out =
+        t.h.handle_message(A, Message::Decline { call_id: cid("c1") });
     assert_eq!(
         kinds(&pushes(&out)),
         [("a".into(), "end".into(), "declined".into())]
@@ -1030,8 +1032,12 @@ fn every_ending_pushes_end_with_its_reason() {
     assert!(stores(&out).is_empty(), "B still rings");
     // B declines from its phone (opened from the notification).
     t.h.connected(B, "sB".into(), t.now);
-    t.text(B, r#"{"type":"hello","v":1,"role":"answerer","token":"bt"}"#);
-    let out = t.h.handle_message(B, Message::Decline { call_id: cid("c1") });
+    t.text(
+        B,
+        r#"{"type":"hello","v":1,"role":"answerer","token":"bt"}"#,
+    );
+    let out =
+        t.h.handle_message(B, Message::Decline { call_id: cid("c1") });
     assert_eq!(
         kinds(&pushes(&out)),
         [("b".into(), "end".into(), "declined".into())]
@@ -1046,7 +1052,8 @@ fn an_answered_call_is_recorded_with_who_how_long_and_the_door() {
     ring_actions(&mut t, "c1");
     t.h.set_clock(1_700_000_001_000, WeekMinute::new(2, 12, 0));
     t.h.handle_message(A, Message::Accept { call_id: cid("c1") });
-    let out = t.h.handle_message(DOOR, Message::DoorOpened { call_id: cid("c1") });
+    let out =
+        t.h.handle_message(DOOR, Message::DoorOpened { call_id: cid("c1") });
     assert!(out.is_empty(), "{out:?}");
     t.h.set_clock(1_700_000_043_000, WeekMinute::new(2, 12, 1));
     let out = t.h.handle_message(
@@ -1088,14 +1095,16 @@ fn an_answered_call_is_recorded_with_who_how_long_and_the_door() {
 #[test]
 fn quiet_hours_exclude_an_answerer_from_ring_and_push() {
     let mut t = with_phones();
-    t.h.settings.answerers[0].quiet_hours =
-        QuietHours::parse(&["wed 22:00-07:00"]).expect("valid");
+    t.h.settings.answerers[0].quiet_hours = QuietHours::parse(&["wed 22:00-07:00"]).expect("valid");
     // Wednesday 23:00: A is quiet; Thursday 08:00 it is not.
     t.h.set_clock(1, WeekMinute::new(2, 23, 0));
     let out = ring_actions(&mut t, "c1");
     assert_eq!(ringing_count(&out), 1);
     assert!(!sends(&out).iter().any(|(c, _)| *c == A), "{out:?}");
-    assert_eq!(kinds(&pushes(&out)), [("b".into(), "ring".into(), String::new())]);
+    assert_eq!(
+        kinds(&pushes(&out)),
+        [("b".into(), "ring".into(), String::new())]
+    );
     match &stores(&out)[..] {
         [StoreOp::InsertCall(r)] => assert_eq!(r.quiet, ["a"]),
         other => panic!("{other:?}"),
@@ -1152,7 +1161,9 @@ fn history_is_asked_for_the_answerers_own_groups_only() {
         }]
     );
     let out = t.text(A, r#"{"type":"get_history"}"#);
-    assert!(matches!(&out[..], [Action::History { limit: HISTORY_DEFAULT, groups, .. }] if groups == &["residents"]));
+    assert!(
+        matches!(&out[..], [Action::History { limit: HISTORY_DEFAULT, groups, .. }] if groups == &["residents"])
+    );
     // Doors have no history.
     let out = sends(&t.text(DOOR, r#"{"type":"get_history"}"#));
     assert_eq!(err_code(&out), Some(ErrorCode::NotPermitted));
@@ -1163,7 +1174,10 @@ fn a_late_joiner_gets_the_ring_and_may_answer() {
     let mut t = with_phones();
     ring_actions(&mut t, "c1");
     t.h.connected(9, "s9".into(), t.now);
-    let out = sends(&t.text(9, r#"{"type":"hello","v":1,"role":"answerer","token":"bt"}"#));
+    let out = sends(&t.text(
+        9,
+        r#"{"type":"hello","v":1,"role":"answerer","token":"bt"}"#,
+    ));
     assert!(matches!(out[0].1, Message::Welcome { .. }));
     assert_eq!(
         out[1],
@@ -1192,7 +1206,10 @@ fn a_late_joiner_gets_the_ring_and_may_answer() {
     )));
     // Once taken, nobody joining is rung.
     t.h.connected(10, "s10".into(), t.now);
-    let out = sends(&t.text(10, r#"{"type":"hello","v":1,"role":"answerer","token":"bt"}"#));
+    let out = sends(&t.text(
+        10,
+        r#"{"type":"hello","v":1,"role":"answerer","token":"bt"}"#,
+    ));
     assert_eq!(out.len(), 1, "{out:?}");
 }
 
@@ -1202,16 +1219,26 @@ fn welcome_offers_push_to_answerers_when_the_hub_can_push() {
     h.set_push_key(Some("BPubKey".into()));
     h.connected(1, "s1".into(), Instant::now());
     h.connected(2, "s2".into(), Instant::now());
-    let a = sends(&h.handle_text(1, r#"{"type":"hello","v":1,"role":"answerer","token":"at"}"#));
+    let a = sends(&h.handle_text(
+        1,
+        r#"{"type":"hello","v":1,"role":"answerer","token":"at"}"#,
+    ));
     let d = sends(&h.handle_text(2, r#"{"type":"hello","v":1,"role":"door","token":"dt"}"#));
     assert!(
         matches!(&a[0].1, Message::Welcome { push: Some(p), .. } if p.vapid_public_key == "BPubKey")
     );
     assert!(matches!(&d[0].1, Message::Welcome { push: None, .. }));
-    assert!(a[0].1.to_json().contains(r#""push":{"vapid_public_key":"BPubKey"}"#));
+    assert!(
+        a[0].1
+            .to_json()
+            .contains(r#""push":{"vapid_public_key":"BPubKey"}"#)
+    );
     let mut h = hub();
     h.connected(1, "s1".into(), Instant::now());
-    let a = sends(&h.handle_text(1, r#"{"type":"hello","v":1,"role":"answerer","token":"at"}"#));
+    let a = sends(&h.handle_text(
+        1,
+        r#"{"type":"hello","v":1,"role":"answerer","token":"at"}"#,
+    ));
     assert!(!a[0].1.to_json().contains("push"));
 }
 
@@ -1223,12 +1250,17 @@ fn subscriptions_are_checked_before_they_are_kept() {
     };
     let out = t.text(A, &frame(&sub(1)));
     assert_eq!(sends(&out), [(A, Message::PushSubscribed)]);
-    assert!(matches!(&stores(&out)[..], [StoreOp::SaveSubscription { answerer, subscription, .. }] if answerer == "a" && *subscription == sub(1)));
+    assert!(
+        matches!(&stores(&out)[..], [StoreOp::SaveSubscription { answerer, subscription, .. }] if answerer == "a" && *subscription == sub(1))
+    );
     assert_eq!(t.h.subscription_count("a"), 1);
     // http only to this machine (a local test push service).
     let mut local = sub(2);
     local.endpoint = "http://127.0.0.1:9999/push/2".into();
-    assert_eq!(sends(&t.text(A, &frame(&local))), [(A, Message::PushSubscribed)]);
+    assert_eq!(
+        sends(&t.text(A, &frame(&local))),
+        [(A, Message::PushSubscribed)]
+    );
     let cases: Vec<(Subscription, ErrorCode)> = vec![
         (
             Subscription {
@@ -1308,9 +1340,15 @@ fn subscriptions_are_checked_before_they_are_kept() {
     let mut h = hub();
     h.settings.max_message_bytes = 65536;
     h.connected(1, "s1".into(), Instant::now());
-    h.handle_text(1, r#"{"type":"hello","v":1,"role":"answerer","token":"at"}"#);
+    h.handle_text(
+        1,
+        r#"{"type":"hello","v":1,"role":"answerer","token":"at"}"#,
+    );
     let mut long = sub(5);
-    long.endpoint = format!("https://push.example.net/{}", "x".repeat(MAX_ENDPOINT_BYTES));
+    long.endpoint = format!(
+        "https://push.example.net/{}",
+        "x".repeat(MAX_ENDPOINT_BYTES)
+    );
     let out = sends(&h.handle_text(1, &frame(&long)));
     assert_eq!(err_code(&out), Some(ErrorCode::TooLarge));
     // Missing keys: malformed.
@@ -1329,12 +1367,25 @@ fn subscriptions_are_checked_before_they_are_kept() {
 fn subscriptions_are_capped_replaced_and_removed() {
     let mut t = T::new();
     for n in 0..(MAX_SUBSCRIPTIONS_PER_ANSWERER as u8 + 2) {
-        t.h.handle_message(A, Message::PushSubscribe { subscription: sub(n) });
+        t.h.handle_message(
+            A,
+            Message::PushSubscribe {
+                subscription: sub(n),
+            },
+        );
     }
     assert_eq!(t.h.subscription_count("a"), MAX_SUBSCRIPTIONS_PER_ANSWERER);
     // The same device signing in as another flat moves over.
-    t.h.handle_message(B, Message::PushSubscribe { subscription: sub(9) });
-    assert_eq!(t.h.subscription_count("a"), MAX_SUBSCRIPTIONS_PER_ANSWERER - 1);
+    t.h.handle_message(
+        B,
+        Message::PushSubscribe {
+            subscription: sub(9),
+        },
+    );
+    assert_eq!(
+        t.h.subscription_count("a"),
+        MAX_SUBSCRIPTIONS_PER_ANSWERER - 1
+    );
     let out = t.h.handle_message(
         B,
         Message::PushUnsubscribe {
@@ -1352,7 +1403,10 @@ fn subscriptions_are_capped_replaced_and_removed() {
             endpoint: sub(8).endpoint
         }]
     );
-    assert_eq!(t.h.subscription_count("a"), MAX_SUBSCRIPTIONS_PER_ANSWERER - 2);
+    assert_eq!(
+        t.h.subscription_count("a"),
+        MAX_SUBSCRIPTIONS_PER_ANSWERER - 2
+    );
 }
 
 #[test]
@@ -1361,6 +1415,9 @@ fn a_long_call_id_gets_a_hashed_topic() {
     let long = cid(&"x".repeat(40));
     let t = push_topic(&long);
     assert_eq!(t.len(), 32);
-    assert!(t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    assert!(
+        t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    );
     assert_ne!(t, push_topic(&cid(&"y".repeat(40))));
 }

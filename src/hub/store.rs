@@ -88,8 +88,10 @@ pub trait HubStore: Send {
         endpoint: &str,
     ) -> Result<bool, StoreError>;
     /// Every subscription of these answerers, oldest first.
-    fn subscriptions(&mut self, answerers: &[String])
-    -> Result<Vec<(String, Subscription)>, StoreError>;
+    fn subscriptions(
+        &mut self,
+        answerers: &[String],
+    ) -> Result<Vec<(String, Subscription)>, StoreError>;
     /// A repeated insert of the same call (a door resuming after a hub
     /// restart) keeps the first.
     fn insert_call(&mut self, rec: &CallRecord) -> Result<(), StoreError>;
@@ -185,7 +187,10 @@ impl SqliteStore {
         store.migrate()?;
         store
             .db
-            .execute("UPDATE calls SET outcome = 'failed' WHERE outcome IS NULL", [])
+            .execute(
+                "UPDATE calls SET outcome = 'failed' WHERE outcome IS NULL",
+                [],
+            )
             .map_err(|e| store.err(e))?;
         store.prune()?;
         Ok(store)
@@ -585,8 +590,14 @@ mod tests {
             ]
         );
         // Only its owner removes it by name; a gone endpoint goes anyway.
-        assert!(!s.delete_subscription(Some("flat-1a"), &sub(3).endpoint).unwrap());
-        assert!(s.delete_subscription(Some("flat-2b"), &sub(3).endpoint).unwrap());
+        assert!(
+            !s.delete_subscription(Some("flat-1a"), &sub(3).endpoint)
+                .unwrap()
+        );
+        assert!(
+            s.delete_subscription(Some("flat-2b"), &sub(3).endpoint)
+                .unwrap()
+        );
         assert!(s.delete_subscription(None, &sub(1).endpoint).unwrap());
         drop(s);
         let mut s = SqliteStore::open(&d).expect("reopens");
@@ -627,7 +638,11 @@ mod tests {
         // Quiet is per answerer.
         assert!(!s.history(&["g".into()], "flat-2b", 50).unwrap()[0].quiet_hours);
         assert_eq!(s.history(&["g".into()], "flat-1a", 1).unwrap().len(), 1);
-        assert!(s.history(&["nobody".into()], "flat-1a", 50).unwrap().is_empty());
+        assert!(
+            s.history(&["nobody".into()], "flat-1a", 50)
+                .unwrap()
+                .is_empty()
+        );
         drop(s);
         // A call left ringing by the previous run is failed after reopening.
         let mut s = SqliteStore::open(&d).expect("reopens");
