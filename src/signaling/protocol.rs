@@ -589,6 +589,15 @@ mod tests {
             r#"{"type":"candidate","call_id":"c-1","candidate":null}"#,
             r#"{"type":"hangup","call_id":"c-1","reason":"normal"}"#,
             r#"{"type":"ping"}"#,
+            r#"{"type":"welcome","v":1,"session":"s-1","id":"flat-1a","name":"Flat 1A","groups":["residents"],"ice_servers":[],"push":{"vapid_public_key":"BPk"}}"#,
+            r#"{"type":"push_subscribe","subscription":{"endpoint":"https://push.example.net/x","keys":{"p256dh":"BNc","auth":"tBH"}}}"#,
+            r#"{"type":"push_subscribed"}"#,
+            r#"{"type":"push_unsubscribe","endpoint":"https://push.example.net/x"}"#,
+            r#"{"type":"push_unsubscribed"}"#,
+            r#"{"type":"get_history","limit":50}"#,
+            r#"{"type":"get_history"}"#,
+            r#"{"type":"history","calls":[{"call_id":"c-9","door":{"id":"door-1","name":"Front door"},"started_at_ms":1767225600000,"outcome":"answered","answered_by":{"id":"flat-1a","name":"Flat 1A"},"duration_ms":42000,"door_opened":true,"quiet_hours":false},{"call_id":"c-8","door":{"id":"door-1","name":"Front door"},"started_at_ms":1767222000000,"outcome":"missed","answered_by":null,"duration_ms":null,"door_opened":false,"quiet_hours":true}]}"#,
+            r#"{"type":"door_opened","call_id":"c-9"}"#,
             r#"{"type":"error","code":"bad_state","message":"m","ref":"accept","call_id":"c-1"}"#,
         ];
         for s in samples {
@@ -596,6 +605,23 @@ mod tests {
             let back = decode(&m.to_json(), 65536).expect("re-encoding decodes");
             assert_eq!(m, back, "{s}");
         }
+    }
+
+    #[test]
+    fn history_serialises_nulls_and_push_debug_hides_the_endpoint() {
+        let m = decode(
+            r#"{"type":"history","calls":[{"call_id":"c-8","door":{"id":"d","name":"D"},"started_at_ms":1,"outcome":"missed","answered_by":null,"duration_ms":null,"door_opened":false,"quiet_hours":true}]}"#,
+            65536,
+        )
+        .expect("decodes");
+        let json = m.to_json();
+        assert!(json.contains(r#""answered_by":null,"duration_ms":null"#), "{json}");
+        let m = decode(
+            r#"{"type":"push_subscribe","subscription":{"endpoint":"https://push.example.net/secret-path","keys":{"p256dh":"k","auth":"a"}}}"#,
+            65536,
+        )
+        .expect("decodes");
+        assert!(!format!("{m:?}").contains("secret-path"));
     }
 
     #[test]
