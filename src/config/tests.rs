@@ -1121,14 +1121,20 @@ fn quiet_hours_are_parsed_dumped_and_refused_by_file_line_and_key() {
         )
     };
     let s = ok(&[("site.toml", &entry(""))]);
-    assert!(s.hub.answerers[0].quiet_hours.is_empty(), "none unless configured");
+    assert!(
+        s.hub.answerers[0].quiet_hours.is_empty(),
+        "none unless configured"
+    );
     let s = ok(&[(
         "site.toml",
         &entry("quiet_hours = [\"mon-fri 22:00-07:00\", \"sat,sun 23:00-08:30\"]\n"),
     )]);
     let q = &s.hub.answerers[0].quiet_hours;
     assert!(q.contains(WeekMinute::new(0, 23, 0)));
-    assert!(q.contains(WeekMinute::new(5, 6, 0)), "Friday night runs into Saturday");
+    assert!(
+        q.contains(WeekMinute::new(5, 6, 0)),
+        "Friday night runs into Saturday"
+    );
     assert!(!q.contains(WeekMinute::new(2, 12, 0)));
     let dump = s.redacted_toml();
     assert!(
@@ -1168,11 +1174,17 @@ fn hub_push_defaults_and_checks() {
         "[hub.push]\nenabled = false\nsubject = \"mailto:admin@example.net\"\nca_file = \"/etc/ca.pem\"\n",
     )]);
     assert!(!s.hub.push.enabled);
-    assert_eq!(s.hub.push.subject.as_deref(), Some("mailto:admin@example.net"));
+    assert_eq!(
+        s.hub.push.subject.as_deref(),
+        Some("mailto:admin@example.net")
+    );
     let dump = s.redacted_toml();
     assert!(dump.contains("[hub.push]\nenabled = false\nsubject = \"mailto:admin@example.net\"\nca_file = \"/etc/ca.pem\""), "{dump}");
     assert_eq!(ok(&[("dump.toml", &dump)]).hub.push, s.hub.push);
-    match err(&[("site.toml", "[hub.push]\n\nsubject = \"admin@example.net\"\n")]) {
+    match err(&[(
+        "site.toml",
+        "[hub.push]\n\nsubject = \"admin@example.net\"\n",
+    )]) {
         ConfigError::InvalidValue { at, key, reason } => {
             assert_eq!(at, Location::new("site.toml", 3));
             assert_eq!(key, "hub.push.subject");

@@ -615,7 +615,10 @@ mod tests {
         )
         .expect("decodes");
         let json = m.to_json();
-        assert!(json.contains(r#""answered_by":null,"duration_ms":null"#), "{json}");
+        assert!(
+            json.contains(r#""answered_by":null,"duration_ms":null"#),
+            "{json}"
+        );
         let m = decode(
             r#"{"type":"push_subscribe","subscription":{"endpoint":"https://push.example.net/secret-path","keys":{"p256dh":"k","auth":"a"}}}"#,
             65536,
