@@ -37,12 +37,14 @@ fn settings(n: usize) -> HubSettings {
                 token: format!("token-{i:04}-0123456789abcdef"),
                 groups: Vec::new(),
                 call_door: false,
+                quiet_hours: Default::default(),
             })
             .collect(),
         answerers: Vec::new(),
         ice_servers: Vec::new(),
         max_message_bytes: 65536,
         hello_timeout: Duration::from_secs(10),
+        ring_timeout: Duration::from_secs(30),
     }
 }
 
@@ -66,6 +68,8 @@ async fn start_hub(addr: &str, n: usize) -> CancellationToken {
         ConnSettings {
             ping_interval: Duration::from_secs(15),
             public_url: None,
+            state_dir: None,
+            push: None,
         },
         cancel.clone(),
     ));

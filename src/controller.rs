@@ -657,6 +657,15 @@ impl Controller {
                         pulse_ms = pulse.as_millis() as u64,
                         "door opened by the resident"
                     );
+                    // For the hub's call history; a hub without history
+                    // ignores it.
+                    if let Ok(id) = crate::signaling::protocol::CallId::new(call_id.clone())
+                        && !self.signaling.try_send(
+                            crate::signaling::protocol::Message::DoorOpened { call_id: id },
+                        )
+                    {
+                        warn!(call_id = %call_id, "signaling queue full; door_opened dropped");
+                    }
                 } else {
                     warn!(
                         AUDIT = "door_open",

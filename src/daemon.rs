@@ -140,6 +140,7 @@ pub fn hub_settings(settings: &Settings) -> Result<HubSettings, ConfigError> {
             token: config::read_secret(&d.token)?.expose().to_owned(),
             groups: Vec::new(),
             call_door: false,
+            quiet_hours: Default::default(),
         });
     }
     let mut answerers = Vec::new();
@@ -150,6 +151,7 @@ pub fn hub_settings(settings: &Settings) -> Result<HubSettings, ConfigError> {
             token: config::read_secret(&a.token)?.expose().to_owned(),
             groups: a.groups.clone(),
             call_door: a.call_door,
+            quiet_hours: a.quiet_hours.clone(),
         });
     }
     Ok(HubSettings {
@@ -158,6 +160,7 @@ pub fn hub_settings(settings: &Settings) -> Result<HubSettings, ConfigError> {
         ice_servers: ice_servers(settings)?,
         max_message_bytes: settings.signaling.max_message_bytes,
         hello_timeout: settings.hub.hello_timeout,
+        ring_timeout: settings.call.ring_timeout,
     })
 }
 
@@ -165,7 +168,29 @@ fn conn_settings(settings: &Settings) -> ConnSettings {
     ConnSettings {
         ping_interval: settings.hub.ping_interval,
         public_url: settings.hub.public_url.clone(),
+        state_dir: Some(settings.hub.state_dir.clone()),
+        push: settings
+            .hub
+            .push
+            .enabled
+            .then(|| hub::server::PushSettings {
+                subject: push_subject(settings),
+                ca_file: settings.hub.push.ca_file.clone(),
+            }),
     }
+}
+
+/// The VAPID `sub` claim: configured, else the public URL, else a mailto
+/// naming this host (push services want a way to reach the operator).
+fn push_subject(settings: &Settings) -> String {
+    if let Some(s) = &settings.hub.push.subject {
+        return s.clone();
+    }
+    if let Some(u) = &settings.hub.public_url {
+        return u.clone();
+    }
+    let host = hub::tls::host_name().unwrap_or_else(|| "localhost".into());
+    format!("mailto:intercomd@{host}")
 }
 
 pub fn media_settings(settings: &Settings) -> MediaSettings {
@@ -570,6 +595,7 @@ pub async fn start_station(
                 token: token.clone(),
                 groups: Vec::new(),
                 call_door: false,
+                quiet_hours: Default::default(),
             });
             let started = start_hub(settings, hs, true, &cancel, tracker).await?;
             let addr = started.addr;

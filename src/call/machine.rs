@@ -733,7 +733,14 @@ impl CallMachine {
             | Message::Decline { .. }
             | Message::Taken { .. }
             | Message::Calling { .. }
-            | Message::Offer { .. } => Err(Rejected::NotForDoor(name)),
+            | Message::Offer { .. }
+            | Message::PushSubscribe { .. }
+            | Message::PushSubscribed
+            | Message::PushUnsubscribe { .. }
+            | Message::PushUnsubscribed
+            | Message::GetHistory { .. }
+            | Message::History { .. }
+            | Message::DoorOpened { .. } => Err(Rejected::NotForDoor(name)),
         }
     }
 

@@ -225,6 +225,7 @@ fragment! {
         ping_interval_ms: Val<u64>,
         hello_timeout_ms: Val<u64>,
         tls: HubTls,
+        push: HubPush,
         public_url: Val<String>,
         doors: Val<Vec<Val<Door>>>,
         answerers: Val<Vec<Val<Answerer>>>,
@@ -237,6 +238,12 @@ fragment! {
         reload_check_ms: Val<u64>,
         names: Val<Vec<Val<String>>>,
         acme: HubTlsAcme,
+    }
+
+    HubPush {
+        enabled: Val<bool>,
+        subject: Val<String>,
+        ca_file: Val<String>,
     }
 
     HubTlsAcme {
@@ -262,6 +269,7 @@ fragment! {
         token_credential: Val<String>,
         groups: Val<Vec<Val<String>>>,
         call_door: Val<bool>,
+        quiet_hours: Val<Vec<Val<String>>>,
     }
 
     Call {

@@ -127,6 +127,17 @@ pub struct Hub {
     /// station is added by the daemon, not listed here).
     pub doors: Vec<Door>,
     pub answerers: Vec<Answerer>,
+    pub push: HubPush,
+}
+
+/// `[hub.push]`: Web Push to residents' phones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubPush {
+    pub enabled: bool,
+    /// The VAPID `sub` claim; `None`: derived (public_url, else mailto).
+    pub subject: Option<String>,
+    /// Extra trust (PEM) for push services besides the system's CAs.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,6 +155,8 @@ pub struct Answerer {
     pub groups: Vec<String>,
     /// May call the hub's doors (monitor / talk to the door).
     pub call_door: bool,
+    /// When this answerer is neither rung nor pushed.
+    pub quiet_hours: crate::hub::quiet::QuietHours,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1020,12 +1033,27 @@ fn hub(c: &mut Check, h: &frag::Hub) -> Hub {
                 Some(&a.at),
             ),
         }
+        let mut specs = Vec::new();
+        for (j, w) in a
+            .value
+            .quiet_hours
+            .iter()
+            .flat_map(|l| l.value.iter())
+            .enumerate()
+        {
+            match crate::hub::quiet::QuietHours::parse(std::slice::from_ref(&w.value)) {
+                Ok(_) => specs.push(w.value.clone()),
+                Err((_, e)) => c.invalid(&w.at, &format!("{key}.quiet_hours[{j}]"), e.to_string()),
+            }
+        }
+        let quiet_hours = crate::hub::quiet::QuietHours::parse(&specs).unwrap_or_default();
         answerers.push(Answerer {
             id,
             name,
             token,
             groups,
             call_door: a.value.call_door.as_ref().is_some_and(|v| v.value),
+            quiet_hours,
         });
     }
 
@@ -1054,6 +1082,26 @@ fn hub(c: &mut Check, h: &frag::Hub) -> Hub {
     }
     let state_dir = PathBuf::from(c.text("hub.state_dir", &h.state_dir));
     let tls = hub_tls(c, tls_mode, h.tls.as_ref());
+    let p = h.push.clone().unwrap_or_default();
+    let subject = p
+        .subject
+        .as_ref()
+        .map(|v| v.value.trim().to_owned())
+        .filter(|v| !v.is_empty());
+    if let (Some(s), Some(v)) = (&subject, &p.subject)
+        && !(s.starts_with("mailto:") || s.starts_with("https://"))
+    {
+        c.invalid(
+            &v.at,
+            "hub.push.subject",
+            format!("{s:?} must be a mailto: or https: URL (e.g. \"mailto:admin@example.net\"), or \"\" for the default"),
+        );
+    }
+    let push = HubPush {
+        enabled: c.copy("hub.push.enabled", &p.enabled, true),
+        subject,
+        ca_file: optional_path(&p.ca_file),
+    };
     Hub {
         listen,
         loopback_listen,
@@ -1065,6 +1113,7 @@ fn hub(c: &mut Check, h: &frag::Hub) -> Hub {
         public_url: public_url(c, &h.public_url),
         doors,
         answerers,
+        push,
     }
 }
 
@@ -1849,7 +1898,20 @@ impl Settings {
             secret_kv(w, "token", Some(&a.token));
             kv(w, "groups", &list(a.groups.iter().map(|g| q(g))));
             kv(w, "call_door", &a.call_door.to_string());
+            kv(
+                w,
+                "quiet_hours",
+                &list(a.quiet_hours.source().iter().map(|s| q(s))),
+            );
         }
+        let _ = writeln!(w, "\n[hub.push]");
+        kv(w, "enabled", &h.push.enabled.to_string());
+        kv(
+            w,
+            "subject",
+            &q(h.push.subject.as_deref().unwrap_or_default()),
+        );
+        kv(w, "ca_file", &q(&path_str(h.push.ca_file.as_ref())));
         dump_hub_tls(w, h.tls.as_ref());
 
         let _ = writeln!(w, "\n[call]");

@@ -1111,3 +1111,85 @@ fn an_answerer_may_call_the_door_only_when_configured() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+#[test]
+fn quiet_hours_are_parsed_dumped_and_refused_by_file_line_and_key() {
+    use crate::hub::quiet::WeekMinute;
+    let entry = |extra: &str| {
+        format!(
+            "[[hub.answerers]]\nid = \"flat-1a\"\ntoken_file = \"/t\"\ngroups = [\"residents\"]\n{extra}"
+        )
+    };
+    let s = ok(&[("site.toml", &entry(""))]);
+    assert!(
+        s.hub.answerers[0].quiet_hours.is_empty(),
+        "none unless configured"
+    );
+    let s = ok(&[(
+        "site.toml",
+        &entry("quiet_hours = [\"mon-fri 22:00-07:00\", \"sat,sun 23:00-08:30\"]\n"),
+    )]);
+    let q = &s.hub.answerers[0].quiet_hours;
+    assert!(q.contains(WeekMinute::new(0, 23, 0)));
+    assert!(
+        q.contains(WeekMinute::new(5, 6, 0)),
+        "Friday night runs into Saturday"
+    );
+    assert!(!q.contains(WeekMinute::new(2, 12, 0)));
+    let dump = s.redacted_toml();
+    assert!(
+        dump.contains(r#"quiet_hours = ["mon-fri 22:00-07:00", "sat,sun 23:00-08:30"]"#),
+        "{dump}"
+    );
+    let again = ok(&[("dump.toml", &dump)]);
+    assert_eq!(again.hub.answerers, s.hub.answerers);
+    match err(&[(
+        "site.toml",
+        &entry("quiet_hours = [\n  \"daily 00:00-24:00\",\n  \"weekdays 22:00-07:00\",\n]\n"),
+    )]) {
+        ConfigError::InvalidValue { at, key, reason } => {
+            assert_eq!(at, Location::new("site.toml", 7));
+            assert_eq!(key, "hub.answerers[0].quiet_hours[1]");
+            assert!(reason.contains("not a day"), "{reason}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    match err(&[("site.toml", &entry("quiet_hours = [\"mon 22:00-25:00\"]\n"))]) {
+        ConfigError::InvalidValue { key, reason, .. } => {
+            assert_eq!(key, "hub.answerers[0].quiet_hours[0]");
+            assert!(reason.contains("time of day"), "{reason}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn hub_push_defaults_and_checks() {
+    let s = ok(&[]);
+    assert!(s.hub.push.enabled);
+    assert_eq!(s.hub.push.subject, None);
+    assert_eq!(s.hub.push.ca_file, None);
+    let s = ok(&[(
+        "site.toml",
+        "[hub.push]\nenabled = false\nsubject = \"mailto:admin@example.net\"\nca_file = \"/etc/ca.pem\"\n",
+    )]);
+    assert!(!s.hub.push.enabled);
+    assert_eq!(
+        s.hub.push.subject.as_deref(),
+        Some("mailto:admin@example.net")
+    );
+    let dump = s.redacted_toml();
+    assert!(dump.contains("[hub.push]\nenabled = false\nsubject = \"mailto:admin@example.net\"\nca_file = \"/etc/ca.pem\""), "{dump}");
+    assert_eq!(ok(&[("dump.toml", &dump)]).hub.push, s.hub.push);
+    match err(&[(
+        "site.toml",
+        "[hub.push]\n\nsubject = \"admin@example.net\"\n",
+    )]) {
+        ConfigError::InvalidValue { at, key, reason } => {
+            assert_eq!(at, Location::new("site.toml", 3));
+            assert_eq!(key, "hub.push.subject");
+            assert!(reason.contains("mailto:"), "{reason}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}

@@ -4,9 +4,11 @@
 
 pub mod acme;
 pub mod push;
+pub mod quiet;
 pub mod server;
 pub mod state;
+pub mod store;
 pub mod tls;
 
-pub use server::{ConnSettings, HubError, Listeners, bind, run};
+pub use server::{ConnSettings, HubError, Listeners, PushSettings, bind, run};
 pub use state::{HubSettings, Principal};

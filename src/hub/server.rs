@@ -23,8 +23,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::state::{Action, ConnId, HubSettings, HubState, LogLevel};
+use super::push::{PushMessage, PushOutcome, VapidKeys, WebPush, endpoint_host};
+use super::quiet::WeekMinute;
+use super::state::{Action, ConnId, HubSettings, HubState, LogLevel, PushJob};
+use super::store::{HubStore, SqliteStore, StoreError, StoreWorker};
 use super::tls::TlsListener;
+use crate::signaling::protocol::Message;
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const APP_JS: &str = include_str!("../../web/app.js");
@@ -34,6 +38,8 @@ const STYLE_CSS: &str = include_str!("../../web/style.css");
 /// the protocol limit and this get a proper `too_large` reply first.
 const HARD_FRAME_LIMIT: usize = 1 << 20;
 const CONN_QUEUE: usize = 256;
+/// Pushes in flight at once; more wait for a slot.
+const PUSHES_IN_FLIGHT: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
@@ -56,6 +62,19 @@ pub struct ConnSettings {
     /// The https:// address residents should open (`hub.public_url`),
     /// served to the answering page by `/client.json`.
     pub public_url: Option<String>,
+    /// Where `hub.sqlite3` and the VAPID key live; `None`: no history and
+    /// no push.
+    pub state_dir: Option<std::path::PathBuf>,
+    /// `None`: `hub.push.enabled = false`.
+    pub push: Option<PushSettings>,
+}
+
+#[derive(Clone, Debug)]
+pub struct PushSettings {
+    /// The VAPID `sub` claim.
+    pub subject: String,
+    /// Extra trust for push services (tests).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 enum Outbound {
@@ -72,6 +91,13 @@ enum Event {
     Text(ConnId, String),
     Binary(ConnId),
     Closed(ConnId),
+    /// The store's subscriptions, read once at start.
+    Subscriptions(Vec<(String, super::push::Subscription)>),
+    /// A push service said this subscription is gone.
+    PushGone {
+        answerer: String,
+        endpoint: String,
+    },
 }
 
 #[derive(Clone)]
@@ -137,7 +163,17 @@ pub async fn run(
         .map(|a| a.to_string())
         .unwrap_or_else(|| "?".into());
     let (events_tx, events_rx) = mpsc::channel(1024);
-    let actor = tokio::spawn(actor(HubState::new(settings), events_rx, shutdown.clone()));
+    let answerer_ids: Vec<String> = settings.answerers.iter().map(|a| a.id.clone()).collect();
+    let mut state = HubState::new(settings);
+    let data = start_data(&conn, answerer_ids, events_tx.clone()).await;
+    state.set_push_key(data.push_key.clone());
+    let actor = tokio::spawn(actor(
+        state,
+        events_rx,
+        events_tx.clone(),
+        data,
+        shutdown.clone(),
+    ));
     let app_state = AppState {
         events: events_tx,
         next_conn: Default::default(),
@@ -385,14 +421,277 @@ async fn connection(socket: WebSocket, peer: SocketAddr, app: AppState) {
     let _ = app.events.send(Event::Closed(conn)).await;
 }
 
-async fn actor(mut state: HubState, mut events: mpsc::Receiver<Event>, cancel: CancellationToken) {
+/// What the hub keeps and sends besides routing: the database and Web Push.
+struct HubData {
+    store: Option<StoreWorker>,
+    push: Option<WebPush>,
+    push_key: Option<String>,
+    pushes: Arc<tokio::sync::Semaphore>,
+}
+
+/// Opens the database (on its own thread) and the VAPID key. A failure
+/// turns the feature off with one log line; the hub runs regardless.
+async fn start_data(
+    conn: &ConnSettings,
+    answerers: Vec<String>,
+    events: mpsc::Sender<Event>,
+) -> HubData {
+    let mut data = HubData {
+        store: None,
+        push: None,
+        push_key: None,
+        pushes: Arc::new(tokio::sync::Semaphore::new(PUSHES_IN_FLIGHT)),
+    };
+    let Some(dir) = conn.state_dir.clone() else {
+        return data;
+    };
+    data.store = start_store(&dir);
+    if let Some(store) = &data.store {
+        store.submit(Box::new(move |s| {
+            let subs = s.subscriptions(&answerers)?;
+            let _ = events.try_send(Event::Subscriptions(subs));
+            Ok(())
+        }));
+    }
+    if let Some(push) = &conn.push {
+        let key_dir = dir.clone();
+        match tokio::task::spawn_blocking(move || VapidKeys::load_or_create(&key_dir)).await {
+            Ok(Ok(keys)) => {
+                data.push_key = Some(keys.public_key_b64url());
+                data.push = Some(WebPush::new(
+                    keys,
+                    push.subject.clone(),
+                    push.ca_file.as_deref(),
+                ));
+                info!(subject = %push.subject, "hub sends Web Push");
+            }
+            Ok(Err(e)) => {
+                warn!(error = %e, "hub cannot send Web Push: no VAPID key (phones ring only while their page is open)");
+            }
+            Err(e) => warn!(error = %e, "hub cannot send Web Push: loading the VAPID key failed"),
+        }
+    }
+    data
+}
+
+/// The database thread. It opens the file itself, so that a slow or
+/// locked file never holds up the hub; jobs queue meanwhile.
+fn start_store(dir: &std::path::Path) -> Option<StoreWorker> {
+    let path = dir.join(super::store::FILE_NAME);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Box<dyn HubStore>>(1);
+    let open_dir = dir.to_owned();
+    let opener = std::thread::Builder::new()
+        .name("hub-db-open".into())
+        .spawn(move || {
+            let store: Box<dyn HubStore> = match SqliteStore::open(&open_dir) {
+                Ok(s) => {
+                    info!(file = %s.path().display(), "hub database open");
+                    Box::new(s)
+                }
+                Err(e) => {
+                    warn!(file = %e.path.display(), cause = %e.cause, "hub database unavailable: no call history, push subscriptions not kept (calls still ring)");
+                    Box::new(Unavailable(e))
+                }
+            };
+            let _ = tx.send(store);
+        });
+    if let Err(e) = opener {
+        warn!(file = %path.display(), error = %e, "hub database thread could not start: no call history");
+        return None;
+    }
+    match StoreWorker::spawn(Box::new(Deferred(Some(rx), None)), path.clone()) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            warn!(file = %path.display(), error = %e, "hub database thread could not start: no call history");
+            None
+        }
+    }
+}
+
+/// The store once its opener has finished: the first job waits for it,
+/// on the database thread, never on the hub.
+struct Deferred(
+    Option<std::sync::mpsc::Receiver<Box<dyn HubStore>>>,
+    Option<Box<dyn HubStore>>,
+);
+
+impl Deferred {
+    fn get(&mut self) -> &mut dyn HubStore {
+        if let Some(rx) = self.0.take() {
+            self.1 = Some(rx.recv().unwrap_or_else(|_| {
+                Box::new(Unavailable(StoreError {
+                    path: super::store::FILE_NAME.into(),
+                    cause: "the opening thread stopped".into(),
+                }))
+            }));
+        }
+        self.1.as_deref_mut().expect("set just above")
+    }
+}
+
+impl HubStore for Deferred {
+    fn save_subscription(
+        &mut self,
+        a: &str,
+        s: &super::push::Subscription,
+        t: u64,
+    ) -> Result<(), StoreError> {
+        self.get().save_subscription(a, s, t)
+    }
+    fn delete_subscription(&mut self, a: Option<&str>, e: &str) -> Result<bool, StoreError> {
+        self.get().delete_subscription(a, e)
+    }
+    fn subscriptions(
+        &mut self,
+        a: &[String],
+    ) -> Result<Vec<(String, super::push::Subscription)>, StoreError> {
+        self.get().subscriptions(a)
+    }
+    fn insert_call(&mut self, r: &super::store::CallRecord) -> Result<(), StoreError> {
+        self.get().insert_call(r)
+    }
+    fn finish_call(&mut self, e: &super::store::CallEnd) -> Result<(), StoreError> {
+        self.get().finish_call(e)
+    }
+    fn history(
+        &mut self,
+        g: &[String],
+        a: &str,
+        l: u32,
+    ) -> Result<Vec<crate::signaling::protocol::HistoryCall>, StoreError> {
+        self.get().history(g, a, l)
+    }
+}
+
+/// A database that could not be opened: every call says why.
+struct Unavailable(StoreError);
+
+impl Unavailable {
+    fn err<T>(&self) -> Result<T, StoreError> {
+        Err(StoreError {
+            path: self.0.path.clone(),
+            cause: format!("unavailable since start: {}", self.0.cause),
+        })
+    }
+}
+
+impl HubStore for Unavailable {
+    fn save_subscription(
+        &mut self,
+        _: &str,
+        _: &super::push::Subscription,
+        _: u64,
+    ) -> Result<(), StoreError> {
+        self.err()
+    }
+    fn delete_subscription(&mut self, _: Option<&str>, _: &str) -> Result<bool, StoreError> {
+        self.err()
+    }
+    fn subscriptions(
+        &mut self,
+        _: &[String],
+    ) -> Result<Vec<(String, super::push::Subscription)>, StoreError> {
+        self.err()
+    }
+    fn insert_call(&mut self, _: &super::store::CallRecord) -> Result<(), StoreError> {
+        self.err()
+    }
+    fn finish_call(&mut self, _: &super::store::CallEnd) -> Result<(), StoreError> {
+        self.err()
+    }
+    fn history(
+        &mut self,
+        _: &[String],
+        _: &str,
+        _: u32,
+    ) -> Result<Vec<crate::signaling::protocol::HistoryCall>, StoreError> {
+        self.err()
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The local time of week in the system's time zone, for quiet hours.
+fn local_week_minute(unix_ms: u64) -> WeekMinute {
+    let t = (unix_ms / 1000) as libc::time_t;
+    // SAFETY: localtime_r writes only into `tm`, which lives on this stack;
+    // a null return (out of range) leaves it unused.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    let ok = unsafe { !libc::localtime_r(&t, &mut tm).is_null() };
+    if ok {
+        WeekMinute::from_tm(tm.tm_wday, tm.tm_hour, tm.tm_min)
+    } else {
+        WeekMinute::default()
+    }
+}
+
+/// Sends one push job, each device from its own task.
+fn push(data: &HubData, job: PushJob, events: &mpsc::Sender<Event>) {
+    let Some(sender) = &data.push else {
+        return;
+    };
+    let msg = PushMessage {
+        payload: job.payload.to_string().into_bytes(),
+        ttl: job.ttl,
+        urgency: job.urgency,
+        topic: Some(job.topic),
+    };
+    for sub in job.subscriptions {
+        let sender = sender.clone();
+        let msg = msg.clone();
+        let events = events.clone();
+        let slots = data.pushes.clone();
+        let answerer = job.answerer.clone();
+        let call_id = job.call_id.clone();
+        tokio::spawn(async move {
+            let Ok(_slot) = slots.acquire_owned().await else {
+                return;
+            };
+            let host = endpoint_host(&sub.endpoint).to_owned();
+            match sender.send(&sub, &msg).await {
+                PushOutcome::Delivered => {
+                    debug!(answerer = %answerer, call_id = %call_id, push_host = %host, "push delivered")
+                }
+                PushOutcome::Gone => {
+                    info!(answerer = %answerer, push_host = %host, "push subscription gone (404/410): deleted");
+                    let _ = events
+                        .send(Event::PushGone {
+                            answerer,
+                            endpoint: sub.endpoint,
+                        })
+                        .await;
+                }
+                PushOutcome::Failed(why) => {
+                    warn!(answerer = %answerer, call_id = %call_id, push_host = %host, reason = %crate::logging::escape_peer_text(&why), "push failed")
+                }
+            }
+        });
+    }
+}
+
+async fn actor(
+    mut state: HubState,
+    mut events: mpsc::Receiver<Event>,
+    events_tx: mpsc::Sender<Event>,
+    data: HubData,
+    cancel: CancellationToken,
+) {
     let mut conns: HashMap<ConnId, (SocketAddr, mpsc::Sender<Outbound>)> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut session_seq: u64 = 0;
     let boot: u32 = rand::random();
     loop {
         let actions = tokio::select! {
-            ev = events.recv() => match ev {
+            ev = events.recv() => {
+                // Wall-clock time for credentials minted in `welcome`, the
+                // history, and quiet hours.
+                let now = unix_ms();
+                state.set_clock(now, local_week_minute(now));
+                match ev {
                 Some(Event::Connected { conn, peer, tx }) => {
                     session_seq += 1;
                     debug!(conn, %peer, "signaling connection opened");
@@ -400,18 +699,20 @@ async fn actor(mut state: HubState, mut events: mpsc::Receiver<Event>, cancel: C
                     state.connected(conn, format!("s-{boot:08x}-{session_seq}"), Instant::now().into_std());
                     Vec::new()
                 }
-                Some(Event::Text(conn, text)) => {
-                    // Wall-clock time for credentials minted in `welcome`.
-                    state.set_unix_time(crate::ice_servers::unix_now());
-                    state.handle_text(conn, &text)
-                }
+                Some(Event::Text(conn, text)) => state.handle_text(conn, &text),
                 Some(Event::Binary(conn)) => state.handle_binary(conn),
                 Some(Event::Closed(conn)) => {
                     conns.remove(&conn);
                     state.disconnected(conn)
                 }
+                Some(Event::Subscriptions(subs)) => {
+                    debug!(count = subs.len(), "push subscriptions loaded");
+                    state.load_subscriptions(subs);
+                    Vec::new()
+                }
+                Some(Event::PushGone { answerer, endpoint }) => state.push_gone(&answerer, &endpoint),
                 None => break,
-            },
+            }},
             _ = tick.tick() => state.handle_tick(Instant::now().into_std()),
             _ = cancel.cancelled() => break,
         };
@@ -428,6 +729,37 @@ async fn actor(mut state: HubState, mut events: mpsc::Receiver<Event>, cancel: C
                 Action::Close(conn, code, reason) => {
                     if let Some((_, tx)) = conns.get(&conn) {
                         let _ = tx.try_send(Outbound::Close(code, reason));
+                    }
+                }
+                Action::Push(job) => push(&data, job, &events_tx),
+                Action::Store(op) => {
+                    if let Some(store) = &data.store {
+                        store.apply(op);
+                    }
+                }
+                Action::History {
+                    conn,
+                    answerer,
+                    groups,
+                    limit,
+                } => {
+                    let Some((_, tx)) = conns.get(&conn) else {
+                        continue;
+                    };
+                    let tx = tx.clone();
+                    match &data.store {
+                        Some(store) => store.submit(Box::new(move |s| {
+                            let found = s.history(&groups, &answerer, limit);
+                            let calls = found.as_ref().cloned().unwrap_or_default();
+                            let _ =
+                                tx.try_send(Outbound::Text(Message::History { calls }.to_json()));
+                            found.map(|_| ())
+                        })),
+                        None => {
+                            let _ = tx.try_send(Outbound::Text(
+                                Message::History { calls: Vec::new() }.to_json(),
+                            ));
+                        }
                     }
                 }
                 Action::RefusedOpen {

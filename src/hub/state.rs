@@ -6,10 +6,25 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use super::push::{Subscription, Urgency};
+use super::quiet::{QuietHours, WeekMinute};
+use super::store::{CallEnd, CallRecord, StoreOp};
 use crate::ice_servers::IceServerSpec;
 use crate::signaling::protocol::{
-    self, CallId, DecodeError, ErrorCode, Message, PROTOCOL_VERSION, PeerInfo, Role,
+    self, CallId, CallOutcome, DecodeError, ErrorCode, Message, PROTOCOL_VERSION, PeerInfo,
+    PushInfo, Role,
 };
+
+/// Subscriptions kept per answerer; a new one beyond this replaces the
+/// oldest (a resident re-installing the page again and again).
+pub const MAX_SUBSCRIPTIONS_PER_ANSWERER: usize = 8;
+/// Push service URLs are far shorter; this bounds what a peer can store.
+pub const MAX_ENDPOINT_BYTES: usize = 1024;
+const MAX_KEY_CHARS: usize = 128;
+pub const HISTORY_DEFAULT: u32 = 50;
+pub const HISTORY_MAX: u32 = 200;
+/// How long a push service keeps an `end` for an offline phone.
+pub const END_PUSH_TTL: Duration = Duration::from_secs(60);
 
 /// A door station or answerer allowed to connect.
 #[derive(Clone)]
@@ -20,6 +35,8 @@ pub struct Principal {
     pub groups: Vec<String>,
     /// An answerer that may call the hub's doors (`call_door`).
     pub call_door: bool,
+    /// When this answerer is neither rung nor pushed (answerers only).
+    pub quiet_hours: QuietHours,
 }
 
 impl fmt::Debug for Principal {
@@ -44,6 +61,8 @@ pub struct HubSettings {
     pub ice_servers: Vec<IceServerSpec>,
     pub max_message_bytes: usize,
     pub hello_timeout: Duration,
+    /// The door's ring timeout: how long a ring push is worth delivering.
+    pub ring_timeout: Duration,
 }
 
 pub type ConnId = u64;
@@ -80,6 +99,30 @@ pub enum Action {
         call_id: String,
         nonce: String,
     },
+    /// A write to the hub's database (never waited for).
+    Store(StoreOp),
+    /// Web Push to every device in `subscriptions`.
+    Push(PushJob),
+    /// Look up the history of `groups` and send it to `conn` as `history`.
+    History {
+        conn: ConnId,
+        answerer: String,
+        groups: Vec<String>,
+        limit: u32,
+    },
+}
+
+/// One push to one answerer's devices.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PushJob {
+    pub answerer: String,
+    pub call_id: CallId,
+    pub subscriptions: Vec<Subscription>,
+    /// The plaintext payload (contract: `{"kind":"ring"|"end",…}`).
+    pub payload: serde_json::Value,
+    pub ttl: Duration,
+    pub urgency: Urgency,
+    pub topic: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,14 +147,21 @@ struct Conn {
     session: String,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct HubCall {
     door: String,
+    door_name: String,
     /// The ring group; empty for a resident's call to the door.
     group: String,
     rung: HashSet<String>,
     declined: HashSet<String>,
     accepted: Option<String>,
+    /// Wall-clock ms when accepted (unknown for a call resumed after a
+    /// hub restart).
+    accepted_ms: Option<u64>,
+    door_opened: bool,
+    /// Devices that were pushed the ring, per answerer; they get the `end`.
+    pushed: Vec<(String, Vec<Subscription>)>,
 }
 
 pub struct HubState {
@@ -121,6 +171,14 @@ pub struct HubState {
     calls: HashMap<CallId, HubCall>,
     /// Wall-clock seconds, given by the server before each message.
     unix_now: u64,
+    /// Wall-clock milliseconds, for the history and push payloads.
+    unix_ms: u64,
+    /// Local time of week, for quiet hours.
+    week: WeekMinute,
+    /// The VAPID public key when the hub can push.
+    push_key: Option<String>,
+    /// Push subscriptions per answerer id, mirrored from the store.
+    subs: HashMap<String, Vec<Subscription>>,
 }
 
 /// Compare secrets without leaking, through timing, how much matched.
@@ -142,7 +200,24 @@ impl HubState {
             online: HashMap::new(),
             calls: HashMap::new(),
             unix_now: 0,
+            unix_ms: 0,
+            week: WeekMinute::default(),
+            push_key: None,
+            subs: HashMap::new(),
         }
+    }
+
+    /// Wall-clock time in ms and the local time of week, given by the
+    /// shell before each event.
+    pub fn set_clock(&mut self, unix_ms: u64, week: WeekMinute) {
+        self.unix_ms = unix_ms;
+        self.unix_now = unix_ms / 1000;
+        self.week = week;
+    }
+
+    /// Turns push on: `welcome` carries this VAPID public key.
+    pub fn set_push_key(&mut self, key: Option<String>) {
+        self.push_key = key;
     }
 
     /// The current wall-clock time (seconds since the Unix epoch), for
@@ -383,7 +458,10 @@ impl HubState {
                 let mut out = vec![Action::log(
                     LogLevel::Info,
                     conn,
-                    format!("call {call_id} cancelled by the door ({reason})"),
+                    format!(
+                        "call {call_id} cancelled by the door ({})",
+                        crate::logging::escape_peer_text(&reason)
+                    ),
                 )];
                 for a in call.rung.iter().filter(|a| !call.declined.contains(*a)) {
                     out.extend(self.to_identity(
@@ -395,6 +473,16 @@ impl HubState {
                         },
                     ));
                 }
+                let end = if reason == "timeout" {
+                    "timeout"
+                } else {
+                    "cancel"
+                };
+                let outcome = match call.accepted {
+                    Some(_) => CallOutcome::Answered,
+                    None => CallOutcome::Missed,
+                };
+                out.extend(self.finish(&call_id, call, outcome, end));
                 out
             }
             (Role::Answerer, Message::Accept { call_id }) => self.accept(conn, &me, call_id),
@@ -412,18 +500,76 @@ impl HubState {
                     );
                 }
                 call.declined.insert(me.id.clone());
-                if call.declined.len() < call.rung.len() {
-                    return Vec::new();
+                // This answerer's other devices stop ringing now.
+                let mine: Vec<_> = call
+                    .pushed
+                    .iter()
+                    .filter(|(a, _)| *a == me.id)
+                    .cloned()
+                    .collect();
+                call.pushed.retain(|(a, _)| *a != me.id);
+                let all_declined = call.declined.len() >= call.rung.len();
+                let mut out = self.end_pushes(&call_id, &mine, "declined");
+                if !all_declined {
+                    return out;
                 }
                 let call = self.calls.remove(&call_id).expect("looked up just above");
-                let mut out = vec![Action::log(
+                out.push(Action::log(
                     LogLevel::Info,
                     conn,
                     format!("call {call_id}: every answerer declined"),
-                )];
-                out.extend(self.to_identity(Role::Door, &call.door, Message::Declined { call_id }));
+                ));
+                out.extend(self.to_identity(
+                    Role::Door,
+                    &call.door,
+                    Message::Declined {
+                        call_id: call_id.clone(),
+                    },
+                ));
+                out.extend(self.finish(&call_id, call, CallOutcome::Declined, "declined"));
                 out
             }
+            (Role::Answerer, Message::PushSubscribe { subscription }) => {
+                self.push_subscribe(conn, &me, subscription)
+            }
+            (Role::Answerer, Message::PushUnsubscribe { endpoint }) => {
+                if endpoint.len() > MAX_ENDPOINT_BYTES {
+                    return err(
+                        ErrorCode::TooLarge,
+                        format!("endpoint longer than {MAX_ENDPOINT_BYTES} bytes"),
+                    );
+                }
+                if let Some(list) = self.subs.get_mut(&me.id) {
+                    list.retain(|s| s.endpoint != endpoint);
+                }
+                vec![
+                    Action::Store(StoreOp::DeleteSubscription {
+                        answerer: Some(me.id.clone()),
+                        endpoint,
+                    }),
+                    Action::Send(conn, Message::PushUnsubscribed),
+                ]
+            }
+            (Role::Answerer, Message::GetHistory { limit }) => {
+                let groups = self
+                    .principal(Role::Answerer, &me.id)
+                    .map(|p| p.groups.clone())
+                    .unwrap_or_default();
+                vec![Action::History {
+                    conn,
+                    answerer: me.id.clone(),
+                    groups,
+                    limit: limit.unwrap_or(HISTORY_DEFAULT).clamp(1, HISTORY_MAX),
+                }]
+            }
+            (Role::Door, Message::DoorOpened { call_id }) => match self.calls.get_mut(&call_id) {
+                Some(call) if call.door == me.id => {
+                    call.door_opened = true;
+                    Vec::new()
+                }
+                Some(_) => err(ErrorCode::NotPermitted, "not your call".into()),
+                None => err(ErrorCode::UnknownCall, format!("no call {call_id}")),
+            },
             (
                 role,
                 m @ (Message::Offer { .. }
@@ -452,12 +598,22 @@ impl HubState {
                 };
                 let mut out = Vec::new();
                 if let Message::Hangup { reason, .. } = &m {
-                    self.calls.remove(&call_id);
+                    let call = self.calls.remove(&call_id).expect("looked up just above");
                     out.push(Action::log(
                         LogLevel::Info,
                         conn,
-                        format!("call {call_id} hung up by {} {} ({reason})", role, me.id),
+                        format!(
+                            "call {call_id} hung up by {} {} ({})",
+                            role,
+                            me.id,
+                            crate::logging::escape_peer_text(reason)
+                        ),
                     ));
+                    let outcome = match reason.as_str() {
+                        "failed" | "error" => CallOutcome::Failed,
+                        _ => CallOutcome::Answered,
+                    };
+                    out.extend(self.finish(&call_id, call, outcome, "taken"));
                 }
                 let delivered = self.to_identity(peer_role, &peer, m);
                 if delivered.is_empty() {
@@ -584,8 +740,17 @@ impl HubState {
                     .map(|s| s.resolve(&p.id, self.unix_now))
                     .collect(),
                 doors: self.callable_doors(role, &p),
+                push: match role {
+                    Role::Answerer => self.push_key.clone().map(|k| PushInfo {
+                        vapid_public_key: k,
+                    }),
+                    Role::Door => None,
+                },
             },
         ));
+        if role == Role::Answerer {
+            out.extend(self.replay_rings(conn, &p));
+        }
         out
     }
 
@@ -648,32 +813,73 @@ impl HubState {
         // A door has one call at a time: forget its stale ones. A resident
         // whose call to this door crossed the visitor's press is told: the
         // door will refuse that call, and the refusal would find no route.
-        let stale: Vec<(CallId, String)> = self
+        let stale_ids: Vec<CallId> = self
             .calls
             .iter()
-            .filter(|(_, c)| c.door == me.id && c.group.is_empty())
-            .filter_map(|(id, c)| Some((id.clone(), c.accepted.clone()?)))
+            .filter(|(_, c)| c.door == me.id)
+            .map(|(id, _)| id.clone())
             .collect();
-        self.calls.retain(|_, c| c.door != me.id);
         let mut out = Vec::new();
-        for (id, answerer) in stale {
-            out.extend(self.to_identity(
-                Role::Answerer,
-                &answerer,
-                Message::Hangup {
-                    call_id: id,
-                    reason: "busy".into(),
-                },
-            ));
+        for id in stale_ids {
+            let Some(c) = self.calls.remove(&id) else {
+                continue;
+            };
+            if let (true, Some(answerer)) = (c.group.is_empty(), &c.accepted) {
+                out.extend(self.to_identity(
+                    Role::Answerer,
+                    answerer,
+                    Message::Hangup {
+                        call_id: id.clone(),
+                        reason: "busy".into(),
+                    },
+                ));
+            }
+            out.extend(self.finish_stale(&id, c));
         }
-        let answerers = self.online_answerers(&group);
+        // Quiet hours are judged once, at the ring: who is quiet stays
+        // quiet for this call.
+        let members: Vec<(String, bool)> = self
+            .settings
+            .answerers
+            .iter()
+            .filter(|p| p.groups.contains(&group))
+            .map(|p| (p.id.clone(), p.quiet_hours.contains(self.week)))
+            .collect();
+        let quiet_ids: Vec<String> = members
+            .iter()
+            .filter(|(_, q)| *q)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let answerers: Vec<(String, ConnId)> = self
+            .online_answerers(&group)
+            .into_iter()
+            .filter(|(id, _)| !quiet_ids.contains(id))
+            .collect();
+        // Every device of a rung answerer rings, page open or not; an
+        // answerer online without this group registered is not rung.
+        let pushed: Vec<(String, Vec<Subscription>)> = members
+            .iter()
+            .filter(|(id, q)| !q && self.rings_by_push(id, &answerers))
+            .filter_map(|(id, _)| {
+                let subs = self.subs.get(id).filter(|s| !s.is_empty())?;
+                Some((id.clone(), subs.clone()))
+            })
+            .collect();
+        let mut rung: Vec<String> = answerers.iter().map(|(id, _)| id.clone()).collect();
+        for (id, _) in &pushed {
+            if !rung.contains(id) {
+                rung.push(id.clone());
+            }
+        }
         out.push(Action::log(
             LogLevel::Info,
             conn,
             format!(
-                "call {call_id}: door {} rings group `{group}` ({} online)",
+                "call {call_id}: door {} rings group `{group}` ({} online, {} by push only, {} in quiet hours)",
                 me.id,
-                answerers.len()
+                answerers.len(),
+                rung.len() - answerers.len(),
+                quiet_ids.len(),
             ),
         ));
         let door = PeerInfo {
@@ -695,22 +901,280 @@ impl HubState {
                 conn,
                 Message::Ringing {
                     call_id: call_id.clone(),
-                    answerers: answerers.len() as u32,
+                    answerers: rung.len() as u32,
                 },
             ));
         }
-        if !answerers.is_empty() {
-            self.calls.insert(
-                call_id,
-                HubCall {
-                    door: me.id.clone(),
-                    group,
-                    rung: answerers.into_iter().map(|(id, _)| id).collect(),
-                    declined: HashSet::new(),
-                    accepted: None,
-                },
-            );
+        // Right after routing: a phone in a pocket is as urgent as a page.
+        let payload = serde_json::json!({
+            "kind": "ring",
+            "call_id": call_id,
+            "door": door,
+            "at_ms": self.unix_ms,
+        });
+        for (answerer, subscriptions) in &pushed {
+            out.push(Action::Push(PushJob {
+                answerer: answerer.clone(),
+                call_id: call_id.clone(),
+                subscriptions: subscriptions.clone(),
+                payload: payload.clone(),
+                ttl: self.settings.ring_timeout,
+                urgency: Urgency::High,
+                topic: push_topic(&call_id),
+            }));
         }
+        out.push(Action::Store(StoreOp::InsertCall(CallRecord {
+            call_id: call_id.to_string(),
+            door: door.clone(),
+            group: group.clone(),
+            started_at_ms: self.unix_ms,
+            quiet: quiet_ids,
+        })));
+        let call = HubCall {
+            door: me.id.clone(),
+            door_name: me.name.clone(),
+            group,
+            rung: rung.into_iter().collect(),
+            pushed,
+            ..Default::default()
+        };
+        if call.rung.is_empty() {
+            // Nobody to ring: the door ends the call (`no_answerer`).
+            out.extend(self.finish(&call_id, call, CallOutcome::Missed, "cancel"));
+        } else {
+            self.calls.insert(call_id, call);
+        }
+        out
+    }
+
+    /// Whether answerer `id` is rung by push: offline, or online and
+    /// rung on its page.
+    fn rings_by_push(&self, id: &str, rung_online: &[(String, ConnId)]) -> bool {
+        let online = self.online.contains_key(&(Role::Answerer, id.to_owned()));
+        !online || rung_online.iter().any(|(a, _)| a == id)
+    }
+
+    /// `end` pushes to devices that were pushed the ring.
+    fn end_pushes(
+        &self,
+        call_id: &CallId,
+        pushed: &[(String, Vec<Subscription>)],
+        reason: &str,
+    ) -> Vec<Action> {
+        let payload = serde_json::json!({
+            "kind": "end",
+            "call_id": call_id,
+            "reason": reason,
+        });
+        pushed
+            .iter()
+            .map(|(answerer, subscriptions)| {
+                Action::Push(PushJob {
+                    answerer: answerer.clone(),
+                    call_id: call_id.clone(),
+                    subscriptions: subscriptions.clone(),
+                    payload: payload.clone(),
+                    ttl: END_PUSH_TTL,
+                    urgency: Urgency::High,
+                    topic: push_topic(call_id),
+                })
+            })
+            .collect()
+    }
+
+    /// A call is over: `end` to the devices still ringing, the final
+    /// record, and the fresh history to the group's connected answerers.
+    fn finish(
+        &self,
+        call_id: &CallId,
+        call: HubCall,
+        outcome: CallOutcome,
+        end_reason: &str,
+    ) -> Vec<Action> {
+        let mut out = self.end_pushes(call_id, &call.pushed, end_reason);
+        if call.group.is_empty() {
+            // A resident's call to the door is not a ring of a group.
+            return out;
+        }
+        let answered_by = call.accepted.as_ref().map(|id| PeerInfo {
+            id: id.clone(),
+            name: self
+                .principal(Role::Answerer, id)
+                .map(|p| p.name.clone())
+                .unwrap_or_default(),
+        });
+        let duration_ms = match (outcome, call.accepted_ms) {
+            (CallOutcome::Answered | CallOutcome::Failed, Some(t)) => {
+                Some(self.unix_ms.saturating_sub(t))
+            }
+            _ => None,
+        };
+        out.push(Action::Store(StoreOp::FinishCall(CallEnd {
+            call_id: call_id.to_string(),
+            outcome,
+            answered_by,
+            duration_ms,
+            door_opened: call.door_opened,
+        })));
+        out.extend(self.history_updates(&call.group));
+        out
+    }
+
+    /// A call dropped because its door started another.
+    fn finish_stale(&self, call_id: &CallId, call: HubCall) -> Vec<Action> {
+        let outcome = match call.accepted {
+            Some(_) => CallOutcome::Answered,
+            None => CallOutcome::Missed,
+        };
+        self.finish(call_id, call, outcome, "cancel")
+    }
+
+    /// The latest history for every connected answerer of `group`.
+    fn history_updates(&self, group: &str) -> Vec<Action> {
+        let mut v: Vec<Action> = self
+            .online
+            .iter()
+            .filter(|((role, _), _)| *role == Role::Answerer)
+            .filter_map(|((_, id), conn)| {
+                let p = self.principal(Role::Answerer, id)?;
+                p.groups
+                    .iter()
+                    .any(|g| g == group)
+                    .then(|| Action::History {
+                        conn: *conn,
+                        answerer: id.clone(),
+                        groups: p.groups.clone(),
+                        limit: HISTORY_DEFAULT,
+                    })
+            })
+            .collect();
+        v.sort_by_key(|a| match a {
+            Action::History { conn, .. } => *conn,
+            _ => 0,
+        });
+        v
+    }
+
+    /// Contract item 5: an answerer connecting while its group rings gets
+    /// the ring at once (a phone opened from a notification can answer).
+    fn replay_rings(&mut self, conn: ConnId, p: &Principal) -> Vec<Action> {
+        if p.quiet_hours.contains(self.week) {
+            return Vec::new();
+        }
+        let mut ids: Vec<CallId> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| {
+                c.accepted.is_none()
+                    && !c.group.is_empty()
+                    && p.groups.contains(&c.group)
+                    && !c.declined.contains(&p.id)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort();
+        let mut out = Vec::new();
+        for id in ids {
+            let Some(c) = self.calls.get_mut(&id) else {
+                continue;
+            };
+            c.rung.insert(p.id.clone());
+            out.push(Action::Send(
+                conn,
+                Message::Ring {
+                    call_id: id.clone(),
+                    group: c.group.clone(),
+                    door: Some(PeerInfo {
+                        id: c.door.clone(),
+                        name: c.door_name.clone(),
+                    }),
+                },
+            ));
+        }
+        out
+    }
+
+    /// The subscriptions the store had at start; merged with any made
+    /// since.
+    pub fn load_subscriptions(&mut self, subs: Vec<(String, Subscription)>) {
+        for (answerer, sub) in subs {
+            let list = self.subs.entry(answerer).or_default();
+            if !list.iter().any(|s| s.endpoint == sub.endpoint) {
+                list.push(sub);
+            }
+        }
+    }
+
+    /// The push service said this endpoint is gone (404/410).
+    pub fn push_gone(&mut self, answerer: &str, endpoint: &str) -> Vec<Action> {
+        if let Some(list) = self.subs.get_mut(answerer) {
+            list.retain(|s| s.endpoint != endpoint);
+        }
+        for c in self.calls.values_mut() {
+            for (_, subs) in &mut c.pushed {
+                subs.retain(|s| s.endpoint != endpoint);
+            }
+        }
+        vec![Action::Store(StoreOp::DeleteSubscription {
+            answerer: None,
+            endpoint: endpoint.to_owned(),
+        })]
+    }
+
+    /// How many subscriptions the hub knows for `answerer`.
+    pub fn subscription_count(&self, answerer: &str) -> usize {
+        self.subs.get(answerer).map_or(0, Vec::len)
+    }
+
+    fn push_subscribe(&mut self, conn: ConnId, me: &Identity, sub: Subscription) -> Vec<Action> {
+        if let Err((code, why)) = check_subscription(&sub) {
+            return vec![
+                Action::log(
+                    LogLevel::Warn,
+                    conn,
+                    format!("push_subscribe refused: {why}"),
+                ),
+                Action::Send(
+                    conn,
+                    Message::Error {
+                        code,
+                        message: why,
+                        reference: Some("push_subscribe".into()),
+                        call_id: None,
+                    },
+                ),
+            ];
+        }
+        // An endpoint belongs to one device, so to one answerer: the last
+        // to subscribe it.
+        for list in self.subs.values_mut() {
+            list.retain(|s| s.endpoint != sub.endpoint);
+        }
+        let list = self.subs.entry(me.id.clone()).or_default();
+        let mut out = Vec::new();
+        while list.len() >= MAX_SUBSCRIPTIONS_PER_ANSWERER {
+            let old = list.remove(0);
+            out.push(Action::Store(StoreOp::DeleteSubscription {
+                answerer: Some(me.id.clone()),
+                endpoint: old.endpoint,
+            }));
+        }
+        list.push(sub.clone());
+        out.push(Action::log(
+            LogLevel::Info,
+            conn,
+            format!(
+                "push subscription saved ({} for this answerer, service {})",
+                list.len(),
+                super::push::endpoint_host(&sub.endpoint)
+            ),
+        ));
+        out.push(Action::Store(StoreOp::SaveSubscription {
+            answerer: me.id.clone(),
+            subscription: sub,
+            at_ms: self.unix_ms,
+        }));
+        out.push(Action::Send(conn, Message::PushSubscribed));
         out
     }
 
@@ -762,22 +1226,34 @@ impl HubState {
                     Some(_) => p.groups.first().cloned().unwrap_or_default(),
                     None => String::new(),
                 };
-                self.calls.retain(|_, c| c.door != me.id);
+                let stale: Vec<_> = self
+                    .calls
+                    .iter()
+                    .filter(|(_, c)| c.door == me.id)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                let mut out = Vec::new();
+                for id in stale {
+                    if let Some(c) = self.calls.remove(&id) {
+                        out.extend(self.finish_stale(&id, c));
+                    }
+                }
                 self.calls.insert(
                     call_id.clone(),
                     HubCall {
                         door: me.id.clone(),
+                        door_name: me.name.clone(),
                         group,
                         rung: HashSet::from([a.clone()]),
-                        declined: HashSet::new(),
                         accepted: Some(a.clone()),
+                        ..Default::default()
                     },
                 );
-                let mut out = vec![Action::log(
+                out.push(Action::log(
                     LogLevel::Info,
                     conn,
                     format!("call {call_id} between door {} and {a} resumed", me.id),
-                )];
+                ));
                 out.extend(resumed);
                 out
             }
@@ -868,10 +1344,12 @@ impl HubState {
             call_id.clone(),
             HubCall {
                 door: target.id.clone(),
+                door_name: target.name.clone(),
                 group: String::new(),
                 rung: HashSet::from([me.id.clone()]),
-                declined: HashSet::new(),
                 accepted: Some(me.id.clone()),
+                accepted_ms: Some(self.unix_ms),
+                ..Default::default()
             },
         );
         let mut out = vec![Action::log(
@@ -942,6 +1420,8 @@ impl HubState {
             return vec![Action::Send(conn, Message::Taken { call_id, by })];
         }
         call.accepted = Some(me.id.clone());
+        call.accepted_ms = Some(self.unix_ms);
+        let pushed = std::mem::take(&mut call.pushed);
         let door = call.door.clone();
         let group = call.group.clone();
         let others: Vec<String> = call
@@ -976,6 +1456,7 @@ impl HubState {
                 },
             ));
         }
+        out.extend(self.end_pushes(&call_id, &pushed, "taken"));
         out
     }
 
@@ -985,6 +1466,72 @@ impl HubState {
             None => Vec::new(),
         }
     }
+}
+
+/// RFC 8030 `Topic`: at most 32 base64url characters, so a long call id
+/// is replaced by the start of its SHA-256.
+pub fn push_topic(call_id: &CallId) -> String {
+    use base64::Engine;
+    let id = call_id.as_str();
+    if id.len() <= 32 {
+        return id.to_owned();
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, id.as_bytes());
+    let mut t = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref());
+    t.truncate(32);
+    t
+}
+
+/// A subscription's shape: an https endpoint (http only to a loopback
+/// host), and keys of the sizes RFC 8291 needs.
+fn check_subscription(sub: &Subscription) -> Result<(), (ErrorCode, String)> {
+    use base64::Engine;
+    let bad = |why: &str| Err((ErrorCode::BadMessage, why.to_owned()));
+    let e = &sub.endpoint;
+    if e.len() > MAX_ENDPOINT_BYTES {
+        return Err((
+            ErrorCode::TooLarge,
+            format!("endpoint longer than {MAX_ENDPOINT_BYTES} bytes"),
+        ));
+    }
+    if sub.keys.p256dh.len() > MAX_KEY_CHARS || sub.keys.auth.len() > MAX_KEY_CHARS {
+        return Err((
+            ErrorCode::TooLarge,
+            format!("keys longer than {MAX_KEY_CHARS} characters"),
+        ));
+    }
+    if !e.bytes().all(|b| b.is_ascii_graphic()) {
+        return bad("endpoint is not a URL (printable ASCII without spaces)");
+    }
+    let host = super::push::endpoint_host(e);
+    let host_name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    if host_name.is_empty() || host.contains('@') {
+        return bad("endpoint has no host");
+    }
+    let loopback = host_name == "localhost"
+        || host_name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !(e.starts_with("https://") || (e.starts_with("http://") && loopback)) {
+        return bad("endpoint must be an https:// URL");
+    }
+    let decode = |k: &str| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(k.trim_end_matches('='))
+            .ok()
+    };
+    match decode(&sub.keys.p256dh) {
+        Some(k) if k.len() == 65 && k[0] == 4 => {}
+        _ => return bad("keys.p256dh must be base64url of an uncompressed P-256 point (65 bytes)"),
+    }
+    match decode(&sub.keys.auth) {
+        Some(k) if k.len() == 16 => {}
+        _ => return bad("keys.auth must be base64url of 16 bytes"),
+    }
+    Ok(())
 }
 
 #[cfg(test)]

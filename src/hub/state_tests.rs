@@ -7,6 +7,7 @@ fn p(id: &str, token: &str, groups: &[&str]) -> Principal {
         token: token.into(),
         groups: groups.iter().map(|g| g.to_string()).collect(),
         call_door: false,
+        quiet_hours: Default::default(),
     }
 }
 
@@ -21,6 +22,7 @@ fn hub() -> HubState {
         ice_servers: vec![],
         max_message_bytes: 1024,
         hello_timeout: Duration::from_secs(10),
+        ring_timeout: Duration::from_secs(30),
     })
 }
 
@@ -835,4 +837,587 @@ fn a_resident_call_is_rebuilt_by_resume_after_a_hub_restart() {
         reason: "normal".into(),
     };
     assert_eq!(t.msg(DOOR, hangup.clone()), vec![(A, hangup)]);
+}
+
+// --- Web Push, quiet hours and the call history ---
+
+use super::super::push::SubscriptionKeys;
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn sub(n: u8) -> Subscription {
+    let mut point = vec![4u8; 65];
+    point[1] = n;
+    Subscription {
+        endpoint: format!("https://push.example.net/send/{n}"),
+        keys: SubscriptionKeys {
+            p256dh: b64(&point),
+            auth: b64(&[n; 16]),
+        },
+    }
+}
+
+fn pushes(actions: &[Action]) -> Vec<PushJob> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Push(j) => Some(j.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn stores(actions: &[Action]) -> Vec<StoreOp> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Store(op) => Some(op.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn kinds(jobs: &[PushJob]) -> Vec<(String, String, String)> {
+    let mut v: Vec<_> = jobs
+        .iter()
+        .map(|j| {
+            (
+                j.answerer.clone(),
+                j.payload["kind"].as_str().unwrap_or_default().to_owned(),
+                j.payload["reason"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn ring_actions(t: &mut T, id: &str) -> Vec<Action> {
+    t.h.handle_message(
+        DOOR,
+        Message::Ring {
+            call_id: cid(id),
+            group: "residents".into(),
+            door: None,
+        },
+    )
+}
+
+fn ringing_count(out: &[Action]) -> u32 {
+    sends(out)
+        .iter()
+        .find_map(|(c, m)| match m {
+            Message::Ringing { answerers, .. } if *c == DOOR => Some(*answerers),
+            _ => None,
+        })
+        .expect("the door is answered with ringing")
+}
+
+fn finished(out: &[Action]) -> CallEnd {
+    stores(out)
+        .into_iter()
+        .find_map(|op| match op {
+            StoreOp::FinishCall(e) => Some(e),
+            _ => None,
+        })
+        .expect("the call's record is finished")
+}
+
+/// A rings on its page and by push; B is offline with a phone; C (other
+/// group) has a phone too.
+fn with_phones() -> T {
+    let mut t = T::new();
+    t.h.handle_message(B, Message::Ping);
+    t.h.disconnected(B);
+    t.h.load_subscriptions(vec![
+        ("a".into(), sub(1)),
+        ("b".into(), sub(2)),
+        ("b".into(), sub(3)),
+        ("c".into(), sub(4)),
+    ]);
+    t.h.set_clock(1_700_000_000_000, WeekMinute::new(2, 12, 0));
+    t
+}
+
+#[test]
+fn ring_pushes_every_device_of_the_rung_answerers() {
+    let mut t = with_phones();
+    let out = ring_actions(&mut t, "c1");
+    // A online (and pushed) plus B by push only; C is another group.
+    assert_eq!(ringing_count(&out), 2);
+    let jobs = pushes(&out);
+    assert_eq!(
+        kinds(&jobs),
+        [
+            ("a".into(), "ring".into(), String::new()),
+            ("b".into(), "ring".into(), String::new())
+        ]
+    );
+    let b = jobs.iter().find(|j| j.answerer == "b").unwrap();
+    assert_eq!(b.subscriptions, vec![sub(2), sub(3)]);
+    assert_eq!(
+        b.payload,
+        serde_json::json!({"kind":"ring","call_id":"c1",
+            "door":{"id":"door-1","name":"DOOR-1"},"at_ms":1_700_000_000_000u64})
+    );
+    assert_eq!(b.ttl, Duration::from_secs(30));
+    assert_eq!(b.urgency, Urgency::High);
+    assert_eq!(b.topic, "c1");
+    // The push leaves after the ring is routed.
+    let first_push = out.iter().position(|a| matches!(a, Action::Push(_)));
+    let last_send = out.iter().rposition(|a| matches!(a, Action::Send(..)));
+    assert!(first_push > last_send, "{out:?}");
+    match &stores(&out)[..] {
+        [StoreOp::InsertCall(r)] => {
+            assert_eq!(r.call_id, "c1");
+            assert_eq!(r.group, "residents");
+            assert_eq!(r.started_at_ms, 1_700_000_000_000);
+            assert!(r.quiet.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn every_ending_pushes_end_with_its_reason() {
+    // Taken: every pushed device closes its notification.
+    let mut t = with_phones();
+    ring_actions(&mut t, "c1");
+    t.h.set_clock(1_700_000_002_000, WeekMinute::new(2, 12, 0));
+    let out =
+        t.h.handle_message(A, Message::Accept { call_id: cid("c1") });
+    let jobs = pushes(&out);
+    assert_eq!(
+        kinds(&jobs),
+        [
+            ("a".into(), "end".into(), "taken".into()),
+            ("b".into(), "end".into(), "taken".into())
+        ]
+    );
+    assert_eq!(jobs[0].ttl, END_PUSH_TTL);
+    assert_eq!(jobs[0].topic, "c1");
+    // Door cancels: timeout, or any other reason as cancel.
+    for (reason, want) in [("timeout", "timeout"), ("hangup", "cancel")] {
+        let mut t = with_phones();
+        ring_actions(&mut t, "c1");
+        let out = t.h.handle_message(
+            DOOR,
+            Message::Cancel {
+                call_id: cid("c1"),
+                reason: reason.into(),
+            },
+        );
+        assert_eq!(
+            kinds(&pushes(&out)),
+            [
+                ("a".into(), "end".into(), want.into()),
+                ("b".into(), "end".into(), want.into())
+            ],
+            "{reason}"
+        );
+        assert_eq!(finished(&out).outcome, CallOutcome::Missed);
+    }
+    // Declined: each answerer's devices when it declines.
+    let mut t = with_phones();
+    ring_actions(&mut t, "c1");
+    let out =
+        t.h.handle_message(A, Message::Decline { call_id: cid("c1") });
+    assert_eq!(
+        kinds(&pushes(&out)),
+        [("a".into(), "end".into(), "declined".into())]
+    );
+    assert!(stores(&out).is_empty(), "B still rings");
+    // B declines from its phone (opened from the notification).
+    t.h.connected(B, "sB".into(), t.now);
+    t.text(
+        B,
+        r#"{"type":"hello","v":1,"role":"answerer","token":"bt"}"#,
+    );
+    let out =
+        t.h.handle_message(B, Message::Decline { call_id: cid("c1") });
+    assert_eq!(
+        kinds(&pushes(&out)),
+        [("b".into(), "end".into(), "declined".into())]
+    );
+    assert!(sends(&out).contains(&(DOOR, Message::Declined { call_id: cid("c1") })));
+    assert_eq!(finished(&out).outcome, CallOutcome::Declined);
+}
+
+#[test]
+fn an_answered_call_is_recorded_with_who_how_long_and_the_door() {
+    let mut t = with_phones();
+    ring_actions(&mut t, "c1");
+    t.h.set_clock(1_700_000_001_000, WeekMinute::new(2, 12, 0));
+    t.h.handle_message(A, Message::Accept { call_id: cid("c1") });
+    let out =
+        t.h.handle_message(DOOR, Message::DoorOpened { call_id: cid("c1") });
+    assert!(out.is_empty(), "{out:?}");
+    t.h.set_clock(1_700_000_043_000, WeekMinute::new(2, 12, 1));
+    let out = t.h.handle_message(
+        DOOR,
+        Message::Hangup {
+            call_id: cid("c1"),
+            reason: "normal".into(),
+        },
+    );
+    assert_eq!(
+        finished(&out),
+        CallEnd {
+            call_id: "c1".into(),
+            outcome: CallOutcome::Answered,
+            answered_by: Some(PeerInfo {
+                id: "a".into(),
+                name: "A".into()
+            }),
+            duration_ms: Some(42_000),
+            door_opened: true,
+        }
+    );
+    assert!(pushes(&out).is_empty(), "the end was pushed at accept");
+    // The group's connected answerers get the fresh history.
+    let hist: Vec<_> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::History { conn, answerer, .. } => Some((*conn, answerer.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(hist, [(A, "a".to_string())]);
+    // Only the door of the call may mark it.
+    ring_actions(&mut t, "c2");
+    let out = sends(&t.h.handle_message(A, Message::DoorOpened { call_id: cid("c2") }));
+    assert_eq!(err_code(&out), Some(ErrorCode::NotPermitted));
+}
+
+#[test]
+fn quiet_hours_exclude_an_answerer_from_ring_and_push() {
+    let mut t = with_phones();
+    t.h.settings.answerers[0].quiet_hours = QuietHours::parse(&["wed 22:00-07:00"]).expect("valid");
+    // Wednesday 23:00: A is quiet; Thursday 08:00 it is not.
+    t.h.set_clock(1, WeekMinute::new(2, 23, 0));
+    let out = ring_actions(&mut t, "c1");
+    assert_eq!(ringing_count(&out), 1);
+    assert!(!sends(&out).iter().any(|(c, _)| *c == A), "{out:?}");
+    assert_eq!(
+        kinds(&pushes(&out)),
+        [("b".into(), "ring".into(), String::new())]
+    );
+    match &stores(&out)[..] {
+        [StoreOp::InsertCall(r)] => assert_eq!(r.quiet, ["a"]),
+        other => panic!("{other:?}"),
+    }
+    // A quiet answerer cannot take the call either.
+    let out = sends(&t.h.handle_message(A, Message::Accept { call_id: cid("c1") }));
+    assert_eq!(err_code(&out), Some(ErrorCode::NotPermitted));
+    t.h.set_clock(2, WeekMinute::new(3, 8, 0));
+    let out = ring_actions(&mut t, "c2");
+    assert_eq!(ringing_count(&out), 2);
+}
+
+#[test]
+fn everybody_quiet_ends_like_no_answerer_and_is_recorded_missed() {
+    let mut t = with_phones();
+    for a in &mut t.h.settings.answerers {
+        a.quiet_hours = QuietHours::parse(&["daily 00:00-24:00"]).expect("valid");
+    }
+    let out = ring_actions(&mut t, "c1");
+    assert_eq!(ringing_count(&out), 0);
+    assert!(pushes(&out).is_empty());
+    assert_eq!(t.h.calls_in_progress(), 0);
+    let ops = stores(&out);
+    match &ops[..] {
+        [StoreOp::InsertCall(r), StoreOp::FinishCall(e)] => {
+            let mut q = r.quiet.clone();
+            q.sort();
+            assert_eq!(q, ["a", "b"]);
+            assert_eq!(e.outcome, CallOutcome::Missed);
+            assert_eq!(e.answered_by, None);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Offline without a phone counts as nobody, too.
+    let mut t = T::new();
+    t.h.disconnected(A);
+    t.h.disconnected(B);
+    let out = ring_actions(&mut t, "c1");
+    assert_eq!(ringing_count(&out), 0);
+    assert_eq!(finished(&out).outcome, CallOutcome::Missed);
+}
+
+#[test]
+fn history_is_asked_for_the_answerers_own_groups_only() {
+    let mut t = T::new();
+    let out = t.text(C, r#"{"type":"get_history","limit":1000}"#);
+    assert_eq!(
+        out,
+        vec![Action::History {
+            conn: C,
+            answerer: "c".into(),
+            groups: vec!["caretaker".into()],
+            limit: HISTORY_MAX,
+        }]
+    );
+    let out = t.text(A, r#"{"type":"get_history"}"#);
+    assert!(
+        matches!(&out[..], [Action::History { limit: HISTORY_DEFAULT, groups, .. }] if groups == &["residents"])
+    );
+    // Doors have no history.
+    let out = sends(&t.text(DOOR, r#"{"type":"get_history"}"#));
+    assert_eq!(err_code(&out), Some(ErrorCode::NotPermitted));
+}
+
+#[test]
+fn a_late_joiner_gets_the_ring_and_may_answer() {
+    let mut t = with_phones();
+    ring_actions(&mut t, "c1");
+    t.h.connected(9, "s9".into(), t.now);
+    let out = sends(&t.text(
+        9,
+        r#"{"type":"hello","v":1,"role":"answerer","token":"bt"}"#,
+    ));
+    assert!(matches!(out[0].1, Message::Welcome { .. }));
+    assert_eq!(
+        out[1],
+        (
+            9,
+            Message::Ring {
+                call_id: cid("c1"),
+                group: "residents".into(),
+                door: Some(PeerInfo {
+                    id: "door-1".into(),
+                    name: "DOOR-1".into()
+                }),
+            }
+        )
+    );
+    let out = t.msg(9, Message::Accept { call_id: cid("c1") });
+    assert!(out.contains(&(
+        DOOR,
+        Message::Accepted {
+            call_id: cid("c1"),
+            answerer: PeerInfo {
+                id: "b".into(),
+                name: "B".into()
+            }
+        }
+    )));
+    // Once taken, nobody joining is rung.
+    t.h.connected(10, "s10".into(), t.now);
+    let out = sends(&t.text(
+        10,
+        r#"{"type":"hello","v":1,"role":"answerer","token":"bt"}"#,
+    ));
+    assert_eq!(out.len(), 1, "{out:?}");
+}
+
+#[test]
+fn welcome_offers_push_to_answerers_when_the_hub_can_push() {
+    let mut h = hub();
+    h.set_push_key(Some("BPubKey".into()));
+    h.connected(1, "s1".into(), Instant::now());
+    h.connected(2, "s2".into(), Instant::now());
+    let a = sends(&h.handle_text(
+        1,
+        r#"{"type":"hello","v":1,"role":"answerer","token":"at"}"#,
+    ));
+    let d = sends(&h.handle_text(2, r#"{"type":"hello","v":1,"role":"door","token":"dt"}"#));
+    assert!(
+        matches!(&a[0].1, Message::Welcome { push: Some(p), .. } if p.vapid_public_key == "BPubKey")
+    );
+    assert!(matches!(&d[0].1, Message::Welcome { push: None, .. }));
+    assert!(
+        a[0].1
+            .to_json()
+            .contains(r#""push":{"vapid_public_key":"BPubKey"}"#)
+    );
+    let mut h = hub();
+    h.connected(1, "s1".into(), Instant::now());
+    let a = sends(&h.handle_text(
+        1,
+        r#"{"type":"hello","v":1,"role":"answerer","token":"at"}"#,
+    ));
+    assert!(!a[0].1.to_json().contains("push"));
+}
+
+#[test]
+fn subscriptions_are_checked_before_they_are_kept() {
+    let mut t = T::new();
+    let frame = |s: &Subscription| {
+        serde_json::json!({"type":"push_subscribe","subscription":s}).to_string()
+    };
+    let out = t.text(A, &frame(&sub(1)));
+    assert_eq!(sends(&out), [(A, Message::PushSubscribed)]);
+    assert!(
+        matches!(&stores(&out)[..], [StoreOp::SaveSubscription { answerer, subscription, .. }] if answerer == "a" && *subscription == sub(1))
+    );
+    assert_eq!(t.h.subscription_count("a"), 1);
+    // http only to this machine (a local test push service).
+    let mut local = sub(2);
+    local.endpoint = "http://127.0.0.1:9999/push/2".into();
+    assert_eq!(
+        sends(&t.text(A, &frame(&local))),
+        [(A, Message::PushSubscribed)]
+    );
+    let cases: Vec<(Subscription, ErrorCode)> = vec![
+        (
+            Subscription {
+                endpoint: "http://push.example.net/x".into(),
+                ..sub(3)
+            },
+            ErrorCode::BadMessage,
+        ),
+        (
+            Subscription {
+                endpoint: "ftp://push.example.net/x".into(),
+                ..sub(3)
+            },
+            ErrorCode::BadMessage,
+        ),
+        (
+            Subscription {
+                endpoint: "https:///nohost".into(),
+                ..sub(3)
+            },
+            ErrorCode::BadMessage,
+        ),
+        (
+            Subscription {
+                endpoint: "https://push.example.net/a b".into(),
+                ..sub(3)
+            },
+            ErrorCode::BadMessage,
+        ),
+        (
+            Subscription {
+                keys: SubscriptionKeys {
+                    p256dh: b64(&[4; 33]),
+                    auth: b64(&[1; 16]),
+                },
+                ..sub(3)
+            },
+            ErrorCode::BadMessage,
+        ),
+        (
+            Subscription {
+                keys: SubscriptionKeys {
+                    p256dh: b64(&[4; 65]),
+                    auth: b64(&[1; 15]),
+                },
+                ..sub(3)
+            },
+            ErrorCode::BadMessage,
+        ),
+        (
+            Subscription {
+                keys: SubscriptionKeys {
+                    p256dh: "not base64!".into(),
+                    auth: b64(&[1; 16]),
+                },
+                ..sub(3)
+            },
+            ErrorCode::BadMessage,
+        ),
+        (
+            Subscription {
+                keys: SubscriptionKeys {
+                    p256dh: "A".repeat(300),
+                    auth: b64(&[1; 16]),
+                },
+                ..sub(3)
+            },
+            ErrorCode::TooLarge,
+        ),
+    ];
+    for (s, code) in cases {
+        let out = t.text(A, &frame(&s));
+        assert_eq!(err_code(&sends(&out)), Some(code), "{s:?}");
+        assert!(stores(&out).is_empty());
+    }
+    // An endpoint beyond the cap (in a frame the hub accepts).
+    let mut h = hub();
+    h.settings.max_message_bytes = 65536;
+    h.connected(1, "s1".into(), Instant::now());
+    h.handle_text(
+        1,
+        r#"{"type":"hello","v":1,"role":"answerer","token":"at"}"#,
+    );
+    let mut long = sub(5);
+    long.endpoint = format!(
+        "https://push.example.net/{}",
+        "x".repeat(MAX_ENDPOINT_BYTES)
+    );
+    let out = sends(&h.handle_text(1, &frame(&long)));
+    assert_eq!(err_code(&out), Some(ErrorCode::TooLarge));
+    // Missing keys: malformed.
+    let out = sends(&t.text(
+        A,
+        r#"{"type":"push_subscribe","subscription":{"endpoint":"https://p.example/x"}}"#,
+    ));
+    assert_eq!(err_code(&out), Some(ErrorCode::BadMessage));
+    // Doors do not subscribe.
+    let out = sends(&t.text(DOOR, &frame(&sub(6))));
+    assert_eq!(err_code(&out), Some(ErrorCode::NotPermitted));
+    assert_eq!(t.h.subscription_count("a"), 2);
+}
+
+#[test]
+fn subscriptions_are_capped_replaced_and_removed() {
+    let mut t = T::new();
+    for n in 0..(MAX_SUBSCRIPTIONS_PER_ANSWERER as u8 + 2) {
+        t.h.handle_message(
+            A,
+            Message::PushSubscribe {
+                subscription: sub(n),
+            },
+        );
+    }
+    assert_eq!(t.h.subscription_count("a"), MAX_SUBSCRIPTIONS_PER_ANSWERER);
+    // The same device signing in as another flat moves over.
+    t.h.handle_message(
+        B,
+        Message::PushSubscribe {
+            subscription: sub(9),
+        },
+    );
+    assert_eq!(
+        t.h.subscription_count("a"),
+        MAX_SUBSCRIPTIONS_PER_ANSWERER - 1
+    );
+    let out = t.h.handle_message(
+        B,
+        Message::PushUnsubscribe {
+            endpoint: sub(9).endpoint,
+        },
+    );
+    assert_eq!(sends(&out), [(B, Message::PushUnsubscribed)]);
+    assert_eq!(t.h.subscription_count("b"), 0);
+    // A push service saying "gone" removes it everywhere.
+    let out = t.h.push_gone("a", &sub(8).endpoint);
+    assert_eq!(
+        stores(&out),
+        [StoreOp::DeleteSubscription {
+            answerer: None,
+            endpoint: sub(8).endpoint
+        }]
+    );
+    assert_eq!(
+        t.h.subscription_count("a"),
+        MAX_SUBSCRIPTIONS_PER_ANSWERER - 2
+    );
+}
+
+#[test]
+fn a_long_call_id_gets_a_hashed_topic() {
+    assert_eq!(push_topic(&cid("c-1")), "c-1");
+    let long = cid(&"x".repeat(40));
+    let t = push_topic(&long);
+    assert_eq!(t.len(), 32);
+    assert!(
+        t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    );
+    assert_ne!(t, push_topic(&cid(&"y".repeat(40))));
 }

@@ -112,10 +112,58 @@ impl fmt::Debug for IceServerInfo {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerInfo {
     pub id: String,
     pub name: String,
+}
+
+/// `welcome.push`: what the page needs to subscribe.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PushInfo {
+    /// base64url of the uncompressed P-256 point (`applicationServerKey`).
+    pub vapid_public_key: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallOutcome {
+    Answered,
+    Missed,
+    Declined,
+    /// The call ended in an error, or the hub lost track of it.
+    Failed,
+}
+
+impl CallOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallOutcome::Answered => "answered",
+            CallOutcome::Missed => "missed",
+            CallOutcome::Declined => "declined",
+            CallOutcome::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Answered, Self::Missed, Self::Declined, Self::Failed]
+            .into_iter()
+            .find(|o| o.as_str() == s)
+    }
+}
+
+/// One call of `history`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistoryCall {
+    pub call_id: String,
+    pub door: PeerInfo,
+    pub started_at_ms: u64,
+    pub outcome: CallOutcome,
+    pub answered_by: Option<PeerInfo>,
+    pub duration_ms: Option<u64>,
+    pub door_opened: bool,
+    /// This answerer was not rung because of its quiet hours.
+    pub quiet_hours: bool,
 }
 
 /// Every message of protocol v1. `type` is the tag; unknown fields are
@@ -142,6 +190,9 @@ pub enum Message {
         /// The doors this answerer may call (`call_door`); absent when none.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         doors: Vec<PeerInfo>,
+        /// Present when the hub can send Web Push (answerers only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        push: Option<PushInfo>,
     },
     Register {
         groups: Vec<String>,
@@ -223,6 +274,29 @@ pub enum Message {
         #[serde(default)]
         reason: String,
     },
+    /// Answerer → hub: ring this device while the page is closed.
+    PushSubscribe {
+        subscription: crate::hub::push::Subscription,
+    },
+    PushSubscribed,
+    /// Answerer → hub: stop pushing to this endpoint.
+    PushUnsubscribe {
+        endpoint: String,
+    },
+    PushUnsubscribed,
+    /// Answerer → hub: the latest calls of the answerer's groups.
+    GetHistory {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    /// Hub → answerer: newest first.
+    History {
+        calls: Vec<HistoryCall>,
+    },
+    /// Door → hub: the door was opened during this call (for the history).
+    DoorOpened {
+        call_id: CallId,
+    },
     Ping,
     Pong,
     Error {
@@ -284,6 +358,13 @@ impl Message {
             Message::Answer { .. } => "answer",
             Message::Candidate { .. } => "candidate",
             Message::Hangup { .. } => "hangup",
+            Message::PushSubscribe { .. } => "push_subscribe",
+            Message::PushSubscribed => "push_subscribed",
+            Message::PushUnsubscribe { .. } => "push_unsubscribe",
+            Message::PushUnsubscribed => "push_unsubscribed",
+            Message::GetHistory { .. } => "get_history",
+            Message::History { .. } => "history",
+            Message::DoorOpened { .. } => "door_opened",
             Message::Ping => "ping",
             Message::Pong => "pong",
             Message::Error { .. } => "error",
@@ -308,7 +389,8 @@ impl Message {
             | Message::Offer { call_id, .. }
             | Message::Answer { call_id, .. }
             | Message::Candidate { call_id, .. }
-            | Message::Hangup { call_id, .. } => Some(call_id),
+            | Message::Hangup { call_id, .. }
+            | Message::DoorOpened { call_id } => Some(call_id),
             Message::Error { call_id, .. } => call_id.as_ref(),
             _ => None,
         }
@@ -439,6 +521,13 @@ const KNOWN_TYPES: &[&str] = &[
     "answer",
     "candidate",
     "hangup",
+    "push_subscribe",
+    "push_subscribed",
+    "push_unsubscribe",
+    "push_unsubscribed",
+    "get_history",
+    "history",
+    "door_opened",
     "ping",
     "pong",
     "error",
@@ -500,6 +589,15 @@ mod tests {
             r#"{"type":"candidate","call_id":"c-1","candidate":null}"#,
             r#"{"type":"hangup","call_id":"c-1","reason":"normal"}"#,
             r#"{"type":"ping"}"#,
+            r#"{"type":"welcome","v":1,"session":"s-1","id":"flat-1a","name":"Flat 1A","groups":["residents"],"ice_servers":[],"push":{"vapid_public_key":"BPk"}}"#,
+            r#"{"type":"push_subscribe","subscription":{"endpoint":"https://push.example.net/x","keys":{"p256dh":"BNc","auth":"tBH"}}}"#,
+            r#"{"type":"push_subscribed"}"#,
+            r#"{"type":"push_unsubscribe","endpoint":"https://push.example.net/x"}"#,
+            r#"{"type":"push_unsubscribed"}"#,
+            r#"{"type":"get_history","limit":50}"#,
+            r#"{"type":"get_history"}"#,
+            r#"{"type":"history","calls":[{"call_id":"c-9","door":{"id":"door-1","name":"Front door"},"started_at_ms":1767225600000,"outcome":"answered","answered_by":{"id":"flat-1a","name":"Flat 1A"},"duration_ms":42000,"door_opened":true,"quiet_hours":false},{"call_id":"c-8","door":{"id":"door-1","name":"Front door"},"started_at_ms":1767222000000,"outcome":"missed","answered_by":null,"duration_ms":null,"door_opened":false,"quiet_hours":true}]}"#,
+            r#"{"type":"door_opened","call_id":"c-9"}"#,
             r#"{"type":"error","code":"bad_state","message":"m","ref":"accept","call_id":"c-1"}"#,
         ];
         for s in samples {
@@ -507,6 +605,26 @@ mod tests {
             let back = decode(&m.to_json(), 65536).expect("re-encoding decodes");
             assert_eq!(m, back, "{s}");
         }
+    }
+
+    #[test]
+    fn history_serialises_nulls_and_push_debug_hides_the_endpoint() {
+        let m = decode(
+            r#"{"type":"history","calls":[{"call_id":"c-8","door":{"id":"d","name":"D"},"started_at_ms":1,"outcome":"missed","answered_by":null,"duration_ms":null,"door_opened":false,"quiet_hours":true}]}"#,
+            65536,
+        )
+        .expect("decodes");
+        let json = m.to_json();
+        assert!(
+            json.contains(r#""answered_by":null,"duration_ms":null"#),
+            "{json}"
+        );
+        let m = decode(
+            r#"{"type":"push_subscribe","subscription":{"endpoint":"https://push.example.net/secret-path","keys":{"p256dh":"k","auth":"a"}}}"#,
+            65536,
+        )
+        .expect("decodes");
+        assert!(!format!("{m:?}").contains("secret-path"));
     }
 
     #[test]

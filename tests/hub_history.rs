@@ -1,0 +1,291 @@
+//! The hub's call history: a missed, an answered and a declined call, as a
+//! resident's page asks for them with `get_history`, also after the hub
+//! restarted on the same state directory; a resident of another group
+//! sees none of them.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use intercomd::daemon;
+use intercomd::signaling::protocol::{CallId, CallOutcome, HistoryCall, Message, Role};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+mod common;
+use common::*;
+
+const DOOR: &str = "door-token-0123456789abcdef";
+const FLAT_1A: &str = "flat1a-token-0123456789abcdef";
+const FLAT_1B: &str = "flat1b-token-0123456789abcdef";
+const SHOP: &str = "shop-token-0123456789abcdef";
+
+fn temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("intercomd-history-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir is writable");
+    for (name, token) in [
+        ("door", DOOR),
+        ("flat1a", FLAT_1A),
+        ("flat1b", FLAT_1B),
+        ("shop", SHOP),
+    ] {
+        std::fs::write(dir.join(name), format!("{token}\n")).expect("writable");
+    }
+    dir
+}
+
+struct Hub {
+    url: String,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Hub {
+    async fn start(dir: &Path) -> Hub {
+        let toml = format!(
+            r#"
+[hub]
+listen = "127.0.0.1:0"
+state_dir = "{d}/state"
+[hub.tls]
+mode = "off"
+[[hub.doors]]
+id = "door-1"
+name = "Front door"
+token_file = "{d}/door"
+[[hub.answerers]]
+id = "flat-1a"
+name = "Flat 1A"
+token_file = "{d}/flat1a"
+groups = ["residents"]
+[[hub.answerers]]
+id = "flat-1b"
+name = "Flat 1B"
+token_file = "{d}/flat1b"
+groups = ["residents"]
+[[hub.answerers]]
+id = "shop"
+name = "Shop"
+token_file = "{d}/shop"
+groups = ["shop"]
+"#,
+            d = dir.display()
+        );
+        let settings = intercomd::config::load_from_strs(&[("hub.toml", &toml)])
+            .expect("hub configuration is valid");
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let hs = daemon::hub_settings(&settings).expect("tokens readable");
+        let hub = daemon::start_hub(&settings, hs, false, &cancel, &tracker)
+            .await
+            .expect("hub starts");
+        Hub {
+            url: format!("ws://{}/ws", hub.addr),
+            cancel,
+            tracker,
+        }
+    }
+
+    async fn stop(self) {
+        self.cancel.cancel();
+        self.tracker.close();
+        tokio::time::timeout(Duration::from_secs(10), self.tracker.wait())
+            .await
+            .expect("the hub stops");
+    }
+}
+
+async fn door(url: &str) -> Socket {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("hub reachable");
+    send(
+        &mut ws,
+        &Message::Hello {
+            v: 1,
+            role: Role::Door,
+            token: DOOR.into(),
+            name: None,
+        },
+    )
+    .await;
+    assert!(matches!(recv(&mut ws).await, Message::Welcome { .. }));
+    ws
+}
+
+fn cid(s: &str) -> CallId {
+    CallId::new(s).expect("valid id")
+}
+
+async fn ring(door: &mut Socket, id: &str, answerers: &mut [&mut Socket]) {
+    send(
+        door,
+        &Message::Ring {
+            call_id: cid(id),
+            group: "residents".into(),
+            door: None,
+        },
+    )
+    .await;
+    let m = recv_until(door, |m| matches!(m, Message::Ringing { .. })).await;
+    assert!(matches!(m, Message::Ringing { answerers: 2, .. }), "{m:?}");
+    for a in answerers {
+        recv_until(
+            a,
+            |m| matches!(m, Message::Ring { call_id, .. } if call_id.as_str() == id),
+        )
+        .await;
+    }
+}
+
+/// Asks for the history until it holds `n` calls (the last call's record
+/// is written off the hub's routing path, a moment after it ended).
+async fn history(ws: &mut Socket, n: usize) -> Vec<HistoryCall> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        send(ws, &Message::GetHistory { limit: Some(50) }).await;
+        let Message::History { calls } =
+            recv_until(ws, |m| matches!(m, Message::History { .. })).await
+        else {
+            unreachable!("matched above")
+        };
+        if calls.len() >= n || tokio::time::Instant::now() > deadline {
+            return calls;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn check(calls: &[HistoryCall]) {
+    let got: Vec<_> = calls
+        .iter()
+        .map(|c| (c.call_id.as_str(), c.outcome))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("c-declined", CallOutcome::Declined),
+            ("c-answered", CallOutcome::Answered),
+            ("c-missed", CallOutcome::Missed),
+        ],
+        "newest first"
+    );
+    for c in calls {
+        assert_eq!(c.door.id, "door-1");
+        assert_eq!(c.door.name, "Front door");
+        assert!(!c.quiet_hours);
+        assert!(c.started_at_ms > 1_600_000_000_000, "{c:?}");
+    }
+    let answered = &calls[1];
+    assert_eq!(
+        answered.answered_by.as_ref().map(|p| p.id.as_str()),
+        Some("flat-1a")
+    );
+    assert_eq!(
+        answered.answered_by.as_ref().map(|p| p.name.as_str()),
+        Some("Flat 1A")
+    );
+    assert!(answered.duration_ms.is_some());
+    assert!(answered.door_opened);
+    for other in [&calls[0], &calls[2]] {
+        assert!(other.answered_by.is_none() && other.duration_ms.is_none());
+        assert!(!other.door_opened);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_lists_each_outcome_and_survives_a_restart() {
+    let dir = temp_dir();
+    let hub = Hub::start(&dir).await;
+    let mut d = door(&hub.url).await;
+    let mut a = connect(&hub.url, FLAT_1A).await;
+    let mut b = connect(&hub.url, FLAT_1B).await;
+
+    // Missed: nobody answers before the door's ring timeout.
+    ring(&mut d, "c-missed", &mut [&mut a, &mut b]).await;
+    send(
+        &mut d,
+        &Message::Cancel {
+            call_id: cid("c-missed"),
+            reason: "timeout".into(),
+        },
+    )
+    .await;
+    recv_until(&mut a, |m| matches!(m, Message::Cancel { .. })).await;
+    recv_until(&mut b, |m| matches!(m, Message::Cancel { .. })).await;
+
+    // Answered by 1A, who opens the door, then hung up by the door.
+    ring(&mut d, "c-answered", &mut [&mut a, &mut b]).await;
+    send(
+        &mut a,
+        &Message::Accept {
+            call_id: cid("c-answered"),
+        },
+    )
+    .await;
+    recv_until(&mut d, |m| matches!(m, Message::Accepted { .. })).await;
+    recv_until(&mut b, |m| matches!(m, Message::Taken { .. })).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    send(
+        &mut d,
+        &Message::DoorOpened {
+            call_id: cid("c-answered"),
+        },
+    )
+    .await;
+    send(
+        &mut d,
+        &Message::Hangup {
+            call_id: cid("c-answered"),
+            reason: "normal".into(),
+        },
+    )
+    .await;
+    recv_until(&mut a, |m| matches!(m, Message::Hangup { .. })).await;
+
+    // Declined by both.
+    ring(&mut d, "c-declined", &mut [&mut a, &mut b]).await;
+    for ws in [&mut a, &mut b] {
+        send(
+            ws,
+            &Message::Decline {
+                call_id: cid("c-declined"),
+            },
+        )
+        .await;
+    }
+    recv_until(&mut d, |m| matches!(m, Message::Declined { .. })).await;
+
+    // The answerers of the group are sent the final history unasked.
+    let m = recv_until(
+        &mut b,
+        |m| matches!(m, Message::History { calls } if calls.len() == 3),
+    )
+    .await;
+    let Message::History { calls } = m else {
+        unreachable!("matched above")
+    };
+    check(&calls);
+    check(&history(&mut a, 3).await);
+
+    // Another group's answerer sees none of them.
+    let mut shop = connect(&hub.url, SHOP).await;
+    assert!(history(&mut shop, 0).await.is_empty());
+
+    drop((d, a, b, shop));
+    hub.stop().await;
+
+    // The same state directory after a restart.
+    let hub = Hub::start(&dir).await;
+    let mut a = connect(&hub.url, FLAT_1A).await;
+    check(&history(&mut a, 3).await);
+    let mut shop = connect(&hub.url, SHOP).await;
+    assert!(history(&mut shop, 0).await.is_empty());
+    assert!(
+        dir.join("state/hub.sqlite3").is_file(),
+        "the database lives in the state directory"
+    );
+    drop((a, shop));
+    hub.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
