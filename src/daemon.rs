@@ -165,6 +165,7 @@ fn conn_settings(settings: &Settings) -> ConnSettings {
     ConnSettings {
         ping_interval: settings.hub.ping_interval,
         public_url: settings.hub.public_url.clone(),
+        station_name: settings.station.name.clone(),
     }
 }
 
