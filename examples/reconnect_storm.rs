@@ -66,6 +66,7 @@ async fn start_hub(addr: &str, n: usize) -> CancellationToken {
         ConnSettings {
             ping_interval: Duration::from_secs(15),
             public_url: None,
+            station_name: "Front door".into(),
         },
         cancel.clone(),
     ));

@@ -1219,6 +1219,13 @@
     });
   }
 
+  // An app window already open at #answer=… and opened again from a
+  // notification only changes its fragment.
+  window.addEventListener('hashchange', function () {
+    var a = takeCallActionFromUrl();
+    if (a) requestCallAction(a.type, a.callId);
+  });
+
   ui.pushOn.addEventListener('click', function () { enablePush(); });
   ui.pushOff.addEventListener('click', function () { disablePush(); });
 

@@ -126,9 +126,9 @@ self.intercomOnNotificationClick = onNotificationClick;
 self.addEventListener('push', function (event) {
   var data = null;
   try { data = event.data ? event.data.json() : null; } catch (e) { data = null; }
-  event.waitUntil(onPush(data));
+  event.waitUntil(self.intercomOnPush(data));
 });
 
 self.addEventListener('notificationclick', function (event) {
-  event.waitUntil(onNotificationClick(event.action, event.notification));
+  event.waitUntil(self.intercomOnNotificationClick(event.action, event.notification));
 });
