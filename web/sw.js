@@ -1,6 +1,6 @@
 // intercomd service worker: keeps the answering page's shell for when the
 // station cannot be reached, and turns Web Push messages from the hub into
-// ringing notifications (docs/signaling.md, "Ringing a closed page").
+// ringing notifications (payloads: docs/signaling.md).
 // Plain JavaScript, no build step.
 'use strict';
 
