@@ -70,6 +70,7 @@ async fn start_hub(addr: &str, n: usize) -> CancellationToken {
             public_url: None,
             state_dir: None,
             push: None,
+            station_name: "Front door".into(),
         },
         cancel.clone(),
     ));

@@ -177,6 +177,7 @@ fn conn_settings(settings: &Settings) -> ConnSettings {
                 subject: push_subject(settings),
                 ca_file: settings.hub.push.ca_file.clone(),
             }),
+        station_name: settings.station.name.clone(),
     }
 }
 

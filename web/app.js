@@ -17,6 +17,9 @@
   // the address bar and the history entry, so it is not bookmarked, shared
   // or left in the history.
   var urlToken = takeTokenFromUrl();
+  // A notification's Answer/Decline opened this window (#answer=<call id>):
+  // taken out of the address at once too, acted on when that call rings.
+  var urlCallAction = takeCallActionFromUrl();
 
   var params = new URLSearchParams(location.search);
   // raw=1 turns the browser's voice processing off (tests compare tones).
@@ -37,7 +40,9 @@
     doorCallTarget: $('door-call-target'), doorCallTargetLabel: $('door-call-target-label'),
     doorCallButton: $('door-call-button'),
     micNotice: $('mic-notice'), micNoticeText: $('mic-notice-text'), micNoticeLink: $('mic-notice-link'),
-    micNoticeHref: $('mic-notice-href'), micNoticeAsk: $('mic-notice-ask')
+    micNoticeHref: $('mic-notice-href'), micNoticeAsk: $('mic-notice-ask'),
+    push: $('push'), pushStatus: $('push-status'), pushOn: $('push-on'), pushOff: $('push-off'),
+    history: $('history'), historyList: $('history-list'), historyEmpty: $('history-empty')
   };
 
   var STATE_LABELS = {
@@ -90,7 +95,14 @@
     openDoor: function () { return openDoor(); },
     callDoor: function (doorId) { return callDoor(doorId); },
     callableDoors: [],
-    lastDoorResult: null
+    lastDoorResult: null,
+    // Installable app, push and history (see "installable app" below).
+    serviceWorker: null,          // 'registered', 'unsupported' or the error's name
+    push: 'hidden',               // hidden, unsupported, off, working, on, blocked, error
+    history: null,                // the last `history` calls, newest first
+    missedUnseen: 0,              // the app badge's count
+    receive: function (msg) { record('rx', summarize(msg)); handleMessage(msg); },
+    callAction: function (type, callId) { requestCallAction(type, callId); }
   };
   window.intercom = intercom;
 
@@ -108,6 +120,7 @@
     var out = {};
     for (var k in msg) {
       if (!Object.prototype.hasOwnProperty.call(msg, k) || k === 'token') continue;
+      if (k === 'subscription' || k === 'endpoint') { out[k] = '<push endpoint>'; continue; }
       out[k] = (k === 'sdp' && typeof msg[k] === 'string') ? '<' + msg[k].length + ' bytes>' : msg[k];
     }
     return out;
@@ -408,6 +421,9 @@
       case 'candidate': return onRemoteCandidate(msg);
       case 'hangup': return onRemoteHangup(msg);
       case 'error': return onError(msg);
+      case 'history': return onHistory(msg);
+      case 'push_subscribed': return onPushSubscribed();
+      case 'push_unsubscribed': return;
       case 'registered': case 'pong': return;
       default:
         console.info('[intercom] ignoring message of type ' + msg.type);
@@ -424,9 +440,11 @@
     console.info('[intercom] connected as ' + (msg.id || '?'));
     if (pingTimer) clearInterval(pingTimer);
     pingTimer = setInterval(function () { send({ type: 'ping' }); }, PING_INTERVAL_MS);
+    onWelcomeApp(msg);
   }
 
   function onError(msg) {
+    if (onAppFeatureError(msg)) return;
     setError(msg.code, msg.message);
     if (msg.ref === 'call_door') onCallDoorError(msg);
     console.warn('[intercom] hub error ' + msg.code + (msg.ref ? ' (' + msg.ref + ')' : '') + ': ' + (msg.message || ''));
@@ -468,6 +486,7 @@
     ui.doorName.textContent = doorName;
     setState('ringing', 'Someone is at the door');
     console.info('[intercom] ring from ' + doorName + ' call_id=' + call.id);
+    if (runPendingCallAction()) return;
     if (autoAccept) { acceptCall(); return; }
     startRinging();
   }
@@ -480,7 +499,7 @@
 
   function onCancel(msg) {
     if (!call || call.id !== msg.call_id) return;
-    endCall(call.accepted ? 'Call ended' : 'Missed call', { sendHangup: false });
+    endCall(call.accepted ? 'Call ended' : missedCallMessage(), { sendHangup: false });
   }
 
   function onRemoteHangup(msg) {
@@ -963,7 +982,390 @@
     intercom.listenOnly = false;
     applyMute();
     setState('idle', message);
+    if (c) requestHistory();
   }
+
+
+  // ---------------------------------------------------------------- installable app
+  // The page as an app on the resident's phone: a service worker (web/sw.js)
+  // keeps the shell for offline starts and shows ringing notifications from
+  // Web Push; Answer/Decline in a notification reach this page as a
+  // message or as #answer=/#decline= in the address. Browsers allow all of
+  // it only in a secure context: on plain http on the LAN (or with a
+  // certificate the phone does not trust) the page works as before.
+  var swReady = Promise.resolve(null);
+  var swProblem = null;           // why there is no worker: 'insecure', 'unsupported', 'failed'
+  var vapidKey = null;            // welcome.push.vapid_public_key
+  var historySupported = null;    // false once the hub says it has no history
+  var historyCalls = [];
+  var seenTimer = null;
+  var pendingCallAction = null;   // { type, callId, until }
+  var CALL_ACTION_TTL_MS = 60000;
+  var SEEN_KEY_PREFIX = 'intercom.historySeenAt.';
+
+  function takeCallActionFromUrl() {
+    var hash = new URLSearchParams(location.hash.replace(/^#/, ''));
+    var type = hash.has('answer') ? 'answer' : hash.has('decline') ? 'decline' : null;
+    if (!type) return null;
+    var id = hash.get(type);
+    hash.delete('answer');
+    hash.delete('decline');
+    var h = hash.toString();
+    try {
+      history.replaceState(history.state, '', location.pathname + location.search + (h ? '#' + h : ''));
+    } catch (e) { /* ignore */ }
+    return id ? { type: type, callId: id } : null;
+  }
+
+  function registerServiceWorker() {
+    if (!window.isSecureContext) { swProblem = 'insecure'; intercom.serviceWorker = 'unsupported'; return; }
+    if (!('serviceWorker' in navigator)) { swProblem = 'unsupported'; intercom.serviceWorker = 'unsupported'; return; }
+    navigator.serviceWorker.addEventListener('message', onWorkerMessage);
+    if (navigator.serviceWorker.startMessages) navigator.serviceWorker.startMessages();
+    swReady = navigator.serviceWorker.register('/sw.js', { scope: '/' }).then(function (reg) {
+      intercom.serviceWorker = 'registered';
+      record('sw-registered', {});
+      return reg;
+    }, function (err) {
+      // A certificate the browser does not trust ends here (SecurityError).
+      swProblem = 'failed';
+      intercom.serviceWorker = (err && err.name) || 'Error';
+      record('sw-error', { error: intercom.serviceWorker });
+      console.info('[intercom] no service worker: ' + (err && err.message));
+      return null;
+    });
+  }
+
+  function onWorkerMessage(ev) {
+    var m = ev.data;
+    if (!m || (m.type !== 'answer' && m.type !== 'decline') || typeof m.call_id !== 'string') return;
+    requestCallAction(m.type, m.call_id);
+  }
+
+  // ---- Answer/Decline from a notification
+  function requestCallAction(type, callId) {
+    pendingCallAction = { type: type, callId: callId, until: Date.now() + CALL_ACTION_TTL_MS };
+    record('call-action', { action: type, call_id: callId });
+    runPendingCallAction();
+    // Right after welcome the hub announces a call still ringing; none by
+    // then means it is over.
+    if (pendingCallAction && connected) setTimeout(expireCallAction, 5000);
+  }
+
+  // Acts when the call is ringing here; true when it did.
+  function runPendingCallAction() {
+    var a = pendingCallAction;
+    if (!a) return false;
+    if (Date.now() > a.until) { pendingCallAction = null; return false; }
+    if (!call || call.id !== a.callId || intercom.state !== 'ringing') return false;
+    pendingCallAction = null;
+    record('call-action-run', { action: a.type, call_id: a.callId });
+    return a.type === 'answer' ? acceptCall() : declineCall();
+  }
+
+  function expireCallAction() {
+    if (!pendingCallAction || (call && call.id === pendingCallAction.callId)) return;
+    pendingCallAction = null;
+    if (intercom.state === 'idle') showMessage('That call has already ended');
+  }
+
+  function onWelcomeApp(msg) {
+    setPushOffer(msg.push);
+    requestHistory();
+    if (pendingCallAction) setTimeout(expireCallAction, 5000);
+  }
+
+  function onAppFeatureError(msg) {
+    var ref = msg.ref;
+    if (ref === 'get_history' && msg.code === 'unknown_type') {
+      // A hub without call history: the page tells missed calls as before.
+      historySupported = false;
+      ui.history.hidden = true;
+      return true;
+    }
+    if (ref === 'push_subscribe' || ref === 'push_unsubscribe') {
+      record('push-refused', { code: msg.code, ref: ref });
+      if (ref === 'push_subscribe') setPushState('error');
+      return msg.code === 'unknown_type';
+    }
+    return false;
+  }
+
+  // ---- Push subscription
+  var PUSH_TEXT = {
+    hidden: '',
+    insecure: 'Ringing with the page closed needs the station\'s secure address with a trusted certificate. Until then, keep this page open to hear the door.',
+    unsupported: 'This browser cannot ring with the page closed. Keep this page open to hear the door.',
+    off: 'This phone rings only while this page is open.',
+    working: 'Setting up…',
+    on: 'This phone rings even when the page is closed.',
+    blocked: 'Notifications are blocked for this page. To ring with the page closed, allow them in the browser\'s settings for this site.',
+    error: 'Ringing with the page closed could not be set up. Try again later.'
+  };
+
+  function setPushState(state) {
+    intercom.push = state;
+    ui.push.hidden = state === 'hidden';
+    var key = state === 'unsupported' && swProblem !== 'unsupported' ? 'insecure' : state;
+    ui.pushStatus.textContent = PUSH_TEXT[key] || '';
+    ui.pushOn.hidden = !(state === 'off' || state === 'error');
+    ui.pushOff.hidden = state !== 'on';
+    ui.pushOn.disabled = false;
+    record('push-state', { state: state });
+  }
+
+  function pushCapable(reg) {
+    return !!(reg && reg.pushManager && window.Notification && window.PushManager);
+  }
+
+  function b64urlToBytes(s) {
+    var b64 = s.replace(/-/g, '+').replace(/_/g, '/');
+    while (b64.length % 4) b64 += '=';
+    var bin = atob(b64);
+    var out = new Uint8Array(bin.length);
+    for (var i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+    return out;
+  }
+
+  function sameKey(sub, key) {
+    var have = sub.options && sub.options.applicationServerKey;
+    if (!have) return true; // cannot tell: keep it
+    var a = new Uint8Array(have), b = b64urlToBytes(key);
+    if (a.length !== b.length) return false;
+    for (var i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+    return true;
+  }
+
+  function sendSubscription(sub) {
+    var j = sub.toJSON();
+    return send({
+      type: 'push_subscribe',
+      subscription: { endpoint: j.endpoint, keys: { p256dh: j.keys && j.keys.p256dh, auth: j.keys && j.keys.auth } }
+    });
+  }
+
+  function setPushOffer(push) {
+    vapidKey = push && typeof push.vapid_public_key === 'string' && push.vapid_public_key ? push.vapid_public_key : null;
+    if (!vapidKey) { setPushState('hidden'); return; }
+    if (swProblem) { setPushState('unsupported'); return; }
+    swReady.then(function (reg) {
+      if (!pushCapable(reg)) { setPushState('unsupported'); return null; }
+      if (Notification.permission === 'denied') { setPushState('blocked'); return null; }
+      return reg.pushManager.getSubscription().then(function (sub) {
+        if (!sub || Notification.permission !== 'granted') { setPushState('off'); return null; }
+        if (!sameKey(sub, vapidKey)) {
+          // The hub has a new key: the old subscription cannot reach it.
+          // The resident agreed already, so renew without asking.
+          return sub.unsubscribe().then(function () { return subscribe(reg); });
+        }
+        // Tell the hub again on every connection: it may have lost it.
+        sendSubscription(sub);
+        setPushState('on');
+        return null;
+      });
+    }).catch(function (err) {
+      record('push-error', { error: err && err.name });
+      setPushState('error');
+    });
+  }
+
+  function subscribe(reg) {
+    setPushState('working');
+    return reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: b64urlToBytes(vapidKey) })
+      .then(function (sub) {
+        if (!sendSubscription(sub)) { setPushState('error'); return; }
+        // "on" once the hub confirms (push_subscribed).
+      });
+  }
+
+  function enablePush() {
+    if (!vapidKey) return;
+    setPushState('working');
+    ui.pushOn.disabled = true;
+    var asked;
+    try {
+      asked = Promise.resolve(Notification.requestPermission());
+    } catch (e) {
+      asked = Promise.reject(e);
+    }
+    asked.then(function (perm) {
+      if (perm !== 'granted') { setPushState(perm === 'denied' ? 'blocked' : 'off'); return null; }
+      return swReady.then(function (reg) {
+        if (!pushCapable(reg)) { setPushState('unsupported'); return null; }
+        return subscribe(reg);
+      });
+    }).catch(function (err) {
+      record('push-error', { error: err && err.name });
+      console.warn('[intercom] push subscription failed: ' + (err && err.name));
+      setPushState(window.Notification && Notification.permission === 'denied' ? 'blocked' : 'error');
+    });
+  }
+
+  function onPushSubscribed() {
+    if (intercom.push === 'working' || intercom.push === 'error') setPushState('on');
+  }
+
+  function disablePush() {
+    setPushState('working');
+    swReady.then(function (reg) {
+      return reg && reg.pushManager ? reg.pushManager.getSubscription() : null;
+    }).then(function (sub) {
+      if (!sub) return null;
+      send({ type: 'push_unsubscribe', endpoint: sub.endpoint });
+      return sub.unsubscribe();
+    }).then(function () { setPushState('off'); }, function (err) {
+      record('push-error', { error: err && err.name });
+      setPushState('off');
+    });
+  }
+
+  // An app window already open at #answer=… and opened again from a
+  // notification only changes its fragment.
+  window.addEventListener('hashchange', function () {
+    var a = takeCallActionFromUrl();
+    if (a) requestCallAction(a.type, a.callId);
+  });
+
+  ui.pushOn.addEventListener('click', function () { enablePush(); });
+  ui.pushOff.addEventListener('click', function () { disablePush(); });
+
+  // ---- Call history
+  function requestHistory() {
+    if (historySupported === false || !connected) return;
+    send({ type: 'get_history', limit: 50 });
+  }
+
+  function missedCallMessage() {
+    // The history tells of missed calls; a hub without one, this line.
+    return historySupported === false ? 'Missed call' : 'Waiting for a visitor';
+  }
+
+  function seenKey() { return SEEN_KEY_PREFIX + (intercom.answererId || ''); }
+
+  function seenAt() {
+    var v = null;
+    try { v = localStorage.getItem(seenKey()); } catch (e) { /* ignore */ }
+    var n = Number(v);
+    return v !== null && isFinite(n) ? n : 0;
+  }
+
+  function describeOutcome(c) {
+    switch (c.outcome) {
+      case 'answered': {
+        var who = c.answered_by && (c.answered_by.name || c.answered_by.id);
+        var text = who ? 'Answered by ' + who : 'Answered';
+        if (typeof c.duration_ms === 'number' && c.duration_ms >= 0) text += ' · ' + formatElapsed(c.duration_ms);
+        return text;
+      }
+      case 'missed': return c.quiet_hours ? 'Missed (quiet hours)' : 'Missed';
+      case 'declined': return 'Declined';
+      case 'failed': return 'Failed';
+      default: return String(c.outcome || '');
+    }
+  }
+
+  function formatWhen(ms) {
+    var d = new Date(ms);
+    var time = ('0' + d.getHours()).slice(-2) + ':' + ('0' + d.getMinutes()).slice(-2);
+    var today = new Date();
+    var yesterday = new Date(today.getFullYear(), today.getMonth(), today.getDate() - 1);
+    if (d.toDateString() === today.toDateString()) return time;
+    if (d.toDateString() === yesterday.toDateString()) return 'Yesterday ' + time;
+    return d.toLocaleDateString(undefined, { weekday: 'short', day: 'numeric', month: 'short' }) + ' ' + time;
+  }
+
+  function onHistory(msg) {
+    historySupported = true;
+    var calls = (Array.isArray(msg.calls) ? msg.calls : []).filter(function (c) {
+      return c && typeof c.call_id === 'string' && typeof c.started_at_ms === 'number';
+    });
+    calls.sort(function (a, b) { return b.started_at_ms - a.started_at_ms; });
+    historyCalls = calls;
+    intercom.history = calls;
+    renderHistory();
+    updateBadge();
+  }
+
+  function renderHistory() {
+    var list = ui.historyList;
+    while (list.firstChild) list.removeChild(list.firstChild);
+    var since = seenAt();
+    historyCalls.forEach(function (c) {
+      var li = document.createElement('li');
+      var missed = c.outcome === 'missed';
+      li.className = 'history-item' + (missed ? ' history-missed' : '') +
+        (missed && c.started_at_ms > since ? ' history-new' : '');
+      li.setAttribute('data-call-id', c.call_id);
+      li.setAttribute('data-outcome', String(c.outcome));
+      var time = document.createElement('time');
+      time.className = 'history-time';
+      time.dateTime = new Date(c.started_at_ms).toISOString();
+      time.textContent = formatWhen(c.started_at_ms);
+      var door = document.createElement('span');
+      door.className = 'history-door';
+      door.textContent = (c.door && (c.door.name || c.door.id)) || 'Door';
+      var outcome = document.createElement('span');
+      outcome.className = 'history-outcome';
+      outcome.textContent = describeOutcome(c);
+      if (c.door_opened) {
+        var opened = document.createElement('span');
+        opened.className = 'history-opened';
+        opened.textContent = 'Door opened';
+        outcome.appendChild(opened);
+      }
+      li.appendChild(time);
+      li.appendChild(door);
+      li.appendChild(outcome);
+      list.appendChild(li);
+    });
+    ui.historyEmpty.hidden = historyCalls.length > 0;
+    ui.history.hidden = false;
+    watchHistorySeen();
+  }
+
+  // The app icon's badge: missed calls since the resident last saw the list.
+  function updateBadge() {
+    var since = seenAt();
+    var n = historyCalls.filter(function (c) { return c.outcome === 'missed' && c.started_at_ms > since; }).length;
+    intercom.missedUnseen = n;
+    try {
+      if (n > 0 && navigator.setAppBadge) navigator.setAppBadge(n).catch(function () {});
+      else if (n === 0 && navigator.clearAppBadge) navigator.clearAppBadge().catch(function () {});
+    } catch (e) { /* not supported here */ }
+  }
+
+  // The list counts as seen once it has been on screen, the page in front,
+  // for a moment. The mark is the newest call's own time (the hub's clock).
+  var SEEN_DWELL_MS = 1500;
+  var historyObserver = null;
+  var historyOnScreen = false;
+
+  function watchHistorySeen() {
+    if (!historyObserver && window.IntersectionObserver) {
+      historyObserver = new IntersectionObserver(function (entries) {
+        historyOnScreen = entries.some(function (e) { return e.isIntersecting; });
+        scheduleSeen();
+      });
+      historyObserver.observe(ui.history);
+    }
+    scheduleSeen();
+  }
+
+  function scheduleSeen() {
+    if (seenTimer) { clearTimeout(seenTimer); seenTimer = null; }
+    if (!historyOnScreen || document.visibilityState !== 'visible' || historyCalls.length === 0) return;
+    seenTimer = setTimeout(function () {
+      seenTimer = null;
+      var newest = historyCalls[0].started_at_ms;
+      if (newest <= seenAt()) return;
+      try { localStorage.setItem(seenKey(), String(newest)); } catch (e) { /* ignore */ }
+      record('history-seen', { at_ms: newest });
+      updateBadge();
+      // The "new" marks stay until the list is drawn again.
+    }, SEEN_DWELL_MS);
+  }
+
+  document.addEventListener('visibilitychange', scheduleSeen);
 
   // ---------------------------------------------------------------- wiring
   ui.accept.addEventListener('click', function () { acceptCall(); });
@@ -1016,6 +1418,8 @@
 
   setState('idle', 'Waiting for a visitor');
   if (!microphoneAvailable()) showMicNotice('insecure');
+  registerServiceWorker();
+  if (urlCallAction) requestCallAction(urlCallAction.type, urlCallAction.callId);
   loadClientInfo();
   connect();
 })();

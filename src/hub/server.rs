@@ -33,6 +33,14 @@ use crate::signaling::protocol::Message;
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const APP_JS: &str = include_str!("../../web/app.js");
 const STYLE_CSS: &str = include_str!("../../web/style.css");
+// The installable app: service worker, icons (drawn by
+// web/icons/make_icons.py) and the favicon.
+const SW_JS: &str = include_str!("../../web/sw.js");
+const ICON_192: &[u8] = include_bytes!("../../web/icons/icon-192.png");
+const ICON_512: &[u8] = include_bytes!("../../web/icons/icon-512.png");
+const ICON_MASKABLE: &[u8] = include_bytes!("../../web/icons/maskable-512.png");
+const APPLE_TOUCH_ICON: &[u8] = include_bytes!("../../web/icons/apple-touch-icon.png");
+const FAVICON: &[u8] = include_bytes!("../../web/favicon.ico");
 
 /// Frames beyond this are cut by the WebSocket layer itself; frames between
 /// the protocol limit and this get a proper `too_large` reply first.
@@ -67,6 +75,8 @@ pub struct ConnSettings {
     pub state_dir: Option<std::path::PathBuf>,
     /// `None`: `hub.push.enabled = false`.
     pub push: Option<PushSettings>,
+    /// `station.name`: the installed app's name on the resident's phone.
+    pub station_name: String,
 }
 
 #[derive(Clone, Debug)]
@@ -250,6 +260,38 @@ fn router(app_state: AppState) -> Router {
                 )
             }),
         )
+        .route("/manifest.webmanifest", get(manifest))
+        .route(
+            "/sw.js",
+            get(|| async {
+                (
+                    [
+                        (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+                        // A new page version reaches installed apps at once.
+                        (header::CACHE_CONTROL, "no-cache"),
+                    ],
+                    SW_JS,
+                )
+            }),
+        )
+        .route("/icons/icon-192.png", get(|| async { png(ICON_192) }))
+        .route("/icons/icon-512.png", get(|| async { png(ICON_512) }))
+        .route(
+            "/icons/maskable-512.png",
+            get(|| async { png(ICON_MASKABLE) }),
+        )
+        .route(
+            "/icons/apple-touch-icon.png",
+            get(|| async { png(APPLE_TOUCH_ICON) }),
+        )
+        .route(
+            "/apple-touch-icon.png",
+            get(|| async { png(APPLE_TOUCH_ICON) }),
+        )
+        .route(
+            "/favicon.ico",
+            get(|| async { ([(header::CONTENT_TYPE, "image/x-icon")], FAVICON) }),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/client.json", get(client_json))
         .route("/ws", get(ws_handler))
@@ -333,6 +375,50 @@ async fn client_json(
         ],
         client_info(app.conn.public_url.as_deref().or(derived.as_deref())),
     )
+}
+
+fn png(bytes: &'static [u8]) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "image/png")], bytes)
+}
+
+/// The web app manifest, named after the station so a resident's phone
+/// shows "Front door" under the icon. No secrets.
+async fn manifest(State(app): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/manifest+json")],
+        manifest_json(&app.conn.station_name),
+    )
+}
+
+fn manifest_json(station_name: &str) -> String {
+    let name = match station_name.trim() {
+        "" => "Door intercom",
+        n => n,
+    };
+    // Launchers cut labels beyond about 12 characters.
+    let short_name = if name.chars().count() <= 12 {
+        name
+    } else {
+        "Intercom"
+    };
+    serde_json::json!({
+        "id": "/",
+        "name": name,
+        "short_name": short_name,
+        "description": "Answer the door: rings when a visitor presses the call button.",
+        "start_url": "/",
+        "scope": "/",
+        "display": "standalone",
+        "orientation": "portrait",
+        "theme_color": "#17803d",
+        "background_color": "#f4f5f7",
+        "icons": [
+            {"src": "/icons/icon-192.png", "sizes": "192x192", "type": "image/png", "purpose": "any"},
+            {"src": "/icons/icon-512.png", "sizes": "512x512", "type": "image/png", "purpose": "any"},
+            {"src": "/icons/maskable-512.png", "sizes": "512x512", "type": "image/png", "purpose": "maskable"}
+        ]
+    })
+    .to_string()
 }
 
 fn client_info(https_url: Option<&str>) -> String {
@@ -849,6 +935,37 @@ mod tests {
             .body(axum::body::Body::empty())
             .unwrap();
         assert_eq!(redirect_to_https(&req, 443).status(), 400);
+    }
+
+    #[test]
+    fn manifest_is_named_after_the_station() {
+        let m: serde_json::Value = serde_json::from_str(&manifest_json("Front door")).unwrap();
+        assert_eq!(m["name"], "Front door");
+        assert_eq!(m["short_name"], "Front door");
+        assert_eq!(m["display"], "standalone");
+        assert_eq!(m["start_url"], "/");
+        assert_eq!(m["icons"].as_array().unwrap().len(), 3);
+        let m: serde_json::Value =
+            serde_json::from_str(&manifest_json("Garden gate \"North\" wing")).unwrap();
+        assert_eq!(m["name"], "Garden gate \"North\" wing");
+        assert_eq!(m["short_name"], "Intercom");
+        let m: serde_json::Value = serde_json::from_str(&manifest_json(" ")).unwrap();
+        assert_eq!(m["name"], "Door intercom");
+    }
+
+    #[test]
+    fn icons_are_png_of_their_size() {
+        for (bytes, size) in [
+            (ICON_192, 192u32),
+            (ICON_512, 512),
+            (ICON_MASKABLE, 512),
+            (APPLE_TOUCH_ICON, 180),
+        ] {
+            assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+            let w = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
+            let h = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
+            assert_eq!((w, h), (size, size));
+        }
     }
 
     #[test]

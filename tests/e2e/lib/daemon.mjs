@@ -112,9 +112,11 @@ export function buildConfig(o) {
  * the hub serves HTTPS on port 8443 with its state in the test's directory.
  * Returns { config, configFile, tokens: {door, answerers:[...]}, hubAddr, origin, tls, recordFile }.
  */
-export function standaloneSetup(env, { answerers = [{ id: 'flat-1a', name: 'Flat 1A' }], tone = 600, ringTimeoutMs = 30000, audio, publicUrl, tls } = {}) {
+export function standaloneSetup(env, { answerers = [{ id: 'flat-1a', name: 'Flat 1A' }], tone = 600, ringTimeoutMs = 30000, audio, publicUrl, tls, hubHost } = {}) {
   const https = !!tls && !tls.some((l) => /^\s*mode\s*=\s*"off"/.test(l));
-  const hubAddr = `${env.ns.addrA}:${https ? 8443 : 8080}`;
+  // hubHost '127.0.0.1': the namespace's loopback, a secure context for the
+  // browser without any switch (service workers, push).
+  const hubAddr = `${hubHost || env.ns.addrA}:${https ? 8443 : 8080}`;
   const recordFile = env.file('played.wav');
   const tokens = answerers.map((a) => ({ ...a, ...makeToken(env, a.id), groups: a.groups || ['residents'] }));
   const config = buildConfig({
