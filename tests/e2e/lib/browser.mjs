@@ -29,7 +29,12 @@ export async function launchChromium(ns, opts = {}) {
   const { dir, launch } = prepare(ns, opts);
   // A persistent context on a fresh directory of ours: Playwright passes it
   // as --user-data-dir, and teardown of the namespace's directory removes it.
-  return chromium.launchPersistentContext(path.join(dir, 'profile'), launch);
+  // serviceWorkers: 'block' for tests that must see every navigation reach
+  // the network (the answering page installs one in a secure context).
+  return chromium.launchPersistentContext(path.join(dir, 'profile'), {
+    ...launch,
+    ...(opts.blockServiceWorkers ? { serviceWorkers: 'block' } : {}),
+  });
 }
 
 /**
