@@ -21,7 +21,7 @@ import { daemonSkipReason, standaloneSetup, bringUpStandalone } from './lib/daem
 import { waitForConnection, waitForState, expectRemoteTone, pageEvents } from './lib/answerer.mjs';
 import { RawClient } from './lib/rawclient.mjs';
 import { PushService, pushServiceSkipReason } from './lib/push.mjs';
-import { swRegistrationId, swNotifications, openWindowFromWorker } from './lib/sw.mjs';
+import { swRegistrationId, swNotifications, openWindowFromWorker, swTrackPushes, swPushHandled } from './lib/sw.mjs';
 
 const skip = !canUseNetns() ? 'needs root and iproute2 (network namespaces)' : daemonSkipReason() || pushServiceSkipReason();
 
@@ -85,6 +85,8 @@ test('push page: the hub\'s ring push shows the notification, Answer opens the a
       .then((m) => assert.equal(m.type, 'push_subscribed', JSON.stringify(m)));
     raw.close();
     await a.page.close();
+    // The worker outlives the page for a while (Chromium stops it when idle).
+    await swTrackPushes(browser, setup.origin);
 
     // ---- Press: the ring push, decrypted by the push service.
     await control.press();
@@ -99,10 +101,8 @@ test('push page: the hub\'s ring push shows the notification, Answer opens the a
 
     // Delivered to A's worker exactly as decrypted.
     await deliver(ring.record.plaintext);
-    const shown = await waitFor(async () => {
-      const l = await swNotifications(browser, setup.origin, callId);
-      return l.length ? l : null;
-    }, { timeout: 10000, interval: 50, message: 'the ring notification' });
+    await swPushHandled(browser, setup.origin, 'ring', callId);
+    const shown = await swNotifications(browser, setup.origin, callId);
     assert.equal(shown.length, 1, JSON.stringify(shown));
     assert.equal(shown[0].title, 'Front door', 'titled with the door\'s name');
     assert.equal(shown[0].tag, callId);
@@ -144,16 +144,17 @@ test('push page: the hub\'s ring push shows the notification, Answer opens the a
     const ring2 = await push.next((p) => p.kind === 'ring' && p.call_id !== callId, { what: 'the second ring push' });
     const callId2 = ring2.payload.call_id;
     await waitForState(b, 'ringing', 10000);
+    await swTrackPushes(browser, setup.origin);
     await deliver(ring2.record.plaintext);
-    await waitFor(async () => (await swNotifications(browser, setup.origin, callId2)).length === 1,
-      { timeout: 10000, interval: 50, message: 'the second ring notification' });
+    await swPushHandled(browser, setup.origin, 'ring', callId2);
+    assert.equal((await swNotifications(browser, setup.origin, callId2)).length, 1, 'the second ring notification');
     await b.page.getByRole('button', { name: 'Accept the call' }).click();
     const end = await push.next((p) => p.kind === 'end' && p.call_id === callId2, { what: 'the end push' });
     assert.deepEqual(end.payload, { kind: 'end', call_id: callId2, reason: 'taken' });
     checkPush(end, { kind: 'end', ttl: '60' });
     await deliver(end.record.plaintext);
-    await waitFor(async () => (await swNotifications(browser, setup.origin, callId2)).length === 0,
-      { timeout: 10000, interval: 50, message: 'the end push to close the notification' });
+    await swPushHandled(browser, setup.origin, 'end', callId2);
+    assert.equal((await swNotifications(browser, setup.origin, callId2)).length, 0, 'the end push closed the notification');
     await waitForState(b, 'in_call', 20000);
     await b.page.getByRole('button', { name: 'Hang up' }).click();
     await control.waitForNoCall(10000);

@@ -69,3 +69,42 @@ export async function openWindowFromWorker(context, origin, action, callId) {
   await page.goto(new URL(res.url, origin).toString(), { timeout: 15000 });
   return { url: res.url, how: 'test' };
 }
+
+/**
+ * Record, in the running worker, each push it handles and when its
+ * notification work (showNotification, or closing for `end`) finished:
+ * self.__pushes = [{ kind, call_id, doneAt, error }]. Waiting on that, not
+ * polling getNotifications() while a push is being shown, matters: in
+ * Chromium a getNotifications() that runs while a notification is being
+ * shown can drop that notification from its list for good.
+ */
+export async function swTrackPushes(context, origin) {
+  const w = await swWorker(context, origin);
+  await w.evaluate(() => {
+    if (self.__pushes) return;
+    const real = self.intercomOnPush;
+    self.__pushes = [];
+    self.intercomOnPush = (d) => {
+      const rec = { kind: d && d.kind, call_id: d && d.call_id, doneAt: null, error: null };
+      self.__pushes.push(rec);
+      return real(d).then((v) => { rec.doneAt = Date.now(); return v; }, (e) => { rec.error = String(e); throw e; });
+    };
+  });
+}
+
+/** Wait until the worker has handled the `kind` push of `callId`; returns its record. */
+export async function swPushHandled(context, origin, kind, callId, timeout = 10000) {
+  let seen;
+  try {
+    return await waitFor(async () => {
+      const w = await swWorker(context, origin);
+      seen = await w.evaluate(() => self.__pushes || null);
+      const rec = (seen || []).find((r) => r.kind === kind && r.call_id === callId);
+      if (rec && rec.error) throw new Error(`the worker failed on the ${kind} push: ${rec.error}`);
+      return rec && rec.doneAt ? rec : null;
+    }, { timeout, interval: 50, message: `the worker to handle the ${kind} push of ${callId}` });
+  } catch (err) {
+    err.message += `; pushes seen by the worker: ${JSON.stringify(seen)}`;
+    throw err;
+  }
+}
