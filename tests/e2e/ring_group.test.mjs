@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { withEnv } from './lib/fixture.mjs';
-import { canUseNetns, sleep } from './lib/util.mjs';
+import { canUseNetns, sleep, waitFor } from './lib/util.mjs';
 import { daemonSkipReason, standaloneSetup, bringUpStandalone } from './lib/daemon.mjs';
 import { waitForConnection, waitForState, expectRemoteTone, intercomSnapshot, pageEvents } from './lib/answerer.mjs';
 import { expectDoorHears } from './lib/checks.mjs';
@@ -72,7 +72,22 @@ test('ring group: both flats ring, first accept wins, the other sees "taken"', {
   });
 });
 
-test('ring group: everyone declines, or nobody answers in time ("Missed call")', { skip, timeout: 120000 }, async () => {
+// The newest call in a page's history list: { id, outcome }.
+function newestListed(p) {
+  return p.page.evaluate(() => {
+    const li = document.querySelector('#history-list li');
+    return li ? { id: li.dataset.callId, outcome: li.querySelector('.history-outcome').textContent } : null;
+  });
+}
+
+async function expectListed(p, callId, outcome) {
+  return waitFor(async () => {
+    const n = await newestListed(p);
+    return n && n.id === callId && n.outcome === outcome ? n : null;
+  }, { timeout: 5000, interval: 100, message: `${p.label}: call ${callId} listed as "${outcome}"` });
+}
+
+test('ring group: everyone declines, or nobody answers in time (listed "Missed")', { skip, timeout: 120000 }, async () => {
   await withEnv('ring_group_unanswered', async (env) => {
     const RING_TIMEOUT_MS = 4000;
     const setup = standaloneSetup(env, {
@@ -92,7 +107,7 @@ test('ring group: everyone declines, or nobody answers in time ("Missed call")',
 
     // Both decline: the door ends the call.
     await control.press();
-    await waitForState(a, 'ringing', 10000);
+    const rd = await waitForState(a, 'ringing', 10000);
     await waitForState(b, 'ringing', 10000);
     await a.page.getByRole('button', { name: 'Decline the call' }).click();
     assert.equal((await waitForState(a, 'idle', 2000)).message, 'Declined');
@@ -100,8 +115,10 @@ test('ring group: everyone declines, or nobody answers in time ("Missed call")',
     await b.page.getByRole('button', { name: 'Decline the call' }).click();
     await waitForState(b, 'idle', 2000);
     await control.waitForNoCall(5000);
+    await expectListed(a, rd.callId, 'Declined');
+    await expectListed(b, rd.callId, 'Declined');
 
-    // Nobody answers: after the ring timeout both pages show a missed call.
+    // Nobody answers: after the ring timeout both pages list a missed call.
     const t0 = Date.now();
     await control.press();
     const ra = await waitForState(a, 'ringing', 10000);
@@ -109,8 +126,10 @@ test('ring group: everyone declines, or nobody answers in time ("Missed call")',
     const missedA = await waitForState(a, 'idle', RING_TIMEOUT_MS + 5000);
     const missedB = await waitForState(b, 'idle', 3000);
     const elapsed = Date.now() - t0;
-    assert.equal(missedA.message, 'Missed call');
-    assert.equal(missedB.message, 'Missed call');
+    assert.equal(missedA.callId, null);
+    assert.equal(missedB.callId, null);
+    await expectListed(a, ra.callId, 'Missed');
+    await expectListed(b, ra.callId, 'Missed');
     assert.ok(elapsed >= RING_TIMEOUT_MS - 200, `the call rang for ${elapsed} ms, ring timeout is ${RING_TIMEOUT_MS} ms`);
     const cancels = await pageEvents(a, { kind: 'rx', type: 'cancel' });
     assert.equal(cancels.at(-1)?.call_id, ra.callId);

@@ -38,8 +38,9 @@ const q = (s) => JSON.stringify(String(s)); // TOML basic strings share JSON esc
  * Build a TOML configuration. Options:
  *  station: { id, name }
  *  signaling: { mode: 'standalone'|'hub', url, tokenFile, reconnectInitialMs, reconnectMaxMs, reconnectJitter }
- *  hub: { listen, publicUrl, stateDir, tls, answerers: [{id,name,file,groups,callDoor}], doors: [{id,name,file}] }
- *    (tls: lines of [hub.tls], which may go on with a [hub.tls.acme] table)
+ *  hub: { listen, publicUrl, stateDir, tls, push, answerers: [{id,name,file,groups,callDoor}], doors: [{id,name,file}] }
+ *    (tls: lines of [hub.tls], which may go on with a [hub.tls.acme] table;
+ *    push: lines of [hub.push])
  *  ringTimeoutMs, buttons: [{name, group}],
  *  audio: { source, recordFile, echoPath } for the simulated backend, or
  *         { backend: 'alsa', captureDevice, playbackDevice, pacing };
@@ -69,6 +70,7 @@ export function buildConfig(o) {
     lines.push('');
     // Plain HTTP unless a test asks for TLS (o.hub.tls: lines of [hub.tls]).
     lines.push('[hub.tls]', ...(o.hub.tls || ['mode = "off"']), '');
+    if (o.hub.push) lines.push('[hub.push]', ...o.hub.push, '');
     for (const a of o.hub.answerers || []) {
       lines.push('[[hub.answerers]]', `id = ${q(a.id)}`, `name = ${q(a.name)}`, `token_file = ${q(a.file)}`,
         `groups = [${(a.groups || ['residents']).map(q).join(', ')}]`);
@@ -112,7 +114,7 @@ export function buildConfig(o) {
  * the hub serves HTTPS on port 8443 with its state in the test's directory.
  * Returns { config, configFile, tokens: {door, answerers:[...]}, hubAddr, origin, tls, recordFile }.
  */
-export function standaloneSetup(env, { answerers = [{ id: 'flat-1a', name: 'Flat 1A' }], tone = 600, ringTimeoutMs = 30000, audio, publicUrl, tls, hubHost } = {}) {
+export function standaloneSetup(env, { answerers = [{ id: 'flat-1a', name: 'Flat 1A' }], tone = 600, ringTimeoutMs = 30000, audio, publicUrl, tls, push, hubHost } = {}) {
   const https = !!tls && !tls.some((l) => /^\s*mode\s*=\s*"off"/.test(l));
   // hubHost '127.0.0.1': the namespace's loopback, a secure context for the
   // browser without any switch (service workers, push).
@@ -122,7 +124,7 @@ export function standaloneSetup(env, { answerers = [{ id: 'flat-1a', name: 'Flat
   const config = buildConfig({
     station: { id: 'door-1', name: 'Front door' },
     signaling: { mode: 'standalone' },
-    hub: { listen: hubAddr, publicUrl, tls, stateDir: env.file('hub-state'), answerers: tokens },
+    hub: { listen: hubAddr, publicUrl, tls, push, stateDir: env.file('hub-state'), answerers: tokens },
     ringTimeoutMs,
     buttons: [{ name: 'call', group: 'residents' }],
     audio: audio || { source: `tone:${tone}`, recordFile },
