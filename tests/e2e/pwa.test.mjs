@@ -154,9 +154,21 @@ test('push: ring notification with Answer/Decline, closed by end; Answer connect
     const deliver = (payload) => cdp.send('ServiceWorker.deliverPushMessage',
       { origin: setup.origin, registrationId, data: JSON.stringify(payload) });
 
-    // ---- A ring payload of the contract, then its end.
+    // ---- A ring payload of the contract, then its end. Notifications are
+    // read only once the worker has shown them: Chromium can drop one that
+    // getNotifications() asks for while it is being shown.
+    const sworker = await waitFor(() => browser.serviceWorkers().find((w) => w.url() === `${setup.origin}/sw.js`),
+      { timeout: 5000, message: 'the worker in playwright' });
+    await sworker.evaluate(() => {
+      const real = self.intercomOnPush;
+      self.__handled = [];
+      self.intercomOnPush = (d) => real(d).then((v) => { self.__handled.push(`${d && d.kind}:${d && d.call_id}`); return v; });
+    });
+    const handled = (key) => waitFor(() => sworker.evaluate((k) => self.__handled.includes(k), key),
+      { timeout: 10000, interval: 50, message: `the worker to handle ${key}` });
     const at = Date.now() - 3000;
     await deliver({ kind: 'ring', call_id: 'c-push-1', door: { id: 'door-1', name: 'Front door' }, at_ms: at });
+    await handled('ring:c-push-1');
     const shown = await waitFor(async () => { const l = await notifications(flat); return l.length ? l : null; },
       { timeout: 10000, message: 'the ring notification' });
     assert.equal(shown.length, 1, JSON.stringify(shown));
