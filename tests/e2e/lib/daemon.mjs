@@ -38,8 +38,10 @@ const q = (s) => JSON.stringify(String(s)); // TOML basic strings share JSON esc
  * Build a TOML configuration. Options:
  *  station: { id, name }
  *  signaling: { mode: 'standalone'|'hub', url, tokenFile, reconnectInitialMs, reconnectMaxMs, reconnectJitter }
- *  hub: { listen, publicUrl, stateDir, tls, answerers: [{id,name,file,groups,callDoor}], doors: [{id,name,file}] }
- *    (tls: lines of [hub.tls], which may go on with a [hub.tls.acme] table)
+ *  hub: { listen, publicUrl, stateDir, tls, push, answerers: [{id,name,file,groups,callDoor,quietHours}], doors: [{id,name,file}] }
+ *    (tls: lines of [hub.tls], which may go on with a [hub.tls.acme] table;
+ *    push: { subject, caFile } turns [hub.push] on; quietHours: the
+ *    answerer's quiet_hours windows, e.g. ['daily 00:00-24:00'])
  *  ringTimeoutMs, buttons: [{name, group}],
  *  audio: { source, recordFile, echoPath } for the simulated backend, or
  *         { backend: 'alsa', captureDevice, playbackDevice, pacing };
@@ -69,10 +71,17 @@ export function buildConfig(o) {
     lines.push('');
     // Plain HTTP unless a test asks for TLS (o.hub.tls: lines of [hub.tls]).
     lines.push('[hub.tls]', ...(o.hub.tls || ['mode = "off"']), '');
+    if (o.hub.push) {
+      lines.push('[hub.push]', 'enabled = true');
+      if (o.hub.push.subject) lines.push(`subject = ${q(o.hub.push.subject)}`);
+      if (o.hub.push.caFile) lines.push(`ca_file = ${q(o.hub.push.caFile)}`);
+      lines.push('');
+    }
     for (const a of o.hub.answerers || []) {
       lines.push('[[hub.answerers]]', `id = ${q(a.id)}`, `name = ${q(a.name)}`, `token_file = ${q(a.file)}`,
         `groups = [${(a.groups || ['residents']).map(q).join(', ')}]`);
       if (a.callDoor) lines.push('call_door = true');
+      if (a.quietHours) lines.push(`quiet_hours = [${a.quietHours.map(q).join(', ')}]`);
       lines.push('');
     }
     for (const d of o.hub.doors || []) {
@@ -110,9 +119,11 @@ export function buildConfig(o) {
  * A door station with its built-in hub (standalone), as most tests use it.
  * `tls`: lines of [hub.tls] (default plain HTTP); with any mode but "off"
  * the hub serves HTTPS on port 8443 with its state in the test's directory.
+ * `push`: { subject, caFile } turns Web Push on ([hub.push]); answerers may
+ * carry `quietHours`.
  * Returns { config, configFile, tokens: {door, answerers:[...]}, hubAddr, origin, tls, recordFile }.
  */
-export function standaloneSetup(env, { answerers = [{ id: 'flat-1a', name: 'Flat 1A' }], tone = 600, ringTimeoutMs = 30000, audio, publicUrl, tls, hubHost } = {}) {
+export function standaloneSetup(env, { answerers = [{ id: 'flat-1a', name: 'Flat 1A' }], tone = 600, ringTimeoutMs = 30000, audio, publicUrl, tls, hubHost, push } = {}) {
   const https = !!tls && !tls.some((l) => /^\s*mode\s*=\s*"off"/.test(l));
   // hubHost '127.0.0.1': the namespace's loopback, a secure context for the
   // browser without any switch (service workers, push).
@@ -122,7 +133,7 @@ export function standaloneSetup(env, { answerers = [{ id: 'flat-1a', name: 'Flat
   const config = buildConfig({
     station: { id: 'door-1', name: 'Front door' },
     signaling: { mode: 'standalone' },
-    hub: { listen: hubAddr, publicUrl, tls, stateDir: env.file('hub-state'), answerers: tokens },
+    hub: { listen: hubAddr, publicUrl, tls, push, stateDir: env.file('hub-state'), answerers: tokens },
     ringTimeoutMs,
     buttons: [{ name: 'call', group: 'residents' }],
     audio: audio || { source: `tone:${tone}`, recordFile },
