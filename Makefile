@@ -70,6 +70,7 @@ bench: setup bench-audio
 	cd tests/e2e && INTERCOMD_BIN=$(CURDIR)/target/release/intercomd node bench_call_setup.mjs
 	cd tests/e2e && INTERCOMD_BIN=$(CURDIR)/target/release/intercomd node bench_https.mjs
 	cd tests/e2e && INTERCOMD_BIN=$(CURDIR)/target/release/intercomd node bench_push_notify.mjs
+	cd tests/e2e && INTERCOMD_BIN=$(CURDIR)/target/release/intercomd node bench_push.mjs --calls 20
 
 # Capture processing against the aec3 and speexdsp references: ERLE,
 # double talk, CPU;

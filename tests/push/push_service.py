@@ -7,10 +7,12 @@ own: py_vapid for the VAPID token (RFC 8292), http_ece for the payload
 It holds one user agent key pair and auth secret, made at start. Every
 POST to /push/<behaviour>/<name> is one push; <behaviour> says what it
 answers: a status (201, 404, 410, 500, ...) or sleep-<seconds> (then 201).
+"received_ms" is the wall clock (Unix ms) when the request's headers were
+in, for benchmarks.
 Each push is recorded before it is answered; GET /log returns the records
 as a JSON list (and --log-file gets one JSON line each):
 
-    {"path", "status_returned", "ttl", "urgency", "topic",
+    {"path", "received_ms", "status_returned", "ttl", "urgency", "topic",
      "content_encoding", "content_type", "vapid": {"ok", "error", "claims",
      "k"}, "plaintext_b64", "plaintext", "error"}
 
@@ -132,6 +134,7 @@ class Handler(BaseHTTPRequestHandler):
         self.reply(404)
 
     def do_POST(self):
+        received_ms = time.time() * 1000
         st = self.state
         length = int(self.headers.get("Content-Length") or 0)
         if length > MAX_BODY:
@@ -139,6 +142,7 @@ class Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length)
         rec = {
             "path": self.path,
+            "received_ms": received_ms,
             "ttl": self.headers.get("TTL"),
             "urgency": self.headers.get("Urgency"),
             "topic": self.headers.get("Topic"),

@@ -38,9 +38,10 @@ const q = (s) => JSON.stringify(String(s)); // TOML basic strings share JSON esc
  * Build a TOML configuration. Options:
  *  station: { id, name }
  *  signaling: { mode: 'standalone'|'hub', url, tokenFile, reconnectInitialMs, reconnectMaxMs, reconnectJitter }
- *  hub: { listen, publicUrl, stateDir, tls, push, answerers: [{id,name,file,groups,callDoor}], doors: [{id,name,file}] }
+ *  hub: { listen, publicUrl, stateDir, tls, push, answerers: [{id,name,file,groups,callDoor,quietHours}], doors: [{id,name,file}] }
  *    (tls: lines of [hub.tls], which may go on with a [hub.tls.acme] table;
- *    push: lines of [hub.push])
+ *    push: lines of [hub.push], or { subject, caFile } to turn it on;
+ *    quietHours: the answerer's quiet_hours windows, e.g. ['daily 00:00-24:00'])
  *  ringTimeoutMs, buttons: [{name, group}],
  *  audio: { source, recordFile, echoPath } for the simulated backend, or
  *         { backend: 'alsa', captureDevice, playbackDevice, pacing };
@@ -70,11 +71,18 @@ export function buildConfig(o) {
     lines.push('');
     // Plain HTTP unless a test asks for TLS (o.hub.tls: lines of [hub.tls]).
     lines.push('[hub.tls]', ...(o.hub.tls || ['mode = "off"']), '');
-    if (o.hub.push) lines.push('[hub.push]', ...o.hub.push, '');
+    if (Array.isArray(o.hub.push)) lines.push('[hub.push]', ...o.hub.push, '');
+    else if (o.hub.push) {
+      lines.push('[hub.push]', 'enabled = true');
+      if (o.hub.push.subject) lines.push(`subject = ${q(o.hub.push.subject)}`);
+      if (o.hub.push.caFile) lines.push(`ca_file = ${q(o.hub.push.caFile)}`);
+      lines.push('');
+    }
     for (const a of o.hub.answerers || []) {
       lines.push('[[hub.answerers]]', `id = ${q(a.id)}`, `name = ${q(a.name)}`, `token_file = ${q(a.file)}`,
         `groups = [${(a.groups || ['residents']).map(q).join(', ')}]`);
       if (a.callDoor) lines.push('call_door = true');
+      if (a.quietHours) lines.push(`quiet_hours = [${a.quietHours.map(q).join(', ')}]`);
       lines.push('');
     }
     for (const d of o.hub.doors || []) {
@@ -112,6 +120,8 @@ export function buildConfig(o) {
  * A door station with its built-in hub (standalone), as most tests use it.
  * `tls`: lines of [hub.tls] (default plain HTTP); with any mode but "off"
  * the hub serves HTTPS on port 8443 with its state in the test's directory.
+ * `push`: { subject, caFile } turns Web Push on ([hub.push]); answerers may
+ * carry `quietHours`.
  * Returns { config, configFile, tokens: {door, answerers:[...]}, hubAddr, origin, tls, recordFile }.
  */
 export function standaloneSetup(env, { answerers = [{ id: 'flat-1a', name: 'Flat 1A' }], tone = 600, ringTimeoutMs = 30000, audio, publicUrl, tls, push, hubHost } = {}) {
