@@ -1249,7 +1249,17 @@
     return v !== null && isFinite(n) ? n : 0;
   }
 
+  // A call this resident was not rung for (quiet hours) is a missed call
+  // for them, whoever answered it.
+  function missedHere(c) {
+    return c.outcome === 'missed' || !!c.quiet_hours;
+  }
+
   function describeOutcome(c) {
+    if (c.quiet_hours) {
+      var other = c.outcome === 'answered' && c.answered_by && (c.answered_by.name || c.answered_by.id);
+      return other ? 'Missed (quiet hours) · answered by ' + other : 'Missed (quiet hours)';
+    }
     switch (c.outcome) {
       case 'answered': {
         var who = c.answered_by && (c.answered_by.name || c.answered_by.id);
@@ -1292,7 +1302,7 @@
     var since = seenAt();
     historyCalls.forEach(function (c) {
       var li = document.createElement('li');
-      var missed = c.outcome === 'missed';
+      var missed = missedHere(c);
       li.className = 'history-item' + (missed ? ' history-missed' : '') +
         (missed && c.started_at_ms > since ? ' history-new' : '');
       li.setAttribute('data-call-id', c.call_id);
@@ -1326,7 +1336,7 @@
   // The app icon's badge: missed calls since the resident last saw the list.
   function updateBadge() {
     var since = seenAt();
-    var n = historyCalls.filter(function (c) { return c.outcome === 'missed' && c.started_at_ms > since; }).length;
+    var n = historyCalls.filter(function (c) { return missedHere(c) && c.started_at_ms > since; }).length;
     intercom.missedUnseen = n;
     try {
       if (n > 0 && navigator.setAppBadge) navigator.setAppBadge(n).catch(function () {});
