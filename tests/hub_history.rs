@@ -6,10 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use intercomd::daemon;
 use intercomd::signaling::protocol::{CallId, CallOutcome, HistoryCall, Message, Role};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 mod common;
 use common::*;
@@ -34,14 +31,11 @@ fn temp_dir() -> PathBuf {
     dir
 }
 
-struct Hub {
-    url: String,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
-}
+/// The hub of this test's configuration.
+struct Hub;
 
 impl Hub {
-    async fn start(dir: &Path) -> Hub {
+    async fn start(dir: &Path) -> TestHub {
         let toml = format!(
             r#"
 [hub]
@@ -71,27 +65,7 @@ groups = ["shop"]
 "#,
             d = dir.display()
         );
-        let settings = intercomd::config::load_from_strs(&[("hub.toml", &toml)])
-            .expect("hub configuration is valid");
-        let cancel = CancellationToken::new();
-        let tracker = TaskTracker::new();
-        let hs = daemon::hub_settings(&settings).expect("tokens readable");
-        let hub = daemon::start_hub(&settings, hs, false, &cancel, &tracker)
-            .await
-            .expect("hub starts");
-        Hub {
-            url: format!("ws://{}/ws", hub.addr),
-            cancel,
-            tracker,
-        }
-    }
-
-    async fn stop(self) {
-        self.cancel.cancel();
-        self.tracker.close();
-        tokio::time::timeout(Duration::from_secs(10), self.tracker.wait())
-            .await
-            .expect("the hub stops");
+        TestHub::start(&toml).await
     }
 }
 

@@ -8,22 +8,18 @@
 //! log shows a push service's host, never an endpoint, a key or a payload.
 //! Skipped when the push service's venv is missing (`scripts/setup.sh`).
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use intercomd::daemon;
 use intercomd::hub::state::push_topic;
 use intercomd::signaling::protocol::{CallId, Message, Role};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 mod common;
+use common::push_service::{PushService as Service, python};
 use common::*;
 
 const DOOR: &str = "door-token-0123456789abcdef";
@@ -89,79 +85,8 @@ fn log_text() -> String {
 
 // --- the push service -------------------------------------------------------
 
-fn python() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/push/.venv/bin/python");
-    if p.exists() {
-        Some(p)
-    } else {
-        eprintln!(
-            "SKIPPED: {} is missing; run scripts/setup.sh to make the push service's venv",
-            p.display()
-        );
-        None
-    }
-}
-
-/// A running push_service.py; killed on drop.
-struct Service {
-    child: Child,
-    origin: String,
-    p256dh: String,
-    auth: String,
-    log: PathBuf,
-}
-
+/// What this test reads from the push service's records.
 impl Service {
-    fn start(python: &Path, dir: &Path) -> Service {
-        let log = dir.join("push-log.jsonl");
-        let mut child = Command::new(python)
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/push/push_service.py"))
-            .args(["--listen", "127.0.0.1:0", "--log-file"])
-            .arg(&log)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("the venv's python runs");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("push_service.py did not start within 20 s");
-            }
-        };
-        let v: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("push_service.py's first line {line:?}: {e}"));
-        let s = |k: &str| v[k].as_str().expect("origin and keys").to_owned();
-        Service {
-            origin: s("origin"),
-            p256dh: s("p256dh"),
-            auth: s("auth"),
-            log,
-            child,
-        }
-    }
-
-    fn endpoint(&self, behaviour: &str, name: &str) -> String {
-        format!("{}/push/{behaviour}/{name}", self.origin)
-    }
-
-    /// Every push the service took, in order.
-    fn records(&self) -> Vec<Value> {
-        match std::fs::read_to_string(&self.log) {
-            Ok(text) => text
-                .lines()
-                .map(|l| serde_json::from_str(l).expect("the log is JSON lines"))
-                .collect(),
-            Err(_) => Vec::new(),
-        }
-    }
-
     /// The records of pushes to `name` whose payload has this call id.
     fn pushes(&self, name: &str, call_id: &str) -> Vec<Value> {
         self.records()
@@ -191,13 +116,6 @@ impl Service {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -242,14 +160,11 @@ fn temp_dir() -> PathBuf {
     dir
 }
 
-struct Hub {
-    url: String,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
-}
+/// The hub of this test's configuration.
+struct Hub;
 
 impl Hub {
-    async fn start(dir: &Path) -> Hub {
+    async fn start(dir: &Path) -> TestHub {
         let mut toml = format!(
             r#"
 [hub]
@@ -276,27 +191,7 @@ token_file = "{d}/door"
                 d = dir.display()
             ));
         }
-        let settings = intercomd::config::load_from_strs(&[("hub.toml", &toml)])
-            .expect("hub configuration is valid");
-        let cancel = CancellationToken::new();
-        let tracker = TaskTracker::new();
-        let hs = daemon::hub_settings(&settings).expect("tokens readable");
-        let hub = daemon::start_hub(&settings, hs, false, &cancel, &tracker)
-            .await
-            .expect("hub starts");
-        Hub {
-            url: format!("ws://{}/ws", hub.addr),
-            cancel,
-            tracker,
-        }
-    }
-
-    async fn stop(self) {
-        self.cancel.cancel();
-        self.tracker.close();
-        tokio::time::timeout(Duration::from_secs(10), self.tracker.wait())
-            .await
-            .expect("the hub stops");
+        TestHub::start(&toml).await
     }
 }
 
@@ -424,7 +319,7 @@ async fn ring_and_end_reach_closed_pages_gone_endpoints_are_deleted_and_a_restar
     let Some(py) = python() else { return };
     log_buffer();
     let dir = temp_dir();
-    let svc = Service::start(&py, &dir);
+    let svc = Service::start(&py, &dir, &[]);
     let hub = Hub::start(&dir).await;
 
     // A, B, D and E subscribe a phone each, then close their pages.

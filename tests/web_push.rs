@@ -4,9 +4,7 @@
 //! 404, 410, 500, or a sleep). Skipped when its venv is missing
 //! (`scripts/setup.sh` makes it).
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -16,20 +14,10 @@ use intercomd::hub::push::{
 };
 use serde_json::Value;
 
-const SUBJECT: &str = "mailto:intercomd@test.invalid";
+mod common;
+use common::push_service::{PushService as Service, python};
 
-fn python() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/push/.venv/bin/python");
-    if p.exists() {
-        Some(p)
-    } else {
-        eprintln!(
-            "SKIPPED: {} is missing; run scripts/setup.sh to make the push service's venv",
-            p.display()
-        );
-        None
-    }
-}
+const SUBJECT: &str = "mailto:intercomd@test.invalid";
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("intercomd-webpush-{name}-{}", std::process::id()));
@@ -38,56 +26,8 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// A running push_service.py; killed on drop.
-struct Service {
-    child: Child,
-    origin: String,
-    p256dh: String,
-    auth: String,
-    log: PathBuf,
-}
-
+/// Subscriptions that point at the push service.
 impl Service {
-    fn start(python: &Path, dir: &Path, extra: &[&str]) -> Service {
-        let log = dir.join("push-log.jsonl");
-        let mut child = Command::new(python)
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/push/push_service.py"))
-            .args(["--listen", "127.0.0.1:0", "--log-file"])
-            .arg(&log)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("the venv's python runs");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("push_service.py did not start within 20 s");
-            }
-        };
-        let v: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("push_service.py's first line {line:?}: {e}"));
-        let s = |k: &str| {
-            v[k].as_str()
-                .expect("the start line has origin and keys")
-                .to_owned()
-        };
-        Service {
-            origin: s("origin"),
-            p256dh: s("p256dh"),
-            auth: s("auth"),
-            log,
-            child,
-        }
-    }
-
     /// A subscription whose endpoint answers as `behaviour` says.
     fn subscription(&self, behaviour: &str, name: &str) -> Subscription {
         Subscription {
@@ -97,24 +37,6 @@ impl Service {
                 auth: self.auth.clone(),
             },
         }
-    }
-
-    /// Every push the service took, in order.
-    fn records(&self) -> Vec<Value> {
-        match std::fs::read_to_string(&self.log) {
-            Ok(text) => text
-                .lines()
-                .map(|l| serde_json::from_str(l).expect("the log is JSON lines"))
-                .collect(),
-            Err(_) => Vec::new(),
-        }
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -2,6 +2,8 @@
 //! the product's own signaling types and media engine.
 #![allow(dead_code)]
 
+pub mod push_service;
+
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -253,4 +255,42 @@ pub async fn wait_freq(what: &str, f: impl Fn() -> Option<f32>, want: f32) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("{what}: expected {want} Hz, last seen {last:?}");
+}
+
+/// A hub alone (as `intercomd hub` runs it) started from a whole
+/// configuration, for tests that play the door and the residents.
+pub struct TestHub {
+    pub started: intercomd::daemon::StartedHub,
+    /// `ws://…/ws` on the main listener (tests run it with TLS off).
+    pub url: String,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl TestHub {
+    pub async fn start(toml: &str) -> TestHub {
+        let settings = intercomd::config::load_from_strs(&[("hub.toml", toml)])
+            .expect("hub configuration is valid");
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let hs = intercomd::daemon::hub_settings(&settings).expect("tokens readable");
+        let started = intercomd::daemon::start_hub(&settings, hs, false, &cancel, &tracker)
+            .await
+            .expect("hub starts");
+        TestHub {
+            url: format!("ws://{}/ws", started.addr),
+            started,
+            cancel,
+            tracker,
+        }
+    }
+
+    /// Stops the hub and waits for its tasks.
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        self.tracker.close();
+        tokio::time::timeout(Duration::from_secs(10), self.tracker.wait())
+            .await
+            .expect("the hub stops");
+    }
 }
