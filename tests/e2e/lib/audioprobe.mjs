@@ -13,7 +13,7 @@
 export function audioProbeInit() {
   const Native = window.RTCPeerConnection;
   if (!Native || window.__probe) return;
-  const probe = { pcs: [], gaps: null, error: null };
+  const probe = { pcs: [], gaps: null, error: null, metering: null, follow: null };
   window.__probe = probe;
   const worklet = `
     class GapMeter extends AudioWorkletProcessor {
@@ -51,7 +51,15 @@ export function audioProbeInit() {
     const url = URL.createObjectURL(new Blob([worklet], { type: 'application/javascript' }));
     await ctx.audioWorklet.addModule(url);
     const node = new AudioWorkletNode(ctx, 'gap-meter');
-    ctx.createMediaStreamSource(stream).connect(node);
+    let source = ctx.createMediaStreamSource(stream);
+    source.connect(node);
+    // A call whose media session is replaced (a stalled DTLS handshake gets
+    // a new peer connection) plays on a new track: the meter follows it.
+    probe.follow = (next) => {
+      source.disconnect();
+      source = ctx.createMediaStreamSource(next);
+      source.connect(node);
+    };
     // Pulled by the graph only when connected to the destination: through a
     // muted gain, so the probe adds nothing to what the page plays.
     const mute = ctx.createGain();
@@ -73,8 +81,14 @@ export function audioProbeInit() {
       super(...args);
       probe.pcs.push(this);
       this.addEventListener('track', (ev) => {
-        if (probe.gaps || ev.track.kind !== 'audio') return;
-        meter(ev.streams[0] || new MediaStream([ev.track])).catch((e) => { probe.error = String(e && e.message || e); });
+        if (ev.track.kind !== 'audio') return;
+        const stream = ev.streams[0] || new MediaStream([ev.track]);
+        if (probe.metering) {
+          // The newest connection's track is the call's audio.
+          probe.metering.then(() => probe.follow && probe.follow(stream)).catch(() => {});
+          return;
+        }
+        probe.metering = meter(stream).catch((e) => { probe.error = String(e && e.message || e); });
       });
     }
   };
