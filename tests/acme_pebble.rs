@@ -14,7 +14,7 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use intercomd::hub::acme::{self, AcmeSettings};
@@ -27,49 +27,15 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_util::sync::CancellationToken;
 
+mod common;
+
 const DOMAIN: &str = "door.intercom.test";
 
 // --- logs -----------------------------------------------------------------
 
-/// Everything the daemon logs in this test process, to look for lines.
-fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
-    static BUF: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    BUF.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let for_writer = buf.clone();
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter("info")
-            .with_ansi(false)
-            .with_writer(move || LogWriter(for_writer.clone()))
-            .try_init();
-        buf
-    })
-}
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        // Shown by the test harness when a test fails.
-        eprint!("{}", String::from_utf8_lossy(b));
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn logs() -> String {
-    String::from_utf8_lossy(&log_buffer().lock().unwrap_or_else(|p| p.into_inner())).into_owned()
-}
-
 /// Lines holding every one of `parts`.
 fn lines_with(parts: &[&str]) -> Vec<String> {
-    logs()
+    common::captured_log()
         .lines()
         .filter(|l| parts.iter().all(|p| l.contains(p)))
         .map(str::to_owned)
@@ -395,7 +361,7 @@ fn account_url_in(line: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn obtains_serves_renews_and_reuses_the_account() {
-    log_buffer();
+    common::capture_log("info");
     if !have("pebble") || !have("pebble-challtestsrv") {
         eprintln!("SKIPPED: pebble is not installed (apt-get install pebble)");
         return;
@@ -553,7 +519,10 @@ async fn obtains_serves_renews_and_reuses_the_account() {
             && !pebble_log.contains("There are now 2 accounts"),
         "{pebble_log}"
     );
-    assert!(!logs().contains("-----BEGIN"), "no PEM (keys) in the logs");
+    assert!(
+        !common::captured_log().contains("-----BEGIN"),
+        "no PEM (keys) in the logs"
+    );
     eprintln!(
         "acme_pebble: first certificate in {obtained_in:.2?}, renewal in {renewed_in:.2?}; pebble log {} lines",
         pebble_log.lines().count()
@@ -565,7 +534,7 @@ async fn obtains_serves_renews_and_reuses_the_account() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_ca_is_logged_and_retried() {
-    log_buffer();
+    common::capture_log("info");
     let dir = temp_dir("unreachable");
     let url = "https://127.0.0.1:1/dir";
     let run = start_acme(

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use intercomd::signaling::protocol::{CallId, CallOutcome, HistoryCall, Message, Role};
+use intercomd::signaling::protocol::{CallId, CallOutcome, HistoryCall, Message};
 
 mod common;
 use common::*;
@@ -67,24 +67,6 @@ groups = ["shop"]
         );
         TestHub::start(&toml).await
     }
-}
-
-async fn door(url: &str) -> Socket {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("hub reachable");
-    send(
-        &mut ws,
-        &Message::Hello {
-            v: 1,
-            role: Role::Door,
-            token: DOOR.into(),
-            name: None,
-        },
-    )
-    .await;
-    assert!(matches!(recv(&mut ws).await, Message::Welcome { .. }));
-    ws
 }
 
 fn cid(s: &str) -> CallId {
@@ -171,7 +153,7 @@ fn check(calls: &[HistoryCall]) {
 async fn history_lists_each_outcome_and_survives_a_restart() {
     let dir = temp_dir();
     let hub = Hub::start(&dir).await;
-    let mut d = door(&hub.url).await;
+    let mut d = connect_door(&hub.url, DOOR).await;
     let mut a = connect(&hub.url, FLAT_1A).await;
     let mut b = connect(&hub.url, FLAT_1B).await;
 

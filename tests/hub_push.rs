@@ -9,7 +9,6 @@
 //! Skipped when the push service's venv is missing (`scripts/setup.sh`).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -45,43 +44,6 @@ fn token(id: &str) -> &'static str {
 }
 
 // --- logs -----------------------------------------------------------------
-
-/// Everything the hub logs in this test process (debug included).
-fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
-    static BUF: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    BUF.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let for_writer = buf.clone();
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter("debug")
-            .with_ansi(false)
-            .with_writer(move || LogWriter(for_writer.clone()))
-            .try_init();
-        buf
-    })
-}
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        // Shown by the test harness when a test fails.
-        eprint!("{}", String::from_utf8_lossy(b));
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend_from_slice(b);
-        Ok(b.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn log_text() -> String {
-    String::from_utf8_lossy(&log_buffer().lock().unwrap_or_else(|p| p.into_inner())).into_owned()
-}
 
 // --- the push service -------------------------------------------------------
 
@@ -216,24 +178,6 @@ async fn resident(url: &str, id: &str) -> (Socket, Option<String>) {
     }
 }
 
-async fn door(url: &str) -> Socket {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("hub reachable");
-    send(
-        &mut ws,
-        &Message::Hello {
-            v: 1,
-            role: Role::Door,
-            token: DOOR.into(),
-            name: None,
-        },
-    )
-    .await;
-    assert!(matches!(recv(&mut ws).await, Message::Welcome { .. }));
-    ws
-}
-
 fn cid(s: &str) -> CallId {
     CallId::new(s).expect("valid id")
 }
@@ -269,7 +213,7 @@ async fn cancel(door: &mut Socket, id: &str) {
 /// Waits until the hub has logged `n` deleted subscriptions.
 async fn wait_gone(n: usize) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while log_text().matches("push subscription gone").count() < n {
+    while captured_log().matches("push subscription gone").count() < n {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the hub did not delete {n} gone subscriptions within 10 s"
@@ -317,7 +261,7 @@ fn check_end(r: &Value, svc: &Service, key: &str, call_id: &str, reason: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ring_and_end_reach_closed_pages_gone_endpoints_are_deleted_and_a_restart_keeps_the_rest() {
     let Some(py) = python() else { return };
-    log_buffer();
+    capture_log("debug");
     let dir = temp_dir();
     let svc = Service::start(&py, &dir, &[]);
     let hub = Hub::start(&dir).await;
@@ -353,7 +297,7 @@ async fn ring_and_end_reach_closed_pages_gone_endpoints_are_deleted_and_a_restar
     }
     let key = vapid_key.expect("four welcomes");
     let (mut c, _) = resident(&hub.url, "flat-c").await;
-    let mut d = door(&hub.url).await;
+    let mut d = connect_door(&hub.url, DOOR).await;
     // The hub notices the closed pages.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -422,7 +366,7 @@ async fn ring_and_end_reach_closed_pages_gone_endpoints_are_deleted_and_a_restar
         Some(key.as_str()),
         "the VAPID key is kept"
     );
-    let mut d = door(&hub.url).await;
+    let mut d = connect_door(&hub.url, DOOR).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let call3 = "c-push-3";
     assert_eq!(ring(&mut d, call3).await, 2, "A and B by push only");
@@ -449,7 +393,7 @@ async fn ring_and_end_reach_closed_pages_gone_endpoints_are_deleted_and_a_restar
 
     // The log names the push service's host, never an endpoint's path, a
     // key, or a payload.
-    let log = log_text();
+    let log = captured_log();
     let host = svc.origin.trim_start_matches("http://");
     assert!(log.contains(host), "the service's host is logged");
     for secret in [

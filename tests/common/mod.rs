@@ -294,3 +294,65 @@ impl TestHub {
             .expect("the hub stops");
     }
 }
+
+/// Joins the hub at `url` as a door station with `token`.
+pub async fn connect_door(url: &str, token: &str) -> Socket {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("hub reachable");
+    send(
+        &mut ws,
+        &Message::Hello {
+            v: 1,
+            role: Role::Door,
+            token: token.into(),
+            name: None,
+        },
+    )
+    .await;
+    assert!(matches!(recv(&mut ws).await, Message::Welcome { .. }));
+    ws
+}
+
+/// Captures what the daemon's code logs in this test process (at `filter`,
+/// set by the first call), also shown on stderr when a test fails.
+pub fn capture_log(filter: &str) -> &'static std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    use std::sync::{Arc, Mutex, OnceLock};
+    static BUF: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    BUF.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let for_writer = buf.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .with_writer(move || LogWriter(for_writer.clone()))
+            .try_init();
+        buf
+    })
+}
+
+/// Everything captured by [`capture_log`] so far.
+pub fn captured_log() -> String {
+    capture_log("info")
+        .lock()
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_else(|p| String::from_utf8_lossy(&p.into_inner()).into_owned())
+}
+
+struct LogWriter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        // Shown by the test harness when a test fails.
+        eprint!("{}", String::from_utf8_lossy(b));
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
