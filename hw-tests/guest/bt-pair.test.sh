@@ -20,9 +20,10 @@ log=/tmp/intercomd-bt.log
 
 cleanup() {
     for p in $daemon $sco_ag $btmon $bluetoothd $btvirt $bus; do
-        kill "$p" 2>/dev/null
+        kill "$p" 2>/dev/null && gone "$p" 5
     done
-    sleep 1
+    # The next test's btvirt must not meet these controllers (lib.sh).
+    no_controllers 10
     for f in /tmp/bluetoothd.log "$log" /tmp/intercomd-bt-gpio.log; do
         echo "--- $f"
         cat "$f" 2>/dev/null

@@ -21,3 +21,4 @@ else
 fi
 ls -l /sys/class/bluetooth/
 exec 3>&-
+no_controllers 10

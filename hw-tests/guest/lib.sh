@@ -151,6 +151,7 @@ CONF
     dbus-daemon --config-file=/tmp/bt-bus.conf --nofork --nopidfile > /tmp/bt-bus.log 2>&1 &
     bus=$!
     wait_exists /run/dbus/system_bus_socket 10 || { echo "no system bus: $(cat /tmp/bt-bus.log)"; return 1; }
+    no_controllers 10 || { echo "controllers of an earlier btvirt still registered: $(ls /sys/class/bluetooth)"; return 1; }
     btvirt -B -l2 > /tmp/btvirt-up.log 2>&1 &
     btvirt=$!
     wait_exists /sys/class/bluetooth/hci1 15 || { echo "btvirt made no hci1: $(ls /sys/class/bluetooth 2>&1)"; return 1; }
@@ -166,10 +167,43 @@ CONF
     [ -n "$bt_ag" ] && [ -n "$bt_hs" ] || { echo "no controller addresses from btmgmt"; return 1; }
 }
 
-# bt_down: stops what bt_up started.
+# no_controllers SECONDS: true once no hci device is registered (waits up
+# to SECONDS). btvirt's controllers go away when it closes /dev/vhci, and
+# the kernel tears them down after btvirt has exited: a bt_up that starts
+# the next btvirt before then finds the old hci1 (so it waits for nothing),
+# its controllers get other indexes, and under load the old and new
+# controllers' teardown and setup race in the kernel (an HCI_Reset timeout,
+# once a list corruption oops).
+no_controllers() {
+    i=0
+    while ls /sys/class/bluetooth/hci* > /dev/null 2>&1; do
+        [ "$i" -lt $(($1 * 10)) ] || return 1
+        sleep 0.1
+        i=$((i + 1))
+    done
+}
+
+# gone PID SECONDS: true once PID has exited (a zombie counts as exited;
+# waits up to SECONDS, then kills it).
+gone() {
+    i=0
+    while [ -e "/proc/$1" ] && ! grep -q ') Z ' "/proc/$1/stat" 2> /dev/null; do
+        if [ "$i" -ge $(($2 * 10)) ]; then
+            kill -9 "$1" 2>/dev/null
+            return 1
+        fi
+        sleep 0.1
+        i=$((i + 1))
+    done
+}
+
+# bt_down: stops what bt_up started, bluetoothd before the controllers it
+# manages, and returns once the controllers are unregistered.
 bt_down() {
     for p in $bluetoothd $btvirt $bus; do
-        kill "$p" 2>/dev/null
+        kill "$p" 2>/dev/null && gone "$p" 5
+        wait "$p" 2>/dev/null
     done
-    sleep 0.5
+    bluetoothd= btvirt= bus=
+    no_controllers 10 || echo "bt_down: controllers still registered: $(ls /sys/class/bluetooth)" >&2
 }
