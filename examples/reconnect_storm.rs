@@ -45,6 +45,7 @@ fn settings(n: usize) -> HubSettings {
         max_message_bytes: 65536,
         hello_timeout: Duration::from_secs(10),
         ring_timeout: Duration::from_secs(30),
+        own_door: None,
     }
 }
 

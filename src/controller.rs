@@ -794,6 +794,9 @@ impl Controller {
                     };
                     warn!(message_id = message_id::MEDIA_RECOVERY, call_id = %call_id, attempt, reason = %reason, remedy, "call media lost; trying to bring it back");
                 }
+                Output::CandidatesCapped { call_id, cap } => {
+                    warn!(call_id = %call_id, cap, "remote ICE candidates beyond the cap ignored for this offer");
+                }
                 Output::Ended { call_id, reason } => {
                     let level_warn = matches!(
                         reason,

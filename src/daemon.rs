@@ -138,7 +138,7 @@ pub fn hub_settings(settings: &Settings) -> Result<HubSettings, ConfigError> {
             id: d.id.clone(),
             name: d.name.clone(),
             token: config::read_secret(&d.token)?.expose().to_owned(),
-            groups: Vec::new(),
+            groups: d.groups.clone(),
             call_door: false,
             quiet_hours: Default::default(),
         });
@@ -161,6 +161,7 @@ pub fn hub_settings(settings: &Settings) -> Result<HubSettings, ConfigError> {
         max_message_bytes: settings.signaling.max_message_bytes,
         hello_timeout: settings.hub.hello_timeout,
         ring_timeout: settings.call.ring_timeout,
+        own_door: None,
     })
 }
 
@@ -590,11 +591,17 @@ pub async fn start_station(
                 hs.doors.retain(|d| d.id != settings.station.id);
             }
             let token = random_token();
+            // The station may ring the groups of its own buttons.
+            let mut groups: Vec<String> =
+                settings.buttons.iter().map(|b| b.group.clone()).collect();
+            groups.sort();
+            groups.dedup();
+            hs.own_door = Some(settings.station.id.clone());
             hs.doors.push(Principal {
                 id: settings.station.id.clone(),
                 name: settings.station.name.clone(),
                 token: token.clone(),
-                groups: Vec::new(),
+                groups,
                 call_door: false,
                 quiet_hours: Default::default(),
             });

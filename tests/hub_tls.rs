@@ -105,6 +105,7 @@ state_dir = "{d}/state"
 id = "door-1"
 name = "Front door"
 token_file = "{d}/door"
+groups = ["residents"]
 [[hub.answerers]]
 id = "flat-1a"
 token_file = "{d}/flat"

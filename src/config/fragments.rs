@@ -260,6 +260,7 @@ fragment! {
         name: Val<String>,
         token_file: Val<String>,
         token_credential: Val<String>,
+        groups: Val<Vec<Val<String>>>,
     }
 
     Answerer {

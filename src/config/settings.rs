@@ -145,6 +145,8 @@ pub struct Door {
     pub id: String,
     pub name: String,
     pub token: SecretSource,
+    /// The ring groups this door may ring.
+    pub groups: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1001,6 +1003,7 @@ fn hub(c: &mut Check, h: &frag::Hub) -> Hub {
     };
 
     let mut doors = Vec::new();
+    let mut door_groups = Vec::new();
     for (i, d) in h.doors.iter().flat_map(|d| d.value.iter()).enumerate() {
         let key = format!("hub.doors[{i}]");
         let (id, name) = member(c, &key, d, &d.value.id, &d.value.name);
@@ -1008,7 +1011,25 @@ fn hub(c: &mut Check, h: &frag::Hub) -> Hub {
             unique(c, &format!("{key}.id"), v);
         }
         let token = member_token(c, &key, d, &d.value.token_file, &d.value.token_credential);
-        doors.push(Door { id, name, token });
+        let why = format!(
+            "the door at {} must name the ring groups it may ring, e.g. groups = [\"residents\"]",
+            d.at
+        );
+        let groups = member_groups(c, &key, &d.value.groups, why, &d.at);
+        door_groups.extend(
+            d.value
+                .groups
+                .iter()
+                .flat_map(|l| l.value.iter())
+                .enumerate()
+                .map(|(j, g)| (format!("{key}.groups[{j}]"), g.clone())),
+        );
+        doors.push(Door {
+            id,
+            name,
+            token,
+            groups,
+        });
     }
 
     let mut answerers = Vec::new();
@@ -1019,20 +1040,8 @@ fn hub(c: &mut Check, h: &frag::Hub) -> Hub {
             unique(c, &format!("{key}.id"), v);
         }
         let token = member_token(c, &key, a, &a.value.token_file, &a.value.token_credential);
-        let mut groups = Vec::new();
-        match &a.value.groups {
-            Some(list) => {
-                for (j, g) in list.value.iter().enumerate() {
-                    c.check_id(&g.at, &format!("{key}.groups[{j}]"), &g.value);
-                    groups.push(g.value.clone());
-                }
-            }
-            None => c.missing(
-                &format!("{key}.groups"),
-                format!("the answerer at {} must belong to at least one group", a.at),
-                Some(&a.at),
-            ),
-        }
+        let why = format!("the answerer at {} must belong to at least one group", a.at);
+        let groups = member_groups(c, &key, &a.value.groups, why, &a.at);
         let mut specs = Vec::new();
         for (j, w) in a
             .value
@@ -1055,6 +1064,19 @@ fn hub(c: &mut Check, h: &frag::Hub) -> Hub {
             call_door: a.value.call_door.as_ref().is_some_and(|v| v.value),
             quiet_hours,
         });
+    }
+    // A door's group nobody answers would ring nobody.
+    for (key, g) in door_groups {
+        if !answerers.is_empty() && !answerers.iter().any(|a| a.groups.contains(&g.value)) {
+            c.invalid(
+                &g.at,
+                &key,
+                format!(
+                    "no [[hub.answerers]] entry has group `{}` in its `groups`",
+                    g.value
+                ),
+            );
+        }
     }
 
     let loopback_listen = optional_addr(c, "hub.loopback_listen", &h.loopback_listen);
@@ -1315,6 +1337,24 @@ fn member<T>(
         .filter(|n| !n.trim().is_empty())
         .unwrap_or_else(|| id.clone());
     (id, name)
+}
+
+/// A member's `groups`: required, each a valid id.
+fn member_groups(
+    c: &mut Check,
+    key: &str,
+    list: &Option<Val<Vec<Val<String>>>>,
+    why_missing: String,
+    at: &Location,
+) -> Vec<String> {
+    let Some(list) = list else {
+        c.missing(&format!("{key}.groups"), why_missing, Some(at));
+        return Vec::new();
+    };
+    for (j, g) in list.value.iter().enumerate() {
+        c.check_id(&g.at, &format!("{key}.groups[{j}]"), &g.value);
+    }
+    list.value.iter().map(|g| g.value.clone()).collect()
 }
 
 fn member_token<T>(
@@ -1890,6 +1930,7 @@ impl Settings {
             kv(w, "id", &q(&d.id));
             kv(w, "name", &q(&d.name));
             secret_kv(w, "token", Some(&d.token));
+            kv(w, "groups", &list(d.groups.iter().map(|g| q(g))));
         }
         for a in &h.answerers {
             let _ = writeln!(w, "\n[[hub.answerers]]");

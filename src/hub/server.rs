@@ -177,6 +177,13 @@ pub async fn run(
     let mut state = HubState::new(settings);
     let data = start_data(&conn, answerer_ids, events_tx.clone()).await;
     state.set_push_key(data.push_key.clone());
+    let dir = conn.state_dir.clone();
+    match tokio::task::spawn_blocking(move || route_key(dir.as_deref())).await {
+        Ok(key) => state.set_route_key(&key),
+        Err(e) => {
+            warn!(error = %e, "hub route key unavailable: doors cannot resume calls after a hub restart")
+        }
+    }
     let actor = tokio::spawn(actor(
         state,
         events_rx,
@@ -560,6 +567,44 @@ async fn start_data(
     data
 }
 
+const ROUTE_KEY_FILE: &str = "route.key";
+
+/// The secret that signs route proofs, from `route.key` in the state
+/// directory (created once), so that a door can resume its call after the
+/// hub restarts. Without a usable directory: a key for this run only.
+fn route_key(dir: Option<&std::path::Path>) -> Vec<u8> {
+    use ring::rand::SecureRandom as _;
+    let fresh = || {
+        let mut key = vec![0u8; 32];
+        ring::rand::SystemRandom::new()
+            .fill(&mut key)
+            .expect("the system's random source works");
+        key
+    };
+    let Some(dir) = dir else {
+        return fresh();
+    };
+    let path = dir.join(ROUTE_KEY_FILE);
+    match std::fs::read(&path) {
+        Ok(key) if key.len() == 32 => return key,
+        Ok(_) => {
+            warn!(file = %path.display(), "hub route key has the wrong length: making a new one (doors cannot resume calls routed before)")
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            warn!(file = %path.display(), error = %e, "hub route key unreadable: using one for this run only");
+            return fresh();
+        }
+    }
+    let key = fresh();
+    if let Err(e) =
+        super::tls::ensure_private_dir(dir).and_then(|()| super::tls::write_private(&path, &key))
+    {
+        warn!(error = %e, "hub route key not kept: doors cannot resume calls after a hub restart");
+    }
+    key
+}
+
 /// The database thread. It opens the file itself, so that a slow or
 /// locked file never holds up the hub; jobs queue meanwhile.
 fn start_store(dir: &std::path::Path) -> Option<StoreWorker> {
@@ -767,6 +812,8 @@ async fn actor(
     cancel: CancellationToken,
 ) {
     let mut conns: HashMap<ConnId, (SocketAddr, mpsc::Sender<Outbound>)> = HashMap::new();
+    // Messages for the station's own link that did not fit its queue.
+    let mut own_backlog: HashMap<ConnId, std::collections::VecDeque<Outbound>> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut session_seq: u64 = 0;
     let boot: u32 = rand::random();
@@ -802,14 +849,45 @@ async fn actor(
             _ = tick.tick() => state.handle_tick(Instant::now().into_std()),
             _ = cancel.cancelled() => break,
         };
+        own_backlog.retain(|conn, q| {
+            let Some((_, tx)) = conns.get(conn) else {
+                return false;
+            };
+            while let Some(out) = q.pop_front() {
+                if let Err(e) = tx.try_send(out) {
+                    if let mpsc::error::TrySendError::Full(out) = e {
+                        q.push_front(out);
+                        return true;
+                    }
+                    return false;
+                }
+            }
+            false
+        });
         for a in actions {
             match a {
                 Action::Send(conn, msg) => {
-                    if let Some((peer, tx)) = conns.get(&conn)
-                        && tx.try_send(Outbound::Text(msg.to_json())).is_err()
-                    {
-                        warn!(conn, %peer, "signaling client too slow, dropping it");
-                        let _ = tx.try_send(Outbound::Close(1008, "too slow"));
+                    let Some((peer, tx)) = conns.get(&conn) else {
+                        continue;
+                    };
+                    let out = Outbound::Text(msg.to_json());
+                    if let Some(q) = own_backlog.get_mut(&conn) {
+                        q.push_back(out);
+                        continue;
+                    }
+                    match tx.try_send(out) {
+                        Ok(()) => {}
+                        // The station's own link carries its calls: never
+                        // cut it for a burst some peer caused; what does not
+                        // fit waits here, in order.
+                        Err(mpsc::error::TrySendError::Full(out)) if state.is_own(conn) => {
+                            warn!(conn, "own station link busy: holding messages for it");
+                            own_backlog.entry(conn).or_default().push_back(out);
+                        }
+                        Err(_) => {
+                            warn!(conn, %peer, "signaling client too slow, dropping it");
+                            let _ = tx.try_send(Outbound::Close(1008, "too slow"));
+                        }
                     }
                 }
                 Action::Close(conn, code, reason) => {

@@ -206,6 +206,11 @@ pub enum Message {
         answerer: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         group: Option<String>,
+        /// The hub's proof that it routed this call to `answerer` (from
+        /// `accepted` or `call_door`); a hub that forgot the call rebuilds
+        /// the route only with it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        route: Option<String>,
     },
     Resumed {
         call_id: CallId,
@@ -229,6 +234,9 @@ pub enum Message {
         door: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         answerer: Option<PeerInfo>,
+        /// Hub → door: the route proof the door presents in `resume`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        route: Option<String>,
     },
     /// Hub → answerer: the door was asked to take the resident's call.
     Calling {
@@ -244,6 +252,9 @@ pub enum Message {
     Accepted {
         call_id: CallId,
         answerer: PeerInfo,
+        /// The route proof the door presents in `resume`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        route: Option<String>,
     },
     Taken {
         call_id: CallId,
