@@ -93,6 +93,9 @@ pub struct Controller {
     router: Option<mpsc::Sender<RouterCommand>>,
     /// The button that rang, for the headset's caller display.
     ringing_button: String,
+    /// Refused door openings from the resident's channel: a line per
+    /// interval with the count (grants are always written).
+    open_refusals: crate::limits::LogThrottle,
     hub_ice_servers: Vec<IceServerInfo>,
     last_established: Option<CallId>,
 }
@@ -131,6 +134,7 @@ impl Controller {
             voice: None,
             router: None,
             ringing_button: String::new(),
+            open_refusals: crate::limits::LogThrottle::new(Duration::from_secs(10)),
             hub_ice_servers: Vec::new(),
             last_established: None,
         }
@@ -186,7 +190,10 @@ impl Controller {
                     self.route.handle_timeout(now);
                     self.drain_route();
                 }
-                _ = status_tick.tick() => self.publish(),
+                _ = status_tick.tick() => {
+                    self.report_open_refusals(false);
+                    self.publish();
+                }
                 _ = watchdog_tick.tick(), if watchdog.is_some() => {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
                 }
@@ -618,6 +625,24 @@ impl Controller {
 
     /// The audit record of an open attempt, and the reply on the data
     /// channel for remote ones.
+    /// The line for refusals counted since the last one, when due (or at
+    /// once with `now_anyway`, at the end of a call).
+    fn report_open_refusals(&mut self, now_anyway: bool) {
+        let now = std::time::Instant::now();
+        if !now_anyway && !self.open_refusals.due(now) {
+            return;
+        }
+        if let Some(refusals) = self.open_refusals.take_unreported(now) {
+            warn!(
+                AUDIT = "door_open",
+                source = "data_channel",
+                granted = false,
+                refusals,
+                "door open refusals since the last line"
+            );
+        }
+    }
+
     fn open_attempt(
         &mut self,
         source: OpenSource,
@@ -666,7 +691,8 @@ impl Controller {
                     {
                         warn!(call_id = %call_id, "signaling queue full; door_opened dropped");
                     }
-                } else {
+                } else if let Some(refusals) = self.open_refusals.hit(std::time::Instant::now()) {
+                    // `refusals`: this one and those since the last line.
                     warn!(
                         AUDIT = "door_open",
                         source = "data_channel",
@@ -674,8 +700,9 @@ impl Controller {
                         peer = %peer,
                         granted,
                         reason = reason_str,
-                        nonce = %nonce,
+                        nonce = %crate::logging::escape_peer_text(nonce),
                         pulse_ms = 0u64,
+                        refusals,
                         "door open refused"
                     );
                 }
@@ -798,6 +825,7 @@ impl Controller {
                     warn!(call_id = %call_id, cap, "remote ICE candidates beyond the cap ignored for this offer");
                 }
                 Output::Ended { call_id, reason } => {
+                    self.report_open_refusals(true);
                     let level_warn = matches!(
                         reason,
                         EndReason::MediaFailed(_)

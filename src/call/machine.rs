@@ -605,7 +605,7 @@ impl CallMachine {
                 answerer: call.answerer.as_ref().map(|a| a.id.clone()),
                 // A resident's call to the door has no group.
                 group: (call.origin == Origin::Button).then(|| call.group.clone()),
-                route: None,
+                route: call.route.clone(),
             };
             self.outputs.push_back(Output::Send(resume));
         }

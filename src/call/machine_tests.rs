@@ -101,7 +101,7 @@ fn negotiated() -> Harness {
     h.signal(Message::Accepted {
         call_id: cid("c1"),
         answerer: flat(),
-        route: None,
+        route: Some("proof-c1".into()),
     })
     .unwrap();
     h.input(Input::LocalDescription {
@@ -634,7 +634,8 @@ fn signaling_drop_keeps_a_flowing_call_and_resumes_after() {
                 call_id: cid("c1"),
                 answerer: Some("flat-1a".into()),
                 group: Some("residents".into()),
-                route: None
+                // The hub's proof from `accepted`, handed back.
+                route: Some("proof-c1".into()),
             },
             Message::Candidate {
                 call_id: cid("c1"),
@@ -1086,7 +1087,7 @@ fn call_door(h: &mut Harness, id: &str) -> Result<(), Rejected> {
         call_id: cid(id),
         door: None,
         answerer: Some(flat()),
-        route: None,
+        route: Some(format!("proof-{id}")),
     })
 }
 
@@ -1299,8 +1300,54 @@ fn a_resident_call_is_resumed_without_a_group() {
         call_id: cid("r1"),
         answerer: Some("flat-1a".into()),
         group: None,
-        route: None
+        route: Some("proof-r1".into()),
     }));
+}
+
+#[test]
+fn remote_candidates_beyond_the_cap_are_ignored_and_said_once_per_offer() {
+    let mut h = negotiated();
+    h.take();
+    let candidate = Message::Candidate {
+        call_id: cid("c1"),
+        candidate: None,
+    };
+    for _ in 0..10_000 {
+        h.signal(candidate.clone()).unwrap();
+    }
+    let out = h.take();
+    let to_media = out
+        .iter()
+        .filter(|o| matches!(o, Output::Media(MediaRequest::RemoteCandidate { .. })))
+        .count();
+    assert_eq!(to_media, MAX_REMOTE_CANDIDATES as usize);
+    let capped: Vec<_> = out
+        .iter()
+        .filter(|o| matches!(o, Output::CandidatesCapped { .. }))
+        .collect();
+    assert_eq!(
+        capped,
+        vec![&Output::CandidatesCapped {
+            call_id: cid("c1"),
+            cap: MAX_REMOTE_CANDIDATES
+        }]
+    );
+    // A new offer (an ICE restart) takes candidates again.
+    h.input(Input::AudioEstablished { call_id: cid("c1") })
+        .unwrap();
+    media(&mut h, MediaState::Disconnected);
+    assert!(
+        h.take()
+            .iter()
+            .any(|o| matches!(o, Output::Media(MediaRequest::RestartIce { .. }))),
+        "the lost path is restarted"
+    );
+    h.signal(candidate).unwrap();
+    assert!(
+        h.take()
+            .iter()
+            .any(|o| matches!(o, Output::Media(MediaRequest::RemoteCandidate { .. })))
+    );
 }
 
 const LISTEN_ONLY_ANSWER: &str = "v=0\r\ns=-\r\nt=0 0\r\n\
