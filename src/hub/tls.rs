@@ -247,6 +247,52 @@ impl CertInfo {
     }
 }
 
+/// The certificates a TLS client of ours trusts: the system's CA store
+/// plus the PEM certificates in `extra_ca` (a private CA, or a server's own
+/// certificate as a pin). One unusable system certificate does not cost
+/// the others; an unusable `extra_ca` is an error naming the file.
+pub fn trust_roots(extra_ca: Option<&Path>) -> Result<rustls::RootCertStore, TlsError> {
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    let Some(path) = extra_ca else {
+        return Ok(roots);
+    };
+    let text = std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let parse = |reason: String| TlsError::Parse {
+        path: path.to_owned(),
+        reason,
+    };
+    let certs = CertificateDer::pem_slice_iter(&text)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| parse(format!("not a PEM certificate: {e}")))?;
+    if certs.is_empty() {
+        return Err(parse(
+            "holds no certificate (expected -----BEGIN CERTIFICATE-----)".into(),
+        ));
+    }
+    for c in certs {
+        roots
+            .add(c)
+            .map_err(|e| parse(format!("not usable as a trust anchor: {e}")))?;
+    }
+    Ok(roots)
+}
+
+/// A TLS client configuration (ring, TLS 1.2 and 1.3) trusting `roots`.
+pub fn client_config(roots: rustls::RootCertStore) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports TLS 1.2 and 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
 /// Reads a PEM chain and key, checks they belong together. Errors name the
 /// file to fix.
 pub fn load_pem(cert: &Path, key: &Path) -> Result<(Arc<CertifiedKey>, CertInfo), TlsError> {
