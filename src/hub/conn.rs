@@ -507,7 +507,35 @@ mod tests {
         let e = io.read_exact(&mut one).await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::TimedOut);
         let waited = t1.elapsed();
-        assert!(waited >= idle && waited < Duration::from_secs(3), "{waited:?}");
+        assert!(
+            waited >= idle && waited < Duration::from_secs(3),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn silent_and_slow_requests_are_closed_at_the_header_timeout() {
+        use tokio::io::AsyncWriteExt;
+        let head = Duration::from_millis(300);
+        for first in [&b""[..], b"GET / HTTP/1.1\r\nHost: x\r\n"] {
+            let (a, mut b) = tokio::io::duplex(1024);
+            let peer = SocketAddr::from(([127, 0, 0, 1], 1));
+            let t0 = Instant::now();
+            let served = tokio::spawn(serve_http(
+                a,
+                peer,
+                Router::new(),
+                head,
+                false,
+                CancellationToken::new(),
+            ));
+            b.write_all(first).await.unwrap();
+            tokio::time::timeout(Duration::from_secs(3), served)
+                .await
+                .expect("closed by the header timeout")
+                .unwrap();
+            assert!(t0.elapsed() >= head);
+        }
     }
 
     #[test]
