@@ -72,6 +72,8 @@ async fn start_hub(addr: &str, n: usize) -> CancellationToken {
             state_dir: None,
             push: None,
             station_name: "Front door".into(),
+            limits: Default::default(),
+            policy: Default::default(),
         },
         cancel.clone(),
     ));

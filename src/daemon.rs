@@ -179,6 +179,54 @@ fn conn_settings(settings: &Settings) -> ConnSettings {
                 ca_file: settings.hub.push.ca_file.clone(),
             }),
         station_name: settings.station.name.clone(),
+        limits: hub::conn::ConnLimits {
+            header_read_timeout: settings.hub.conn.header_read_timeout,
+            idle_timeout: settings.hub.conn.idle_timeout,
+            max_connections: settings.hub.conn.max_connections,
+            max_connections_per_address: settings.hub.conn.max_connections_per_address,
+        },
+        policy: Default::default(),
+    }
+}
+
+/// The names and origins the hub answers to: this host's names and
+/// addresses, the certificate's names, `hub.tls.names`, ACME's domains,
+/// `public_url` and `hub.allowed_origins`.
+fn http_policy(
+    settings: &Settings,
+    listen: SocketAddr,
+    certs: Option<Arc<hub::tls::CertStore>>,
+) -> hub::policy::HttpPolicy {
+    use hub::tls::TlsSource;
+    let h = &settings.hub;
+    let mut extra = Vec::new();
+    if !listen.ip().is_unspecified() {
+        extra.push(listen.ip().to_string());
+    }
+    match &h.tls {
+        Some(TlsSource::SelfSigned { extra_names }) => extra.extend(extra_names.iter().cloned()),
+        Some(TlsSource::Acme(a)) => extra.extend(a.domains.iter().cloned()),
+        Some(TlsSource::Files { .. }) | None => {}
+    }
+    let names = hub::tls::self_signed_names(&extra)
+        .into_iter()
+        .map(|n| n.trim_matches(['[', ']']).to_ascii_lowercase())
+        .collect();
+    let mut origins = h.conn.allowed_origins.clone();
+    if let Some(o) = h.public_url.as_deref().and_then(|u| {
+        let rest = u.split_once("://")?.1;
+        let authority = rest.split(['/', '?', '#']).next()?;
+        hub::conn::parse_origin(&format!("https://{authority}"))
+    }) {
+        origins.push(o);
+    }
+    hub::policy::HttpPolicy {
+        names,
+        certs,
+        origins,
+        // Only a certificate browsers trust: a self-signed one changes
+        // when the addresses do, and HSTS would then lock phones out.
+        hsts: matches!(h.tls, Some(TlsSource::Files { .. } | TlsSource::Acme(_))),
     }
 }
 
@@ -426,7 +474,8 @@ pub async fn run_hub(settings: Settings) -> Result<(), DaemonError> {
 pub struct StartedHub {
     pub addr: SocketAddr,
     pub tls: Option<Arc<hub::tls::CertStore>>,
-    /// Plain HTTP on loopback, for this station's own client.
+    /// Plain HTTP on loopback for this station's own client alone (only
+    /// with `own_client`).
     pub loopback: Option<SocketAddr>,
 }
 
@@ -460,18 +509,20 @@ pub async fn start_hub(
         }
     };
     let mut loopback = Vec::new();
-    let mut own = None;
     if let Some(a) = h.loopback_listen {
         let (l, a) = bind(a).await?;
         info!(listen = %a, "hub also serves plain HTTP on loopback (a browser on this machine)");
         loopback.push(l);
-        own = Some(a);
     }
-    if own_client && store.is_some() && own.is_none() {
-        let (l, a) = bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
-        loopback.push(l);
-        own = Some(a);
-    }
+    // The station's own client gets a loopback listener of its own, apart
+    // from the connection caps the public listeners share.
+    let (own_listener, own) = match own_client {
+        true => {
+            let (l, a) = bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
+            (Some(l), Some(a))
+        }
+        false => (None, None),
+    };
     let redirect = match h.redirect_listen {
         Some(a) => Some(bind(a).await?.0),
         None => None,
@@ -481,8 +532,10 @@ pub async fn start_hub(
         tls: store.clone().map(hub::tls::server_config),
         loopback,
         redirect,
+        own: own_listener,
     };
-    let conn = conn_settings(settings);
+    let mut conn = conn_settings(settings);
+    conn.policy = http_policy(settings, addr, store.clone());
     let hub_cancel = cancel.clone();
     tracker.spawn(async move {
         if let Err(e) = hub::run(listeners, hs, conn, hub_cancel).await {
@@ -607,8 +660,7 @@ pub async fn start_station(
             });
             let started = start_hub(settings, hs, true, &cancel, tracker).await?;
             let addr = started.addr;
-            // Join over loopback: the plain loopback listener when the main
-            // one is HTTPS, else the main one.
+            // Join over the hub's listener for this station alone.
             let own = started.loopback.unwrap_or(addr);
             let ip = if own.ip().is_unspecified() {
                 IpAddr::V4(Ipv4Addr::LOCALHOST)

@@ -120,6 +120,8 @@ pub struct Hub {
     pub tls: Option<crate::hub::tls::TlsSource>,
     pub ping_interval: Duration,
     pub hello_timeout: Duration,
+    /// Timeouts and caps of the hub's connections.
+    pub conn: HubConn,
     /// The https:// address residents should open (`hub.public_url`); the
     /// answering page points at it when it was opened without a microphone.
     pub public_url: Option<String>,
@@ -128,6 +130,17 @@ pub struct Hub {
     pub doors: Vec<Door>,
     pub answerers: Vec<Answerer>,
     pub push: HubPush,
+}
+
+/// Connection hygiene of the hub's listeners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubConn {
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_address: usize,
+    /// `scheme://host[:port]`, lower case.
+    pub allowed_origins: Vec<String>,
 }
 
 /// `[hub.push]`: Web Push to residents' phones.
@@ -1132,6 +1145,7 @@ fn hub(c: &mut Check, h: &frag::Hub) -> Hub {
         tls,
         ping_interval: c.millis("hub.ping_interval_ms", &h.ping_interval_ms),
         hello_timeout: c.millis("hub.hello_timeout_ms", &h.hello_timeout_ms),
+        conn: hub_conn(c, h),
         public_url: public_url(c, &h.public_url),
         doors,
         answerers,
@@ -1282,6 +1296,67 @@ fn url_host(rest: &str) -> &str {
 fn is_loopback_host(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost")
         || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The hub's connection timeouts, caps and extra origins.
+fn hub_conn(c: &mut Check, h: &frag::Hub) -> HubConn {
+    let idle_timeout = c.millis("hub.idle_timeout_ms", &h.idle_timeout_ms);
+    // Read directly: hub.ping_interval_ms is checked where it is kept.
+    let ping = Duration::from_millis(h.ping_interval_ms.as_ref().map_or(0, |v| v.value));
+    if let Some(v) = &h.idle_timeout_ms
+        && idle_timeout <= ping
+    {
+        c.invalid(
+            &v.at,
+            "hub.idle_timeout_ms",
+            format!(
+                "{} must exceed hub.ping_interval_ms ({}): a quiet resident's WebSocket would be closed between two pings",
+                v.value,
+                ping.as_millis()
+            ),
+        );
+    }
+    let max_connections = c.int("hub.max_connections", &h.max_connections, 8..=65536) as usize;
+    let per_address = c.int(
+        "hub.max_connections_per_address",
+        &h.max_connections_per_address,
+        1..=65536,
+    ) as usize;
+    if let Some(v) = &h.max_connections_per_address
+        && per_address > max_connections
+    {
+        c.invalid(
+            &v.at,
+            "hub.max_connections_per_address",
+            format!("{per_address} exceeds hub.max_connections ({max_connections})"),
+        );
+    }
+    let mut allowed_origins = Vec::new();
+    for (i, o) in h
+        .allowed_origins
+        .iter()
+        .flat_map(|l| l.value.iter())
+        .enumerate()
+    {
+        match crate::hub::conn::parse_origin(&o.value) {
+            Some(origin) => allowed_origins.push(origin),
+            None => c.invalid(
+                &o.at,
+                &format!("hub.allowed_origins[{i}]"),
+                format!(
+                    "{:?} is not an origin: scheme://host[:port] without a path (e.g. \"https://intercom.example.net\")",
+                    o.value
+                ),
+            ),
+        }
+    }
+    HubConn {
+        header_read_timeout: c.millis("hub.header_read_timeout_ms", &h.header_read_timeout_ms),
+        idle_timeout,
+        max_connections,
+        max_connections_per_address: per_address,
+        allowed_origins,
+    }
 }
 
 /// `hub.public_url`: optional (empty is unset), an https:// URL with a host.
@@ -1914,6 +1989,19 @@ impl Settings {
         kv(w, "state_dir", &q(&h.state_dir.display().to_string()));
         kv(w, "ping_interval_ms", &ms(h.ping_interval));
         kv(w, "hello_timeout_ms", &ms(h.hello_timeout));
+        kv(w, "header_read_timeout_ms", &ms(h.conn.header_read_timeout));
+        kv(w, "idle_timeout_ms", &ms(h.conn.idle_timeout));
+        kv(w, "max_connections", &h.conn.max_connections.to_string());
+        kv(
+            w,
+            "max_connections_per_address",
+            &h.conn.max_connections_per_address.to_string(),
+        );
+        kv(
+            w,
+            "allowed_origins",
+            &list(h.conn.allowed_origins.iter().map(|o| q(o))),
+        );
         kv(
             w,
             "public_url",

@@ -3,6 +3,8 @@
 //! `server` the axum shell around it.
 
 pub mod acme;
+pub mod conn;
+pub mod policy;
 pub mod push;
 pub mod quiet;
 pub mod server;

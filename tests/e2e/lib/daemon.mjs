@@ -175,7 +175,7 @@ export class Control {
   constructor(sock) { this.sock = sock; }
 
   async post(urlPath) {
-    const r = await httpRequest(this.sock, 'POST', urlPath, { timeout: 5000 });
+    const r = await httpRequest(this.sock, 'POST', urlPath, { timeout: 5000, body: '{}', headers: { 'content-type': 'application/json' } });
     if (r.status < 200 || r.status >= 300) throw new Error(`POST ${urlPath}: HTTP ${r.status} ${r.body}`);
     return r;
   }
