@@ -159,6 +159,16 @@ fn journal_config_error(e: &anyhow::Error) {
 }
 
 fn load(args: &ConfigArgs) -> Result<Settings, ConfigError> {
+    // Only the default directories may be absent (a fresh device has no
+    // site configuration); a path a technician typed must exist.
+    for path in &args.config {
+        if let Err(e) = std::fs::metadata(path) {
+            return Err(ConfigError::Read {
+                path: path.clone(),
+                reason: format!("{e} (given with --config)"),
+            });
+        }
+    }
     config::load(&args.paths())
 }
 

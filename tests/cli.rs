@@ -196,3 +196,16 @@ fn hub_invite_prints_the_link_and_a_qr_code_or_names_the_known_answerers() {
         "{err}"
     );
 }
+
+#[test]
+fn a_config_path_that_does_not_exist_fails_with_78_naming_it() {
+    for missing in [
+        "/nonexistent-intercomd/config.d",
+        "/nonexistent-intercomd/site.toml",
+    ] {
+        let (code, text) = check(&PathBuf::from(missing));
+        assert_eq!(code, 78, "{missing}: {text}");
+        assert!(text.contains(missing), "{text}");
+        assert!(!text.contains("configuration OK"), "{text}");
+    }
+}
