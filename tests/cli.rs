@@ -209,3 +209,22 @@ fn a_config_path_that_does_not_exist_fails_with_78_naming_it() {
         assert!(!text.contains("configuration OK"), "{text}");
     }
 }
+
+#[test]
+fn every_bad_key_of_a_file_is_reported_in_one_run() {
+    let p = write(
+        "several.toml",
+        "[call]\nring_timeout_ms = \"x\"\n\n[door]\npulse_ms = \"y\"\nbogus = 1\n[[buttons]]\nname = \"call\"\ngroup = 7\n",
+    );
+    let (code, text) = check(&p);
+    assert_eq!(code, 78, "{text}");
+    assert!(text.contains("4 configuration errors"), "{text}");
+    for want in [
+        "several.toml:2: wrong type for `call.ring_timeout_ms`",
+        "several.toml:5: wrong type for `door.pulse_ms`",
+        "several.toml:6: unknown key `door.bogus`",
+        "several.toml:9: wrong type for `buttons[0].group`",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in {text}");
+    }
+}
