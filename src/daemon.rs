@@ -462,8 +462,9 @@ pub async fn run_hub(settings: Settings) -> Result<(), DaemonError> {
     let tracker = TaskTracker::new();
     start_hub(&settings, hs, false, &cancel, &tracker).await?;
     tracker.close();
+    let signals = StopSignals::catch()?;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    wait_for_signal().await?;
+    signals.wait().await;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     cancel.cancel();
     let _ = tokio::time::timeout(SHUTDOWN_DEADLINE, tracker.wait()).await;
@@ -870,6 +871,7 @@ pub async fn run_station(settings: Settings) -> Result<Running, DaemonError> {
     let tracker = TaskTracker::new();
     let running = start_station(&settings, stop.clone(), cancel.clone(), &tracker).await?;
     tracker.close();
+    let signals = StopSignals::catch()?;
     let _ = sd_notify::notify(&[
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status("idle"),
@@ -881,7 +883,7 @@ pub async fn run_station(settings: Settings) -> Result<Running, DaemonError> {
         "intercomd ready"
     );
     tokio::select! {
-        r = wait_for_signal() => r?,
+        () = signals.wait() => {}
         // Everything stopped by itself (should not happen): leave.
         _ = cancel.cancelled() => {}
     }
@@ -907,13 +909,27 @@ pub async fn run_station(settings: Settings) -> Result<Running, DaemonError> {
     Ok(running)
 }
 
-async fn wait_for_signal() -> Result<(), DaemonError> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM received"),
-        _ = int.recv() => info!("SIGINT received"),
+/// SIGTERM and SIGINT, caught from now on: made before the daemon says
+/// it is ready, so that a signal right after that is never the default
+/// (an abrupt exit with no shutdown).
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn catch() -> Result<Self, DaemonError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate()).map_err(DaemonError::Signal)?,
+            int: signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?,
+        })
     }
-    Ok(())
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => info!("SIGTERM received"),
+            _ = self.int.recv() => info!("SIGINT received"),
+        }
+    }
 }

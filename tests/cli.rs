@@ -228,3 +228,61 @@ fn every_bad_key_of_a_file_is_reported_in_one_run() {
         assert!(text.contains(want), "missing {want:?} in {text}");
     }
 }
+
+#[test]
+fn ctrl_c_ends_the_demo_within_two_seconds_while_the_terminal_is_open() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let dir = std::env::temp_dir().join(format!("intercomd-cli-demo-{}", std::process::id()));
+    let mut demo = bin()
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--panel",
+            "127.0.0.1:0",
+            "--state-dir",
+        ])
+        .arg(&dir)
+        .env("RUST_LOG", "info")
+        // A terminal nobody types into: the demo reads it for Enter.
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    let stderr = demo.stderr.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("intercomd ready") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("the demo gets ready");
+    let pid = demo.id().to_string();
+    let sent = Instant::now();
+    let _ = Command::new("kill").args(["-INT", &pid]).status();
+    let status = loop {
+        if let Some(s) = demo.try_wait().expect("child status") {
+            break s;
+        }
+        if sent.elapsed() > Duration::from_secs(10) {
+            let _ = demo.kill();
+            panic!("the demo was still running 10 s after Ctrl+C");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = sent.elapsed();
+    assert!(
+        took <= Duration::from_secs(2),
+        "the demo took {took:?} to stop"
+    );
+    assert!(status.success(), "{status:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

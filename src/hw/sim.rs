@@ -13,7 +13,6 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use tokio::io::AsyncBufReadExt;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -285,23 +284,41 @@ pub fn board(
 /// Read the terminal: Enter presses the first call button, `h` + Enter
 /// hangs up. Ends at end of input.
 pub async fn stdin_loop(control: SimControl, cancel: CancellationToken) {
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    // A thread of its own, not tokio's stdin: a read blocked on the
+    // terminal would hold up the runtime's shutdown (Ctrl+C waiting for
+    // Enter). The process ends without waiting for this thread.
+    let (tx, mut lines) = tokio::sync::mpsc::channel::<String>(8);
+    let reader = std::thread::Builder::new()
+        .name("terminal".into())
+        .spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::stdin().lock().lines() {
+                let Ok(line) = line else { break };
+                if tx.blocking_send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    if let Err(e) = reader {
+        warn!(error = %e, "cannot read the terminal: no key presses");
+        return;
+    }
     loop {
         let line = tokio::select! {
-            l = lines.next_line() => l,
+            l = lines.recv() => l,
             _ = cancel.cancelled() => return,
         };
         match line {
-            Ok(Some(l)) if l.trim().eq_ignore_ascii_case("h") => {
+            Some(l) if l.trim().eq_ignore_ascii_case("h") => {
                 if let Err(e) = control.hangup() {
                     warn!("terminal hang-up: {e}");
                 }
             }
-            Ok(Some(_)) => match control.press(None) {
+            Some(_) => match control.press(None) {
                 Ok(b) => info!(button = %b, "simulated button pressed from the terminal"),
                 Err(e) => warn!("terminal press: {e}"),
             },
-            Ok(None) | Err(_) => return,
+            None => return,
         }
     }
 }
