@@ -866,6 +866,15 @@ pub async fn start_station(
 
 /// Run the station until SIGTERM/SIGINT, then shut down in order.
 pub async fn run_station(settings: Settings) -> Result<Running, DaemonError> {
+    run_station_then(settings, |_| {}).await
+}
+
+/// [`run_station`], calling `on_ready` once everything listens (the
+/// demo's banner: shown only when its addresses work).
+pub async fn run_station_then(
+    settings: Settings,
+    on_ready: impl FnOnce(&Running),
+) -> Result<Running, DaemonError> {
     let stop = CancellationToken::new();
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -882,6 +891,7 @@ pub async fn run_station(settings: Settings) -> Result<Running, DaemonError> {
         panel = ?running.panel_addr,
         "intercomd ready"
     );
+    on_ready(&running);
     tokio::select! {
         () = signals.wait() => {}
         // Everything stopped by itself (should not happen): leave.

@@ -286,3 +286,44 @@ fn ctrl_c_ends_the_demo_within_two_seconds_while_the_terminal_is_open() {
     assert!(status.success(), "{status:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_busy_port_is_said_once_with_what_to_do_and_no_banner() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let addr = busy.local_addr().expect("bound").to_string();
+    let dir = std::env::temp_dir().join(format!("intercomd-cli-busy-{}", std::process::id()));
+    let out = bin()
+        .args([
+            "demo",
+            "--listen",
+            &addr,
+            "--http",
+            "127.0.0.1:0",
+            "--panel",
+            "127.0.0.1:0",
+        ])
+        .arg("--state-dir")
+        .arg(&dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        !stdout.contains("#token="),
+        "no links to a demo that is not running: {stdout}"
+    );
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("Address already in use").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(stderr.contains("--listen"), "{stderr}");
+    assert!(stderr.contains("make demo ARGS="), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

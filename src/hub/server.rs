@@ -59,7 +59,7 @@ const PUSHES_IN_FLIGHT: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}{}", bind_hint(source))]
     Bind {
         addr: String,
         source: std::io::Error,
@@ -69,6 +69,23 @@ pub enum HubError {
         addr: String,
         source: std::io::Error,
     },
+}
+
+/// What a technician can do about a failed bind (the cause itself follows
+/// in the error chain).
+fn bind_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            " (another program, or another intercomd, uses this port: stop it or choose \
+             another address: `hub.listen` in the configuration, `intercomd demo --listen …`, \
+             `make demo ARGS=\"--listen 0.0.0.0:9443\"`)"
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            " (ports below 1024 need CAP_NET_BIND_SERVICE, which the systemd unit grants)"
+        }
+        std::io::ErrorKind::AddrNotAvailable => " (no interface of this machine has that address)",
+        _ => "",
+    }
 }
 
 /// Runtime knobs of the connection tasks.
