@@ -491,33 +491,19 @@ impl Controller {
     /// A message on a call's door data channel. Only `open` is known;
     /// anything else is refused and audited like a refused open.
     fn on_door_message(&mut self, channel_call: String, text: &str) {
-        #[derive(serde::Deserialize)]
-        struct Request {
-            #[serde(rename = "type")]
-            kind: String,
-            nonce: Option<String>,
-        }
         // The peer of the channel is the answerer of its call, if that call
         // is still the current one.
         let peer = match (self.machine.call_id(), self.machine.answerer()) {
             (Some(id), Some(a)) if id.as_str() == channel_call => a.id.clone(),
             _ => String::new(),
         };
-        match serde_json::from_str::<Request>(text) {
-            Ok(Request {
-                kind,
-                nonce: Some(nonce),
-            }) if kind == "open" => self.door_input(DoorInput::RemoteOpen {
+        match decode_door_message(text) {
+            DoorRequest::Open { nonce } => self.door_input(DoorInput::RemoteOpen {
                 call_id: channel_call,
                 peer,
                 nonce,
             }),
-            parsed => {
-                let nonce = parsed
-                    .ok()
-                    .and_then(|r| r.nonce)
-                    .filter(|n| crate::door::valid_nonce(n))
-                    .unwrap_or_default();
+            DoorRequest::Invalid { nonce } => {
                 self.open_attempt(
                     OpenSource::Remote {
                         call_id: channel_call,
@@ -978,6 +964,40 @@ pub fn new_call_id() -> CallId {
         .unwrap_or(0);
     let r: u32 = rand::random();
     CallId::new(format!("c-{ms:x}-{r:08x}")).expect("hex digits and dashes form a valid call id")
+}
+
+/// What a resident's page asked on a door data channel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DoorRequest {
+    /// `{"type":"open","nonce":…}`; the door logic judges the nonce.
+    Open { nonce: String },
+    /// Anything else: refused as a bad request. `nonce` is the message's
+    /// nonce when it is a valid one (for the audit record), else empty.
+    Invalid { nonce: String },
+}
+
+/// Reads one text message of a door data channel (peer text: never
+/// panics).
+pub fn decode_door_message(text: &str) -> DoorRequest {
+    #[derive(serde::Deserialize)]
+    struct Request {
+        #[serde(rename = "type")]
+        kind: String,
+        nonce: Option<String>,
+    }
+    match serde_json::from_str::<Request>(text) {
+        Ok(Request {
+            kind,
+            nonce: Some(nonce),
+        }) if kind == "open" => DoorRequest::Open { nonce },
+        parsed => DoorRequest::Invalid {
+            nonce: parsed
+                .ok()
+                .and_then(|r| r.nonce)
+                .filter(|n| crate::door::valid_nonce(n))
+                .unwrap_or_default(),
+        },
+    }
 }
 
 #[cfg(test)]

@@ -561,9 +561,14 @@ pub fn decode(text: &str, limit: usize) -> Result<Message, DecodeError> {
         .ok_or(DecodeError::NoType)?
         .to_owned();
     if !KNOWN_TYPES.contains(&kind.as_str()) {
-        // Keep peer-chosen text short in logs and replies.
+        // Keep peer-chosen text short in logs and replies: at most 64
+        // bytes, cut at a character boundary.
         let mut shown = kind;
-        shown.truncate(64);
+        let mut end = shown.len().min(64);
+        while !shown.is_char_boundary(end) {
+            end -= 1;
+        }
+        shown.truncate(end);
         return Err(DecodeError::UnknownType(shown));
     }
     serde_json::from_value(value).map_err(|e| DecodeError::BadMessage {
@@ -578,6 +583,21 @@ mod tests {
 
     fn cid(s: &str) -> CallId {
         CallId::new(s).expect("test ids are valid")
+    }
+
+    #[test]
+    fn a_long_unknown_type_is_cut_at_a_character_boundary() {
+        // 63 ASCII bytes then a two-byte character across the 64-byte cut.
+        let kind = format!("{}é", "a".repeat(63));
+        match decode(&format!(r#"{{"type":"{kind}"}}"#), 1 << 20) {
+            Err(DecodeError::UnknownType(shown)) => assert_eq!(shown, "a".repeat(63)),
+            other => panic!("expected an unknown type, got {other:?}"),
+        }
+        let kind = "é".repeat(40);
+        match decode(&format!(r#"{{"type":"{kind}"}}"#), 1 << 20) {
+            Err(DecodeError::UnknownType(shown)) => assert_eq!(shown, "é".repeat(32)),
+            other => panic!("expected an unknown type, got {other:?}"),
+        }
     }
 
     #[test]

@@ -183,7 +183,12 @@ impl Answerer {
         loop {
             tokio::select! {
                 f = self.ws.next() => {
-                    let Some(Ok(Ws::Text(t))) = f else { panic!("hub closed") };
+                    let t = match f {
+                        Some(Ok(Ws::Text(t))) => t,
+                        // The hub's keepalive (answered by tungstenite).
+                        Some(Ok(Ws::Ping(_) | Ws::Pong(_))) => continue,
+                        other => panic!("hub closed: {other:?}"),
+                    };
                     match protocol::decode(t.as_str(), 1 << 20).expect("valid") {
                         Message::Offer { sdp, .. } => {
                             self.media.try_send(MediaCommand::RemoteDescription {
