@@ -93,8 +93,8 @@ pub struct Controller {
     router: Option<mpsc::Sender<RouterCommand>>,
     /// The button that rang, for the headset's caller display.
     ringing_button: String,
-    /// Refused door openings from the resident's channel: a line per
-    /// interval with the count (grants are always written).
+    /// Refused door openings from the resident's channel: five lines per
+    /// 10 s, then a count (grants are always written).
     open_refusals: crate::limits::LogThrottle,
     hub_ice_servers: Vec<IceServerInfo>,
     last_established: Option<CallId>,
@@ -134,7 +134,7 @@ impl Controller {
             voice: None,
             router: None,
             ringing_button: String::new(),
-            open_refusals: crate::limits::LogThrottle::new(Duration::from_secs(10)),
+            open_refusals: crate::limits::LogThrottle::with_burst(Duration::from_secs(10), 5),
             hub_ice_servers: Vec::new(),
             last_established: None,
         }
@@ -618,7 +618,7 @@ impl Controller {
         if !now_anyway && !self.open_refusals.due(now) {
             return;
         }
-        if let Some(refusals) = self.open_refusals.take_unreported(now) {
+        if let Some(refusals) = self.open_refusals.take_unreported() {
             warn!(
                 AUDIT = "door_open",
                 source = "data_channel",

@@ -43,55 +43,66 @@ impl TokenBucket {
     }
 }
 
-/// Decides when a repeated event is worth a log line: the first at once,
-/// then at most one per `interval`, each carrying how many happened since
-/// the previous line.
+/// Decides when a repeated event is worth a log line: the first `burst`
+/// of each `interval` at once, one line each; the rest are counted, and the
+/// next line (when the next interval starts) carries how many happened
+/// since the previous one.
 #[derive(Debug, Clone)]
 pub struct LogThrottle {
     interval: Duration,
-    last_line: Option<Instant>,
+    burst: u32,
+    window_start: Option<Instant>,
+    in_window: u32,
     unreported: u64,
 }
 
 impl LogThrottle {
+    /// One line per `interval`.
     pub fn new(interval: Duration) -> Self {
+        Self::with_burst(interval, 1)
+    }
+
+    /// `burst` lines per `interval`: the few events of normal use each get
+    /// their own line; a flood becomes a count.
+    pub fn with_burst(interval: Duration, burst: u32) -> Self {
         LogThrottle {
             interval,
-            last_line: None,
+            burst: burst.max(1),
+            window_start: None,
+            in_window: 0,
             unreported: 0,
         }
+    }
+
+    fn window_over(&self, now: Instant) -> bool {
+        self.window_start
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.interval)
     }
 
     /// Counts one event at `now`. `Some(n)`: write a line now for `n`
     /// events (this one included); `None`: counted for a later line.
     pub fn hit(&mut self, now: Instant) -> Option<u64> {
         self.unreported += 1;
-        let due = self
-            .last_line
-            .is_none_or(|t| now.saturating_duration_since(t) >= self.interval);
-        if !due {
+        if self.window_over(now) {
+            self.window_start = Some(now);
+            self.in_window = 0;
+        }
+        if self.in_window >= self.burst {
             return None;
         }
-        self.last_line = Some(now);
+        self.in_window += 1;
         Some(std::mem::take(&mut self.unreported))
     }
 
     /// Events counted but not yet reported, reset: for a last line when
-    /// the source goes away, or on a periodic check.
-    pub fn take_unreported(&mut self, now: Instant) -> Option<u64> {
-        if self.unreported == 0 {
-            return None;
-        }
-        self.last_line = Some(now);
-        Some(std::mem::take(&mut self.unreported))
+    /// the source goes away, or when [`due`](Self::due).
+    pub fn take_unreported(&mut self) -> Option<u64> {
+        (self.unreported > 0).then(|| std::mem::take(&mut self.unreported))
     }
 
-    /// True when events wait and a line for them is due at `now`.
+    /// True when events wait and their interval is over at `now`.
     pub fn due(&self, now: Instant) -> bool {
-        self.unreported > 0
-            && self
-                .last_line
-                .is_none_or(|t| now.saturating_duration_since(t) >= self.interval)
+        self.unreported > 0 && self.window_over(now)
     }
 }
 
@@ -129,7 +140,19 @@ mod tests {
         l.hit(t0 + ms(30_500));
         assert!(!l.due(t0 + ms(35_000)));
         assert!(l.due(t0 + ms(40_000)));
-        assert_eq!(l.take_unreported(t0 + ms(40_000)), Some(1));
-        assert_eq!(l.take_unreported(t0 + ms(40_000)), None);
+        assert_eq!(l.take_unreported(), Some(1));
+        assert_eq!(l.take_unreported(), None);
+    }
+
+    #[test]
+    fn a_burst_gets_a_line_each_then_a_count() {
+        let t0 = Instant::now();
+        let mut l = LogThrottle::with_burst(Duration::from_secs(10), 5);
+        let first: Vec<_> = (0..5u64).map(|i| l.hit(t0 + ms(i))).collect();
+        assert_eq!(first, vec![Some(1); 5]);
+        assert_eq!((5..1000u64).filter_map(|i| l.hit(t0 + ms(i))).count(), 0);
+        // The next window: its first line carries the 995 counted.
+        assert_eq!(l.hit(t0 + ms(10_000)), Some(996));
+        assert_eq!(l.hit(t0 + ms(10_001)), Some(1));
     }
 }

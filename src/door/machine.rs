@@ -266,11 +266,8 @@ impl AnsweredCall {
         }
     }
 
-    /// False when `nonce` is in the window (a replay).
-    fn remember(&mut self, nonce: &str) -> bool {
-        if self.seen.contains(nonce) {
-            return false;
-        }
+    /// Keeps `nonce` (not in the window yet), forgetting the oldest.
+    fn remember(&mut self, nonce: &str) {
         if self.nonces.len() == NONCE_WINDOW
             && let Some(old) = self.nonces.pop_front()
         {
@@ -278,7 +275,6 @@ impl AnsweredCall {
         }
         self.nonces.push_back(nonce.to_owned());
         self.seen.insert(nonce.to_owned());
-        true
     }
 
     /// Nonces held (for tests: the window stays bounded).
@@ -636,18 +632,19 @@ impl DoorMachine {
         if call.id != call_id {
             return Some(Refusal::OtherCall);
         }
-        // The rate limit first, so that a flood of fresh nonces costs no
-        // memory; a nonce past it is remembered whatever happens next: a
-        // refused request replayed later is still a replay.
+        if call.seen.contains(nonce) {
+            return Some(Refusal::Replay);
+        }
+        // A nonce is remembered only past the rate limit, so that a flood
+        // of fresh nonces costs no memory; from there on whatever happens
+        // next: a refused request replayed later is still a replay.
         if call
             .last_attempt
             .is_some_and(|t| now.saturating_duration_since(t) < interval)
         {
             return Some(Refusal::RateLimited);
         }
-        if !call.remember(nonce) {
-            return Some(Refusal::Replay);
-        }
+        call.remember(nonce);
         call.last_attempt = Some(now);
         if locked_out {
             return Some(Refusal::TamperLockout);

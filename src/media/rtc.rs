@@ -925,7 +925,7 @@ impl Actor {
                     Some(_) => {}
                 }
             }
-            if let Some(count) = gate.dropped.take_unreported(Instant::now()) {
+            if let Some(count) = gate.dropped.take_unreported() {
                 warn!(call_id = %fwd.call_id, count, "door channel messages dropped before the door logic");
             }
         });
