@@ -46,6 +46,7 @@ pub fn init(target: LogTarget, level: &str) -> Option<String> {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = quiet_payload_loggers(filter);
     let mut note = None;
     if journal_wanted(target) {
         match tracing_journald::layer() {
@@ -82,6 +83,43 @@ pub fn init(target: LogTarget, level: &str) -> Option<String> {
         )
         .try_init();
     note
+}
+
+/// Crates that write whole frames, packets or message bodies at debug or
+/// trace: a signaling frame carries a token in `hello` and TURN passwords
+/// in `welcome`, so these stay at `info` whatever `RUST_LOG` says.
+/// tungstenite prints every frame's payload at trace; hyper and h2 dump
+/// headers and bodies; rustls' trace lines include handshake messages;
+/// webrtc's STUN/TURN, DTLS and SCTP crates print packets and TURN
+/// credentials.
+pub const PAYLOAD_LOGGERS: [&str; 13] = [
+    "tungstenite",
+    "tokio_tungstenite",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "rustls",
+    "reqwest",
+    "webrtc_dtls",
+    "webrtc_sctp",
+    "webrtc_ice",
+    "turn",
+    "stun",
+    "webrtc_srtp",
+];
+
+/// Caps [`PAYLOAD_LOGGERS`] at `info`. Added after the user's directives:
+/// a directive for the same target replaces theirs.
+pub fn quiet_payload_loggers(mut filter: EnvFilter) -> EnvFilter {
+    for target in PAYLOAD_LOGGERS {
+        match format!("{target}=info").parse() {
+            Ok(d) => filter = filter.add_directive(d),
+            // Unreachable with these constant names; a log line would be
+            // lost, not a secret leaked, so carry on.
+            Err(_) => continue,
+        }
+    }
+    filter
 }
 
 /// 128-bit journal message ids (`MESSAGE_ID=`) of the key events, written as
@@ -168,32 +206,99 @@ mod tests {
     }
 }
 
+/// Longest peer text kept in one log field, in characters.
+pub const PEER_TEXT_MAX: usize = 200;
+
 /// Text that came from a peer, made safe for one log line: control
-/// characters escaped (a `\n` cannot start a forged line) and cut at 200
-/// characters.
+/// characters (and the Unicode line and paragraph separators) escaped, so a
+/// `\n` cannot start a forged line, and cut at [`PEER_TEXT_MAX`] characters
+/// with a `…`.
 pub fn escape_peer_text(s: &str) -> String {
-    const MAX: usize = 200;
-    let mut out = String::with_capacity(s.len().min(MAX + 8));
-    for (i, c) in s.chars().enumerate() {
-        if i == MAX {
-            out.push('…');
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
+    PeerText::new(s).to_string()
+}
+
+/// [`escape_peer_text`] as a `Display` value, for log fields without an
+/// allocation: `warn!(nonce = %PeerText::new(&nonce), …)`.
+#[derive(Clone, Copy)]
+pub struct PeerText<'a> {
+    text: &'a str,
+    max: usize,
+}
+
+impl<'a> PeerText<'a> {
+    pub fn new(text: &'a str) -> Self {
+        PeerText {
+            text,
+            max: PEER_TEXT_MAX,
         }
     }
-    out
+
+    /// Cut at `max` characters instead (a whole line assembled from several
+    /// fields).
+    pub fn with_max(text: &'a str, max: usize) -> Self {
+        PeerText { text, max }
+    }
+}
+
+impl std::fmt::Display for PeerText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write;
+        for (i, c) in self.text.chars().enumerate() {
+            if i == self.max {
+                return f.write_char('…');
+            }
+            if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{85}') {
+                for e in c.escape_default() {
+                    f.write_char(e)?;
+                }
+            } else {
+                f.write_char(c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for PeerText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "\"{self}\"")
+    }
 }
 
 #[cfg(test)]
 mod peer_text_tests {
+    use super::{PeerText, escape_peer_text};
+
     #[test]
     fn newlines_are_escaped_and_long_text_cut() {
-        assert_eq!(super::escape_peer_text("a\nb"), "a\\nb");
+        assert_eq!(escape_peer_text("a\nb"), "a\\nb");
         let long = "x".repeat(500);
-        assert_eq!(super::escape_peer_text(&long).chars().count(), 201);
+        assert_eq!(escape_peer_text(&long).chars().count(), 201);
+    }
+
+    #[test]
+    fn no_character_can_end_the_line() {
+        let nasty = "a\r\nb\u{1b}[31mc\u{2028}d\u{85}e\u{0}f\tg";
+        let out = escape_peer_text(nasty);
+        assert!(
+            !out.chars()
+                .any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{85}')),
+            "{out:?}"
+        );
+        assert!(out.starts_with("a\\r\\nb\\u{1b}[31mc\\u{2028}d"), "{out}");
+        assert_eq!(PeerText::with_max("abcdef", 3).to_string(), "abc…");
+        assert_eq!(PeerText::new("ab").to_string(), "ab");
+    }
+
+    #[test]
+    fn payload_loggers_stay_at_info_under_trace() {
+        let f = super::quiet_payload_loggers(tracing_subscriber::EnvFilter::new(
+            "trace,tungstenite=trace",
+        ));
+        let text = f.to_string();
+        for t in super::PAYLOAD_LOGGERS {
+            assert!(text.contains(&format!("{t}=info")), "{t} missing from {text}");
+        }
+        assert!(!text.contains("tungstenite=trace"), "{text}");
     }
 }

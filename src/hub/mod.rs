@@ -3,6 +3,7 @@
 //! `server` the axum shell around it.
 
 pub mod acme;
+pub mod guard;
 pub mod push;
 pub mod quiet;
 pub mod server;

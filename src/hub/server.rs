@@ -777,12 +777,13 @@ async fn actor(
                 // history, and quiet hours.
                 let now = unix_ms();
                 state.set_clock(now, local_week_minute(now));
+                state.set_instant(Instant::now().into_std());
                 match ev {
                 Some(Event::Connected { conn, peer, tx }) => {
                     session_seq += 1;
                     debug!(conn, %peer, "signaling connection opened");
                     conns.insert(conn, (peer, tx));
-                    state.connected(conn, format!("s-{boot:08x}-{session_seq}"), Instant::now().into_std());
+                    state.connected_from(conn, peer.ip(), format!("s-{boot:08x}-{session_seq}"), Instant::now().into_std());
                     Vec::new()
                 }
                 Some(Event::Text(conn, text)) => state.handle_text(conn, &text),
@@ -888,6 +889,9 @@ async fn actor(
                         .map(|(r, i)| (r.to_string(), i.to_owned()))
                         .unwrap_or_default();
                     let call_id = call_id.map(|c| c.to_string()).unwrap_or_default();
+                    // The state escapes each peer field; this is the net
+                    // under it, so no line can ever be split.
+                    let text = crate::logging::PeerText::with_max(&text, 600);
                     match level {
                         LogLevel::Info => {
                             info!(conn, peer = %peer, role = %role, client = %id, call_id = %call_id, "hub: {text}")
