@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use crate::logging::PeerText;
 use tracing::{debug, info, warn};
 
 use super::protocol::{self, IceServerInfo, Message, PROTOCOL_VERSION, Role};
@@ -229,7 +230,7 @@ async fn run(
         warn!(
             message_id = crate::logging::message_id::SIGNALING_LOST,
             url = %s.shown_url(),
-            error = %end,
+            error = %PeerText::new(&end.to_string()),
             attempt = attempt + 1,
             delay_ms = delay.as_millis() as u64,
             "signaling connection lost; reconnect in {} ms",
@@ -337,7 +338,7 @@ async fn session(
                             return SessionEnd::Closed { url: s.shown_url(), reason: why };
                         }
                         Ok(other) => {
-                            debug!(url = %s.shown_url(), frame = ?other, "Socket.IO frame ignored");
+                            debug!(url = %s.shown_url(), frame = %PeerText::new(&format!("{other:?}")), "Socket.IO frame ignored");
                             Ok(None)
                         }
                         Err(e) => Err(e.to_string()),
@@ -351,7 +352,7 @@ async fn session(
                     }
                     Ok(None) => {}
                     Err(e) => {
-                        warn!(url = %s.shown_url(), error = %e, "dropping malformed frame from the hub");
+                        warn!(url = %s.shown_url(), error = %PeerText::new(&e.to_string()), "dropping malformed frame from the hub");
                     }
                 }
             }
@@ -470,8 +471,8 @@ async fn native_handshake(
                 info!(
                     message_id = crate::logging::message_id::SIGNALING_CONNECTED,
                     url = %s.shown_url(),
-                    session = %session,
-                    station = %id,
+                    session = %PeerText::new(&session),
+                    station = %PeerText::new(&id),
                     "Socket connected"
                 );
                 return Ok((session, ice_servers));
@@ -485,7 +486,7 @@ async fn native_handshake(
             }
             Ok(other) => debug!(kind = other.type_name(), "ignoring message before welcome"),
             Err(e) => {
-                warn!(url = %s.shown_url(), error = %e, "dropping malformed frame from the hub")
+                warn!(url = %s.shown_url(), error = %PeerText::new(&e.to_string()), "dropping malformed frame from the hub")
             }
         }
     }
@@ -538,7 +539,7 @@ async fn socketio_handshake(
                 info!(
                     message_id = crate::logging::message_id::SIGNALING_CONNECTED,
                     url = %s.shown_url(),
-                    session = %sid,
+                    session = %PeerText::new(&sid),
                     protocol = "socket.io",
                     "Socket connected"
                 );
@@ -554,8 +555,8 @@ async fn socketio_handshake(
             Ok(Incoming::Ping) => {
                 let _ = sink.send(WsMessage::Text(PONG.into())).await;
             }
-            Ok(other) => debug!(frame = ?other, "ignoring Socket.IO frame before connect"),
-            Err(e) => warn!(url = %s.shown_url(), error = %e, "dropping malformed Socket.IO frame"),
+            Ok(other) => debug!(frame = %PeerText::new(&format!("{other:?}")), "ignoring Socket.IO frame before connect"),
+            Err(e) => warn!(url = %s.shown_url(), error = %PeerText::new(&e.to_string()), "dropping malformed Socket.IO frame"),
         }
     }
 }
