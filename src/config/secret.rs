@@ -96,6 +96,56 @@ pub fn read_secret_in(
     Ok(Secret(value.to_owned()))
 }
 
+/// Why a secret file may not be used as it is: readable by its group or by
+/// everyone (`None` when it is private, or cannot be inspected: reading it
+/// then reports the problem).
+pub fn exposed_file(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o044 != 0).then(|| {
+        format!(
+            "{} is readable by {} (mode {mode:04o}): a secret file must be private to intercomd's user (chmod 600)",
+            path.display(),
+            if mode & 0o004 != 0 { "everyone" } else { "its group" }
+        )
+    })
+}
+
+/// Tokens the hub accepts carry at least this much randomness.
+pub const TOKEN_MIN_BITS: usize = 128;
+
+/// Checks that a hub token can carry [`TOKEN_MIN_BITS`]: at least 22
+/// characters of the base64 alphabets (`A-Z a-z 0-9 - _ + /`, `=` padding
+/// not counted), or 32 when every character is a hex digit. The rule counts
+/// what the alphabet allows, so it catches short and hand-typed tokens; it
+/// cannot tell a random token from a long word.
+pub fn check_token_strength(token: &str) -> Result<(), String> {
+    let how = "make one with `openssl rand -base64 32` (or `openssl rand -hex 16`)";
+    if let Some(bad) = token
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '+' | '/' | '=')))
+    {
+        return Err(format!(
+            "the token holds {:?}, outside A-Z a-z 0-9 - _ + / =: {how}",
+            bad.escape_default().to_string()
+        ));
+    }
+    let symbols = token.trim_end_matches('=').len();
+    let per_char = if token.bytes().all(|b| b.is_ascii_hexdigit()) {
+        4
+    } else {
+        6
+    };
+    let bits = symbols * per_char;
+    if bits < TOKEN_MIN_BITS {
+        let need = TOKEN_MIN_BITS.div_ceil(per_char);
+        return Err(format!(
+            "the token is {symbols} characters ({bits} bits); at least {need} are needed for {TOKEN_MIN_BITS} bits: {how}"
+        ));
+    }
+    Ok(())
+}
+
 /// Creates `dir` (and its parents) for secrets: mode 0700, owned by us. An
 /// existing directory is accepted only if it is ours and not a symlink (a
 /// directory in `/tmp` could have been made by someone else to read or swap

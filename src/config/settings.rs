@@ -648,7 +648,13 @@ impl Check {
                 );
                 None
             }
-            (Some(file), None) => Some(SecretSource::File(PathBuf::from(&file.value))),
+            (Some(file), None) => {
+                let path = PathBuf::from(&file.value);
+                if let Some(why) = super::secret::exposed_file(&path) {
+                    self.invalid(&file.at, &format!("{key_prefix}_file"), why);
+                }
+                Some(SecretSource::File(path))
+            }
             (None, Some(name)) => {
                 let v = &name.value;
                 if v.contains('/') || v == "." || v == ".." {
@@ -1000,6 +1006,7 @@ fn hub(c: &mut Check, h: &frag::Hub) -> Hub {
         }
     };
 
+    let mut seen_tokens = SeenTokens::new();
     let mut doors = Vec::new();
     for (i, d) in h.doors.iter().flat_map(|d| d.value.iter()).enumerate() {
         let key = format!("hub.doors[{i}]");
@@ -1008,6 +1015,7 @@ fn hub(c: &mut Check, h: &frag::Hub) -> Hub {
             unique(c, &format!("{key}.id"), v);
         }
         let token = member_token(c, &key, d, &d.value.token_file, &d.value.token_credential);
+        check_member_token(c, &key, &token, &d.value.token_file, &d.value.token_credential, &mut seen_tokens);
         doors.push(Door { id, name, token });
     }
 
@@ -1019,6 +1027,7 @@ fn hub(c: &mut Check, h: &frag::Hub) -> Hub {
             unique(c, &format!("{key}.id"), v);
         }
         let token = member_token(c, &key, a, &a.value.token_file, &a.value.token_credential);
+        check_member_token(c, &key, &token, &a.value.token_file, &a.value.token_credential, &mut seen_tokens);
         let mut groups = Vec::new();
         match &a.value.groups {
             Some(list) => {
@@ -1315,6 +1324,58 @@ fn member<T>(
         .filter(|n| !n.trim().is_empty())
         .unwrap_or_else(|| id.clone());
     (id, name)
+}
+
+/// Hub tokens read so far in validation: digest, dotted key and place, to
+/// find two members sharing one.
+type SeenTokens = Vec<([u8; 32], String, Location)>;
+
+/// Reads a hub member's token when it can be read now (a missing file or
+/// credential is reported when the hub starts) and checks its strength and
+/// that no other member has it.
+fn check_member_token(
+    c: &mut Check,
+    key: &str,
+    source: &SecretSource,
+    file: &Option<Val<String>>,
+    credential: &Option<Val<String>>,
+    seen: &mut SeenTokens,
+) {
+    let dir = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+    let Ok(path) = source.path(dir.as_deref()) else {
+        return;
+    };
+    if !path.is_file() {
+        return;
+    }
+    let (which, at) = match (file, credential) {
+        (Some(f), _) if !f.value.is_empty() => (format!("{key}.token_file"), f.at.clone()),
+        (_, Some(cr)) => (format!("{key}.token_credential"), cr.at.clone()),
+        _ => return,
+    };
+    let token = match super::secret::read_secret_in(source, dir.as_deref()) {
+        Ok(t) => t,
+        Err(e) => {
+            c.invalid(&at, &which, e.to_string());
+            return;
+        }
+    };
+    if let Err(why) = super::secret::check_token_strength(token.expose()) {
+        c.invalid(&at, &which, format!("{}: {why}", path.display()));
+    }
+    let digest = crate::hub::guard::token_digest(token.expose());
+    if let Some((_, other, other_at)) = seen.iter().find(|(d, ..)| *d == digest) {
+        c.invalid(
+            &at,
+            &which,
+            format!(
+                "{} holds the same token as `{other}` ({other_at}): each door and answerer needs its own",
+                path.display()
+            ),
+        );
+    } else {
+        seen.push((digest, which, at));
+    }
 }
 
 fn member_token<T>(
