@@ -767,7 +767,8 @@ impl Controller {
                         peer_name = %crate::logging::PeerText::new(&by.name),
                         reason = reason.wire(),
                         duration_ms = duration.as_millis() as u64,
-                        "a resident's call to the door ended: {reason}"
+                        "a resident's call to the door ended: {}",
+                        crate::logging::PeerText::new(&reason.to_string())
                     );
                 }
                 Output::VisitorAnswered { call_id } => {
@@ -792,7 +793,7 @@ impl Controller {
                     } else {
                         "ICE restart"
                     };
-                    warn!(message_id = message_id::MEDIA_RECOVERY, call_id = %call_id, attempt, reason = %reason, remedy, "call media lost; trying to bring it back");
+                    warn!(message_id = message_id::MEDIA_RECOVERY, call_id = %call_id, attempt, reason = %crate::logging::PeerText::new(&reason.to_string()), remedy, "call media lost; trying to bring it back");
                 }
                 Output::Ended { call_id, reason } => {
                     let level_warn = matches!(
@@ -802,9 +803,9 @@ impl Controller {
                             | EndReason::Refused(_)
                     );
                     if level_warn {
-                        warn!(message_id = message_id::CALL_ENDED, call_id = %call_id, reason = %reason, "call ended");
+                        warn!(message_id = message_id::CALL_ENDED, call_id = %call_id, reason = %crate::logging::PeerText::new(&reason.to_string()), "call ended");
                     } else {
-                        info!(message_id = message_id::CALL_ENDED, call_id = %call_id, reason = %reason, "call ended");
+                        info!(message_id = message_id::CALL_ENDED, call_id = %call_id, reason = %crate::logging::PeerText::new(&reason.to_string()), "call ended");
                     }
                 }
             }

@@ -770,6 +770,7 @@ async fn actor(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut session_seq: u64 = 0;
     let boot: u32 = rand::random();
+    let mut closed = None;
     loop {
         let actions = tokio::select! {
             ev = events.recv() => {
@@ -789,7 +790,8 @@ async fn actor(
                 Some(Event::Text(conn, text)) => state.handle_text(conn, &text),
                 Some(Event::Binary(conn)) => state.handle_binary(conn),
                 Some(Event::Closed(conn)) => {
-                    conns.remove(&conn);
+                    // Removed after its last lines are written, which name it.
+                    closed = Some(conn);
                     state.disconnected(conn)
                 }
                 Some(Event::Subscriptions(subs)) => {
@@ -902,6 +904,9 @@ async fn actor(
                     }
                 }
             }
+        }
+        if let Some(conn) = closed.take() {
+            conns.remove(&conn);
         }
     }
 }
