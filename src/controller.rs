@@ -213,7 +213,9 @@ impl Controller {
         let call_id = self.machine.call_id().cloned();
         if let Err(rejected) = self.machine.handle_input(input, Instant::now().into_std()) {
             match call_id {
-                Some(id) => warn!(call_id = %id, "{}", crate::logging::PeerText::new(&rejected.to_string())),
+                Some(id) => {
+                    warn!(call_id = %id, "{}", crate::logging::PeerText::new(&rejected.to_string()))
+                }
                 None => warn!("{}", crate::logging::PeerText::new(&rejected.to_string())),
             }
         }
@@ -235,7 +237,9 @@ impl Controller {
                     Some(id) => {
                         warn!(call_id = %id, reason = %crate::logging::PeerText::new(&reason.to_string()), "signaling down during a call; the call goes on")
                     }
-                    None => warn!(reason = %crate::logging::PeerText::new(&reason.to_string()), "signaling down"),
+                    None => {
+                        warn!(reason = %crate::logging::PeerText::new(&reason.to_string()), "signaling down")
+                    }
                 }
                 self.input(Input::SignalingDown);
                 self.show_phase(self.machine.phase());
@@ -250,7 +254,7 @@ impl Controller {
                     call_id,
                 } = &m
                 {
-                    warn!(code = code.as_str(), reference = %crate::logging::PeerText::new(reference.as_deref().unwrap_or("")), call_id = ?call_id.as_ref().map(|c| c.to_string()), "hub reported an error: {}", crate::logging::PeerText::new(&message));
+                    warn!(code = code.as_str(), reference = %crate::logging::PeerText::new(reference.as_deref().unwrap_or("")), call_id = ?call_id.as_ref().map(|c| c.to_string()), "hub reported an error: {}", crate::logging::PeerText::new(message));
                 }
                 self.input(Input::Signal(m));
             }

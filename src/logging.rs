@@ -297,7 +297,10 @@ mod peer_text_tests {
         ));
         let text = f.to_string();
         for t in super::PAYLOAD_LOGGERS {
-            assert!(text.contains(&format!("{t}=info")), "{t} missing from {text}");
+            assert!(
+                text.contains(&format!("{t}=info")),
+                "{t} missing from {text}"
+            );
         }
         assert!(!text.contains("tungstenite=trace"), "{text}");
     }

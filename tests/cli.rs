@@ -14,8 +14,11 @@ fn write(name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).expect("temp dir is writable");
     // Private, as intercomd requires of secret files.
-    std::fs::set_permissions(&p, <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600))
-        .expect("our own file");
+    std::fs::set_permissions(
+        &p,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+    )
+    .expect("our own file");
     p
 }
 
@@ -227,8 +230,16 @@ fn weak_shared_or_exposed_tokens_fail_with_78() {
     let (code, text) = check(&site("tok-ok.toml", &strong, &other));
     assert_eq!(code, 0, "{text}");
     for (name, flat, why) in [
-        ("tok-short.toml", &short, "at least 22 are needed for 128 bits"),
-        ("tok-shared.toml", &strong, "the same token as `hub.doors[0].token_file`"),
+        (
+            "tok-short.toml",
+            &short,
+            "at least 22 are needed for 128 bits",
+        ),
+        (
+            "tok-shared.toml",
+            &strong,
+            "the same token as `hub.doors[0].token_file`",
+        ),
         ("tok-open.toml", &open, "readable by everyone"),
     ] {
         let p = site(name, &strong, flat);
@@ -241,7 +252,10 @@ fn weak_shared_or_exposed_tokens_fail_with_78() {
                 && text.contains(why),
             "{name}: {text}"
         );
-        assert!(!text.contains("Zq3x9V1m") && !text.contains("Jj5z1X3o"), "{text}");
+        assert!(
+            !text.contains("Zq3x9V1m") && !text.contains("Jj5z1X3o"),
+            "{text}"
+        );
         // The daemon refuses to start on the same grounds.
         let out = bin()
             .args(["run", "--config"])

@@ -147,7 +147,12 @@ async fn push(ws: &mut Socket, text: &str) -> bool {
 async fn drain_until_closed(ws: &mut Socket) -> Result<Option<u16>, ()> {
     let deadline = Instant::now() + Duration::from_secs(5);
     for _ in 0..10_000 {
-        match timeout(deadline.saturating_duration_since(Instant::now()), ws.next()).await {
+        match timeout(
+            deadline.saturating_duration_since(Instant::now()),
+            ws.next(),
+        )
+        .await
+        {
             Ok(Some(Ok(Ws::Close(c)))) => return Ok(c.map(|c| u16::from(c.code))),
             Ok(Some(Ok(_))) => continue,
             Ok(Some(Err(_)) | None) => return Ok(None),
@@ -228,7 +233,12 @@ async fn peer_text_cannot_forge_or_flood_the_log() {
 
     // A call, so that call-bound messages reach the station.
     let ws_a = connect(&url, FLAT_1A).await;
-    st.running.sim.as_ref().expect("sim").press(None).expect("button");
+    st.running
+        .sim
+        .as_ref()
+        .expect("sim")
+        .press(None)
+        .expect("button");
     let mut a = Answerer::answer(ws_a).await;
     st.wait_state("in_call").await;
     let call = a.call_id.to_string();
@@ -271,7 +281,9 @@ async fn peer_text_cannot_forge_or_flood_the_log() {
     ] {
         push(&mut a.ws, &f.to_string()).await;
     }
-    let bad = a.door(&serde_json::json!({"type": forged("dc")}).to_string()).await;
+    let bad = a
+        .door(&serde_json::json!({"type": forged("dc")}).to_string())
+        .await;
     assert_eq!(bad["granted"], false, "{bad}");
     let bad = a
         .door(&serde_json::json!({"type": "open", "nonce": forged("nonce")}).to_string())
@@ -320,7 +332,9 @@ async fn peer_text_cannot_forge_or_flood_the_log() {
     assert!(opened[0].contains("nonce=n-ok"), "{}", opened[0]);
     // The forged line is in the log only as escaped text inside real lines.
     assert!(
-        lines.iter().any(|l| l.contains("\\n1999-01-01T00:00:00.000000Z  INFO")),
+        lines
+            .iter()
+            .any(|l| l.contains("\\n1999-01-01T00:00:00.000000Z  INFO")),
         "the hostile text was expected in escaped form"
     );
     // Refusal lines per connection: at most one per interval plus the
@@ -401,7 +415,10 @@ async fn a_wrong_token_storm_is_throttled_and_another_address_still_gets_in() {
     // Five free, then 62, 125, 250, 500 ms and 1, 2 s apart: at most 11
     // evaluated within four seconds, however fast the guesses come.
     assert!(evaluated >= 5, "{evaluated}");
-    assert!(evaluated <= 11, "{evaluated} of {attempts} guesses evaluated");
+    assert!(
+        evaluated <= 11,
+        "{evaluated} of {attempts} guesses evaluated"
+    );
     // Another address is not held back; nor is the right token elsewhere.
     let other: std::net::IpAddr = "127.0.0.8".parse().expect("address");
     assert_eq!(hello_from(other, hub, FLAT_1B).await, None);
@@ -412,7 +429,10 @@ async fn a_wrong_token_storm_is_throttled_and_another_address_still_gets_in() {
         .iter()
         .filter(|l| l.contains("from 127.0.0.7"))
         .count();
-    assert!(about_attacker <= 7, "{about_attacker} lines about one guesser");
+    assert!(
+        about_attacker <= 7,
+        "{about_attacker} lines about one guesser"
+    );
     st.shutdown().await;
     eprintln!(
         "log_integrity: {attempts} guesses in {secs:.1} s ({:.0}/s), {evaluated} evaluated ({:.1}/s)",
@@ -498,7 +518,10 @@ async fn trace_logging_of_a_whole_call_leaks_no_secret() {
         }
         m => panic!("{m:?}"),
     }
-    assert!(secrets.len() >= 6, "welcome carries both TURN credentials: {secrets:?}");
+    assert!(
+        secrets.len() >= 6,
+        "welcome carries both TURN credentials: {secrets:?}"
+    );
     // Press the button (the simulated board reads the terminal).
     child
         .stdin
@@ -508,7 +531,12 @@ async fn trace_logging_of_a_whole_call_leaks_no_secret() {
         .expect("the station reads stdin");
     let mut a = Answerer::answer(ws).await;
     let audio = a.audio.clone();
-    wait_freq("resident hears", move || audio.played_dominant_frequency(), 600.0).await;
+    wait_freq(
+        "resident hears",
+        move || audio.played_dominant_frequency(),
+        600.0,
+    )
+    .await;
     let r = a.door(r#"{"type":"open","nonce":"n-1"}"#).await;
     assert_eq!(r["granted"], true, "{r}");
     send(
@@ -539,7 +567,10 @@ async fn trace_logging_of_a_whole_call_leaks_no_secret() {
     }
     // No frame of the signaling protocol with a token or credential in it.
     for frame_part in ["\"token\":", "\"credential\":", "token: \""] {
-        assert!(!log.contains(frame_part), "a frame reached the log: {frame_part}");
+        assert!(
+            !log.contains(frame_part),
+            "a frame reached the log: {frame_part}"
+        );
     }
     eprintln!(
         "log_integrity: {} trace log lines of a whole call, no secret in them",

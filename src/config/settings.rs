@@ -1015,7 +1015,14 @@ fn hub(c: &mut Check, h: &frag::Hub) -> Hub {
             unique(c, &format!("{key}.id"), v);
         }
         let token = member_token(c, &key, d, &d.value.token_file, &d.value.token_credential);
-        check_member_token(c, &key, &token, &d.value.token_file, &d.value.token_credential, &mut seen_tokens);
+        check_member_token(
+            c,
+            &key,
+            &token,
+            &d.value.token_file,
+            &d.value.token_credential,
+            &mut seen_tokens,
+        );
         doors.push(Door { id, name, token });
     }
 
@@ -1027,7 +1034,14 @@ fn hub(c: &mut Check, h: &frag::Hub) -> Hub {
             unique(c, &format!("{key}.id"), v);
         }
         let token = member_token(c, &key, a, &a.value.token_file, &a.value.token_credential);
-        check_member_token(c, &key, &token, &a.value.token_file, &a.value.token_credential, &mut seen_tokens);
+        check_member_token(
+            c,
+            &key,
+            &token,
+            &a.value.token_file,
+            &a.value.token_credential,
+            &mut seen_tokens,
+        );
         let mut groups = Vec::new();
         match &a.value.groups {
             Some(list) => {

@@ -1254,7 +1254,11 @@ fn hub_tokens_must_be_strong_unique_and_private() {
         assert!(e[0].1.contains(why), "{}", e[0].1);
         assert!(e[0].1.contains(&flat.display().to_string()), "{}", e[0].1);
         // The token itself is never in the message.
-        assert!(!e[0].1.contains("Zq3x9V1m") && !e[0].1.contains("horse"), "{}", e[0].1);
+        assert!(
+            !e[0].1.contains("Zq3x9V1m") && !e[0].1.contains("horse"),
+            "{}",
+            e[0].1
+        );
     }
     // Any secret file, not only hub tokens: the station's own token.
     let e = errors(format!(

@@ -288,7 +288,10 @@ mod tests {
         assert!(digests_equal(&token_digest(t), &token_digest(t)));
         let padded = format!("{t}{}", "\0".repeat(256));
         assert!(!digests_equal(&token_digest(t), &token_digest(&padded)));
-        assert!(!digests_equal(&token_digest(t), &token_digest(&t[..t.len() - 1])));
+        assert!(!digests_equal(
+            &token_digest(t),
+            &token_digest(&t[..t.len() - 1])
+        ));
         assert!(!digests_equal(&token_digest(t), &token_digest("")));
     }
 
@@ -367,7 +370,10 @@ mod tests {
         let t0 = Instant::now();
         for i in 0..(MAX_SOURCES as u32 + 100) {
             let a = std::net::Ipv4Addr::from(0x0a00_0000 + i);
-            b.failed(SourceKey::of(IpAddr::V4(a)), t0 + Duration::from_millis(i.into()));
+            b.failed(
+                SourceKey::of(IpAddr::V4(a)),
+                t0 + Duration::from_millis(i.into()),
+            );
         }
         assert_eq!(b.tracked(), MAX_SOURCES);
     }
@@ -385,8 +391,14 @@ mod tests {
         // 25 s of frames: a line at 0 s, 10 s and 20 s.
         assert_eq!(lines.len(), 3, "{lines:#?}");
         assert_eq!(lines[0], "refused frame: bad 0");
-        assert!(lines[1].contains("399 more") && lines[1].contains("first: bad 1"), "{}", lines[1]);
-        let last = r.summary(t0 + Duration::from_secs(25), true).expect("pending");
+        assert!(
+            lines[1].contains("399 more") && lines[1].contains("first: bad 1"),
+            "{}",
+            lines[1]
+        );
+        let last = r
+            .summary(t0 + Duration::from_secs(25), true)
+            .expect("pending");
         assert!(last.starts_with("refused 199 more frames"), "{last}");
         assert_eq!(r.summary(t0 + Duration::from_secs(26), true), None);
     }

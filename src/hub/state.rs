@@ -293,7 +293,10 @@ impl HubState {
         if let Some(c) = self.conns.get_mut(&conn)
             && let Some(line) = c.refusals.summary(now, true)
         {
-            let from = c.source.map(|s| format!(" (from {s}, closed)")).unwrap_or_default();
+            let from = c
+                .source
+                .map(|s| format!(" (from {s}, closed)"))
+                .unwrap_or_default();
             out.push(Action::log(LogLevel::Warn, conn, format!("{line}{from}")));
         }
         if let Some(c) = self.conns.remove(&conn)
@@ -370,8 +373,7 @@ impl HubState {
                 a @ Action::RefusedOpen { .. } => {
                     refused = true;
                     // The audit record of the interval; more are counted.
-                    if c
-                        .refusals
+                    if c.refusals
                         .refused("door open requested over signaling".into(), now)
                         .is_some()
                     {
@@ -833,7 +835,6 @@ impl HubState {
                 .map(|l| Action::log(LogLevel::Warn, conn, l))
                 .collect();
             out.extend([
-
                 Action::Send(
                     conn,
                     Message::error(ErrorCode::AuthFailed, "authentication failed"),

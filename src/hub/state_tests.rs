@@ -503,7 +503,10 @@ fn only_the_exact_token_authenticates() {
     }
     h.connected(120, "s".into(), now);
     let out = h.handle_text(120, &hello(tok));
-    assert!(matches!(sends(&out)[0].1, Message::Welcome { .. }), "{out:?}");
+    assert!(
+        matches!(sends(&out)[0].1, Message::Welcome { .. }),
+        "{out:?}"
+    );
 }
 
 fn log_lines(out: &[Action]) -> Vec<String> {
@@ -565,7 +568,10 @@ fn failed_hellos_from_one_address_are_slowed_down() {
     let now = t0 + Duration::from_secs(120);
     h.connected_from(5000, "192.0.2.1".parse().expect("address"), "s".into(), now);
     let out = h.handle_text(5000, r#"{"type":"hello","v":1,"role":"door","token":"dt"}"#);
-    assert!(matches!(sends(&out)[0].1, Message::Welcome { .. }), "{out:?}");
+    assert!(
+        matches!(sends(&out)[0].1, Message::Welcome { .. }),
+        "{out:?}"
+    );
 }
 
 /// A flood of malformed frames from one connection before and after
@@ -587,7 +593,11 @@ fn refused_frames_are_summarised_per_connection() {
     assert!(closed, "three errors before hello close the connection");
     lines.extend(log_lines(&h.disconnected(7)));
     assert_eq!(lines.len(), 2, "{lines:#?}");
-    assert!(lines[1].starts_with("refused 2 more frames"), "{}", lines[1]);
+    assert!(
+        lines[1].starts_with("refused 2 more frames"),
+        "{}",
+        lines[1]
+    );
 
     let mut t = T::new();
     let mut lines = Vec::new();

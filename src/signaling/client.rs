@@ -11,6 +11,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::logging::PeerText;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
@@ -18,7 +19,6 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use crate::logging::PeerText;
 use tracing::{debug, info, warn};
 
 use super::protocol::{self, IceServerInfo, Message, PROTOCOL_VERSION, Role};
@@ -555,8 +555,12 @@ async fn socketio_handshake(
             Ok(Incoming::Ping) => {
                 let _ = sink.send(WsMessage::Text(PONG.into())).await;
             }
-            Ok(other) => debug!(frame = %PeerText::new(&format!("{other:?}")), "ignoring Socket.IO frame before connect"),
-            Err(e) => warn!(url = %s.shown_url(), error = %PeerText::new(&e.to_string()), "dropping malformed Socket.IO frame"),
+            Ok(other) => {
+                debug!(frame = %PeerText::new(&format!("{other:?}")), "ignoring Socket.IO frame before connect")
+            }
+            Err(e) => {
+                warn!(url = %s.shown_url(), error = %PeerText::new(&e.to_string()), "dropping malformed Socket.IO frame")
+            }
         }
     }
 }
