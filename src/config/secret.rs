@@ -96,19 +96,52 @@ pub fn read_secret_in(
     Ok(Secret(value.to_owned()))
 }
 
-/// Why a secret file may not be used as it is: readable by its group or by
-/// everyone (`None` when it is private, or cannot be inspected: reading it
-/// then reports the problem).
+/// The group that may read secret files besides their owner: the service's
+/// own (`/etc/intercomd/secrets` is `root:intercomd`, files 0640).
+pub const SECRET_GROUP: &str = "intercomd";
+
+/// Why a secret file may not be used as it is: readable by everyone, or by
+/// a group other than intercomd's own (`None` when it is private enough, or
+/// cannot be inspected: reading it then reports the problem).
 pub fn exposed_file(path: &Path) -> Option<String> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
-    (mode & 0o044 != 0).then(|| {
-        format!(
-            "{} is readable by {} (mode {mode:04o}): a secret file must be private to intercomd's user (chmod 600)",
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    let mode = meta.mode() & 0o777;
+    if mode & 0o004 != 0 {
+        return Some(format!(
+            "{} is readable by everyone (mode {mode:04o}): a secret file must be readable by intercomd only (chmod 600, or 640 with group {SECRET_GROUP})",
+            path.display()
+        ));
+    }
+    // SAFETY: getegid has no preconditions and cannot fail.
+    let our_gid = unsafe { libc::getegid() };
+    if mode & 0o040 != 0
+        && meta.gid() != our_gid
+        && group_name(meta.gid()).as_deref() != Some(SECRET_GROUP)
+    {
+        return Some(format!(
+            "{} is readable by group {} (mode {mode:04o}): a secret file must be readable by intercomd only (chmod 600, or 640 with group {SECRET_GROUP})",
             path.display(),
-            if mode & 0o004 != 0 { "everyone" } else { "its group" }
-        )
-    })
+            group_name(meta.gid()).unwrap_or_else(|| meta.gid().to_string())
+        ));
+    }
+    None
+}
+
+/// The name of group `gid`, from the system's group database.
+fn group_name(gid: u32) -> Option<String> {
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut found: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer refers to live memory of the stated size;
+    // getgrgid_r writes only within `grp` and `buf`.
+    let rc = unsafe { libc::getgrgid_r(gid, &mut grp, buf.as_mut_ptr(), buf.len(), &mut found) };
+    if rc != 0 || found.is_null() || grp.gr_name.is_null() {
+        return None;
+    }
+    // SAFETY: on success gr_name points to a NUL-terminated string in `buf`.
+    let name = unsafe { std::ffi::CStr::from_ptr(grp.gr_name) };
+    Some(name.to_string_lossy().into_owned())
 }
 
 /// Tokens the hub accepts carry at least this much randomness.

@@ -1215,6 +1215,11 @@ fn hub_tokens_must_be_strong_unique_and_private() {
     chmod(&open, 0o644);
     let group = dir.write("group", "Cd3x9V1mK8pT2rL5wN7yB4cD\n");
     chmod(&group, 0o640);
+    // Group-readable is refused for any group but intercomd's own: give
+    // the file another one (the `nogroup` id) when we are allowed to.
+    let c_path = std::ffi::CString::new(group.as_os_str().as_encoded_bytes()).expect("no NUL");
+    // SAFETY: a valid NUL-terminated path; -1 keeps the owner.
+    let regrouped = unsafe { libc::chown(c_path.as_ptr(), u32::MAX, 65534) } == 0;
     let hub = |door: &Path, flat: &Path| {
         format!(
             "[[hub.doors]]\nid = \"door-1\"\ntoken_file = \"{}\"\n\n\
@@ -1246,8 +1251,12 @@ fn hub_tokens_must_be_strong_unique_and_private() {
         (&spaced, "outside A-Z"),
         (&good, "the same token as `hub.doors[0].token_file`"),
         (&open, "readable by everyone (mode 0644)"),
-        (&group, "readable by its group (mode 0640)"),
+        (&group, "(mode 0640)"),
     ] {
+        if flat == &group && !regrouped {
+            eprintln!("not root: the group-readable case is not checked");
+            continue;
+        }
         let e = errors(hub(&good, flat));
         assert_eq!(e.len(), 1, "{e:?}");
         assert_eq!(e[0].0, "hub.answerers[0].token_file");
