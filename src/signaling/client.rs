@@ -302,6 +302,8 @@ async fn session(
     keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     keepalive.tick().await;
     let mut last_seen = Instant::now();
+    // A hub sending rubbish costs one line per interval, not one per frame.
+    let mut refusals = crate::hub::guard::Refusals::default();
     loop {
         tokio::select! {
             frame = stream.next() => {
@@ -315,7 +317,9 @@ async fn session(
                         }
                     }
                     Some(Ok(WsMessage::Binary(_))) => {
-                        warn!(url = %s.shown_url(), "dropping binary frame from the hub");
+                        if let Some(line) = refusals.refused("binary frame".into(), Instant::now().into_std()) {
+                            warn!(url = %s.shown_url(), error = %line, "dropping binary frame from the hub");
+                        }
                         continue;
                     }
                     Some(Ok(_)) => continue,
@@ -352,7 +356,10 @@ async fn session(
                     }
                     Ok(None) => {}
                     Err(e) => {
-                        warn!(url = %s.shown_url(), error = %PeerText::new(&e.to_string()), "dropping malformed frame from the hub");
+                        let reason = PeerText::new(&e).to_string();
+                        if let Some(line) = refusals.refused(reason, Instant::now().into_std()) {
+                            warn!(url = %s.shown_url(), error = %line, "dropping malformed frame from the hub");
+                        }
                     }
                 }
             }
