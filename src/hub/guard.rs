@@ -88,7 +88,7 @@ struct Source {
 }
 
 /// The delay after the `failures`-th failure: none for the first
-/// [`FREE_FAILURES`], then 62.5 ms doubling to 1 s at the tenth, 2 s at the
+/// [`FREE_FAILURES`], then 62 ms doubling to 1 s at the tenth, 2 s at the
 /// eleventh, … up to [`MAX_DELAY`].
 pub fn delay_after(failures: u32) -> Duration {
     if failures <= FREE_FAILURES {
