@@ -85,14 +85,15 @@ pub fn init(target: LogTarget, level: &str) -> Option<String> {
     note
 }
 
-/// Crates that write whole frames, packets or message bodies at debug or
-/// trace: a signaling frame carries a token in `hello` and TURN passwords
-/// in `welcome`, so these stay at `info` whatever `RUST_LOG` says.
-/// tungstenite prints every frame's payload at trace; hyper and h2 dump
-/// headers and bodies; rustls' trace lines include handshake messages;
-/// webrtc's STUN/TURN, DTLS and SCTP crates print packets and TURN
-/// credentials.
-pub const PAYLOAD_LOGGERS: [&str; 13] = [
+/// Crates that write whole frames, packets, message bodies or credentials
+/// at debug or trace: a signaling frame carries a token in `hello` and TURN
+/// passwords in `welcome`, so these stay at `info` whatever `RUST_LOG`
+/// says. tungstenite prints every frame's payload at trace; hyper and h2
+/// dump headers and bodies; rustls' trace lines include handshake
+/// messages; the WebRTC stack's ICE agent prints the remote ICE password at
+/// debug, and its STUN/TURN, DTLS, SCTP, SRTP and data channel parts print
+/// packets.
+pub const PAYLOAD_LOGGERS: [&str; 14] = [
     "tungstenite",
     "tokio_tungstenite",
     "hyper",
@@ -100,12 +101,13 @@ pub const PAYLOAD_LOGGERS: [&str; 13] = [
     "h2",
     "rustls",
     "reqwest",
-    "webrtc_dtls",
-    "webrtc_sctp",
-    "webrtc_ice",
-    "turn",
-    "stun",
-    "webrtc_srtp",
+    "rtc_ice",
+    "rtc_stun",
+    "rtc_turn",
+    "rtc_dtls",
+    "rtc_sctp",
+    "rtc_srtp",
+    "rtc_datachannel",
 ];
 
 /// Caps [`PAYLOAD_LOGGERS`] at `info`. Added after the user's directives:

@@ -577,7 +577,15 @@ async fn trace_logging_of_a_whole_call_leaks_no_secret() {
         assert!(!log.contains(s.as_str()), "a secret reached the log: {s}");
     }
     // No frame of the signaling protocol with a token or credential in it.
-    for frame_part in ["\"token\":", "\"credential\":", "token: \""] {
+    // Nor ICE passwords (in SDP, or as the ICE agent prints them).
+    for frame_part in [
+        "\"token\":",
+        "\"credential\":",
+        "token: \"",
+        "a=ice-pwd:",
+        "remotePwd",
+        "localPwd",
+    ] {
         assert!(
             !log.contains(frame_part),
             "a frame reached the log: {frame_part}"
