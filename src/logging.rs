@@ -13,6 +13,7 @@ use std::io::IsTerminal;
 use std::path::Path;
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -46,7 +47,6 @@ pub fn init(target: LogTarget, level: &str) -> Option<String> {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let filter = quiet_payload_loggers(filter);
     let mut note = None;
     if journal_wanted(target) {
         match tracing_journald::layer() {
@@ -58,6 +58,7 @@ pub fn init(target: LogTarget, level: &str) -> Option<String> {
                     .with_field_prefix(None);
                 if tracing_subscriber::registry()
                     .with(filter)
+                    .with(payload_caps())
                     .with(layer)
                     .try_init()
                     .is_ok()
@@ -76,6 +77,7 @@ pub fn init(target: LogTarget, level: &str) -> Option<String> {
     }
     let _ = tracing_subscriber::registry()
         .with(filter)
+        .with(payload_caps())
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
@@ -86,42 +88,42 @@ pub fn init(target: LogTarget, level: &str) -> Option<String> {
 }
 
 /// Crates that write whole frames, packets, message bodies or credentials
-/// at debug or trace: a signaling frame carries a token in `hello` and TURN
-/// passwords in `welcome`, so these stay at `info` whatever `RUST_LOG`
-/// says. tungstenite prints every frame's payload at trace; hyper and h2
-/// dump headers and bodies; rustls' trace lines include handshake
-/// messages; the WebRTC stack's ICE agent prints the remote ICE password at
-/// debug, and its STUN/TURN, DTLS, SCTP, SRTP and data channel parts print
-/// packets.
-pub const PAYLOAD_LOGGERS: [&str; 14] = [
-    "tungstenite",
-    "tokio_tungstenite",
-    "hyper",
-    "hyper_util",
-    "h2",
-    "rustls",
-    "reqwest",
-    "rtc_ice",
-    "rtc_stun",
-    "rtc_turn",
-    "rtc_dtls",
-    "rtc_sctp",
-    "rtc_srtp",
-    "rtc_datachannel",
+/// at some level, and the most they may log: a signaling frame carries a
+/// token in `hello` and TURN passwords in `welcome`, so these stay capped
+/// whatever `RUST_LOG` says. tungstenite prints every frame's payload at
+/// trace; hyper and h2 dump headers and bodies; rustls' trace lines include
+/// handshake messages; the WebRTC stack's ICE agent prints the remote ICE
+/// password at debug, and its STUN/TURN, SRTP and data channel parts print
+/// packets. Its DTLS and SCTP parts name handshake messages and chunks at
+/// debug (what a stalled handshake is diagnosed with) and dump more at
+/// trace.
+pub const PAYLOAD_LOGGERS: [(&str, LevelFilter); 14] = [
+    ("tungstenite", LevelFilter::INFO),
+    ("tokio_tungstenite", LevelFilter::INFO),
+    ("hyper", LevelFilter::INFO),
+    ("hyper_util", LevelFilter::INFO),
+    ("h2", LevelFilter::INFO),
+    ("rustls", LevelFilter::INFO),
+    ("reqwest", LevelFilter::INFO),
+    ("rtc_ice", LevelFilter::INFO),
+    ("rtc_stun", LevelFilter::INFO),
+    ("rtc_turn", LevelFilter::INFO),
+    ("rtc_srtp", LevelFilter::INFO),
+    ("rtc_datachannel", LevelFilter::INFO),
+    ("rtc_dtls", LevelFilter::DEBUG),
+    ("rtc_sctp", LevelFilter::DEBUG),
 ];
 
-/// Caps [`PAYLOAD_LOGGERS`] at `info`. Added after the user's directives:
-/// a directive for the same target replaces theirs.
-pub fn quiet_payload_loggers(mut filter: EnvFilter) -> EnvFilter {
-    for target in PAYLOAD_LOGGERS {
-        match format!("{target}=info").parse() {
-            Ok(d) => filter = filter.add_directive(d),
-            // Unreachable with these constant names; a log line would be
-            // lost, not a secret leaked, so carry on.
-            Err(_) => continue,
-        }
+/// A filter that passes everything except [`PAYLOAD_LOGGERS`] above their
+/// cap. It sits beside the user's filter, and an event must pass both: a
+/// cap never raises what the user set lower (the default
+/// `rtc_dtls=error` stays).
+pub fn payload_caps() -> Targets {
+    let mut t = Targets::new().with_default(LevelFilter::TRACE);
+    for (target, level) in PAYLOAD_LOGGERS {
+        t = t.with_target(target, level);
     }
-    filter
+    t
 }
 
 /// 128-bit journal message ids (`MESSAGE_ID=`) of the key events, written as
@@ -293,17 +295,20 @@ mod peer_text_tests {
     }
 
     #[test]
-    fn payload_loggers_stay_at_info_under_trace() {
-        let f = super::quiet_payload_loggers(tracing_subscriber::EnvFilter::new(
-            "trace,tungstenite=trace",
-        ));
-        let text = f.to_string();
-        for t in super::PAYLOAD_LOGGERS {
-            assert!(
-                text.contains(&format!("{t}=info")),
-                "{t} missing from {text}"
+    fn payload_loggers_are_capped_and_nothing_else() {
+        use tracing::Level;
+        let caps = super::payload_caps();
+        for (t, level) in super::PAYLOAD_LOGGERS {
+            let sub = format!("{t}::inner");
+            assert!(caps.would_enable(&sub, &Level::INFO), "{t}");
+            assert!(!caps.would_enable(&sub, &Level::TRACE), "{t}");
+            assert_eq!(
+                caps.would_enable(&sub, &Level::DEBUG),
+                level == tracing_subscriber::filter::LevelFilter::DEBUG,
+                "{t}"
             );
         }
-        assert!(!text.contains("tungstenite=trace"), "{text}");
+        assert!(caps.would_enable("intercomd::hub::server", &Level::TRACE));
+        assert!(caps.would_enable("rtc::peer_connection", &Level::TRACE));
     }
 }
