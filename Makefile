@@ -3,7 +3,7 @@ SHELL := /bin/sh
 CARGO ?= cargo
 BIN := target/debug/intercomd
 
-.PHONY: all setup build demo test test-unit test-fault test-e2e check-dist check-yocto lint-yocto lint bench bench-audio bench-audio-instructions arm64 clean hw-test
+.PHONY: all setup build demo test test-unit test-fault test-e2e test-fuzz fuzz soak check-dist check-yocto lint-yocto lint bench bench-audio bench-audio-instructions arm64 clean hw-test
 
 all: build
 
@@ -24,6 +24,7 @@ lint: setup
 	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	$(CARGO) clippy --locked --all-targets --features fault-injection -- -D warnings
+	cd fuzz && $(CARGO) fmt --check
 
 test-unit: setup
 	$(CARGO) test --locked
@@ -50,7 +51,27 @@ check-yocto:
 lint-yocto: check-yocto
 	cd yocto/meta-intercom && oelint-adv --quiet --exit-zero $$(find . -name '*.bb' -o -name '*.bbappend' -o -name '*.inc' -o -name '*.conf') | tee /dev/stderr | { ! grep -q ':error:'; }
 
-test: lint test-unit test-fault check-dist check-yocto test-e2e hw-test
+# Coverage-guided fuzzing of the parsers of peer and operator input
+# (fuzz/, docs/testing.md "Fuzzing"): cargo-fuzz on the stable toolchain,
+# FUZZ_SECONDS per target. `make test` runs each for FUZZ_SMOKE_SECONDS.
+FUZZ_SECONDS ?= 180
+FUZZ_SMOKE_SECONDS ?= 4
+# The fuzz crate's clippy runs here, not in `make lint`: it checks every
+# dependency again in fuzz/target (minutes), for a few hundred lines.
+fuzz: setup
+	cd fuzz && $(CARGO) clippy --locked --all-targets -- -D warnings
+	scripts/fuzz.sh $(FUZZ_SECONDS)
+
+test-fuzz: setup
+	scripts/fuzz.sh $(FUZZ_SMOKE_SECONDS)
+
+# 1,000 calls back to back through the built-in hub, the daemon's memory,
+# descriptors, threads and tasks sampled (tests/soak.rs; BENCHMARKS.md
+# "Soak"). SOAK_CALLS and SOAK_EVERY change the count and the sampling.
+soak: build
+	$(CARGO) test --locked --test soak -- --ignored --nocapture
+
+test: lint test-unit test-fault test-fuzz check-dist check-yocto test-e2e hw-test
 
 # The GPIO, ALSA and Bluetooth code paths against kernel drivers (gpio-sim,
 # snd-aloop, hci_vhci) inside a qemu VM under TCG, with hw_rig as the

@@ -45,6 +45,7 @@ fn settings(n: usize) -> HubSettings {
         max_message_bytes: 65536,
         hello_timeout: Duration::from_secs(10),
         ring_timeout: Duration::from_secs(30),
+        own_door: None,
     }
 }
 
@@ -71,6 +72,8 @@ async fn start_hub(addr: &str, n: usize) -> CancellationToken {
             state_dir: None,
             push: None,
             station_name: "Front door".into(),
+            limits: Default::default(),
+            policy: Default::default(),
         },
         cancel.clone(),
     ));

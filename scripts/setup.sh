@@ -21,6 +21,15 @@ for c in rustfmt clippy; do
     fi
 done
 
+# The fuzz targets of fuzz/ (make fuzz, make test-fuzz): cargo-fuzz from
+# crates.io, pinned; it builds libFuzzer with the C++ compiler of
+# build-essential and runs on the stable toolchain (no sanitizer).
+CARGO_FUZZ_VERSION=0.13.2
+if [ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]; then
+    echo "setup: cargo install cargo-fuzz $CARGO_FUZZ_VERSION"
+    cargo install --quiet --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION"
+fi
+
 # The end-to-end harness: playwright-core only (it drives Debian's
 # Chromium; no browser is ever downloaded).
 if [ ! -d tests/e2e/node_modules/playwright-core ] || [ tests/e2e/package-lock.json -nt tests/e2e/node_modules/.package-lock.json ]; then

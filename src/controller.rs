@@ -93,6 +93,9 @@ pub struct Controller {
     router: Option<mpsc::Sender<RouterCommand>>,
     /// The button that rang, for the headset's caller display.
     ringing_button: String,
+    /// Refused door openings from the resident's channel: a line per
+    /// interval with the count (grants are always written).
+    open_refusals: crate::limits::LogThrottle,
     hub_ice_servers: Vec<IceServerInfo>,
     last_established: Option<CallId>,
 }
@@ -131,6 +134,7 @@ impl Controller {
             voice: None,
             router: None,
             ringing_button: String::new(),
+            open_refusals: crate::limits::LogThrottle::new(Duration::from_secs(10)),
             hub_ice_servers: Vec::new(),
             last_established: None,
         }
@@ -186,7 +190,10 @@ impl Controller {
                     self.route.handle_timeout(now);
                     self.drain_route();
                 }
-                _ = status_tick.tick() => self.publish(),
+                _ = status_tick.tick() => {
+                    self.report_open_refusals(false);
+                    self.publish();
+                }
                 _ = watchdog_tick.tick(), if watchdog.is_some() => {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
                 }
@@ -488,33 +495,19 @@ impl Controller {
     /// A message on a call's door data channel. Only `open` is known;
     /// anything else is refused and audited like a refused open.
     fn on_door_message(&mut self, channel_call: String, text: &str) {
-        #[derive(serde::Deserialize)]
-        struct Request {
-            #[serde(rename = "type")]
-            kind: String,
-            nonce: Option<String>,
-        }
         // The peer of the channel is the answerer of its call, if that call
         // is still the current one.
         let peer = match (self.machine.call_id(), self.machine.answerer()) {
             (Some(id), Some(a)) if id.as_str() == channel_call => a.id.clone(),
             _ => String::new(),
         };
-        match serde_json::from_str::<Request>(text) {
-            Ok(Request {
-                kind,
-                nonce: Some(nonce),
-            }) if kind == "open" => self.door_input(DoorInput::RemoteOpen {
+        match decode_door_message(text) {
+            DoorRequest::Open { nonce } => self.door_input(DoorInput::RemoteOpen {
                 call_id: channel_call,
                 peer,
                 nonce,
             }),
-            parsed => {
-                let nonce = parsed
-                    .ok()
-                    .and_then(|r| r.nonce)
-                    .filter(|n| crate::door::valid_nonce(n))
-                    .unwrap_or_default();
+            DoorRequest::Invalid { nonce } => {
                 self.open_attempt(
                     OpenSource::Remote {
                         call_id: channel_call,
@@ -622,6 +615,24 @@ impl Controller {
 
     /// The audit record of an open attempt, and the reply on the data
     /// channel for remote ones.
+    /// The line for refusals counted since the last one, when due (or at
+    /// once with `now_anyway`, at the end of a call).
+    fn report_open_refusals(&mut self, now_anyway: bool) {
+        let now = std::time::Instant::now();
+        if !now_anyway && !self.open_refusals.due(now) {
+            return;
+        }
+        if let Some(refusals) = self.open_refusals.take_unreported(now) {
+            warn!(
+                AUDIT = "door_open",
+                source = "data_channel",
+                granted = false,
+                refusals,
+                "door open refusals since the last line"
+            );
+        }
+    }
+
     fn open_attempt(
         &mut self,
         source: OpenSource,
@@ -670,7 +681,8 @@ impl Controller {
                     {
                         warn!(call_id = %call_id, "signaling queue full; door_opened dropped");
                     }
-                } else {
+                } else if let Some(refusals) = self.open_refusals.hit(std::time::Instant::now()) {
+                    // `refusals`: this one and those since the last line.
                     warn!(
                         AUDIT = "door_open",
                         source = "data_channel",
@@ -680,6 +692,7 @@ impl Controller {
                         reason = reason_str,
                         nonce = %crate::logging::PeerText::new(nonce),
                         pulse_ms = 0u64,
+                        refusals,
                         "door open refused"
                     );
                 }
@@ -799,7 +812,11 @@ impl Controller {
                     };
                     warn!(message_id = message_id::MEDIA_RECOVERY, call_id = %call_id, attempt, reason = %crate::logging::PeerText::new(&reason.to_string()), remedy, "call media lost; trying to bring it back");
                 }
+                Output::CandidatesCapped { call_id, cap } => {
+                    warn!(call_id = %call_id, cap, "remote ICE candidates beyond the cap ignored for this offer");
+                }
                 Output::Ended { call_id, reason } => {
+                    self.report_open_refusals(true);
                     let level_warn = matches!(
                         reason,
                         EndReason::MediaFailed(_)
@@ -952,6 +969,40 @@ pub fn new_call_id() -> CallId {
         .unwrap_or(0);
     let r: u32 = rand::random();
     CallId::new(format!("c-{ms:x}-{r:08x}")).expect("hex digits and dashes form a valid call id")
+}
+
+/// What a resident's page asked on a door data channel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DoorRequest {
+    /// `{"type":"open","nonce":…}`; the door logic judges the nonce.
+    Open { nonce: String },
+    /// Anything else: refused as a bad request. `nonce` is the message's
+    /// nonce when it is a valid one (for the audit record), else empty.
+    Invalid { nonce: String },
+}
+
+/// Reads one text message of a door data channel (peer text: never
+/// panics).
+pub fn decode_door_message(text: &str) -> DoorRequest {
+    #[derive(serde::Deserialize)]
+    struct Request {
+        #[serde(rename = "type")]
+        kind: String,
+        nonce: Option<String>,
+    }
+    match serde_json::from_str::<Request>(text) {
+        Ok(Request {
+            kind,
+            nonce: Some(nonce),
+        }) if kind == "open" => DoorRequest::Open { nonce },
+        parsed => DoorRequest::Invalid {
+            nonce: parsed
+                .ok()
+                .and_then(|r| r.nonce)
+                .filter(|n| crate::door::valid_nonce(n))
+                .unwrap_or_default(),
+        },
+    }
 }
 
 #[cfg(test)]

@@ -138,7 +138,7 @@ pub fn hub_settings(settings: &Settings) -> Result<HubSettings, ConfigError> {
             id: d.id.clone(),
             name: d.name.clone(),
             token: config::read_secret(&d.token)?.expose().to_owned(),
-            groups: Vec::new(),
+            groups: d.groups.clone(),
             call_door: false,
             quiet_hours: Default::default(),
         });
@@ -161,6 +161,7 @@ pub fn hub_settings(settings: &Settings) -> Result<HubSettings, ConfigError> {
         max_message_bytes: settings.signaling.max_message_bytes,
         hello_timeout: settings.hub.hello_timeout,
         ring_timeout: settings.call.ring_timeout,
+        own_door: None,
     })
 }
 
@@ -178,6 +179,54 @@ fn conn_settings(settings: &Settings) -> ConnSettings {
                 ca_file: settings.hub.push.ca_file.clone(),
             }),
         station_name: settings.station.name.clone(),
+        limits: hub::conn::ConnLimits {
+            header_read_timeout: settings.hub.conn.header_read_timeout,
+            idle_timeout: settings.hub.conn.idle_timeout,
+            max_connections: settings.hub.conn.max_connections,
+            max_connections_per_address: settings.hub.conn.max_connections_per_address,
+        },
+        policy: Default::default(),
+    }
+}
+
+/// The names and origins the hub answers to: this host's names and
+/// addresses, the certificate's names, `hub.tls.names`, ACME's domains,
+/// `public_url` and `hub.allowed_origins`.
+fn http_policy(
+    settings: &Settings,
+    listen: SocketAddr,
+    certs: Option<Arc<hub::tls::CertStore>>,
+) -> hub::policy::HttpPolicy {
+    use hub::tls::TlsSource;
+    let h = &settings.hub;
+    let mut extra = Vec::new();
+    if !listen.ip().is_unspecified() {
+        extra.push(listen.ip().to_string());
+    }
+    match &h.tls {
+        Some(TlsSource::SelfSigned { extra_names }) => extra.extend(extra_names.iter().cloned()),
+        Some(TlsSource::Acme(a)) => extra.extend(a.domains.iter().cloned()),
+        Some(TlsSource::Files { .. }) | None => {}
+    }
+    let names = hub::tls::self_signed_names(&extra)
+        .into_iter()
+        .map(|n| n.trim_matches(['[', ']']).to_ascii_lowercase())
+        .collect();
+    let mut origins = h.conn.allowed_origins.clone();
+    if let Some(o) = h.public_url.as_deref().and_then(|u| {
+        let rest = u.split_once("://")?.1;
+        let authority = rest.split(['/', '?', '#']).next()?;
+        hub::conn::parse_origin(&format!("https://{authority}"))
+    }) {
+        origins.push(o);
+    }
+    hub::policy::HttpPolicy {
+        names,
+        certs,
+        origins,
+        // Only a certificate browsers trust: a self-signed one changes
+        // when the addresses do, and HSTS would then lock phones out.
+        hsts: matches!(h.tls, Some(TlsSource::Files { .. } | TlsSource::Acme(_))),
     }
 }
 
@@ -413,8 +462,9 @@ pub async fn run_hub(settings: Settings) -> Result<(), DaemonError> {
     let tracker = TaskTracker::new();
     start_hub(&settings, hs, false, &cancel, &tracker).await?;
     tracker.close();
+    let signals = StopSignals::catch()?;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    wait_for_signal().await?;
+    signals.wait().await;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     cancel.cancel();
     let _ = tokio::time::timeout(SHUTDOWN_DEADLINE, tracker.wait()).await;
@@ -425,7 +475,8 @@ pub async fn run_hub(settings: Settings) -> Result<(), DaemonError> {
 pub struct StartedHub {
     pub addr: SocketAddr,
     pub tls: Option<Arc<hub::tls::CertStore>>,
-    /// Plain HTTP on loopback, for this station's own client.
+    /// Plain HTTP on loopback for this station's own client alone (only
+    /// with `own_client`).
     pub loopback: Option<SocketAddr>,
 }
 
@@ -459,18 +510,20 @@ pub async fn start_hub(
         }
     };
     let mut loopback = Vec::new();
-    let mut own = None;
     if let Some(a) = h.loopback_listen {
         let (l, a) = bind(a).await?;
         info!(listen = %a, "hub also serves plain HTTP on loopback (a browser on this machine)");
         loopback.push(l);
-        own = Some(a);
     }
-    if own_client && store.is_some() && own.is_none() {
-        let (l, a) = bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
-        loopback.push(l);
-        own = Some(a);
-    }
+    // The station's own client gets a loopback listener of its own, apart
+    // from the connection caps the public listeners share.
+    let (own_listener, own) = match own_client {
+        true => {
+            let (l, a) = bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
+            (Some(l), Some(a))
+        }
+        false => (None, None),
+    };
     let redirect = match h.redirect_listen {
         Some(a) => Some(bind(a).await?.0),
         None => None,
@@ -480,8 +533,10 @@ pub async fn start_hub(
         tls: store.clone().map(hub::tls::server_config),
         loopback,
         redirect,
+        own: own_listener,
     };
-    let conn = conn_settings(settings);
+    let mut conn = conn_settings(settings);
+    conn.policy = http_policy(settings, addr, store.clone());
     let hub_cancel = cancel.clone();
     tracker.spawn(async move {
         if let Err(e) = hub::run(listeners, hs, conn, hub_cancel).await {
@@ -590,18 +645,23 @@ pub async fn start_station(
                 hs.doors.retain(|d| d.id != settings.station.id);
             }
             let token = random_token();
+            // The station may ring the groups of its own buttons.
+            let mut groups: Vec<String> =
+                settings.buttons.iter().map(|b| b.group.clone()).collect();
+            groups.sort();
+            groups.dedup();
+            hs.own_door = Some(settings.station.id.clone());
             hs.doors.push(Principal {
                 id: settings.station.id.clone(),
                 name: settings.station.name.clone(),
                 token: token.clone(),
-                groups: Vec::new(),
+                groups,
                 call_door: false,
                 quiet_hours: Default::default(),
             });
             let started = start_hub(settings, hs, true, &cancel, tracker).await?;
             let addr = started.addr;
-            // Join over loopback: the plain loopback listener when the main
-            // one is HTTPS, else the main one.
+            // Join over the hub's listener for this station alone.
             let own = started.loopback.unwrap_or(addr);
             let ip = if own.ip().is_unspecified() {
                 IpAddr::V4(Ipv4Addr::LOCALHOST)
@@ -806,11 +866,21 @@ pub async fn start_station(
 
 /// Run the station until SIGTERM/SIGINT, then shut down in order.
 pub async fn run_station(settings: Settings) -> Result<Running, DaemonError> {
+    run_station_then(settings, |_| {}).await
+}
+
+/// [`run_station`], calling `on_ready` once everything listens (the
+/// demo's banner: shown only when its addresses work).
+pub async fn run_station_then(
+    settings: Settings,
+    on_ready: impl FnOnce(&Running),
+) -> Result<Running, DaemonError> {
     let stop = CancellationToken::new();
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     let running = start_station(&settings, stop.clone(), cancel.clone(), &tracker).await?;
     tracker.close();
+    let signals = StopSignals::catch()?;
     let _ = sd_notify::notify(&[
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status("idle"),
@@ -821,8 +891,9 @@ pub async fn run_station(settings: Settings) -> Result<Running, DaemonError> {
         panel = ?running.panel_addr,
         "intercomd ready"
     );
+    on_ready(&running);
     tokio::select! {
-        r = wait_for_signal() => r?,
+        () = signals.wait() => {}
         // Everything stopped by itself (should not happen): leave.
         _ = cancel.cancelled() => {}
     }
@@ -848,13 +919,27 @@ pub async fn run_station(settings: Settings) -> Result<Running, DaemonError> {
     Ok(running)
 }
 
-async fn wait_for_signal() -> Result<(), DaemonError> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM received"),
-        _ = int.recv() => info!("SIGINT received"),
+/// SIGTERM and SIGINT, caught from now on: made before the daemon says
+/// it is ready, so that a signal right after that is never the default
+/// (an abrupt exit with no shutdown).
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn catch() -> Result<Self, DaemonError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate()).map_err(DaemonError::Signal)?,
+            int: signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?,
+        })
     }
-    Ok(())
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => info!("SIGTERM received"),
+            _ = self.int.recv() => info!("SIGINT received"),
+        }
+    }
 }

@@ -12,6 +12,7 @@ pub mod hub;
 pub mod hw;
 pub mod ice_servers;
 pub mod invite;
+pub mod limits;
 pub mod logging;
 pub mod media;
 pub mod signaling;

@@ -159,6 +159,16 @@ fn journal_config_error(e: &anyhow::Error) {
 }
 
 fn load(args: &ConfigArgs) -> Result<Settings, ConfigError> {
+    // Only the default directories may be absent (a fresh device has no
+    // site configuration); a path a technician typed must exist.
+    for path in &args.config {
+        if let Err(e) = std::fs::metadata(path) {
+            return Err(ConfigError::Read {
+                path: path.clone(),
+                reason: format!("{e} (given with --config)"),
+            });
+        }
+    }
     config::load(&args.paths())
 }
 
@@ -269,27 +279,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // can show its fingerprint.
             let (lan, fingerprint) = demo_certificate(&s)?;
             let local = s.hub.loopback_listen.map_or(0, |a| a.port());
-            println!();
-            println!("intercomd demo: a standalone door station with simulated hardware");
-            println!();
-            println!("  Answering page on this machine (no certificate warning):");
-            for (id, token) in &tokens {
-                println!("    {id}: http://localhost:{local}/#token={token}");
-            }
-            println!();
-            println!("  From a phone or tablet on this network (HTTPS, self-signed: accept");
-            println!("  the warning once; the certificate's SHA-256 fingerprint is");
-            println!("  {fingerprint}):");
-            for (id, token) in &tokens {
-                println!("    {id}: {lan}#token={token}");
-            }
-            println!("  (`intercomd hub invite` prints such a link as a QR code.)");
-            println!();
-            println!("  Door panel (press the call button): http://{panel}/");
-            println!("  Or press Enter here to ring; type h and Enter to hang up.");
-            println!("  Ctrl+C stops the demo.");
-            println!();
-            runtime()?.block_on(daemon::run_station(s))?;
+            let banner = move |running: &daemon::Running| {
+                let panel = running.panel_addr.map_or(panel, |a| a.to_string());
+                println!();
+                println!("intercomd demo: a standalone door station with simulated hardware");
+                println!();
+                println!("  Answering page on this machine (no certificate warning):");
+                for (id, token) in &tokens {
+                    println!("    {id}: http://localhost:{local}/#token={token}");
+                }
+                println!();
+                println!("  From a phone or tablet on this network (HTTPS, self-signed: accept");
+                println!("  the warning once; the certificate's SHA-256 fingerprint is");
+                println!("  {fingerprint}):");
+                for (id, token) in &tokens {
+                    println!("    {id}: {lan}#token={token}");
+                }
+                println!("  (`intercomd hub invite` prints such a link as a QR code.)");
+                println!();
+                println!("  Door panel (press the call button): http://{panel}/");
+                println!("  Or press Enter here to ring; type h and Enter to hang up.");
+                println!("  Ctrl+C stops the demo.");
+                println!();
+            };
+            runtime()?.block_on(daemon::run_station_then(s, banner))?;
             Ok(ExitCode::SUCCESS)
         }
     }

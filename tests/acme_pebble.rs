@@ -299,13 +299,33 @@ async fn start_hub(store: Arc<CertStore>, port: u16, cancel: CancellationToken) 
             .ok()
     })
     .await;
-    let listener = tls::TlsListener::new(tcp, tls::server_config(store), cancel.clone());
+    let tls = tls::TlsAccept::new(tls::server_config(store), Duration::from_secs(10));
     let app = axum::Router::new().route("/", axum::routing::get(|| async { "door" }));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(cancel.cancelled_owned())
-            .await;
-    });
+    let admission = intercomd::hub::conn::Admission::new(64, 64);
+    let stop = cancel.clone();
+    tokio::spawn(intercomd::hub::conn::accept_loop(
+        tcp,
+        "hub",
+        admission,
+        cancel,
+        move |stream, peer, slot| {
+            let (tls, app, stop) = (tls.clone(), app.clone(), stop.clone());
+            tokio::spawn(async move {
+                let _slot = slot;
+                if let Some(s) = tls.handshake(stream, peer).await {
+                    intercomd::hub::conn::serve_http(
+                        s,
+                        peer,
+                        app,
+                        Duration::from_secs(10),
+                        true,
+                        stop,
+                    )
+                    .await;
+                }
+            });
+        },
+    ));
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 

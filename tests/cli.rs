@@ -221,7 +221,7 @@ fn weak_shared_or_exposed_tokens_fail_with_78() {
         write(
             name,
             &format!(
-                "[[hub.doors]]\nid = \"door-1\"\ntoken_file = \"{}\"\n\n[[hub.answerers]]\nid = \"flat-1a\"\ntoken_file = \"{}\"\ngroups = [\"residents\"]\n",
+                "[[hub.doors]]\nid = \"door-1\"\ngroups = [\"residents\"]\ntoken_file = \"{}\"\n\n[[hub.answerers]]\nid = \"flat-1a\"\ntoken_file = \"{}\"\ngroups = [\"residents\"]\n",
                 door.display(),
                 flat.display()
             ),
@@ -246,7 +246,7 @@ fn weak_shared_or_exposed_tokens_fail_with_78() {
         let (code, text) = check(&p);
         assert_eq!(code, 78, "{name}: {text}");
         assert!(
-            text.contains(&format!("{name}:7"))
+            text.contains(&format!("{name}:8"))
                 && text.contains("hub.answerers[0].token_file")
                 && text.contains(&flat.display().to_string())
                 && text.contains(why),
@@ -264,4 +264,134 @@ fn weak_shared_or_exposed_tokens_fail_with_78() {
             .expect("binary runs");
         assert_eq!(out.status.code(), Some(78), "{name}");
     }
+}
+#[test]
+fn a_config_path_that_does_not_exist_fails_with_78_naming_it() {
+    for missing in [
+        "/nonexistent-intercomd/config.d",
+        "/nonexistent-intercomd/site.toml",
+    ] {
+        let (code, text) = check(&PathBuf::from(missing));
+        assert_eq!(code, 78, "{missing}: {text}");
+        assert!(text.contains(missing), "{text}");
+        assert!(!text.contains("configuration OK"), "{text}");
+    }
+}
+
+#[test]
+fn every_bad_key_of_a_file_is_reported_in_one_run() {
+    let p = write(
+        "several.toml",
+        "[call]\nring_timeout_ms = \"x\"\n\n[door]\npulse_ms = \"y\"\nbogus = 1\n[[buttons]]\nname = \"call\"\ngroup = 7\n",
+    );
+    let (code, text) = check(&p);
+    assert_eq!(code, 78, "{text}");
+    assert!(text.contains("4 configuration errors"), "{text}");
+    for want in [
+        "several.toml:2: wrong type for `call.ring_timeout_ms`",
+        "several.toml:5: wrong type for `door.pulse_ms`",
+        "several.toml:6: unknown key `door.bogus`",
+        "several.toml:9: wrong type for `buttons[0].group`",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in {text}");
+    }
+}
+
+#[test]
+fn ctrl_c_ends_the_demo_within_two_seconds_while_the_terminal_is_open() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let dir = std::env::temp_dir().join(format!("intercomd-cli-demo-{}", std::process::id()));
+    let mut demo = bin()
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--panel",
+            "127.0.0.1:0",
+            "--state-dir",
+        ])
+        .arg(&dir)
+        .env("RUST_LOG", "info")
+        // A terminal nobody types into: the demo reads it for Enter.
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    let stderr = demo.stderr.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("intercomd ready") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("the demo gets ready");
+    let pid = demo.id().to_string();
+    let sent = Instant::now();
+    let _ = Command::new("kill").args(["-INT", &pid]).status();
+    let status = loop {
+        if let Some(s) = demo.try_wait().expect("child status") {
+            break s;
+        }
+        if sent.elapsed() > Duration::from_secs(10) {
+            let _ = demo.kill();
+            panic!("the demo was still running 10 s after Ctrl+C");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = sent.elapsed();
+    assert!(
+        took <= Duration::from_secs(2),
+        "the demo took {took:?} to stop"
+    );
+    assert!(status.success(), "{status:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_busy_port_is_said_once_with_what_to_do_and_no_banner() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let addr = busy.local_addr().expect("bound").to_string();
+    let dir = std::env::temp_dir().join(format!("intercomd-cli-busy-{}", std::process::id()));
+    let out = bin()
+        .args([
+            "demo",
+            "--listen",
+            &addr,
+            "--http",
+            "127.0.0.1:0",
+            "--panel",
+            "127.0.0.1:0",
+        ])
+        .arg("--state-dir")
+        .arg(&dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        !stdout.contains("#token="),
+        "no links to a demo that is not running: {stdout}"
+    );
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("Address already in use").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(stderr.contains("--listen"), "{stderr}");
+    assert!(stderr.contains("make demo ARGS="), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

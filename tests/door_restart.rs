@@ -226,3 +226,88 @@ fn the_panel_drives_every_simulated_input() {
     let _ = daemon.kill();
     let _ = daemon.wait();
 }
+
+/// Sends `head` (request line and headers, without the blank line) with
+/// `body`; returns the status code.
+fn raw(panel: SocketAddr, head: &str, body: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&panel, Duration::from_secs(1))
+        .expect("panel reachable");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("socket option");
+    write!(
+        s,
+        "{head}\r\nHost: {panel}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("request sent");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_panel_refuses_a_cross_site_post_and_keeps_the_relay() {
+    let dir = Dir(std::env::temp_dir().join(format!("intercomd-panel-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).expect("temp dir is writable");
+    let panel: SocketAddr = format!("127.0.0.1:{}", free_port())
+        .parse()
+        .expect("literal");
+    let config = dir.0.join("50-site.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[hub]\nlisten = \"127.0.0.1:0\"\n[hub.tls]\nmode = \"off\"\n\
+             [hardware.sim]\ncontrol_listen = \"{panel}\"\nstdin = false\n\
+             [door]\npulse_ms = 60000\n"
+        ),
+    )
+    .expect("temp dir is writable");
+    let mut daemon = start(&config);
+    wait_state(panel);
+    // What a page on another site can send without asking first: a form
+    // or a "simple" fetch (text/plain), with its own Origin.
+    let refused = [
+        (
+            "POST /exit HTTP/1.1\r\nContent-Type: text/plain\r\nOrigin: http://evil.example",
+            415,
+        ),
+        ("POST /exit HTTP/1.1\r\nContent-Type: text/plain", 415),
+        (
+            "POST /exit HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded",
+            415,
+        ),
+        (
+            "POST /exit HTTP/1.1\r\nContent-Type: application/json\r\nOrigin: http://evil.example",
+            403,
+        ),
+        (
+            "POST /press HTTP/1.1\r\nContent-Type: application/json\r\nOrigin: null",
+            403,
+        ),
+    ];
+    for (head, want) in refused {
+        assert_eq!(raw(panel, head, "{}"), want, "{head}");
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let state = wait_state(panel);
+    assert_eq!(state["relay_energised"], false, "{state}");
+    assert_eq!(state["door"]["unlocked"], false, "{state}");
+    // The panel's own page (same origin) and tools (no Origin) still work.
+    let own =
+        format!("POST /exit HTTP/1.1\r\nContent-Type: application/json\r\nOrigin: http://{panel}");
+    assert_eq!(raw(panel, &own, "{}"), 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while wait_state(panel)["door"]["unlocked"] != true {
+        assert!(
+            Instant::now() < deadline,
+            "the same-origin POST opened nothing"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+}

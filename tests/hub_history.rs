@@ -47,6 +47,7 @@ mode = "off"
 id = "door-1"
 name = "Front door"
 token_file = "{d}/door"
+groups = ["residents"]
 [[hub.answerers]]
 id = "flat-1a"
 name = "Flat 1A"

@@ -143,6 +143,7 @@ ring_timeout_ms = {ms}
 id = "door-1"
 name = "Front door"
 token_file = "{d}/door"
+groups = ["residents"]
 "#,
             d = dir.display(),
             ms = RING_TIMEOUT_S * 1000,

@@ -32,14 +32,11 @@ impl Station {
 
     /// Start with `extra` TOML appended to the test configuration.
     async fn start_with(name: &str, extra: &str) -> Station {
-        // Show the station's log when a test fails (RUST_LOG to tune).
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| "info,webrtc=warn,rtc=warn".into()),
-            )
-            .with_test_writer()
-            .try_init();
+        // Kept for the tests that read the log, shown when a test fails
+        // (RUST_LOG to tune).
+        capture_log(
+            &std::env::var("RUST_LOG").unwrap_or_else(|_| "info,webrtc=warn,rtc=warn".into()),
+        );
         let dir = std::env::temp_dir().join(format!("intercomd-it-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir is writable");
         for who in ["flat-1a", "flat-1b", "care"] {
@@ -739,6 +736,178 @@ async fn a_wide_band_headset_carries_the_call_in_msbc() {
         600.0,
     )
     .await;
+    a.cancel.cancel();
+    st.shutdown().await;
+}
+
+/// Lines of the captured log that mention `call_id` and contain `what`.
+fn call_lines(call_id: &str, what: &str) -> usize {
+    captured_log()
+        .lines()
+        .filter(|l| l.contains(call_id) && l.contains(what))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_flood_costs_the_station_a_capped_amount_of_work() {
+    let st = Station::start("candidates").await;
+    let ws = connect(&st.url(), "token-of-flat-1a-0123456789").await;
+    st.press();
+    let mut a = Answerer::answer(ws).await;
+    st.wait_state("in_call").await;
+    let call = a.call_id.to_string();
+    let applied_before = call_lines(&call, "Added remote ICE candidate");
+
+    // 10,000 well-formed candidates for the call, as fast as the socket
+    // takes them.
+    for i in 0..10_000u32 {
+        let m = Message::Candidate {
+            call_id: a.call_id.clone(),
+            candidate: Some(Candidate {
+                candidate: format!(
+                    "candidate:{i} 1 udp 2122260223 127.0.0.1 {} typ host",
+                    20_000 + i % 40_000
+                ),
+                sdp_mid: Some("0".into()),
+                sdp_mline_index: Some(0),
+                username_fragment: None,
+            }),
+        };
+        let text = serde_json::to_string(&m).expect("serialisable");
+        a.ws.feed(Ws::Text(text.into()))
+            .await
+            .expect("hub takes it");
+    }
+    a.ws.flush().await.expect("hub takes it");
+    // The call goes on: audio both ways, the station's hub link up.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let door_audio = st.running.audio.clone().expect("simulated audio");
+    wait_freq(
+        "door hears after the flood",
+        move || door_audio.played_dominant_frequency(),
+        1000.0,
+    )
+    .await;
+    assert_eq!(st.state()["signaling"], "up");
+    assert_eq!(st.state()["call"]["state"], "in_call");
+    let applied = call_lines(&call, "Added remote ICE candidate") - applied_before;
+    assert!(
+        applied <= intercomd::call::machine::MAX_REMOTE_CANDIDATES as usize,
+        "{applied} candidates applied"
+    );
+    assert!(applied > 0, "the first candidates of the flood are taken");
+    let log = captured_log();
+    assert!(
+        !log.contains("too slow"),
+        "no client was dropped as too slow"
+    );
+    assert!(
+        !log.contains("signaling connection lost"),
+        "the station's link stayed up"
+    );
+    // One line for the flood from the hub, at most one from the station.
+    assert_eq!(call_lines(&call, "dropped"), 1, "the hub's line");
+    assert!(call_lines(&call, "ignored for this offer") <= 1);
+    eprintln!("candidate flood: 10000 sent, {applied} applied by the station");
+
+    send(
+        &mut a.ws,
+        &Message::Hangup {
+            call_id: a.call_id.clone(),
+            reason: "normal".into(),
+        },
+    )
+    .await;
+    st.wait_state("ended").await;
+    a.cancel.cancel();
+    st.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_door_open_flood_reaches_the_door_logic_only_at_the_rate_limit() {
+    let st = Station::start_with(
+        "open-flood",
+        "[door]\npulse_ms = 200\nremote_open_interval_ms = 1000\n",
+    )
+    .await;
+    let sim = st.running.sim.clone().expect("sim board");
+    let ws = connect(&st.url(), "token-of-flat-1a-0123456789").await;
+    st.press();
+    let mut a = Answerer::answer(ws).await;
+    st.wait_state("in_call").await;
+    let call = a.call_id.to_string();
+    let r = a.door(r#"{"type":"open","nonce":"first"}"#).await;
+    assert_eq!(r["granted"], true);
+    let pulses_before = sim.relay_writes().iter().filter(|w| **w).count();
+
+    // 30,000 requests with fresh nonces, a newline in every other one.
+    let started = Instant::now();
+    let mut sent = 0u32;
+    while sent < 30_000 && started.elapsed() < Duration::from_secs(20) {
+        let forged = if sent % 2 == 1 {
+            "\\nAUDIT=door_open granted=true"
+        } else {
+            ""
+        };
+        let text = format!("{{\"type\":\"open\",\"nonce\":\"n{sent}{forged}\"}}");
+        match a.media.try_send(intercomd::media::MediaCommand::DoorSend {
+            call_id: call.clone(),
+            text,
+        }) {
+            Ok(()) => sent += 1,
+            Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+        }
+    }
+    let flood = started.elapsed();
+    // Replies come back for what reached the door logic.
+    let mut replies = 0u32;
+    let quiet_until = |from: Instant| from + Duration::from_millis(1500);
+    let mut until = quiet_until(Instant::now());
+    while let Ok(Some(ev)) = timeout(until - Instant::now(), a.events.recv()).await {
+        if let intercomd::media::MediaEvent::DoorMessage { .. } = ev {
+            replies += 1;
+            until = quiet_until(Instant::now());
+        }
+    }
+    let elapsed = started.elapsed().as_secs() + 1;
+    // Burst 4, then 2 per second, over the flood and the drain.
+    let admitted_max = 4 + 2 * elapsed as u32;
+    assert_eq!(sent, 30_000, "the resident sent the whole flood");
+    assert!(
+        replies <= admitted_max,
+        "{replies} decisions in {elapsed} s (at most {admitted_max})"
+    );
+    let pulses = sim.relay_writes().iter().filter(|w| **w).count() - pulses_before;
+    assert!(
+        pulses as u64 <= flood.as_secs() + 3,
+        "{pulses} pulses: one per remote_open_interval at most"
+    );
+    // The log: every grant, refusals summarised, nothing forged.
+    let refused_lines = call_lines(&call, "door open refused");
+    assert!(
+        refused_lines <= 1 + elapsed as usize / 10,
+        "{refused_lines} refusal lines"
+    );
+    let log = captured_log();
+    assert!(
+        !log.lines().any(|l| l.starts_with("AUDIT")),
+        "no line starts with peer text"
+    );
+    assert!(log.contains("door channel messages dropped before the door logic"));
+    eprintln!(
+        "door-open flood: {sent} sent in {} ms, {replies} reached the door logic, {pulses} relay pulses, {refused_lines} refusal lines",
+        flood.as_millis()
+    );
+
+    send(
+        &mut a.ws,
+        &Message::Hangup {
+            call_id: a.call_id.clone(),
+            reason: "normal".into(),
+        },
+    )
+    .await;
+    st.wait_state("ended").await;
     a.cancel.cancel();
     st.shutdown().await;
 }

@@ -157,14 +157,25 @@ CONF
     wait_exists /sys/class/bluetooth/hci1 15 || { echo "btvirt made no hci1: $(ls /sys/class/bluetooth 2>&1)"; return 1; }
     /usr/libexec/bluetooth/bluetoothd -n > /tmp/bt-bluetoothd.log 2>&1 &
     bluetoothd=$!
+    # Both controllers answer management commands once the kernel has
+    # initialised them (an HCI reset each, slow under load).
     i=0
-    while ! btmgmt --index 1 info > /dev/null 2>&1 && [ "$i" -lt 50 ]; do
-        sleep 0.1
+    bt_ag= bt_hs=
+    while { [ -z "$bt_ag" ] || [ -z "$bt_hs" ]; } && [ "$i" -lt 100 ]; do
+        [ -n "$bt_ag" ] || bt_ag=$(bt_addr 0)
+        [ -n "$bt_hs" ] || bt_hs=$(bt_addr 1)
+        [ -n "$bt_ag" ] && [ -n "$bt_hs" ] || sleep 0.1
         i=$((i + 1))
     done
-    bt_ag=$(btmgmt --index 0 info | sed -n 's/^[[:space:]]*addr \([0-9A-F:]\{17\}\).*/\1/p' | head -n1)
-    bt_hs=$(btmgmt --index 1 info | sed -n 's/^[[:space:]]*addr \([0-9A-F:]\{17\}\).*/\1/p' | head -n1)
-    [ -n "$bt_ag" ] && [ -n "$bt_hs" ] || { echo "no controller addresses from btmgmt"; return 1; }
+    [ -n "$bt_ag" ] && [ -n "$bt_hs" ] || {
+        echo "no controller addresses from btmgmt after 10 s: $(ls /sys/class/bluetooth); index 0: $(btmgmt --index 0 info 2>&1 | head -n3); index 1: $(btmgmt --index 1 info 2>&1 | head -n3)"
+        return 1
+    }
+}
+
+# bt_addr INDEX: the controller's address from btmgmt, or nothing.
+bt_addr() {
+    btmgmt --index "$1" info 2>/dev/null | sed -n 's/^[[:space:]]*addr \([0-9A-F:]\{17\}\).*/\1/p' | head -n1
 }
 
 # no_controllers SECONDS: true once no hci device is registered (waits up

@@ -21,6 +21,10 @@ use crate::signaling::protocol::{CallId, Candidate, ErrorCode, Message, PeerInfo
 use crate::signaling::sdp;
 
 /// Timing settings of a call, from the `[call]` and `[ice]` configuration.
+/// Remote ICE candidates taken per offer: a browser on a phone with Wi-Fi,
+/// IPv6 and TURN sends a few dozen at most.
+pub const MAX_REMOTE_CANDIDATES: u32 = 50;
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct CallSettings {
     /// Ringing with nobody accepting ends in "no answer" after this.
@@ -257,6 +261,9 @@ pub enum Output {
         /// A new session rather than an ICE restart.
         renew: bool,
     },
+    /// Remote candidates beyond `cap` for the current offer are ignored
+    /// (said once per offer).
+    CandidatesCapped { call_id: CallId, cap: u32 },
     /// A call ended.
     Ended { call_id: CallId, reason: EndReason },
 }
@@ -340,6 +347,12 @@ struct Call {
     /// The answer sends no audio (the resident has no microphone): media
     /// is up once the connection is, without waiting for incoming audio.
     listen_only: bool,
+    /// The hub's route proof for this call, presented again in `resume`.
+    route: Option<String>,
+    /// Remote candidates passed to media since the last offer, and those
+    /// ignored beyond the cap.
+    candidates: u32,
+    candidates_ignored: u32,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -568,6 +581,9 @@ impl CallMachine {
             media_up: false,
             restarts: 0,
             listen_only: false,
+            route: None,
+            candidates: 0,
+            candidates_ignored: 0,
         });
         self.timers = [None; TIMER_COUNT];
         self.timers[Timer::Ring as usize] = Some(now + self.settings.ring_timeout);
@@ -589,6 +605,7 @@ impl CallMachine {
                 answerer: call.answerer.as_ref().map(|a| a.id.clone()),
                 // A resident's call to the door has no group.
                 group: (call.origin == Origin::Button).then(|| call.group.clone()),
+                route: call.route.clone(),
             };
             self.outputs.push_back(Output::Send(resume));
         }
@@ -611,13 +628,18 @@ impl CallMachine {
                 }
                 Ok(())
             }
-            Message::Accepted { call_id, answerer } => {
+            Message::Accepted {
+                call_id,
+                answerer,
+                route,
+            } => {
                 self.current(name, &call_id)?;
                 let State::Ringing(call) = &self.state else {
                     return Err(self.out_of_state(name));
                 };
                 let mut call = call.clone();
                 call.answerer = Some(answerer.clone());
+                call.route = route;
                 self.timers[Timer::Ring as usize] = None;
                 self.timers[Timer::Connect as usize] = Some(now + self.settings.connect_timeout);
                 self.state = State::Connecting(call);
@@ -666,9 +688,23 @@ impl CallMachine {
             }
             Message::Candidate { call_id, candidate } => {
                 self.current(name, &call_id)?;
-                if matches!(self.state, State::Ringing(_)) {
+                let (State::Connecting(call) | State::InCall(call)) = &mut self.state else {
                     return Err(self.out_of_state(name));
+                };
+                // A flood of candidates would each cost the media engine a
+                // parse and a connectivity check: a browser sends a few
+                // dozen at most.
+                if call.candidates >= MAX_REMOTE_CANDIDATES {
+                    call.candidates_ignored += 1;
+                    if call.candidates_ignored == 1 {
+                        self.outputs.push_back(Output::CandidatesCapped {
+                            call_id,
+                            cap: MAX_REMOTE_CANDIDATES,
+                        });
+                    }
+                    return Ok(());
                 }
+                call.candidates += 1;
                 // Candidates may overtake the answer: media queues them.
                 self.outputs
                     .push_back(Output::Media(MediaRequest::RemoteCandidate {
@@ -714,8 +750,11 @@ impl CallMachine {
                 Ok(())
             }
             Message::CallDoor {
-                call_id, answerer, ..
-            } => self.on_resident_call(call_id, answerer, now),
+                call_id,
+                answerer,
+                route,
+                ..
+            } => self.on_resident_call(call_id, answerer, route, now),
             Message::Resumed { call_id } => {
                 self.current(name, &call_id)?;
                 Ok(())
@@ -750,6 +789,7 @@ impl CallMachine {
         &mut self,
         call_id: CallId,
         answerer: Option<PeerInfo>,
+        route: Option<String>,
         now: Instant,
     ) -> Result<(), Rejected> {
         let Some(by) = answerer else {
@@ -790,6 +830,9 @@ impl CallMachine {
             media_up: false,
             listen_only: false,
             restarts: 0,
+            route,
+            candidates: 0,
+            candidates_ignored: 0,
         });
         self.timers = [None; TIMER_COUNT];
         self.timers[Timer::Connect as usize] = Some(now + self.settings.connect_timeout);
@@ -873,6 +916,9 @@ impl CallMachine {
             return;
         }
         call.restarts += 1;
+        // The new offer gathers anew on both sides.
+        call.candidates = 0;
+        call.candidates_ignored = 0;
         let call_id = call.id.clone();
         let attempt = call.restarts;
         self.timers[Timer::MediaLost as usize] = Some(now + self.settings.media_lost_timeout);

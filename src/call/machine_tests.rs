@@ -101,6 +101,7 @@ fn negotiated() -> Harness {
     h.signal(Message::Accepted {
         call_id: cid("c1"),
         answerer: flat(),
+        route: Some("proof-c1".into()),
     })
     .unwrap();
     h.input(Input::LocalDescription {
@@ -154,6 +155,7 @@ fn happy_path_press_accept_offer_answer_talk_hangup() {
     h.signal(Message::Accepted {
         call_id: cid("c1"),
         answerer: flat(),
+        route: None,
     })
     .unwrap();
     assert_eq!(h.m.phase(), Phase::Connecting);
@@ -284,6 +286,7 @@ fn connect_timeout_hangs_up() {
     h.signal(Message::Accepted {
         call_id: cid("c1"),
         answerer: flat(),
+        route: None,
     })
     .unwrap();
     h.take();
@@ -309,6 +312,7 @@ fn ring_timer_does_not_fire_after_accept() {
     h.signal(Message::Accepted {
         call_id: cid("c1"),
         answerer: flat(),
+        route: None,
     })
     .unwrap();
     h.input(Input::AudioEstablished { call_id: cid("c1") })
@@ -442,6 +446,7 @@ fn out_of_order_and_duplicate_events() {
         Input::Signal(Message::Accepted {
             call_id: cid("c1"),
             answerer: flat(),
+            route: None,
         }),
         Input::Signal(Message::Answer {
             call_id: cid("c1"),
@@ -504,13 +509,15 @@ fn out_of_order_and_duplicate_events() {
     h.signal(Message::Accepted {
         call_id: cid("c1"),
         answerer: flat(),
+        route: None,
     })
     .unwrap();
     h.take();
     assert!(
         h.signal(Message::Accepted {
             call_id: cid("c1"),
-            answerer: flat()
+            answerer: flat(),
+            route: None
         })
         .is_err()
     );
@@ -560,6 +567,7 @@ fn candidates_flow_both_ways_once_connecting() {
     h.signal(Message::Accepted {
         call_id: cid("c1"),
         answerer: flat(),
+        route: None,
     })
     .unwrap();
     h.take();
@@ -625,7 +633,9 @@ fn signaling_drop_keeps_a_flowing_call_and_resumes_after() {
             Message::Resume {
                 call_id: cid("c1"),
                 answerer: Some("flat-1a".into()),
-                group: Some("residents".into())
+                group: Some("residents".into()),
+                // The hub's proof from `accepted`, handed back.
+                route: Some("proof-c1".into()),
             },
             Message::Candidate {
                 call_id: cid("c1"),
@@ -658,7 +668,8 @@ fn ringing_survives_a_drop_and_is_reannounced() {
             Message::Resume {
                 call_id: cid("c1"),
                 answerer: None,
-                group: Some("residents".into())
+                group: Some("residents".into()),
+                route: None
             },
             Message::Ring {
                 call_id: cid("c1"),
@@ -834,6 +845,7 @@ fn no_restarts_allowed_ends_on_failure() {
     h.signal(Message::Accepted {
         call_id: cid("c1"),
         answerer: flat(),
+        route: None,
     })
     .unwrap();
     h.take();
@@ -874,6 +886,7 @@ fn an_answer_without_an_offer_is_refused() {
     h.signal(Message::Accepted {
         call_id: cid("c1"),
         answerer: flat(),
+        route: None,
     })
     .unwrap();
     h.take();
@@ -995,6 +1008,7 @@ fn random_input_sequences_never_break_invariants() {
                 4 => Input::Signal(Message::Accepted {
                     call_id: h.m.call_id().cloned().unwrap_or(id.clone()),
                     answerer: flat(),
+                    route: None,
                 }),
                 5 => Input::Signal(Message::Answer {
                     call_id: h.m.call_id().cloned().unwrap_or(id.clone()),
@@ -1030,6 +1044,7 @@ fn random_input_sequences_never_break_invariants() {
                     call_id: cid(&format!("r{run}-{step}")),
                     door: None,
                     answerer: (next() % 8 != 0).then(flat),
+                    route: None,
                 }),
                 14 => Input::ButtonHeld,
                 _ => {
@@ -1072,6 +1087,7 @@ fn call_door(h: &mut Harness, id: &str) -> Result<(), Rejected> {
         call_id: cid(id),
         door: None,
         answerer: Some(flat()),
+        route: Some(format!("proof-{id}")),
     })
 }
 
@@ -1203,6 +1219,7 @@ fn a_malformed_resident_call_gets_an_error_reply_and_changes_nothing() {
         call_id: cid("r1"),
         door: Some("door-1".into()),
         answerer: None,
+        route: None,
     });
     assert!(matches!(r, Err(Rejected::Malformed { .. })), "{r:?}");
     assert_eq!(h.m.phase(), Phase::Idle);
@@ -1283,7 +1300,54 @@ fn a_resident_call_is_resumed_without_a_group() {
         call_id: cid("r1"),
         answerer: Some("flat-1a".into()),
         group: None,
+        route: Some("proof-r1".into()),
     }));
+}
+
+#[test]
+fn remote_candidates_beyond_the_cap_are_ignored_and_said_once_per_offer() {
+    let mut h = negotiated();
+    h.take();
+    let candidate = Message::Candidate {
+        call_id: cid("c1"),
+        candidate: None,
+    };
+    for _ in 0..10_000 {
+        h.signal(candidate.clone()).unwrap();
+    }
+    let out = h.take();
+    let to_media = out
+        .iter()
+        .filter(|o| matches!(o, Output::Media(MediaRequest::RemoteCandidate { .. })))
+        .count();
+    assert_eq!(to_media, MAX_REMOTE_CANDIDATES as usize);
+    let capped: Vec<_> = out
+        .iter()
+        .filter(|o| matches!(o, Output::CandidatesCapped { .. }))
+        .collect();
+    assert_eq!(
+        capped,
+        vec![&Output::CandidatesCapped {
+            call_id: cid("c1"),
+            cap: MAX_REMOTE_CANDIDATES
+        }]
+    );
+    // A new offer (an ICE restart) takes candidates again.
+    h.input(Input::AudioEstablished { call_id: cid("c1") })
+        .unwrap();
+    media(&mut h, MediaState::Disconnected);
+    assert!(
+        h.take()
+            .iter()
+            .any(|o| matches!(o, Output::Media(MediaRequest::RestartIce { .. }))),
+        "the lost path is restarted"
+    );
+    h.signal(candidate).unwrap();
+    assert!(
+        h.take()
+            .iter()
+            .any(|o| matches!(o, Output::Media(MediaRequest::RemoteCandidate { .. })))
+    );
 }
 
 const LISTEN_ONLY_ANSWER: &str = "v=0\r\ns=-\r\nt=0 0\r\n\
@@ -1297,6 +1361,7 @@ fn negotiated_listen_only() -> Harness {
     h.signal(Message::Accepted {
         call_id: cid("c1"),
         answerer: flat(),
+        route: None,
     })
     .unwrap();
     h.input(Input::LocalDescription {

@@ -224,6 +224,11 @@ fragment! {
         state_dir: Val<String>,
         ping_interval_ms: Val<u64>,
         hello_timeout_ms: Val<u64>,
+        header_read_timeout_ms: Val<u64>,
+        idle_timeout_ms: Val<u64>,
+        max_connections: Val<u64>,
+        max_connections_per_address: Val<u64>,
+        allowed_origins: Val<Vec<Val<String>>>,
         tls: HubTls,
         push: HubPush,
         public_url: Val<String>,
@@ -260,6 +265,7 @@ fragment! {
         name: Val<String>,
         token_file: Val<String>,
         token_credential: Val<String>,
+        groups: Val<Vec<Val<String>>>,
     }
 
     Answerer {
@@ -446,14 +452,75 @@ fragment! {
 
 /// Parses one fragment, turning TOML/serde errors into errors that name the
 /// file, line and dotted key.
+///
+/// serde stops at the first bad value, so every error found is reported
+/// after the entry it concerns is blanked out (spaces, newlines kept, so
+/// later lines keep their numbers) and the file is read again: a technician
+/// sees every wrong key of a file in one run.
 pub(crate) fn parse(source: &Source<'_>) -> Result<Root, ConfigError> {
-    match toml::from_str::<Root>(source.text) {
-        Ok(mut root) => {
-            root.stamp(source);
-            Ok(root)
+    /// Enough for any real file; bounds the re-reading.
+    const MAX_ERRORS: usize = 32;
+    let mut text = source.text.to_owned();
+    let mut errors = Vec::new();
+    for _ in 0..MAX_ERRORS {
+        let current = Source {
+            path: source.path.clone(),
+            text: &text,
+        };
+        let err = match toml::from_str::<Root>(&text) {
+            Ok(mut root) if errors.is_empty() => {
+                root.stamp(source);
+                return Ok(root);
+            }
+            Ok(_) => break,
+            Err(err) => err,
+        };
+        let error = translate(&current, &err);
+        // A syntax error after blanking is of our making: stop there.
+        let artefact = !errors.is_empty() && matches!(error, ConfigError::Syntax { .. });
+        if artefact {
+            break;
         }
-        Err(err) => Err(translate(source, &err)),
+        let blank = match (&error, DeTable::parse(&text)) {
+            (ConfigError::Syntax { .. }, _) | (_, Err(_)) => None,
+            (_, Ok(document)) => entry_span(document.get_ref(), err.span().map_or(0, |s| s.start)),
+        };
+        errors.push(error);
+        let Some(range) = blank else {
+            break;
+        };
+        // Spaces for everything but line breaks (byte for byte, so the
+        // spans of the rest stay valid).
+        let blanked: String = text[range.clone()]
+            .chars()
+            .map(|c| if c == '\n' { '\n' } else { ' ' })
+            .collect();
+        text.replace_range(range, &blanked);
     }
+    Err(ConfigError::from_list(errors).expect("the loop ends with an error recorded"))
+}
+
+/// The span of the innermost `key = value` entry at `offset`, from the key
+/// to the end of the value.
+fn entry_span(table: &DeTable<'_>, offset: usize) -> Option<Range<usize>> {
+    for (key, value) in table {
+        let whole = key.span().start..value.span().end;
+        let inner = match value.get_ref() {
+            DeValue::Table(inner) => entry_span(inner, offset),
+            DeValue::Array(items) => items.iter().find_map(|item| match item.get_ref() {
+                DeValue::Table(inner) => entry_span(inner, offset),
+                _ => None,
+            }),
+            _ => None,
+        };
+        if inner.is_some() {
+            return inner;
+        }
+        if key.span().contains(&offset) || value.span().contains(&offset) {
+            return Some(whole);
+        }
+    }
+    None
 }
 
 fn translate(source: &Source<'_>, err: &toml::de::Error) -> ConfigError {

@@ -104,6 +104,7 @@ fn merge(texts: &[(PathBuf, String)], add_to: PathBuf) -> Result<Settings, Confi
         };
         match fragments::parse(&source) {
             Ok(fragment) => merged.merge(fragment),
+            Err(ConfigError::Several(several)) => errors.extend(several),
             Err(e) => errors.push(e),
         }
         files_read.push(path.clone());

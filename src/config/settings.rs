@@ -120,6 +120,8 @@ pub struct Hub {
     pub tls: Option<crate::hub::tls::TlsSource>,
     pub ping_interval: Duration,
     pub hello_timeout: Duration,
+    /// Timeouts and caps of the hub's connections.
+    pub conn: HubConn,
     /// The https:// address residents should open (`hub.public_url`); the
     /// answering page points at it when it was opened without a microphone.
     pub public_url: Option<String>,
@@ -128,6 +130,17 @@ pub struct Hub {
     pub doors: Vec<Door>,
     pub answerers: Vec<Answerer>,
     pub push: HubPush,
+}
+
+/// Connection hygiene of the hub's listeners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubConn {
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_address: usize,
+    /// `scheme://host[:port]`, lower case.
+    pub allowed_origins: Vec<String>,
 }
 
 /// `[hub.push]`: Web Push to residents' phones.
@@ -145,6 +158,8 @@ pub struct Door {
     pub id: String,
     pub name: String,
     pub token: SecretSource,
+    /// The ring groups this door may ring.
+    pub groups: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1008,6 +1023,7 @@ fn hub(c: &mut Check, h: &frag::Hub) -> Hub {
 
     let mut seen_tokens = SeenTokens::new();
     let mut doors = Vec::new();
+    let mut door_groups = Vec::new();
     for (i, d) in h.doors.iter().flat_map(|d| d.value.iter()).enumerate() {
         let key = format!("hub.doors[{i}]");
         let (id, name) = member(c, &key, d, &d.value.id, &d.value.name);
@@ -1023,7 +1039,25 @@ fn hub(c: &mut Check, h: &frag::Hub) -> Hub {
             &d.value.token_credential,
             &mut seen_tokens,
         );
-        doors.push(Door { id, name, token });
+        let why = format!(
+            "the door at {} must name the ring groups it may ring, e.g. groups = [\"residents\"]",
+            d.at
+        );
+        let groups = member_groups(c, &key, &d.value.groups, why, &d.at);
+        door_groups.extend(
+            d.value
+                .groups
+                .iter()
+                .flat_map(|l| l.value.iter())
+                .enumerate()
+                .map(|(j, g)| (format!("{key}.groups[{j}]"), g.clone())),
+        );
+        doors.push(Door {
+            id,
+            name,
+            token,
+            groups,
+        });
     }
 
     let mut answerers = Vec::new();
@@ -1042,20 +1076,8 @@ fn hub(c: &mut Check, h: &frag::Hub) -> Hub {
             &a.value.token_credential,
             &mut seen_tokens,
         );
-        let mut groups = Vec::new();
-        match &a.value.groups {
-            Some(list) => {
-                for (j, g) in list.value.iter().enumerate() {
-                    c.check_id(&g.at, &format!("{key}.groups[{j}]"), &g.value);
-                    groups.push(g.value.clone());
-                }
-            }
-            None => c.missing(
-                &format!("{key}.groups"),
-                format!("the answerer at {} must belong to at least one group", a.at),
-                Some(&a.at),
-            ),
-        }
+        let why = format!("the answerer at {} must belong to at least one group", a.at);
+        let groups = member_groups(c, &key, &a.value.groups, why, &a.at);
         let mut specs = Vec::new();
         for (j, w) in a
             .value
@@ -1078,6 +1100,19 @@ fn hub(c: &mut Check, h: &frag::Hub) -> Hub {
             call_door: a.value.call_door.as_ref().is_some_and(|v| v.value),
             quiet_hours,
         });
+    }
+    // A door's group nobody answers would ring nobody.
+    for (key, g) in door_groups {
+        if !answerers.is_empty() && !answerers.iter().any(|a| a.groups.contains(&g.value)) {
+            c.invalid(
+                &g.at,
+                &key,
+                format!(
+                    "no [[hub.answerers]] entry has group `{}` in its `groups`",
+                    g.value
+                ),
+            );
+        }
     }
 
     let loopback_listen = optional_addr(c, "hub.loopback_listen", &h.loopback_listen);
@@ -1133,6 +1168,7 @@ fn hub(c: &mut Check, h: &frag::Hub) -> Hub {
         tls,
         ping_interval: c.millis("hub.ping_interval_ms", &h.ping_interval_ms),
         hello_timeout: c.millis("hub.hello_timeout_ms", &h.hello_timeout_ms),
+        conn: hub_conn(c, h),
         public_url: public_url(c, &h.public_url),
         doors,
         answerers,
@@ -1285,6 +1321,67 @@ fn is_loopback_host(host: &str) -> bool {
         || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// The hub's connection timeouts, caps and extra origins.
+fn hub_conn(c: &mut Check, h: &frag::Hub) -> HubConn {
+    let idle_timeout = c.millis("hub.idle_timeout_ms", &h.idle_timeout_ms);
+    // Read directly: hub.ping_interval_ms is checked where it is kept.
+    let ping = Duration::from_millis(h.ping_interval_ms.as_ref().map_or(0, |v| v.value));
+    if let Some(v) = &h.idle_timeout_ms
+        && idle_timeout <= ping
+    {
+        c.invalid(
+            &v.at,
+            "hub.idle_timeout_ms",
+            format!(
+                "{} must exceed hub.ping_interval_ms ({}): a quiet resident's WebSocket would be closed between two pings",
+                v.value,
+                ping.as_millis()
+            ),
+        );
+    }
+    let max_connections = c.int("hub.max_connections", &h.max_connections, 8..=65536) as usize;
+    let per_address = c.int(
+        "hub.max_connections_per_address",
+        &h.max_connections_per_address,
+        1..=65536,
+    ) as usize;
+    if let Some(v) = &h.max_connections_per_address
+        && per_address > max_connections
+    {
+        c.invalid(
+            &v.at,
+            "hub.max_connections_per_address",
+            format!("{per_address} exceeds hub.max_connections ({max_connections})"),
+        );
+    }
+    let mut allowed_origins = Vec::new();
+    for (i, o) in h
+        .allowed_origins
+        .iter()
+        .flat_map(|l| l.value.iter())
+        .enumerate()
+    {
+        match crate::hub::conn::parse_origin(&o.value) {
+            Some(origin) => allowed_origins.push(origin),
+            None => c.invalid(
+                &o.at,
+                &format!("hub.allowed_origins[{i}]"),
+                format!(
+                    "{:?} is not an origin: scheme://host[:port] without a path (e.g. \"https://intercom.example.net\")",
+                    o.value
+                ),
+            ),
+        }
+    }
+    HubConn {
+        header_read_timeout: c.millis("hub.header_read_timeout_ms", &h.header_read_timeout_ms),
+        idle_timeout,
+        max_connections,
+        max_connections_per_address: per_address,
+        allowed_origins,
+    }
+}
+
 /// `hub.public_url`: optional (empty is unset), an https:// URL with a host.
 fn public_url(c: &mut Check, v: &Option<Val<String>>) -> Option<String> {
     let u = v.as_ref().filter(|u| !u.value.is_empty())?;
@@ -1390,6 +1487,24 @@ fn check_member_token(
     } else {
         seen.push((digest, which, at));
     }
+}
+
+/// A member's `groups`: required, each a valid id.
+fn member_groups(
+    c: &mut Check,
+    key: &str,
+    list: &Option<Val<Vec<Val<String>>>>,
+    why_missing: String,
+    at: &Location,
+) -> Vec<String> {
+    let Some(list) = list else {
+        c.missing(&format!("{key}.groups"), why_missing, Some(at));
+        return Vec::new();
+    };
+    for (j, g) in list.value.iter().enumerate() {
+        c.check_id(&g.at, &format!("{key}.groups[{j}]"), &g.value);
+    }
+    list.value.iter().map(|g| g.value.clone()).collect()
 }
 
 fn member_token<T>(
@@ -1949,6 +2064,19 @@ impl Settings {
         kv(w, "state_dir", &q(&h.state_dir.display().to_string()));
         kv(w, "ping_interval_ms", &ms(h.ping_interval));
         kv(w, "hello_timeout_ms", &ms(h.hello_timeout));
+        kv(w, "header_read_timeout_ms", &ms(h.conn.header_read_timeout));
+        kv(w, "idle_timeout_ms", &ms(h.conn.idle_timeout));
+        kv(w, "max_connections", &h.conn.max_connections.to_string());
+        kv(
+            w,
+            "max_connections_per_address",
+            &h.conn.max_connections_per_address.to_string(),
+        );
+        kv(
+            w,
+            "allowed_origins",
+            &list(h.conn.allowed_origins.iter().map(|o| q(o))),
+        );
         kv(
             w,
             "public_url",
@@ -1965,6 +2093,7 @@ impl Settings {
             kv(w, "id", &q(&d.id));
             kv(w, "name", &q(&d.name));
             secret_kv(w, "token", Some(&d.token));
+            kv(w, "groups", &list(d.groups.iter().map(|g| q(g))));
         }
         for a in &h.answerers {
             let _ = writeln!(w, "\n[[hub.answerers]]");

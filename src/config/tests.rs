@@ -568,13 +568,37 @@ fn value_rules() {
     )]);
     assert_eq!(s.hub.answerers[0].name, "flat-1a");
 
+    // A door names the groups it may ring, each one some answerer's.
+    match err(&[(
+        "site.toml",
+        "[[hub.doors]]\nid = \"d\"\ntoken_file = \"/t\"\n",
+    )]) {
+        ConfigError::Missing { key, why, .. } => {
+            assert_eq!(key, "hub.doors[0].groups");
+            assert!(why.contains("site.toml:1"), "{why}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    match err(&[(
+        "site.toml",
+        "[[hub.doors]]\nid = \"d\"\ntoken_file = \"/t\"\ngroups = [\"residents\", \"shop\"]\n\
+         [[hub.answerers]]\nid = \"flat-1a\"\ntoken_file = \"/t\"\ngroups = [\"residents\"]\n",
+    )]) {
+        ConfigError::InvalidValue { at, key, reason } => {
+            assert_eq!(at, Location::new("site.toml", 4));
+            assert_eq!(key, "hub.doors[0].groups[1]");
+            assert!(reason.contains("`shop`"), "{reason}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+
     // Duplicate ids.
     match err(&[(
         "site.toml",
-        "[[hub.doors]]\nid = \"a\"\ntoken_file = \"/t\"\n[[hub.doors]]\nid = \"a\"\ntoken_file = \"/t\"\n",
+        "[[hub.doors]]\nid = \"a\"\ntoken_file = \"/t\"\ngroups = [\"g\"]\n[[hub.doors]]\nid = \"a\"\ntoken_file = \"/t\"\ngroups = [\"g\"]\n",
     )]) {
         ConfigError::InvalidValue { at, key, reason } => {
-            assert_eq!(at.line, 5);
+            assert_eq!(at.line, 6);
             assert_eq!(key, "hub.doors[1].id");
             assert!(reason.contains("site.toml:2"), "{reason}");
         }
@@ -1222,7 +1246,7 @@ fn hub_tokens_must_be_strong_unique_and_private() {
     let regrouped = unsafe { libc::chown(c_path.as_ptr(), u32::MAX, 65534) } == 0;
     let hub = |door: &Path, flat: &Path| {
         format!(
-            "[[hub.doors]]\nid = \"door-1\"\ntoken_file = \"{}\"\n\n\
+            "[[hub.doors]]\nid = \"door-1\"\ngroups = [\"residents\"]\ntoken_file = \"{}\"\n\n\
              [[hub.answerers]]\nid = \"flat-1a\"\ntoken_file = \"{}\"\ngroups = [\"residents\"]\n",
             door.display(),
             flat.display()

@@ -241,11 +241,50 @@ pub fn valid_nonce(nonce: &str) -> bool {
     (1..=64).contains(&nonce.len()) && nonce.bytes().all(|b| b.is_ascii_graphic())
 }
 
+/// Nonces remembered per call: requests are at least
+/// `remote_open_interval` apart once past the rate limit, so this covers
+/// minutes of a call; a replay that old is a resend, not an attack.
+pub const NONCE_WINDOW: usize = 64;
+
 #[derive(Debug)]
 struct AnsweredCall {
     id: String,
-    nonces: HashSet<String>,
+    /// The last `NONCE_WINDOW` nonces that passed the rate limit, oldest
+    /// first, with a set for the lookup.
+    nonces: VecDeque<String>,
+    seen: HashSet<String>,
     last_attempt: Option<Instant>,
+}
+
+impl AnsweredCall {
+    fn new(id: String) -> Self {
+        AnsweredCall {
+            id,
+            nonces: VecDeque::with_capacity(NONCE_WINDOW),
+            seen: HashSet::with_capacity(NONCE_WINDOW),
+            last_attempt: None,
+        }
+    }
+
+    /// False when `nonce` is in the window (a replay).
+    fn remember(&mut self, nonce: &str) -> bool {
+        if self.seen.contains(nonce) {
+            return false;
+        }
+        if self.nonces.len() == NONCE_WINDOW
+            && let Some(old) = self.nonces.pop_front()
+        {
+            self.seen.remove(&old);
+        }
+        self.nonces.push_back(nonce.to_owned());
+        self.seen.insert(nonce.to_owned());
+        true
+    }
+
+    /// Nonces held (for tests: the window stays bounded).
+    fn held(&self) -> usize {
+        self.seen.len()
+    }
 }
 
 #[derive(Debug)]
@@ -328,6 +367,12 @@ impl DoorMachine {
 
     pub fn settings(&self) -> &DoorSettings {
         &self.settings
+    }
+
+    /// Door-open nonces remembered for the current call (bounded by
+    /// [`NONCE_WINDOW`]).
+    pub fn nonces_held(&self) -> usize {
+        self.call.as_ref().map_or(0, AnsweredCall::held)
     }
 
     pub fn relay_energised(&self) -> bool {
@@ -519,13 +564,7 @@ impl DoorMachine {
                 self.call_state = state;
                 match (answered, &self.call) {
                     (Some((id, _)), Some(c)) if c.id == id => {}
-                    (Some((id, _)), _) => {
-                        self.call = Some(AnsweredCall {
-                            id,
-                            nonces: HashSet::new(),
-                            last_attempt: None,
-                        })
-                    }
+                    (Some((id, _)), _) => self.call = Some(AnsweredCall::new(id)),
                     (None, _) => self.call = None,
                 }
                 if !matches!(state, StationState::Ringing | StationState::InCall) {
@@ -597,16 +636,17 @@ impl DoorMachine {
         if call.id != call_id {
             return Some(Refusal::OtherCall);
         }
-        // Remember the nonce whatever happens next: a refused request
-        // replayed later is still a replay.
-        if !call.nonces.insert(nonce.to_owned()) {
-            return Some(Refusal::Replay);
-        }
+        // The rate limit first, so that a flood of fresh nonces costs no
+        // memory; a nonce past it is remembered whatever happens next: a
+        // refused request replayed later is still a replay.
         if call
             .last_attempt
             .is_some_and(|t| now.saturating_duration_since(t) < interval)
         {
             return Some(Refusal::RateLimited);
+        }
+        if !call.remember(nonce) {
+            return Some(Refusal::Replay);
         }
         call.last_attempt = Some(now);
         if locked_out {

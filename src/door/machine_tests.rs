@@ -286,6 +286,33 @@ fn nonces_are_forgotten_only_with_a_new_call() {
 }
 
 #[test]
+fn a_flood_of_fresh_nonces_keeps_the_nonce_window_bounded() {
+    let mut r = Rig::default();
+    r.drain();
+    r.answer("c-1");
+    let mut granted = 0;
+    // 30,000 requests with fresh nonces over 60 s.
+    for i in 0..30_000u64 {
+        r.advance_to(ms(i * 2));
+        if r.open("c-1", &format!("n{i}")).0 {
+            granted += 1;
+        }
+    }
+    // One per remote_open_interval (3 s) of the 60 s.
+    assert_eq!(granted, 20);
+    // Only nonces past the rate limit are kept, and at most the window.
+    assert_eq!(r.m.nonces_held(), 20);
+    for i in 0..200u64 {
+        r.advance_to(ms(60_000 + i * 3000));
+        assert_eq!(r.open("c-1", &format!("late{i}")), (true, None));
+    }
+    assert_eq!(r.m.nonces_held(), NONCE_WINDOW);
+    // A recent one is still a replay.
+    r.advance_to(ms(60_000 + 200 * 3000));
+    assert_eq!(r.open("c-1", "late199"), (false, Some(Refusal::Replay)));
+}
+
+#[test]
 fn bad_nonces_are_refused() {
     let mut r = Rig::default();
     r.drain();

@@ -5,8 +5,8 @@
 mod machine;
 
 pub use machine::{
-    DoorInput, DoorMachine, DoorOutput, DoorSettings, LedPlan, LockKind, OpenSource, Refusal,
-    level_at, valid_nonce,
+    DoorInput, DoorMachine, DoorOutput, DoorSettings, LedPlan, LockKind, NONCE_WINDOW, OpenSource,
+    Refusal, level_at, valid_nonce,
 };
 
 #[cfg(test)]

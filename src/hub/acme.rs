@@ -602,36 +602,15 @@ pub fn challenge_key(domain: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, S
 /// The HTTPS client towards the CA: the system's trust store plus
 /// `ca_file` (a private or test CA).
 fn http_client(settings: &AcmeSettings) -> Result<Box<dyn HttpClient>, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    let (added, _) = roots.add_parsable_certificates(native.certs);
-    if let Some(path) = &settings.ca_file {
-        let pem = std::fs::read(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
-        use rustls::pki_types::pem::PemObject as _;
-        let certs = CertificateDer::pem_slice_iter(&pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("ca_file {}: not PEM certificates: {e}", path.display()))?;
-        if certs.is_empty() {
-            return Err(format!("ca_file {} holds no certificate", path.display()));
-        }
-        for c in certs {
-            roots
-                .add(c)
-                .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
-        }
-    } else if added == 0 {
+    let roots = super::tls::trust_roots(settings.ca_file.as_deref())
+        .map_err(|e| format!("ca_file: {e}"))?;
+    if roots.is_empty() {
         return Err(
             "the system has no trusted CA certificates (install ca-certificates, or set ca_file)"
                 .into(),
         );
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let config = Arc::unwrap_or_clone(super::tls::client_config(roots));
     let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
     http.set_connect_timeout(Some(CONNECT_TIMEOUT));
     http.enforce_http(false);

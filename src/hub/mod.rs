@@ -3,7 +3,9 @@
 //! `server` the axum shell around it.
 
 pub mod acme;
+pub mod conn;
 pub mod guard;
+pub mod policy;
 pub mod push;
 pub mod quiet;
 pub mod server;

@@ -22,8 +22,8 @@ use hyper_util::rt::TokioExecutor;
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
 use ring::{aead, agreement, hkdf};
+use rustls::pki_types::PrivatePkcs8KeyDer;
 use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use tracing::{debug, error, info, warn};
 
 use super::acme::with_causes;
@@ -560,35 +560,13 @@ fn derive(
 /// HTTPS (and plain HTTP, for loopback only: checked per request) with
 /// the system's CAs plus `extra_ca`.
 fn http_client(extra_ca: Option<&Path>) -> Result<HttpsClient, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    roots.add_parsable_certificates(native.certs);
-    if let Some(path) = extra_ca {
-        let pem = std::fs::read(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
-        let certs = CertificateDer::pem_slice_iter(&pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("ca_file {}: not PEM certificates: {e}", path.display()))?;
-        if certs.is_empty() {
-            return Err(format!("ca_file {} holds no certificate", path.display()));
-        }
-        for c in certs {
-            roots
-                .add(c)
-                .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
-        }
-    }
+    let roots = super::tls::trust_roots(extra_ca).map_err(|e| format!("ca_file: {e}"))?;
     if roots.is_empty() {
         // Not fatal: loopback tests need none, and the failure of each
         // push will say why.
         warn!("no trusted CA certificates for Web Push (install ca-certificates)");
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let config = Arc::unwrap_or_clone(super::tls::client_config(roots));
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(SEND_TIMEOUT));
     http.set_nodelay(true);

@@ -15,19 +15,21 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::header;
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use super::conn::{Admission, ConnLimits, IdleIo, accept_loop, serve_http};
+use super::policy::HttpPolicy;
 use super::push::{PushMessage, PushOutcome, VapidKeys, WebPush, endpoint_host};
 use super::quiet::WeekMinute;
 use super::state::{Action, ConnId, HubSettings, HubState, LogLevel, PushJob};
 use super::store::{HubStore, SqliteStore, StoreError, StoreWorker};
-use super::tls::TlsListener;
+use super::tls::TlsAccept;
 use crate::signaling::protocol::Message;
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
@@ -42,16 +44,22 @@ const ICON_MASKABLE: &[u8] = include_bytes!("../../web/icons/maskable-512.png");
 const APPLE_TOUCH_ICON: &[u8] = include_bytes!("../../web/icons/apple-touch-icon.png");
 const FAVICON: &[u8] = include_bytes!("../../web/favicon.ico");
 
-/// Frames beyond this are cut by the WebSocket layer itself; frames between
-/// the protocol limit and this get a proper `too_large` reply first.
+/// Frames beyond this are cut by the WebSocket layer itself whatever the
+/// configuration; below it the cap is twice `max_message_bytes` (see
+/// [`ws_limit`]).
 const HARD_FRAME_LIMIT: usize = 1 << 20;
+/// The WebSocket's read chunk and write batch. Signaling messages are a
+/// few hundred bytes (an SDP a few KiB); tungstenite's 128 KiB defaults
+/// cost a silent socket ~137 KB until its hello timeout.
+const WS_READ_BUFFER: usize = 4096;
+const WS_WRITE_BUFFER: usize = 4096;
 const CONN_QUEUE: usize = 256;
 /// Pushes in flight at once; more wait for a slot.
 const PUSHES_IN_FLIGHT: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}{}", bind_hint(source))]
     Bind {
         addr: String,
         source: std::io::Error,
@@ -61,6 +69,23 @@ pub enum HubError {
         addr: String,
         source: std::io::Error,
     },
+}
+
+/// What a technician can do about a failed bind (the cause itself follows
+/// in the error chain).
+fn bind_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            " (another program, or another intercomd, uses this port: stop it or choose \
+             another address: `hub.listen` in the configuration, `intercomd demo --listen …`, \
+             `make demo ARGS=\"--listen 0.0.0.0:9443\"`)"
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            " (ports below 1024 need CAP_NET_BIND_SERVICE, which the systemd unit grants)"
+        }
+        std::io::ErrorKind::AddrNotAvailable => " (no interface of this machine has that address)",
+        _ => "",
+    }
 }
 
 /// Runtime knobs of the connection tasks.
@@ -77,6 +102,10 @@ pub struct ConnSettings {
     pub push: Option<PushSettings>,
     /// `station.name`: the installed app's name on the resident's phone.
     pub station_name: String,
+    /// Timeouts and caps of every listener.
+    pub limits: ConnLimits,
+    /// The names and origins the hub answers to, and HSTS.
+    pub policy: HttpPolicy,
 }
 
 #[derive(Clone, Debug)]
@@ -119,6 +148,8 @@ struct AppState {
     /// The HTTPS port when the main listener has TLS: the page opened over
     /// plain HTTP points there.
     https_port: Option<u16>,
+    /// `signaling.max_message_bytes`: the WebSocket's own frame cap.
+    max_message_bytes: usize,
 }
 
 /// Bind the hub's listener, naming the address on failure.
@@ -143,6 +174,10 @@ pub struct Listeners {
     /// Plain HTTP answering every request with a redirect to the main
     /// listener's HTTPS.
     pub redirect: Option<TcpListener>,
+    /// Plain HTTP on loopback for this station's own signaling client
+    /// only: its connections are not counted against the public caps, so
+    /// no load from the network can keep the station off its hub.
+    pub own: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -153,12 +188,14 @@ impl Listeners {
             tls: None,
             loopback: Vec::new(),
             redirect: None,
+            own: None,
         }
     }
 }
 
-type Serving =
-    std::pin::Pin<Box<dyn std::future::Future<Output = (String, std::io::Result<()>)> + Send>>;
+/// Connections the station's own listener admits: its signaling client
+/// needs one; the rest is room for a reconnect racing the old socket.
+const OWN_CONNECTIONS: usize = 8;
 
 /// Serve until `shutdown` is cancelled. The listeners are passed in so
 /// tests can bind port 0 and read the addresses first.
@@ -174,9 +211,17 @@ pub async fn run(
         .unwrap_or_else(|| "?".into());
     let (events_tx, events_rx) = mpsc::channel(1024);
     let answerer_ids: Vec<String> = settings.answerers.iter().map(|a| a.id.clone()).collect();
+    let max_message_bytes = settings.max_message_bytes;
     let mut state = HubState::new(settings);
     let data = start_data(&conn, answerer_ids, events_tx.clone()).await;
     state.set_push_key(data.push_key.clone());
+    let dir = conn.state_dir.clone();
+    match tokio::task::spawn_blocking(move || route_key(dir.as_deref())).await {
+        Ok(key) => state.set_route_key(&key),
+        Err(e) => {
+            warn!(error = %e, "hub route key unavailable: doors cannot resume calls after a hub restart")
+        }
+    }
     let actor = tokio::spawn(actor(
         state,
         events_rx,
@@ -184,65 +229,153 @@ pub async fn run(
         data,
         shutdown.clone(),
     ));
+    let limits = conn.limits.clone();
+    let policy = Arc::new(conn.policy.clone());
     let app_state = AppState {
         events: events_tx,
         next_conn: Default::default(),
         conn,
         cancel: shutdown.clone(),
         https_port: listeners.tls.as_ref().and(main_addr.map(|a| a.port())),
+        max_message_bytes,
     };
-    let app = router(app_state);
-    let mut serving: Vec<Serving> = Vec::new();
-    let stop = || shutdown.clone().cancelled_owned();
-    let make = |app: &Router| {
-        app.clone()
-            .into_make_service_with_connect_info::<SocketAddr>()
+    let app = router(app_state).layer(axum::middleware::from_fn_with_state(
+        policy.clone(),
+        super::policy::guard,
+    ));
+    // One count for every listener the public can reach, so the caps hold
+    // for the process; the station's own listener counts apart.
+    let shared = Admission::new(limits.max_connections, limits.max_connections_per_address);
+    let conns = TaskTracker::new();
+    let mut loops = Vec::new();
+    let plain = |l: TcpListener, what: &'static str, admission: Arc<Admission>, app: Router| {
+        let (conns, cancel, limits) = (conns.clone(), shutdown.clone(), limits.clone());
+        accept_loop(
+            l,
+            what,
+            admission,
+            shutdown.clone(),
+            move |stream, peer, slot| {
+                let io = IdleIo::new(stream, limits.idle_timeout, Some(slot));
+                conns.spawn(serve_http(
+                    io,
+                    peer,
+                    app.clone(),
+                    limits.header_read_timeout,
+                    false,
+                    cancel.clone(),
+                ));
+            },
+        )
     };
     match listeners.tls {
         Some(config) => {
             info!(listen = %addr, scheme = "https", "hub listening (HTTPS and WSS)");
-            let tls = TlsListener::new(listeners.main, config, shutdown.clone()).tap_io(|_| {});
-            let a = addr.clone();
-            let f = axum::serve(tls, make(&app)).with_graceful_shutdown(stop());
-            serving.push(Box::pin(async move { (a, f.await) }));
+            let tls = TlsAccept::new(config, limits.header_read_timeout);
+            let (conns, cancel, limits, app) =
+                (conns.clone(), shutdown.clone(), limits.clone(), app.clone());
+            loops.push(tokio::spawn(accept_loop(
+                listeners.main,
+                "hub",
+                shared.clone(),
+                shutdown.clone(),
+                move |stream, peer, slot| {
+                    let io = IdleIo::new(stream, limits.idle_timeout, Some(slot));
+                    let (tls, app, cancel) = (tls.clone(), app.clone(), cancel.clone());
+                    let head = limits.header_read_timeout;
+                    conns.spawn(async move {
+                        if let Some(s) = tls.handshake(io, peer).await {
+                            serve_http(s, peer, app, head, true, cancel).await;
+                        }
+                    });
+                },
+            )));
         }
         None => {
             info!(listen = %addr, scheme = "http", "hub listening");
-            let a = addr.clone();
-            let f = axum::serve(listeners.main, make(&app)).with_graceful_shutdown(stop());
-            serving.push(Box::pin(async move { (a, f.await) }));
+            loops.push(tokio::spawn(plain(
+                listeners.main,
+                "hub",
+                shared.clone(),
+                app.clone(),
+            )));
         }
     }
     for l in listeners.loopback {
         let a = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
         debug!(listen = %a, scheme = "http", "hub listening on loopback");
-        let f = axum::serve(l, make(&app)).with_graceful_shutdown(stop());
-        serving.push(Box::pin(async move { (a, f.await) }));
+        loops.push(tokio::spawn(plain(l, "hub", shared.clone(), app.clone())));
+    }
+    if let Some(l) = listeners.own {
+        let a = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        debug!(listen = %a, "hub listening for this station's own client");
+        let own = Admission::new(OWN_CONNECTIONS, OWN_CONNECTIONS);
+        loops.push(tokio::spawn(plain(
+            l,
+            "hub (station's own)",
+            own,
+            app.clone(),
+        )));
     }
     if let Some(l) = listeners.redirect {
         let a = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
         let port = main_addr.map(|m| m.port()).unwrap_or(443);
         info!(listen = %a, to_port = port, "hub redirecting plain HTTP to HTTPS");
-        let redirect = Router::new().fallback(move |req: axum::extract::Request| async move {
-            redirect_to_https(&req, port)
-        });
-        let f = axum::serve(l, redirect.into_make_service()).with_graceful_shutdown(stop());
-        serving.push(Box::pin(async move { (a, f.await) }));
+        let redirect = redirect_router(port, policy.clone());
+        loops.push(tokio::spawn(plain(
+            l,
+            "hub redirect",
+            shared.clone(),
+            redirect,
+        )));
     }
-    let results = futures_util::future::join_all(serving).await;
+    loops.push(tokio::spawn(trim_after_bursts(
+        shared.clone(),
+        shutdown.clone(),
+    )));
+    futures_util::future::join_all(loops).await;
     shutdown.cancel();
+    conns.close();
+    // Each connection gives up within its own grace after the cancel.
+    let _ = tokio::time::timeout(Duration::from_secs(3), conns.wait()).await;
     let _ = actor.await;
     info!(listen = %addr, "hub stopped");
-    match results.into_iter().find(|(_, r)| r.is_err()) {
-        Some((addr, Err(source))) => Err(HubError::Serve { addr, source }),
-        _ => Ok(()),
+    Ok(())
+}
+
+/// A burst this large (connections open at once) is worth trimming after.
+const TRIM_BURST: usize = 256;
+
+/// After a burst of connections (an attack, a crowd of phones) glibc keeps
+/// the freed buffers in its arenas: measured, 3,000 connections left ~34 MB
+/// behind on a station whose baseline is ~47 MB. Once the burst is over,
+/// the memory goes back to the system.
+async fn trim_after_bursts(admission: Arc<Admission>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut peak = 0;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = cancel.cancelled() => return,
+        }
+        let open = admission.open();
+        peak = peak.max(open);
+        if peak >= TRIM_BURST && open <= peak / 8 {
+            debug!(peak, open, "connection burst over: returning freed memory");
+            #[cfg(target_env = "gnu")]
+            // SAFETY: malloc_trim only walks the allocator's own free lists.
+            let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
+            peak = open;
+        }
     }
 }
 
-fn router(app_state: AppState) -> Router {
-    Router::new()
-        .route("/", get(|| async { Html(INDEX_HTML) }))
-        .route(
+/// Every route of the hub, as a table the header tests walk.
+fn routes() -> Vec<(&'static str, axum::routing::MethodRouter<AppState>)> {
+    vec![
+        ("/", get(|| async { Html(INDEX_HTML) })),
+        (
             "/app.js",
             get(|| async {
                 (
@@ -250,8 +383,8 @@ fn router(app_state: AppState) -> Router {
                     APP_JS,
                 )
             }),
-        )
-        .route(
+        ),
+        (
             "/style.css",
             get(|| async {
                 (
@@ -259,9 +392,9 @@ fn router(app_state: AppState) -> Router {
                     STYLE_CSS,
                 )
             }),
-        )
-        .route("/manifest.webmanifest", get(manifest))
-        .route(
+        ),
+        ("/manifest.webmanifest", get(manifest)),
+        (
             "/sw.js",
             get(|| async {
                 (
@@ -273,28 +406,45 @@ fn router(app_state: AppState) -> Router {
                     SW_JS,
                 )
             }),
-        )
-        .route("/icons/icon-192.png", get(|| async { png(ICON_192) }))
-        .route("/icons/icon-512.png", get(|| async { png(ICON_512) }))
-        .route(
+        ),
+        ("/icons/icon-192.png", get(|| async { png(ICON_192) })),
+        ("/icons/icon-512.png", get(|| async { png(ICON_512) })),
+        (
             "/icons/maskable-512.png",
             get(|| async { png(ICON_MASKABLE) }),
-        )
-        .route(
+        ),
+        (
             "/icons/apple-touch-icon.png",
             get(|| async { png(APPLE_TOUCH_ICON) }),
-        )
-        .route(
+        ),
+        (
             "/apple-touch-icon.png",
             get(|| async { png(APPLE_TOUCH_ICON) }),
-        )
-        .route(
+        ),
+        (
             "/favicon.ico",
             get(|| async { ([(header::CONTENT_TYPE, "image/x-icon")], FAVICON) }),
-        )
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/client.json", get(client_json))
-        .route("/ws", get(ws_handler))
+        ),
+        ("/healthz", get(|| async { "ok\n" })),
+        ("/client.json", get(client_json)),
+        ("/ws", get(ws_handler)),
+    ]
+}
+
+/// Answers every request with a redirect to HTTPS on `port`.
+fn redirect_router(port: u16, policy: Arc<HttpPolicy>) -> Router {
+    Router::new()
+        .fallback(move |req: axum::extract::Request| async move { redirect_to_https(&req, port) })
+        .layer(axum::middleware::from_fn_with_state(
+            policy,
+            super::policy::guard,
+        ))
+}
+
+fn router(app_state: AppState) -> Router {
+    routes()
+        .into_iter()
+        .fold(Router::new(), |r, (path, method)| r.route(path, method))
         .with_state(app_state)
 }
 
@@ -425,13 +575,27 @@ fn client_info(https_url: Option<&str>) -> String {
     serde_json::json!({ "https_url": https_url }).to_string()
 }
 
+/// The WebSocket layer's frame and message cap. A message a little over
+/// `max_message_bytes` still reaches the protocol, which answers
+/// `too_large` before closing (clients learn why); twice the limit is cut
+/// by the WebSocket layer itself, before it is buffered whole.
+fn ws_limit(max_message_bytes: usize) -> usize {
+    max_message_bytes
+        .saturating_mul(2)
+        .clamp(1024, HARD_FRAME_LIMIT)
+}
+
 async fn ws_handler(
     ws: WebSocketUpgrade,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     State(app): State<AppState>,
 ) -> impl IntoResponse {
-    ws.max_message_size(HARD_FRAME_LIMIT)
-        .max_frame_size(HARD_FRAME_LIMIT)
+    let limit = ws_limit(app.max_message_bytes);
+    ws.read_buffer_size(WS_READ_BUFFER)
+        .write_buffer_size(WS_WRITE_BUFFER)
+        .max_write_buffer_size(WS_WRITE_BUFFER + limit)
+        .max_message_size(limit)
+        .max_frame_size(limit)
         .on_upgrade(move |socket| connection(socket, peer, app))
 }
 
@@ -558,6 +722,44 @@ async fn start_data(
         }
     }
     data
+}
+
+const ROUTE_KEY_FILE: &str = "route.key";
+
+/// The secret that signs route proofs, from `route.key` in the state
+/// directory (created once), so that a door can resume its call after the
+/// hub restarts. Without a usable directory: a key for this run only.
+fn route_key(dir: Option<&std::path::Path>) -> Vec<u8> {
+    use ring::rand::SecureRandom as _;
+    let fresh = || {
+        let mut key = vec![0u8; 32];
+        ring::rand::SystemRandom::new()
+            .fill(&mut key)
+            .expect("the system's random source works");
+        key
+    };
+    let Some(dir) = dir else {
+        return fresh();
+    };
+    let path = dir.join(ROUTE_KEY_FILE);
+    match std::fs::read(&path) {
+        Ok(key) if key.len() == 32 => return key,
+        Ok(_) => {
+            warn!(file = %path.display(), "hub route key has the wrong length: making a new one (doors cannot resume calls routed before)")
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            warn!(file = %path.display(), error = %e, "hub route key unreadable: using one for this run only");
+            return fresh();
+        }
+    }
+    let key = fresh();
+    if let Err(e) =
+        super::tls::ensure_private_dir(dir).and_then(|()| super::tls::write_private(&path, &key))
+    {
+        warn!(error = %e, "hub route key not kept: doors cannot resume calls after a hub restart");
+    }
+    key
 }
 
 /// The database thread. It opens the file itself, so that a slow or
@@ -767,6 +969,8 @@ async fn actor(
     cancel: CancellationToken,
 ) {
     let mut conns: HashMap<ConnId, (SocketAddr, mpsc::Sender<Outbound>)> = HashMap::new();
+    // Messages for the station's own link that did not fit its queue.
+    let mut own_backlog: HashMap<ConnId, std::collections::VecDeque<Outbound>> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut session_seq: u64 = 0;
     let boot: u32 = rand::random();
@@ -805,14 +1009,45 @@ async fn actor(
             _ = tick.tick() => state.handle_tick(Instant::now().into_std()),
             _ = cancel.cancelled() => break,
         };
+        own_backlog.retain(|conn, q| {
+            let Some((_, tx)) = conns.get(conn) else {
+                return false;
+            };
+            while let Some(out) = q.pop_front() {
+                if let Err(e) = tx.try_send(out) {
+                    if let mpsc::error::TrySendError::Full(out) = e {
+                        q.push_front(out);
+                        return true;
+                    }
+                    return false;
+                }
+            }
+            false
+        });
         for a in actions {
             match a {
                 Action::Send(conn, msg) => {
-                    if let Some((peer, tx)) = conns.get(&conn)
-                        && tx.try_send(Outbound::Text(msg.to_json())).is_err()
-                    {
-                        warn!(conn, %peer, "signaling client too slow, dropping it");
-                        let _ = tx.try_send(Outbound::Close(1008, "too slow"));
+                    let Some((peer, tx)) = conns.get(&conn) else {
+                        continue;
+                    };
+                    let out = Outbound::Text(msg.to_json());
+                    if let Some(q) = own_backlog.get_mut(&conn) {
+                        q.push_back(out);
+                        continue;
+                    }
+                    match tx.try_send(out) {
+                        Ok(()) => {}
+                        // The station's own link carries its calls: never
+                        // cut it for a burst some peer caused; what does not
+                        // fit waits here, in order.
+                        Err(mpsc::error::TrySendError::Full(out)) if state.is_own(conn) => {
+                            warn!(conn, "own station link busy: holding messages for it");
+                            own_backlog.entry(conn).or_default().push_back(out);
+                        }
+                        Err(_) => {
+                            warn!(conn, %peer, "signaling client too slow, dropping it");
+                            let _ = tx.try_send(Outbound::Close(1008, "too slow"));
+                        }
                     }
                 }
                 Action::Close(conn, code, reason) => {
@@ -914,6 +1149,192 @@ async fn actor(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::policy::OverTls;
+
+    fn policy(hsts: bool) -> HttpPolicy {
+        HttpPolicy {
+            names: vec!["door.local".into(), "localhost".into()],
+            certs: None,
+            origins: vec!["https://intercom.example.net".into()],
+            hsts,
+        }
+    }
+
+    /// The hub's router with its guard, as `run` serves it.
+    fn app(policy: HttpPolicy) -> Router {
+        let (events, _) = mpsc::channel(1);
+        let state = AppState {
+            events,
+            next_conn: Default::default(),
+            conn: ConnSettings {
+                ping_interval: Duration::from_secs(15),
+                public_url: None,
+                state_dir: None,
+                push: None,
+                station_name: "Front door".into(),
+                limits: ConnLimits::default(),
+                policy: policy.clone(),
+            },
+            cancel: CancellationToken::new(),
+            https_port: Some(8443),
+            max_message_bytes: 65536,
+        };
+        router(state).layer(axum::middleware::from_fn_with_state(
+            Arc::new(policy),
+            super::super::policy::guard,
+        ))
+    }
+
+    async fn call(
+        app: &Router,
+        path: &str,
+        headers: &[(&str, &str)],
+        tls: bool,
+    ) -> axum::response::Response {
+        let mut req = axum::http::Request::builder().uri(path);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let mut req = req.body(axum::body::Body::empty()).expect("valid request");
+        req.extensions_mut().insert(OverTls(tls));
+        let mut app = app.clone();
+        tower_service::Service::call(&mut app, req)
+            .await
+            .expect("infallible")
+    }
+
+    fn assert_hardened(r: &axum::response::Response, what: &str, hsts: bool) {
+        let h = r.headers();
+        let csp = h
+            .get(header::CONTENT_SECURITY_POLICY)
+            .unwrap_or_else(|| panic!("{what}: no CSP"))
+            .to_str()
+            .expect("ascii");
+        for want in [
+            "default-src 'none'",
+            "script-src 'self';",
+            "style-src 'self';",
+            "frame-ancestors 'none'",
+            "object-src 'none'",
+        ] {
+            assert!(csp.contains(want), "{what}: CSP {csp:?} lacks {want:?}");
+        }
+        assert!(!csp.contains("unsafe"), "{what}: CSP {csp:?}");
+        assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{what}");
+        assert_eq!(h[header::REFERRER_POLICY], "no-referrer", "{what}");
+        assert_eq!(
+            h.contains_key(header::STRICT_TRANSPORT_SECURITY),
+            hsts,
+            "{what}: HSTS"
+        );
+    }
+
+    #[tokio::test]
+    async fn every_route_carries_the_security_headers() {
+        let host = [("host", "door.local:8443")];
+        let paths: Vec<&str> = routes()
+            .iter()
+            .map(|(p, _)| *p)
+            .chain(["/no-such-page"])
+            .collect();
+        assert!(paths.len() > 10, "the route table is walked");
+        for (hsts, tls, want_hsts) in [
+            (false, true, false),
+            (true, true, true),
+            (true, false, false),
+        ] {
+            let app = app(policy(hsts));
+            for path in &paths {
+                let r = call(&app, path, &host, tls).await;
+                assert_hardened(&r, path, want_hsts);
+                if *path == "/" {
+                    assert_eq!(r.status(), 200);
+                    let csp = r.headers()[header::CONTENT_SECURITY_POLICY]
+                        .to_str()
+                        .expect("ascii");
+                    assert!(
+                        csp.contains(
+                            "connect-src 'self' ws://door.local:8443 wss://door.local:8443"
+                        ),
+                        "{csp}"
+                    );
+                }
+            }
+            // Refusals carry them too.
+            let r = call(&app, "/", &[("host", "evil.example")], tls).await;
+            assert_eq!(r.status(), 421);
+            assert_hardened(&r, "wrong host", false);
+        }
+        let redirect = redirect_router(8443, Arc::new(policy(true)));
+        let r = call(&redirect, "/x", &[("host", "door.local:8080")], false).await;
+        assert_eq!(r.status(), 308);
+        assert_hardened(&r, "redirect", false);
+        let r = call(&redirect, "/x", &[("host", "evil.example:8080")], false).await;
+        assert_eq!(r.status(), 421, "no redirect to a foreign name");
+    }
+
+    #[test]
+    fn the_page_has_no_inline_script_style_or_handler() {
+        for (name, page) in [("index.html", INDEX_HTML)] {
+            let lower = page.to_ascii_lowercase();
+            for tag in lower.match_indices("<script").map(|(i, _)| &lower[i..]) {
+                let open = &tag[..tag.find('>').expect("tag closes")];
+                assert!(open.contains(" src="), "{name}: inline script {open}");
+            }
+            assert!(!lower.contains("<style"), "{name}: inline style");
+            assert!(!lower.contains(" style="), "{name}: style attribute");
+            assert!(
+                !lower.contains(" onclick=") && !lower.contains(" onload="),
+                "{name}: inline handler"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn host_and_origin_are_checked() {
+        let app = app(policy(false));
+        let upgrade = |origin: Option<&'static str>| {
+            let mut h = vec![
+                ("host", "door.local:8443"),
+                ("connection", "upgrade"),
+                ("upgrade", "websocket"),
+                ("sec-websocket-version", "13"),
+                ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ];
+            if let Some(o) = origin {
+                h.push(("origin", o));
+            }
+            h
+        };
+        for (origin, refused) in [
+            (Some("http://evil.example"), true),
+            (Some("https://door.local:9999"), true),
+            (Some("null"), true),
+            (Some("https://door.local:8443"), false),
+            (Some("https://intercom.example.net"), false),
+            (None, false),
+        ] {
+            let r = call(&app, "/ws", &upgrade(origin), true).await;
+            assert_eq!(
+                r.status() == 403,
+                refused,
+                "origin {origin:?}: {}",
+                r.status()
+            );
+        }
+        let r = call(&app, "/", &[("host", "rebound.example:8443")], true).await;
+        assert_eq!(r.status(), 421);
+        let r = call(&app, "/", &[("host", "door.local:8443")], true).await;
+        assert_eq!(r.status(), 200);
+        let r = call(&app, "/", &[("host", "127.0.0.1:8443")], true).await;
+        assert_eq!(r.status(), 200, "this machine's addresses are its names");
+    }
+
+    #[test]
+    fn websocket_limit_follows_the_protocol_limit() {
+        assert_eq!(ws_limit(65536), 131072);
+        assert_eq!(ws_limit(1 << 20), HARD_FRAME_LIMIT);
+    }
 
     #[test]
     fn redirect_keeps_host_and_path() {

@@ -25,6 +25,10 @@ pub const MAX_ENDPOINT_BYTES: usize = 1024;
 const MAX_KEY_CHARS: usize = 128;
 pub const HISTORY_DEFAULT: u32 = 50;
 pub const HISTORY_MAX: u32 = 200;
+/// Candidates relayed per call from each party (several offers' worth of
+/// a browser's few dozen), and per second: the rest are dropped.
+pub const MAX_CANDIDATES_PER_CALL: u32 = 150;
+pub const MAX_CANDIDATES_PER_SECOND: u32 = 30;
 /// How long a push service keeps an `end` for an offline phone.
 pub const END_PUSH_TTL: Duration = Duration::from_secs(60);
 
@@ -65,6 +69,9 @@ pub struct HubSettings {
     pub hello_timeout: Duration,
     /// The door's ring timeout: how long a ring push is worth delivering.
     pub ring_timeout: Duration,
+    /// The door id of the station hosting this hub in-process (standalone):
+    /// its connection is never dropped as a slow consumer.
+    pub own_door: Option<String>,
 }
 
 pub type ConnId = u64;
@@ -167,6 +174,36 @@ struct HubCall {
     door_opened: bool,
     /// Devices that were pushed the ring, per answerer; they get the `end`.
     pushed: Vec<(String, Vec<Subscription>)>,
+    /// Candidates relayed from the door [0] and the answerer [1].
+    candidates: [CandidateBudget; 2],
+}
+
+/// How many candidates one party of a call may still have relayed.
+#[derive(Debug, Default)]
+struct CandidateBudget {
+    relayed: u32,
+    /// Wall-clock second of `in_second`.
+    second: u64,
+    in_second: u32,
+    dropped: u32,
+}
+
+impl CandidateBudget {
+    /// True when one more candidate may go through at `unix_ms`.
+    fn take(&mut self, unix_ms: u64) -> bool {
+        let second = unix_ms / 1000;
+        if second != self.second {
+            self.second = second;
+            self.in_second = 0;
+        }
+        if self.relayed >= MAX_CANDIDATES_PER_CALL || self.in_second >= MAX_CANDIDATES_PER_SECOND {
+            self.dropped += 1;
+            return false;
+        }
+        self.relayed += 1;
+        self.in_second += 1;
+        true
+    }
 }
 
 pub struct HubState {
@@ -188,6 +225,9 @@ pub struct HubState {
     backoff: HelloBackoff,
     /// The latest monotonic time the shell gave (see [`HubState::set_instant`]).
     now: Option<Instant>,
+    /// Signs the route proofs handed to doors (`route`); kept across
+    /// restarts by the shell so that a door can resume after one.
+    route_key: Option<ring::hmac::Key>,
 }
 
 impl HubState {
@@ -204,6 +244,7 @@ impl HubState {
             subs: HashMap::new(),
             backoff: HelloBackoff::default(),
             now: None,
+            route_key: None,
         }
     }
 
@@ -211,6 +252,56 @@ impl HubState {
     /// summaries and the `hello` backoff run on it.
     pub fn set_instant(&mut self, now: Instant) {
         self.now = Some(now);
+    }
+
+    /// The secret that signs route proofs (32 random bytes the shell keeps
+    /// in the hub's state directory). Without it no proof is handed out
+    /// and a forgotten call is never rebuilt from a door's word.
+    pub fn set_route_key(&mut self, secret: &[u8]) {
+        self.route_key = Some(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret));
+    }
+
+    /// Whether `conn` is the in-process station's own connection.
+    pub fn is_own(&self, conn: ConnId) -> bool {
+        let own = self.settings.own_door.as_deref();
+        self.conns
+            .get(&conn)
+            .and_then(|c| c.who.as_ref())
+            .is_some_and(|w| w.role == Role::Door && Some(w.id.as_str()) == own)
+    }
+
+    /// The proof that this hub routed `call_id` between `door` and
+    /// `answerer` in `group` (empty for a resident's call to the door).
+    fn route_proof(
+        &self,
+        door: &str,
+        call_id: &CallId,
+        answerer: &str,
+        group: &str,
+    ) -> Option<String> {
+        use base64::Engine as _;
+        let key = self.route_key.as_ref()?;
+        let tag = ring::hmac::sign(key, &route_data(door, call_id, answerer, group));
+        Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref()))
+    }
+
+    fn route_proven(
+        &self,
+        door: &str,
+        call_id: &CallId,
+        answerer: &str,
+        group: &str,
+        route: Option<&str>,
+    ) -> bool {
+        use base64::Engine as _;
+        let (Some(key), Some(route)) = (&self.route_key, route) else {
+            return false;
+        };
+        let Ok(tag) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(route) else {
+            return false;
+        };
+        // ring compares in constant time.
+        ring::hmac::verify(key, &route_data(door, call_id, answerer, group), &tag).is_ok()
     }
 
     /// Wall-clock time in ms and the local time of week, given by the
@@ -563,8 +654,9 @@ impl HubState {
                     call_id,
                     answerer,
                     group,
+                    route,
                 },
-            ) => self.resume(conn, &me, call_id, answerer, group),
+            ) => self.resume(conn, &me, call_id, answerer, group, route),
             (Role::Door, Message::Cancel { call_id, reason }) => {
                 let Some(call) = self.calls.get(&call_id) else {
                     return err(ErrorCode::UnknownCall, format!("no call {call_id}"));
@@ -715,6 +807,27 @@ impl HubState {
                     );
                 };
                 let mut out = Vec::new();
+                if let Message::Candidate { .. } = &m {
+                    let now = self.unix_ms;
+                    let budget = &mut self
+                        .calls
+                        .get_mut(&call_id)
+                        .expect("looked up just above")
+                        .candidates[usize::from(role == Role::Answerer)];
+                    if !budget.take(now) {
+                        // Said once per call and party.
+                        if budget.dropped == 1 {
+                            out.push(Action::log(
+                                LogLevel::Warn,
+                                conn,
+                                format!(
+                                    "candidates for call {call_id} beyond {MAX_CANDIDATES_PER_CALL} per call or {MAX_CANDIDATES_PER_SECOND} per second dropped"
+                                ),
+                            ));
+                        }
+                        return out;
+                    }
+                }
                 if let Message::Hangup { reason, .. } = &m {
                     let call = self.calls.remove(&call_id).expect("looked up just above");
                     out.push(Action::log(
@@ -946,6 +1059,31 @@ impl HubState {
         group: String,
         quiet: bool,
     ) -> Vec<Action> {
+        let may_ring = self
+            .principal(Role::Door, &me.id)
+            .is_some_and(|p| p.groups.contains(&group));
+        if !may_ring {
+            return vec![
+                Action::log(
+                    LogLevel::Warn,
+                    conn,
+                    format!(
+                        "call {call_id}: door {} may not ring group `{}`",
+                        me.id,
+                        crate::logging::escape_peer_text(&group)
+                    ),
+                ),
+                Action::Send(
+                    conn,
+                    Message::Error {
+                        code: ErrorCode::NotPermitted,
+                        message: format!("this door may not ring group `{group}`"),
+                        reference: Some(if quiet { "resume" } else { "ring" }.into()),
+                        call_id: Some(call_id),
+                    },
+                ),
+            ];
+        }
         if let Some(existing) = self.calls.get(&call_id) {
             if existing.door == me.id {
                 // A repeated ring (second press, resend) changes nothing.
@@ -1336,6 +1474,7 @@ impl HubState {
         call_id: CallId,
         answerer: Option<String>,
         group: Option<String>,
+        route: Option<String>,
     ) -> Vec<Action> {
         let resumed = vec![Action::Send(
             conn,
@@ -1343,40 +1482,41 @@ impl HubState {
                 call_id: call_id.clone(),
             },
         )];
-        if let Some(call) = self.calls.get(&call_id) {
-            if call.door != me.id {
-                return vec![Action::Send(
+        let refuse = |code: ErrorCode, text: String| {
+            vec![
+                Action::log(LogLevel::Warn, conn, format!("resume refused: {text}")),
+                Action::Send(
                     conn,
                     Message::Error {
-                        code: ErrorCode::NotPermitted,
-                        message: "not your call".into(),
+                        code,
+                        message: text,
                         reference: Some("resume".into()),
-                        call_id: Some(call_id),
+                        call_id: Some(call_id.clone()),
                     },
-                )];
+                ),
+            ]
+        };
+        if let Some(call) = self.calls.get(&call_id) {
+            if call.door != me.id {
+                return refuse(ErrorCode::NotPermitted, "not your call".into());
             }
             return resumed;
         }
-        // The hub restarted (or forgot): rebuild the route from the door's word.
+        // The hub restarted (or forgot): rebuild the route from the door's
+        // word, when the door proves that this hub made that route.
         match answerer {
             Some(a) => {
-                let Some(p) = self.principal(Role::Answerer, &a) else {
-                    return vec![Action::Send(
-                        conn,
-                        Message::Error {
-                            code: ErrorCode::UnknownPeer,
-                            message: format!("no answerer `{a}`"),
-                            reference: Some("resume".into()),
-                            call_id: Some(call_id),
-                        },
-                    )];
-                };
-                // A resident's call to the door has no group (the door
-                // resumes it without one).
-                let group = match &group {
-                    Some(_) => p.groups.first().cloned().unwrap_or_default(),
-                    None => String::new(),
-                };
+                if self.principal(Role::Answerer, &a).is_none() {
+                    return refuse(ErrorCode::UnknownPeer, format!("no answerer `{a}`"));
+                }
+                // A resident's call to the door has no group.
+                let group = group.unwrap_or_default();
+                if !self.route_proven(&me.id, &call_id, &a, &group, route.as_deref()) {
+                    return refuse(
+                        ErrorCode::NotPermitted,
+                        format!("no proof that this hub routed call {call_id} to `{a}`"),
+                    );
+                }
                 let stale: Vec<_> = self
                     .calls
                     .iter()
@@ -1416,6 +1556,12 @@ impl HubState {
                     Some(g) => self.ring(conn, me, call_id, g, true),
                     None => Vec::new(),
                 };
+                if out
+                    .iter()
+                    .any(|a| matches!(a, Action::Send(_, Message::Error { .. })))
+                {
+                    return out;
+                }
                 out.extend(resumed);
                 out
             }
@@ -1518,6 +1664,7 @@ impl HubState {
                     id: me.id.clone(),
                     name: me.name.clone(),
                 }),
+                route: self.route_proof(&target.id, &call_id, &me.id, ""),
             },
         ));
         out.push(Action::Send(
@@ -1595,6 +1742,7 @@ impl HubState {
                     id: me.id.clone(),
                     name: me.name.clone(),
                 },
+                route: self.route_proof(&door, &call_id, &me.id, &group),
             },
         ));
         for a in others {
@@ -1617,6 +1765,17 @@ impl HubState {
             None => Vec::new(),
         }
     }
+}
+
+/// What a route proof signs: length-prefixed, so no two routes share an
+/// encoding.
+fn route_data(door: &str, call_id: &CallId, answerer: &str, group: &str) -> Vec<u8> {
+    let mut data = Vec::new();
+    for part in [door, call_id.as_str(), answerer, group] {
+        data.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        data.extend_from_slice(part.as_bytes());
+    }
+    data
 }
 
 /// RFC 8030 `Topic`: at most 32 base64url characters, so a long call id

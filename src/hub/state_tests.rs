@@ -11,9 +11,21 @@ fn p(id: &str, token: &str, groups: &[&str]) -> Principal {
     }
 }
 
+/// The route key of the hub and of the same hub after a restart.
+const ROUTE_KEY: &[u8] = b"route key of this test hub 32 b.";
+
 fn hub() -> HubState {
-    HubState::new(HubSettings {
-        doors: vec![p("door-1", "dt", &[]), p("door-2", "dt2", &[])],
+    let mut h = HubState::new(hub_settings());
+    h.set_route_key(ROUTE_KEY);
+    h
+}
+
+fn hub_settings() -> HubSettings {
+    HubSettings {
+        doors: vec![
+            p("door-1", "dt", &["residents", "caretaker", "nobody"]),
+            p("door-2", "dt2", &["residents", "caretaker", "nobody"]),
+        ],
         answerers: vec![
             p("a", "at", &["residents"]),
             p("b", "bt", &["residents"]),
@@ -23,7 +35,8 @@ fn hub() -> HubState {
         max_message_bytes: 1024,
         hello_timeout: Duration::from_secs(10),
         ring_timeout: Duration::from_secs(30),
-    })
+        own_door: None,
+    }
 }
 
 fn sends(actions: &[Action]) -> Vec<(ConnId, Message)> {
@@ -197,7 +210,8 @@ fn ring_fans_out_to_the_group_and_first_accept_wins() {
             answerer: PeerInfo {
                 id: "b".into(),
                 name: "B".into()
-            }
+            },
+            route: t.h.route_proof("door-1", &cid("c1"), "b", "residents"),
         }
     )));
     assert!(out.contains(&(
@@ -423,32 +437,43 @@ fn reconnect_replaces_the_old_connection_and_routing_follows() {
     assert_eq!(t.msg(DOOR, hang.clone()), vec![(42, hang)]);
 }
 
+/// The route proof the door got with `accepted` (or `call_door`).
+fn route_of(out: &[(ConnId, Message)]) -> String {
+    out.iter()
+        .find_map(|(c, m)| match m {
+            Message::Accepted { route, .. } | Message::CallDoor { route, .. } if *c == DOOR => {
+                route.clone()
+            }
+            _ => None,
+        })
+        .expect("the door gets a route proof")
+}
+
+fn resume(call: &str, answerer: &str, group: Option<&str>, route: Option<&str>) -> Message {
+    Message::Resume {
+        call_id: cid(call),
+        answerer: Some(answerer.into()),
+        group: group.map(str::to_owned),
+        route: route.map(str::to_owned),
+    }
+}
+
 #[test]
 fn resume_after_hub_restart_rebuilds_routes() {
-    let mut t = T::new(); // a fresh hub knows no calls
-    let out = t.msg(
-        DOOR,
-        Message::Resume {
-            call_id: cid("c9"),
-            answerer: Some("a".into()),
-            group: Some("residents".into()),
-        },
-    );
-    assert_eq!(out, vec![(DOOR, Message::Resumed { call_id: cid("c9") })]);
+    let mut before = T::new();
+    before.ring();
+    let route = route_of(&before.msg(A, Message::Accept { call_id: cid("c1") }));
+
+    let mut t = T::new(); // the hub restarted: it knows no calls
+    let out = t.msg(DOOR, resume("c1", "a", Some("residents"), Some(&route)));
+    assert_eq!(out, vec![(DOOR, Message::Resumed { call_id: cid("c1") })]);
     let hang = Message::Hangup {
-        call_id: cid("c9"),
+        call_id: cid("c1"),
         reason: "normal".into(),
     };
     assert_eq!(t.msg(A, hang.clone()), vec![(DOOR, hang)]);
 
-    let out = t.msg(
-        DOOR,
-        Message::Resume {
-            call_id: cid("c10"),
-            answerer: Some("ghost".into()),
-            group: None,
-        },
-    );
+    let out = t.msg(DOOR, resume("c10", "ghost", None, None));
     assert_eq!(err_code(&out), Some(ErrorCode::UnknownPeer));
 
     // A forgotten ringing call rings again, quietly.
@@ -458,6 +483,7 @@ fn resume_after_hub_restart_rebuilds_routes() {
             call_id: cid("c11"),
             answerer: None,
             group: Some("residents".into()),
+            route: None,
         },
     );
     let rung = out
@@ -620,6 +646,140 @@ fn refused_frames_are_summarised_per_connection() {
 }
 
 #[test]
+fn resume_without_the_hubs_proof_is_refused_and_reaches_nobody() {
+    let mut before = T::new();
+    before.ring();
+    let route = route_of(&before.msg(A, Message::Accept { call_id: cid("c1") }));
+    let other_key = {
+        let mut h = HubState::new(hub_settings());
+        h.set_route_key(b"another hub's key, not this one.");
+        h
+    };
+    let forged = [
+        resume("c1", "a", Some("residents"), None),
+        resume("c1", "a", Some("residents"), Some("")),
+        resume("c1", "a", Some("residents"), Some("not base64 !")),
+        resume(
+            "c1",
+            "a",
+            Some("residents"),
+            Some(&route[..route.len() - 2]),
+        ),
+        // The proof names one call, answerer and group.
+        resume("c2", "a", Some("residents"), Some(&route)),
+        resume("c1", "b", Some("residents"), Some(&route)),
+        resume("c1", "a", Some("caretaker"), Some(&route)),
+        resume("c1", "a", None, Some(&route)),
+    ];
+    for m in forged {
+        let mut t = T::new();
+        let out = t.msg(DOOR, m.clone());
+        assert_eq!(err_code(&out), Some(ErrorCode::NotPermitted), "{m:?}");
+        assert!(out.iter().all(|(c, _)| *c == DOOR), "{m:?}: {out:?}");
+        // Nothing was routed: the door's offer reaches nobody.
+        let offer = Message::Offer {
+            call_id: m.call_id().expect("resume names a call").clone(),
+            sdp: "v=0".into(),
+        };
+        let out = t.msg(DOOR, offer);
+        assert_eq!(err_code(&out), Some(ErrorCode::UnknownCall), "{m:?}");
+        assert!(out.iter().all(|(c, _)| *c == DOOR));
+    }
+    // Another hub's key does not verify this hub's proof.
+    let mut t = T {
+        h: other_key,
+        now: Instant::now(),
+    };
+    t.h.connected(DOOR, "s1".into(), t.now);
+    t.text(DOOR, r#"{"type":"hello","v":1,"role":"door","token":"dt"}"#);
+    let out = t.msg(DOOR, resume("c1", "a", Some("residents"), Some(&route)));
+    assert_eq!(err_code(&out), Some(ErrorCode::NotPermitted));
+}
+
+#[test]
+fn a_door_rings_only_its_own_groups() {
+    let mut settings = hub_settings();
+    settings.doors[0].groups = vec!["residents".into()];
+    let mut t = T {
+        h: HubState::new(settings),
+        now: Instant::now(),
+    };
+    for (conn, role, tok) in [(DOOR, "door", "dt"), (C, "answerer", "ct")] {
+        t.h.connected(conn, format!("s{conn}"), t.now);
+        t.text(
+            conn,
+            &format!(r#"{{"type":"hello","v":1,"role":"{role}","token":"{tok}"}}"#),
+        );
+    }
+    let ring = Message::Ring {
+        call_id: cid("c1"),
+        group: "caretaker".into(),
+        door: None,
+    };
+    let out = t.msg(DOOR, ring);
+    assert_eq!(err_code(&out), Some(ErrorCode::NotPermitted));
+    assert!(out.iter().all(|(c, _)| *c == DOOR), "{out:?}");
+    // Nor by resuming a ringing call it never had.
+    let out = t.msg(
+        DOOR,
+        Message::Resume {
+            call_id: cid("c2"),
+            answerer: None,
+            group: Some("caretaker".into()),
+            route: None,
+        },
+    );
+    assert_eq!(err_code(&out), Some(ErrorCode::NotPermitted));
+    assert!(out.iter().all(|(c, _)| *c == DOOR), "{out:?}");
+    assert_eq!(t.h.calls_in_progress(), 0);
+}
+
+#[test]
+fn candidates_are_capped_per_second_and_per_call() {
+    let mut t = T::new();
+    t.ring();
+    t.msg(A, Message::Accept { call_id: cid("c1") });
+    let candidate = Message::Candidate {
+        call_id: cid("c1"),
+        candidate: None,
+    };
+    let mut relayed = 0;
+    let mut warnings = 0;
+    // 10,000 from the answerer over 100 seconds of wall clock.
+    for i in 0..10_000u64 {
+        t.h.set_clock(1_000_000 + i * 10, Default::default());
+        let out = t.h.handle_message(A, candidate.clone());
+        relayed += sends(&out).iter().filter(|(c, _)| *c == DOOR).count() as u32;
+        warnings += out
+            .iter()
+            .filter(|a| {
+                matches!(
+                    a,
+                    Action::Log {
+                        level: LogLevel::Warn,
+                        ..
+                    }
+                )
+            })
+            .count();
+    }
+    assert_eq!(relayed, MAX_CANDIDATES_PER_CALL);
+    assert_eq!(warnings, 1, "one line for the whole flood");
+    // Within one second, the per-second cap.
+    let mut t = T::new();
+    t.ring();
+    t.msg(A, Message::Accept { call_id: cid("c1") });
+    t.h.set_clock(5_000_000, Default::default());
+    let relayed = (0..1000)
+        .map(|_| sends(&t.h.handle_message(A, candidate.clone())).len())
+        .sum::<usize>();
+    assert_eq!(relayed as u32, MAX_CANDIDATES_PER_SECOND);
+    // The door's own budget is its own.
+    let out = t.msg(DOOR, candidate.clone());
+    assert_eq!(out, vec![(A, candidate)]);
+}
+
+#[test]
 fn errors_about_a_call_reach_the_other_party_only() {
     let mut t = T::new();
     t.ring();
@@ -707,12 +867,13 @@ const DOOR2: ConnId = 5;
 
 /// Door-1 and door-2 online; `a` may call doors, `c` may not.
 fn door_calls() -> T {
-    let mut settings = hub().settings;
+    let mut settings = hub_settings();
     settings.answerers[0].call_door = true;
     let mut t = T {
         h: HubState::new(settings),
         now: Instant::now(),
     };
+    t.h.set_route_key(ROUTE_KEY);
     for (conn, role, tok) in [
         (DOOR, "door", "dt"),
         (DOOR2, "door", "dt2"),
@@ -735,6 +896,7 @@ fn call_door(t: &mut T, conn: ConnId, id: &str, door: Option<&str>) -> Vec<(Conn
             call_id: cid(id),
             door: door.map(str::to_owned),
             answerer: None,
+            route: None,
         },
     )
 }
@@ -748,7 +910,7 @@ fn peer(id: &str) -> PeerInfo {
 
 #[test]
 fn welcome_lists_the_doors_only_for_permitted_answerers() {
-    let mut settings = hub().settings;
+    let mut settings = hub_settings();
     settings.answerers[0].call_door = true;
     let mut h = HubState::new(settings);
     for (conn, role, tok, want) in [
@@ -779,6 +941,7 @@ fn an_answerer_without_the_permission_is_refused_not_permitted() {
             call_id: cid("r1"),
             door: Some("door-1".into()),
             answerer: None,
+            route: None,
         },
     );
     assert!(
@@ -877,6 +1040,7 @@ fn a_resident_call_is_forwarded_and_then_relayed_like_an_answered_call() {
                         id: "a".into(),
                         name: "A".into()
                     }),
+                    route: t.h.route_proof("door-1", &cid("r1"), "a", ""),
                 }
             ),
             (
@@ -961,12 +1125,10 @@ fn a_press_crossing_a_resident_call_tells_the_resident() {
 
 #[test]
 fn a_resident_call_is_rebuilt_by_resume_after_a_hub_restart() {
+    let mut before = door_calls();
+    let route = route_of(&call_door(&mut before, A, "r1", Some("door-1")));
     let mut t = door_calls();
-    let resume = Message::Resume {
-        call_id: cid("r1"),
-        answerer: Some("a".into()),
-        group: None,
-    };
+    let resume = resume("r1", "a", None, Some(&route));
     assert_eq!(
         t.msg(DOOR, resume),
         vec![(DOOR, Message::Resumed { call_id: cid("r1") })]
@@ -1340,7 +1502,8 @@ fn a_late_joiner_gets_the_ring_and_may_answer() {
             answerer: PeerInfo {
                 id: "b".into(),
                 name: "B".into()
-            }
+            },
+            route: t.h.route_proof("door-1", &cid("c1"), "b", "residents"),
         }
     )));
     // Once taken, nobody joining is rung.

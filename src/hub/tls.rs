@@ -10,8 +10,8 @@
 //! takes effect for the next connection without touching open ones.
 //!
 //! Handshakes run in their own tasks off the accept loop: a client that
-//! connects and sends nothing costs one task until the handshake timeout,
-//! never the accept path.
+//! connects and sends nothing costs one task and one connection slot
+//! (`conn.rs`) until the handshake timeout, never the accept path.
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -26,21 +26,13 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info};
 
 /// The ALPN protocol of ACME's TLS-ALPN-01 challenge (RFC 8737).
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
-
-/// A client that opened a connection has this long to finish the handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes in progress at once; further connections wait in the
-/// kernel's backlog.
-const MAX_HANDSHAKES: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -102,6 +94,8 @@ pub struct TlsSettings {
 #[derive(Default)]
 pub struct CertStore {
     current: RwLock<Option<Arc<CertifiedKey>>>,
+    /// The names the current certificate carries (the hub answers to them).
+    names: RwLock<Vec<String>>,
     challenges: RwLock<HashMap<String, Arc<CertifiedKey>>>,
 }
 
@@ -120,9 +114,21 @@ impl CertStore {
 
     /// Every handshake from now on gets `key`.
     pub fn set(&self, key: Arc<CertifiedKey>) {
+        let names = key
+            .cert
+            .first()
+            .and_then(|c| CertInfo::of(c).ok())
+            .map(|i| i.names)
+            .unwrap_or_default();
         // A poisoned lock only means a writer panicked between two plain
         // assignments; the value inside is still whole.
+        *self.names.write().unwrap_or_else(|p| p.into_inner()) = names;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(key);
+    }
+
+    /// The names of the current certificate.
+    pub fn names(&self) -> Vec<String> {
+        self.names.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn current(&self) -> Option<Arc<CertifiedKey>> {
@@ -245,6 +251,52 @@ impl CertInfo {
     pub fn remaining(&self, now: SystemTime) -> Duration {
         self.not_after.duration_since(now).unwrap_or(Duration::ZERO)
     }
+}
+
+/// The certificates a TLS client of ours trusts: the system's CA store
+/// plus the PEM certificates in `extra_ca` (a private CA, or a server's own
+/// certificate as a pin). One unusable system certificate does not cost
+/// the others; an unusable `extra_ca` is an error naming the file.
+pub fn trust_roots(extra_ca: Option<&Path>) -> Result<rustls::RootCertStore, TlsError> {
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    let Some(path) = extra_ca else {
+        return Ok(roots);
+    };
+    let text = std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let parse = |reason: String| TlsError::Parse {
+        path: path.to_owned(),
+        reason,
+    };
+    let certs = CertificateDer::pem_slice_iter(&text)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| parse(format!("not a PEM certificate: {e}")))?;
+    if certs.is_empty() {
+        return Err(parse(
+            "holds no certificate (expected -----BEGIN CERTIFICATE-----)".into(),
+        ));
+    }
+    for c in certs {
+        roots
+            .add(c)
+            .map_err(|e| parse(format!("not usable as a trust anchor: {e}")))?;
+    }
+    Ok(roots)
+}
+
+/// A TLS client configuration (ring, TLS 1.2 and 1.3) trusting `roots`.
+pub fn client_config(roots: rustls::RootCertStore) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports TLS 1.2 and 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
 }
 
 /// Reads a PEM chain and key, checks they belong together. Errors name the
@@ -501,89 +553,52 @@ pub async fn watch_files(
     }
 }
 
-/// A TLS listener for `axum::serve`: connections come out already
-/// handshaken. ACME challenge handshakes end here.
-pub struct TlsListener {
-    rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
+/// The TLS side of the hub's main listener: each admitted connection is
+/// handshaken in its own task (never on the accept path), within the
+/// header-read timeout. ACME challenge handshakes end here.
+#[derive(Clone)]
+pub struct TlsAccept {
+    acceptor: TlsAcceptor,
+    timeout: Duration,
+    failures: Arc<FailureLog>,
 }
 
-impl TlsListener {
-    pub fn new(tcp: TcpListener, config: Arc<ServerConfig>, cancel: CancellationToken) -> Self {
-        let local = tcp
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(accept_loop(tcp, TlsAcceptor::from(config), tx, cancel));
-        Self { rx, local }
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.rx.recv().await {
-            Some(c) => c,
-            // The accept loop ended (shutdown): wait for the server's own
-            // graceful shutdown to stop asking.
-            None => std::future::pending().await,
+impl TlsAccept {
+    pub fn new(config: Arc<ServerConfig>, timeout: Duration) -> Self {
+        Self {
+            acceptor: TlsAcceptor::from(config),
+            timeout,
+            failures: Arc::new(FailureLog::default()),
         }
     }
 
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
-    }
-}
-
-async fn accept_loop(
-    tcp: TcpListener,
-    acceptor: TlsAcceptor,
-    tx: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
-    cancel: CancellationToken,
-) {
-    let slots = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-    let failures = Arc::new(FailureLog::default());
-    loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            _ = cancel.cancelled() => return,
-        };
-        let (stream, peer) = tokio::select! {
-            r = tcp.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    // Out of descriptors and the like: back off instead of
-                    // spinning on the error.
-                    warn!(error = %e, "hub: accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
+    /// The handshaken stream, or `None` when the handshake failed or timed
+    /// out (logged, throttled per address) or was an ACME validation.
+    pub async fn handshake<IO>(&self, io: IO, peer: SocketAddr) -> Option<TlsStream<IO>>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        match tokio::time::timeout(self.timeout, self.acceptor.accept(io)).await {
+            Ok(Ok(tls)) => {
+                if tls.get_ref().1.alpn_protocol() == Some(ACME_TLS_ALPN) {
+                    info!(%peer, "hub: ACME TLS-ALPN-01 validation connection answered");
+                    return None;
                 }
-            },
-            _ = cancel.cancelled() => return,
-        };
-        let acceptor = acceptor.clone();
-        let tx = tx.clone();
-        let failures = failures.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let _ = stream.set_nodelay(true);
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => {
-                    if tls.get_ref().1.alpn_protocol() == Some(ACME_TLS_ALPN) {
-                        info!(%peer, "hub: ACME TLS-ALPN-01 validation connection answered");
-                        return;
-                    }
-                    let _ = tx.send((tls, peer)).await;
-                }
-                Ok(Err(e)) => failures.note(peer, &e.to_string()),
-                Err(_) => failures.note(peer, "no handshake within 10 s"),
+                Some(tls)
             }
-        });
+            Ok(Err(e)) => {
+                self.failures.note(peer, &e.to_string());
+                None
+            }
+            Err(_) => {
+                let why = format!(
+                    "no handshake within {} ms (hub.header_read_timeout_ms)",
+                    self.timeout.as_millis()
+                );
+                self.failures.note(peer, &why);
+                None
+            }
+        }
     }
 }
 

@@ -13,10 +13,13 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use tokio::io::AsyncBufReadExt;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+
+use crate::hub::conn::{
+    Admission, IdleIo, accept_loop, normal_authority, parse_origin, serve_http,
+};
 
 use super::{HwError, HwEvent, Led, LedPattern, Relay};
 
@@ -281,23 +284,41 @@ pub fn board(
 /// Read the terminal: Enter presses the first call button, `h` + Enter
 /// hangs up. Ends at end of input.
 pub async fn stdin_loop(control: SimControl, cancel: CancellationToken) {
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    // A thread of its own, not tokio's stdin: a read blocked on the
+    // terminal would hold up the runtime's shutdown (Ctrl+C waiting for
+    // Enter). The process ends without waiting for this thread.
+    let (tx, mut lines) = tokio::sync::mpsc::channel::<String>(8);
+    let reader = std::thread::Builder::new()
+        .name("terminal".into())
+        .spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::stdin().lock().lines() {
+                let Ok(line) = line else { break };
+                if tx.blocking_send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    if let Err(e) = reader {
+        warn!(error = %e, "cannot read the terminal: no key presses");
+        return;
+    }
     loop {
         let line = tokio::select! {
-            l = lines.next_line() => l,
+            l = lines.recv() => l,
             _ = cancel.cancelled() => return,
         };
         match line {
-            Ok(Some(l)) if l.trim().eq_ignore_ascii_case("h") => {
+            Some(l) if l.trim().eq_ignore_ascii_case("h") => {
                 if let Err(e) = control.hangup() {
                     warn!("terminal hang-up: {e}");
                 }
             }
-            Ok(Some(_)) => match control.press(None) {
+            Some(_) => match control.press(None) {
                 Ok(b) => info!(button = %b, "simulated button pressed from the terminal"),
                 Err(e) => warn!("terminal press: {e}"),
             },
-            Ok(None) | Err(_) => return,
+            None => return,
         }
     }
 }
@@ -342,29 +363,100 @@ pub async fn serve_panel(
     probe: Option<AudioProbe>,
     cancel: CancellationToken,
 ) {
-    let app = Router::new()
+    let app = panel_router(PanelState {
+        control,
+        status,
+        probe,
+    });
+    // The panel is reachable by whoever can reach its port: the same
+    // connection hygiene as the hub, with room for a demo's few tabs.
+    let limits = crate::hub::conn::ConnLimits::default();
+    let admission = Admission::new(PANEL_CONNECTIONS, PANEL_CONNECTIONS);
+    let conns = tokio_util::task::TaskTracker::new();
+    let spawner = conns.clone();
+    let stop = cancel.clone();
+    accept_loop(
+        listener,
+        "door panel",
+        admission,
+        cancel.clone(),
+        move |stream, peer, slot| {
+            let io = IdleIo::new(stream, limits.idle_timeout, Some(slot));
+            spawner.spawn(serve_http(
+                io,
+                peer,
+                app.clone(),
+                limits.header_read_timeout,
+                false,
+                stop.clone(),
+            ));
+        },
+    )
+    .await;
+    conns.close();
+    let _ = tokio::time::timeout(Duration::from_secs(2), conns.wait()).await;
+}
+
+/// Connections the panel serves at once.
+const PANEL_CONNECTIONS: usize = 64;
+
+fn panel_router(state: PanelState) -> Router {
+    Router::new()
         .route("/", get(|| async { Html(PANEL_HTML) }))
         .route("/panel", get(|| async { Html(PANEL_HTML) }))
-        .route("/state", get(state))
+        .route("/state", get(state_view))
         .route("/press", post(press))
         .route("/hangup", post(hangup))
         .route("/exit", post(exit))
         .route("/door", post(door))
         .route("/tamper", post(tamper))
-        .with_state(PanelState {
-            control,
-            status,
-            probe,
-        });
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await
-    {
-        warn!(error = %e, "door panel server stopped");
-    }
+        .layer(axum::middleware::from_fn(same_origin_json))
+        .with_state(state)
 }
 
-async fn state(State(p): State<PanelState>) -> Json<serde_json::Value> {
+/// A POST moves the (simulated) relay and buttons: it must say
+/// `Content-Type: application/json`, which a cross-site form or a
+/// "simple" fetch cannot send without the browser asking first, and
+/// come from the panel's own page or from no page at all (tools).
+async fn same_origin_json(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::{Method, header};
+    if req.method() == Method::POST {
+        let headers = req.headers();
+        let json = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+        if !json {
+            return (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "POST needs Content-Type: application/json\n",
+            )
+                .into_response();
+        }
+        if let Some(origin) = headers.get(header::ORIGIN) {
+            let own = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .and_then(|h| normal_authority(h, "80"))
+                .map(|a| format!("http://{a}"));
+            let theirs = origin.to_str().ok().and_then(parse_origin);
+            if own.is_none() || own != theirs {
+                return (
+                    StatusCode::FORBIDDEN,
+                    "POST from another site's page refused\n",
+                )
+                    .into_response();
+            }
+        }
+    }
+    next.run(req).await
+}
+
+async fn state_view(State(p): State<PanelState>) -> Json<serde_json::Value> {
     let mut v = p.status.borrow().clone();
     if let Some(obj) = v.as_object_mut() {
         if let (Some(probe), Some(audio)) = (

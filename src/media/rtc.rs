@@ -73,6 +73,28 @@ struct Tagged {
 }
 
 /// Forwards connection events into the actor; no logic here.
+/// What a resident's page may send on the door channel before the door
+/// logic sees it: a few taps at once, two a second after. The door machine
+/// grants at most one opening per `door.remote_open_interval` anyway; this
+/// keeps a flood (tens of thousands a second) off the controller's queue
+/// and the journal.
+struct DoorGate {
+    bucket: crate::limits::TokenBucket,
+    dropped: crate::limits::LogThrottle,
+}
+
+impl DoorGate {
+    const BURST: u32 = 4;
+    const PER_SECOND: u32 = 2;
+
+    fn new() -> Self {
+        DoorGate {
+            bucket: crate::limits::TokenBucket::new(Self::BURST, Self::PER_SECOND),
+            dropped: crate::limits::LogThrottle::new(Duration::from_secs(10)),
+        }
+    }
+}
+
 struct Forwarder {
     call_id: CallId,
     generation: u64,
@@ -872,6 +894,7 @@ impl Actor {
             tx: self.internal_tx.clone(),
         };
         self.tracker.spawn(async move {
+            let mut gate = DoorGate::new();
             loop {
                 let ev = tokio::select! {
                     _ = cancel.cancelled() => break,
@@ -880,18 +903,30 @@ impl Actor {
                 match ev {
                     Some(DataChannelEvent::OnOpen) => fwd.forward(Internal::DoorOpen),
                     Some(DataChannelEvent::OnMessage(m)) => {
-                        if !m.is_string || m.data.len() > DOOR_MESSAGE_MAX {
-                            warn!(call_id = %fwd.call_id, size = m.data.len(), binary = !m.is_string, "door channel message dropped: not short text");
-                            continue;
-                        }
-                        match String::from_utf8(m.data.to_vec()) {
-                            Ok(text) => fwd.forward(Internal::DoorText(text)),
-                            Err(_) => warn!(call_id = %fwd.call_id, "door channel message dropped: not UTF-8"),
+                        let now = Instant::now();
+                        let why = if !m.is_string || m.data.len() > DOOR_MESSAGE_MAX {
+                            "not short text"
+                        } else if !gate.bucket.admit(now) {
+                            "over the rate limit"
+                        } else {
+                            match String::from_utf8(m.data.to_vec()) {
+                                Ok(text) => {
+                                    fwd.forward(Internal::DoorText(text));
+                                    continue;
+                                }
+                                Err(_) => "not UTF-8",
+                            }
+                        };
+                        if let Some(count) = gate.dropped.hit(now) {
+                            warn!(call_id = %fwd.call_id, count, last_reason = why, "door channel messages dropped before the door logic");
                         }
                     }
                     Some(DataChannelEvent::OnClose) | None => break,
                     Some(_) => {}
                 }
+            }
+            if let Some(count) = gate.dropped.take_unreported(Instant::now()) {
+                warn!(call_id = %fwd.call_id, count, "door channel messages dropped before the door logic");
             }
         });
     }

@@ -133,33 +133,15 @@ pub struct TlsTrust {
 }
 
 fn tls_connector(host: &str, trust: &TlsTrust) -> Result<tokio_rustls::TlsConnector, BridgeError> {
-    use rustls::pki_types::pem::PemObject;
-    let tls_err = |reason: String| BridgeError::Tls {
-        host: host.to_owned(),
-        reason,
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for cert in native.certs {
-        let _ = roots.add(cert);
-    }
-    if let Some(path) = &trust.extra_ca_file {
-        let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
-            .map_err(|e| tls_err(format!("{}: {e}", path.display())))?;
-        for c in certs {
-            let c = c.map_err(|e| tls_err(format!("{}: {e}", path.display())))?;
-            roots
-                .add(c)
-                .map_err(|e| tls_err(format!("{}: {e}", path.display())))?;
+    let roots = crate::hub::tls::trust_roots(trust.extra_ca_file.as_deref()).map_err(|e| {
+        BridgeError::Tls {
+            host: host.to_owned(),
+            reason: e.to_string(),
         }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| tls_err(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+    })?;
+    Ok(tokio_rustls::TlsConnector::from(
+        crate::hub::tls::client_config(roots),
+    ))
 }
 
 /// DSCP Expedited Forwarding (46) in the TOS / traffic-class byte.

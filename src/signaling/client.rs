@@ -55,45 +55,8 @@ pub struct ClientSettings {
 pub fn tls_config(
     extra_ca: Option<&std::path::Path>,
 ) -> Result<std::sync::Arc<rustls::ClientConfig>, crate::hub::tls::TlsError> {
-    use crate::hub::tls::TlsError;
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        // One unusable system certificate must not cost the others.
-        let _ = roots.add(cert);
-    }
-    if let Some(path) = extra_ca {
-        let text = std::fs::read(path).map_err(|source| TlsError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let parse = |reason: String| TlsError::Parse {
-            path: path.to_owned(),
-            reason,
-        };
-        let certs = CertificateDer::pem_slice_iter(&text)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| parse(format!("not a PEM certificate: {e}")))?;
-        if certs.is_empty() {
-            return Err(parse(
-                "holds no certificate (expected -----BEGIN CERTIFICATE-----)".into(),
-            ));
-        }
-        for c in certs {
-            roots
-                .add(c)
-                .map_err(|e| parse(format!("not usable as a trust anchor: {e}")))?;
-        }
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        // ring's provider supports every default protocol version.
-        .expect("ring supports TLS 1.2 and 1.3")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(std::sync::Arc::new(config))
+    let roots = crate::hub::tls::trust_roots(extra_ca)?;
+    Ok(crate::hub::tls::client_config(roots))
 }
 
 impl ClientSettings {

@@ -206,6 +206,11 @@ pub enum Message {
         answerer: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         group: Option<String>,
+        /// The hub's proof that it routed this call to `answerer` (from
+        /// `accepted` or `call_door`); a hub that forgot the call rebuilds
+        /// the route only with it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        route: Option<String>,
     },
     Resumed {
         call_id: CallId,
@@ -229,6 +234,9 @@ pub enum Message {
         door: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         answerer: Option<PeerInfo>,
+        /// Hub → door: the route proof the door presents in `resume`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        route: Option<String>,
     },
     /// Hub → answerer: the door was asked to take the resident's call.
     Calling {
@@ -244,6 +252,9 @@ pub enum Message {
     Accepted {
         call_id: CallId,
         answerer: PeerInfo,
+        /// The route proof the door presents in `resume`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        route: Option<String>,
     },
     Taken {
         call_id: CallId,
@@ -550,9 +561,14 @@ pub fn decode(text: &str, limit: usize) -> Result<Message, DecodeError> {
         .ok_or(DecodeError::NoType)?
         .to_owned();
     if !KNOWN_TYPES.contains(&kind.as_str()) {
-        // Keep peer-chosen text short in logs and replies.
+        // Keep peer-chosen text short in logs and replies: at most 64
+        // bytes, cut at a character boundary.
         let mut shown = kind;
-        shown.truncate(64);
+        let mut end = shown.len().min(64);
+        while !shown.is_char_boundary(end) {
+            end -= 1;
+        }
+        shown.truncate(end);
         return Err(DecodeError::UnknownType(shown));
     }
     serde_json::from_value(value).map_err(|e| DecodeError::BadMessage {
@@ -567,6 +583,21 @@ mod tests {
 
     fn cid(s: &str) -> CallId {
         CallId::new(s).expect("test ids are valid")
+    }
+
+    #[test]
+    fn a_long_unknown_type_is_cut_at_a_character_boundary() {
+        // 63 ASCII bytes then a two-byte character across the 64-byte cut.
+        let kind = format!("{}é", "a".repeat(63));
+        match decode(&format!(r#"{{"type":"{kind}"}}"#), 1 << 20) {
+            Err(DecodeError::UnknownType(shown)) => assert_eq!(shown, "a".repeat(63)),
+            other => panic!("expected an unknown type, got {other:?}"),
+        }
+        let kind = "é".repeat(40);
+        match decode(&format!(r#"{{"type":"{kind}"}}"#), 1 << 20) {
+            Err(DecodeError::UnknownType(shown)) => assert_eq!(shown, "é".repeat(32)),
+            other => panic!("expected an unknown type, got {other:?}"),
+        }
     }
 
     #[test]

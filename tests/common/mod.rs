@@ -52,9 +52,15 @@ pub fn http(
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    // The panel takes POSTs as JSON only (a cross-site form cannot send it).
+    let (kind, body) = match method {
+        "POST" => ("Content-Type: application/json\r\n", "{}"),
+        _ => ("", ""),
+    };
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{kind}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     )?;
     let mut text = String::new();
     s.read_to_string(&mut text)?;
@@ -192,7 +198,12 @@ impl Answerer {
         loop {
             tokio::select! {
                 f = self.ws.next() => {
-                    let Some(Ok(Ws::Text(t))) = f else { panic!("hub closed") };
+                    let t = match f {
+                        Some(Ok(Ws::Text(t))) => t,
+                        // The hub's keepalive (answered by tungstenite).
+                        Some(Ok(Ws::Ping(_) | Ws::Pong(_))) => continue,
+                        other => panic!("hub closed: {other:?}"),
+                    };
                     match protocol::decode(t.as_str(), 1 << 20).expect("valid") {
                         Message::Offer { sdp, .. } => {
                             self.media.try_send(MediaCommand::RemoteDescription {

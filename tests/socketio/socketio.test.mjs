@@ -128,7 +128,7 @@ test('door station joins a socket.io v4 server and speaks through mapped events'
   // Press the button through the door's simulated panel.
   const m = out.text.match(/panel=Some\(([0-9.:]+)\)/);
   assert.ok(m, `panel address in the log:\n${out.text}`);
-  const r = await fetch(`http://${m[1]}/press`, { method: 'POST' });
+  const r = await fetch(`http://${m[1]}/press`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
   assert.equal(r.status, 200);
   await waitFor(() => rings === 1, { what: 'the ring event under its mapped name' });
   const ring = server.log.find((e) => e.kind === 'event' && e.event === 'door:ring');

@@ -38,7 +38,7 @@ const q = (s) => JSON.stringify(String(s)); // TOML basic strings share JSON esc
  * Build a TOML configuration. Options:
  *  station: { id, name }
  *  signaling: { mode: 'standalone'|'hub', url, tokenFile, reconnectInitialMs, reconnectMaxMs, reconnectJitter }
- *  hub: { listen, publicUrl, stateDir, tls, push, answerers: [{id,name,file,groups,callDoor,quietHours}], doors: [{id,name,file}] }
+ *  hub: { listen, publicUrl, stateDir, tls, push, answerers: [{id,name,file,groups,callDoor,quietHours}], doors: [{id,name,file,groups}] }
  *    (tls: lines of [hub.tls], which may go on with a [hub.tls.acme] table;
  *    push: lines of [hub.push], or { subject, caFile } to turn it on;
  *    quietHours: the answerer's quiet_hours windows, e.g. ['daily 00:00-24:00'])
@@ -85,8 +85,11 @@ export function buildConfig(o) {
       if (a.quietHours) lines.push(`quiet_hours = [${a.quietHours.map(q).join(', ')}]`);
       lines.push('');
     }
+    // A door may ring the groups it names (default: every answerer's).
+    const allGroups = [...new Set((o.hub.answerers || []).flatMap((a) => a.groups || ['residents']))];
     for (const d of o.hub.doors || []) {
-      lines.push('[[hub.doors]]', `id = ${q(d.id)}`, `name = ${q(d.name)}`, `token_file = ${q(d.file)}`, '');
+      lines.push('[[hub.doors]]', `id = ${q(d.id)}`, `name = ${q(d.name)}`, `token_file = ${q(d.file)}`,
+        `groups = [${(d.groups || allGroups).map(q).join(', ')}]`, '');
     }
   }
   if (o.ringTimeoutMs !== undefined) lines.push('[call]', `ring_timeout_ms = ${o.ringTimeoutMs}`, '');
@@ -172,7 +175,7 @@ export class Control {
   constructor(sock) { this.sock = sock; }
 
   async post(urlPath) {
-    const r = await httpRequest(this.sock, 'POST', urlPath, { timeout: 5000 });
+    const r = await httpRequest(this.sock, 'POST', urlPath, { timeout: 5000, body: '{}', headers: { 'content-type': 'application/json' } });
     if (r.status < 200 || r.status >= 300) throw new Error(`POST ${urlPath}: HTTP ${r.status} ${r.body}`);
     return r;
   }
