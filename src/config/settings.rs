@@ -1464,6 +1464,19 @@ fn check_member_token(
         (_, Some(cr)) => (format!("{key}.token_credential"), cr.at.clone()),
         _ => return,
     };
+    // A token is one short line; a large file is a wrong path, not read.
+    let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+    if size > 4096 {
+        c.invalid(
+            &at,
+            &which,
+            format!(
+                "{} is {size} bytes: a token file holds one line",
+                path.display()
+            ),
+        );
+        return;
+    }
     let token = match super::secret::read_secret_in(source, dir.as_deref()) {
         Ok(t) => t,
         Err(e) => {
