@@ -220,8 +220,10 @@ impl Controller {
         let call_id = self.machine.call_id().cloned();
         if let Err(rejected) = self.machine.handle_input(input, Instant::now().into_std()) {
             match call_id {
-                Some(id) => warn!(call_id = %id, "{rejected}"),
-                None => warn!("{rejected}"),
+                Some(id) => {
+                    warn!(call_id = %id, "{}", crate::logging::PeerText::new(&rejected.to_string()))
+                }
+                None => warn!("{}", crate::logging::PeerText::new(&rejected.to_string())),
             }
         }
         self.drain();
@@ -240,9 +242,11 @@ impl Controller {
                 self.signaling_up = false;
                 match self.machine.call_id() {
                     Some(id) => {
-                        warn!(call_id = %id, %reason, "signaling down during a call; the call goes on")
+                        warn!(call_id = %id, reason = %crate::logging::PeerText::new(&reason.to_string()), "signaling down during a call; the call goes on")
                     }
-                    None => warn!(%reason, "signaling down"),
+                    None => {
+                        warn!(reason = %crate::logging::PeerText::new(&reason.to_string()), "signaling down")
+                    }
                 }
                 self.input(Input::SignalingDown);
                 self.show_phase(self.machine.phase());
@@ -257,7 +261,7 @@ impl Controller {
                     call_id,
                 } = &m
                 {
-                    warn!(code = code.as_str(), reference = ?reference, call_id = ?call_id.as_ref().map(|c| c.to_string()), "hub reported an error: {message}");
+                    warn!(code = code.as_str(), reference = %crate::logging::PeerText::new(reference.as_deref().unwrap_or("")), call_id = ?call_id.as_ref().map(|c| c.to_string()), "hub reported an error: {}", crate::logging::PeerText::new(message));
                 }
                 self.input(Input::Signal(m));
             }
@@ -308,7 +312,7 @@ impl Controller {
                     media::MediaErrorKind::Candidate => (ErrorCode::BadCandidate, false),
                     media::MediaErrorKind::Session => (ErrorCode::BadState, true),
                 };
-                warn!(call_id = %call_id, code = code.as_str(), fatal, "media refused peer input: {message}");
+                warn!(call_id = %call_id, code = code.as_str(), fatal, "media refused peer input: {}", crate::logging::PeerText::new(&message.to_string()));
                 self.input(Input::MediaError {
                     call_id,
                     code,
@@ -660,11 +664,11 @@ impl Controller {
                     info!(
                         AUDIT = "door_open",
                         source = "data_channel",
-                        call_id = %call_id,
-                        peer = %peer,
+                        call_id = %crate::logging::PeerText::new(call_id),
+                        peer = %crate::logging::PeerText::new(peer),
                         granted,
                         reason = reason_str,
-                        nonce = %nonce,
+                        nonce = %crate::logging::PeerText::new(nonce),
                         pulse_ms = pulse.as_millis() as u64,
                         "door opened by the resident"
                     );
@@ -682,11 +686,11 @@ impl Controller {
                     warn!(
                         AUDIT = "door_open",
                         source = "data_channel",
-                        call_id = %call_id,
-                        peer = %peer,
+                        call_id = %crate::logging::PeerText::new(call_id),
+                        peer = %crate::logging::PeerText::new(peer),
                         granted,
                         reason = reason_str,
-                        nonce = %crate::logging::escape_peer_text(nonce),
+                        nonce = %crate::logging::PeerText::new(nonce),
                         pulse_ms = 0u64,
                         refusals,
                         "door open refused"
@@ -736,15 +740,15 @@ impl Controller {
                     self.publish();
                 }
                 Output::Answered { call_id, by } => {
-                    info!(message_id = message_id::CALL_ANSWERED, call_id = %call_id, peer = %by.id, peer_name = %by.name, "call answered");
+                    info!(message_id = message_id::CALL_ANSWERED, call_id = %call_id, peer = %crate::logging::PeerText::new(&by.id), peer_name = %crate::logging::PeerText::new(&by.name), "call answered");
                 }
                 Output::ResidentCallStarted { call_id, by } => {
                     info!(
                         AUDIT = "door_call",
                         event = "start",
                         call_id = %call_id,
-                        peer = %by.id,
-                        peer_name = by.name.as_str(),
+                        peer = %crate::logging::PeerText::new(&by.id),
+                        peer_name = %crate::logging::PeerText::new(&by.name),
                         reason = "",
                         duration_ms = 0u64,
                         "a resident called the door; call taken"
@@ -759,8 +763,8 @@ impl Controller {
                         AUDIT = "door_call",
                         event = "refused",
                         call_id = %call_id,
-                        peer = %by.id,
-                        peer_name = by.name.as_str(),
+                        peer = %crate::logging::PeerText::new(&by.id),
+                        peer_name = %crate::logging::PeerText::new(&by.name),
                         reason,
                         duration_ms = 0u64,
                         "a resident called the door; call refused"
@@ -776,11 +780,12 @@ impl Controller {
                         AUDIT = "door_call",
                         event = "end",
                         call_id = %call_id,
-                        peer = %by.id,
-                        peer_name = by.name.as_str(),
+                        peer = %crate::logging::PeerText::new(&by.id),
+                        peer_name = %crate::logging::PeerText::new(&by.name),
                         reason = reason.wire(),
                         duration_ms = duration.as_millis() as u64,
-                        "a resident's call to the door ended: {reason}"
+                        "a resident's call to the door ended: {}",
+                        crate::logging::PeerText::new(&reason.to_string())
                     );
                 }
                 Output::VisitorAnswered { call_id } => {
@@ -792,7 +797,7 @@ impl Controller {
                 }
                 Output::ListenOnly { call_id, by } => {
                     let (peer, peer_name) = by.map(|b| (b.id, b.name)).unwrap_or_default();
-                    info!(call_id = %call_id, peer = %peer, peer_name = %peer_name, "answered without a microphone; the call goes on listen-only");
+                    info!(call_id = %call_id, peer = %crate::logging::PeerText::new(&peer), peer_name = %crate::logging::PeerText::new(&peer_name), "answered without a microphone; the call goes on listen-only");
                 }
                 Output::Recovering {
                     call_id,
@@ -805,7 +810,7 @@ impl Controller {
                     } else {
                         "ICE restart"
                     };
-                    warn!(message_id = message_id::MEDIA_RECOVERY, call_id = %call_id, attempt, reason = %reason, remedy, "call media lost; trying to bring it back");
+                    warn!(message_id = message_id::MEDIA_RECOVERY, call_id = %call_id, attempt, reason = %crate::logging::PeerText::new(&reason.to_string()), remedy, "call media lost; trying to bring it back");
                 }
                 Output::CandidatesCapped { call_id, cap } => {
                     warn!(call_id = %call_id, cap, "remote ICE candidates beyond the cap ignored for this offer");
@@ -819,9 +824,9 @@ impl Controller {
                             | EndReason::Refused(_)
                     );
                     if level_warn {
-                        warn!(message_id = message_id::CALL_ENDED, call_id = %call_id, reason = %reason, "call ended");
+                        warn!(message_id = message_id::CALL_ENDED, call_id = %call_id, reason = %crate::logging::PeerText::new(&reason.to_string()), "call ended");
                     } else {
-                        info!(message_id = message_id::CALL_ENDED, call_id = %call_id, reason = %reason, "call ended");
+                        info!(message_id = message_id::CALL_ENDED, call_id = %call_id, reason = %crate::logging::PeerText::new(&reason.to_string()), "call ended");
                     }
                 }
             }

@@ -172,6 +172,12 @@ mod tests {
         ));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("flat"), "tok+en/0123456789abcdef\n").unwrap();
+        // Secret files must be private to be accepted.
+        std::fs::set_permissions(
+            dir.join("flat"),
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+        )
+        .unwrap();
         let toml = format!(
             "[hub]\nlisten = \"192.0.2.10:8443\"\nstate_dir = \"{d}/state\"\n{extra}\n[[hub.answerers]]\nid = \"flat-1a\"\nname = \"Flat 1A\"\ntoken_file = \"{d}/flat\"\ngroups = [\"residents\"]\n",
             d = dir.display()

@@ -13,6 +13,7 @@ use std::io::IsTerminal;
 use std::path::Path;
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -57,6 +58,7 @@ pub fn init(target: LogTarget, level: &str) -> Option<String> {
                     .with_field_prefix(None);
                 if tracing_subscriber::registry()
                     .with(filter)
+                    .with(payload_caps())
                     .with(layer)
                     .try_init()
                     .is_ok()
@@ -75,6 +77,7 @@ pub fn init(target: LogTarget, level: &str) -> Option<String> {
     }
     let _ = tracing_subscriber::registry()
         .with(filter)
+        .with(payload_caps())
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
@@ -82,6 +85,45 @@ pub fn init(target: LogTarget, level: &str) -> Option<String> {
         )
         .try_init();
     note
+}
+
+/// Crates that write whole frames, packets, message bodies or credentials
+/// at some level, and the most they may log: a signaling frame carries a
+/// token in `hello` and TURN passwords in `welcome`, so these stay capped
+/// whatever `RUST_LOG` says. tungstenite prints every frame's payload at
+/// trace; hyper and h2 dump headers and bodies; rustls' trace lines include
+/// handshake messages; the WebRTC stack's ICE agent prints the remote ICE
+/// password at debug, and its STUN/TURN, SRTP and data channel parts print
+/// packets. Its DTLS and SCTP parts name handshake messages and chunks at
+/// debug (what a stalled handshake is diagnosed with) and dump more at
+/// trace.
+pub const PAYLOAD_LOGGERS: [(&str, LevelFilter); 14] = [
+    ("tungstenite", LevelFilter::INFO),
+    ("tokio_tungstenite", LevelFilter::INFO),
+    ("hyper", LevelFilter::INFO),
+    ("hyper_util", LevelFilter::INFO),
+    ("h2", LevelFilter::INFO),
+    ("rustls", LevelFilter::INFO),
+    ("reqwest", LevelFilter::INFO),
+    ("rtc_ice", LevelFilter::INFO),
+    ("rtc_stun", LevelFilter::INFO),
+    ("rtc_turn", LevelFilter::INFO),
+    ("rtc_srtp", LevelFilter::INFO),
+    ("rtc_datachannel", LevelFilter::INFO),
+    ("rtc_dtls", LevelFilter::DEBUG),
+    ("rtc_sctp", LevelFilter::DEBUG),
+];
+
+/// A filter that passes everything except [`PAYLOAD_LOGGERS`] above their
+/// cap. It sits beside the user's filter, and an event must pass both: a
+/// cap never raises what the user set lower (the default
+/// `rtc_dtls=error` stays).
+pub fn payload_caps() -> Targets {
+    let mut t = Targets::new().with_default(LevelFilter::TRACE);
+    for (target, level) in PAYLOAD_LOGGERS {
+        t = t.with_target(target, level);
+    }
+    t
 }
 
 /// 128-bit journal message ids (`MESSAGE_ID=`) of the key events, written as
@@ -168,32 +210,105 @@ mod tests {
     }
 }
 
+/// Longest peer text kept in one log field, in characters.
+pub const PEER_TEXT_MAX: usize = 200;
+
 /// Text that came from a peer, made safe for one log line: control
-/// characters escaped (a `\n` cannot start a forged line) and cut at 200
-/// characters.
+/// characters (and the Unicode line and paragraph separators) escaped, so a
+/// `\n` cannot start a forged line, and cut at [`PEER_TEXT_MAX`] characters
+/// with a `…`.
 pub fn escape_peer_text(s: &str) -> String {
-    const MAX: usize = 200;
-    let mut out = String::with_capacity(s.len().min(MAX + 8));
-    for (i, c) in s.chars().enumerate() {
-        if i == MAX {
-            out.push('…');
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
+    PeerText::new(s).to_string()
+}
+
+/// [`escape_peer_text`] as a `Display` value, for log fields without an
+/// allocation: `warn!(nonce = %PeerText::new(&nonce), …)`.
+#[derive(Clone, Copy)]
+pub struct PeerText<'a> {
+    text: &'a str,
+    max: usize,
+}
+
+impl<'a> PeerText<'a> {
+    pub fn new(text: &'a str) -> Self {
+        PeerText {
+            text,
+            max: PEER_TEXT_MAX,
         }
     }
-    out
+
+    /// Cut at `max` characters instead (a whole line assembled from several
+    /// fields).
+    pub fn with_max(text: &'a str, max: usize) -> Self {
+        PeerText { text, max }
+    }
+}
+
+impl std::fmt::Display for PeerText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write;
+        for (i, c) in self.text.chars().enumerate() {
+            if i == self.max {
+                return f.write_char('…');
+            }
+            if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{85}') {
+                for e in c.escape_default() {
+                    f.write_char(e)?;
+                }
+            } else {
+                f.write_char(c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for PeerText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "\"{self}\"")
+    }
 }
 
 #[cfg(test)]
 mod peer_text_tests {
+    use super::{PeerText, escape_peer_text};
+
     #[test]
     fn newlines_are_escaped_and_long_text_cut() {
-        assert_eq!(super::escape_peer_text("a\nb"), "a\\nb");
+        assert_eq!(escape_peer_text("a\nb"), "a\\nb");
         let long = "x".repeat(500);
-        assert_eq!(super::escape_peer_text(&long).chars().count(), 201);
+        assert_eq!(escape_peer_text(&long).chars().count(), 201);
+    }
+
+    #[test]
+    fn no_character_can_end_the_line() {
+        let nasty = "a\r\nb\u{1b}[31mc\u{2028}d\u{85}e\u{0}f\tg";
+        let out = escape_peer_text(nasty);
+        assert!(
+            !out.chars()
+                .any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{85}')),
+            "{out:?}"
+        );
+        assert!(out.starts_with("a\\r\\nb\\u{1b}[31mc\\u{2028}d"), "{out}");
+        assert_eq!(PeerText::with_max("abcdef", 3).to_string(), "abc…");
+        assert_eq!(PeerText::new("ab").to_string(), "ab");
+    }
+
+    #[test]
+    fn payload_loggers_are_capped_and_nothing_else() {
+        use tracing::Level;
+        let caps = super::payload_caps();
+        for (t, level) in super::PAYLOAD_LOGGERS {
+            let sub = format!("{t}::inner");
+            assert!(caps.would_enable(&sub, &Level::INFO), "{t}");
+            assert!(!caps.would_enable(&sub, &Level::TRACE), "{t}");
+            assert_eq!(
+                caps.would_enable(&sub, &Level::DEBUG),
+                level == tracing_subscriber::filter::LevelFilter::DEBUG,
+                "{t}"
+            );
+        }
+        assert!(caps.would_enable("intercomd::hub::server", &Level::TRACE));
+        assert!(caps.would_enable("rtc::peer_connection", &Level::TRACE));
     }
 }

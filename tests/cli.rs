@@ -13,6 +13,12 @@ fn write(name: &str, text: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("temp dir is writable");
     let p = dir.join(name);
     std::fs::write(&p, text).expect("temp dir is writable");
+    // Private, as intercomd requires of secret files.
+    std::fs::set_permissions(
+        &p,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+    )
+    .expect("our own file");
     p
 }
 
@@ -197,6 +203,68 @@ fn hub_invite_prints_the_link_and_a_qr_code_or_names_the_known_answerers() {
     );
 }
 
+/// `config check` and `run` refuse a short hub token, one token for two
+/// members and a secret file others can read: exit 78, naming the
+/// configuration file and line, the dotted key and the secret file.
+#[test]
+fn weak_shared_or_exposed_tokens_fail_with_78() {
+    let strong = write("strong.token", "Zq3x9V1mK8pT2rL5wN7yB4cD\n");
+    let other = write("other.token", "Hh4y0W2nL9qU3sM6xO8zC5eF\n");
+    let short = write("short.token", "x\n");
+    let open = write("open.token", "Jj5z1X3oM0rV4tN7yP9aD6gH\n");
+    std::fs::set_permissions(
+        &open,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644),
+    )
+    .expect("our own file");
+    let site = |name: &str, door: &PathBuf, flat: &PathBuf| {
+        write(
+            name,
+            &format!(
+                "[[hub.doors]]\nid = \"door-1\"\ngroups = [\"residents\"]\ntoken_file = \"{}\"\n\n[[hub.answerers]]\nid = \"flat-1a\"\ntoken_file = \"{}\"\ngroups = [\"residents\"]\n",
+                door.display(),
+                flat.display()
+            ),
+        )
+    };
+    let (code, text) = check(&site("tok-ok.toml", &strong, &other));
+    assert_eq!(code, 0, "{text}");
+    for (name, flat, why) in [
+        (
+            "tok-short.toml",
+            &short,
+            "at least 22 are needed for 128 bits",
+        ),
+        (
+            "tok-shared.toml",
+            &strong,
+            "the same token as `hub.doors[0].token_file`",
+        ),
+        ("tok-open.toml", &open, "readable by everyone"),
+    ] {
+        let p = site(name, &strong, flat);
+        let (code, text) = check(&p);
+        assert_eq!(code, 78, "{name}: {text}");
+        assert!(
+            text.contains(&format!("{name}:8"))
+                && text.contains("hub.answerers[0].token_file")
+                && text.contains(&flat.display().to_string())
+                && text.contains(why),
+            "{name}: {text}"
+        );
+        assert!(
+            !text.contains("Zq3x9V1m") && !text.contains("Jj5z1X3o"),
+            "{text}"
+        );
+        // The daemon refuses to start on the same grounds.
+        let out = bin()
+            .args(["run", "--config"])
+            .arg(&p)
+            .output()
+            .expect("binary runs");
+        assert_eq!(out.status.code(), Some(78), "{name}");
+    }
+}
 #[test]
 fn a_config_path_that_does_not_exist_fails_with_78_naming_it() {
     for missing in [

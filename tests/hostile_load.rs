@@ -218,7 +218,7 @@ async fn a_call_succeeds_under_hostile_load_and_every_hostile_socket_is_closed()
     raise_nofile(hostile as u64 + 1024);
     let dir = std::env::temp_dir().join(format!("intercomd-load-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir is writable");
-    std::fs::write(dir.join("flat"), "token-of-flat-1a-0123456789\n").expect("writable");
+    common::write_secret(&dir.join("flat"), "token-of-flat-1a-0123456789\n");
     let (hub_port, panel_port) = (free_port(), free_port());
     let config = dir.join("station.toml");
     std::fs::write(

@@ -26,7 +26,7 @@ fn temp_dir() -> PathBuf {
         ("flat1b", FLAT_1B),
         ("shop", SHOP),
     ] {
-        std::fs::write(dir.join(name), format!("{token}\n")).expect("writable");
+        common::write_secret(&dir.join(name), &format!("{token}\n"));
     }
     dir
 }

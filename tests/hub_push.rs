@@ -115,9 +115,9 @@ fn temp_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("intercomd-hubpush-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir is writable");
-    std::fs::write(dir.join("door"), format!("{DOOR}\n")).expect("writable");
+    common::write_secret(&dir.join("door"), &format!("{DOOR}\n"));
     for (id, token) in RESIDENTS {
-        std::fs::write(dir.join(id), format!("{token}\n")).expect("writable");
+        common::write_secret(&dir.join(id), &format!("{token}\n"));
     }
     dir
 }

@@ -71,8 +71,8 @@ fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("intercomd-hubtls-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir is writable");
-    std::fs::write(dir.join("door"), format!("{DOOR_TOKEN}\n")).expect("writable");
-    std::fs::write(dir.join("flat"), format!("{FLAT_TOKEN}\n")).expect("writable");
+    common::write_secret(&dir.join("door"), &format!("{DOOR_TOKEN}\n"));
+    common::write_secret(&dir.join("flat"), &format!("{FLAT_TOKEN}\n"));
     dir
 }
 

@@ -41,7 +41,7 @@ async fn wait_for(panel: SocketAddr, what: &str, pred: impl Fn(&serde_json::Valu
 async fn sigterm_mid_call_hangs_up_releases_the_relay_and_exits_0_within_2s() {
     let dir = std::env::temp_dir().join(format!("intercomd-term-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir is writable");
-    std::fs::write(dir.join("flat"), "token-of-flat-1a-0123456789\n").expect("writable");
+    common::write_secret(&dir.join("flat"), "token-of-flat-1a-0123456789\n");
     let (hub, panel) = (free_port(), free_port());
     let relay_file = dir.join("relay");
     let config = dir.join("station.toml");

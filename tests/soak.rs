@@ -40,8 +40,7 @@ impl Daemon {
     fn start() -> Daemon {
         let dir = std::env::temp_dir().join(format!("intercomd-soak-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir is writable");
-        std::fs::write(dir.join("flat-1a.token"), format!("{TOKEN}\n"))
-            .expect("temp dir is writable");
+        common::write_secret(&dir.join("flat-1a.token"), &format!("{TOKEN}\n"));
         let hub: SocketAddr = format!("127.0.0.1:{}", free_port())
             .parse()
             .expect("literal");

@@ -40,8 +40,7 @@ impl Station {
         let dir = std::env::temp_dir().join(format!("intercomd-it-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir is writable");
         for who in ["flat-1a", "flat-1b", "care"] {
-            std::fs::write(dir.join(who), format!("token-of-{who}-0123456789\n"))
-                .expect("temp dir is writable");
+            common::write_secret(&dir.join(who), &format!("token-of-{who}-0123456789\n"));
         }
         let toml = format!(
             r#"

@@ -60,7 +60,7 @@ if ! make_chip wb; then
     exit 0
 fi
 
-echo "rig-flat-1-token-7d41c2e9a05b38f6" > /tmp/flat-1.token
+(umask 077; echo "rig-flat-1-token-7d41c2e9a05b38f6" > /tmp/flat-1.token)
 cat > /tmp/wb.toml <<'CONF'
 [station]
 control_socket = "/run/intercomd/control.sock"

@@ -33,7 +33,7 @@ if ! grep -q '^Loopback' /proc/asound/card*/id 2>/dev/null; then
     exit 0
 fi
 
-echo "rig-flat-1-token-7d41c2e9a05b38f6" > /tmp/flat-1.token
+(umask 077; echo "rig-flat-1-token-7d41c2e9a05b38f6" > /tmp/flat-1.token)
 # On top of the board file: the hub's resident, ICE on loopback, the
 # sound card, capture processing off (the loopback cable has no room, and
 # the checks compare what went in with what came out), an LED pattern for

@@ -328,9 +328,11 @@ async fn on_event(
                 .await;
         }
         HfpEvent::Rejected { line, reason } => {
-            warn!(device = %device, line = %line, reason = reason.as_str(), "bluetooth hands-free command refused");
+            warn!(device = %device, line = %crate::logging::PeerText::new(&line), reason = reason.as_str(), "bluetooth hands-free command refused");
         }
-        other => info!(device = %device, event = ?other, "bluetooth hands-free event"),
+        other => {
+            info!(device = %device, event = %crate::logging::PeerText::new(&format!("{other:?}")), "bluetooth hands-free event")
+        }
     }
     None
 }

@@ -96,6 +96,89 @@ pub fn read_secret_in(
     Ok(Secret(value.to_owned()))
 }
 
+/// The group that may read secret files besides their owner: the service's
+/// own (`/etc/intercomd/secrets` is `root:intercomd`, files 0640).
+pub const SECRET_GROUP: &str = "intercomd";
+
+/// Why a secret file may not be used as it is: readable by everyone, or by
+/// a group other than intercomd's own (`None` when it is private enough, or
+/// cannot be inspected: reading it then reports the problem).
+pub fn exposed_file(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    let mode = meta.mode() & 0o777;
+    if mode & 0o004 != 0 {
+        return Some(format!(
+            "{} is readable by everyone (mode {mode:04o}): a secret file must be readable by intercomd only (chmod 600, or 640 with group {SECRET_GROUP})",
+            path.display()
+        ));
+    }
+    // SAFETY: getegid has no preconditions and cannot fail.
+    let our_gid = unsafe { libc::getegid() };
+    if mode & 0o040 != 0
+        && meta.gid() != our_gid
+        && group_name(meta.gid()).as_deref() != Some(SECRET_GROUP)
+    {
+        return Some(format!(
+            "{} is readable by group {} (mode {mode:04o}): a secret file must be readable by intercomd only (chmod 600, or 640 with group {SECRET_GROUP})",
+            path.display(),
+            group_name(meta.gid()).unwrap_or_else(|| meta.gid().to_string())
+        ));
+    }
+    None
+}
+
+/// The name of group `gid`, from the system's group database.
+fn group_name(gid: u32) -> Option<String> {
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut found: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer refers to live memory of the stated size;
+    // getgrgid_r writes only within `grp` and `buf`.
+    let rc = unsafe { libc::getgrgid_r(gid, &mut grp, buf.as_mut_ptr(), buf.len(), &mut found) };
+    if rc != 0 || found.is_null() || grp.gr_name.is_null() {
+        return None;
+    }
+    // SAFETY: on success gr_name points to a NUL-terminated string in `buf`.
+    let name = unsafe { std::ffi::CStr::from_ptr(grp.gr_name) };
+    Some(name.to_string_lossy().into_owned())
+}
+
+/// Tokens the hub accepts carry at least this much randomness.
+pub const TOKEN_MIN_BITS: usize = 128;
+
+/// Checks that a hub token can carry [`TOKEN_MIN_BITS`]: at least 22
+/// characters of the base64 alphabets (`A-Z a-z 0-9 - _ + /`, `=` padding
+/// not counted), or 32 when every character is a hex digit. The rule counts
+/// what the alphabet allows, so it catches short and hand-typed tokens; it
+/// cannot tell a random token from a long word.
+pub fn check_token_strength(token: &str) -> Result<(), String> {
+    let how = "make one with `openssl rand -base64 32` (or `openssl rand -hex 16`)";
+    if let Some(bad) = token
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '+' | '/' | '=')))
+    {
+        return Err(format!(
+            "the token holds {:?}, outside A-Z a-z 0-9 - _ + / =: {how}",
+            bad.escape_default().to_string()
+        ));
+    }
+    let symbols = token.trim_end_matches('=').len();
+    let per_char = if token.bytes().all(|b| b.is_ascii_hexdigit()) {
+        4
+    } else {
+        6
+    };
+    let bits = symbols * per_char;
+    if bits < TOKEN_MIN_BITS {
+        let need = TOKEN_MIN_BITS.div_ceil(per_char);
+        return Err(format!(
+            "the token is {symbols} characters ({bits} bits); at least {need} are needed for {TOKEN_MIN_BITS} bits: {how}"
+        ));
+    }
+    Ok(())
+}
+
 /// Creates `dir` (and its parents) for secrets: mode 0700, owned by us. An
 /// existing directory is accepted only if it is ours and not a symlink (a
 /// directory in `/tmp` could have been made by someone else to read or swap

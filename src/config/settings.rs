@@ -663,7 +663,13 @@ impl Check {
                 );
                 None
             }
-            (Some(file), None) => Some(SecretSource::File(PathBuf::from(&file.value))),
+            (Some(file), None) => {
+                let path = PathBuf::from(&file.value);
+                if let Some(why) = super::secret::exposed_file(&path) {
+                    self.invalid(&file.at, &format!("{key_prefix}_file"), why);
+                }
+                Some(SecretSource::File(path))
+            }
             (None, Some(name)) => {
                 let v = &name.value;
                 if v.contains('/') || v == "." || v == ".." {
@@ -1015,6 +1021,7 @@ fn hub(c: &mut Check, h: &frag::Hub) -> Hub {
         }
     };
 
+    let mut seen_tokens = SeenTokens::new();
     let mut doors = Vec::new();
     let mut door_groups = Vec::new();
     for (i, d) in h.doors.iter().flat_map(|d| d.value.iter()).enumerate() {
@@ -1024,6 +1031,14 @@ fn hub(c: &mut Check, h: &frag::Hub) -> Hub {
             unique(c, &format!("{key}.id"), v);
         }
         let token = member_token(c, &key, d, &d.value.token_file, &d.value.token_credential);
+        check_member_token(
+            c,
+            &key,
+            &token,
+            &d.value.token_file,
+            &d.value.token_credential,
+            &mut seen_tokens,
+        );
         let why = format!(
             "the door at {} must name the ring groups it may ring, e.g. groups = [\"residents\"]",
             d.at
@@ -1053,6 +1068,14 @@ fn hub(c: &mut Check, h: &frag::Hub) -> Hub {
             unique(c, &format!("{key}.id"), v);
         }
         let token = member_token(c, &key, a, &a.value.token_file, &a.value.token_credential);
+        check_member_token(
+            c,
+            &key,
+            &token,
+            &a.value.token_file,
+            &a.value.token_credential,
+            &mut seen_tokens,
+        );
         let why = format!("the answerer at {} must belong to at least one group", a.at);
         let groups = member_groups(c, &key, &a.value.groups, why, &a.at);
         let mut specs = Vec::new();
@@ -1412,6 +1435,71 @@ fn member<T>(
         .filter(|n| !n.trim().is_empty())
         .unwrap_or_else(|| id.clone());
     (id, name)
+}
+
+/// Hub tokens read so far in validation: digest, dotted key and place, to
+/// find two members sharing one.
+type SeenTokens = Vec<([u8; 32], String, Location)>;
+
+/// Reads a hub member's token when it can be read now (a missing file or
+/// credential is reported when the hub starts) and checks its strength and
+/// that no other member has it.
+fn check_member_token(
+    c: &mut Check,
+    key: &str,
+    source: &SecretSource,
+    file: &Option<Val<String>>,
+    credential: &Option<Val<String>>,
+    seen: &mut SeenTokens,
+) {
+    let dir = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+    let Ok(path) = source.path(dir.as_deref()) else {
+        return;
+    };
+    if !path.is_file() {
+        return;
+    }
+    let (which, at) = match (file, credential) {
+        (Some(f), _) if !f.value.is_empty() => (format!("{key}.token_file"), f.at.clone()),
+        (_, Some(cr)) => (format!("{key}.token_credential"), cr.at.clone()),
+        _ => return,
+    };
+    // A token is one short line; a large file is a wrong path, not read.
+    let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+    if size > 4096 {
+        c.invalid(
+            &at,
+            &which,
+            format!(
+                "{} is {size} bytes: a token file holds one line",
+                path.display()
+            ),
+        );
+        return;
+    }
+    let token = match super::secret::read_secret_in(source, dir.as_deref()) {
+        Ok(t) => t,
+        Err(e) => {
+            c.invalid(&at, &which, e.to_string());
+            return;
+        }
+    };
+    if let Err(why) = super::secret::check_token_strength(token.expose()) {
+        c.invalid(&at, &which, format!("{}: {why}", path.display()));
+    }
+    let digest = crate::hub::guard::token_digest(token.expose());
+    if let Some((_, other, other_at)) = seen.iter().find(|(d, ..)| *d == digest) {
+        c.invalid(
+            &at,
+            &which,
+            format!(
+                "{} holds the same token as `{other}` ({other_at}): each door and answerer needs its own",
+                path.display()
+            ),
+        );
+    } else {
+        seen.push((digest, which, at));
+    }
 }
 
 /// A member's `groups`: required, each a valid id.

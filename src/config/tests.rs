@@ -25,13 +25,21 @@ impl TempDir {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).expect("the test directory is writable");
         }
+        // Private, as secret files must be (and harmless for the rest).
         std::fs::write(&path, text).expect("the test directory is writable");
+        chmod(&path, 0o600);
         path
     }
 
     fn path(&self) -> &Path {
         &self.0
     }
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .expect("the test's own file");
 }
 
 impl Drop for TempDir {
@@ -1216,4 +1224,79 @@ fn hub_push_defaults_and_checks() {
         }
         other => panic!("unexpected {other:?}"),
     }
+}
+
+/// Hub tokens: long enough for 128 bits, one per member, in private files.
+#[test]
+fn hub_tokens_must_be_strong_unique_and_private() {
+    let dir = TempDir::new();
+    let good = dir.write("door", "Zq3x9V1mK8pT2rL5wN7yB4\n");
+    let good2 = dir.write("flat", "0123456789abcdef0123456789abcdef\n");
+    let short = dir.write("short", "x\n");
+    let hex_short = dir.write("hexshort", "0123456789abcdef0123456789abcde\n");
+    let spaced = dir.write("spaced", "correct horse battery staple xx\n");
+    let open = dir.write("open", "Ab3x9V1mK8pT2rL5wN7yB4cD\n");
+    chmod(&open, 0o644);
+    let group = dir.write("group", "Cd3x9V1mK8pT2rL5wN7yB4cD\n");
+    chmod(&group, 0o640);
+    // Group-readable is refused for any group but intercomd's own: give
+    // the file another one (the `nogroup` id) when we are allowed to.
+    let c_path = std::ffi::CString::new(group.as_os_str().as_encoded_bytes()).expect("no NUL");
+    // SAFETY: a valid NUL-terminated path; -1 keeps the owner.
+    let regrouped = unsafe { libc::chown(c_path.as_ptr(), u32::MAX, 65534) } == 0;
+    let hub = |door: &Path, flat: &Path| {
+        format!(
+            "[[hub.doors]]\nid = \"door-1\"\ngroups = [\"residents\"]\ntoken_file = \"{}\"\n\n\
+             [[hub.answerers]]\nid = \"flat-1a\"\ntoken_file = \"{}\"\ngroups = [\"residents\"]\n",
+            door.display(),
+            flat.display()
+        )
+    };
+    let errors = |toml: String| -> Vec<(String, String)> {
+        let e = load_from_strs(&[("site.toml", &toml)]).expect_err("refused");
+        let list = match e {
+            ConfigError::Several(v) => v,
+            e => vec![e],
+        };
+        list.into_iter()
+            .map(|e| match &e {
+                ConfigError::InvalidValue { key, at, .. } => {
+                    assert_eq!(at.file, Path::new("site.toml"), "{e}");
+                    (key.clone(), e.to_string())
+                }
+                e => panic!("{e}"),
+            })
+            .collect()
+    };
+    load_from_strs(&[("site.toml", &hub(&good, &good2))]).unwrap_or_else(|e| panic!("{e}"));
+    for (flat, why) in [
+        (&short, "1 characters (6 bits)"),
+        (&hex_short, "31 characters (124 bits); at least 32"),
+        (&spaced, "outside A-Z"),
+        (&good, "the same token as `hub.doors[0].token_file`"),
+        (&open, "readable by everyone (mode 0644)"),
+        (&group, "(mode 0640)"),
+    ] {
+        if flat == &group && !regrouped {
+            eprintln!("not root: the group-readable case is not checked");
+            continue;
+        }
+        let e = errors(hub(&good, flat));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].0, "hub.answerers[0].token_file");
+        assert!(e[0].1.contains(why), "{}", e[0].1);
+        assert!(e[0].1.contains(&flat.display().to_string()), "{}", e[0].1);
+        // The token itself is never in the message.
+        assert!(
+            !e[0].1.contains("Zq3x9V1m") && !e[0].1.contains("horse"),
+            "{}",
+            e[0].1
+        );
+    }
+    // Any secret file, not only hub tokens: the station's own token.
+    let e = errors(format!(
+        "[signaling]\nmode = \"hub\"\nurl = \"wss://hub.example.org/ws\"\ntoken_file = \"{}\"\n",
+        open.display()
+    ));
+    assert_eq!(e[0].0, "signaling.token_file");
 }

@@ -4,6 +4,7 @@
 
 pub mod acme;
 pub mod conn;
+pub mod guard;
 pub mod policy;
 pub mod push;
 pub mod quiet;

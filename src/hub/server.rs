@@ -974,6 +974,7 @@ async fn actor(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut session_seq: u64 = 0;
     let boot: u32 = rand::random();
+    let mut closed = None;
     loop {
         let actions = tokio::select! {
             ev = events.recv() => {
@@ -981,18 +982,20 @@ async fn actor(
                 // history, and quiet hours.
                 let now = unix_ms();
                 state.set_clock(now, local_week_minute(now));
+                state.set_instant(Instant::now().into_std());
                 match ev {
                 Some(Event::Connected { conn, peer, tx }) => {
                     session_seq += 1;
                     debug!(conn, %peer, "signaling connection opened");
                     conns.insert(conn, (peer, tx));
-                    state.connected(conn, format!("s-{boot:08x}-{session_seq}"), Instant::now().into_std());
+                    state.connected_from(conn, peer.ip(), format!("s-{boot:08x}-{session_seq}"), Instant::now().into_std());
                     Vec::new()
                 }
                 Some(Event::Text(conn, text)) => state.handle_text(conn, &text),
                 Some(Event::Binary(conn)) => state.handle_binary(conn),
                 Some(Event::Closed(conn)) => {
-                    conns.remove(&conn);
+                    // Removed after its last lines are written, which name it.
+                    closed = Some(conn);
                     state.disconnected(conn)
                 }
                 Some(Event::Subscriptions(subs)) => {
@@ -1123,6 +1126,9 @@ async fn actor(
                         .map(|(r, i)| (r.to_string(), i.to_owned()))
                         .unwrap_or_default();
                     let call_id = call_id.map(|c| c.to_string()).unwrap_or_default();
+                    // The state escapes each peer field; this is the net
+                    // under it, so no line can ever be split.
+                    let text = crate::logging::PeerText::with_max(&text, 600);
                     match level {
                         LogLevel::Info => {
                             info!(conn, peer = %peer, role = %role, client = %id, call_id = %call_id, "hub: {text}")
@@ -1133,6 +1139,9 @@ async fn actor(
                     }
                 }
             }
+        }
+        if let Some(conn) = closed.take() {
+            conns.remove(&conn);
         }
     }
 }

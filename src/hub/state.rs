@@ -6,10 +6,12 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use super::guard::{self, HelloBackoff, Refusals, SourceKey, Verdict};
 use super::push::{Subscription, Urgency};
 use super::quiet::{QuietHours, WeekMinute};
 use super::store::{CallEnd, CallRecord, StoreOp};
 use crate::ice_servers::IceServerSpec;
+use crate::logging::escape_peer_text;
 use crate::signaling::protocol::{
     self, CallId, CallOutcome, DecodeError, ErrorCode, Message, PROTOCOL_VERSION, PeerInfo,
     PushInfo, Role,
@@ -152,6 +154,9 @@ struct Conn {
     opened: Instant,
     who: Option<Identity>,
     session: String,
+    /// Where failed `hello`s are counted; `None` when the shell did not say.
+    source: Option<SourceKey>,
+    refusals: Refusals,
 }
 
 #[derive(Debug, Default)]
@@ -216,20 +221,13 @@ pub struct HubState {
     push_key: Option<String>,
     /// Push subscriptions per answerer id, mirrored from the store.
     subs: HashMap<String, Vec<Subscription>>,
+    /// Failed `hello`s per source address.
+    backoff: HelloBackoff,
+    /// The latest monotonic time the shell gave (see [`HubState::set_instant`]).
+    now: Option<Instant>,
     /// Signs the route proofs handed to doors (`route`); kept across
     /// restarts by the shell so that a door can resume after one.
     route_key: Option<ring::hmac::Key>,
-}
-
-/// Compare secrets without leaking, through timing, how much matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = (a.len() ^ b.len()) as u8;
-    for i in 0..a.len().max(b.len()) {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0xff);
-        diff |= x ^ y;
-    }
-    diff == 0
 }
 
 impl HubState {
@@ -244,8 +242,16 @@ impl HubState {
             week: WeekMinute::default(),
             push_key: None,
             subs: HashMap::new(),
+            backoff: HelloBackoff::default(),
+            now: None,
             route_key: None,
         }
+    }
+
+    /// Monotonic time, given by the shell before each frame: refusal
+    /// summaries and the `hello` backoff run on it.
+    pub fn set_instant(&mut self, now: Instant) {
+        self.now = Some(now);
     }
 
     /// The secret that signs route proofs (32 random bytes the shell keeps
@@ -334,18 +340,56 @@ impl HubState {
     }
 
     pub fn connected(&mut self, conn: ConnId, session: String, now: Instant) {
+        self.now = Some(now);
         self.conns.insert(
             conn,
             Conn {
                 opened: now,
                 who: None,
                 session,
+                source: None,
+                refusals: Refusals::default(),
             },
         );
     }
 
+    /// [`HubState::connected`] from a known address: failed `hello`s are
+    /// counted per source.
+    pub fn connected_from(
+        &mut self,
+        conn: ConnId,
+        source: std::net::IpAddr,
+        session: String,
+        now: Instant,
+    ) {
+        self.connected(conn, session, now);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.source = Some(SourceKey::of(source));
+        }
+    }
+
+    fn now_for(&self, conn: ConnId) -> Instant {
+        match (self.now, self.conns.get(&conn)) {
+            (Some(t), _) => t,
+            (None, Some(c)) => c.opened,
+            // Only reached for an unknown connection, whose lines are
+            // dropped anyway; any instant will do.
+            (None, None) => Instant::now(),
+        }
+    }
+
     pub fn disconnected(&mut self, conn: ConnId) -> Vec<Action> {
         let mut out = Vec::new();
+        let now = self.now_for(conn);
+        if let Some(c) = self.conns.get_mut(&conn)
+            && let Some(line) = c.refusals.summary(now, true)
+        {
+            let from = c
+                .source
+                .map(|s| format!(" (from {s}, closed)"))
+                .unwrap_or_default();
+            out.push(Action::log(LogLevel::Warn, conn, format!("{line}{from}")));
+        }
         if let Some(c) = self.conns.remove(&conn)
             && let Some(w) = c.who
         {
@@ -365,16 +409,84 @@ impl HubState {
 
     /// Close connections that never said hello in time.
     pub fn handle_tick(&mut self, now: Instant) -> Vec<Action> {
+        self.now = Some(now);
+        self.backoff.forget(now);
         let limit = self.settings.hello_timeout;
-        self.conns
+        let mut out: Vec<Action> = self
+            .conns
             .iter()
             .filter(|(_, c)| c.who.is_none() && now.duration_since(c.opened) >= limit)
             .map(|(id, _)| Action::Close(*id, 4001, "no hello in time"))
-            .collect()
+            .collect();
+        for (id, c) in &mut self.conns {
+            if let Some(line) = c.refusals.summary(now, false) {
+                out.push(Action::log(LogLevel::Warn, *id, line));
+            }
+        }
+        out
     }
 
     /// A text frame arrived.
     pub fn handle_text(&mut self, conn: ConnId, text: &str) -> Vec<Action> {
+        let out = self.handle_text_unpoliced(conn, text);
+        self.police(conn, out)
+    }
+
+    /// Passes a frame's warnings through the connection's refusal summary
+    /// (a flood costs one line per interval) and closes a connection that
+    /// keeps erring before `hello`.
+    fn police(&mut self, conn: ConnId, actions: Vec<Action>) -> Vec<Action> {
+        let now = self.now_for(conn);
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return actions;
+        };
+        let mut out = Vec::with_capacity(actions.len());
+        let mut refused = false;
+        let mut closing = false;
+        for a in actions {
+            match a {
+                Action::Log {
+                    level: LogLevel::Warn,
+                    conn: lc,
+                    call_id,
+                    text,
+                } if lc == conn => {
+                    refused = true;
+                    if let Some(line) = c.refusals.refused(text, now) {
+                        out.push(Action::Log {
+                            level: LogLevel::Warn,
+                            conn,
+                            call_id,
+                            text: line,
+                        });
+                    }
+                }
+                a @ Action::RefusedOpen { .. } => {
+                    refused = true;
+                    // The audit record of the interval; more are counted.
+                    if c.refusals
+                        .refused("door open requested over signaling".into(), now)
+                        .is_some()
+                    {
+                        out.push(a);
+                    }
+                }
+                a => {
+                    closing |= matches!(a, Action::Close(id, ..) if id == conn);
+                    out.push(a);
+                }
+            }
+        }
+        if refused && c.who.is_none() && !closing {
+            c.refusals.before_hello += 1;
+            if c.refusals.before_hello >= guard::MAX_ERRORS_BEFORE_HELLO {
+                out.push(Action::Close(conn, 1008, "too many errors before hello"));
+            }
+        }
+        out
+    }
+
+    fn handle_text_unpoliced(&mut self, conn: ConnId, text: &str) -> Vec<Action> {
         match protocol::decode(text, self.settings.max_message_bytes) {
             Ok(msg) => self.handle_message(conn, msg),
             Err(DecodeError::UnknownType(kind)) if kind == "open" => {
@@ -411,8 +523,9 @@ impl HubState {
                 ]
             }
             Err(e) => {
+                // serde's messages quote the offending input.
                 let mut out = vec![
-                    Action::log(LogLevel::Warn, conn, format!("refused frame: {e}")),
+                    Action::log(LogLevel::Warn, conn, escape_peer_text(&e.to_string())),
                     Action::Send(conn, e.to_reply()),
                 ];
                 if let DecodeError::TooLarge { .. } = e {
@@ -425,8 +538,8 @@ impl HubState {
 
     /// A binary frame arrived: the protocol has none.
     pub fn handle_binary(&mut self, conn: ConnId) -> Vec<Action> {
-        vec![
-            Action::log(LogLevel::Warn, conn, "refused binary frame".into()),
+        let out = vec![
+            Action::log(LogLevel::Warn, conn, "binary frame".into()),
             Action::Send(
                 conn,
                 Message::error(
@@ -434,7 +547,8 @@ impl HubState {
                     "binary frames are not part of the protocol",
                 ),
             ),
-        ]
+        ];
+        self.police(conn, out)
     }
 
     pub fn handle_message(&mut self, conn: ConnId, msg: Message) -> Vec<Action> {
@@ -498,7 +612,11 @@ impl HubState {
                 let mut out = vec![Action::log(
                     LogLevel::Warn,
                     conn,
-                    format!("peer reported error {}: {message}", code.as_str()),
+                    format!(
+                        "peer reported error {}: {}",
+                        code.as_str(),
+                        escape_peer_text(message)
+                    ),
                 )];
                 // An error about a call goes to the other party, so that a
                 // resident learns that the door refused its input.
@@ -519,7 +637,7 @@ impl HubState {
                 if let Some(bad) = groups.iter().find(|g| !allowed.contains(g)) {
                     return err(
                         ErrorCode::NotPermitted,
-                        format!("not a member of group `{bad}`"),
+                        format!("not a member of group `{}`", escape_peer_text(bad)),
                     );
                 }
                 if let Some(w) = self.conns.get_mut(&conn).and_then(|c| c.who.as_mut()) {
@@ -765,6 +883,26 @@ impl HubState {
     }
 
     fn hello(&mut self, conn: ConnId, v: u32, role: Role, token: &str) -> Vec<Action> {
+        let now = self.now_for(conn);
+        let source = self.conns.get(&conn).and_then(|c| c.source);
+        if let Some(key) = source
+            && let Verdict::Refuse { log } = self.backoff.check(key, now)
+        {
+            // Not evaluated: a guesser learns nothing, and pays a connection.
+            let mut out: Vec<Action> = log
+                .into_iter()
+                .map(|l| Action::log(LogLevel::Warn, conn, l))
+                .collect();
+            out.push(Action::Send(
+                conn,
+                Message::error(
+                    ErrorCode::AuthFailed,
+                    "too many failed attempts from this address: retry later",
+                ),
+            ));
+            out.push(Action::Close(conn, 1008, "too many failed attempts"));
+            return out;
+        }
         if v != PROTOCOL_VERSION {
             return vec![
                 Action::log(
@@ -787,27 +925,40 @@ impl HubState {
             Role::Answerer => &self.settings.answerers,
         };
         // Check every entry so the time taken does not depend on which one
-        // matched.
+        // matched; fixed-length digests, so neither does the token's length.
+        let offered = guard::token_digest(token);
         let mut found = None;
         for p in list {
-            if constant_time_eq(p.token.as_bytes(), token.as_bytes()) && !token.is_empty() {
+            if guard::digests_equal(&guard::token_digest(&p.token), &offered) && !token.is_empty() {
                 found = Some(p.clone());
             }
         }
         let Some(p) = found else {
-            return vec![
-                Action::log(
-                    LogLevel::Warn,
-                    conn,
-                    format!("authentication failed for a {role}"),
-                ),
+            // With a known source the backoff decides which failures are
+            // worth a line; the token itself never is.
+            let line = match source {
+                Some(key) => self
+                    .backoff
+                    .failed(key, now)
+                    .map(|l| format!("authentication failed for a {role}: {l}")),
+                None => Some(format!("authentication failed for a {role}")),
+            };
+            let mut out: Vec<Action> = line
+                .into_iter()
+                .map(|l| Action::log(LogLevel::Warn, conn, l))
+                .collect();
+            out.extend([
                 Action::Send(
                     conn,
                     Message::error(ErrorCode::AuthFailed, "authentication failed"),
                 ),
                 Action::Close(conn, 1008, "authentication failed"),
-            ];
+            ]);
+            return out;
         };
+        if let Some(key) = source {
+            self.backoff.succeeded(key);
+        }
         let mut out = Vec::new();
         if let Some(old) = self.online.insert((role, p.id.clone()), conn)
             && old != conn

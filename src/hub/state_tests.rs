@@ -497,6 +497,154 @@ fn resume_after_hub_restart_rebuilds_routes() {
     );
 }
 
+/// A door token, then the same padded with NULs, cut short, and a prefix:
+/// only the exact token authenticates.
+#[test]
+fn only_the_exact_token_authenticates() {
+    let tok = "Zq3x9V1mK8pT2rL5wN7yB4";
+    let mut h = HubState::new(HubSettings {
+        doors: vec![p("door-1", tok, &[])],
+        max_message_bytes: 65536,
+        ..hub().settings
+    });
+    let now = Instant::now();
+    let hello = |t: &str| {
+        serde_json::json!({"type": "hello", "v": 1, "role": "door", "token": t}).to_string()
+    };
+    let padded = format!("{tok}{}", "\0".repeat(256));
+    for (i, t) in [
+        padded.as_str(),
+        &tok[..tok.len() - 1],
+        &tok[..1],
+        "",
+        &format!("{tok}x"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let c = 100 + i as u64;
+        h.connected(c, "s".into(), now);
+        let out = h.handle_text(c, &hello(t));
+        assert_eq!(err_code(&sends(&out)), Some(ErrorCode::AuthFailed), "{t:?}");
+    }
+    h.connected(120, "s".into(), now);
+    let out = h.handle_text(120, &hello(tok));
+    assert!(
+        matches!(sends(&out)[0].1, Message::Welcome { .. }),
+        "{out:?}"
+    );
+}
+
+fn log_lines(out: &[Action]) -> Vec<String> {
+    out.iter()
+        .filter_map(|a| match a {
+            Action::Log { text, .. } => Some(text.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// One address guessing door tokens as fast as it can (a connection every
+/// 5 ms for two minutes of synthetic time): five free failures, then no two
+/// evaluated guesses within a second of each other after the tenth; another
+/// address with the right token gets in at once; no token reaches a log.
+#[test]
+fn failed_hellos_from_one_address_are_slowed_down() {
+    let mut h = hub();
+    let t0 = Instant::now();
+    let attacker: std::net::IpAddr = "192.0.2.66".parse().expect("address");
+    let mut evaluated = Vec::new();
+    let mut lines = Vec::new();
+    let mut conn = 1000;
+    for i in 0..24_000u64 {
+        let now = t0 + Duration::from_millis(5 * i);
+        conn += 1;
+        h.connected_from(conn, attacker, "s".into(), now);
+        let guess = format!("guess-{i:06}");
+        let out = h.handle_text(
+            conn,
+            &format!(r#"{{"type":"hello","v":1,"role":"door","token":"{guess}"}}"#),
+        );
+        let (code, text) = match &sends(&out)[0].1 {
+            Message::Error { code, message, .. } => (*code, message.clone()),
+            m => panic!("{m:?}"),
+        };
+        assert_eq!(code, ErrorCode::AuthFailed);
+        if !text.contains("too many failed attempts") {
+            evaluated.push(now);
+        }
+        for l in log_lines(&out) {
+            assert!(!l.contains("guess-"), "a token was logged: {l}");
+            lines.push(l);
+        }
+        lines.extend(log_lines(&h.disconnected(conn)));
+        if i % 200 == 0 {
+            lines.extend(log_lines(&h.handle_tick(now)));
+        }
+    }
+    assert_eq!(evaluated[4] - evaluated[0], Duration::from_millis(20));
+    for w in evaluated[9..].windows(2) {
+        assert!(w[1] - w[0] >= Duration::from_secs(1), "{:?}", w[1] - w[0]);
+    }
+    // Before: 24 000 evaluated; after: 10 within the first second, then
+    // 1, 2, 4, 8, 16, 32 and 60 s apart: 16 in two minutes.
+    assert!(evaluated.len() <= 17, "{} evaluated", evaluated.len());
+    // 24 000 attempts cost a handful of lines: five, then one a minute.
+    assert!(lines.len() <= 5 + 3, "{lines:#?}");
+    let now = t0 + Duration::from_secs(120);
+    h.connected_from(5000, "192.0.2.1".parse().expect("address"), "s".into(), now);
+    let out = h.handle_text(5000, r#"{"type":"hello","v":1,"role":"door","token":"dt"}"#);
+    assert!(
+        matches!(sends(&out)[0].1, Message::Welcome { .. }),
+        "{out:?}"
+    );
+}
+
+/// A flood of malformed frames from one connection before and after
+/// `hello`: one line per connection per interval, and three errors before
+/// `hello` close the connection.
+#[test]
+fn refused_frames_are_summarised_per_connection() {
+    let mut h = hub();
+    let t0 = Instant::now();
+    h.connected(7, "s".into(), t0);
+    let mut closed = false;
+    let mut lines = Vec::new();
+    for i in 0..3 {
+        h.set_instant(t0 + Duration::from_millis(i));
+        let out = h.handle_text(7, "{");
+        closed |= out.contains(&Action::Close(7, 1008, "too many errors before hello"));
+        lines.extend(log_lines(&out));
+    }
+    assert!(closed, "three errors before hello close the connection");
+    lines.extend(log_lines(&h.disconnected(7)));
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert!(
+        lines[1].starts_with("refused 2 more frames"),
+        "{}",
+        lines[1]
+    );
+
+    let mut t = T::new();
+    let mut lines = Vec::new();
+    for i in 0..2500u64 {
+        let now = t.now + Duration::from_millis(10 * i);
+        t.h.set_instant(now);
+        let bad = serde_json::json!({"type": format!("x\nAUDIT=door_open {i}")}).to_string();
+        let out = t.text(A, &bad);
+        assert_eq!(err_code(&sends(&out)), Some(ErrorCode::UnknownType));
+        lines.extend(log_lines(&out));
+        if i % 100 == 0 {
+            lines.extend(log_lines(&t.h.handle_tick(now)));
+        }
+    }
+    // 25 s of frames every 10 ms: lines at 0, 10 and 20 s.
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    assert!(lines.iter().all(|l| !l.contains('\n')), "{lines:#?}");
+    let last = log_lines(&t.h.disconnected(A));
+    assert_eq!(last.len(), 2, "a summary, then `went offline`: {last:#?}");
+}
+
 #[test]
 fn resume_without_the_hubs_proof_is_refused_and_reaches_nobody() {
     let mut before = T::new();
@@ -629,15 +777,6 @@ fn candidates_are_capped_per_second_and_per_call() {
     // The door's own budget is its own.
     let out = t.msg(DOOR, candidate.clone());
     assert_eq!(out, vec![(A, candidate)]);
-}
-
-#[test]
-fn constant_time_eq_is_correct() {
-    assert!(constant_time_eq(b"abc", b"abc"));
-    assert!(!constant_time_eq(b"abc", b"abd"));
-    assert!(!constant_time_eq(b"abc", b"ab"));
-    assert!(!constant_time_eq(b"", b"a"));
-    assert!(constant_time_eq(b"", b""));
 }
 
 #[test]

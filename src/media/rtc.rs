@@ -292,7 +292,7 @@ impl Actor {
     }
 
     async fn error(&self, call_id: &str, err: MediaError) {
-        warn!(call_id = %call_id, error = %err, "media error");
+        warn!(call_id = %call_id, error = %crate::logging::PeerText::new(&err.to_string()), "media error");
         self.emit(MediaEvent::Error {
             call_id: call_id.to_owned(),
             kind: err.kind(),
@@ -851,7 +851,7 @@ impl Actor {
             && addr.ends_with(".local")
             && self.settings.mdns == MdnsMode::Disabled
         {
-            info!(call_id = %call_id, address = %addr, "mDNS candidate skipped: mDNS is disabled");
+            info!(call_id = %call_id, address = %crate::logging::PeerText::new(addr), "mDNS candidate skipped: mDNS is disabled");
             return Ok(());
         }
         let init = RTCIceCandidateInit {
@@ -867,7 +867,7 @@ impl Actor {
                 candidate: c.candidate.clone(),
                 detail: e.to_string(),
             })?;
-        info!(call_id = %call_id, candidate_type = %typ, "Added remote ICE candidate");
+        info!(call_id = %call_id, candidate_type = %crate::logging::PeerText::new(&typ), "Added remote ICE candidate");
         Ok(())
     }
 
@@ -1094,7 +1094,7 @@ impl Actor {
             Internal::RemoteChannel(dc) => {
                 let label = dc.label().await.unwrap_or_default();
                 if label != DOOR_CHANNEL {
-                    debug!(call_id = %call_id, label = %label, "data channel ignored");
+                    debug!(call_id = %call_id, label = %crate::logging::PeerText::new(&label), "data channel ignored");
                     return;
                 }
                 let generation = s.generation;
@@ -1140,7 +1140,7 @@ impl Actor {
                 self.emit(MediaEvent::DoorMessage { call_id, text }).await;
             }
             Internal::AudioFailed(message) => {
-                warn!(call_id = %call_id, error = %message, "audio path failed");
+                warn!(call_id = %call_id, error = %crate::logging::PeerText::new(&message.to_string()), "audio path failed");
                 self.emit(MediaEvent::Error {
                     call_id,
                     kind: MediaErrorKind::Session,

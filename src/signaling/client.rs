@@ -11,6 +11,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::logging::PeerText;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
@@ -192,7 +193,7 @@ async fn run(
         warn!(
             message_id = crate::logging::message_id::SIGNALING_LOST,
             url = %s.shown_url(),
-            error = %end,
+            error = %PeerText::new(&end.to_string()),
             attempt = attempt + 1,
             delay_ms = delay.as_millis() as u64,
             "signaling connection lost; reconnect in {} ms",
@@ -264,6 +265,8 @@ async fn session(
     keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     keepalive.tick().await;
     let mut last_seen = Instant::now();
+    // A hub sending rubbish costs one line per interval, not one per frame.
+    let mut refusals = crate::hub::guard::Refusals::default();
     loop {
         tokio::select! {
             frame = stream.next() => {
@@ -277,7 +280,9 @@ async fn session(
                         }
                     }
                     Some(Ok(WsMessage::Binary(_))) => {
-                        warn!(url = %s.shown_url(), "dropping binary frame from the hub");
+                        if let Some(line) = refusals.refused("binary frame".into(), Instant::now().into_std()) {
+                            warn!(url = %s.shown_url(), error = %line, "dropping binary frame from the hub");
+                        }
                         continue;
                     }
                     Some(Ok(_)) => continue,
@@ -300,7 +305,7 @@ async fn session(
                             return SessionEnd::Closed { url: s.shown_url(), reason: why };
                         }
                         Ok(other) => {
-                            debug!(url = %s.shown_url(), frame = ?other, "Socket.IO frame ignored");
+                            debug!(url = %s.shown_url(), frame = %PeerText::new(&format!("{other:?}")), "Socket.IO frame ignored");
                             Ok(None)
                         }
                         Err(e) => Err(e.to_string()),
@@ -314,7 +319,10 @@ async fn session(
                     }
                     Ok(None) => {}
                     Err(e) => {
-                        warn!(url = %s.shown_url(), error = %e, "dropping malformed frame from the hub");
+                        let reason = PeerText::new(&e).to_string();
+                        if let Some(line) = refusals.refused(reason, Instant::now().into_std()) {
+                            warn!(url = %s.shown_url(), error = %line, "dropping malformed frame from the hub");
+                        }
                     }
                 }
             }
@@ -433,8 +441,8 @@ async fn native_handshake(
                 info!(
                     message_id = crate::logging::message_id::SIGNALING_CONNECTED,
                     url = %s.shown_url(),
-                    session = %session,
-                    station = %id,
+                    session = %PeerText::new(&session),
+                    station = %PeerText::new(&id),
                     "Socket connected"
                 );
                 return Ok((session, ice_servers));
@@ -448,7 +456,7 @@ async fn native_handshake(
             }
             Ok(other) => debug!(kind = other.type_name(), "ignoring message before welcome"),
             Err(e) => {
-                warn!(url = %s.shown_url(), error = %e, "dropping malformed frame from the hub")
+                warn!(url = %s.shown_url(), error = %PeerText::new(&e.to_string()), "dropping malformed frame from the hub")
             }
         }
     }
@@ -501,7 +509,7 @@ async fn socketio_handshake(
                 info!(
                     message_id = crate::logging::message_id::SIGNALING_CONNECTED,
                     url = %s.shown_url(),
-                    session = %sid,
+                    session = %PeerText::new(&sid),
                     protocol = "socket.io",
                     "Socket connected"
                 );
@@ -517,8 +525,12 @@ async fn socketio_handshake(
             Ok(Incoming::Ping) => {
                 let _ = sink.send(WsMessage::Text(PONG.into())).await;
             }
-            Ok(other) => debug!(frame = ?other, "ignoring Socket.IO frame before connect"),
-            Err(e) => warn!(url = %s.shown_url(), error = %e, "dropping malformed Socket.IO frame"),
+            Ok(other) => {
+                debug!(frame = %PeerText::new(&format!("{other:?}")), "ignoring Socket.IO frame before connect")
+            }
+            Err(e) => {
+                warn!(url = %s.shown_url(), error = %PeerText::new(&e.to_string()), "dropping malformed Socket.IO frame")
+            }
         }
     }
 }

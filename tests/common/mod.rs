@@ -20,6 +20,21 @@ use tokio_util::task::TaskTracker;
 
 pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// Writes a secret (token, TURN secret) the way intercomd requires: a file
+/// only its owner can read.
+pub fn write_secret(path: &std::path::Path, text: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, rmSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createServer } from 'node:http';
@@ -61,7 +61,8 @@ async function startServer({ port = 0, onDoor, pingInterval = 600, pingTimeout =
 }
 
 function startDoor(dir, port, { token = TOKEN } = {}) {
-  writeFileSync(join(dir, 'token'), token + '\n');
+  writeFileSync(join(dir, 'token'), token + '\n', { mode: 0o600 });
+  chmodSync(join(dir, 'token'), 0o600);
   writeFileSync(join(dir, 'door.toml'), `
 [station]
 id = "door-7"
