@@ -1090,6 +1090,7 @@ async fn actor(
                     conn,
                     call_id,
                     nonce,
+                    refusals,
                 } => {
                     let peer = conns
                         .get(&conn)
@@ -1108,6 +1109,7 @@ async fn actor(
                         granted = false,
                         reason = crate::door::Refusal::NotPermitted.as_str(),
                         nonce = %nonce,
+                        refusals,
                         "door open refused: requested over signaling"
                     );
                 }

@@ -107,6 +107,9 @@ pub enum Action {
         conn: ConnId,
         call_id: String,
         nonce: String,
+        /// How many refusals the record stands for: 1, or more when it is
+        /// the first after a counted flood.
+        refusals: u64,
     },
     /// A write to the hub's database (never waited for).
     Store(StoreOp),
@@ -157,6 +160,10 @@ struct Conn {
     /// Where failed `hello`s are counted; `None` when the shell did not say.
     source: Option<SourceKey>,
     refusals: Refusals,
+    /// Door-open requests over signaling: audited one line each for the
+    /// first five of 10 s, then counted (the count is said when due and at
+    /// close).
+    open_audits: crate::limits::LogThrottle,
 }
 
 #[derive(Debug, Default)]
@@ -349,6 +356,7 @@ impl HubState {
                 session,
                 source: None,
                 refusals: Refusals::default(),
+                open_audits: crate::limits::LogThrottle::with_burst(guard::REFUSAL_LOG_INTERVAL, 5),
             },
         );
     }
@@ -381,6 +389,17 @@ impl HubState {
     pub fn disconnected(&mut self, conn: ConnId) -> Vec<Action> {
         let mut out = Vec::new();
         let now = self.now_for(conn);
+        if let Some(n) = self
+            .conns
+            .get_mut(&conn)
+            .and_then(|c| c.open_audits.take_unreported())
+        {
+            out.push(Action::log(
+                LogLevel::Warn,
+                conn,
+                format!("{n} more door-open requests over signaling refused (closed)"),
+            ));
+        }
         if let Some(c) = self.conns.get_mut(&conn)
             && let Some(line) = c.refusals.summary(now, true)
         {
@@ -422,6 +441,15 @@ impl HubState {
             if let Some(line) = c.refusals.summary(now, false) {
                 out.push(Action::log(LogLevel::Warn, *id, line));
             }
+            if c.open_audits.due(now)
+                && let Some(n) = c.open_audits.take_unreported()
+            {
+                out.push(Action::log(
+                    LogLevel::Warn,
+                    *id,
+                    format!("{n} more door-open requests over signaling refused"),
+                ));
+            }
         }
         out
     }
@@ -461,14 +489,22 @@ impl HubState {
                         });
                     }
                 }
-                a @ Action::RefusedOpen { .. } => {
+                Action::RefusedOpen {
+                    conn: rc,
+                    call_id,
+                    nonce,
+                    ..
+                } => {
                     refused = true;
-                    // The audit record of the interval; more are counted.
-                    if c.refusals
-                        .refused("door open requested over signaling".into(), now)
-                        .is_some()
-                    {
-                        out.push(a);
+                    // An audit record each for the first few; a flood is
+                    // counted, and the count said later.
+                    if let Some(refusals) = c.open_audits.hit(now) {
+                        out.push(Action::RefusedOpen {
+                            conn: rc,
+                            call_id,
+                            nonce,
+                            refusals,
+                        });
                     }
                 }
                 a => {
@@ -510,6 +546,7 @@ impl HubState {
                         conn,
                         call_id: field("call_id"),
                         nonce: field("nonce"),
+                        refusals: 1,
                     },
                     Action::Send(
                         conn,

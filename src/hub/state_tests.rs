@@ -810,6 +810,7 @@ fn an_open_over_signaling_is_refused_and_never_relayed() {
             conn: A,
             call_id: "c-1".into(),
             nonce: "n-1<script>".into(),
+            refusals: 1,
         }
     );
     // Only the sender hears about it: the door never sees the request.
@@ -820,6 +821,29 @@ fn an_open_over_signaling_is_refused_and_never_relayed() {
     // An open_result forged towards the door is an unknown type too.
     let out = t.text(A, r#"{"type":"open_result","granted":true}"#);
     assert!(sends(&out).iter().all(|(c, _)| *c == A));
+}
+
+#[test]
+fn opens_over_signaling_are_audited_each_then_counted() {
+    let mut t = T::new();
+    let audits = |out: &[Action]| {
+        out.iter()
+            .filter(|a| matches!(a, Action::RefusedOpen { .. }))
+            .count()
+    };
+    let open = r#"{"type":"open","call_id":"c-1","nonce":"n"}"#;
+    // A few, as a confused page sends: each its own audit record.
+    let few: usize = (0..3).map(|_| audits(&t.text(B, open))).sum();
+    assert_eq!(few, 3);
+    // A flood: two more records in this interval, the rest counted.
+    let flood: usize = (0..10_000).map(|_| audits(&t.text(B, open))).sum();
+    assert_eq!(flood, 2);
+    let out = t.h.disconnected(B);
+    assert!(
+        out.iter().any(|a| matches!(a, Action::Log { text, .. }
+            if text.starts_with("9998 more door-open requests over signaling refused"))),
+        "{out:?}"
+    );
 }
 
 #[test]

@@ -24,6 +24,10 @@ export const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
  *  - extraArgs: further command-line switches
  *  - env: environment variables for Chromium on top of ours (HOME, to give
  *    it a certificate database of the test's own)
+ *  - bypassCSP: pages ignore their Content-Security-Policy. Only for probes
+ *    a test puts into the page (an AudioWorklet loaded from a blob: URL),
+ *    which the page's policy rightly refuses; every other test runs the
+ *    page under its real policy.
  */
 export async function launchChromium(ns, opts = {}) {
   const { dir, launch } = prepare(ns, opts);
@@ -34,6 +38,7 @@ export async function launchChromium(ns, opts = {}) {
   return chromium.launchPersistentContext(path.join(dir, 'profile'), {
     ...launch,
     ...(opts.blockServiceWorkers ? { serviceWorkers: 'block' } : {}),
+    ...(opts.bypassCSP ? { bypassCSP: true } : {}),
   });
 }
 

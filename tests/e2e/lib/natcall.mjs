@@ -94,7 +94,9 @@ export async function bringUpNatCall(rig, {
   const doorSock = await rig.ns.door.forward({ control: '127.0.0.1:7081' });
   await waitForHttp(doorSock.control, '/state', doorProc, 'the door control API');
   await waitForLog(doorProc, /Socket connected/, { timeout: 15000 });
-  const browser = await rig.browser('res', { micHz: MIC_TONE, secureOrigins: [origin], name: 'flat' });
+  // A probe in the page loads its worklet from a blob: URL, which the
+  // page's CSP refuses: such a page runs without it (lib/browser.mjs).
+  const browser = await rig.browser('res', { micHz: MIC_TONE, secureOrigins: [origin], name: 'flat', bypassCSP: !!pageInit });
   if (pageInit) await browser.addInitScript(pageInit);
   const page = await rig.page(browser, `${origin}/?${pageParams}#token=${flat.token}`, 'flat-1a');
   await waitForConnection(page);
