@@ -995,26 +995,6 @@ pub fn decode_door_message(text: &str) -> DoorRequest {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn call_ids_are_valid_and_distinct() {
-        let a = super::new_call_id();
-        let b = super::new_call_id();
-        assert_ne!(a, b);
-        assert!(a.as_str().starts_with("c-"));
-    }
-
-    #[test]
-    fn ringback_plays_only_while_ringing() {
-        use super::{Phase, ToneCue, tone_for};
-        assert_eq!(tone_for(Phase::Ringing), ToneCue::Ringback);
-        for p in [Phase::Idle, Phase::Connecting, Phase::InCall, Phase::Ended] {
-            assert_eq!(tone_for(p), ToneCue::Silence);
-        }
-    }
-}
-
 /// The audit record of a resident's call to the door (`AUDIT=door_call`):
 /// one shape for its start, refusal and end. Peer text escaped; the
 /// values stay strings (quoted in text logs, as the guide greps them).
@@ -1046,5 +1026,25 @@ fn audit_door_call(
         record!(warn);
     } else {
         record!(info);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn call_ids_are_valid_and_distinct() {
+        let a = super::new_call_id();
+        let b = super::new_call_id();
+        assert_ne!(a, b);
+        assert!(a.as_str().starts_with("c-"));
+    }
+
+    #[test]
+    fn ringback_plays_only_while_ringing() {
+        use super::{Phase, ToneCue, tone_for};
+        assert_eq!(tone_for(Phase::Ringing), ToneCue::Ringback);
+        for p in [Phase::Idle, Phase::Connecting, Phase::InCall, Phase::Ended] {
+            assert_eq!(tone_for(p), ToneCue::Silence);
+        }
     }
 }
