@@ -131,6 +131,21 @@ stdin = false
         panic!("station never reached {want}: {}", self.state());
     }
 
+    /// The resident hangs up normally; the station ends the call and the
+    /// resident's media stops.
+    async fn resident_hangs_up(&self, a: &mut Answerer) {
+        send(
+            &mut a.ws,
+            &Message::Hangup {
+                call_id: a.call_id.clone(),
+                reason: "normal".into(),
+            },
+        )
+        .await;
+        self.wait_state("ended").await;
+        a.cancel.cancel();
+    }
+
     async fn shutdown(self) {
         self.stop.cancel();
         self.tracker.close();
@@ -167,16 +182,7 @@ async fn a_call_carries_audio_both_ways_and_hangs_up_from_either_side() {
     .await;
 
     // Hang-up from the resident.
-    send(
-        &mut a.ws,
-        &Message::Hangup {
-            call_id: a.call_id.clone(),
-            reason: "normal".into(),
-        },
-    )
-    .await;
-    st.wait_state("ended").await;
-    a.cancel.cancel();
+    st.resident_hangs_up(&mut a).await;
 
     // Second call: hang-up from the door.
     let ws = connect(&st.url(), "token-of-flat-1a-0123456789").await;
@@ -248,16 +254,7 @@ async fn bad_input_from_the_resident_is_refused_and_the_station_carries_on() {
         600.0,
     )
     .await;
-    send(
-        &mut a.ws,
-        &Message::Hangup {
-            call_id: a.call_id.clone(),
-            reason: "normal".into(),
-        },
-    )
-    .await;
-    st.wait_state("ended").await;
-    a.cancel.cancel();
+    st.resident_hangs_up(&mut a).await;
 
     // Invalid SDP as the answer: the door refuses it and ends the call.
     let mut ws = connect(&st.url(), "token-of-flat-1b-0123456789").await;
@@ -365,16 +362,7 @@ async fn the_resident_opens_the_door_over_the_data_channel_and_nothing_else_does
     assert_eq!(sim.relay_energised(), Some(false));
     assert_eq!(st.state()["call"]["state"], "in_call");
 
-    send(
-        &mut a.ws,
-        &Message::Hangup {
-            call_id: a.call_id.clone(),
-            reason: "normal".into(),
-        },
-    )
-    .await;
-    st.wait_state("ended").await;
-    a.cancel.cancel();
+    st.resident_hangs_up(&mut a).await;
     st.shutdown().await;
     assert_eq!(sim.relay_writes().last(), Some(&false));
 }
@@ -810,16 +798,7 @@ async fn a_candidate_flood_costs_the_station_a_capped_amount_of_work() {
     assert!(call_lines(&call, "ignored for this offer") <= 1);
     eprintln!("candidate flood: 10000 sent, {applied} applied by the station");
 
-    send(
-        &mut a.ws,
-        &Message::Hangup {
-            call_id: a.call_id.clone(),
-            reason: "normal".into(),
-        },
-    )
-    .await;
-    st.wait_state("ended").await;
-    a.cancel.cancel();
+    st.resident_hangs_up(&mut a).await;
     st.shutdown().await;
 }
 
@@ -900,15 +879,6 @@ async fn a_door_open_flood_reaches_the_door_logic_only_at_the_rate_limit() {
         flood.as_millis()
     );
 
-    send(
-        &mut a.ws,
-        &Message::Hangup {
-            call_id: a.call_id.clone(),
-            reason: "normal".into(),
-        },
-    )
-    .await;
-    st.wait_state("ended").await;
-    a.cancel.cancel();
+    st.resident_hangs_up(&mut a).await;
     st.shutdown().await;
 }
