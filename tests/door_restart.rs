@@ -31,6 +31,28 @@ fn start(config: &Path) -> Child {
         .expect("the daemon binary starts")
 }
 
+/// A standalone station's site file in `dir`: hub on loopback without TLS,
+/// the simulated panel on a free port (`sim_extra`: more
+/// `[hardware.sim]` keys), a 60 s door pulse. Returns the panel's address
+/// and the file.
+fn site(dir: &Dir, sim_extra: &str) -> (SocketAddr, PathBuf) {
+    std::fs::create_dir_all(&dir.0).expect("temp dir is writable");
+    let panel: SocketAddr = format!("127.0.0.1:{}", free_port())
+        .parse()
+        .expect("literal");
+    let config = dir.0.join("50-site.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[hub]\nlisten = \"127.0.0.1:0\"\n[hub.tls]\nmode = \"off\"\n\
+             [hardware.sim]\ncontrol_listen = \"{panel}\"\nstdin = false\n{sim_extra}\
+             [door]\npulse_ms = 60000\n"
+        ),
+    )
+    .expect("temp dir is writable");
+    (panel, config)
+}
+
 fn wait_state(panel: SocketAddr) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -60,22 +82,11 @@ fn wait_file(path: &Path, want: &str) {
 #[test]
 fn a_restart_after_kill_9_during_a_pulse_de_energises_the_relay_first() {
     let dir = Dir(std::env::temp_dir().join(format!("intercomd-kill9-{}", std::process::id())));
-    std::fs::create_dir_all(&dir.0).expect("temp dir is writable");
     let relay_file = dir.0.join("relay");
-    let panel: SocketAddr = format!("127.0.0.1:{}", free_port())
-        .parse()
-        .expect("literal");
-    let config = dir.0.join("50-site.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[hub]\nlisten = \"127.0.0.1:0\"\n[hub.tls]\nmode = \"off\"\n\
-             [hardware.sim]\ncontrol_listen = \"{panel}\"\nstdin = false\nstate_file = \"{}\"\n\
-             [door]\npulse_ms = 60000\n",
-            relay_file.display()
-        ),
-    )
-    .expect("temp dir is writable");
+    let (panel, config) = site(
+        &dir,
+        &format!("state_file = \"{}\"\n", relay_file.display()),
+    );
 
     let mut daemon = start(&config);
     let first = wait_state(panel);
@@ -252,20 +263,7 @@ fn raw(panel: SocketAddr, head: &str, body: &str) -> u16 {
 #[test]
 fn the_panel_refuses_a_cross_site_post_and_keeps_the_relay() {
     let dir = Dir(std::env::temp_dir().join(format!("intercomd-panel-{}", std::process::id())));
-    std::fs::create_dir_all(&dir.0).expect("temp dir is writable");
-    let panel: SocketAddr = format!("127.0.0.1:{}", free_port())
-        .parse()
-        .expect("literal");
-    let config = dir.0.join("50-site.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[hub]\nlisten = \"127.0.0.1:0\"\n[hub.tls]\nmode = \"off\"\n\
-             [hardware.sim]\ncontrol_listen = \"{panel}\"\nstdin = false\n\
-             [door]\npulse_ms = 60000\n"
-        ),
-    )
-    .expect("temp dir is writable");
+    let (panel, config) = site(&dir, "");
     let mut daemon = start(&config);
     wait_state(panel);
     // What a page on another site can send without asking first: a form
