@@ -147,12 +147,10 @@ impl Drop for Slot {
 }
 
 /// Says when a repeated event should be logged again: at most once per
-/// [`LOG_EVERY`], with how many were left out in between.
+/// [`LOG_EVERY`], with how many were left out in between. A shared
+/// [`crate::limits::LogThrottle`] with the clock read here.
 #[derive(Debug)]
-pub struct Throttle {
-    every: Duration,
-    last: Mutex<Option<(Instant, u64)>>,
-}
+pub struct Throttle(Mutex<crate::limits::LogThrottle>);
 
 impl Default for Throttle {
     fn default() -> Self {
@@ -162,27 +160,15 @@ impl Default for Throttle {
 
 impl Throttle {
     pub fn new(every: Duration) -> Self {
-        Self {
-            every,
-            last: Mutex::default(),
-        }
+        Self(Mutex::new(crate::limits::LogThrottle::new(every)))
     }
 
     /// `Some(left out since the last line)` when this one should be logged.
     pub fn ready(&self) -> Option<u64> {
-        let now = Instant::now();
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        match &mut *last {
-            Some((at, skipped)) if now.duration_since(*at) < self.every => {
-                *skipped += 1;
-                None
-            }
-            other => {
-                let skipped = other.map_or(0, |(_, s)| s);
-                *other = Some((now, 0));
-                Some(skipped)
-            }
-        }
+        let now = Instant::now().into_std();
+        let mut t = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // `hit` counts this event too.
+        t.hit(now).map(|n| n - 1)
     }
 }
 

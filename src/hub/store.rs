@@ -501,22 +501,20 @@ impl StoreWorker {
 }
 
 /// One log line per [`LOG_EVERY`], saying how many were held back.
-#[derive(Default)]
-struct Throttle {
-    last: Option<Instant>,
-    suppressed: u64,
+struct Throttle(crate::limits::LogThrottle);
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Throttle(crate::limits::LogThrottle::new(LOG_EVERY))
+    }
 }
 
 impl Throttle {
     fn warn(&mut self, log: impl FnOnce(u64)) {
-        let now = Instant::now();
-        if self.last.is_some_and(|t| now.duration_since(t) < LOG_EVERY) {
-            self.suppressed += 1;
-            return;
+        // `hit` counts this event too.
+        if let Some(n) = self.0.hit(Instant::now()) {
+            log(n - 1);
         }
-        log(self.suppressed);
-        self.suppressed = 0;
-        self.last = Some(now);
     }
 }
 
