@@ -38,8 +38,8 @@ sleep 0.5
 # kernel's L2CAP connect path (6.1) now and then oopses in l2ping's own
 # context (a list_del on a poisoned entry: "general protection fault ...
 # Comm: l2ping"), which kills l2ping before the link is up; the kernel
-# carries on, and a new l2ping gets its link. Up to three tries, each
-# said.
+# carries on, but hci1 then answers "Host is down": each new try starts
+# over with new controllers. Up to three tries, each said.
 handle=
 try=0
 while [ -z "$handle" ] && [ "$try" -lt 3 ]; do
@@ -56,7 +56,17 @@ while [ -z "$handle" ] && [ "$try" -lt 3 ]; do
     if [ -z "$handle" ]; then
         echo "ACL link try $try failed: l2ping $(kill -0 "$l2p" 2>/dev/null && echo running || echo gone): $(cat /tmp/l2ping.log); $(hcitool -i hci1 con | tr '\n' ' ')"
         kill "$l2p" 2>/dev/null
-        sleep 1
+        # After the oops hci1 answers "Host is down" for good: start over
+        # with new controllers.
+        kill "$btmon" 2>/dev/null
+        bt_down
+        bt_up > /tmp/bt-up.log || break
+        btmon >> "$trace" 2>&1 &
+        btmon=$!
+        btmgmt --index 0 power on > /dev/null
+        btmgmt --index 0 connectable on > /dev/null
+        btmgmt --index 1 power on > /dev/null
+        sleep 0.5
     fi
 done
 if [ -z "$handle" ]; then
