@@ -1,10 +1,12 @@
 #!/bin/sh
 # Builds the kernel for the hardware test VM from Debian's linux-source-6.1:
 # tinyconfig plus hw-tests/kernel.config (gpio-sim, snd-aloop, hci_vhci,
-# virtio 9p, devtmpfs, configfs), everything built in. The image is cached
-# outside the repository and reused:
+# virtio 9p, devtmpfs, configfs), everything built in, with the source
+# patches hw-tests/kernel-*.patch applied (fixes the rig needs that Debian's
+# 6.1 does not carry). The image is cached outside the repository and reused:
 #   ${XDG_CACHE_HOME:-/var/cache}/intercomd-hw/bzImage-<hash>
-# where <hash> covers kernel.config and the source package version.
+# where <hash> covers kernel.config, the patches and the source package
+# version.
 # Prints the image's path on stdout; progress goes to stderr. The source
 # and object trees are removed after a successful build unless
 # INTERCOMD_HW_KEEP_TREE=1.
@@ -18,11 +20,11 @@ jobs=${JOBS:-$(nproc)}
 log() { echo "build-kernel: $*" >&2; }
 
 # Build dependencies, installed only when missing.
-pkgs="linux-source-6.1 bc bison flex libelf-dev libssl-dev cpio busybox-static qemu-system-x86 kmod make gcc binutils"
+pkgs="linux-source-6.1 patch bc bison flex libelf-dev libssl-dev cpio busybox-static qemu-system-x86 kmod make gcc binutils"
 "$here/../scripts/apt-install-missing.sh" build-kernel $pkgs
 
 srcver=$(dpkg-query -W -f='${Version}' linux-source-6.1)
-hash=$( { cat "$fragment"; echo "$srcver"; } | sha256sum | cut -c1-16)
+hash=$( { cat "$fragment" "$here"/kernel-*.patch; echo "$srcver"; } | sha256sum | cut -c1-16)
 image="$cache/bzImage-$hash"
 if [ -s "$image" ]; then
     log "cached: $image"
@@ -32,12 +34,17 @@ fi
 
 mkdir -p "$cache"
 src="$cache/linux-source-6.1"
-if [ ! -f "$src/.extracted-$srcver" ]; then
+# The marker names the patched tree: other patches mean a fresh extract.
+if [ ! -f "$src/.prepared-$hash" ]; then
     log "extracting linux-source-6.1 $srcver"
     rm -rf "$src"
     mkdir -p "$src"
     tar -xJf /usr/src/linux-source-6.1.tar.xz -C "$src" --strip-components=1
-    touch "$src/.extracted-$srcver"
+    for p in "$here"/kernel-*.patch; do
+        log "applying $(basename "$p")"
+        patch -s -p1 -d "$src" < "$p"
+    done
+    touch "$src/.prepared-$hash"
 fi
 
 build="$cache/build-$hash"
