@@ -13,13 +13,8 @@
 . /guest/lib.sh
 
 T=${HW_WAIT:-60}
-LOOP_PLAY=hw:CARD=Loopback,DEV=0,SUBDEV=0     # harness → daemon capture
-LOOP_REC=hw:CARD=Loopback,DEV=1,SUBDEV=1      # daemon playback → harness
-played=/tmp/played.raw
-recorded=/tmp/recorded.raw
 log=/tmp/intercomd-call.log
-res=/tmp/resident.log
-rm -f /share/results/played.raw /share/results/recorded.raw /share/results/latency-window
+rm -f /share/results/call-played.raw /share/results/call-recorded.raw /share/results/latency-window
 
 if make_chip call; then
     pass "gpio-sim chip created"
@@ -33,38 +28,11 @@ if ! grep -q '^Loopback' /proc/asound/card*/id 2>/dev/null; then
     exit 0
 fi
 
-(umask 077; echo "rig-flat-1-token-7d41c2e9a05b38f6" > /tmp/flat-1.token)
-# On top of the board file: the hub's resident, ICE on loopback, the
-# sound card, capture processing off (the loopback cable has no room, and
-# the checks compare what went in with what came out), an LED pattern for
-# each state that tells the states apart, a short door pulse.
-cat > /tmp/call.toml <<'CONF'
-[hub]
-listen = "127.0.0.1:8080"
-[hub.tls]
-mode = "off"
-
-[[hub.answerers]]
-id = "flat-1"
-name = "Flat 1"
-token_file = "/tmp/flat-1.token"
-groups = ["residents"]
-
-# Call setup through two WebRTC stacks on an emulated CPU takes seconds,
-# not the milliseconds the default timeout is sized for.
-[call]
-connect_timeout_ms = 60000
-
-[ice]
-bind_ips = ["127.0.0.1"]
-# The resident here is intercomd's own media engine, which answers an
-# `a=setup:active` offer with `active` too (two DTLS clients, no
-# handshake); browsers answer `passive`. The integration tests with this
-# answerer run the same way.
-offer_dtls_client = false
-
-[gpio]
-debounce_ms = 50
+# On top of the board file: what every call test shares (lib.sh), an LED
+# pattern for each state that tells the states apart, a short door pulse.
+{
+    station_toml
+    cat <<'CONF'
 
 [door]
 pulse_ms = 1500
@@ -76,24 +44,8 @@ idle = "off"
 ringing = "slow_blink"
 in_call = "on"
 door_open = "fast_blink"
-
-[audio]
-backend = "alsa"
-echo_cancellation = false
-auto_gain_control = false
-high_pass_filter = false
-noise_suppression = false
-
-# The VM's CPU is emulated, floating point in software: the encoder's
-# effort is what decides whether the call keeps up.
-[audio.opus]
-complexity = 0
-
-[audio.alsa]
-capture_device = "hw:CARD=Loopback,DEV=1,SUBDEV=0"
-playback_device = "hw:CARD=Loopback,DEV=0,SUBDEV=1"
-mixer_device = "hw:CARD=Loopback"
 CONF
+} > /tmp/call.toml
 
 RUST_LOG=info,intercomd::hw=debug intercomd run \
     --config /etc/intercomd/hil-vm.toml --config /tmp/call.toml > "$log" 2>&1 &
@@ -104,23 +56,14 @@ else
     fail "daemon ready with GPIO, ALSA and its hub" "no 'intercomd ready' and 'Socket connected' in the log"
 fi
 
-rm -f /tmp/duplex.stop
 echo "CPUs: $(grep -c ^processor /proc/cpuinfo)"
 # What the emulated CPUs are busy with, every 5 s, for the log: under TCG
 # a slow call is a busy CPU.
-( i=0; while [ "$i" -lt 40 ] && [ ! -e /tmp/duplex.stop ]; do
+( i=0; while [ "$i" -lt 40 ] && [ ! -e /tmp/call-duplex.stop ]; do
     echo "== $(cut -d' ' -f1 /proc/uptime) s"; top -b -n1 | sed -n '2p;5,9p'
     sleep 5; i=$((i + 1)); done ) > /tmp/load.log 2>&1 &
-hw_rig duplex --play "$LOOP_PLAY" --record "$LOOP_REC" --played "$played" \
-    --recorded "$recorded" --stop-file /tmp/duplex.stop --seconds 240 > /tmp/duplex.log 2>&1 &
-duplex=$!
-
-mkfifo /tmp/resident.in
-hw_rig answer --hub ws://127.0.0.1:8080/ws --token-file /tmp/flat-1.token \
-    < /tmp/resident.in > "$res" 2>&1 &
-resident=$!
-exec 4> /tmp/resident.in
-say() { echo "$1" >&4; }
+start_duplex call 240
+start_resident call
 
 if wait_for "$res" "^ready id=flat-1" "$T"; then
     pass "resident connected to the station's hub"
@@ -196,9 +139,7 @@ fi
 
 # Audio by content, both ways, after two seconds of talking.
 sleep 2
-say listen
-if wait_for "$res" "^heard" 10; then
-    h=$(grep '^heard' "$res" | tail -n1)
+if h=$(listen); then
     if near_hz "$(field "$h" hz)" 700; then
         pass "resident hears the tone played into the station's capture PCM ($h)"
     else
@@ -271,8 +212,7 @@ fi
 drv=/sys/bus/platform/drivers/snd_aloop
 card_dev=$(basename "$(ls -d "$drv"/snd_aloop.* 2>/dev/null | head -n1)")
 # The far side's PCMs go with the card: stop it first, start it again after.
-touch /tmp/duplex.stop
-wait "$duplex" 2>/dev/null
+stop_duplex
 echo "$card_dev" > "$drv/unbind"
 if wait_for "$log" "audio device vanished" 10; then
     pass "the sound card leaving in the call is logged"
@@ -286,26 +226,17 @@ if wait_for "$log" "audio device reopened" 20; then
 else
     fail "the sound card coming back is logged" "no 'audio device reopened' line"
 fi
-rm -f /tmp/duplex.stop
-hw_rig duplex --play "$LOOP_PLAY" --record "$LOOP_REC" --played "$played" \
-    --recorded "$recorded" --stop-file /tmp/duplex.stop --seconds 200 > /tmp/duplex2.log 2>&1 &
-duplex=$!
+start_duplex call 200
 if grep -q "call ended" "$log"; then
     fail "the call goes on through the xrun and the missing card" "$(grep -m1 'call ended' "$log")"
 else
     pass "the call goes on through the xrun and the missing card"
 fi
 sleep 3
-heard_before=$(grep -c '^heard' "$res")
-say listen
-i=0
-while [ "$(grep -c '^heard' "$res")" -le "$heard_before" ] && [ "$i" -lt 100 ]; do
-    sleep 0.1; i=$((i + 1))
-done
-h=$(grep '^heard' "$res" | tail -n1)
+h=$(listen)
 end=$(stat -c %s "$recorded")
 r=$(hw_rig tone --file "$recorded" --from $((end - 96000)) --to "$end")
-if [ "$(grep -c '^heard' "$res")" -gt "$heard_before" ] && near_hz "$(field "$h" hz)" 700 &&
+if [ -n "$h" ] && near_hz "$(field "$h" hz)" 700 &&
     near_hz "$(field "$r" hz)" 1000; then
     pass "audio back both ways after the faults (resident $h; playback $r)"
 else
@@ -350,16 +281,14 @@ fi
 say quit
 exec 4>&-
 stop_daemon "$pid" "daemon"
-touch /tmp/duplex.stop
-i=0
-while kill -0 "$duplex" 2>/dev/null && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
-kill "$duplex" "$resident" 2>/dev/null
+stop_duplex
+kill "$resident" 2>/dev/null
 remove_chip call
 
 echo "--- load"
 cat /tmp/load.log
 echo "--- duplex"
-cat /tmp/duplex.log
+cat /tmp/call-duplex.log
 echo "--- resident"
 cat "$res"
 echo "--- daemon log"

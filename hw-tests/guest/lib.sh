@@ -218,3 +218,112 @@ bt_down() {
     bluetoothd= btvirt= bus=
     no_controllers 10 || echo "bt_down: controllers still registered: $(ls /sys/class/bluetooth)" >&2
 }
+
+# --- the call tests (call, call-headset, call-headset-msbc) ----------------
+
+LOOP_PLAY=hw:CARD=Loopback,DEV=0,SUBDEV=0     # harness → daemon capture
+LOOP_REC=hw:CARD=Loopback,DEV=1,SUBDEV=1      # daemon playback → harness
+
+# station_toml: the configuration every call test puts on top of the board
+# file (the test appends its own tables): the hub with one resident
+# (flat-1, whose token this writes to /tmp/flat-1.token), ICE on loopback,
+# the sound card with capture processing off (the loopback cable has no
+# room, and the checks compare what went in with what came out).
+station_toml() {
+    (umask 077; echo "rig-flat-1-token-7d41c2e9a05b38f6" > /tmp/flat-1.token)
+    cat <<'CONF'
+[hub]
+listen = "127.0.0.1:8080"
+[hub.tls]
+mode = "off"
+
+[[hub.answerers]]
+id = "flat-1"
+name = "Flat 1"
+token_file = "/tmp/flat-1.token"
+groups = ["residents"]
+
+# Call setup through two WebRTC stacks on an emulated CPU takes seconds,
+# not the milliseconds the default timeout is sized for.
+[call]
+connect_timeout_ms = 60000
+
+[ice]
+bind_ips = ["127.0.0.1"]
+# The resident here is intercomd's own media engine, which answers an
+# `a=setup:active` offer with `active` too (two DTLS clients, no
+# handshake); browsers answer `passive`. The integration tests with this
+# answerer run the same way.
+offer_dtls_client = false
+
+[gpio]
+debounce_ms = 50
+
+[audio]
+backend = "alsa"
+echo_cancellation = false
+auto_gain_control = false
+high_pass_filter = false
+noise_suppression = false
+
+# The VM's CPU is emulated, floating point in software: the encoder's
+# effort is what decides whether the call keeps up.
+[audio.opus]
+complexity = 0
+
+[audio.alsa]
+capture_device = "hw:CARD=Loopback,DEV=1,SUBDEV=0"
+playback_device = "hw:CARD=Loopback,DEV=0,SUBDEV=1"
+mixer_device = "hw:CARD=Loopback"
+CONF
+}
+
+# start_duplex TAG SECONDS: `hw_rig duplex`, the sound around the door: a
+# keyed 700 Hz tone into the station's capture PCM, its playback PCM
+# recorded. Sets played, recorded (the raw files), duplex (the PID) and
+# duplex_stop (the file that ends it).
+start_duplex() {
+    played=/tmp/$1-played.raw recorded=/tmp/$1-recorded.raw duplex_stop=/tmp/$1-duplex.stop
+    rm -f "$duplex_stop"
+    hw_rig duplex --play "$LOOP_PLAY" --record "$LOOP_REC" --played "$played" \
+        --recorded "$recorded" --stop-file "$duplex_stop" --seconds "$2" > "/tmp/$1-duplex.log" 2>&1 &
+    duplex=$!
+}
+
+# stop_duplex: ends `hw_rig duplex` (up to 5 s) and reaps it.
+stop_duplex() {
+    touch "$duplex_stop"
+    i=0
+    while kill -0 "$duplex" 2>/dev/null && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+    kill "$duplex" 2>/dev/null
+    wait "$duplex" 2>/dev/null
+}
+
+# start_resident TAG: `hw_rig answer`, the resident flat-1 on the station's
+# hub (it speaks 1000 Hz), taking commands from a FIFO held open on fd 4
+# (`say`). Sets res (its output) and resident (the PID).
+start_resident() {
+    res=/tmp/$1-resident.log
+    rm -f "/tmp/$1-resident.in"
+    mkfifo "/tmp/$1-resident.in"
+    hw_rig answer --hub ws://127.0.0.1:8080/ws --token-file /tmp/flat-1.token \
+        < "/tmp/$1-resident.in" > "$res" 2>&1 &
+    resident=$!
+    exec 4> "/tmp/$1-resident.in"
+}
+
+# say COMMAND: one command to the resident.
+say() { echo "$1" >&4; }
+
+# listen [MAX_HZ]: the resident's next `heard` line (what it received in
+# the last second, analysed up to MAX_HZ), empty after 10 s without one.
+listen() {
+    n=$(grep -c '^heard' "$res")
+    say "listen${1:+ $1}"
+    i=0
+    while [ "$(grep -c '^heard' "$res")" -le "$n" ] && [ "$i" -lt 100 ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    [ "$(grep -c '^heard' "$res")" -gt "$n" ] && grep '^heard' "$res" | tail -n 1
+}
