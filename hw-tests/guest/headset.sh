@@ -32,7 +32,7 @@ headset_cleanup() {
 # setting, as the headset's host sets it; NAME names the headset in the
 # checks). Sets tag, log, hsl, conf, ag, hs. Exits the test (after its FAIL line) when what follows cannot run.
 headset_setup() {
-    tag=$1 name=$2 what="$2 call"
+    tag=$1 hs_name=$2 what="$2 call"
     log=/tmp/intercomd-$tag.log hsl=/tmp/hfp-$tag.log conf=/tmp/$tag.toml
     trap headset_cleanup EXIT
     if ! command -v hfp-hf > /dev/null; then
@@ -78,9 +78,9 @@ headset_setup() {
     intercomd bt pair --config /etc/intercomd/hil-vm.toml --config "$conf" > /dev/null 2>&1
     out=$(timeout 30 btmgmt --index 1 pair -c 3 -t 0 "$ag" 2>&1)
     if echo "$out" | grep -q "Paired with" && wait_for "$log" "bluetooth device trusted.*device=$hs" 20; then
-        pass "$name paired and trusted"
+        pass "$hs_name paired and trusted"
     else
-        fail "$name paired and trusted" "$out"
+        fail "$hs_name paired and trusted" "$out"
     fi
 }
 
