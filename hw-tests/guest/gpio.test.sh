@@ -85,5 +85,24 @@ fi
 
 stop_daemon "$pid" "daemon"
 
+# No debounce at all (gpio.debounce_ms = 0, a sensor with clean edges): the
+# lines are requested without a kernel debounce period and still give
+# edges.
+printf '[gpio]\ndebounce_ms = 0\n' > /tmp/no-debounce.toml
+log0=/tmp/intercomd-no-debounce.log
+intercomd run --config /etc/intercomd/hil-vm.toml --config /tmp/no-debounce.toml > "$log0" 2>&1 &
+pid=$!
+wait_for "$log0" "intercomd ready" "$T" || echo "daemon without debounce not ready: $(tail -n 3 "$log0")"
+echo pull-down > "$call/pull"
+if wait_for "$log0" "call button pressed" "$T"; then
+    pass "call button press logged with gpio.debounce_ms = 0"
+else
+    fail "call button press logged with gpio.debounce_ms = 0" "no 'call button pressed' in the log"
+fi
+echo pull-up > "$call/pull"
+stop_daemon "$pid" "daemon without debounce"
+
 echo "--- daemon log"
 cat "$log"
+echo "--- daemon log, no debounce"
+cat "$log0"
