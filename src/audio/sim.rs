@@ -305,7 +305,14 @@ impl SourceState {
             },
             SimSource::Silence => SourceState::Silence,
             SimSource::Wav(path) => {
-                let data = read_wav(path)?.to_mono(SAMPLE_RATE);
+                let wav = read_wav(path)?;
+                let data = wav.to_mono(SAMPLE_RATE).ok_or_else(|| AudioError::InvalidSource {
+                    spec: format!("wav:{}", path.display()),
+                    reason: format!(
+                        "{} Hz is no integer ratio of {SAMPLE_RATE} Hz: convert the file to 8, 12, 16, 24, 48 or 96 kHz (for example `sox in.wav -r 48000 out.wav`)",
+                        wav.sample_rate
+                    ),
+                })?;
                 if data.is_empty() {
                     return Err(AudioError::InvalidSource {
                         spec: format!("wav:{}", path.display()),

@@ -1,9 +1,14 @@
-//! Minimal RIFF/WAVE support: 16-bit PCM only, which is all the product
-//! reads (test sources) and writes (recordings).
+//! WAV files for the simulated audio backend, through hound: test sources
+//! (`wav:` sources: integer or float PCM, any channel count, at a rate
+//! the product's resampler reaches from 48 kHz by an integer ratio) and
+//! recordings of the simulated speaker (16-bit mono, kept valid while they
+//! grow).
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
+
+use super::resample::{Downsampler, Upsampler};
 
 /// Errors reading or writing a WAV file; every variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -27,30 +32,29 @@ pub struct WavData {
 }
 
 impl WavData {
-    /// Mono at `rate`: channels averaged, rate converted by linear
-    /// interpolation (good enough for test signals and prompts).
-    pub fn to_mono(&self, rate: u32) -> Vec<i16> {
+    /// Mono at `rate`: channels averaged, the rate converted by the
+    /// product's windowed-sinc resampler (audio/resample.rs). Only integer
+    /// ratios between the two rates are supported (8, 12, 16, 24 and
+    /// 96 kHz against 48 kHz); `None` for any other pair.
+    pub fn to_mono(&self, rate: u32) -> Option<Vec<i16>> {
         let ch = usize::from(self.channels.max(1));
         let mono: Vec<i16> = self
             .samples
             .chunks_exact(ch)
             .map(|c| (c.iter().map(|&s| i32::from(s)).sum::<i32>() / ch as i32) as i16)
             .collect();
-        if self.sample_rate == rate || mono.is_empty() {
-            return mono;
+        let from = self.sample_rate;
+        let mut out = Vec::new();
+        if from == rate || mono.is_empty() {
+            return Some(mono);
+        } else if from < rate && rate.is_multiple_of(from) {
+            Upsampler::new((rate / from) as usize).process(&mono, &mut out);
+        } else if from > rate && from.is_multiple_of(rate) {
+            Downsampler::new((from / rate) as usize).process(&mono, &mut out);
+        } else {
+            return None;
         }
-        let ratio = f64::from(self.sample_rate) / f64::from(rate);
-        let out_len = (mono.len() as f64 / ratio).floor() as usize;
-        (0..out_len)
-            .map(|i| {
-                let pos = i as f64 * ratio;
-                let idx = pos.floor() as usize;
-                let frac = pos - idx as f64;
-                let a = f64::from(mono[idx.min(mono.len() - 1)]);
-                let b = f64::from(mono[(idx + 1).min(mono.len() - 1)]);
-                (a + (b - a) * frac).round() as i16
-            })
-            .collect()
+        Some(out)
     }
 }
 
@@ -61,123 +65,102 @@ fn format_err(path: &Path, reason: impl Into<String>) -> WavError {
     }
 }
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WavError + '_ {
-    move |source| WavError::Io {
-        path: path.to_path_buf(),
-        source,
+fn hound_err(path: &Path, e: hound::Error) -> WavError {
+    match e {
+        hound::Error::IoError(source) => WavError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        other => format_err(path, other.to_string()),
     }
 }
 
-/// Reads a 16-bit PCM WAV file.
+/// Reads a WAV file into 16-bit samples: 8- to 32-bit integer PCM is
+/// scaled, 32-bit float clamped. A recording still being written may claim
+/// more samples than are there: what is there is read.
 pub fn read_wav(path: &Path) -> Result<WavData, WavError> {
-    let mut bytes = Vec::new();
-    File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut bytes))
-        .map_err(io_err(path))?;
-    parse_wav(&bytes).map_err(|reason| format_err(path, reason))
-}
-
-fn le_u16(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-
-fn le_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn parse_wav(b: &[u8]) -> Result<WavData, String> {
-    if b.len() < 12 || &b[0..4] != b"RIFF" || &b[8..12] != b"WAVE" {
-        return Err("missing RIFF/WAVE header".into());
+    let mut reader = hound::WavReader::open(path).map_err(|e| hound_err(path, e))?;
+    let spec = reader.spec();
+    if spec.channels == 0 || spec.sample_rate == 0 {
+        return Err(format_err(path, "zero channels or sample rate"));
     }
-    let mut pos = 12;
-    let mut fmt: Option<(u16, u16, u32, u16)> = None;
-    while pos + 8 <= b.len() {
-        let id = &b[pos..pos + 4];
-        let size = le_u32(b, pos + 4) as usize;
-        let body = pos + 8;
-        // A recording still being written may claim more than is there.
-        let end = body.saturating_add(size).min(b.len());
-        match id {
-            b"fmt " => {
-                if end - body < 16 {
-                    return Err("fmt chunk too short".into());
+    let samples = match spec.sample_format {
+        hound::SampleFormat::Int if (8..=32).contains(&spec.bits_per_sample) => {
+            let shift = i32::from(spec.bits_per_sample) - 16;
+            read_until_short(path, reader.samples::<i32>(), |v| {
+                if shift >= 0 {
+                    (v >> shift) as i16
+                } else {
+                    (v << -shift) as i16
                 }
-                let mut tag = le_u16(b, body);
-                // WAVE_FORMAT_EXTENSIBLE: the real format is the sub-format GUID's first word.
-                if tag == 0xFFFE && end - body >= 26 {
-                    tag = le_u16(b, body + 24);
-                }
-                fmt = Some((
-                    tag,
-                    le_u16(b, body + 2),
-                    le_u32(b, body + 4),
-                    le_u16(b, body + 14),
-                ));
-            }
-            b"data" => {
-                let (tag, channels, rate, bits) = fmt.ok_or("data chunk before fmt chunk")?;
-                if tag != 1 {
-                    return Err(format!("format tag {tag}, only PCM (1) is supported"));
-                }
-                if bits != 16 {
-                    return Err(format!("{bits}-bit samples, only 16-bit is supported"));
-                }
-                if channels == 0 || rate == 0 {
-                    return Err("zero channels or sample rate".into());
-                }
-                let samples = b[body..end]
-                    .chunks_exact(2)
-                    .map(|c| i16::from_le_bytes([c[0], c[1]]))
-                    .collect();
-                return Ok(WavData {
-                    sample_rate: rate,
-                    channels,
-                    samples,
-                });
-            }
-            _ => {}
+            })?
         }
-        // Chunks are padded to an even size.
-        pos = body.saturating_add(size).saturating_add(size & 1);
+        hound::SampleFormat::Float if spec.bits_per_sample == 32 => {
+            read_until_short(path, reader.samples::<f32>(), |v| {
+                (v * 32768.0).round().clamp(-32768.0, 32767.0) as i16
+            })?
+        }
+        f => {
+            return Err(format_err(
+                path,
+                format!(
+                    "{}-bit {f:?} samples are not supported",
+                    spec.bits_per_sample
+                ),
+            ));
+        }
+    };
+    Ok(WavData {
+        sample_rate: spec.sample_rate,
+        channels: spec.channels,
+        samples,
+    })
+}
+
+/// The samples up to the end of the file; a data chunk cut short (a
+/// recording being written) ends the read instead of failing it.
+fn read_until_short<T>(
+    path: &Path,
+    samples: impl Iterator<Item = hound::Result<T>>,
+    convert: impl Fn(T) -> i16,
+) -> Result<Vec<i16>, WavError> {
+    let mut out = Vec::new();
+    for s in samples {
+        match s {
+            Ok(v) => out.push(convert(v)),
+            Err(hound::Error::IoError(e)) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(hound_err(path, e)),
+        }
     }
-    Err("no data chunk".into())
+    Ok(out)
 }
 
 /// Writes a 16-bit PCM WAV file whose header is kept valid while it grows:
-/// [`WavWriter::update_header`] rewrites the sizes, and closing does too.
+/// [`WavWriter::update_header`] rewrites the sizes, and closing does too
+/// (hound also does on drop).
 pub struct WavWriter {
     path: PathBuf,
-    out: BufWriter<File>,
-    data_bytes: u32,
-    finished: bool,
+    out: hound::WavWriter<BufWriter<File>>,
+    data_bytes: u64,
 }
 
-const HEADER_LEN: u32 = 44;
+/// The RIFF sizes are 32-bit: a recording stops growing before they wrap.
+const MAX_DATA_BYTES: u64 = u32::MAX as u64 - 44;
 
 impl WavWriter {
     pub fn create(path: &Path, sample_rate: u32, channels: u16) -> Result<Self, WavError> {
-        let file = File::create(path).map_err(io_err(path))?;
+        let spec = hound::WavSpec {
+            channels,
+            sample_rate,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let out = hound::WavWriter::create(path, spec).map_err(|e| hound_err(path, e))?;
         let mut w = WavWriter {
             path: path.to_path_buf(),
-            out: BufWriter::new(file),
+            out,
             data_bytes: 0,
-            finished: false,
         };
-        let block_align = channels * 2;
-        let mut h = Vec::with_capacity(HEADER_LEN as usize);
-        h.extend_from_slice(b"RIFF");
-        h.extend_from_slice(&(HEADER_LEN - 8).to_le_bytes());
-        h.extend_from_slice(b"WAVEfmt ");
-        h.extend_from_slice(&16u32.to_le_bytes());
-        h.extend_from_slice(&1u16.to_le_bytes());
-        h.extend_from_slice(&channels.to_le_bytes());
-        h.extend_from_slice(&sample_rate.to_le_bytes());
-        h.extend_from_slice(&(sample_rate * u32::from(block_align)).to_le_bytes());
-        h.extend_from_slice(&block_align.to_le_bytes());
-        h.extend_from_slice(&16u16.to_le_bytes());
-        h.extend_from_slice(b"data");
-        h.extend_from_slice(&0u32.to_le_bytes());
-        w.out.write_all(&h).map_err(io_err(path))?;
         w.update_header()?;
         Ok(w)
     }
@@ -187,60 +170,36 @@ impl WavWriter {
     }
 
     pub fn write_samples(&mut self, samples: &[i16]) -> Result<(), WavError> {
-        // Past 4 GiB the RIFF sizes overflow; stop growing rather than corrupt the file.
-        let add = u32::try_from(samples.len() * 2).unwrap_or(u32::MAX);
-        if self
-            .data_bytes
-            .checked_add(add)
-            .is_none_or(|n| n > u32::MAX - HEADER_LEN)
-        {
+        let add = samples.len() as u64 * 2;
+        if self.data_bytes + add > MAX_DATA_BYTES {
             return Err(format_err(
                 &self.path,
                 "recording exceeds the 4 GiB WAV limit",
             ));
         }
-        let mut buf = Vec::with_capacity(samples.len() * 2);
-        for s in samples {
-            buf.extend_from_slice(&s.to_le_bytes());
+        let mut w = self.out.get_i16_writer(samples.len() as u32);
+        for &s in samples {
+            w.write_sample(s);
         }
-        self.out.write_all(&buf).map_err(io_err(&self.path))?;
+        w.flush().map_err(|e| hound_err(&self.path, e))?;
         self.data_bytes += add;
         Ok(())
     }
 
     /// Flushes and rewrites the RIFF and data sizes so the file is valid as it is now.
     pub fn update_header(&mut self) -> Result<(), WavError> {
-        let path = self.path.clone();
-        let riff = HEADER_LEN - 8 + self.data_bytes;
-        let data = self.data_bytes;
-        let res = (|| -> io::Result<()> {
-            self.out.flush()?;
-            let f = self.out.get_mut();
-            f.seek(SeekFrom::Start(4))?;
-            f.write_all(&riff.to_le_bytes())?;
-            f.seek(SeekFrom::Start(40))?;
-            f.write_all(&data.to_le_bytes())?;
-            f.seek(SeekFrom::End(0))?;
-            Ok(())
-        })();
-        res.map_err(io_err(&path))
+        self.out.flush().map_err(|e| hound_err(&self.path, e))
     }
 
     /// Final header update and flush to disk.
-    pub fn finish(mut self) -> Result<(), WavError> {
-        self.finished = true;
-        self.update_header()?;
-        let path = self.path.clone();
-        self.out.get_mut().sync_data().map_err(io_err(&path))
-    }
-}
-
-impl Drop for WavWriter {
-    fn drop(&mut self) {
-        if !self.finished {
-            // Best effort: an error here cannot be reported any more.
-            let _ = self.update_header();
-        }
+    pub fn finish(self) -> Result<(), WavError> {
+        let path = self.path;
+        self.out.finalize().map_err(|e| hound_err(&path, e))?;
+        File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.sync_data())
+            .map_err(|source| WavError::Io { path, source })
     }
 }
 
@@ -276,6 +235,66 @@ mod tests {
             channels: 2,
             samples: vec![100, 300, 200, 400],
         };
-        assert_eq!(d.to_mono(48_000), vec![200, 250, 300, 300]);
+        // Downmixed: 200, 300. Doubled in rate through the sinc filter:
+        // twice as many samples, and the level settles on the input's
+        // once the filter's history is full (a longer constant input).
+        assert_eq!(d.to_mono(48_000).expect("integer ratio").len(), 4);
+        let flat = WavData {
+            sample_rate: 16_000,
+            channels: 1,
+            samples: vec![1000; 400],
+        };
+        let up = flat.to_mono(48_000).expect("integer ratio");
+        assert_eq!(up.len(), 1200);
+        assert!(
+            up[600..].iter().all(|&s| (990..=1010).contains(&s)),
+            "{:?}",
+            &up[600..610]
+        );
+        // 44.1 kHz is no integer ratio of 48 kHz: refused, not guessed.
+        let cd = WavData {
+            sample_rate: 44_100,
+            channels: 1,
+            samples: vec![0; 10],
+        };
+        assert_eq!(cd.to_mono(48_000), None);
+    }
+
+    #[test]
+    fn reads_24_bit_and_float_sources() {
+        let dir = std::env::temp_dir().join(format!("wav-formats-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir is writable");
+        let p24 = dir.join("24.wav");
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 48_000,
+            bits_per_sample: 24,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut w = hound::WavWriter::create(&p24, spec).expect("create 24-bit");
+        for v in [0x7f_ff00, -0x80_0000, 0x100] {
+            w.write_sample(v).expect("write");
+        }
+        w.finalize().expect("finalize");
+        assert_eq!(
+            read_wav(&p24).expect("24-bit").samples,
+            vec![0x7fff, -0x8000, 1]
+        );
+        let pf = dir.join("f.wav");
+        let spec = hound::WavSpec {
+            bits_per_sample: 32,
+            sample_format: hound::SampleFormat::Float,
+            ..spec
+        };
+        let mut w = hound::WavWriter::create(&pf, spec).expect("create float");
+        for v in [0.5f32, -1.0, 2.0] {
+            w.write_sample(v).expect("write");
+        }
+        w.finalize().expect("finalize");
+        assert_eq!(
+            read_wav(&pf).expect("float").samples,
+            vec![16384, -32768, 32767]
+        );
+        std::fs::remove_dir_all(&dir).ok();
     }
 }
