@@ -32,36 +32,6 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(8);
 /// machine, thousands of sockets).
 const SLACK: Duration = Duration::from_secs(4);
 
-async fn state(panel: SocketAddr) -> serde_json::Value {
-    let body = tokio::task::spawn_blocking(move || http(panel, "GET", "/state"))
-        .await
-        .expect("blocking task runs");
-    match body {
-        Ok((200, b)) => serde_json::from_str(&b).unwrap_or_default(),
-        _ => serde_json::Value::Null,
-    }
-}
-
-async fn wait_for(panel: SocketAddr, what: &str, pred: impl Fn(&serde_json::Value) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let s = state(panel).await;
-        if pred(&s) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what}: last state {s}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn press(panel: SocketAddr) {
-    let (status, body) = tokio::task::spawn_blocking(move || http(panel, "POST", "/press"))
-        .await
-        .expect("blocking task runs")
-        .expect("panel answers");
-    assert_eq!(status, 200, "press: {body}");
-}
-
 fn rss_kb(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("daemon alive");
     status
@@ -275,14 +245,14 @@ target = "stderr"
     let hub: SocketAddr = ([127, 0, 0, 1], hub_port).into();
     let panel: SocketAddr = ([127, 0, 0, 1], panel_port).into();
     let url = format!("ws://{hub}/ws");
-    wait_for(panel, "station up", |s| s["signaling"] == "up").await;
+    wait_panel(panel, "station up", |s| s["signaling"] == "up").await;
 
     // A first call, so that what a call allocates for good is in the
     // baseline.
     let ws = connect(&url, "token-of-flat-1a-0123456789").await;
-    press(panel).await;
+    panel_press(panel).await;
     let mut a = Answerer::answer(ws).await;
-    wait_for(panel, "first call", |s| s["call"]["state"] == "in_call").await;
+    wait_panel(panel, "first call", |s| s["call"]["state"] == "in_call").await;
     send(
         &mut a.ws,
         &Message::Hangup {
@@ -293,7 +263,7 @@ target = "stderr"
     .await;
     a.cancel.cancel();
     drop(a);
-    wait_for(panel, "idle after the first call", |s| {
+    wait_panel(panel, "idle after the first call", |s| {
         s["call"]["state"] == "idle"
     })
     .await;
@@ -332,7 +302,7 @@ target = "stderr"
     .await
     .expect("the resident signs in under attack");
     let t_press = Instant::now();
-    press(panel).await;
+    panel_press(panel).await;
     let mut a = Answerer::answer(ws).await;
     eprintln!(
         "under attack: rang and answered {:?} after the press",
@@ -347,7 +317,7 @@ target = "stderr"
     .await;
     let deadline_door = Instant::now() + Duration::from_secs(10);
     loop {
-        let hz = state(panel).await["audio"]["played_dominant_hz"].as_f64();
+        let hz = panel_state(panel).await["audio"]["played_dominant_hz"].as_f64();
         if hz.is_some_and(|hz| (hz - 1000.0).abs() <= 30.0) {
             break;
         }

@@ -7,13 +7,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use intercomd::daemon::{self, Running, start_station};
+use intercomd::daemon;
 use intercomd::signaling::protocol::Message;
-use tokio::time::{Instant, timeout};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 mod common;
+use common::station::{InProcessStation, hang_up};
 use common::*;
 
 const DOOR_TOKEN: &str = "door-token-0123456789abcdef";
@@ -133,14 +134,7 @@ async fn start_hub(dir: &Path, reload_ms: u64) -> (daemon::StartedHub, Cancellat
     start_hub_with(dir, "", &tls).await
 }
 
-struct Station {
-    running: Running,
-    stop: CancellationToken,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
-}
-
-async fn start_door(dir: &Path, url: &str, ca: Option<&Path>) -> Station {
+async fn start_door(dir: &Path, url: &str, ca: Option<&Path>) -> InProcessStation {
     let ca = ca
         .map(|p| format!("ca_file = \"{}\"\n", p.display()))
         .unwrap_or_default();
@@ -168,46 +162,7 @@ stdin = false
 "#,
         d = dir.display()
     );
-    let settings = intercomd::config::load_from_strs(&[("door.toml", &toml)])
-        .expect("door configuration is valid");
-    let stop = CancellationToken::new();
-    let cancel = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let running = start_station(&settings, stop.clone(), cancel.clone(), &tracker)
-        .await
-        .expect("station starts");
-    Station {
-        running,
-        stop,
-        cancel,
-        tracker,
-    }
-}
-
-impl Station {
-    fn state(&self) -> serde_json::Value {
-        self.running.status.borrow().clone()
-    }
-
-    async fn wait(&self, what: &str, f: impl Fn(&serde_json::Value) -> bool, secs: u64) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while Instant::now() < deadline {
-            if f(&self.state()) {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        eprintln!("{what}: not reached; state {}", self.state());
-        false
-    }
-
-    async fn shutdown(self) {
-        self.stop.cancel();
-        let _ = timeout(Duration::from_secs(5), self.cancel.cancelled()).await;
-        self.cancel.cancel();
-        self.tracker.close();
-        let _ = timeout(Duration::from_secs(5), self.tracker.wait()).await;
-    }
+    InProcessStation::start("door.toml", &toml).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,14 +218,7 @@ async fn a_station_joins_a_wss_hub_trusting_its_configured_ca_and_completes_a_ca
     .await;
     let r = a.door(r#"{"type":"open","nonce":"tls-1"}"#).await;
     assert_eq!(r["granted"], true, "{r}");
-    send(
-        &mut a.ws,
-        &Message::Hangup {
-            call_id: a.call_id.clone(),
-            reason: "normal".into(),
-        },
-    )
-    .await;
+    hang_up(&mut a).await;
     assert!(
         st.wait(
             "ended",

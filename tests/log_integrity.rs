@@ -3,18 +3,15 @@
 //! station (hub included) on loopback; the first two tests read the log
 //! captured in this process, the third runs the binary at `RUST_LOG=trace`.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use intercomd::daemon::{Running, start_station};
 use intercomd::signaling::protocol::Message;
 use tokio::time::{Instant, timeout};
 use tokio_tungstenite::tungstenite::Message as Ws;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 mod common;
+use common::station::{InProcessStation, hang_up};
 use common::*;
 
 const FLAT_1A: &str = "Ka7pW2xR9mQ4vT6yB3nJ8cF1";
@@ -25,70 +22,17 @@ const INTERVAL: Duration = Duration::from_secs(10);
 /// A forged line would start with this; the daemon's lines start with today.
 const FORGED_DATE: &str = "1999-01-01T00:00:00.000000Z";
 
-struct Station {
-    running: Running,
-    stop: CancellationToken,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
-    dir: PathBuf,
-}
-
-impl Station {
-    async fn start(name: &str) -> Station {
-        capture_log("info,webrtc=warn,rtc=warn");
-        let dir = std::env::temp_dir().join(format!("intercomd-log-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir is writable");
-        write_secret(&dir.join("flat-1a"), &format!("{FLAT_1A}\n"));
-        write_secret(&dir.join("flat-1b"), &format!("{FLAT_1B}\n"));
-        let toml = station_toml(&dir, "127.0.0.1:0", "");
-        let settings = intercomd::config::load_from_strs(&[("test.toml", &toml)])
-            .expect("test configuration is valid");
-        let stop = CancellationToken::new();
-        let cancel = CancellationToken::new();
-        let tracker = TaskTracker::new();
-        let running = start_station(&settings, stop.clone(), cancel.clone(), &tracker)
-            .await
-            .expect("station starts");
-        let mut status = running.status.clone();
-        timeout(Duration::from_secs(10), async {
-            while status.borrow()["signaling"] != "up" {
-                status.changed().await.expect("station alive");
-            }
-        })
+async fn start_station(name: &str) -> InProcessStation {
+    capture_log("info,webrtc=warn,rtc=warn");
+    let dir = std::env::temp_dir().join(format!("intercomd-log-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir is writable");
+    write_secret(&dir.join("flat-1a"), &format!("{FLAT_1A}\n"));
+    write_secret(&dir.join("flat-1b"), &format!("{FLAT_1B}\n"));
+    let toml = station_toml(&dir, "127.0.0.1:0", "");
+    let st = InProcessStation::start("test.toml", &toml)
         .await
-        .expect("station connects to its hub");
-        Station {
-            running,
-            stop,
-            cancel,
-            tracker,
-            dir,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("ws://{}/ws", self.running.hub_addr.expect("standalone"))
-    }
-
-    async fn wait_state(&self, want: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if self.running.status.borrow()["call"]["state"] == want {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("station never reached {want}");
-    }
-
-    async fn shutdown(self) {
-        self.stop.cancel();
-        self.tracker.close();
-        let _ = timeout(Duration::from_secs(5), self.cancel.cancelled()).await;
-        self.cancel.cancel();
-        let _ = timeout(Duration::from_secs(5), self.tracker.wait()).await;
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+        .owning(dir);
+    st.signaling_up().await
 }
 
 fn station_toml(dir: &std::path::Path, hub: &str, extra: &str) -> String {
@@ -202,7 +146,7 @@ fn peer_of(line: &str) -> Option<&str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_text_cannot_forge_or_flood_the_log() {
-    let st = Station::start("forge").await;
+    let st = start_station("forge").await;
     let url = st.url();
     let started = Instant::now();
 
@@ -385,7 +329,7 @@ async fn hello_from(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_token_storm_is_throttled_and_another_address_still_gets_in() {
-    let st = Station::start("storm").await;
+    let st = start_station("storm").await;
     let hub = st.running.hub_addr.expect("standalone");
     let attacker: std::net::IpAddr = "127.0.0.7".parse().expect("address");
     let padded = format!("{FLAT_1A}{}", "\0".repeat(256));
@@ -550,14 +494,7 @@ async fn trace_logging_of_a_whole_call_leaks_no_secret() {
     .await;
     let r = a.door(r#"{"type":"open","nonce":"n-1"}"#).await;
     assert_eq!(r["granted"], true, "{r}");
-    send(
-        &mut a.ws,
-        &Message::Hangup {
-            call_id: a.call_id.clone(),
-            reason: "normal".into(),
-        },
-    )
-    .await;
+    hang_up(&mut a).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     a.cancel.cancel();
     // SAFETY: kill(2) on our own child's pid.

@@ -12,31 +12,6 @@ use tokio::time::Instant;
 mod common;
 use common::*;
 
-async fn state(panel: SocketAddr) -> serde_json::Value {
-    let body = tokio::task::spawn_blocking(move || http(panel, "GET", "/state"))
-        .await
-        .expect("blocking task runs");
-    match body {
-        Ok((200, b)) => serde_json::from_str(&b).unwrap_or_default(),
-        _ => serde_json::Value::Null,
-    }
-}
-
-async fn wait_for(panel: SocketAddr, what: &str, pred: impl Fn(&serde_json::Value) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if pred(&state(panel).await) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: last state {}",
-            state(panel).await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_call_hangs_up_releases_the_relay_and_exits_0_within_2s() {
     let dir = std::env::temp_dir().join(format!("intercomd-term-{}", std::process::id()));
@@ -84,7 +59,7 @@ target = "stderr"
         .spawn()
         .expect("the daemon binary starts");
     let panel: SocketAddr = ([127, 0, 0, 1], panel).into();
-    wait_for(panel, "station up", |s| s["signaling"] == "up").await;
+    wait_panel(panel, "station up", |s| s["signaling"] == "up").await;
 
     // A call with audio flowing.
     let ws = connect(
@@ -92,12 +67,9 @@ target = "stderr"
         "token-of-flat-1a-0123456789",
     )
     .await;
-    tokio::task::spawn_blocking(move || http(panel, "POST", "/press"))
-        .await
-        .expect("blocking task runs")
-        .expect("panel answers");
+    panel_press(panel).await;
     let mut a = Answerer::answer(ws).await;
-    wait_for(panel, "in call", |s| s["call"]["state"] == "in_call").await;
+    wait_panel(panel, "in call", |s| s["call"]["state"] == "in_call").await;
 
     // The exit button pulses the relay for 10 s.
     tokio::task::spawn_blocking(move || http(panel, "POST", "/exit"))

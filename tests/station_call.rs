@@ -3,26 +3,27 @@
 //! product's own media engine. Real sockets, real WebRTC, real Opus; the
 //! audio is checked by content both ways.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use futures_util::SinkExt;
-use intercomd::daemon::{Running, start_station};
 use intercomd::signaling::protocol::{Candidate, ErrorCode, Message};
 use tokio::time::{Instant, timeout};
 use tokio_tungstenite::tungstenite::Message as Ws;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 mod common;
+use common::station::{InProcessStation, hang_up};
 use common::*;
 
-struct Station {
-    running: Running,
-    stop: CancellationToken,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
-    dir: PathBuf,
+/// The station of these tests: standalone, its hub on loopback with two
+/// residents, simulated board and audio (600 Hz at the door).
+struct Station(InProcessStation);
+
+impl std::ops::Deref for Station {
+    type Target = InProcessStation;
+    fn deref(&self) -> &InProcessStation {
+        &self.0
+    }
 }
 
 impl Station {
@@ -71,88 +72,22 @@ stdin = false
             d = dir.display(),
             extra = extra.replace("{DIR}", &dir.display().to_string()),
         );
-        let settings = intercomd::config::load_from_strs(&[("test.toml", &toml)])
-            .expect("test configuration is valid");
-        let stop = CancellationToken::new();
-        let cancel = CancellationToken::new();
-        let tracker = TaskTracker::new();
-        let running = start_station(&settings, stop.clone(), cancel.clone(), &tracker)
+        let st = InProcessStation::start("test.toml", &toml)
             .await
-            .expect("station starts");
-        // Wait until the station's own signaling link is up.
-        let mut status = running.status.clone();
-        timeout(Duration::from_secs(10), async {
-            loop {
-                if status.borrow()["signaling"] == "up" {
-                    break;
-                }
-                status.changed().await.expect("station alive");
-            }
-        })
-        .await
-        .expect("station connects to its hub");
-        Station {
-            running,
-            stop,
-            cancel,
-            tracker,
-            dir,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!(
-            "ws://{}/ws",
-            self.running.hub_addr.expect("standalone has a hub")
-        )
-    }
-
-    fn press(&self) {
-        self.running
-            .sim
-            .as_ref()
-            .expect("sim board")
-            .press(None)
-            .expect("button exists");
-    }
-
-    fn state(&self) -> serde_json::Value {
-        self.running.status.borrow().clone()
-    }
-
-    async fn wait_state(&self, want: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if self.state()["call"]["state"] == want {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("station never reached {want}: {}", self.state());
+            .owning(dir);
+        Station(st.signaling_up().await)
     }
 
     /// The resident hangs up normally; the station ends the call and the
     /// resident's media stops.
     async fn resident_hangs_up(&self, a: &mut Answerer) {
-        send(
-            &mut a.ws,
-            &Message::Hangup {
-                call_id: a.call_id.clone(),
-                reason: "normal".into(),
-            },
-        )
-        .await;
+        hang_up(a).await;
         self.wait_state("ended").await;
         a.cancel.cancel();
     }
 
     async fn shutdown(self) {
-        self.stop.cancel();
-        self.tracker.close();
-        let _ = timeout(Duration::from_secs(5), self.cancel.cancelled()).await;
-        self.cancel.cancel();
-        let _ = timeout(Duration::from_secs(5), self.tracker.wait()).await;
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.0.shutdown().await;
     }
 }
 

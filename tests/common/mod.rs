@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod push_service;
+pub mod station;
 
 use std::time::Duration;
 
@@ -381,4 +382,43 @@ impl std::io::Write for LogWriter {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// The simulated panel's `/state` (the station's status), `Null` while the
+/// panel does not answer.
+pub async fn panel_state(panel: std::net::SocketAddr) -> serde_json::Value {
+    let body = tokio::task::spawn_blocking(move || http(panel, "GET", "/state"))
+        .await
+        .expect("blocking task runs");
+    match body {
+        Ok((200, b)) => serde_json::from_str(&b).unwrap_or_default(),
+        _ => serde_json::Value::Null,
+    }
+}
+
+/// Polls the panel's `/state` until `pred` holds (20 s at most; panics
+/// with the last state otherwise).
+pub async fn wait_panel(
+    panel: std::net::SocketAddr,
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = panel_state(panel).await;
+        if pred(&s) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: last state {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The panel's call button, pressed once.
+pub async fn panel_press(panel: std::net::SocketAddr) {
+    let (status, body) = tokio::task::spawn_blocking(move || http(panel, "POST", "/press"))
+        .await
+        .expect("blocking task runs")
+        .expect("panel answers");
+    assert_eq!(status, 200, "press: {body}");
 }
