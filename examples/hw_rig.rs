@@ -51,14 +51,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use futures_util::{SinkExt, StreamExt};
 use intercomd::audio::{FRAME_SAMPLES, SAMPLE_RATE, dominant_frequency, port_pair, tone_power};
-use intercomd::media::{self, MediaCommand, MediaEvent, MediaSettings, SdpKind};
-use intercomd::signaling::protocol::{self, CallId, Message, Role};
+use intercomd::media::{MediaEvent, MediaSettings, SdpKind};
+use intercomd::resident::{Heard, Resident};
+use intercomd::signaling::protocol::{CallId, Message};
 use tokio::io::AsyncBufReadExt;
-use tokio_tungstenite::tungstenite::Message as Ws;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 #[derive(Parser)]
 #[command(about = "Far side of the door station for the hardware tests")]
@@ -699,15 +697,6 @@ fn duplex(
 
 // ------------------------------------------------------------------ answer
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn send(ws: &mut Socket, m: &Message) -> anyhow::Result<()> {
-    ws.send(Ws::Text(m.to_json().into()))
-        .await
-        .with_context(|| format!("sending {} to the hub", m.type_name()))
-}
-
 /// What the resident sends into the call.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Voice {
@@ -715,12 +704,10 @@ enum Voice {
     Echo,
 }
 
+/// The call's audio, as the resident's sound card sees it.
 struct Call {
-    id: CallId,
-    media: media::MediaHandle,
     ports: intercomd::audio::DevicePorts,
     cancel: CancellationToken,
-    tracker: TaskTracker,
 }
 
 /// Last two seconds of what the resident heard.
@@ -728,226 +715,235 @@ const HEARD_KEEP: usize = 2 * SAMPLE_RATE as usize;
 /// Most frames waiting to be echoed (0.5 s): beyond that the oldest go.
 const ECHO_KEEP: usize = 50;
 
-async fn answer(hub: &str, token: &str, tone_hz: f32, opus_complexity: u8) -> anyhow::Result<()> {
-    let (mut ws, _) = tokio::time::timeout(
-        Duration::from_secs(20),
-        tokio_tungstenite::connect_async(hub),
-    )
-    .await
-    .with_context(|| format!("connecting to {hub} timed out"))?
-    .with_context(|| format!("cannot connect to {hub}"))?;
-    send(
-        &mut ws,
-        &Message::Hello {
-            v: 1,
-            role: Role::Answerer,
-            token: token.into(),
-            name: None,
-        },
-    )
-    .await?;
+/// What the resident does with each line on stdin (see the module docs).
+struct Commands {
+    tone_hz: f32,
+    opus_complexity: u8,
+    ringing: Option<CallId>,
+    call: Option<Call>,
+    voice: Voice,
+    heard: VecDeque<i16>,
+    echo: VecDeque<intercomd::audio::Frame>,
+    voice_tone: ToneTable,
+    nonce_n: u32,
+}
 
+async fn answer(hub: &str, token: &str, tone_hz: f32, opus_complexity: u8) -> anyhow::Result<()> {
+    let mut r = Resident::connect(hub, token, None).await?;
+    println!("ready id={}", r.id);
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    let (ev_tx, mut events) = tokio::sync::mpsc::channel(256);
-    let mut ringing: Option<CallId> = None;
-    let mut call: Option<Call> = None;
-    let mut voice = Voice::Tone;
-    let mut heard: VecDeque<i16> = VecDeque::with_capacity(HEARD_KEEP);
-    let mut echo: VecDeque<intercomd::audio::Frame> = VecDeque::new();
-    let mut voice_tone = ToneTable::new(tone_hz, 0.3);
+    let mut me = Commands {
+        tone_hz,
+        opus_complexity,
+        ringing: None,
+        call: None,
+        voice: Voice::Tone,
+        heard: VecDeque::with_capacity(HEARD_KEEP),
+        echo: VecDeque::new(),
+        voice_tone: ToneTable::new(tone_hz, 0.3),
+        nonce_n: 0,
+    };
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut nonce_n = 0u32;
-
     loop {
         tokio::select! {
-            f = ws.next() => {
-                let text = match f {
-                    Some(Ok(Ws::Text(t))) => t,
-                    Some(Ok(Ws::Close(_))) | None => bail!("the hub closed the connection"),
-                    Some(Ok(_)) => continue,
-                    Some(Err(e)) => bail!("hub connection failed: {e}"),
-                };
-                let m = protocol::decode(text.as_str(), 1 << 20)
-                    .map_err(|e| anyhow::anyhow!("the hub sent an invalid message: {e}"))?;
-                match m {
-                    Message::Welcome { id, .. } => println!("ready id={id}"),
-                    Message::Ring { call_id, door, .. } => {
-                        let door = door.map(|d| d.name).unwrap_or_default();
-                        println!("ring call_id={call_id} door={door:?}");
-                        ringing = Some(call_id);
-                    }
-                    Message::Offer { sdp, .. } => {
-                        println!("offer {}", setup_line(&sdp));
-                        if let Some(c) = &call {
-                            c.media.try_send(MediaCommand::RemoteDescription {
-                                call_id: c.id.to_string(), kind: SdpKind::Offer, sdp,
-                            }).map_err(|e| anyhow::anyhow!("media engine: {e}"))?;
-                        }
-                    }
-                    Message::Candidate { candidate, .. } => {
-                        match &candidate {
-                            Some(c) => println!("candidate from door {}", c.candidate),
-                            None => println!("candidate from door: end"),
-                        }
-                        if let Some(c) = &call {
-                            c.media.try_send(MediaCommand::RemoteCandidate {
-                                call_id: c.id.to_string(), candidate,
-                            }).map_err(|e| anyhow::anyhow!("media engine: {e}"))?;
-                        }
-                    }
-                    Message::Hangup { reason, .. } | Message::Cancel { reason, .. } => {
-                        println!("hangup from door reason={reason:?}");
-                        ringing = None;
-                        if let Some(c) = call.take() {
-                            end(c).await;
-                        }
-                    }
-                    Message::Error { code, message, .. } => {
-                        println!("hub error code={} message={message:?}", code.as_str());
-                    }
-                    other => println!("hub sent {}", other.type_name()),
-                }
-            }
+            heard = r.next() => match heard? {
+                Heard::Hub(m) => me.hub(m),
+                Heard::Media(ev) => print_media(&ev),
+            },
             line = stdin.next_line() => {
                 let Some(line) = line.context("reading commands from stdin")? else {
                     break;
                 };
-                match line.trim() {
-                    "" => {}
-                    "accept" => {
-                        let Some(id) = ringing.take() else {
-                            println!("error nothing is ringing");
-                            continue;
-                        };
-                        send(&mut ws, &Message::Accept { call_id: id.clone() }).await?;
-                        let cancel = CancellationToken::new();
-                        let tracker = TaskTracker::new();
-                        let settings = MediaSettings {
-                            udp_bind_ips: vec![std::net::Ipv4Addr::LOCALHOST.into()],
-                            opus_complexity,
-                            ..MediaSettings::default()
-                        };
-                        let handle = media::spawn_media(settings, ev_tx.clone(), cancel.clone(), &tracker);
-                        let (audio, ports) = port_pair(intercomd::audio::DEFAULT_PORT_CAPACITY);
-                        handle.try_send(MediaCommand::Start {
-                            call_id: id.to_string(),
-                            offerer: false,
-                            ice_servers: vec![],
-                            audio,
-                        }).map_err(|e| anyhow::anyhow!("media engine: {e}"))?;
-                        heard.clear();
-                        echo.clear();
-                        voice = Voice::Tone;
-                        println!("accepted call_id={id}");
-                        call = Some(Call { id, media: handle, ports, cancel, tracker });
-                    }
-                    l if l == "listen" || l.starts_with("listen ") => {
-                        // `listen [max Hz]`: candidates from 100 Hz to 4000 Hz
-                        // unless a higher bound is given (up to 8000 Hz).
-                        let top = l["listen".len()..].trim().parse::<u32>().unwrap_or(4000).clamp(4000, 8000) / 10;
-                        let s: Vec<i16> = heard.iter().rev().take(SAMPLE_RATE as usize).rev().copied().collect();
-                        let candidates: Vec<f32> = (10..=top).map(|k| k as f32 * 10.0).collect();
-                        let level = intercomd::audio::testsignal::energy_db(&s);
-                        match dominant_frequency(&s, SAMPLE_RATE, &candidates) {
-                            Some(hz) => println!("heard hz={hz} level_db={level:.1} samples={}", s.len()),
-                            None => println!("heard hz=none level_db={level:.1} samples={}", s.len()),
-                        }
-                    }
-                    "open" => {
-                        let Some(c) = &call else {
-                            println!("error no call");
-                            continue;
-                        };
-                        nonce_n += 1;
-                        let nonce = format!("{:016x}{nonce_n:08x}", rand::random::<u64>());
-                        let text = serde_json::json!({"type": "open", "nonce": nonce}).to_string();
-                        c.media.try_send(MediaCommand::DoorSend { call_id: c.id.to_string(), text })
-                            .map_err(|e| anyhow::anyhow!("media engine: {e}"))?;
-                        println!("open sent nonce={nonce}");
-                    }
-                    "echo" => {
-                        voice = Voice::Echo;
-                        println!("voice echo");
-                    }
-                    "tone" => {
-                        voice = Voice::Tone;
-                        println!("voice tone hz={tone_hz}");
-                    }
-                    "hangup" => {
-                        let Some(c) = call.take() else {
-                            println!("error no call");
-                            continue;
-                        };
-                        send(&mut ws, &Message::Hangup { call_id: c.id.clone(), reason: "hangup".into() }).await?;
-                        end(c).await;
-                        println!("hung up");
-                    }
-                    "quit" => break,
-                    other => println!("error unknown command {other:?}"),
+                if !me.command(&mut r, line.trim()).await? {
+                    break;
                 }
             }
-            ev = events.recv() => {
-                let Some(ev) = ev else { continue };
-                match ev {
-                    MediaEvent::LocalDescription { sdp, kind: SdpKind::Answer, .. } => {
-                        println!("answer {}", setup_line(&sdp));
-                        if let Some(c) = &call {
-                            send(&mut ws, &Message::Answer { call_id: c.id.clone(), sdp }).await?;
-                        }
-                    }
-                    MediaEvent::LocalCandidate { candidate, .. } => {
-                        match &candidate {
-                            Some(c) => println!("candidate to door {}", c.candidate),
-                            None => println!("candidate to door: end"),
-                        }
-                        if let Some(c) = &call {
-                            send(&mut ws, &Message::Candidate { call_id: c.id.clone(), candidate }).await?;
-                        }
-                    }
-                    MediaEvent::AudioEstablished { selected_pair, .. } => {
-                        println!("established selected_pair={selected_pair}");
-                    }
-                    MediaEvent::DoorChannelOpen { .. } => println!("door channel open"),
-                    MediaEvent::DoorMessage { text, .. } => println!("door {text}"),
-                    MediaEvent::State { state, .. } => println!("media state {state:?}"),
-                    MediaEvent::Error { message, .. } => println!("media error {message}"),
-                    _ => {}
-                }
-            }
-            _ = tick.tick(), if call.is_some() => {
-                let Some(c) = call.as_mut() else { continue };
-                while let Ok(f) = c.ports.playback.try_recv() {
-                    if heard.len() + FRAME_SAMPLES > HEARD_KEEP {
-                        heard.drain(..FRAME_SAMPLES);
-                    }
-                    heard.extend(f.iter());
-                    echo.push_back(f);
-                    if echo.len() > ECHO_KEEP {
-                        echo.pop_front();
-                    }
-                }
-                let frame = match voice {
-                    Voice::Echo => echo.pop_front().unwrap_or_else(intercomd::audio::silent_frame),
-                    Voice::Tone => {
-                        let mut f = intercomd::audio::silent_frame();
-                        for v in f.iter_mut() {
-                            *v = voice_tone.next();
-                        }
-                        echo.clear();
-                        f
-                    }
-                };
-                // A full queue means the engine is behind: drop, as a sound card would.
-                let _ = c.ports.capture.try_send(frame);
-            }
+            _ = tick.tick(), if me.call.is_some() => me.tick(),
         }
     }
-    if let Some(c) = call.take() {
-        end(c).await;
-    }
+    me.end(&mut r).await;
     println!("bye");
     Ok(())
+}
+
+impl Commands {
+    /// A message from the hub (already relayed to the media engine).
+    fn hub(&mut self, m: Message) {
+        match m {
+            Message::Ring { call_id, door, .. } => {
+                let door = door.map(|d| d.name).unwrap_or_default();
+                println!("ring call_id={call_id} door={door:?}");
+                self.ringing = Some(call_id);
+            }
+            Message::Offer { sdp, .. } => println!("offer {}", setup_line(&sdp)),
+            Message::Candidate { candidate, .. } => match &candidate {
+                Some(c) => println!("candidate from door {}", c.candidate),
+                None => println!("candidate from door: end"),
+            },
+            Message::Hangup { reason, .. } | Message::Cancel { reason, .. } => {
+                println!("hangup from door reason={reason:?}");
+                self.ringing = None;
+                // The resident has ended the call's media already.
+                if let Some(c) = self.call.take() {
+                    c.cancel.cancel();
+                }
+            }
+            Message::Error { code, message, .. } => {
+                println!("hub error code={} message={message:?}", code.as_str());
+            }
+            other => println!("hub sent {}", other.type_name()),
+        }
+    }
+
+    /// One command line; false for `quit`.
+    async fn command(&mut self, r: &mut Resident, line: &str) -> anyhow::Result<bool> {
+        match line {
+            "" => {}
+            "accept" => {
+                let Some(id) = self.ringing.take() else {
+                    println!("error nothing is ringing");
+                    return Ok(true);
+                };
+                let settings = MediaSettings {
+                    udp_bind_ips: vec![std::net::Ipv4Addr::LOCALHOST.into()],
+                    opus_complexity: self.opus_complexity,
+                    ..MediaSettings::default()
+                };
+                let (audio, ports) = port_pair(intercomd::audio::DEFAULT_PORT_CAPACITY);
+                let cancel = CancellationToken::new();
+                r.accept(id.clone(), settings, audio, cancel.clone())
+                    .await?;
+                self.heard.clear();
+                self.echo.clear();
+                self.voice = Voice::Tone;
+                println!("accepted call_id={id}");
+                self.call = Some(Call { ports, cancel });
+            }
+            l if l == "listen" || l.starts_with("listen ") => self.listen(l),
+            "open" => {
+                if self.call.is_none() {
+                    println!("error no call");
+                    return Ok(true);
+                }
+                self.nonce_n += 1;
+                let nonce = format!("{:016x}{:08x}", rand::random::<u64>(), self.nonce_n);
+                let text = serde_json::json!({"type": "open", "nonce": nonce}).to_string();
+                r.door_send(text)?;
+                println!("open sent nonce={nonce}");
+            }
+            "echo" => {
+                self.voice = Voice::Echo;
+                println!("voice echo");
+            }
+            "tone" => {
+                self.voice = Voice::Tone;
+                println!("voice tone hz={}", self.tone_hz);
+            }
+            "hangup" => {
+                if self.call.is_none() {
+                    println!("error no call");
+                    return Ok(true);
+                }
+                r.hang_up("hangup").await?;
+                self.end(r).await;
+                println!("hung up");
+            }
+            "quit" => return Ok(false),
+            other => println!("error unknown command {other:?}"),
+        }
+        Ok(true)
+    }
+
+    /// `listen [max Hz]`: the dominant frequency of the last second heard,
+    /// candidates from 100 Hz to 4000 Hz unless a higher bound is given (up
+    /// to 8000 Hz).
+    fn listen(&self, l: &str) {
+        let top = l["listen".len()..]
+            .trim()
+            .parse::<u32>()
+            .unwrap_or(4000)
+            .clamp(4000, 8000)
+            / 10;
+        let s: Vec<i16> = self
+            .heard
+            .iter()
+            .rev()
+            .take(SAMPLE_RATE as usize)
+            .rev()
+            .copied()
+            .collect();
+        let candidates: Vec<f32> = (10..=top).map(|k| k as f32 * 10.0).collect();
+        let level = intercomd::audio::testsignal::energy_db(&s);
+        match dominant_frequency(&s, SAMPLE_RATE, &candidates) {
+            Some(hz) => println!("heard hz={hz} level_db={level:.1} samples={}", s.len()),
+            None => println!("heard hz=none level_db={level:.1} samples={}", s.len()),
+        }
+    }
+
+    /// Every 10 ms in a call: what the engine played is heard (and kept
+    /// for the echo), and the resident's voice goes in.
+    fn tick(&mut self) {
+        let Some(c) = self.call.as_mut() else { return };
+        while let Ok(f) = c.ports.playback.try_recv() {
+            if self.heard.len() + FRAME_SAMPLES > HEARD_KEEP {
+                self.heard.drain(..FRAME_SAMPLES);
+            }
+            self.heard.extend(f.iter());
+            self.echo.push_back(f);
+            if self.echo.len() > ECHO_KEEP {
+                self.echo.pop_front();
+            }
+        }
+        let frame = match self.voice {
+            Voice::Echo => self
+                .echo
+                .pop_front()
+                .unwrap_or_else(intercomd::audio::silent_frame),
+            Voice::Tone => {
+                let mut f = intercomd::audio::silent_frame();
+                for v in f.iter_mut() {
+                    *v = self.voice_tone.next();
+                }
+                self.echo.clear();
+                f
+            }
+        };
+        // A full queue means the engine is behind: drop, as a sound card would.
+        let _ = c.ports.capture.try_send(frame);
+    }
+
+    async fn end(&mut self, r: &mut Resident) {
+        r.end().await;
+        if let Some(c) = self.call.take() {
+            c.cancel.cancel();
+        }
+    }
+}
+
+/// The media engine's events the rig's log shows.
+fn print_media(ev: &MediaEvent) {
+    match ev {
+        MediaEvent::LocalDescription {
+            sdp,
+            kind: SdpKind::Answer,
+            ..
+        } => {
+            println!("answer {}", setup_line(sdp));
+        }
+        MediaEvent::LocalCandidate { candidate, .. } => match candidate {
+            Some(c) => println!("candidate to door {}", c.candidate),
+            None => println!("candidate to door: end"),
+        },
+        MediaEvent::AudioEstablished { selected_pair, .. } => {
+            println!("established selected_pair={selected_pair}");
+        }
+        MediaEvent::DoorChannelOpen { .. } => println!("door channel open"),
+        MediaEvent::DoorMessage { text, .. } => println!("door {text}"),
+        MediaEvent::State { state, .. } => println!("media state {state:?}"),
+        MediaEvent::Error { message, .. } => println!("media error {message}"),
+        _ => {}
+    }
 }
 
 /// The DTLS role line of an SDP (`a=setup:…`), for the log.
@@ -955,15 +951,6 @@ fn setup_line(sdp: &str) -> &str {
     sdp.lines()
         .find(|l| l.starts_with("a=setup:"))
         .unwrap_or("a=setup missing")
-}
-
-async fn end(c: Call) {
-    let _ = c.media.try_send(MediaCommand::Stop {
-        call_id: c.id.to_string(),
-    });
-    c.cancel.cancel();
-    c.tracker.close();
-    let _ = tokio::time::timeout(Duration::from_secs(5), c.tracker.wait()).await;
 }
 
 #[cfg(test)]

@@ -15,4 +15,5 @@ pub mod invite;
 pub mod limits;
 pub mod logging;
 pub mod media;
+pub mod resident;
 pub mod signaling;

@@ -254,7 +254,7 @@ target = "stderr"
     let mut a = Answerer::answer(ws).await;
     wait_panel(panel, "first call", |s| s["call"]["state"] == "in_call").await;
     send(
-        &mut a.ws,
+        &mut a.resident.ws,
         &Message::Hangup {
             call_id: a.call_id.clone(),
             reason: String::new(),
@@ -333,7 +333,7 @@ target = "stderr"
         "the call finished {call_done:?} into the attack, after the hostile sockets' timeout: it did not run under load"
     );
     send(
-        &mut a.ws,
+        &mut a.resident.ws,
         &Message::Hangup {
             call_id: a.call_id.clone(),
             reason: String::new(),

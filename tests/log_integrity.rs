@@ -223,7 +223,7 @@ async fn peer_text_cannot_forge_or_flood_the_log() {
         serde_json::json!({"type": "candidate", "call_id": call, "candidate": {"candidate": forged("cand"), "sdpMid": "0"}}),
         serde_json::json!({"type": "error", "code": "bad_sdp", "message": forged("err"), "call_id": call}),
     ] {
-        push(&mut a.ws, &f.to_string()).await;
+        push(&mut a.resident.ws, &f.to_string()).await;
     }
     let bad = a
         .door(&serde_json::json!({"type": forged("dc")}).to_string())
@@ -236,14 +236,11 @@ async fn peer_text_cannot_forge_or_flood_the_log() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let r = a.door(r#"{"type":"open","nonce":"n-ok"}"#).await;
     assert_eq!(r["granted"], true, "{r}");
-    send(
-        &mut a.ws,
-        &Message::Hangup {
-            call_id: a.call_id.clone(),
-            reason: forged("bye"),
-        },
-    )
-    .await;
+    let bye = Message::Hangup {
+        call_id: a.call_id.clone(),
+        reason: forged("bye"),
+    };
+    send(&mut a.resident.ws, &bye).await;
     st.wait_state("ended").await;
     a.cancel.cancel();
     drop(b);

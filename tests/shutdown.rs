@@ -102,7 +102,7 @@ target = "stderr"
     eprintln!("exited {took:?} after SIGTERM");
 
     // The resident was told.
-    match recv_until(&mut a.ws, |m| matches!(m, Message::Hangup { .. })).await {
+    match recv_until(&mut a.resident.ws, |m| matches!(m, Message::Hangup { .. })).await {
         Message::Hangup { call_id, reason } => {
             assert_eq!(call_id, a.call_id);
             assert_eq!(reason, "shutdown");

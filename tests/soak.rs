@@ -16,10 +16,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use intercomd::signaling::protocol::Message;
 use tokio::time::Instant;
 
 mod common;
+use common::station::hang_up;
 use common::*;
 
 /// Calls before the baseline is taken: pools, caches and the history
@@ -220,17 +220,10 @@ async fn one_call(daemon: &Daemon, ws: Socket, listen: bool) -> Socket {
         )
         .await;
     }
-    send(
-        &mut a.ws,
-        &Message::Hangup {
-            call_id: a.call_id.clone(),
-            reason: "normal".into(),
-        },
-    )
-    .await;
+    hang_up(&mut a).await;
     daemon.wait_for("the call ends", no_call).await;
     a.cancel.cancel();
-    a.ws
+    a.resident.ws
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -130,7 +130,7 @@ async fn a_call_carries_audio_both_ways_and_hangs_up_from_either_side() {
         .expect("sim")
         .hangup()
         .expect("accepted");
-    match recv_until(&mut a.ws, |m| matches!(m, Message::Hangup { .. })).await {
+    match recv_until(&mut a.resident.ws, |m| matches!(m, Message::Hangup { .. })).await {
         Message::Hangup { call_id, .. } => assert_eq!(call_id, a.call_id),
         _ => unreachable!("filtered above"),
     }
@@ -154,7 +154,7 @@ async fn bad_input_from_the_resident_is_refused_and_the_station_carries_on() {
         "candidate:1 1 udp 100 not-an-address 5 typ host",
     ] {
         send(
-            &mut a.ws,
+            &mut a.resident.ws,
             &Message::Candidate {
                 call_id: a.call_id.clone(),
                 candidate: Some(Candidate {
@@ -166,14 +166,14 @@ async fn bad_input_from_the_resident_is_refused_and_the_station_carries_on() {
             },
         )
         .await;
-        match recv_until(&mut a.ws, |m| matches!(m, Message::Error { .. })).await {
+        match recv_until(&mut a.resident.ws, |m| matches!(m, Message::Error { .. })).await {
             Message::Error { code, .. } => assert_eq!(code, ErrorCode::BadCandidate, "{bad:?}"),
             _ => unreachable!("filtered above"),
         }
     }
     // Out-of-state messages to the door: a second answer, a stray offer.
     send(
-        &mut a.ws,
+        &mut a.resident.ws,
         &Message::Answer {
             call_id: a.call_id.clone(),
             sdp: "v=0".into(),
@@ -289,7 +289,7 @@ async fn the_resident_opens_the_door_over_the_data_channel_and_nothing_else_does
         a.call_id
     );
     a.ws.send(Ws::Text(forged.into())).await.expect("send");
-    match recv_until(&mut a.ws, |m| matches!(m, Message::Error { .. })).await {
+    match recv_until(&mut a.resident.ws, |m| matches!(m, Message::Error { .. })).await {
         Message::Error { code, .. } => assert_eq!(code, ErrorCode::NotPermitted),
         _ => unreachable!("filtered above"),
     }
@@ -344,7 +344,7 @@ groups = ["caretaker"]
     sim.press_for(Some("caretaker"), Duration::from_millis(900))
         .await
         .expect("press");
-    match recv_until(&mut a.ws, |m| matches!(m, Message::Hangup { .. })).await {
+    match recv_until(&mut a.resident.ws, |m| matches!(m, Message::Hangup { .. })).await {
         Message::Hangup { call_id, .. } => assert_eq!(call_id, a.call_id),
         _ => unreachable!("filtered above"),
     }
@@ -626,7 +626,7 @@ async fn a_headset_takes_the_call_audio_and_the_speaker_takes_it_back_when_it_dr
     // The headset's button ends the call; the resident is told.
     let mut a = a;
     bt.hangup(&hs).await;
-    match recv_until(&mut a.ws, |m| matches!(m, Message::Hangup { .. })).await {
+    match recv_until(&mut a.resident.ws, |m| matches!(m, Message::Hangup { .. })).await {
         Message::Hangup { call_id, .. } => assert_eq!(call_id, a.call_id),
         _ => unreachable!("filtered above"),
     }
@@ -764,10 +764,7 @@ async fn a_door_open_flood_reaches_the_door_logic_only_at_the_rate_limit() {
             ""
         };
         let text = format!("{{\"type\":\"open\",\"nonce\":\"n{sent}{forged}\"}}");
-        match a.media.try_send(intercomd::media::MediaCommand::DoorSend {
-            call_id: call.clone(),
-            text,
-        }) {
+        match a.door_send(text) {
             Ok(()) => sent += 1,
             Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
         }
@@ -777,7 +774,7 @@ async fn a_door_open_flood_reaches_the_door_logic_only_at_the_rate_limit() {
     let mut replies = 0u32;
     let quiet_until = |from: Instant| from + Duration::from_millis(1500);
     let mut until = quiet_until(Instant::now());
-    while let Ok(Some(ev)) = timeout(until - Instant::now(), a.events.recv()).await {
+    while let Ok(Ok(Some(ev))) = timeout(until - Instant::now(), a.next_media()).await {
         if let intercomd::media::MediaEvent::DoorMessage { .. } = ev {
             replies += 1;
             until = quiet_until(Instant::now());

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use intercomd::audio::sim::{SimAudioSpec, SimSource, start_sim_audio};
-use intercomd::media::{self, MediaCommand, MediaEvent, MediaSettings, SdpKind};
+use intercomd::media::{MediaEvent, MediaSettings};
+use intercomd::resident::{Heard, Resident};
 use intercomd::signaling::protocol::{self, CallId, Message, Role};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
 use tokio_tungstenite::tungstenite::Message as Ws;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -132,62 +132,59 @@ pub async fn recv_until(ws: &mut Socket, pred: impl Fn(&Message) -> bool) -> Mes
     panic!("no matching message in 100");
 }
 
-/// Answer a ringing call with the product's media engine playing 1000 Hz.
+/// Answer a ringing call with the product's media engine playing 1000 Hz
+/// (through [`intercomd::resident::Resident`], the one Rust resident).
 /// Returns when audio is established; the caller keeps the pieces alive.
+/// Derefs to the resident (`a.ws`, `a.door_send`, `a.next_media`).
 pub struct Answerer {
-    pub ws: Socket,
+    pub resident: Resident,
     pub call_id: CallId,
-    pub media: media::MediaHandle,
-    pub events: mpsc::Receiver<MediaEvent>,
     pub audio: intercomd::audio::sim::SimAudioHandle,
+    /// Stops the media engine and the simulated audio.
     pub cancel: CancellationToken,
-    /// The door data channel opened.
-    pub door_open: bool,
+}
+
+impl std::ops::Deref for Answerer {
+    type Target = Resident;
+    fn deref(&self) -> &Resident {
+        &self.resident
+    }
+}
+
+impl std::ops::DerefMut for Answerer {
+    fn deref_mut(&mut self) -> &mut Resident {
+        &mut self.resident
+    }
 }
 
 impl Answerer {
-    pub async fn answer(mut ws: Socket) -> Answerer {
-        let call_id = match recv_until(&mut ws, |m| matches!(m, Message::Ring { .. })).await {
-            Message::Ring { call_id, door, .. } => {
-                assert_eq!(door.expect("ring names the door").name, "Front door");
-                call_id
-            }
-            _ => unreachable!("filtered above"),
-        };
-        send(
-            &mut ws,
-            &Message::Accept {
-                call_id: call_id.clone(),
-            },
-        )
-        .await;
+    pub async fn answer(ws: Socket) -> Answerer {
+        let mut resident = Resident::over(ws, String::new());
+        let call_id =
+            match recv_until(&mut resident.ws, |m| matches!(m, Message::Ring { .. })).await {
+                Message::Ring { call_id, door, .. } => {
+                    assert_eq!(door.expect("ring names the door").name, "Front door");
+                    call_id
+                }
+                _ => unreachable!("filtered above"),
+            };
         let cancel = CancellationToken::new();
-        let tracker = TaskTracker::new();
-        let (ev_tx, events) = mpsc::channel(256);
         let settings = MediaSettings {
             udp_bind_ips: vec!["127.0.0.1".parse().expect("literal")],
             ..MediaSettings::default()
         };
-        let media = media::spawn_media(settings, ev_tx, cancel.clone(), &tracker);
         let (ports, audio) =
             start_sim_audio(&SimAudioSpec::new(SimSource::Tone(1000.0)), cancel.clone())
                 .expect("sim audio");
-        media
-            .try_send(MediaCommand::Start {
-                call_id: call_id.to_string(),
-                offerer: false,
-                ice_servers: vec![],
-                audio: ports,
-            })
-            .expect("media accepts");
+        resident
+            .accept(call_id.clone(), settings, ports, cancel.clone())
+            .await
+            .expect("accept sent, media started");
         let mut a = Answerer {
-            ws,
+            resident,
             call_id,
-            media,
-            events,
             audio,
             cancel,
-            door_open: false,
         };
         a.pump_until_established().await;
         a
@@ -195,76 +192,47 @@ impl Answerer {
 
     /// Relay signaling and media events until audio is established.
     pub async fn pump_until_established(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            tokio::select! {
-                f = self.ws.next() => {
-                    let t = match f {
-                        Some(Ok(Ws::Text(t))) => t,
-                        // The hub's keepalive (answered by tungstenite).
-                        Some(Ok(Ws::Ping(_) | Ws::Pong(_))) => continue,
-                        other => panic!("hub closed: {other:?}"),
-                    };
-                    match protocol::decode(t.as_str(), 1 << 20).expect("valid") {
-                        Message::Offer { sdp, .. } => {
-                            self.media.try_send(MediaCommand::RemoteDescription {
-                                call_id: self.call_id.to_string(), kind: SdpKind::Offer, sdp,
-                            }).expect("media accepts");
-                        }
-                        Message::Candidate { candidate, .. } => {
-                            self.media.try_send(MediaCommand::RemoteCandidate {
-                                call_id: self.call_id.to_string(), candidate,
-                            }).expect("media accepts");
-                        }
-                        _ => {}
-                    }
+        timeout(Duration::from_secs(15), async {
+            loop {
+                if let Heard::Media(MediaEvent::AudioEstablished { .. }) = self
+                    .resident
+                    .next()
+                    .await
+                    .expect("hub and media engine alive")
+                {
+                    return;
                 }
-                ev = self.events.recv() => match ev.expect("media alive") {
-                    MediaEvent::LocalDescription { sdp, kind: SdpKind::Answer, .. } => {
-                        send(&mut self.ws, &Message::Answer { call_id: self.call_id.clone(), sdp }).await;
-                    }
-                    MediaEvent::LocalCandidate { candidate, .. } => {
-                        send(&mut self.ws, &Message::Candidate {
-                            call_id: self.call_id.clone(), candidate,
-                        }).await;
-                    }
-                    MediaEvent::AudioEstablished { .. } => return,
-                    MediaEvent::DoorChannelOpen { .. } => self.door_open = true,
-                    _ => {}
-                },
-                _ = tokio::time::sleep_until(deadline) => panic!("audio not established in 15 s"),
             }
-        }
+        })
+        .await
+        .expect("audio established in 15 s");
     }
-}
 
-impl Answerer {
     /// Send `text` on the door data channel and wait for the reply.
     pub async fn door(&mut self, text: &str) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.door_open {
-            match timeout(Duration::from_secs(10), self.events.recv()).await {
-                Ok(Some(MediaEvent::DoorChannelOpen { .. })) => self.door_open = true,
-                Ok(Some(_)) => {}
-                _ => panic!("door channel never opened"),
+        timeout(Duration::from_secs(10), async {
+            while !self.resident.call.as_ref().is_some_and(|c| c.door_open) {
+                self.resident
+                    .next_media()
+                    .await
+                    .expect("media relayed")
+                    .expect("media engine alive");
             }
-        }
-        self.media
-            .try_send(MediaCommand::DoorSend {
-                call_id: self.call_id.to_string(),
-                text: text.into(),
-            })
-            .expect("media accepts");
-        loop {
-            tokio::select! {
-                ev = self.events.recv() => {
-                    if let MediaEvent::DoorMessage { text, .. } = ev.expect("media alive") {
-                        return serde_json::from_str(&text).expect("the door replies JSON");
-                    }
+        })
+        .await
+        .expect("door channel open within 10 s");
+        self.resident.door_send(text.into()).expect("media accepts");
+        timeout(Duration::from_secs(10), async {
+            loop {
+                let ev = self.resident.next_media().await.expect("media relayed");
+                if let Some(MediaEvent::DoorMessage { text, .. }) = ev {
+                    return serde_json::from_str(&text).expect("the door replies JSON");
                 }
-                _ = tokio::time::sleep_until(deadline) => panic!("no reply on the door channel"),
+                assert!(ev.is_some(), "media engine gone");
             }
-        }
+        })
+        .await
+        .expect("a reply on the door channel within 10 s")
     }
 }
 

@@ -125,12 +125,9 @@ impl InProcessStation {
 
 /// The resident hangs up the call it answered (reason `normal`).
 pub async fn hang_up(a: &mut Answerer) {
-    send(
-        &mut a.ws,
-        &Message::Hangup {
-            call_id: a.call_id.clone(),
-            reason: "normal".into(),
-        },
-    )
-    .await;
+    let m = Message::Hangup {
+        call_id: a.call_id.clone(),
+        reason: "normal".into(),
+    };
+    send(&mut a.resident.ws, &m).await;
 }
