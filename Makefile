@@ -20,7 +20,10 @@ ARGS ?=
 demo: build
 	$(BIN) demo $(ARGS)
 
+# No function in src/ longer than 100 lines (scripts/fn-length.py lists
+# the ones that are).
 lint: setup
+	python3 scripts/fn-length.py
 	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	$(CARGO) clippy --locked --all-targets --features fault-injection -- -D warnings

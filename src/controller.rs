@@ -725,20 +725,7 @@ impl Controller {
                     }
                 }
                 Output::Media(req) => self.media_request(req),
-                Output::PhaseChanged { phase, call_id } => {
-                    match &call_id {
-                        Some(id) => info!(call_id = %id, phase = phase.as_str(), "call state"),
-                        None => info!(phase = phase.as_str(), "call state"),
-                    }
-                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&format!(
-                        "call: {}",
-                        phase.as_str()
-                    ))]);
-                    self.show_phase(phase);
-                    self.audio.cue(tone_for(phase));
-                    self.call_to_headset(phase);
-                    self.publish();
-                }
+                Output::PhaseChanged { phase, call_id } => self.phase_changed(phase, call_id),
                 Output::Answered { call_id, by } => {
                     info!(message_id = message_id::CALL_ANSWERED, call_id = %call_id, peer = %crate::logging::PeerText::new(&by.id), peer_name = %crate::logging::PeerText::new(&by.name), "call answered");
                 }
@@ -805,21 +792,38 @@ impl Controller {
                 Output::CandidatesCapped { call_id, cap } => {
                     warn!(call_id = %call_id, cap, "remote ICE candidates beyond the cap ignored for this offer");
                 }
-                Output::Ended { call_id, reason } => {
-                    self.report_open_refusals(true);
-                    let level_warn = matches!(
-                        reason,
-                        EndReason::MediaFailed(_)
-                            | EndReason::ConnectTimeout
-                            | EndReason::Refused(_)
-                    );
-                    if level_warn {
-                        warn!(message_id = message_id::CALL_ENDED, call_id = %call_id, reason = %crate::logging::PeerText::new(&reason.to_string()), "call ended");
-                    } else {
-                        info!(message_id = message_id::CALL_ENDED, call_id = %call_id, reason = %crate::logging::PeerText::new(&reason.to_string()), "call ended");
-                    }
-                }
+                Output::Ended { call_id, reason } => self.call_ended(&call_id, &reason),
             }
+        }
+    }
+
+    /// The call's phase changed: logged, told to systemd, shown, sounded,
+    /// passed to a headset and published.
+    fn phase_changed(&mut self, phase: Phase, call_id: Option<CallId>) {
+        match &call_id {
+            Some(id) => info!(call_id = %id, phase = phase.as_str(), "call state"),
+            None => info!(phase = phase.as_str(), "call state"),
+        }
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&format!(
+            "call: {}",
+            phase.as_str()
+        ))]);
+        self.show_phase(phase);
+        self.audio.cue(tone_for(phase));
+        self.call_to_headset(phase);
+        self.publish();
+    }
+
+    fn call_ended(&mut self, call_id: &CallId, reason: &EndReason) {
+        self.report_open_refusals(true);
+        let level_warn = matches!(
+            reason,
+            EndReason::MediaFailed(_) | EndReason::ConnectTimeout | EndReason::Refused(_)
+        );
+        if level_warn {
+            warn!(message_id = message_id::CALL_ENDED, call_id = %call_id, reason = %crate::logging::PeerText::new(&reason.to_string()), "call ended");
+        } else {
+            info!(message_id = message_id::CALL_ENDED, call_id = %call_id, reason = %crate::logging::PeerText::new(&reason.to_string()), "call ended");
         }
     }
 

@@ -636,71 +636,141 @@ pub async fn start_station(
 
     // Signaling: our own hub (standalone) or an external one.
     let (url, token, hub_addr, hub_tls) = match settings.signaling.mode {
-        SignalingMode::Standalone => {
-            let mut hs = hub_settings(settings)?;
-            // This station joins its own hub with a per-boot token; an entry
-            // for it in hub.doors (written for a separate hub) is not used.
-            if hs.doors.iter().any(|d| d.id == settings.station.id) {
-                warn!(station = %settings.station.id, "hub.doors lists this station; in standalone mode its entry is ignored");
-                hs.doors.retain(|d| d.id != settings.station.id);
-            }
-            let token = random_token();
-            // The station may ring the groups of its own buttons.
-            let mut groups: Vec<String> =
-                settings.buttons.iter().map(|b| b.group.clone()).collect();
-            groups.sort();
-            groups.dedup();
-            hs.own_door = Some(settings.station.id.clone());
-            hs.doors.push(Principal {
-                id: settings.station.id.clone(),
-                name: settings.station.name.clone(),
-                token: token.clone(),
-                groups,
-                call_door: false,
-                quiet_hours: Default::default(),
-            });
-            let started = start_hub(settings, hs, true, &cancel, tracker).await?;
-            let addr = started.addr;
-            // Join over the hub's listener for this station alone.
-            let own = started.loopback.unwrap_or(addr);
-            let ip = if own.ip().is_unspecified() {
-                IpAddr::V4(Ipv4Addr::LOCALHOST)
-            } else {
-                own.ip()
-            };
-            let url = format!("ws://{}/ws", SocketAddr::new(ip, own.port()));
-            (url, token, Some(addr), started.tls)
-        }
-        SignalingMode::Hub | SignalingMode::SocketIo => {
-            let why = format!("signaling.mode = \"{}\"", settings.signaling.mode.as_str());
-            let url = settings
-                .signaling
-                .url
-                .clone()
-                .ok_or_else(|| ConfigError::Missing {
-                    key: "signaling.url".into(),
-                    why: why.clone(),
-                    files_read: settings.sources.clone(),
-                    add_to: settings.sources.last().cloned().unwrap_or_default(),
-                })?;
-            let src = settings
-                .signaling
-                .token
-                .clone()
-                .ok_or_else(|| ConfigError::Missing {
-                    key: "signaling.token_file".into(),
-                    why,
-                    files_read: settings.sources.clone(),
-                    add_to: settings.sources.last().cloned().unwrap_or_default(),
-                })?;
-            (
-                url,
-                config::read_secret(&src)?.expose().to_owned(),
-                None,
-                None,
-            )
-        }
+        SignalingMode::Standalone => join_own_hub(settings, &cancel, tracker).await?,
+        SignalingMode::Hub | SignalingMode::SocketIo => external_hub(settings)?,
     };
+    let (sig_tx, sig_rx) = mpsc::channel(256);
+    let signaling = spawn_signaling(settings, url, token, sig_tx, &cancel, tracker)?;
+
+    let (media_tx, media_rx) = mpsc::channel(256);
+    let media = media::spawn_media(media_settings(settings), media_tx, cancel.clone(), tracker);
+
+    let (hw_tx, hw_rx) = mpsc::channel(32);
+    let (status_tx, status_rx) = watch::channel(serde_json::json!({}));
+    let (leds, relay, sim) = door_board(settings, gpio, hw_tx, &cancel, tracker);
+    let panel_addr = start_panel(settings, &sim, &sim_audio, &status_rx, &cancel, tracker).await?;
+
+    let (bt_tx, bt_rx) = mpsc::channel(16);
+    let (bt, sim_bt) = start_bluetooth(settings, bt_tx, cancel.clone(), tracker)?;
+    start_control_socket(settings, &bt, &cancel, tracker);
+
+    let parts = StationParts {
+        signaling,
+        media,
+        audio,
+        leds,
+        relay,
+        ice,
+        status_tx,
+        bt,
+    };
+    let inputs = Inputs {
+        signaling: sig_rx,
+        media: media_rx,
+        hw: hw_rx,
+        bt: bt_rx,
+    };
+    spawn_controller(settings, parts, inputs, stop, &cancel, tracker);
+    Ok(Running {
+        hub_addr,
+        hub_tls,
+        panel_addr,
+        sim,
+        audio: sim_audio,
+        bluetooth: sim_bt,
+        status: status_rx,
+    })
+}
+
+/// Where and how the station joins signaling, and the hub it started.
+type SignalingTarget = (
+    String,
+    String,
+    Option<SocketAddr>,
+    Option<Arc<hub::tls::CertStore>>,
+);
+
+/// Standalone: start this station's own hub and join it with a per-boot
+/// token.
+async fn join_own_hub(
+    settings: &Settings,
+    cancel: &CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<SignalingTarget, DaemonError> {
+    let mut hs = hub_settings(settings)?;
+    // This station joins its own hub with a per-boot token; an entry
+    // for it in hub.doors (written for a separate hub) is not used.
+    if hs.doors.iter().any(|d| d.id == settings.station.id) {
+        warn!(station = %settings.station.id, "hub.doors lists this station; in standalone mode its entry is ignored");
+        hs.doors.retain(|d| d.id != settings.station.id);
+    }
+    let token = random_token();
+    // The station may ring the groups of its own buttons.
+    let mut groups: Vec<String> = settings.buttons.iter().map(|b| b.group.clone()).collect();
+    groups.sort();
+    groups.dedup();
+    hs.own_door = Some(settings.station.id.clone());
+    hs.doors.push(Principal {
+        id: settings.station.id.clone(),
+        name: settings.station.name.clone(),
+        token: token.clone(),
+        groups,
+        call_door: false,
+        quiet_hours: Default::default(),
+    });
+    let started = start_hub(settings, hs, true, cancel, tracker).await?;
+    let addr = started.addr;
+    // Join over the hub's listener for this station alone.
+    let own = started.loopback.unwrap_or(addr);
+    let ip = if own.ip().is_unspecified() {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        own.ip()
+    };
+    let url = format!("ws://{}/ws", SocketAddr::new(ip, own.port()));
+    Ok((url, token, Some(addr), started.tls))
+}
+
+/// A separate hub (or Socket.IO server): its URL and token from the
+/// settings.
+fn external_hub(settings: &Settings) -> Result<SignalingTarget, DaemonError> {
+    let why = format!("signaling.mode = \"{}\"", settings.signaling.mode.as_str());
+    let url = settings
+        .signaling
+        .url
+        .clone()
+        .ok_or_else(|| ConfigError::Missing {
+            key: "signaling.url".into(),
+            why: why.clone(),
+            files_read: settings.sources.clone(),
+            add_to: settings.sources.last().cloned().unwrap_or_default(),
+        })?;
+    let src = settings
+        .signaling
+        .token
+        .clone()
+        .ok_or_else(|| ConfigError::Missing {
+            key: "signaling.token_file".into(),
+            why,
+            files_read: settings.sources.clone(),
+            add_to: settings.sources.last().cloned().unwrap_or_default(),
+        })?;
+    Ok((
+        url,
+        config::read_secret(&src)?.expose().to_owned(),
+        None,
+        None,
+    ))
+}
+
+fn spawn_signaling(
+    settings: &Settings,
+    url: String,
+    token: String,
+    sig_tx: mpsc::Sender<client::ClientEvent>,
+    cancel: &CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<client::SignalingHandle, DaemonError> {
     let wire = match settings.signaling.mode {
         SignalingMode::SocketIo => {
             let sio = &settings.signaling.socketio;
@@ -713,8 +783,7 @@ pub async fn start_station(
         _ => Wire::Native,
     };
 
-    let (sig_tx, sig_rx) = mpsc::channel(256);
-    let signaling = client::spawn(
+    Ok(client::spawn(
         ClientSettings {
             url: url.clone(),
             token,
@@ -735,14 +804,24 @@ pub async fn start_station(
         sig_tx,
         cancel.clone(),
         tracker,
-    );
+    ))
+}
 
-    let (media_tx, media_rx) = mpsc::channel(256);
-    let media = media::spawn_media(media_settings(settings), media_tx, cancel.clone(), tracker);
+/// The door's LEDs and relay: on GPIO lines, or on the simulated board.
+type DoorBoard = (
+    Vec<Box<dyn hw::Led>>,
+    Box<dyn hw::Relay>,
+    Option<SimControl>,
+);
 
-    let (hw_tx, hw_rx) = mpsc::channel(32);
-    let (status_tx, status_rx) = watch::channel(serde_json::json!({}));
-    let (leds, relay, sim): (Vec<Box<dyn hw::Led>>, Box<dyn hw::Relay>, _) = match gpio {
+fn door_board(
+    settings: &Settings,
+    gpio: Option<hw::gpio::GpioBoard>,
+    hw_tx: mpsc::Sender<hw::HwEvent>,
+    cancel: &CancellationToken,
+    tracker: &TaskTracker,
+) -> DoorBoard {
+    match gpio {
         Some(mut board) => {
             board.start(hw_tx, cancel.clone(), tracker);
             let leds = board
@@ -769,10 +848,21 @@ pub async fn start_station(
             warn!("door hardware is SIMULATED (hardware.backend = \"sim\"): no GPIO line is used");
             (outputs.leds, outputs.relay, Some(sim))
         }
-    };
+    }
+}
 
+/// The simulated board's panel and stdin, when configured: returns the
+/// panel's address.
+async fn start_panel(
+    settings: &Settings,
+    sim: &Option<SimControl>,
+    sim_audio: &Option<SimAudioHandle>,
+    status_rx: &watch::Receiver<serde_json::Value>,
+    cancel: &CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<Option<SocketAddr>, DaemonError> {
     let mut panel_addr = None;
-    if let (Some(addr), Some(sim)) = (settings.hardware.sim.control_listen, &sim) {
+    if let (Some(addr), Some(sim)) = (settings.hardware.sim.control_listen, sim) {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| DaemonError::Panel { addr, source })?;
@@ -790,12 +880,18 @@ pub async fn start_station(
             cancel.clone(),
         ));
     }
-    if let (true, Some(sim)) = (settings.hardware.sim.stdin, &sim) {
+    if let (true, Some(sim)) = (settings.hardware.sim.stdin, sim) {
         tracker.spawn(hw::sim::stdin_loop(sim.clone(), cancel.clone()));
     }
+    Ok(panel_addr)
+}
 
-    let (bt_tx, bt_rx) = mpsc::channel(16);
-    let (bt, sim_bt) = start_bluetooth(settings, bt_tx, cancel.clone(), tracker)?;
+fn start_control_socket(
+    settings: &Settings,
+    bt: &Option<bt::BtHandle>,
+    cancel: &CancellationToken,
+    tracker: &TaskTracker,
+) {
     if let Some(path) = &settings.station.control_socket {
         // The station works without it: a failure is logged, not fatal.
         match control::bind(path) {
@@ -813,7 +909,38 @@ pub async fn start_station(
             }
         }
     }
+}
 
+/// What the controller drives.
+struct StationParts {
+    signaling: client::SignalingHandle,
+    media: media::MediaHandle,
+    audio: Box<dyn AudioProvider>,
+    leds: Vec<Box<dyn hw::Led>>,
+    relay: Box<dyn hw::Relay>,
+    ice: Vec<IceServerSpec>,
+    status_tx: watch::Sender<serde_json::Value>,
+    bt: Option<bt::BtHandle>,
+}
+
+fn spawn_controller(
+    settings: &Settings,
+    parts: StationParts,
+    inputs: Inputs,
+    stop: CancellationToken,
+    cancel: &CancellationToken,
+    tracker: &TaskTracker,
+) {
+    let StationParts {
+        signaling,
+        media,
+        audio,
+        leds,
+        relay,
+        ice,
+        status_tx,
+        bt,
+    } = parts;
     let buttons: HashMap<String, String> = settings
         .buttons
         .iter()
@@ -840,12 +967,6 @@ pub async fn start_station(
     );
     controller.bt = bt;
     controller.station_id = settings.station.id.clone();
-    let inputs = Inputs {
-        signaling: sig_rx,
-        media: media_rx,
-        hw: hw_rx,
-        bt: bt_rx,
-    };
     let done = cancel.clone();
     tracker.spawn(async move {
         controller.run(inputs, stop).await;
@@ -853,15 +974,6 @@ pub async fn start_station(
         // hung up, everything else may stop.
         done.cancel();
     });
-    Ok(Running {
-        hub_addr,
-        hub_tls,
-        panel_addr,
-        sim,
-        audio: sim_audio,
-        bluetooth: sim_bt,
-        status: status_rx,
-    })
 }
 
 /// Run the station until SIGTERM/SIGINT, then shut down in order.

@@ -205,40 +205,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", s.redacted_toml());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bt(BtCommand::Pair { config, socket }) => {
-            let path = match socket {
-                Some(p) => p,
-                None => load(&config)?.station.control_socket.ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "station.control_socket is \"\" (switched off): the daemon cannot be reached"
-                    )
-                })?,
-            };
-            let reply = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?
-                .block_on(intercomd::control::request(&path, "bt pair"))?;
-            if reply["ok"] == true {
-                let ms = reply["timeout_ms"].as_u64().unwrap_or(0);
-                let secs = if ms % 1000 == 0 {
-                    format!("{}", ms / 1000)
-                } else {
-                    format!("{:.1}", ms as f64 / 1000.0)
-                };
-                println!(
-                    "Bluetooth pairing open on {} ({}) for {secs} s: put the headset in pairing mode now.",
-                    reply["adapter"].as_str().unwrap_or("?"),
-                    reply["address"].as_str().unwrap_or("?"),
-                );
-                Ok(ExitCode::SUCCESS)
-            } else {
-                anyhow::bail!(
-                    "the daemon refused: {}",
-                    reply["error"].as_str().unwrap_or("no reason given")
-                )
-            }
-        }
+        Command::Bt(BtCommand::Pair { config, socket }) => bt_pair(&config, socket),
         Command::Run(args) => {
             let s = load(&args)?;
             init_logging(&s);
@@ -272,40 +239,85 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             http,
             panel,
             state_dir,
-        } => {
-            let (s, tokens) = demo_settings(&listen, &http, &panel, &state_dir)?;
-            init_logging(&s);
-            // Made now (the station loads the same one) so that the banner
-            // can show its fingerprint.
-            let (lan, fingerprint) = demo_certificate(&s)?;
-            let local = s.hub.loopback_listen.map_or(0, |a| a.port());
-            let banner = move |running: &daemon::Running| {
-                let panel = running.panel_addr.map_or(panel, |a| a.to_string());
-                println!();
-                println!("intercomd demo: a standalone door station with simulated hardware");
-                println!();
-                println!("  Answering page on this machine (no certificate warning):");
-                for (id, token) in &tokens {
-                    println!("    {id}: http://localhost:{local}/#token={token}");
-                }
-                println!();
-                println!("  From a phone or tablet on this network (HTTPS, self-signed: accept");
-                println!("  the warning once; the certificate's SHA-256 fingerprint is");
-                println!("  {fingerprint}):");
-                for (id, token) in &tokens {
-                    println!("    {id}: {lan}#token={token}");
-                }
-                println!("  (`intercomd hub invite` prints such a link as a QR code.)");
-                println!();
-                println!("  Door panel (press the call button): http://{panel}/");
-                println!("  Or press Enter here to ring; type h and Enter to hang up.");
-                println!("  Ctrl+C stops the demo.");
-                println!();
-            };
-            runtime()?.block_on(daemon::run_station_then(s, banner))?;
-            Ok(ExitCode::SUCCESS)
-        }
+        } => demo(&listen, &http, panel, &state_dir),
     }
+}
+
+/// `intercomd bt pair`: asks the running daemon to open pairing.
+fn bt_pair(config: &ConfigArgs, socket: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let path = match socket {
+        Some(p) => p,
+        None => load(config)?.station.control_socket.ok_or_else(|| {
+            anyhow::anyhow!(
+                "station.control_socket is \"\" (switched off): the daemon cannot be reached"
+            )
+        })?,
+    };
+    let reply = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(intercomd::control::request(&path, "bt pair"))?;
+    if reply["ok"] == true {
+        let ms = reply["timeout_ms"].as_u64().unwrap_or(0);
+        let secs = if ms % 1000 == 0 {
+            format!("{}", ms / 1000)
+        } else {
+            format!("{:.1}", ms as f64 / 1000.0)
+        };
+        println!(
+            "Bluetooth pairing open on {} ({}) for {secs} s: put the headset in pairing mode now.",
+            reply["adapter"].as_str().unwrap_or("?"),
+            reply["address"].as_str().unwrap_or("?"),
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        anyhow::bail!(
+            "the daemon refused: {}",
+            reply["error"].as_str().unwrap_or("no reason given")
+        )
+    }
+}
+
+/// `intercomd demo`: the station with its hub and simulated hardware, and
+/// a banner saying where to answer.
+fn demo(
+    listen: &str,
+    http: &str,
+    panel: String,
+    state_dir: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    let (s, tokens) = demo_settings(listen, http, &panel, state_dir)?;
+    init_logging(&s);
+    // Made now (the station loads the same one) so that the banner
+    // can show its fingerprint.
+    let (lan, fingerprint) = demo_certificate(&s)?;
+    let local = s.hub.loopback_listen.map_or(0, |a| a.port());
+    let banner = move |running: &daemon::Running| {
+        let panel = running.panel_addr.map_or(panel, |a| a.to_string());
+        println!();
+        println!("intercomd demo: a standalone door station with simulated hardware");
+        println!();
+        println!("  Answering page on this machine (no certificate warning):");
+        for (id, token) in &tokens {
+            println!("    {id}: http://localhost:{local}/#token={token}");
+        }
+        println!();
+        println!("  From a phone or tablet on this network (HTTPS, self-signed: accept");
+        println!("  the warning once; the certificate's SHA-256 fingerprint is");
+        println!("  {fingerprint}):");
+        for (id, token) in &tokens {
+            println!("    {id}: {lan}#token={token}");
+        }
+        println!("  (`intercomd hub invite` prints such a link as a QR code.)");
+        println!();
+        println!("  Door panel (press the call button): http://{panel}/");
+        println!("  Or press Enter here to ring; type h and Enter to hang up.");
+        println!("  Ctrl+C stops the demo.");
+        println!();
+    };
+    runtime()?.block_on(daemon::run_station_then(s, banner))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints an invite: the link, its QR code, and what the resident will see.

@@ -185,6 +185,19 @@ struct Stats {
     cue: Mutex<Option<ToneCue>>,
 }
 
+impl Stats {
+    /// The last `RECENT_SAMPLES` samples played, for the probes.
+    fn keep_recent(&self, frame: &[i16]) {
+        let mut recent = self
+            .recent
+            .lock()
+            .expect("stats lock is never poisoned: no panics while held");
+        recent.extend(frame.iter().copied());
+        let excess = recent.len().saturating_sub(RECENT_SAMPLES);
+        recent.drain(..excess);
+    }
+}
+
 /// Control and observation handle of a running simulated device.
 #[derive(Clone)]
 pub struct SimAudioHandle {
@@ -442,12 +455,7 @@ pub fn start_sim_audio_tracked(
                             processor.render(&frame);
                         }
                         stats.played.fetch_add(1, Ordering::Relaxed);
-                        {
-                            let mut recent = stats.recent.lock().expect("stats lock is never poisoned: no panics while held");
-                            recent.extend(frame.iter().copied());
-                            let excess = recent.len().saturating_sub(RECENT_SAMPLES);
-                            recent.drain(..excess);
-                        }
+                        stats.keep_recent(&frame[..]);
                         if let Some(rec) = &recorder {
                             rec.push(frame);
                         }

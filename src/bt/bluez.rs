@@ -124,33 +124,7 @@ pub async fn open(
         capability = if legacy_pin { "KeyboardDisplay" } else { "DisplayYesNo" },
         "bluetooth pairing agent registered"
     );
-    let profile = session
-        .register_profile(Profile {
-            uuid: gateway::HFP_AG_UUID
-                .parse()
-                .expect("the HFP AG UUID constant is well formed"),
-            name: Some("intercomd Hands-Free Audio Gateway".into()),
-            role: Some(Role::Server),
-            channel: Some(gateway::HFP_AG_CHANNEL),
-            require_authentication: Some(true),
-            require_authorization: Some(false),
-            version: Some(gateway::HFP_VERSION),
-            // SDP features: EC/NR (bit 1); wide band speech is not offered
-            // until mSBC is carried.
-            features: Some(0b10),
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| BtError::Adapter {
-            adapter: adapter_name.clone(),
-            operation: "register the Hands-Free Audio Gateway profile",
-            message: e.to_string(),
-        })?;
-    info!(
-        adapter = %adapter_name,
-        channel = gateway::HFP_AG_CHANNEL,
-        "bluetooth hands-free gateway registered"
-    );
+    let profile = register_gateway(&session, &adapter_name).await?;
     let gateways = Gateways::default();
     let watcher = tokio::spawn(watch(
         adapter.clone(),
@@ -170,6 +144,41 @@ pub async fn open(
         _session: session,
         watcher,
     })
+}
+
+/// Registers the Hands-Free Audio Gateway profile with BlueZ.
+async fn register_gateway(
+    session: &bluer::Session,
+    adapter_name: &str,
+) -> Result<ProfileHandle, BtError> {
+    let profile = session
+        .register_profile(Profile {
+            uuid: gateway::HFP_AG_UUID
+                .parse()
+                .expect("the HFP AG UUID constant is well formed"),
+            name: Some("intercomd Hands-Free Audio Gateway".into()),
+            role: Some(Role::Server),
+            channel: Some(gateway::HFP_AG_CHANNEL),
+            require_authentication: Some(true),
+            require_authorization: Some(false),
+            version: Some(gateway::HFP_VERSION),
+            // SDP features: EC/NR (bit 1); wide band speech is not offered
+            // until mSBC is carried.
+            features: Some(0b10),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| BtError::Adapter {
+            adapter: adapter_name.to_owned(),
+            operation: "register the Hands-Free Audio Gateway profile",
+            message: e.to_string(),
+        })?;
+    info!(
+        adapter = %adapter_name,
+        channel = gateway::HFP_AG_CHANNEL,
+        "bluetooth hands-free gateway registered"
+    );
+    Ok(profile)
 }
 
 /// The bus answered, but nobody owns BlueZ's name.

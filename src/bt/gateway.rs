@@ -109,21 +109,13 @@ where
                     }
                 }
                 HfpOutput::Event(HfpEvent::AudioReady { codec }) => {
-                    let format = voice::LinkFormat::of(codec);
-                    info!(
-                        device = %device,
-                        codec = %codec,
-                        voice_setting = format.voice.as_str(),
-                        rate = format.rate,
-                        "bluetooth hands-free codec agreed; opening SCO"
-                    );
-                    audio = Some(AbortOnDrop(tokio::spawn(audio_link(
-                        open_sco(codec),
-                        device.clone(),
+                    audio = Some(start_audio_link(
+                        &mut open_sco,
                         codec,
-                        events.clone(),
-                        msbc_failed.clone(),
-                    ))));
+                        &device,
+                        &events,
+                        &msbc_failed,
+                    ));
                 }
                 HfpOutput::Event(HfpEvent::CodecFailed) => {
                     warn!(device = %device, "bluetooth hands-free codec not agreed; no SCO");
@@ -150,17 +142,7 @@ where
             cmd = commands.recv(), if commands_open => match cmd {
                 Some(GatewayCommand::Call(call)) => m.handle_call(call, Instant::now().into_std()),
                 Some(GatewayCommand::OpenAudio) => {
-                    if audio.as_ref().is_some_and(|a| !a.0.is_finished()) {
-                        continue;
-                    }
-                    if msbc_failed.load(Ordering::Relaxed) && m.settings().prefer_msbc {
-                        warn!(device = %device, "bluetooth mSBC link failed; CVSD for this headset until it reconnects");
-                        m.set_prefer_msbc(false);
-                    }
-                    if let Err(e) = m.connect_audio(Instant::now().into_std()) {
-                        warn!(device = %device, error = %e, "bluetooth SCO not opened");
-                        sco_down(&device, &events).await;
-                    }
+                    open_audio(&mut m, audio.as_ref(), &msbc_failed, &device, &events).await;
                 }
                 Some(GatewayCommand::CloseAudio) => {
                     if audio.take().is_some() {
@@ -186,6 +168,53 @@ where
             .await;
     }
     closed
+}
+
+/// The headset asks for audio: the SCO link, unless one is up or opening
+/// (CVSD once an mSBC link failed).
+async fn open_audio(
+    m: &mut HfpMachine,
+    audio: Option<&AbortOnDrop>,
+    msbc_failed: &AtomicBool,
+    device: &DeviceAddr,
+    events: &mpsc::Sender<AdapterEvent>,
+) {
+    if audio.is_some_and(|a| !a.0.is_finished()) {
+        return;
+    }
+    if msbc_failed.load(Ordering::Relaxed) && m.settings().prefer_msbc {
+        warn!(device = %device, "bluetooth mSBC link failed; CVSD for this headset until it reconnects");
+        m.set_prefer_msbc(false);
+    }
+    if let Err(e) = m.connect_audio(Instant::now().into_std()) {
+        warn!(device = %device, error = %e, "bluetooth SCO not opened");
+        sco_down(device, events).await;
+    }
+}
+
+/// A codec is agreed: the task opening and then bridging the SCO link.
+fn start_audio_link(
+    open_sco: &mut ScoOpener,
+    codec: Codec,
+    device: &DeviceAddr,
+    events: &mpsc::Sender<AdapterEvent>,
+    msbc_failed: &Arc<AtomicBool>,
+) -> AbortOnDrop {
+    let format = voice::LinkFormat::of(codec);
+    info!(
+        device = %device,
+        codec = %codec,
+        voice_setting = format.voice.as_str(),
+        rate = format.rate,
+        "bluetooth hands-free codec agreed; opening SCO"
+    );
+    AbortOnDrop(tokio::spawn(audio_link(
+        open_sco(codec),
+        device.clone(),
+        codec,
+        events.clone(),
+        msbc_failed.clone(),
+    )))
 }
 
 /// Aborts the task when dropped.
@@ -570,9 +599,64 @@ mod tests {
         assert_eq!(n, 0);
     }
 
+    /// Tones both ways over an mSBC link: the engine's to the headset in H2
+    /// packets, the headset's back as 48 kHz frames.
+    async fn msbc_flows_both_ways(link: &mut VoiceLink, headset_end: &ScoStream) {
+        use crate::bt::msbc::{MsbcReceiver, MsbcSender, PACKET_BYTES};
+        // 100 ms of the engine reach the headset as H2 packets of mSBC.
+        let mut phase = 0.0;
+        for _ in 0..10 {
+            let mut frame: crate::audio::Frame = Box::new([0; crate::audio::FRAME_SAMPLES]);
+            phase = crate::audio::fill_sine(&mut frame[..], 2_000.0, 0.5, 48_000, phase);
+            link.ports
+                .to_headset
+                .send(frame)
+                .await
+                .expect("bridge running");
+        }
+        let mut rx = MsbcReceiver::new().expect("libsbc mSBC");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 128];
+        // 1600 samples at 16 kHz: 13 packets.
+        for i in 0..13 {
+            let n = tokio::time::timeout(Duration::from_secs(1), headset_end.recv(&mut buf))
+                .await
+                .expect("a packet within 1 s")
+                .expect("link open");
+            assert_eq!(n, PACKET_BYTES);
+            assert_eq!(buf[..2], [0x01, [0x08, 0x38, 0xC8, 0xF8][i % 4]]);
+            rx.push(&buf[..n], &mut got);
+        }
+        assert_eq!(rx.stats().frames, 13);
+        assert_eq!(
+            crate::audio::scan_dominant_frequency(&got, 16_000),
+            Some(2_000.0)
+        );
+        // The headset's mSBC comes out as 48 kHz frames of its tone.
+        let mut mic = vec![0i16; 1_600];
+        crate::audio::fill_sine(&mut mic, 1_500.0, 0.5, 16_000, 0.0);
+        let mut tx = MsbcSender::new().expect("libsbc mSBC");
+        let mut stream = Vec::new();
+        tx.push(&mic, &mut stream).expect("encode");
+        for p in stream.chunks(PACKET_BYTES) {
+            headset_end.send(p).await.expect("link open");
+        }
+        let mut heard = Vec::new();
+        for _ in 0..9 {
+            let f = tokio::time::timeout(Duration::from_secs(1), link.ports.from_headset.recv())
+                .await
+                .expect("a frame within 1 s")
+                .expect("bridge running");
+            heard.extend_from_slice(&f[..]);
+        }
+        assert_eq!(
+            crate::audio::scan_dominant_frequency(&heard, 48_000),
+            Some(1_500.0)
+        );
+    }
+
     #[tokio::test]
     async fn an_msbc_headset_gets_bcs_then_a_transparent_msbc_link() {
-        use crate::bt::msbc::{MsbcReceiver, MsbcSender, PACKET_BYTES};
         use std::sync::{Arc, Mutex};
         let (cmd_tx, cmd_rx) = mpsc::channel(4);
         let (headset_end, gateway_end) =
@@ -629,56 +713,7 @@ mod tests {
             crate::bt::sco::VoiceSetting::Transparent
         );
 
-        // 100 ms of the engine reach the headset as H2 packets of mSBC.
-        let mut phase = 0.0;
-        for _ in 0..10 {
-            let mut frame: crate::audio::Frame = Box::new([0; crate::audio::FRAME_SAMPLES]);
-            phase = crate::audio::fill_sine(&mut frame[..], 2_000.0, 0.5, 48_000, phase);
-            link.ports
-                .to_headset
-                .send(frame)
-                .await
-                .expect("bridge running");
-        }
-        let mut rx = MsbcReceiver::new().expect("libsbc mSBC");
-        let mut got = Vec::new();
-        let mut buf = [0u8; 128];
-        // 1600 samples at 16 kHz: 13 packets.
-        for i in 0..13 {
-            let n = tokio::time::timeout(Duration::from_secs(1), headset_end.recv(&mut buf))
-                .await
-                .expect("a packet within 1 s")
-                .expect("link open");
-            assert_eq!(n, PACKET_BYTES);
-            assert_eq!(buf[..2], [0x01, [0x08, 0x38, 0xC8, 0xF8][i % 4]]);
-            rx.push(&buf[..n], &mut got);
-        }
-        assert_eq!(rx.stats().frames, 13);
-        assert_eq!(
-            crate::audio::scan_dominant_frequency(&got, 16_000),
-            Some(2_000.0)
-        );
-        // The headset's mSBC comes out as 48 kHz frames of its tone.
-        let mut mic = vec![0i16; 1_600];
-        crate::audio::fill_sine(&mut mic, 1_500.0, 0.5, 16_000, 0.0);
-        let mut tx = MsbcSender::new().expect("libsbc mSBC");
-        let mut stream = Vec::new();
-        tx.push(&mic, &mut stream).expect("encode");
-        for p in stream.chunks(PACKET_BYTES) {
-            headset_end.send(p).await.expect("link open");
-        }
-        let mut heard = Vec::new();
-        for _ in 0..9 {
-            let f = tokio::time::timeout(Duration::from_secs(1), link.ports.from_headset.recv())
-                .await
-                .expect("a frame within 1 s")
-                .expect("bridge running");
-            heard.extend_from_slice(&f[..]);
-        }
-        assert_eq!(
-            crate::audio::scan_dominant_frequency(&heard, 48_000),
-            Some(1_500.0)
-        );
+        msbc_flows_both_ways(&mut link, &headset_end).await;
     }
 
     #[tokio::test]

@@ -687,28 +687,7 @@ impl HfpMachine {
                 self.send_line(&format!("+BRSF: {ag}"));
                 self.ok();
             }
-            ("BAC", F::Set(args)) => {
-                if !self.codec_negotiation() {
-                    return Err(R::NotAllowed);
-                }
-                let mut codecs = Vec::new();
-                for arg in args.split(',') {
-                    let id = number(arg)?;
-                    // Unknown codec ids are legal and ignored.
-                    if let Some(codec) = Codec::from_id(id)
-                        && !codecs.contains(&codec)
-                    {
-                        codecs.push(codec);
-                    }
-                }
-                if !codecs.contains(&Codec::Cvsd) {
-                    // CVSD is mandatory in every list.
-                    return Err(R::Malformed);
-                }
-                self.hf_codecs = codecs;
-                self.ok();
-                self.codecs_changed(now);
-            }
+            ("BAC", F::Set(args)) => self.bac(&args, now)?,
             ("CIND", F::Test) => {
                 let list: Vec<String> = INDICATORS
                     .iter()
@@ -722,88 +701,13 @@ impl HfpMachine {
                 self.send_line(&format!("+CIND: {}", values.join(",")));
                 self.ok();
             }
-            ("CMER", F::Set(args)) => {
-                let parts: Vec<&str> = args.split(',').map(str::trim).collect();
-                // <mode>,<keyp>,<disp>,<ind>: only mode 3 with ind 0 or 1.
-                let ind = match parts.as_slice() {
-                    ["3", _, _, ind] | ["3", _, _, ind, ..] => number(ind)?,
-                    _ => return Err(R::Malformed),
-                };
-                if ind > 1 {
-                    return Err(R::Malformed);
-                }
-                self.reporting = ind == 1;
-                self.ok();
-                if self.state == SlcState::Connecting && self.reporting {
-                    if self.three_way_both() {
-                        self.state = SlcState::AwaitingChld;
-                    } else {
-                        self.establish();
-                    }
-                }
-            }
-            ("CHLD", F::Test) => {
-                if !self.three_way_both() {
-                    return Err(R::NotSupported);
-                }
-                self.send_line("+CHLD: (0,1,2)");
-                self.ok();
-                if self.state == SlcState::AwaitingChld {
-                    self.establish();
-                }
-            }
+            ("CMER", F::Set(args)) => self.cmer(&args)?,
+            ("CHLD", F::Test) => self.chld_test()?,
             // The door call is the only call: nothing to hold or release.
             ("CHLD", _) => return Err(R::NotSupported),
-            ("BIA", F::Set(args)) => {
-                let mut active = self.active;
-                for (i, arg) in args.split(',').enumerate() {
-                    let arg = arg.trim();
-                    if i >= active.len() {
-                        return Err(R::Malformed);
-                    }
-                    // An empty entry leaves that indicator as it is.
-                    if arg.is_empty() {
-                        continue;
-                    }
-                    active[i] = match arg {
-                        "0" => INDICATORS[i].0.always_on(),
-                        "1" => true,
-                        _ => return Err(R::Malformed),
-                    };
-                }
-                self.active = active;
-                self.ok();
-            }
-            ("BCS", F::Set(args)) => {
-                let [id] = numbers::<1>(&args)?;
-                let Some(n) = self.negotiation else {
-                    return Err(R::NotAllowed);
-                };
-                if Codec::from_id(id) != Some(n.proposed) {
-                    self.send_line("ERROR");
-                    self.event(HfpEvent::Rejected {
-                        line: format!("AT+BCS={id}"),
-                        reason: R::NotAllowed,
-                    });
-                    self.negotiation_failed(now);
-                    return Ok(());
-                }
-                self.negotiation = None;
-                self.set_timer(Timer::Codec, None);
-                self.codec = Some(n.proposed);
-                self.ok();
-                self.event(HfpEvent::AudioReady { codec: n.proposed });
-            }
-            ("BCC", F::Action) => {
-                if !self.established() || !self.codec_negotiation() {
-                    return Err(R::NotAllowed);
-                }
-                self.ok();
-                if self.negotiation.is_none() {
-                    let codec = self.preferred_codec();
-                    self.propose(codec, 1, now);
-                }
-            }
+            ("BIA", F::Set(args)) => self.bia(&args)?,
+            ("BCS", F::Set(args)) => self.bcs(&args, now)?,
+            ("BCC", F::Action) => self.bcc(now)?,
             ("CHUP", F::Action) => {
                 if !self.established() || self.call == DoorCall::Idle {
                     return Err(R::NotAllowed);
@@ -811,20 +715,7 @@ impl HfpMachine {
                 self.ok();
                 self.event(HfpEvent::HangupRequested);
             }
-            (kind @ ("VGS" | "VGM"), F::Set(args)) => {
-                // Volume levels are 0..=15 for both the speaker and the mic.
-                let [gain] = numbers::<1>(&args)?;
-                let gain = u8::try_from(gain)
-                    .ok()
-                    .filter(|g| *g <= 15)
-                    .ok_or(R::Malformed)?;
-                self.ok();
-                self.event(if kind == "VGS" {
-                    HfpEvent::SpeakerGain(gain)
-                } else {
-                    HfpEvent::MicGain(gain)
-                });
-            }
+            (kind @ ("VGS" | "VGM"), F::Set(args)) => self.gain(kind, &args)?,
             ("NREC", F::Set(args)) => match numbers::<1>(&args)? {
                 [0] => {
                     self.ok();
@@ -849,15 +740,7 @@ impl HfpMachine {
                 }
                 self.ok();
             }
-            ("CLCC", F::Action) => {
-                match self.call {
-                    DoorCall::Idle => {}
-                    // <idx>,<dir: incoming>,<status>,<mode: voice>,<mpty: no>
-                    DoorCall::Ringing { .. } => self.send_line("+CLCC: 1,1,4,0,0"),
-                    DoorCall::Active => self.send_line("+CLCC: 1,1,0,0,0"),
-                }
-                self.ok();
-            }
+            ("CLCC", F::Action) => self.clcc(),
             ("COPS", F::Set(args)) => {
                 // Only "3,0": long alphanumeric format.
                 if args.replace(' ', "") != "3,0" {
@@ -881,6 +764,161 @@ impl HfpMachine {
             _ => return Err(R::Unknown),
         }
         Ok(())
+    }
+
+    /// `AT+BAC`: the codecs the headset has.
+    fn bac(&mut self, args: &str, now: Instant) -> Result<(), RejectReason> {
+        use RejectReason as R;
+        if !self.codec_negotiation() {
+            return Err(R::NotAllowed);
+        }
+        let mut codecs = Vec::new();
+        for arg in args.split(',') {
+            let id = number(arg)?;
+            // Unknown codec ids are legal and ignored.
+            if let Some(codec) = Codec::from_id(id)
+                && !codecs.contains(&codec)
+            {
+                codecs.push(codec);
+            }
+        }
+        if !codecs.contains(&Codec::Cvsd) {
+            // CVSD is mandatory in every list.
+            return Err(R::Malformed);
+        }
+        self.hf_codecs = codecs;
+        self.ok();
+        self.codecs_changed(now);
+        Ok(())
+    }
+
+    /// `AT+CMER`: indicator reporting on or off.
+    fn cmer(&mut self, args: &str) -> Result<(), RejectReason> {
+        use RejectReason as R;
+        let parts: Vec<&str> = args.split(',').map(str::trim).collect();
+        // <mode>,<keyp>,<disp>,<ind>: only mode 3 with ind 0 or 1.
+        let ind = match parts.as_slice() {
+            ["3", _, _, ind] | ["3", _, _, ind, ..] => number(ind)?,
+            _ => return Err(R::Malformed),
+        };
+        if ind > 1 {
+            return Err(R::Malformed);
+        }
+        self.reporting = ind == 1;
+        self.ok();
+        if self.state == SlcState::Connecting && self.reporting {
+            if self.three_way_both() {
+                self.state = SlcState::AwaitingChld;
+            } else {
+                self.establish();
+            }
+        }
+        Ok(())
+    }
+
+    /// `AT+BIA`: which indicators the headset wants.
+    fn bia(&mut self, args: &str) -> Result<(), RejectReason> {
+        use RejectReason as R;
+        let mut active = self.active;
+        for (i, arg) in args.split(',').enumerate() {
+            let arg = arg.trim();
+            if i >= active.len() {
+                return Err(R::Malformed);
+            }
+            // An empty entry leaves that indicator as it is.
+            if arg.is_empty() {
+                continue;
+            }
+            active[i] = match arg {
+                "0" => INDICATORS[i].0.always_on(),
+                "1" => true,
+                _ => return Err(R::Malformed),
+            };
+        }
+        self.active = active;
+        self.ok();
+        Ok(())
+    }
+
+    /// `AT+BCS`: the headset confirms the proposed codec.
+    fn bcs(&mut self, args: &str, now: Instant) -> Result<(), RejectReason> {
+        use RejectReason as R;
+        let [id] = numbers::<1>(args)?;
+        let Some(n) = self.negotiation else {
+            return Err(R::NotAllowed);
+        };
+        if Codec::from_id(id) != Some(n.proposed) {
+            self.send_line("ERROR");
+            self.event(HfpEvent::Rejected {
+                line: format!("AT+BCS={id}"),
+                reason: R::NotAllowed,
+            });
+            self.negotiation_failed(now);
+            return Ok(());
+        }
+        self.negotiation = None;
+        self.set_timer(Timer::Codec, None);
+        self.codec = Some(n.proposed);
+        self.ok();
+        self.event(HfpEvent::AudioReady { codec: n.proposed });
+        Ok(())
+    }
+
+    /// `AT+VGS`, `AT+VGM`: speaker or microphone gain.
+    fn gain(&mut self, kind: &str, args: &str) -> Result<(), RejectReason> {
+        use RejectReason as R;
+        // Volume levels are 0..=15 for both the speaker and the mic.
+        let [gain] = numbers::<1>(args)?;
+        let gain = u8::try_from(gain)
+            .ok()
+            .filter(|g| *g <= 15)
+            .ok_or(R::Malformed)?;
+        self.ok();
+        self.event(if kind == "VGS" {
+            HfpEvent::SpeakerGain(gain)
+        } else {
+            HfpEvent::MicGain(gain)
+        });
+        Ok(())
+    }
+
+    /// `AT+CHLD=?`: three-way calling, for the headset that asks.
+    fn chld_test(&mut self) -> Result<(), RejectReason> {
+        use RejectReason as R;
+        if !self.three_way_both() {
+            return Err(R::NotSupported);
+        }
+        self.send_line("+CHLD: (0,1,2)");
+        self.ok();
+        if self.state == SlcState::AwaitingChld {
+            self.establish();
+        }
+        Ok(())
+    }
+
+    /// `AT+BCC`: the headset asks for a codec connection.
+    fn bcc(&mut self, now: Instant) -> Result<(), RejectReason> {
+        use RejectReason as R;
+        if !self.established() || !self.codec_negotiation() {
+            return Err(R::NotAllowed);
+        }
+        self.ok();
+        if self.negotiation.is_none() {
+            let codec = self.preferred_codec();
+            self.propose(codec, 1, now);
+        }
+        Ok(())
+    }
+
+    /// `AT+CLCC`: the list of current calls (the door call or none).
+    fn clcc(&mut self) {
+        match self.call {
+            DoorCall::Idle => {}
+            // <idx>,<dir: incoming>,<status>,<mode: voice>,<mpty: no>
+            DoorCall::Ringing { .. } => self.send_line("+CLCC: 1,1,4,0,0"),
+            DoorCall::Active => self.send_line("+CLCC: 1,1,0,0,0"),
+        }
+        self.ok();
     }
 
     fn three_way_both(&self) -> bool {

@@ -617,41 +617,12 @@ impl CallMachine {
     fn on_signal(&mut self, msg: Message, now: Instant) -> Result<(), Rejected> {
         let name = msg.type_name();
         match msg {
-            Message::Ringing { call_id, answerers } => {
-                self.current(name, &call_id)?;
-                if !matches!(self.state, State::Ringing(_)) {
-                    return Err(self.out_of_state(name));
-                }
-                if answerers == 0 {
-                    // The hub keeps no call without answerers: nothing to cancel.
-                    self.end_without_notice(EndReason::NoAnswerer);
-                }
-                Ok(())
-            }
+            Message::Ringing { call_id, answerers } => self.on_ringing(name, call_id, answerers),
             Message::Accepted {
                 call_id,
                 answerer,
                 route,
-            } => {
-                self.current(name, &call_id)?;
-                let State::Ringing(call) = &self.state else {
-                    return Err(self.out_of_state(name));
-                };
-                let mut call = call.clone();
-                call.answerer = Some(answerer.clone());
-                call.route = route;
-                self.timers[Timer::Ring as usize] = None;
-                self.timers[Timer::Connect as usize] = Some(now + self.settings.connect_timeout);
-                self.state = State::Connecting(call);
-                self.outputs.push_back(Output::Answered {
-                    call_id: call_id.clone(),
-                    by: answerer,
-                });
-                self.outputs
-                    .push_back(Output::Media(MediaRequest::StartOffer { call_id }));
-                self.phase_changed();
-                Ok(())
-            }
+            } => self.on_accepted(name, call_id, answerer, route, now),
             Message::Declined { call_id } => {
                 self.current(name, &call_id)?;
                 if !matches!(self.state, State::Ringing(_)) {
@@ -661,57 +632,9 @@ impl CallMachine {
                 self.end_without_notice(EndReason::Declined);
                 Ok(())
             }
-            Message::Answer { call_id, sdp } => {
-                self.current(name, &call_id)?;
-                let phase = self.state.phase().as_str();
-                let (State::Connecting(call) | State::InCall(call)) = &mut self.state else {
-                    return Err(self.out_of_state(name));
-                };
-                if !call.awaiting_answer {
-                    return Err(Rejected::OutOfState {
-                        input: "answer (no offer outstanding)",
-                        phase,
-                    });
-                }
-                call.awaiting_answer = false;
-                let listen_only = sdp::listen_only(&sdp);
-                if listen_only && !call.listen_only {
-                    self.outputs.push_back(Output::ListenOnly {
-                        call_id: call_id.clone(),
-                        by: call.answerer.clone(),
-                    });
-                }
-                call.listen_only = listen_only;
-                self.outputs
-                    .push_back(Output::Media(MediaRequest::RemoteAnswer { call_id, sdp }));
-                Ok(())
-            }
+            Message::Answer { call_id, sdp } => self.on_answer(name, call_id, sdp),
             Message::Candidate { call_id, candidate } => {
-                self.current(name, &call_id)?;
-                let (State::Connecting(call) | State::InCall(call)) = &mut self.state else {
-                    return Err(self.out_of_state(name));
-                };
-                // A flood of candidates would each cost the media engine a
-                // parse and a connectivity check: a browser sends a few
-                // dozen at most.
-                if call.candidates >= MAX_REMOTE_CANDIDATES {
-                    call.candidates_ignored += 1;
-                    if call.candidates_ignored == 1 {
-                        self.outputs.push_back(Output::CandidatesCapped {
-                            call_id,
-                            cap: MAX_REMOTE_CANDIDATES,
-                        });
-                    }
-                    return Ok(());
-                }
-                call.candidates += 1;
-                // Candidates may overtake the answer: media queues them.
-                self.outputs
-                    .push_back(Output::Media(MediaRequest::RemoteCandidate {
-                        call_id,
-                        candidate,
-                    }));
-                Ok(())
+                self.on_candidate(name, call_id, candidate)
             }
             Message::Hangup { call_id, reason } => {
                 self.current(name, &call_id)?;
@@ -781,6 +704,116 @@ impl CallMachine {
             | Message::History { .. }
             | Message::DoorOpened { .. } => Err(Rejected::NotForDoor(name)),
         }
+    }
+
+    fn on_ringing(
+        &mut self,
+        name: &'static str,
+        call_id: CallId,
+        answerers: u32,
+    ) -> Result<(), Rejected> {
+        self.current(name, &call_id)?;
+        if !matches!(self.state, State::Ringing(_)) {
+            return Err(self.out_of_state(name));
+        }
+        if answerers == 0 {
+            // The hub keeps no call without answerers: nothing to cancel.
+            self.end_without_notice(EndReason::NoAnswerer);
+        }
+        Ok(())
+    }
+
+    /// The call was answered: the station makes its offer.
+    fn on_accepted(
+        &mut self,
+        name: &'static str,
+        call_id: CallId,
+        answerer: PeerInfo,
+        route: Option<String>,
+        now: Instant,
+    ) -> Result<(), Rejected> {
+        self.current(name, &call_id)?;
+        let State::Ringing(call) = &self.state else {
+            return Err(self.out_of_state(name));
+        };
+        let mut call = call.clone();
+        call.answerer = Some(answerer.clone());
+        call.route = route;
+        self.timers[Timer::Ring as usize] = None;
+        self.timers[Timer::Connect as usize] = Some(now + self.settings.connect_timeout);
+        self.state = State::Connecting(call);
+        self.outputs.push_back(Output::Answered {
+            call_id: call_id.clone(),
+            by: answerer,
+        });
+        self.outputs
+            .push_back(Output::Media(MediaRequest::StartOffer { call_id }));
+        self.phase_changed();
+        Ok(())
+    }
+
+    fn on_answer(
+        &mut self,
+        name: &'static str,
+        call_id: CallId,
+        sdp: String,
+    ) -> Result<(), Rejected> {
+        self.current(name, &call_id)?;
+        let phase = self.state.phase().as_str();
+        let (State::Connecting(call) | State::InCall(call)) = &mut self.state else {
+            return Err(self.out_of_state(name));
+        };
+        if !call.awaiting_answer {
+            return Err(Rejected::OutOfState {
+                input: "answer (no offer outstanding)",
+                phase,
+            });
+        }
+        call.awaiting_answer = false;
+        let listen_only = sdp::listen_only(&sdp);
+        if listen_only && !call.listen_only {
+            self.outputs.push_back(Output::ListenOnly {
+                call_id: call_id.clone(),
+                by: call.answerer.clone(),
+            });
+        }
+        call.listen_only = listen_only;
+        self.outputs
+            .push_back(Output::Media(MediaRequest::RemoteAnswer { call_id, sdp }));
+        Ok(())
+    }
+
+    fn on_candidate(
+        &mut self,
+        name: &'static str,
+        call_id: CallId,
+        candidate: Option<Candidate>,
+    ) -> Result<(), Rejected> {
+        self.current(name, &call_id)?;
+        let (State::Connecting(call) | State::InCall(call)) = &mut self.state else {
+            return Err(self.out_of_state(name));
+        };
+        // A flood of candidates would each cost the media engine a
+        // parse and a connectivity check: a browser sends a few
+        // dozen at most.
+        if call.candidates >= MAX_REMOTE_CANDIDATES {
+            call.candidates_ignored += 1;
+            if call.candidates_ignored == 1 {
+                self.outputs.push_back(Output::CandidatesCapped {
+                    call_id,
+                    cap: MAX_REMOTE_CANDIDATES,
+                });
+            }
+            return Ok(());
+        }
+        call.candidates += 1;
+        // Candidates may overtake the answer: media queues them.
+        self.outputs
+            .push_back(Output::Media(MediaRequest::RemoteCandidate {
+                call_id,
+                candidate,
+            }));
+        Ok(())
     }
 
     /// A resident calls the door: take the call when there is none (the

@@ -126,10 +126,9 @@ fn in_call() -> Harness {
     h
 }
 
-#[test]
-fn happy_path_press_accept_offer_answer_talk_hangup() {
-    let mut h = Harness::new();
-    press(&mut h, "c1").unwrap();
+/// The happy path up to the answer: `c1` rings and is accepted.
+fn ring_then_accept(h: &mut Harness) {
+    press(h, "c1").unwrap();
     assert_eq!(h.m.phase(), Phase::Ringing);
     assert_eq!(
         h.take(),
@@ -173,6 +172,12 @@ fn happy_path_press_accept_offer_answer_talk_hangup() {
             },
         ]
     );
+}
+
+#[test]
+fn happy_path_press_accept_offer_answer_talk_hangup() {
+    let mut h = Harness::new();
+    ring_then_accept(&mut h);
 
     h.input(Input::LocalDescription {
         call_id: cid("c1"),
@@ -438,11 +443,9 @@ fn messages_for_other_calls_are_rejected_without_effect() {
     assert!(h.take().is_empty());
 }
 
-#[test]
-fn out_of_order_and_duplicate_events() {
-    let mut h = Harness::new();
-    // Everything before a call exists.
-    let stray = [
+/// Inputs about call `c1`, which does not exist.
+fn stray_inputs() -> Vec<Input> {
+    vec![
         Input::Signal(Message::Accepted {
             call_id: cid("c1"),
             answerer: flat(),
@@ -470,7 +473,14 @@ fn out_of_order_and_duplicate_events() {
             call_id: cid("c1"),
             sdp: "x".into(),
         },
-    ];
+    ]
+}
+
+#[test]
+fn out_of_order_and_duplicate_events() {
+    let mut h = Harness::new();
+    // Everything before a call exists.
+    let stray = stray_inputs();
     for i in stray.clone() {
         assert!(
             matches!(h.input(i.clone()), Err(Rejected::NoCall { .. })),

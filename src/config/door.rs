@@ -239,21 +239,57 @@ pub(super) fn door_parts(
     buttons: &[Button],
     backend: HardwareBackend,
 ) -> DoorParts {
+    let door = door_section(c, root);
+    let (debounce, relay) = gpio_section(c, root);
+    let mut used: Vec<Used> = Vec::new();
+    if let Some(spec) = &relay {
+        used.push(Used {
+            line: spec.line.clone(),
+            key: "gpio.relay".into(),
+            at: spec.at.clone(),
+            output: true,
+        });
+    }
+    let leds = leds_section(c, root, backend, &mut used);
+    let inputs = inputs_section(c, root, buttons, debounce, &mut used);
+    lines_used_once(c, &used);
+
+    if backend == HardwareBackend::Gpio && relay.is_none() {
+        c.missing(
+            "gpio.relay.line",
+            "the lock relay needs a line with hardware.backend = \"gpio\"",
+            None,
+        );
+    }
+
+    DoorParts {
+        door,
+        leds,
+        inputs,
+        gpio: GpioConfig { debounce, relay },
+    }
+}
+
+/// `[door]`.
+fn door_section(c: &mut Check, root: &frag::Root) -> DoorConfig {
     let d = root.door.clone().unwrap_or_default();
     let tamper_lockout = match c.get("door.tamper_lockout_ms", &d.tamper_lockout_ms) {
         Some(v) if v.value == 0 => None,
         Some(v) => Some(Duration::from_millis(v.value)),
         None => None,
     };
-    let door = DoorConfig {
+    DoorConfig {
         lock: c.copy("door.lock", &d.lock, LockKind::FailSecure),
         pulse: c.millis("door.pulse_ms", &d.pulse_ms),
         held_open_alarm: c.millis("door.held_open_alarm_ms", &d.held_open_alarm_ms),
         tamper_lockout,
         remote_open_interval: c.millis("door.remote_open_interval_ms", &d.remote_open_interval_ms),
         long_press: c.millis("door.long_press_ms", &d.long_press_ms),
-    };
+    }
+}
 
+/// `[gpio]`: the default debounce and the relay's line.
+fn gpio_section(c: &mut Check, root: &frag::Root) -> (Duration, Option<LineSpec>) {
     let g = root.gpio.clone().unwrap_or_default();
     let debounce = match c.get("gpio.debounce_ms", &g.debounce_ms) {
         // Zero is allowed: no kernel debounce (a sensor with clean edges).
@@ -274,17 +310,16 @@ pub(super) fn door_parts(
         active_low: r.active_low.as_ref().is_some_and(|v| v.value),
         at,
     });
+    (debounce, relay)
+}
 
-    let mut used: Vec<Used> = Vec::new();
-    if let Some(spec) = &relay {
-        used.push(Used {
-            line: spec.line.clone(),
-            key: "gpio.relay".into(),
-            at: spec.at.clone(),
-            output: true,
-        });
-    }
-
+/// `[[leds]]`, their lines added to `used`.
+fn leds_section(
+    c: &mut Check,
+    root: &frag::Root,
+    backend: HardwareBackend,
+    used: &mut Vec<Used>,
+) -> Vec<LedConfig> {
     let mut leds: Vec<LedConfig> = Vec::new();
     match root.leds.as_ref() {
         None => c.missing("leds", "at least one [[leds]] entry is needed", None),
@@ -341,64 +376,23 @@ pub(super) fn door_parts(
             }
         }
     }
+    leds
+}
 
+/// `[[inputs]]`, their lines added to `used`.
+fn inputs_section(
+    c: &mut Check,
+    root: &frag::Root,
+    buttons: &[Button],
+    debounce: Duration,
+    used: &mut Vec<Used>,
+) -> Vec<InputConfig> {
     let mut inputs = Vec::new();
     if let Some(list) = root.inputs.as_ref() {
         for (i, entry) in list.value.iter().enumerate() {
             let key = format!("inputs[{i}]");
             let inp = &entry.value;
-            let kind = match (inp.kind.as_ref(), inp.button.as_ref()) {
-                (None, _) => {
-                    c.missing(
-                        &format!("{key}.kind"),
-                        format!("the input at {} has no kind", entry.at),
-                        Some(&entry.at),
-                    );
-                    None
-                }
-                (Some(k), b) => match (k.value.as_str(), b) {
-                    ("button", Some(b)) => {
-                        if !buttons.iter().any(|x| x.name == b.value) {
-                            c.invalid(
-                                &b.at,
-                                &format!("{key}.button"),
-                                format!("no [[buttons]] entry is named `{}`", b.value),
-                            );
-                        }
-                        Some(InputKind::Button(b.value.clone()))
-                    }
-                    ("button", None) => {
-                        c.missing(
-                            &format!("{key}.button"),
-                            format!("the button input at {} names no [[buttons]] entry", k.at),
-                            Some(&k.at),
-                        );
-                        None
-                    }
-                    (_, Some(b)) => {
-                        c.invalid(
-                            &b.at,
-                            &format!("{key}.button"),
-                            "only inputs of kind \"button\" name a button",
-                        );
-                        None
-                    }
-                    ("exit", None) => Some(InputKind::Exit),
-                    ("door_sensor", None) => Some(InputKind::DoorSensor),
-                    ("tamper", None) => Some(InputKind::Tamper),
-                    ("service", None) => Some(InputKind::Service),
-                    (other, None) => {
-                        c.invalid(
-                            &k.at,
-                            &format!("{key}.kind"),
-                            format!(
-                                "{other:?} is not \"button\", \"exit\", \"door_sensor\", \"tamper\" or \"service\""
-                            ),
-                        );
-                        None
-                    }
-                },
-            };
+            let kind = input_kind(c, &key, entry, buttons);
             let bias = match inp.bias.as_ref() {
                 None => Bias::AsIs,
                 Some(v) => Bias::parse(&v.value).unwrap_or_else(|| {
@@ -462,8 +456,73 @@ pub(super) fn door_parts(
             }
         }
     }
+    inputs
+}
 
-    // One physical line, one use.
+/// What the input `entry` at `key` is, from its `kind` and `button`.
+fn input_kind(
+    c: &mut Check,
+    key: &str,
+    entry: &Val<frag::Input>,
+    buttons: &[Button],
+) -> Option<InputKind> {
+    let inp = &entry.value;
+    match (inp.kind.as_ref(), inp.button.as_ref()) {
+        (None, _) => {
+            c.missing(
+                &format!("{key}.kind"),
+                format!("the input at {} has no kind", entry.at),
+                Some(&entry.at),
+            );
+            None
+        }
+        (Some(k), b) => match (k.value.as_str(), b) {
+            ("button", Some(b)) => {
+                if !buttons.iter().any(|x| x.name == b.value) {
+                    c.invalid(
+                        &b.at,
+                        &format!("{key}.button"),
+                        format!("no [[buttons]] entry is named `{}`", b.value),
+                    );
+                }
+                Some(InputKind::Button(b.value.clone()))
+            }
+            ("button", None) => {
+                c.missing(
+                    &format!("{key}.button"),
+                    format!("the button input at {} names no [[buttons]] entry", k.at),
+                    Some(&k.at),
+                );
+                None
+            }
+            (_, Some(b)) => {
+                c.invalid(
+                    &b.at,
+                    &format!("{key}.button"),
+                    "only inputs of kind \"button\" name a button",
+                );
+                None
+            }
+            ("exit", None) => Some(InputKind::Exit),
+            ("door_sensor", None) => Some(InputKind::DoorSensor),
+            ("tamper", None) => Some(InputKind::Tamper),
+            ("service", None) => Some(InputKind::Service),
+            (other, None) => {
+                c.invalid(
+                    &k.at,
+                    &format!("{key}.kind"),
+                    format!(
+                        "{other:?} is not \"button\", \"exit\", \"door_sensor\", \"tamper\" or \"service\""
+                    ),
+                );
+                None
+            }
+        },
+    }
+}
+
+/// One physical line, one use.
+fn lines_used_once(c: &mut Check, used: &[Used]) {
     for (j, later) in used.iter().enumerate() {
         if let Some(first) = used[..j].iter().find(|u| u.line == later.line) {
             let reason = if first.output != later.output {
@@ -483,21 +542,6 @@ pub(super) fn door_parts(
             };
             c.invalid(&later.at, &later.key, reason);
         }
-    }
-
-    if backend == HardwareBackend::Gpio && relay.is_none() {
-        c.missing(
-            "gpio.relay.line",
-            "the lock relay needs a line with hardware.backend = \"gpio\"",
-            None,
-        );
-    }
-
-    DoorParts {
-        door,
-        leds,
-        inputs,
-        gpio: GpioConfig { debounce, relay },
     }
 }
 

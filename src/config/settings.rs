@@ -790,51 +790,9 @@ fn signaling(c: &mut Check, s: &frag::Signaling) -> Signaling {
         None => format!("signaling.mode = \"{}\" needs {what}", mode.as_str()),
     };
 
-    let url = match s.url.as_ref().filter(|u| !u.value.is_empty()) {
-        Some(u) => {
-            let rest = u
-                .value
-                .strip_prefix("ws://")
-                .or_else(|| u.value.strip_prefix("wss://"));
-            let host = rest.map(|r| r.split(['/', '?']).next().unwrap_or(""));
-            if host.is_none_or(str::is_empty) || u.value.chars().any(char::is_whitespace) {
-                c.invalid(
-                    &u.at,
-                    "signaling.url",
-                    format!(
-                        "{:?} is not a ws:// or wss:// URL (e.g. \"wss://hub.example.org/ws\")",
-                        u.value
-                    ),
-                );
-            }
-            Some(u.value.clone())
-        }
-        None => {
-            if remote {
-                c.missing(
-                    "signaling.url",
-                    why("the server's ws:// or wss:// URL"),
-                    mode_at.as_ref(),
-                );
-            }
-            None
-        }
-    };
+    let url = signaling_url(c, s, remote, mode_at.as_ref(), &why);
     let allow_insecure_ws = c.bool("signaling.allow_insecure_ws", &s.allow_insecure_ws);
-    if let Some(u) = s.url.as_ref().filter(|_| remote && !allow_insecure_ws)
-        && let Some(rest) = u.value.strip_prefix("ws://")
-    {
-        let host = url_host(rest);
-        if !host.is_empty() && !is_loopback_host(host) {
-            c.invalid(
-                &u.at,
-                "signaling.url",
-                format!(
-                    "ws:// to {host} would send this station's token and TURN credentials in clear: use wss:// (or set signaling.allow_insecure_ws = true for a trusted network)"
-                ),
-            );
-        }
-    }
+    check_clear_ws(c, s, remote, allow_insecure_ws);
     let errors_before = c.errors.len();
     let token = c.secret("signaling.token", &s.token_file, &s.token_credential);
     // A token that is set but unusable has been reported already.
@@ -866,18 +824,7 @@ fn signaling(c: &mut Check, s: &frag::Signaling) -> Signaling {
         );
     }
 
-    let reconnect_jitter = match c.get("signaling.reconnect_jitter", &s.reconnect_jitter) {
-        Some(j) if (0.0..=1.0).contains(&j.value) => j.value,
-        Some(j) => {
-            c.invalid(
-                &j.at,
-                "signaling.reconnect_jitter",
-                format!("{} is outside 0.0..=1.0", j.value),
-            );
-            0.0
-        }
-        None => 0.0,
-    };
+    let reconnect_jitter = reconnect_jitter(c, s);
 
     let keepalive_interval = c.millis("signaling.keepalive_interval_ms", &s.keepalive_interval_ms);
     let dead_peer_timeout = c.millis("signaling.dead_peer_timeout_ms", &s.dead_peer_timeout_ms);
@@ -914,6 +861,79 @@ fn signaling(c: &mut Check, s: &frag::Signaling) -> Signaling {
         ca_file: optional_path(&s.ca_file),
         allow_insecure_ws,
         socketio: socketio(c, s.socketio.as_ref()),
+    }
+}
+
+/// `signaling.url`: a ws:// or wss:// URL, needed unless standalone.
+fn signaling_url(
+    c: &mut Check,
+    s: &frag::Signaling,
+    remote: bool,
+    mode_at: Option<&Location>,
+    why: &impl Fn(&str) -> String,
+) -> Option<String> {
+    match s.url.as_ref().filter(|u| !u.value.is_empty()) {
+        Some(u) => {
+            let rest = u
+                .value
+                .strip_prefix("ws://")
+                .or_else(|| u.value.strip_prefix("wss://"));
+            let host = rest.map(|r| r.split(['/', '?']).next().unwrap_or(""));
+            if host.is_none_or(str::is_empty) || u.value.chars().any(char::is_whitespace) {
+                c.invalid(
+                    &u.at,
+                    "signaling.url",
+                    format!(
+                        "{:?} is not a ws:// or wss:// URL (e.g. \"wss://hub.example.org/ws\")",
+                        u.value
+                    ),
+                );
+            }
+            Some(u.value.clone())
+        }
+        None => {
+            if remote {
+                c.missing(
+                    "signaling.url",
+                    why("the server's ws:// or wss:// URL"),
+                    mode_at,
+                );
+            }
+            None
+        }
+    }
+}
+
+/// A token in clear to another machine is refused unless allowed.
+fn check_clear_ws(c: &mut Check, s: &frag::Signaling, remote: bool, allow_insecure_ws: bool) {
+    if let Some(u) = s.url.as_ref().filter(|_| remote && !allow_insecure_ws)
+        && let Some(rest) = u.value.strip_prefix("ws://")
+    {
+        let host = url_host(rest);
+        if !host.is_empty() && !is_loopback_host(host) {
+            c.invalid(
+                &u.at,
+                "signaling.url",
+                format!(
+                    "ws:// to {host} would send this station's token and TURN credentials in clear: use wss:// (or set signaling.allow_insecure_ws = true for a trusted network)"
+                ),
+            );
+        }
+    }
+}
+
+fn reconnect_jitter(c: &mut Check, s: &frag::Signaling) -> f64 {
+    match c.get("signaling.reconnect_jitter", &s.reconnect_jitter) {
+        Some(j) if (0.0..=1.0).contains(&j.value) => j.value,
+        Some(j) => {
+            c.invalid(
+                &j.at,
+                "signaling.reconnect_jitter",
+                format!("{} is outside 0.0..=1.0", j.value),
+            );
+            0.0
+        }
+        None => 0.0,
     }
 }
 
@@ -1008,112 +1028,11 @@ fn hub(c: &mut Check, h: &frag::Hub) -> Hub {
         .get("hub.listen", &h.listen)
         .and_then(|v| c.socket_addr("hub.listen", v))
         .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
-    let mut seen: Vec<(String, Location)> = Vec::new();
-    let mut unique = |c: &mut Check, key: &str, id: &Val<String>| {
-        if let Some((_, first)) = seen.iter().find(|(s, _)| *s == id.value) {
-            c.invalid(
-                &id.at,
-                key,
-                format!("id `{}` is already used at {first}", id.value),
-            );
-        } else {
-            seen.push((id.value.clone(), id.at.clone()));
-        }
-    };
-
+    let mut ids = SeenIds::default();
     let mut seen_tokens = SeenTokens::new();
-    let mut doors = Vec::new();
-    let mut door_groups = Vec::new();
-    for (i, d) in h.doors.iter().flat_map(|d| d.value.iter()).enumerate() {
-        let key = format!("hub.doors[{i}]");
-        let (id, name) = member(c, &key, d, &d.value.id, &d.value.name);
-        if let Some(v) = &d.value.id {
-            unique(c, &format!("{key}.id"), v);
-        }
-        let token = member_token(c, &key, d, &d.value.token_file, &d.value.token_credential);
-        check_member_token(
-            c,
-            &key,
-            &token,
-            &d.value.token_file,
-            &d.value.token_credential,
-            &mut seen_tokens,
-        );
-        let why = format!(
-            "the door at {} must name the ring groups it may ring, e.g. groups = [\"residents\"]",
-            d.at
-        );
-        let groups = member_groups(c, &key, &d.value.groups, why, &d.at);
-        door_groups.extend(
-            d.value
-                .groups
-                .iter()
-                .flat_map(|l| l.value.iter())
-                .enumerate()
-                .map(|(j, g)| (format!("{key}.groups[{j}]"), g.clone())),
-        );
-        doors.push(Door {
-            id,
-            name,
-            token,
-            groups,
-        });
-    }
-
-    let mut answerers = Vec::new();
-    for (i, a) in h.answerers.iter().flat_map(|a| a.value.iter()).enumerate() {
-        let key = format!("hub.answerers[{i}]");
-        let (id, name) = member(c, &key, a, &a.value.id, &a.value.name);
-        if let Some(v) = &a.value.id {
-            unique(c, &format!("{key}.id"), v);
-        }
-        let token = member_token(c, &key, a, &a.value.token_file, &a.value.token_credential);
-        check_member_token(
-            c,
-            &key,
-            &token,
-            &a.value.token_file,
-            &a.value.token_credential,
-            &mut seen_tokens,
-        );
-        let why = format!("the answerer at {} must belong to at least one group", a.at);
-        let groups = member_groups(c, &key, &a.value.groups, why, &a.at);
-        let mut specs = Vec::new();
-        for (j, w) in a
-            .value
-            .quiet_hours
-            .iter()
-            .flat_map(|l| l.value.iter())
-            .enumerate()
-        {
-            match crate::hub::quiet::QuietHours::parse(std::slice::from_ref(&w.value)) {
-                Ok(_) => specs.push(w.value.clone()),
-                Err((_, e)) => c.invalid(&w.at, &format!("{key}.quiet_hours[{j}]"), e.to_string()),
-            }
-        }
-        let quiet_hours = crate::hub::quiet::QuietHours::parse(&specs).unwrap_or_default();
-        answerers.push(Answerer {
-            id,
-            name,
-            token,
-            groups,
-            call_door: a.value.call_door.as_ref().is_some_and(|v| v.value),
-            quiet_hours,
-        });
-    }
-    // A door's group nobody answers would ring nobody.
-    for (key, g) in door_groups {
-        if !answerers.is_empty() && !answerers.iter().any(|a| a.groups.contains(&g.value)) {
-            c.invalid(
-                &g.at,
-                &key,
-                format!(
-                    "no [[hub.answerers]] entry has group `{}` in its `groups`",
-                    g.value
-                ),
-            );
-        }
-    }
+    let (doors, door_groups) = hub_doors(c, h, &mut ids, &mut seen_tokens);
+    let answerers = hub_answerers(c, h, &mut ids, &mut seen_tokens);
+    groups_answered(c, door_groups, &answerers);
 
     let loopback_listen = optional_addr(c, "hub.loopback_listen", &h.loopback_listen);
     if let (Some(a), Some(v)) = (loopback_listen, &h.loopback_listen)
@@ -1140,26 +1059,7 @@ fn hub(c: &mut Check, h: &frag::Hub) -> Hub {
     }
     let state_dir = PathBuf::from(c.text("hub.state_dir", &h.state_dir));
     let tls = hub_tls(c, tls_mode, h.tls.as_ref());
-    let p = h.push.clone().unwrap_or_default();
-    let subject = p
-        .subject
-        .as_ref()
-        .map(|v| v.value.trim().to_owned())
-        .filter(|v| !v.is_empty());
-    if let (Some(s), Some(v)) = (&subject, &p.subject)
-        && !(s.starts_with("mailto:") || s.starts_with("https://"))
-    {
-        c.invalid(
-            &v.at,
-            "hub.push.subject",
-            format!("{s:?} must be a mailto: or https: URL (e.g. \"mailto:admin@example.net\"), or \"\" for the default"),
-        );
-    }
-    let push = HubPush {
-        enabled: c.copy("hub.push.enabled", &p.enabled, true),
-        subject,
-        ca_file: optional_path(&p.ca_file),
-    };
+    let push = hub_push(c, h);
     Hub {
         listen,
         loopback_listen,
@@ -1176,13 +1076,173 @@ fn hub(c: &mut Check, h: &frag::Hub) -> Hub {
     }
 }
 
+/// The ids of hub members seen so far: each may be used once.
+#[derive(Default)]
+struct SeenIds(Vec<(String, Location)>);
+
+impl SeenIds {
+    fn unique(&mut self, c: &mut Check, key: &str, id: &Val<String>) {
+        if let Some((_, first)) = self.0.iter().find(|(s, _)| *s == id.value) {
+            c.invalid(
+                &id.at,
+                key,
+                format!("id `{}` is already used at {first}", id.value),
+            );
+        } else {
+            self.0.push((id.value.clone(), id.at.clone()));
+        }
+    }
+}
+
+/// `[[hub.doors]]`, and each group they ring with its key.
+fn hub_doors(
+    c: &mut Check,
+    h: &frag::Hub,
+    ids: &mut SeenIds,
+    seen_tokens: &mut SeenTokens,
+) -> (Vec<Door>, Vec<(String, Val<String>)>) {
+    let mut doors = Vec::new();
+    let mut door_groups = Vec::new();
+    for (i, d) in h.doors.iter().flat_map(|d| d.value.iter()).enumerate() {
+        let key = format!("hub.doors[{i}]");
+        let (id, name) = member(c, &key, d, &d.value.id, &d.value.name);
+        if let Some(v) = &d.value.id {
+            ids.unique(c, &format!("{key}.id"), v);
+        }
+        let token = member_token(c, &key, d, &d.value.token_file, &d.value.token_credential);
+        check_member_token(
+            c,
+            &key,
+            &token,
+            &d.value.token_file,
+            &d.value.token_credential,
+            seen_tokens,
+        );
+        let why = format!(
+            "the door at {} must name the ring groups it may ring, e.g. groups = [\"residents\"]",
+            d.at
+        );
+        let groups = member_groups(c, &key, &d.value.groups, why, &d.at);
+        door_groups.extend(
+            d.value
+                .groups
+                .iter()
+                .flat_map(|l| l.value.iter())
+                .enumerate()
+                .map(|(j, g)| (format!("{key}.groups[{j}]"), g.clone())),
+        );
+        doors.push(Door {
+            id,
+            name,
+            token,
+            groups,
+        });
+    }
+    (doors, door_groups)
+}
+
+/// `[[hub.answerers]]`.
+fn hub_answerers(
+    c: &mut Check,
+    h: &frag::Hub,
+    ids: &mut SeenIds,
+    seen_tokens: &mut SeenTokens,
+) -> Vec<Answerer> {
+    let mut answerers = Vec::new();
+    for (i, a) in h.answerers.iter().flat_map(|a| a.value.iter()).enumerate() {
+        let key = format!("hub.answerers[{i}]");
+        let (id, name) = member(c, &key, a, &a.value.id, &a.value.name);
+        if let Some(v) = &a.value.id {
+            ids.unique(c, &format!("{key}.id"), v);
+        }
+        let token = member_token(c, &key, a, &a.value.token_file, &a.value.token_credential);
+        check_member_token(
+            c,
+            &key,
+            &token,
+            &a.value.token_file,
+            &a.value.token_credential,
+            seen_tokens,
+        );
+        let why = format!("the answerer at {} must belong to at least one group", a.at);
+        let groups = member_groups(c, &key, &a.value.groups, why, &a.at);
+        let quiet_hours = quiet_hours(c, &key, a);
+        answerers.push(Answerer {
+            id,
+            name,
+            token,
+            groups,
+            call_door: a.value.call_door.as_ref().is_some_and(|v| v.value),
+            quiet_hours,
+        });
+    }
+    answerers
+}
+
+/// An answerer's `quiet_hours`, each window checked on its own.
+fn quiet_hours(c: &mut Check, key: &str, a: &Val<frag::Answerer>) -> crate::hub::quiet::QuietHours {
+    let mut specs = Vec::new();
+    for (j, w) in a
+        .value
+        .quiet_hours
+        .iter()
+        .flat_map(|l| l.value.iter())
+        .enumerate()
+    {
+        match crate::hub::quiet::QuietHours::parse(std::slice::from_ref(&w.value)) {
+            Ok(_) => specs.push(w.value.clone()),
+            Err((_, e)) => c.invalid(&w.at, &format!("{key}.quiet_hours[{j}]"), e.to_string()),
+        }
+    }
+    crate::hub::quiet::QuietHours::parse(&specs).unwrap_or_default()
+}
+
+/// A door's group nobody answers would ring nobody.
+fn groups_answered(c: &mut Check, door_groups: Vec<(String, Val<String>)>, answerers: &[Answerer]) {
+    for (key, g) in door_groups {
+        if !answerers.is_empty() && !answerers.iter().any(|a| a.groups.contains(&g.value)) {
+            c.invalid(
+                &g.at,
+                &key,
+                format!(
+                    "no [[hub.answerers]] entry has group `{}` in its `groups`",
+                    g.value
+                ),
+            );
+        }
+    }
+}
+
+/// `[hub.push]`.
+fn hub_push(c: &mut Check, h: &frag::Hub) -> HubPush {
+    let p = h.push.clone().unwrap_or_default();
+    let subject = p
+        .subject
+        .as_ref()
+        .map(|v| v.value.trim().to_owned())
+        .filter(|v| !v.is_empty());
+    if let (Some(s), Some(v)) = (&subject, &p.subject)
+        && !(s.starts_with("mailto:") || s.starts_with("https://"))
+    {
+        c.invalid(
+            &v.at,
+            "hub.push.subject",
+            format!("{s:?} must be a mailto: or https: URL (e.g. \"mailto:admin@example.net\"), or \"\" for the default"),
+        );
+    }
+    HubPush {
+        enabled: c.copy("hub.push.enabled", &p.enabled, true),
+        subject,
+        ca_file: optional_path(&p.ca_file),
+    }
+}
+
 /// `[hub.tls]` into where the certificate comes from.
 fn hub_tls(
     c: &mut Check,
     mode: TlsMode,
     t: Option<&frag::HubTls>,
 ) -> Option<crate::hub::tls::TlsSource> {
-    use crate::hub::acme::AcmeSettings;
     use crate::hub::tls::TlsSource;
     let empty = frag::HubTls::default();
     let t = t.unwrap_or(&empty);
@@ -1231,64 +1291,80 @@ fn hub_tls(
                 reload_check,
             })
         }
-        TlsMode::Acme => {
-            let a_empty = frag::HubTlsAcme::default();
-            let a = t.acme.as_ref().unwrap_or(&a_empty);
-            let directory_url = c.text("hub.tls.acme.directory_url", &a.directory_url);
-            if let Some(v) = &a.directory_url
-                && !v.value.starts_with("https://")
-            {
-                c.invalid(
-                    &v.at,
-                    "hub.tls.acme.directory_url",
-                    format!("{:?} is not an https:// URL", v.value),
-                );
-            }
-            let mut domains = Vec::new();
-            for (i, d) in a.domains.iter().flat_map(|l| l.value.iter()).enumerate() {
-                let ok = !d.value.is_empty()
-                    && d.value.parse::<IpAddr>().is_err()
-                    && d.value.split('.').count() >= 2
-                    && d.value
-                        .chars()
-                        .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '.');
-                if !ok {
-                    c.invalid(&d.at, &format!("hub.tls.acme.domains[{i}]"), format!("{:?} is not a DNS name (ACME certifies names, e.g. \"door.example.net\")", d.value));
-                }
-                domains.push(d.value.to_ascii_lowercase());
-            }
-            if domains.is_empty() {
-                c.missing(
-                    "hub.tls.acme.domains",
-                    why("the hub's public DNS name(s)"),
-                    mode_at.as_ref(),
-                );
-            }
-            let mut contact = Vec::new();
-            for (i, m) in a.contact.iter().flat_map(|l| l.value.iter()).enumerate() {
-                if !m.value.starts_with("mailto:") {
-                    c.invalid(
-                        &m.at,
-                        &format!("hub.tls.acme.contact[{i}]"),
-                        format!("{:?} must be a mailto: address", m.value),
-                    );
-                }
-                contact.push(m.value.clone());
-            }
-            let days = c.int(
-                "hub.tls.acme.renew_before_days",
-                &a.renew_before_days,
-                1..=365,
+        TlsMode::Acme => Some(TlsSource::Acme(hub_tls_acme(c, t, mode_at.as_ref(), &why))),
+    }
+}
+
+/// `[hub.tls.acme]`.
+fn hub_tls_acme(
+    c: &mut Check,
+    t: &frag::HubTls,
+    mode_at: Option<&Location>,
+    why: &impl Fn(&str) -> String,
+) -> crate::hub::acme::AcmeSettings {
+    use crate::hub::acme::AcmeSettings;
+    let a_empty = frag::HubTlsAcme::default();
+    let a = t.acme.as_ref().unwrap_or(&a_empty);
+    let directory_url = c.text("hub.tls.acme.directory_url", &a.directory_url);
+    if let Some(v) = &a.directory_url
+        && !v.value.starts_with("https://")
+    {
+        c.invalid(
+            &v.at,
+            "hub.tls.acme.directory_url",
+            format!("{:?} is not an https:// URL", v.value),
+        );
+    }
+    let mut domains = Vec::new();
+    for (i, d) in a.domains.iter().flat_map(|l| l.value.iter()).enumerate() {
+        let ok = !d.value.is_empty()
+            && d.value.parse::<IpAddr>().is_err()
+            && d.value.split('.').count() >= 2
+            && d.value
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '.');
+        if !ok {
+            c.invalid(
+                &d.at,
+                &format!("hub.tls.acme.domains[{i}]"),
+                format!(
+                    "{:?} is not a DNS name (ACME certifies names, e.g. \"door.example.net\")",
+                    d.value
+                ),
             );
-            Some(TlsSource::Acme(AcmeSettings {
-                directory_url,
-                domains,
-                contact,
-                ca_file: optional_path(&a.ca_file),
-                renew_before: Duration::from_secs(days * 86400),
-                check_interval: c.millis("hub.tls.acme.check_interval_ms", &a.check_interval_ms),
-            }))
         }
+        domains.push(d.value.to_ascii_lowercase());
+    }
+    if domains.is_empty() {
+        c.missing(
+            "hub.tls.acme.domains",
+            why("the hub's public DNS name(s)"),
+            mode_at,
+        );
+    }
+    let mut contact = Vec::new();
+    for (i, m) in a.contact.iter().flat_map(|l| l.value.iter()).enumerate() {
+        if !m.value.starts_with("mailto:") {
+            c.invalid(
+                &m.at,
+                &format!("hub.tls.acme.contact[{i}]"),
+                format!("{:?} must be a mailto: address", m.value),
+            );
+        }
+        contact.push(m.value.clone());
+    }
+    let days = c.int(
+        "hub.tls.acme.renew_before_days",
+        &a.renew_before_days,
+        1..=365,
+    );
+    AcmeSettings {
+        directory_url,
+        domains,
+        contact,
+        ca_file: optional_path(&a.ca_file),
+        renew_before: Duration::from_secs(days * 86400),
+        check_interval: c.millis("hub.tls.acme.check_interval_ms", &a.check_interval_ms),
     }
 }
 
@@ -1641,115 +1717,9 @@ fn ice(c: &mut Check, i: &frag::Ice) -> Ice {
         .enumerate()
     {
         let key = format!("ice.servers[{j}]");
-        let mut urls = Vec::new();
-        let mut turn = false;
-        match &s.value.urls {
-            Some(list) if !list.value.is_empty() => {
-                for (k, u) in list.value.iter().enumerate() {
-                    let scheme = u.value.split_once(':');
-                    match scheme {
-                        Some(("stun" | "stuns", rest)) if !rest.is_empty() => {}
-                        Some(("turn" | "turns", rest)) if !rest.is_empty() => turn = true,
-                        _ => c.invalid(
-                            &u.at,
-                            &format!("{key}.urls[{k}]"),
-                            format!(
-                                "{:?} must start with stun:, stuns:, turn: or turns: (e.g. \"turn:turn.example.org:443?transport=tcp\")",
-                                u.value
-                            ),
-                        ),
-                    }
-                    urls.push(u.value.clone());
-                }
-            }
-            Some(list) => c.invalid(
-                &list.at,
-                &format!("{key}.urls"),
-                "must list at least one URL",
-            ),
-            None => c.missing(
-                &format!("{key}.urls"),
-                format!("the ICE server at {} has no URL", s.at),
-                Some(&s.at),
-            ),
-        }
-        let username = s
-            .value
-            .username
-            .as_ref()
-            .filter(|u| !u.value.is_empty())
-            .map(|u| u.value.clone());
-        let credential = c.secret(
-            &format!("{key}.credential"),
-            &s.value.credential_file,
-            &s.value.credential_credential,
-        );
-        let shared_secret = c.secret(
-            &format!("{key}.secret"),
-            &s.value.secret_file,
-            &s.value.secret_credential,
-        );
-        let has_secret = shared_secret.is_some()
-            || s.value.secret_file.is_some()
-            || s.value.secret_credential.is_some();
-        let credential_ttl = match &s.value.credential_ttl_s {
-            Some(v) if v.value == 0 || v.value > 30 * 86_400 => {
-                c.invalid(
-                    &v.at,
-                    &format!("{key}.credential_ttl_s"),
-                    format!("{} must be between 1 and 2592000 (30 days)", v.value),
-                );
-                Duration::from_secs(86_400)
-            }
-            Some(v) => Duration::from_secs(v.value),
-            None => Duration::from_secs(86_400),
-        };
-        if has_secret && (username.is_some() || credential.is_some()) {
-            let at = s
-                .value
-                .username
-                .as_ref()
-                .map(|v| v.at.clone())
-                .unwrap_or_else(|| s.at.clone());
-            c.invalid(
-                &at,
-                &format!("{key}.username"),
-                "set either `username` with `credential_file` (long-term credentials) or `secret_file` (shared-secret credentials), not both",
-            );
-        }
-        if turn && !has_secret {
-            any_turn = true;
-            if username.is_none() {
-                c.missing(
-                    &format!("{key}.username"),
-                    format!("the TURN server at {} needs a username", s.at),
-                    Some(&s.at),
-                );
-            }
-            if credential.is_none()
-                && s.value.credential_file.is_none()
-                && s.value.credential_credential.is_none()
-            {
-                c.missing(
-                    &format!("{key}.credential_file"),
-                    format!(
-                        "the TURN server at {} needs a credential (`credential_file`, or `credential_credential` for a systemd credential)",
-                        s.at
-                    ),
-                    Some(&s.at),
-                );
-            }
-        }
-        if turn && has_secret {
-            any_turn = true;
-        }
-        servers.push(IceServer {
-            urls,
-            username,
-            credential,
-            shared_secret,
-            credential_ttl,
-        });
+        let (server, turn) = ice_server(c, &key, s);
+        any_turn |= turn;
+        servers.push(server);
     }
 
     let transport_policy = c.copy(
@@ -1791,6 +1761,126 @@ fn ice(c: &mut Check, i: &frag::Ice) -> Ice {
         dtls_timeout: c.millis("ice.dtls_timeout_ms", &i.dtls_timeout_ms),
         max_restarts: c.int("ice.max_restarts", &i.max_restarts, 0..=10) as u32,
         servers,
+    }
+}
+
+/// One `[[ice.servers]]` entry, and whether it is a TURN server.
+fn ice_server(c: &mut Check, key: &str, s: &Val<frag::IceServer>) -> (IceServer, bool) {
+    let (urls, turn) = ice_urls(c, key, s);
+    let username = s
+        .value
+        .username
+        .as_ref()
+        .filter(|u| !u.value.is_empty())
+        .map(|u| u.value.clone());
+    let credential = c.secret(
+        &format!("{key}.credential"),
+        &s.value.credential_file,
+        &s.value.credential_credential,
+    );
+    let shared_secret = c.secret(
+        &format!("{key}.secret"),
+        &s.value.secret_file,
+        &s.value.secret_credential,
+    );
+    let has_secret = shared_secret.is_some()
+        || s.value.secret_file.is_some()
+        || s.value.secret_credential.is_some();
+    let credential_ttl = credential_ttl(c, key, s);
+    if has_secret && (username.is_some() || credential.is_some()) {
+        let at = s
+            .value
+            .username
+            .as_ref()
+            .map(|v| v.at.clone())
+            .unwrap_or_else(|| s.at.clone());
+        c.invalid(
+            &at,
+            &format!("{key}.username"),
+            "set either `username` with `credential_file` (long-term credentials) or `secret_file` (shared-secret credentials), not both",
+        );
+    }
+    if turn && !has_secret {
+        if username.is_none() {
+            c.missing(
+                &format!("{key}.username"),
+                format!("the TURN server at {} needs a username", s.at),
+                Some(&s.at),
+            );
+        }
+        if credential.is_none()
+            && s.value.credential_file.is_none()
+            && s.value.credential_credential.is_none()
+        {
+            c.missing(
+                &format!("{key}.credential_file"),
+                format!(
+                    "the TURN server at {} needs a credential (`credential_file`, or `credential_credential` for a systemd credential)",
+                    s.at
+                ),
+                Some(&s.at),
+            );
+        }
+    }
+    let server = IceServer {
+        urls,
+        username,
+        credential,
+        shared_secret,
+        credential_ttl,
+    };
+    (server, turn)
+}
+
+/// An ICE server's `urls`, and whether one of them is TURN.
+fn ice_urls(c: &mut Check, key: &str, s: &Val<frag::IceServer>) -> (Vec<String>, bool) {
+    let mut urls = Vec::new();
+    let mut turn = false;
+    match &s.value.urls {
+        Some(list) if !list.value.is_empty() => {
+            for (k, u) in list.value.iter().enumerate() {
+                let scheme = u.value.split_once(':');
+                match scheme {
+                    Some(("stun" | "stuns", rest)) if !rest.is_empty() => {}
+                    Some(("turn" | "turns", rest)) if !rest.is_empty() => turn = true,
+                    _ => c.invalid(
+                        &u.at,
+                        &format!("{key}.urls[{k}]"),
+                        format!(
+                            "{:?} must start with stun:, stuns:, turn: or turns: (e.g. \"turn:turn.example.org:443?transport=tcp\")",
+                            u.value
+                        ),
+                    ),
+                }
+                urls.push(u.value.clone());
+            }
+        }
+        Some(list) => c.invalid(
+            &list.at,
+            &format!("{key}.urls"),
+            "must list at least one URL",
+        ),
+        None => c.missing(
+            &format!("{key}.urls"),
+            format!("the ICE server at {} has no URL", s.at),
+            Some(&s.at),
+        ),
+    }
+    (urls, turn)
+}
+
+fn credential_ttl(c: &mut Check, key: &str, s: &Val<frag::IceServer>) -> Duration {
+    match &s.value.credential_ttl_s {
+        Some(v) if v.value == 0 || v.value > 30 * 86_400 => {
+            c.invalid(
+                &v.at,
+                &format!("{key}.credential_ttl_s"),
+                format!("{} must be between 1 and 2592000 (30 days)", v.value),
+            );
+            Duration::from_secs(86_400)
+        }
+        Some(v) => Duration::from_secs(v.value),
+        None => Duration::from_secs(86_400),
     }
 }
 
@@ -1872,6 +1962,24 @@ fn audio(c: &mut Check, a: &frag::Audio) -> Audio {
 
 /// `[audio.alsa]`, `[audio.processing]` and `[audio.tones]`.
 fn audio_devices(c: &mut Check, a: &frag::Audio) -> (AudioAlsa, AudioProcessing, AudioTones) {
+    let alsa = audio_alsa(c, a);
+
+    let processing = audio_processing(c, a);
+
+    let t = a.tones.clone().unwrap_or_default();
+    let tones = AudioTones {
+        volume_pct: c.int("audio.tones.volume_pct", &t.volume_pct, 0..=100) as u8,
+        ringback: c.bool("audio.tones.ringback", &t.ringback),
+        ringback_hz: c.int("audio.tones.ringback_hz", &t.ringback_hz, 100..=4000) as u32,
+        ringback_on: c.millis("audio.tones.ringback_on_ms", &t.ringback_on_ms),
+        ringback_off: c.millis("audio.tones.ringback_off_ms", &t.ringback_off_ms),
+        door_chime: c.bool("audio.tones.door_chime", &t.door_chime),
+    };
+    (alsa, processing, tones)
+}
+
+/// `[audio.alsa]`.
+fn audio_alsa(c: &mut Check, a: &frag::Audio) -> AudioAlsa {
     let al = a.alsa.clone().unwrap_or_default();
     let period = c.int("audio.alsa.period_ms", &al.period_ms, 1..=100);
     let buffer = c.int("audio.alsa.buffer_ms", &al.buffer_ms, 2..=1000);
@@ -1909,7 +2017,7 @@ fn audio_devices(c: &mut Check, a: &frag::Audio) -> (AudioAlsa, AudioProcessing,
             _ => None,
         }
     };
-    let alsa = AudioAlsa {
+    AudioAlsa {
         capture_device: c.text("audio.alsa.capture_device", &al.capture_device),
         playback_device: c.text("audio.alsa.playback_device", &al.playback_device),
         period: Duration::from_millis(period),
@@ -1935,8 +2043,11 @@ fn audio_devices(c: &mut Check, a: &frag::Audio) -> (AudioAlsa, AudioProcessing,
             &al.realtime_priority,
             0..=99,
         ) as u8,
-    };
+    }
+}
 
+/// `[audio.processing]`.
+fn audio_processing(c: &mut Check, a: &frag::Audio) -> AudioProcessing {
     let pr = a.processing.clone().unwrap_or_default();
     let delay = c.int("audio.processing.echo_delay_ms", &pr.echo_delay_ms, 0..=500);
     let level = match c.get(
@@ -1959,21 +2070,10 @@ fn audio_devices(c: &mut Check, a: &frag::Audio) -> (AudioAlsa, AudioProcessing,
         },
         None => NoiseSuppressionLevel::Moderate,
     };
-    let processing = AudioProcessing {
+    AudioProcessing {
         echo_delay: (delay > 0).then(|| Duration::from_millis(delay)),
         noise_suppression_level: level,
-    };
-
-    let t = a.tones.clone().unwrap_or_default();
-    let tones = AudioTones {
-        volume_pct: c.int("audio.tones.volume_pct", &t.volume_pct, 0..=100) as u8,
-        ringback: c.bool("audio.tones.ringback", &t.ringback),
-        ringback_hz: c.int("audio.tones.ringback_hz", &t.ringback_hz, 100..=4000) as u32,
-        ringback_on: c.millis("audio.tones.ringback_on_ms", &t.ringback_on_ms),
-        ringback_off: c.millis("audio.tones.ringback_off_ms", &t.ringback_off_ms),
-        door_chime: c.bool("audio.tones.door_chime", &t.door_chime),
-    };
-    (alsa, processing, tones)
+    }
 }
 
 fn parse_echo_path(text: &str) -> Result<SimEchoPath, String> {
@@ -2029,6 +2129,19 @@ impl Settings {
             let _ = writeln!(w, "#   {}", source.display().to_string().replace('\n', " "));
         }
 
+        self.dump_station(w);
+        self.dump_signaling(w);
+        self.dump_hub(w);
+        self.dump_call(w);
+        self.dump_ice(w);
+        self.dump_audio(w);
+        self.dump_hardware(w);
+        self.dump_log_door_bluetooth(w);
+        out
+    }
+
+    /// `[station]`.
+    fn dump_station(&self, w: &mut String) {
         let _ = writeln!(w, "\n[station]");
         kv(w, "id", &q(&self.station.id));
         kv(w, "name", &q(&self.station.name));
@@ -2041,7 +2154,10 @@ impl Settings {
                 .as_ref()
                 .map_or(String::new(), |p| p.display().to_string())),
         );
+    }
 
+    /// `[signaling]`.
+    fn dump_signaling(&self, w: &mut String) {
         let s = &self.signaling;
         let _ = writeln!(w, "\n[signaling]");
         kv(w, "mode", &q(s.mode.as_str()));
@@ -2067,7 +2183,10 @@ impl Settings {
         for (kind, name) in &s.socketio.events {
             kv(w, kind, &q(name));
         }
+    }
 
+    /// `[hub]`.
+    fn dump_hub(&self, w: &mut String) {
         let h = &self.hub;
         let _ = writeln!(w, "\n[hub]");
         kv(w, "listen", &q(&h.listen.to_string()));
@@ -2130,7 +2249,10 @@ impl Settings {
         );
         kv(w, "ca_file", &q(&path_str(h.push.ca_file.as_ref())));
         dump_hub_tls(w, h.tls.as_ref());
+    }
 
+    /// `[call]` and `[[buttons]]`.
+    fn dump_call(&self, w: &mut String) {
         let _ = writeln!(w, "\n[call]");
         kv(w, "ring_timeout_ms", &ms(self.call.ring_timeout));
         kv(w, "connect_timeout_ms", &ms(self.call.connect_timeout));
@@ -2141,7 +2263,10 @@ impl Settings {
             kv(w, "name", &q(&b.name));
             kv(w, "group", &q(&b.group));
         }
+    }
 
+    /// `[ice]`.
+    fn dump_ice(&self, w: &mut String) {
         let i = &self.ice;
         let _ = writeln!(w, "\n[ice]");
         kv(w, "candidate_pool_size", &i.candidate_pool_size.to_string());
@@ -2192,7 +2317,10 @@ impl Settings {
                 );
             }
         }
+    }
 
+    /// `[audio]`.
+    fn dump_audio(&self, w: &mut String) {
         let a = &self.audio;
         let _ = writeln!(w, "\n[audio]");
         kv(w, "backend", &q(a.backend.as_str()));
@@ -2234,7 +2362,10 @@ impl Settings {
                 .unwrap_or_default()),
         );
         dump_audio_devices(w, a);
+    }
 
+    /// `[hardware]`.
+    fn dump_hardware(&self, w: &mut String) {
         let hw = &self.hardware;
         let _ = writeln!(w, "\n[hardware]");
         kv(w, "backend", &q(hw.backend.as_str()));
@@ -2259,13 +2390,15 @@ impl Settings {
                 .map(|p| p.display().to_string())
                 .unwrap_or_default()),
         );
+    }
 
+    /// `[log]`, the door and Bluetooth.
+    fn dump_log_door_bluetooth(&self, w: &mut String) {
         let _ = writeln!(w, "\n[log]");
         kv(w, "target", &q(self.log.target.as_str()));
         kv(w, "level", &q(&self.log.level));
         door::dump(w, self);
         bluetooth::dump(w, self);
-        out
     }
 }
 

@@ -63,6 +63,46 @@ fn repo_file(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
 
+/// The seed values of `[ice]` and `[audio]`.
+fn assert_media_defaults(s: &Settings) {
+    // Field notes, PeerConnection settings.
+    let ice = &s.ice;
+    assert_eq!(ice.candidate_pool_size, 10);
+    assert_eq!(ice.receiving_timeout, Duration::from_secs(30));
+    assert_eq!(ice.backup_ping_interval, Duration::from_secs(25));
+    assert!(ice.dscp);
+    assert!(ice.resurface_candidates_on_transport_change);
+    assert_eq!(ice.check_interval, Duration::from_millis(20));
+    assert_eq!(ice.mdns, MdnsMode::Disabled);
+    assert_eq!(ice.transport_policy, IceTransportPolicy::All);
+    assert!(ice.bind_ips.is_empty());
+    // Works on a LAN with no internet: no third-party servers.
+    assert!(ice.servers.is_empty());
+
+    // Field notes, capture processing.
+    let a = &s.audio;
+    assert_eq!(a.backend, AudioBackend::Sim);
+    assert!(a.echo_cancellation);
+    assert!(a.auto_gain_control);
+    assert!(a.high_pass_filter);
+    assert!(a.noise_suppression);
+    assert!(a.transient_suppression);
+    assert!(!a.mirroring);
+    assert!(a.force_enable_track);
+    assert_eq!(
+        a.opus,
+        Opus {
+            bitrate: 32000,
+            complexity: 10,
+            fec: true,
+            frame: Duration::from_millis(20)
+        }
+    );
+    assert_eq!(a.sim.source, SimSource::Tone { hz: 600 });
+    assert_eq!(a.sim.record_file, None);
+    assert_eq!(a.sim.echo_path, None);
+}
+
 #[test]
 fn defaults_load_with_every_seed_value() {
     let s = defaults().unwrap_or_else(|e| panic!("built-in defaults must be valid: {e}"));
@@ -118,42 +158,7 @@ fn defaults_load_with_every_seed_value() {
         }]
     );
 
-    // Field notes, PeerConnection settings.
-    let ice = &s.ice;
-    assert_eq!(ice.candidate_pool_size, 10);
-    assert_eq!(ice.receiving_timeout, Duration::from_secs(30));
-    assert_eq!(ice.backup_ping_interval, Duration::from_secs(25));
-    assert!(ice.dscp);
-    assert!(ice.resurface_candidates_on_transport_change);
-    assert_eq!(ice.check_interval, Duration::from_millis(20));
-    assert_eq!(ice.mdns, MdnsMode::Disabled);
-    assert_eq!(ice.transport_policy, IceTransportPolicy::All);
-    assert!(ice.bind_ips.is_empty());
-    // Works on a LAN with no internet: no third-party servers.
-    assert!(ice.servers.is_empty());
-
-    // Field notes, capture processing.
-    let a = &s.audio;
-    assert_eq!(a.backend, AudioBackend::Sim);
-    assert!(a.echo_cancellation);
-    assert!(a.auto_gain_control);
-    assert!(a.high_pass_filter);
-    assert!(a.noise_suppression);
-    assert!(a.transient_suppression);
-    assert!(!a.mirroring);
-    assert!(a.force_enable_track);
-    assert_eq!(
-        a.opus,
-        Opus {
-            bitrate: 32000,
-            complexity: 10,
-            fec: true,
-            frame: Duration::from_millis(20)
-        }
-    );
-    assert_eq!(a.sim.source, SimSource::Tone { hz: 600 });
-    assert_eq!(a.sim.record_file, None);
-    assert_eq!(a.sim.echo_path, None);
+    assert_media_defaults(&s);
 
     assert_eq!(s.hardware.backend, HardwareBackend::Sim);
     assert_eq!(
@@ -441,12 +446,16 @@ fn cross_key_errors_point_at_the_value_set_after_the_defaults() {
     }
 }
 
-#[test]
-fn value_rules() {
-    let invalid_key = |text: &str| match err(&[("site.toml", text)]) {
+/// The key of the one bad value in `text`.
+fn invalid_key(text: &str) -> String {
+    match err(&[("site.toml", text)]) {
         ConfigError::InvalidValue { key, .. } => key,
         other => panic!("expected one bad value for {text:?}, got {other:?}"),
-    };
+    }
+}
+
+#[test]
+fn value_rules() {
     assert_eq!(invalid_key("[station]\nid = \"door 1\"\n"), "station.id");
     assert_eq!(invalid_key("[station]\nid = \"\"\n"), "station.id");
     assert_eq!(
@@ -501,7 +510,10 @@ fn value_rules() {
         invalid_key("[signaling]\ntoken_credential = \"../etc/shadow\"\n"),
         "signaling.token_credential"
     );
+}
 
+#[test]
+fn turn_server_rules() {
     // TURN needs a username and a credential.
     match err(&[(
         "site.toml",
@@ -550,7 +562,10 @@ fn value_rules() {
         ),
         "ice.servers[0].credential_ttl_s"
     );
+}
 
+#[test]
+fn hub_member_rules() {
     // Button groups are checked against answerers only when some are listed.
     let answerer =
         "[[hub.answerers]]\nid = \"flat-1a\"\ntoken_file = \"/t\"\ngroups = [\"flat-1a\"]\n";

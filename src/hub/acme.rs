@@ -87,26 +87,7 @@ pub async fn run(
         return;
     };
     let paths = Paths::new(&state_dir, first);
-    let mut current: Option<CertInfo> = None;
-    match stored_certificate(&paths, &settings, SystemTime::now()) {
-        Stored::Usable { key, info, renew } => {
-            store.set(key);
-            tls::log_certificate("loaded from the ACME state", &info);
-            if renew.is_none() {
-                info!(directory_url = %url, "ACME: the stored certificate is still fresh; no order now");
-            }
-            current = Some(info);
-        }
-        Stored::Missing(why) => {
-            info!(directory_url = %url, "ACME: no usable stored certificate ({why})");
-        }
-    }
-    if current.is_none() && store.current().is_none() {
-        warn!(
-            directory_url = %url,
-            "ACME: no certificate yet: the hub refuses TLS handshakes until the CA issues one"
-        );
-    }
+    let mut current = load_stored(&paths, &settings, &store);
 
     let mut client = Client {
         settings: &settings,
@@ -161,28 +142,7 @@ pub async fn run(
                 Err(reason) => {
                     failures = failures.saturating_add(1);
                     let retry = retry_delay(failures, settings.check_interval);
-                    let err = TlsError::Acme {
-                        url: url.clone(),
-                        reason,
-                    };
-                    let serving = match (&current, store.current().is_some()) {
-                        (Some(info), _) => format!(
-                            "keeping the current certificate ({} left)",
-                            human(info.remaining(SystemTime::now()))
-                        ),
-                        (None, true) => "keeping the current certificate".to_owned(),
-                        (None, false) => {
-                            "no certificate yet: the hub refuses TLS handshakes until one arrives"
-                                .to_owned()
-                        }
-                    };
-                    error!(
-                        directory_url = %url,
-                        failures,
-                        retry_in_s = retry.as_secs_f64(),
-                        "{err}; {serving}; next try in {}",
-                        human(retry)
-                    );
+                    log_failure(&url, failures, retry, reason, current.as_ref(), &store);
                     tokio::select! {
                         _ = tokio::time::sleep(retry) => continue,
                         _ = cancel.cancelled() => return,
@@ -193,16 +153,7 @@ pub async fn run(
         if let Some(info) = &current {
             // Said once per certificate, not at every check.
             if scheduled_for.as_deref() != Some(info.fingerprint_sha256.as_str()) {
-                let left = info.remaining(SystemTime::now());
-                info!(
-                    directory_url = %url,
-                    not_after = info.not_after_unix(),
-                    "ACME: renewal scheduled in {} ({} left, renewing {} before the end; checked every {})",
-                    human(left.saturating_sub(settings.renew_before)),
-                    human(left),
-                    human(settings.renew_before),
-                    human(settings.check_interval)
-                );
+                log_schedule(info, &settings);
                 scheduled_for = Some(info.fingerprint_sha256.clone());
             }
         }
@@ -211,6 +162,78 @@ pub async fn run(
             _ = cancel.cancelled() => return,
         }
     }
+}
+
+/// The certificate of the ACME state, if still usable: served at once.
+fn load_stored(paths: &Paths, settings: &AcmeSettings, store: &CertStore) -> Option<CertInfo> {
+    let url = &settings.directory_url;
+    let mut current: Option<CertInfo> = None;
+    match stored_certificate(paths, settings, SystemTime::now()) {
+        Stored::Usable { key, info, renew } => {
+            store.set(key);
+            tls::log_certificate("loaded from the ACME state", &info);
+            if renew.is_none() {
+                info!(directory_url = %url, "ACME: the stored certificate is still fresh; no order now");
+            }
+            current = Some(info);
+        }
+        Stored::Missing(why) => {
+            info!(directory_url = %url, "ACME: no usable stored certificate ({why})");
+        }
+    }
+    if current.is_none() && store.current().is_none() {
+        warn!(
+            directory_url = %url,
+            "ACME: no certificate yet: the hub refuses TLS handshakes until the CA issues one"
+        );
+    }
+    current
+}
+
+/// A failed attempt, with what is served until the next.
+fn log_failure(
+    url: &str,
+    failures: u32,
+    retry: Duration,
+    reason: String,
+    current: Option<&CertInfo>,
+    store: &CertStore,
+) {
+    let err = TlsError::Acme {
+        url: url.to_owned(),
+        reason,
+    };
+    let serving = match (current, store.current().is_some()) {
+        (Some(info), _) => format!(
+            "keeping the current certificate ({} left)",
+            human(info.remaining(SystemTime::now()))
+        ),
+        (None, true) => "keeping the current certificate".to_owned(),
+        (None, false) => {
+            "no certificate yet: the hub refuses TLS handshakes until one arrives".to_owned()
+        }
+    };
+    error!(
+        directory_url = %url,
+        failures,
+        retry_in_s = retry.as_secs_f64(),
+        "{err}; {serving}; next try in {}",
+        human(retry)
+    );
+}
+
+/// When the certificate `info` will be renewed.
+fn log_schedule(info: &CertInfo, settings: &AcmeSettings) {
+    let left = info.remaining(SystemTime::now());
+    info!(
+        directory_url = %settings.directory_url,
+        not_after = info.not_after_unix(),
+        "ACME: renewal scheduled in {} ({} left, renewing {} before the end; checked every {})",
+        human(left.saturating_sub(settings.renew_before)),
+        human(left),
+        human(settings.renew_before),
+        human(settings.check_interval)
+    );
 }
 
 /// After `failures` failures in a row: `FIRST_RETRY` doubled each time,

@@ -209,11 +209,50 @@ pub async fn run(
     let addr = main_addr
         .map(|a| a.to_string())
         .unwrap_or_else(|| "?".into());
+    let max_message_bytes = settings.max_message_bytes;
+    let (events_tx, actor) = start_actor(settings, &conn, &shutdown).await;
+    let limits = conn.limits.clone();
+    let policy = Arc::new(conn.policy.clone());
+    let app_state = AppState {
+        events: events_tx,
+        next_conn: Default::default(),
+        conn,
+        cancel: shutdown.clone(),
+        https_port: listeners.tls.as_ref().and(main_addr.map(|a| a.port())),
+        max_message_bytes,
+    };
+    let app = router(app_state).layer(axum::middleware::from_fn_with_state(
+        policy.clone(),
+        super::policy::guard,
+    ));
+    let serving = Serving {
+        limits,
+        conns: TaskTracker::new(),
+        shutdown: shutdown.clone(),
+    };
+    let loops = spawn_accept_loops(listeners, main_addr, &addr, app, &policy, &serving);
+    let conns = serving.conns;
+    futures_util::future::join_all(loops).await;
+    shutdown.cancel();
+    conns.close();
+    // Each connection gives up within its own grace after the cancel.
+    let _ = tokio::time::timeout(Duration::from_secs(3), conns.wait()).await;
+    let _ = actor.await;
+    info!(listen = %addr, "hub stopped");
+    Ok(())
+}
+
+/// The hub's state and its data, served by the actor task: returns the
+/// actor's inbox and its handle.
+async fn start_actor(
+    settings: HubSettings,
+    conn: &ConnSettings,
+    shutdown: &CancellationToken,
+) -> (mpsc::Sender<Event>, tokio::task::JoinHandle<()>) {
     let (events_tx, events_rx) = mpsc::channel(1024);
     let answerer_ids: Vec<String> = settings.answerers.iter().map(|a| a.id.clone()).collect();
-    let max_message_bytes = settings.max_message_bytes;
     let mut state = HubState::new(settings);
-    let data = start_data(&conn, answerer_ids, events_tx.clone()).await;
+    let data = start_data(conn, answerer_ids, events_tx.clone()).await;
     state.set_push_key(data.push_key.clone());
     let dir = conn.state_dir.clone();
     match tokio::task::spawn_blocking(move || route_key(dir.as_deref())).await {
@@ -229,32 +268,35 @@ pub async fn run(
         data,
         shutdown.clone(),
     ));
-    let limits = conn.limits.clone();
-    let policy = Arc::new(conn.policy.clone());
-    let app_state = AppState {
-        events: events_tx,
-        next_conn: Default::default(),
-        conn,
-        cancel: shutdown.clone(),
-        https_port: listeners.tls.as_ref().and(main_addr.map(|a| a.port())),
-        max_message_bytes,
-    };
-    let app = router(app_state).layer(axum::middleware::from_fn_with_state(
-        policy.clone(),
-        super::policy::guard,
-    ));
-    // One count for every listener the public can reach, so the caps hold
-    // for the process; the station's own listener counts apart.
-    let shared = Admission::new(limits.max_connections, limits.max_connections_per_address);
-    let conns = TaskTracker::new();
-    let mut loops = Vec::new();
-    let plain = |l: TcpListener, what: &'static str, admission: Arc<Admission>, app: Router| {
-        let (conns, cancel, limits) = (conns.clone(), shutdown.clone(), limits.clone());
+    (events_tx, actor)
+}
+
+/// What every accepted connection is served with.
+struct Serving {
+    limits: ConnLimits,
+    conns: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl Serving {
+    /// Plain HTTP on `l`, each connection counted by `admission`.
+    fn plain(
+        &self,
+        l: TcpListener,
+        what: &'static str,
+        admission: Arc<Admission>,
+        app: Router,
+    ) -> impl std::future::Future<Output = ()> + use<> {
+        let (conns, cancel, limits) = (
+            self.conns.clone(),
+            self.shutdown.clone(),
+            self.limits.clone(),
+        );
         accept_loop(
             l,
             what,
             admission,
-            shutdown.clone(),
+            self.shutdown.clone(),
             move |stream, peer, slot| {
                 let io = IdleIo::new(stream, limits.idle_timeout, Some(slot));
                 conns.spawn(serve_http(
@@ -267,28 +309,64 @@ pub async fn run(
                 ));
             },
         )
-    };
+    }
+
+    /// HTTPS on `l`: the handshake, then HTTP.
+    fn tls(
+        &self,
+        l: TcpListener,
+        config: Arc<rustls::ServerConfig>,
+        admission: Arc<Admission>,
+        app: Router,
+    ) -> impl std::future::Future<Output = ()> + use<> {
+        let tls = TlsAccept::new(config, self.limits.header_read_timeout);
+        let (conns, cancel, limits) = (
+            self.conns.clone(),
+            self.shutdown.clone(),
+            self.limits.clone(),
+        );
+        accept_loop(
+            l,
+            "hub",
+            admission,
+            self.shutdown.clone(),
+            move |stream, peer, slot| {
+                let io = IdleIo::new(stream, limits.idle_timeout, Some(slot));
+                let (tls, app, cancel) = (tls.clone(), app.clone(), cancel.clone());
+                let head = limits.header_read_timeout;
+                conns.spawn(async move {
+                    if let Some(s) = tls.handshake(io, peer).await {
+                        serve_http(s, peer, app, head, true, cancel).await;
+                    }
+                });
+            },
+        )
+    }
+}
+
+/// One accept loop per listener, and the trim after bursts.
+fn spawn_accept_loops(
+    listeners: Listeners,
+    main_addr: Option<SocketAddr>,
+    addr: &str,
+    app: Router,
+    policy: &Arc<HttpPolicy>,
+    serving: &Serving,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let limits = &serving.limits;
+    // One count for every listener the public can reach, so the caps hold
+    // for the process; the station's own listener counts apart.
+    let shared = Admission::new(limits.max_connections, limits.max_connections_per_address);
+    let mut loops = Vec::new();
+    let plain = |l, what, admission, app| serving.plain(l, what, admission, app);
     match listeners.tls {
         Some(config) => {
             info!(listen = %addr, scheme = "https", "hub listening (HTTPS and WSS)");
-            let tls = TlsAccept::new(config, limits.header_read_timeout);
-            let (conns, cancel, limits, app) =
-                (conns.clone(), shutdown.clone(), limits.clone(), app.clone());
-            loops.push(tokio::spawn(accept_loop(
+            loops.push(tokio::spawn(serving.tls(
                 listeners.main,
-                "hub",
+                config,
                 shared.clone(),
-                shutdown.clone(),
-                move |stream, peer, slot| {
-                    let io = IdleIo::new(stream, limits.idle_timeout, Some(slot));
-                    let (tls, app, cancel) = (tls.clone(), app.clone(), cancel.clone());
-                    let head = limits.header_read_timeout;
-                    conns.spawn(async move {
-                        if let Some(s) = tls.handshake(io, peer).await {
-                            serve_http(s, peer, app, head, true, cancel).await;
-                        }
-                    });
-                },
+                app.clone(),
             )));
         }
         None => {
@@ -331,16 +409,9 @@ pub async fn run(
     }
     loops.push(tokio::spawn(trim_after_bursts(
         shared.clone(),
-        shutdown.clone(),
+        serving.shutdown.clone(),
     )));
-    futures_util::future::join_all(loops).await;
-    shutdown.cancel();
-    conns.close();
-    // Each connection gives up within its own grace after the cancel.
-    let _ = tokio::time::timeout(Duration::from_secs(3), conns.wait()).await;
-    let _ = actor.await;
-    info!(listen = %addr, "hub stopped");
-    Ok(())
+    loops
 }
 
 /// A burst this large (connections open at once) is worth trimming after.
@@ -968,9 +1039,7 @@ async fn actor(
     data: HubData,
     cancel: CancellationToken,
 ) {
-    let mut conns: HashMap<ConnId, (SocketAddr, mpsc::Sender<Outbound>)> = HashMap::new();
-    // Messages for the station's own link that did not fit its queue.
-    let mut own_backlog: HashMap<ConnId, std::collections::VecDeque<Outbound>> = HashMap::new();
+    let mut links = Links::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut session_seq: u64 = 0;
     let boot: u32 = rand::random();
@@ -987,7 +1056,7 @@ async fn actor(
                 Some(Event::Connected { conn, peer, tx }) => {
                     session_seq += 1;
                     debug!(conn, %peer, "signaling connection opened");
-                    conns.insert(conn, (peer, tx));
+                    links.conns.insert(conn, (peer, tx));
                     state.connected_from(conn, peer.ip(), format!("s-{boot:08x}-{session_seq}"), Instant::now().into_std());
                     Vec::new()
                 }
@@ -1009,7 +1078,29 @@ async fn actor(
             _ = tick.tick() => state.handle_tick(Instant::now().into_std()),
             _ = cancel.cancelled() => break,
         };
-        own_backlog.retain(|conn, q| {
+        links.flush_own_backlog();
+        for a in actions {
+            apply(&mut links, &state, &data, &events_tx, a);
+        }
+        if let Some(conn) = closed.take() {
+            links.conns.remove(&conn);
+        }
+    }
+}
+
+/// The actor's connections: each one's peer and outbound queue.
+#[derive(Default)]
+struct Links {
+    conns: HashMap<ConnId, (SocketAddr, mpsc::Sender<Outbound>)>,
+    // Messages for the station's own link that did not fit its queue.
+    own_backlog: HashMap<ConnId, std::collections::VecDeque<Outbound>>,
+}
+
+impl Links {
+    /// What waits for the station's own link, as far as its queue takes it.
+    fn flush_own_backlog(&mut self) {
+        let conns = &self.conns;
+        self.own_backlog.retain(|conn, q| {
             let Some((_, tx)) = conns.get(conn) else {
                 return false;
             };
@@ -1024,126 +1115,163 @@ async fn actor(
             }
             false
         });
-        for a in actions {
-            match a {
-                Action::Send(conn, msg) => {
-                    let Some((peer, tx)) = conns.get(&conn) else {
-                        continue;
-                    };
-                    let out = Outbound::Text(msg.to_json());
-                    if let Some(q) = own_backlog.get_mut(&conn) {
-                        q.push_back(out);
-                        continue;
-                    }
-                    match tx.try_send(out) {
-                        Ok(()) => {}
-                        // The station's own link carries its calls: never
-                        // cut it for a burst some peer caused; what does not
-                        // fit waits here, in order.
-                        Err(mpsc::error::TrySendError::Full(out)) if state.is_own(conn) => {
-                            warn!(conn, "own station link busy: holding messages for it");
-                            own_backlog.entry(conn).or_default().push_back(out);
-                        }
-                        Err(_) => {
-                            warn!(conn, %peer, "signaling client too slow, dropping it");
-                            let _ = tx.try_send(Outbound::Close(1008, "too slow"));
-                        }
-                    }
-                }
-                Action::Close(conn, code, reason) => {
-                    if let Some((_, tx)) = conns.get(&conn) {
-                        let _ = tx.try_send(Outbound::Close(code, reason));
-                    }
-                }
-                Action::Push(job) => push(&data, job, &events_tx),
-                Action::Store(op) => {
-                    if let Some(store) = &data.store {
-                        store.apply(op);
-                    }
-                }
-                Action::History {
-                    conn,
-                    answerer,
-                    groups,
-                    limit,
-                } => {
-                    let Some((_, tx)) = conns.get(&conn) else {
-                        continue;
-                    };
-                    let tx = tx.clone();
-                    match &data.store {
-                        Some(store) => store.submit(Box::new(move |s| {
-                            let found = s.history(&groups, &answerer, limit);
-                            let calls = found.as_ref().cloned().unwrap_or_default();
-                            let _ =
-                                tx.try_send(Outbound::Text(Message::History { calls }.to_json()));
-                            found.map(|_| ())
-                        })),
-                        None => {
-                            let _ = tx.try_send(Outbound::Text(
-                                Message::History { calls: Vec::new() }.to_json(),
-                            ));
-                        }
-                    }
-                }
-                Action::RefusedOpen {
-                    conn,
-                    call_id,
-                    nonce,
-                    refusals,
-                } => {
-                    let peer = conns
-                        .get(&conn)
-                        .map(|(p, _)| p.to_string())
-                        .unwrap_or_default();
-                    let id = state
-                        .describe(conn)
-                        .map(|(_, i)| i.to_owned())
-                        .unwrap_or_default();
-                    warn!(
-                        AUDIT = "door_open",
-                        source = "signaling",
-                        call_id = %call_id,
-                        peer = %id,
-                        remote_addr = %peer,
-                        granted = false,
-                        reason = crate::door::Refusal::NotPermitted.as_str(),
-                        nonce = %nonce,
-                        refusals,
-                        "door open refused: requested over signaling"
-                    );
-                }
-                Action::Log {
-                    level,
-                    conn,
-                    call_id,
-                    text,
-                } => {
-                    let peer = conns
-                        .get(&conn)
-                        .map(|(p, _)| p.to_string())
-                        .unwrap_or_default();
-                    let (role, id) = state
-                        .describe(conn)
-                        .map(|(r, i)| (r.to_string(), i.to_owned()))
-                        .unwrap_or_default();
-                    let call_id = call_id.map(|c| c.to_string()).unwrap_or_default();
-                    // The state escapes each peer field; this is the net
-                    // under it, so no line can ever be split.
-                    let text = crate::logging::PeerText::with_max(&text, 600);
-                    match level {
-                        LogLevel::Info => {
-                            info!(conn, peer = %peer, role = %role, client = %id, call_id = %call_id, "hub: {text}")
-                        }
-                        LogLevel::Warn => {
-                            warn!(conn, peer = %peer, role = %role, client = %id, call_id = %call_id, "hub: {text}")
-                        }
-                    }
-                }
+    }
+
+    fn send(&mut self, state: &HubState, conn: ConnId, msg: Message) {
+        let Some((peer, tx)) = self.conns.get(&conn) else {
+            return;
+        };
+        let out = Outbound::Text(msg.to_json());
+        if let Some(q) = self.own_backlog.get_mut(&conn) {
+            q.push_back(out);
+            return;
+        }
+        match tx.try_send(out) {
+            Ok(()) => {}
+            // The station's own link carries its calls: never
+            // cut it for a burst some peer caused; what does not
+            // fit waits here, in order.
+            Err(mpsc::error::TrySendError::Full(out)) if state.is_own(conn) => {
+                warn!(conn, "own station link busy: holding messages for it");
+                self.own_backlog.entry(conn).or_default().push_back(out);
+            }
+            Err(_) => {
+                warn!(conn, %peer, "signaling client too slow, dropping it");
+                let _ = tx.try_send(Outbound::Close(1008, "too slow"));
             }
         }
-        if let Some(conn) = closed.take() {
-            conns.remove(&conn);
+    }
+}
+
+/// One action of the state, carried out.
+fn apply(
+    links: &mut Links,
+    state: &HubState,
+    data: &HubData,
+    events_tx: &mpsc::Sender<Event>,
+    a: Action,
+) {
+    match a {
+        Action::Send(conn, msg) => links.send(state, conn, msg),
+        Action::Close(conn, code, reason) => {
+            if let Some((_, tx)) = links.conns.get(&conn) {
+                let _ = tx.try_send(Outbound::Close(code, reason));
+            }
+        }
+        Action::Push(job) => push(data, job, events_tx),
+        Action::Store(op) => {
+            if let Some(store) = &data.store {
+                store.apply(op);
+            }
+        }
+        Action::History {
+            conn,
+            answerer,
+            groups,
+            limit,
+        } => history(links, data, conn, answerer, groups, limit),
+        Action::RefusedOpen {
+            conn,
+            call_id,
+            nonce,
+            refusals,
+        } => refused_open(links, state, conn, call_id, nonce, refusals),
+        Action::Log {
+            level,
+            conn,
+            call_id,
+            text,
+        } => log_line(links, state, level, conn, call_id, text),
+    }
+}
+
+/// An answerer's call history, read from the store off the actor.
+fn history(
+    links: &Links,
+    data: &HubData,
+    conn: ConnId,
+    answerer: String,
+    groups: Vec<String>,
+    limit: u32,
+) {
+    let Some((_, tx)) = links.conns.get(&conn) else {
+        return;
+    };
+    let tx = tx.clone();
+    match &data.store {
+        Some(store) => store.submit(Box::new(move |s| {
+            let found = s.history(&groups, &answerer, limit);
+            let calls = found.as_ref().cloned().unwrap_or_default();
+            let _ = tx.try_send(Outbound::Text(Message::History { calls }.to_json()));
+            found.map(|_| ())
+        })),
+        None => {
+            let _ = tx.try_send(Outbound::Text(
+                Message::History { calls: Vec::new() }.to_json(),
+            ));
+        }
+    }
+}
+
+fn refused_open(
+    links: &Links,
+    state: &HubState,
+    conn: ConnId,
+    call_id: String,
+    nonce: String,
+    refusals: u64,
+) {
+    let peer = links
+        .conns
+        .get(&conn)
+        .map(|(p, _)| p.to_string())
+        .unwrap_or_default();
+    let id = state
+        .describe(conn)
+        .map(|(_, i)| i.to_owned())
+        .unwrap_or_default();
+    warn!(
+        AUDIT = "door_open",
+        source = "signaling",
+        call_id = %call_id,
+        peer = %id,
+        remote_addr = %peer,
+        granted = false,
+        reason = crate::door::Refusal::NotPermitted.as_str(),
+        nonce = %nonce,
+        refusals,
+        "door open refused: requested over signaling"
+    );
+}
+
+/// A log line of the state, with the connection's peer and identity.
+fn log_line(
+    links: &Links,
+    state: &HubState,
+    level: LogLevel,
+    conn: ConnId,
+    call_id: Option<crate::signaling::protocol::CallId>,
+    text: String,
+) {
+    let peer = links
+        .conns
+        .get(&conn)
+        .map(|(p, _)| p.to_string())
+        .unwrap_or_default();
+    let (role, id) = state
+        .describe(conn)
+        .map(|(r, i)| (r.to_string(), i.to_owned()))
+        .unwrap_or_default();
+    let call_id = call_id.map(|c| c.to_string()).unwrap_or_default();
+    // The state escapes each peer field; this is the net
+    // under it, so no line can ever be split.
+    let text = crate::logging::PeerText::with_max(&text, 600);
+    match level {
+        LogLevel::Info => {
+            info!(conn, peer = %peer, role = %role, client = %id, call_id = %call_id, "hub: {text}")
+        }
+        LogLevel::Warn => {
+            warn!(conn, peer = %peer, role = %role, client = %id, call_id = %call_id, "hub: {text}")
         }
     }
 }

@@ -213,6 +213,44 @@ impl CandidateBudget {
     }
 }
 
+/// Who a ring reaches: on their pages, by push, or not at all.
+struct RingRoute {
+    /// Members of the group in their quiet hours: not rung.
+    quiet_ids: Vec<String>,
+    /// Rung on their open pages.
+    answerers: Vec<(String, ConnId)>,
+    /// Rung on their devices by push.
+    pushed: Vec<(String, Vec<Subscription>)>,
+    /// Every answerer rung, either way.
+    rung: Vec<String>,
+}
+
+/// The message being handled, for refusing it: a warning logged and an
+/// `error` sent back that names the message and its call.
+struct Refuse {
+    conn: ConnId,
+    kind: &'static str,
+    call_id: Option<CallId>,
+}
+
+impl Refuse {
+    fn with(&self, code: ErrorCode, text: String) -> Vec<Action> {
+        let kind = self.kind;
+        vec![
+            Action::log(LogLevel::Warn, self.conn, format!("{kind}: {text}")),
+            Action::Send(
+                self.conn,
+                Message::Error {
+                    code,
+                    message: text,
+                    reference: Some(kind.into()),
+                    call_id: self.call_id.clone(),
+                },
+            ),
+        ]
+    }
+}
+
 pub struct HubState {
     settings: HubSettings,
     conns: HashMap<ConnId, Conn>,
@@ -605,30 +643,19 @@ impl HubState {
         let Some(c) = self.conns.get(&conn) else {
             return Vec::new();
         };
-        let kind = msg.type_name();
-        let call_id = msg.call_id().cloned();
-        let err = |code: ErrorCode, text: String| {
-            vec![
-                Action::log(LogLevel::Warn, conn, format!("{kind}: {text}")),
-                Action::Send(
-                    conn,
-                    Message::Error {
-                        code,
-                        message: text,
-                        reference: Some(kind.into()),
-                        call_id: call_id.clone(),
-                    },
-                ),
-            ]
+        let err = Refuse {
+            conn,
+            kind: msg.type_name(),
+            call_id: msg.call_id().cloned(),
         };
         let who = match (&c.who, msg) {
             (None, Message::Hello { v, role, token, .. }) => {
                 return self.hello(conn, v, role, &token);
             }
             (None, Message::Ping) => return vec![Action::Send(conn, Message::Pong)],
-            (None, _) => return err(ErrorCode::NotAuthenticated, "send hello first".into()),
+            (None, _) => return err.with(ErrorCode::NotAuthenticated, "send hello first".into()),
             (Some(_), Message::Hello { .. }) => {
-                return err(ErrorCode::BadState, "already authenticated".into());
+                return err.with(ErrorCode::BadState, "already authenticated".into());
             }
             (Some(w), m) => (w.clone(), m),
         };
@@ -636,51 +663,9 @@ impl HubState {
         match (me.role, msg) {
             (_, Message::Ping) => vec![Action::Send(conn, Message::Pong)],
             (_, Message::Pong) => Vec::new(),
-            (role, m @ Message::Error { .. }) => {
-                let Message::Error {
-                    code,
-                    message,
-                    call_id,
-                    ..
-                } = &m
-                else {
-                    unreachable!("matched just above")
-                };
-                let mut out = vec![Action::log(
-                    LogLevel::Warn,
-                    conn,
-                    format!(
-                        "peer reported error {}: {}",
-                        code.as_str(),
-                        escape_peer_text(message)
-                    ),
-                )];
-                // An error about a call goes to the other party, so that a
-                // resident learns that the door refused its input.
-                if let Some((peer_role, peer)) = call_id
-                    .as_ref()
-                    .and_then(|id| self.calls.get(id))
-                    .and_then(|call| Self::other_party(call, role, &me.id))
-                {
-                    out.extend(self.to_identity(peer_role, &peer, m.clone()));
-                }
-                out
-            }
+            (role, m @ Message::Error { .. }) => self.peer_error(conn, role, &me, m),
             (Role::Answerer, Message::Register { groups }) => {
-                let allowed = self
-                    .principal(Role::Answerer, &me.id)
-                    .map(|p| p.groups.clone())
-                    .unwrap_or_default();
-                if let Some(bad) = groups.iter().find(|g| !allowed.contains(g)) {
-                    return err(
-                        ErrorCode::NotPermitted,
-                        format!("not a member of group `{}`", escape_peer_text(bad)),
-                    );
-                }
-                if let Some(w) = self.conns.get_mut(&conn).and_then(|c| c.who.as_mut()) {
-                    w.groups = groups.clone();
-                }
-                vec![Action::Send(conn, Message::Registered { groups })]
+                self.register(conn, &me, groups, &err)
             }
             (Role::Door, Message::Ring { call_id, group, .. }) => {
                 self.ring(conn, &me, call_id, group, false)
@@ -695,107 +680,20 @@ impl HubState {
                 },
             ) => self.resume(conn, &me, call_id, answerer, group, route),
             (Role::Door, Message::Cancel { call_id, reason }) => {
-                let Some(call) = self.calls.get(&call_id) else {
-                    return err(ErrorCode::UnknownCall, format!("no call {call_id}"));
-                };
-                if call.door != me.id {
-                    return err(ErrorCode::NotPermitted, "not your call".into());
-                }
-                let call = self.calls.remove(&call_id).expect("looked up just above");
-                let mut out = vec![Action::log(
-                    LogLevel::Info,
-                    conn,
-                    format!(
-                        "call {call_id} cancelled by the door ({})",
-                        crate::logging::escape_peer_text(&reason)
-                    ),
-                )];
-                for a in call.rung.iter().filter(|a| !call.declined.contains(*a)) {
-                    out.extend(self.to_identity(
-                        Role::Answerer,
-                        a,
-                        Message::Cancel {
-                            call_id: call_id.clone(),
-                            reason: reason.clone(),
-                        },
-                    ));
-                }
-                let end = if reason == "timeout" {
-                    "timeout"
-                } else {
-                    "cancel"
-                };
-                let outcome = match call.accepted {
-                    Some(_) => CallOutcome::Answered,
-                    None => CallOutcome::Missed,
-                };
-                out.extend(self.finish(&call_id, call, outcome, end));
-                out
+                self.door_cancel(conn, &me, call_id, reason, &err)
             }
             (Role::Answerer, Message::Accept { call_id }) => self.accept(conn, &me, call_id),
             (Role::Answerer, Message::CallDoor { call_id, door, .. }) => {
                 self.call_door(conn, &me, call_id, door)
             }
             (Role::Answerer, Message::Decline { call_id }) => {
-                let Some(call) = self.calls.get_mut(&call_id) else {
-                    return err(ErrorCode::UnknownCall, format!("no call {call_id}"));
-                };
-                if !call.rung.contains(&me.id) || call.accepted.is_some() {
-                    return err(
-                        ErrorCode::BadState,
-                        format!("call {call_id} is not ringing you"),
-                    );
-                }
-                call.declined.insert(me.id.clone());
-                // This answerer's other devices stop ringing now.
-                let mine: Vec<_> = call
-                    .pushed
-                    .iter()
-                    .filter(|(a, _)| *a == me.id)
-                    .cloned()
-                    .collect();
-                call.pushed.retain(|(a, _)| *a != me.id);
-                let all_declined = call.declined.len() >= call.rung.len();
-                let mut out = self.end_pushes(&call_id, &mine, "declined");
-                if !all_declined {
-                    return out;
-                }
-                let call = self.calls.remove(&call_id).expect("looked up just above");
-                out.push(Action::log(
-                    LogLevel::Info,
-                    conn,
-                    format!("call {call_id}: every answerer declined"),
-                ));
-                out.extend(self.to_identity(
-                    Role::Door,
-                    &call.door,
-                    Message::Declined {
-                        call_id: call_id.clone(),
-                    },
-                ));
-                out.extend(self.finish(&call_id, call, CallOutcome::Declined, "declined"));
-                out
+                self.decline(conn, &me, call_id, &err)
             }
             (Role::Answerer, Message::PushSubscribe { subscription }) => {
                 self.push_subscribe(conn, &me, subscription)
             }
             (Role::Answerer, Message::PushUnsubscribe { endpoint }) => {
-                if endpoint.len() > MAX_ENDPOINT_BYTES {
-                    return err(
-                        ErrorCode::TooLarge,
-                        format!("endpoint longer than {MAX_ENDPOINT_BYTES} bytes"),
-                    );
-                }
-                if let Some(list) = self.subs.get_mut(&me.id) {
-                    list.retain(|s| s.endpoint != endpoint);
-                }
-                vec![
-                    Action::Store(StoreOp::DeleteSubscription {
-                        answerer: Some(me.id.clone()),
-                        endpoint,
-                    }),
-                    Action::Send(conn, Message::PushUnsubscribed),
-                ]
+                self.push_unsubscribe(conn, &me, endpoint, &err)
             }
             (Role::Answerer, Message::GetHistory { limit }) => {
                 let groups = self
@@ -814,8 +712,8 @@ impl HubState {
                     call.door_opened = true;
                     Vec::new()
                 }
-                Some(_) => err(ErrorCode::NotPermitted, "not your call".into()),
-                None => err(ErrorCode::UnknownCall, format!("no call {call_id}")),
+                Some(_) => err.with(ErrorCode::NotPermitted, "not your call".into()),
+                None => err.with(ErrorCode::UnknownCall, format!("no call {call_id}")),
             },
             (
                 role,
@@ -823,82 +721,269 @@ impl HubState {
                 | Message::Answer { .. }
                 | Message::Candidate { .. }
                 | Message::Hangup { .. }),
-            ) => {
-                let call_id = m
-                    .call_id()
-                    .cloned()
-                    .expect("these variants all carry a call id");
-                let Some(call) = self.calls.get(&call_id) else {
-                    return err(ErrorCode::UnknownCall, format!("no call {call_id}"));
-                };
-                if call.accepted.is_none() {
-                    return err(
-                        ErrorCode::BadState,
-                        format!("call {call_id} is not accepted yet"),
-                    );
-                }
-                let Some((peer_role, peer)) = Self::other_party(call, role, &me.id) else {
-                    return err(
-                        ErrorCode::NotPermitted,
-                        format!("you are not a party of call {call_id}"),
-                    );
-                };
-                let mut out = Vec::new();
-                if let Message::Candidate { .. } = &m {
-                    let now = self.unix_ms;
-                    let budget = &mut self
-                        .calls
-                        .get_mut(&call_id)
-                        .expect("looked up just above")
-                        .candidates[usize::from(role == Role::Answerer)];
-                    if !budget.take(now) {
-                        // Said once per call and party.
-                        if budget.dropped == 1 {
-                            out.push(Action::log(
-                                LogLevel::Warn,
-                                conn,
-                                format!(
-                                    "candidates for call {call_id} beyond {MAX_CANDIDATES_PER_CALL} per call or {MAX_CANDIDATES_PER_SECOND} per second dropped"
-                                ),
-                            ));
-                        }
-                        return out;
-                    }
-                }
-                if let Message::Hangup { reason, .. } = &m {
-                    let call = self.calls.remove(&call_id).expect("looked up just above");
-                    out.push(Action::log(
-                        LogLevel::Info,
-                        conn,
-                        format!(
-                            "call {call_id} hung up by {} {} ({})",
-                            role,
-                            me.id,
-                            crate::logging::escape_peer_text(reason)
-                        ),
-                    ));
-                    let outcome = match reason.as_str() {
-                        "failed" | "error" => CallOutcome::Failed,
-                        _ => CallOutcome::Answered,
-                    };
-                    out.extend(self.finish(&call_id, call, outcome, "taken"));
-                }
-                let delivered = self.to_identity(peer_role, &peer, m);
-                if delivered.is_empty() {
-                    out.push(Action::log(
-                        LogLevel::Warn,
-                        conn,
-                        format!("{kind} for call {call_id} dropped: {peer_role} {peer} is offline"),
-                    ));
-                }
-                out.extend(delivered);
-                out
-            }
-            (_, m) => err(
+            ) => self.relay(conn, role, &me, m, &err),
+            (_, m) => err.with(
                 ErrorCode::NotPermitted,
                 format!("a {} may not send `{}`", me.role, m.type_name()),
             ),
         }
+    }
+
+    /// An `error` from a peer: logged, and passed to the other party of
+    /// the call it names.
+    fn peer_error(&mut self, conn: ConnId, role: Role, me: &Identity, m: Message) -> Vec<Action> {
+        let Message::Error {
+            code,
+            message,
+            call_id,
+            ..
+        } = &m
+        else {
+            unreachable!("matched by the caller")
+        };
+        let mut out = vec![Action::log(
+            LogLevel::Warn,
+            conn,
+            format!(
+                "peer reported error {}: {}",
+                code.as_str(),
+                escape_peer_text(message)
+            ),
+        )];
+        // An error about a call goes to the other party, so that a
+        // resident learns that the door refused its input.
+        if let Some((peer_role, peer)) = call_id
+            .as_ref()
+            .and_then(|id| self.calls.get(id))
+            .and_then(|call| Self::other_party(call, role, &me.id))
+        {
+            out.extend(self.to_identity(peer_role, &peer, m.clone()));
+        }
+        out
+    }
+
+    fn register(
+        &mut self,
+        conn: ConnId,
+        me: &Identity,
+        groups: Vec<String>,
+        err: &Refuse,
+    ) -> Vec<Action> {
+        let allowed = self
+            .principal(Role::Answerer, &me.id)
+            .map(|p| p.groups.clone())
+            .unwrap_or_default();
+        if let Some(bad) = groups.iter().find(|g| !allowed.contains(g)) {
+            return err.with(
+                ErrorCode::NotPermitted,
+                format!("not a member of group `{}`", escape_peer_text(bad)),
+            );
+        }
+        if let Some(w) = self.conns.get_mut(&conn).and_then(|c| c.who.as_mut()) {
+            w.groups = groups.clone();
+        }
+        vec![Action::Send(conn, Message::Registered { groups })]
+    }
+
+    /// The door's `cancel` of its own call.
+    fn door_cancel(
+        &mut self,
+        conn: ConnId,
+        me: &Identity,
+        call_id: CallId,
+        reason: String,
+        err: &Refuse,
+    ) -> Vec<Action> {
+        let Some(call) = self.calls.get(&call_id) else {
+            return err.with(ErrorCode::UnknownCall, format!("no call {call_id}"));
+        };
+        if call.door != me.id {
+            return err.with(ErrorCode::NotPermitted, "not your call".into());
+        }
+        let call = self.calls.remove(&call_id).expect("looked up just above");
+        let mut out = vec![Action::log(
+            LogLevel::Info,
+            conn,
+            format!(
+                "call {call_id} cancelled by the door ({})",
+                crate::logging::escape_peer_text(&reason)
+            ),
+        )];
+        for a in call.rung.iter().filter(|a| !call.declined.contains(*a)) {
+            out.extend(self.to_identity(
+                Role::Answerer,
+                a,
+                Message::Cancel {
+                    call_id: call_id.clone(),
+                    reason: reason.clone(),
+                },
+            ));
+        }
+        let end = if reason == "timeout" {
+            "timeout"
+        } else {
+            "cancel"
+        };
+        let outcome = match call.accepted {
+            Some(_) => CallOutcome::Answered,
+            None => CallOutcome::Missed,
+        };
+        out.extend(self.finish(&call_id, call, outcome, end));
+        out
+    }
+
+    fn decline(
+        &mut self,
+        conn: ConnId,
+        me: &Identity,
+        call_id: CallId,
+        err: &Refuse,
+    ) -> Vec<Action> {
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return err.with(ErrorCode::UnknownCall, format!("no call {call_id}"));
+        };
+        if !call.rung.contains(&me.id) || call.accepted.is_some() {
+            return err.with(
+                ErrorCode::BadState,
+                format!("call {call_id} is not ringing you"),
+            );
+        }
+        call.declined.insert(me.id.clone());
+        // This answerer's other devices stop ringing now.
+        let mine: Vec<_> = call
+            .pushed
+            .iter()
+            .filter(|(a, _)| *a == me.id)
+            .cloned()
+            .collect();
+        call.pushed.retain(|(a, _)| *a != me.id);
+        let all_declined = call.declined.len() >= call.rung.len();
+        let mut out = self.end_pushes(&call_id, &mine, "declined");
+        if !all_declined {
+            return out;
+        }
+        let call = self.calls.remove(&call_id).expect("looked up just above");
+        out.push(Action::log(
+            LogLevel::Info,
+            conn,
+            format!("call {call_id}: every answerer declined"),
+        ));
+        out.extend(self.to_identity(
+            Role::Door,
+            &call.door,
+            Message::Declined {
+                call_id: call_id.clone(),
+            },
+        ));
+        out.extend(self.finish(&call_id, call, CallOutcome::Declined, "declined"));
+        out
+    }
+
+    fn push_unsubscribe(
+        &mut self,
+        conn: ConnId,
+        me: &Identity,
+        endpoint: String,
+        err: &Refuse,
+    ) -> Vec<Action> {
+        if endpoint.len() > MAX_ENDPOINT_BYTES {
+            return err.with(
+                ErrorCode::TooLarge,
+                format!("endpoint longer than {MAX_ENDPOINT_BYTES} bytes"),
+            );
+        }
+        if let Some(list) = self.subs.get_mut(&me.id) {
+            list.retain(|s| s.endpoint != endpoint);
+        }
+        vec![
+            Action::Store(StoreOp::DeleteSubscription {
+                answerer: Some(me.id.clone()),
+                endpoint,
+            }),
+            Action::Send(conn, Message::PushUnsubscribed),
+        ]
+    }
+
+    /// An offer, answer, candidate or hangup, passed to the other party of
+    /// an accepted call.
+    fn relay(
+        &mut self,
+        conn: ConnId,
+        role: Role,
+        me: &Identity,
+        m: Message,
+        err: &Refuse,
+    ) -> Vec<Action> {
+        let kind = err.kind;
+        let call_id = m
+            .call_id()
+            .cloned()
+            .expect("these variants all carry a call id");
+        let Some(call) = self.calls.get(&call_id) else {
+            return err.with(ErrorCode::UnknownCall, format!("no call {call_id}"));
+        };
+        if call.accepted.is_none() {
+            return err.with(
+                ErrorCode::BadState,
+                format!("call {call_id} is not accepted yet"),
+            );
+        }
+        let Some((peer_role, peer)) = Self::other_party(call, role, &me.id) else {
+            return err.with(
+                ErrorCode::NotPermitted,
+                format!("you are not a party of call {call_id}"),
+            );
+        };
+        let mut out = Vec::new();
+        if let Message::Candidate { .. } = &m {
+            let now = self.unix_ms;
+            let budget = &mut self
+                .calls
+                .get_mut(&call_id)
+                .expect("looked up just above")
+                .candidates[usize::from(role == Role::Answerer)];
+            if !budget.take(now) {
+                // Said once per call and party.
+                if budget.dropped == 1 {
+                    out.push(Action::log(
+                        LogLevel::Warn,
+                        conn,
+                        format!(
+                            "candidates for call {call_id} beyond {MAX_CANDIDATES_PER_CALL} per call or {MAX_CANDIDATES_PER_SECOND} per second dropped"
+                        ),
+                    ));
+                }
+                return out;
+            }
+        }
+        if let Message::Hangup { reason, .. } = &m {
+            let call = self.calls.remove(&call_id).expect("looked up just above");
+            out.push(Action::log(
+                LogLevel::Info,
+                conn,
+                format!(
+                    "call {call_id} hung up by {} {} ({})",
+                    role,
+                    me.id,
+                    crate::logging::escape_peer_text(reason)
+                ),
+            ));
+            let outcome = match reason.as_str() {
+                "failed" | "error" => CallOutcome::Failed,
+                _ => CallOutcome::Answered,
+            };
+            out.extend(self.finish(&call_id, call, outcome, "taken"));
+        }
+        let delivered = self.to_identity(peer_role, &peer, m);
+        if delivered.is_empty() {
+            out.push(Action::log(
+                LogLevel::Warn,
+                conn,
+                format!("{kind} for call {call_id} dropped: {peer_role} {peer} is offline"),
+            ));
+        }
+        out.extend(delivered);
+        out
     }
 
     /// The other party of an accepted call, if `me` is one of its parties.
@@ -957,20 +1042,7 @@ impl HubState {
                 Action::Close(conn, 1008, "unsupported protocol version"),
             ];
         }
-        let list = match role {
-            Role::Door => &self.settings.doors,
-            Role::Answerer => &self.settings.answerers,
-        };
-        // Check every entry so the time taken does not depend on which one
-        // matched; fixed-length digests, so neither does the token's length.
-        let offered = guard::token_digest(token);
-        let mut found = None;
-        for p in list {
-            if guard::digests_equal(&guard::token_digest(&p.token), &offered) && !token.is_empty() {
-                found = Some(p.clone());
-            }
-        }
-        let Some(p) = found else {
+        let Some(p) = self.token_owner(role, token) else {
             // With a known source the backoff decides which failures are
             // worth a line; the token itself never is.
             let line = match source {
@@ -996,6 +1068,30 @@ impl HubState {
         if let Some(key) = source {
             self.backoff.succeeded(key);
         }
+        self.authenticated(conn, role, p)
+    }
+
+    /// The principal of `role` whose token is `token`.
+    fn token_owner(&self, role: Role, token: &str) -> Option<Principal> {
+        let list = match role {
+            Role::Door => &self.settings.doors,
+            Role::Answerer => &self.settings.answerers,
+        };
+        // Check every entry so the time taken does not depend on which one
+        // matched; fixed-length digests, so neither does the token's length.
+        let offered = guard::token_digest(token);
+        let mut found = None;
+        for p in list {
+            if guard::digests_equal(&guard::token_digest(&p.token), &offered) && !token.is_empty() {
+                found = Some(p.clone());
+            }
+        }
+        found
+    }
+
+    /// Connection `conn` is principal `p` from now on: its older
+    /// connection closed, the welcome sent, and an answerer's rings replayed.
+    fn authenticated(&mut self, conn: ConnId, role: Role, p: Principal) -> Vec<Action> {
         let mut out = Vec::new();
         if let Some(old) = self.online.insert((role, p.id.clone()), conn)
             && old != conn
@@ -1136,13 +1232,20 @@ impl HubState {
                 },
             )];
         }
-        // A door has one call at a time: forget its stale ones. A resident
-        // whose call to this door crossed the visitor's press is told: the
-        // door will refuse that call, and the refusal would find no route.
+        let mut out = self.end_stale_calls(&me.id);
+        let route = self.route_ring(&group);
+        out.extend(self.start_ring(conn, me, call_id, group, quiet, route));
+        out
+    }
+
+    /// A door has one call at a time: forget its stale ones. A resident
+    /// whose call to this door crossed the visitor's press is told: the
+    /// door will refuse that call, and the refusal would find no route.
+    fn end_stale_calls(&mut self, door: &str) -> Vec<Action> {
         let stale_ids: Vec<CallId> = self
             .calls
             .iter()
-            .filter(|(_, c)| c.door == me.id)
+            .filter(|(_, c)| c.door == door)
             .map(|(id, _)| id.clone())
             .collect();
         let mut out = Vec::new();
@@ -1162,13 +1265,18 @@ impl HubState {
             }
             out.extend(self.finish_stale(&id, c));
         }
+        out
+    }
+
+    /// Who a ring of `group` reaches, and how.
+    fn route_ring(&self, group: &str) -> RingRoute {
         // Quiet hours are judged once, at the ring: who is quiet stays
         // quiet for this call.
         let members: Vec<(String, bool)> = self
             .settings
             .answerers
             .iter()
-            .filter(|p| p.groups.contains(&group))
+            .filter(|p| p.groups.iter().any(|g| g == group))
             .map(|p| (p.id.clone(), p.quiet_hours.contains(self.week)))
             .collect();
         let quiet_ids: Vec<String> = members
@@ -1177,7 +1285,7 @@ impl HubState {
             .map(|(id, _)| id.clone())
             .collect();
         let answerers: Vec<(String, ConnId)> = self
-            .online_answerers(&group)
+            .online_answerers(group)
             .into_iter()
             .filter(|(id, _)| !quiet_ids.contains(id))
             .collect();
@@ -1197,7 +1305,32 @@ impl HubState {
                 rung.push(id.clone());
             }
         }
-        out.push(Action::log(
+        RingRoute {
+            quiet_ids,
+            answerers,
+            pushed,
+            rung,
+        }
+    }
+
+    /// The ring sent, pushed and stored, and the call kept (or ended at
+    /// once when nobody is rung).
+    fn start_ring(
+        &mut self,
+        conn: ConnId,
+        me: &Identity,
+        call_id: CallId,
+        group: String,
+        quiet: bool,
+        route: RingRoute,
+    ) -> Vec<Action> {
+        let RingRoute {
+            quiet_ids,
+            answerers,
+            pushed,
+            rung,
+        } = route;
+        let mut out = vec![Action::log(
             LogLevel::Info,
             conn,
             format!(
@@ -1207,7 +1340,7 @@ impl HubState {
                 rung.len() - answerers.len(),
                 quiet_ids.len(),
             ),
-        ));
+        )];
         let door = PeerInfo {
             id: me.id.clone(),
             name: me.name.clone(),
@@ -1615,65 +1748,27 @@ impl HubState {
         call_id: CallId,
         door: Option<String>,
     ) -> Vec<Action> {
-        let refuse = |code: ErrorCode, text: String| {
-            vec![
-                Action::log(
-                    LogLevel::Warn,
-                    conn,
-                    format!("call_door from {} refused: {text}", me.id),
-                ),
-                Action::Send(
-                    conn,
-                    Message::Error {
-                        code,
-                        message: text,
-                        reference: Some("call_door".into()),
-                        call_id: Some(call_id.clone()),
-                    },
-                ),
-            ]
-        };
-        let doors = match self.principal(Role::Answerer, &me.id) {
-            Some(p) if p.call_door => self.callable_doors(Role::Answerer, p),
-            _ => {
-                return refuse(
-                    ErrorCode::NotPermitted,
-                    "this answerer may not call a door".into(),
-                );
+        let target = match self.door_to_call(me, &call_id, door) {
+            Ok(target) => target,
+            Err((code, text)) => {
+                return vec![
+                    Action::log(
+                        LogLevel::Warn,
+                        conn,
+                        format!("call_door from {} refused: {text}", me.id),
+                    ),
+                    Action::Send(
+                        conn,
+                        Message::Error {
+                            code,
+                            message: text,
+                            reference: Some("call_door".into()),
+                            call_id: Some(call_id.clone()),
+                        },
+                    ),
+                ];
             }
         };
-        let target = match (door, doors.as_slice()) {
-            (Some(d), _) => match doors.iter().find(|p| p.id == d) {
-                Some(p) => p.clone(),
-                None => {
-                    let mut shown: String = d.chars().filter(|c| c.is_ascii_graphic()).collect();
-                    shown.truncate(64);
-                    return refuse(ErrorCode::UnknownPeer, format!("no door `{shown}`"));
-                }
-            },
-            (None, [only]) => only.clone(),
-            (None, _) => {
-                return refuse(
-                    ErrorCode::BadMessage,
-                    format!("`door` is required: {} doors may be called", doors.len()),
-                );
-            }
-        };
-        if self.calls.contains_key(&call_id) {
-            return refuse(ErrorCode::BadState, format!("call id {call_id} is in use"));
-        }
-        if !self.online.contains_key(&(Role::Door, target.id.clone())) {
-            return refuse(
-                ErrorCode::DoorOffline,
-                format!("door {} is not connected", target.id),
-            );
-        }
-        if self.calls.values().any(|c| c.door == target.id) {
-            return refuse(
-                ErrorCode::Busy,
-                format!("door {} is in another call", target.id),
-            );
-        }
         self.calls.insert(
             call_id.clone(),
             HubCall {
@@ -1712,6 +1807,57 @@ impl HubState {
             },
         ));
         out
+    }
+
+    /// The door that answerer `me` may call now as `call_id`, or why not.
+    fn door_to_call(
+        &self,
+        me: &Identity,
+        call_id: &CallId,
+        door: Option<String>,
+    ) -> Result<PeerInfo, (ErrorCode, String)> {
+        let doors = match self.principal(Role::Answerer, &me.id) {
+            Some(p) if p.call_door => self.callable_doors(Role::Answerer, p),
+            _ => {
+                return Err((
+                    ErrorCode::NotPermitted,
+                    "this answerer may not call a door".into(),
+                ));
+            }
+        };
+        let target = match (door, doors.as_slice()) {
+            (Some(d), _) => match doors.iter().find(|p| p.id == d) {
+                Some(p) => p.clone(),
+                None => {
+                    let mut shown: String = d.chars().filter(|c| c.is_ascii_graphic()).collect();
+                    shown.truncate(64);
+                    return Err((ErrorCode::UnknownPeer, format!("no door `{shown}`")));
+                }
+            },
+            (None, [only]) => only.clone(),
+            (None, _) => {
+                return Err((
+                    ErrorCode::BadMessage,
+                    format!("`door` is required: {} doors may be called", doors.len()),
+                ));
+            }
+        };
+        if self.calls.contains_key(call_id) {
+            return Err((ErrorCode::BadState, format!("call id {call_id} is in use")));
+        }
+        if !self.online.contains_key(&(Role::Door, target.id.clone())) {
+            return Err((
+                ErrorCode::DoorOffline,
+                format!("door {} is not connected", target.id),
+            ));
+        }
+        if self.calls.values().any(|c| c.door == target.id) {
+            return Err((
+                ErrorCode::Busy,
+                format!("door {} is in another call", target.id),
+            ));
+        }
+        Ok(target)
     }
 
     fn accept(&mut self, conn: ConnId, me: &Identity, call_id: CallId) -> Vec<Action> {

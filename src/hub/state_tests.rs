@@ -1568,26 +1568,9 @@ fn welcome_offers_push_to_answerers_when_the_hub_can_push() {
     assert!(!a[0].1.to_json().contains("push"));
 }
 
-#[test]
-fn subscriptions_are_checked_before_they_are_kept() {
-    let mut t = T::new();
-    let frame = |s: &Subscription| {
-        serde_json::json!({"type":"push_subscribe","subscription":s}).to_string()
-    };
-    let out = t.text(A, &frame(&sub(1)));
-    assert_eq!(sends(&out), [(A, Message::PushSubscribed)]);
-    assert!(
-        matches!(&stores(&out)[..], [StoreOp::SaveSubscription { answerer, subscription, .. }] if answerer == "a" && *subscription == sub(1))
-    );
-    assert_eq!(t.h.subscription_count("a"), 1);
-    // http only to this machine (a local test push service).
-    let mut local = sub(2);
-    local.endpoint = "http://127.0.0.1:9999/push/2".into();
-    assert_eq!(
-        sends(&t.text(A, &frame(&local))),
-        [(A, Message::PushSubscribed)]
-    );
-    let cases: Vec<(Subscription, ErrorCode)> = vec![
+/// Subscriptions the hub refuses, each with the error it answers.
+fn refused_subscriptions() -> Vec<(Subscription, ErrorCode)> {
+    vec![
         (
             Subscription {
                 endpoint: "http://push.example.net/x".into(),
@@ -1656,8 +1639,29 @@ fn subscriptions_are_checked_before_they_are_kept() {
             },
             ErrorCode::TooLarge,
         ),
-    ];
-    for (s, code) in cases {
+    ]
+}
+
+#[test]
+fn subscriptions_are_checked_before_they_are_kept() {
+    let mut t = T::new();
+    let frame = |s: &Subscription| {
+        serde_json::json!({"type":"push_subscribe","subscription":s}).to_string()
+    };
+    let out = t.text(A, &frame(&sub(1)));
+    assert_eq!(sends(&out), [(A, Message::PushSubscribed)]);
+    assert!(
+        matches!(&stores(&out)[..], [StoreOp::SaveSubscription { answerer, subscription, .. }] if answerer == "a" && *subscription == sub(1))
+    );
+    assert_eq!(t.h.subscription_count("a"), 1);
+    // http only to this machine (a local test push service).
+    let mut local = sub(2);
+    local.endpoint = "http://127.0.0.1:9999/push/2".into();
+    assert_eq!(
+        sends(&t.text(A, &frame(&local))),
+        [(A, Message::PushSubscribed)]
+    );
+    for (s, code) in refused_subscriptions() {
         let out = t.text(A, &frame(&s));
         assert_eq!(err_code(&sends(&out)), Some(code), "{s:?}");
         assert!(stores(&out).is_empty());

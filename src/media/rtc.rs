@@ -982,29 +982,7 @@ impl Actor {
             return;
         }
         match ev.msg {
-            Internal::Candidate(c) => {
-                let mid = s.mid.clone();
-                match c.to_json() {
-                    Ok(init) => {
-                        debug!(call_id = %call_id, candidate = %init.candidate, "local ICE candidate");
-                        let candidate = IceCandidate {
-                            candidate: init.candidate,
-                            // The stack reports an empty mid; browsers need the real one.
-                            sdp_mid: mid.or(init.sdp_mid).filter(|m| !m.is_empty()),
-                            sdp_mline_index: Some(0),
-                            username_fragment: None,
-                        };
-                        self.emit(MediaEvent::LocalCandidate {
-                            call_id,
-                            candidate: Some(candidate),
-                        })
-                        .await;
-                    }
-                    Err(e) => {
-                        warn!(call_id = %call_id, error = %e, "local candidate not serialisable")
-                    }
-                }
-            }
+            Internal::Candidate(c) => self.local_candidate(call_id, c).await,
             Internal::GatheringComplete => {
                 info!(call_id = %call_id, "ICE gathering complete");
                 self.emit(MediaEvent::LocalCandidate {
@@ -1013,49 +991,8 @@ impl Actor {
                 })
                 .await;
             }
-            Internal::ConnState(st) => {
-                let Some(state) = map_state(st) else { return };
-                s.connected
-                    .store(state == MediaState::Connected, Ordering::Relaxed);
-                if matches!(state, MediaState::Checking | MediaState::Disconnected) {
-                    // A new path is being found (ICE restart, outage): it
-                    // may run through the relay.
-                    s.flush_relay.store(true, Ordering::Relaxed);
-                }
-                if state == MediaState::Connected {
-                    s.dtls_done = true;
-                    s.connected_now.notify_one();
-                }
-                if s.state == Some(state) {
-                    return;
-                }
-                let was = s.state.replace(state);
-                info!(call_id = %call_id, state = ?state, elapsed_ms = s.started.elapsed().as_millis() as u64, "media state changed");
-                if state == MediaState::Connected && s.established && was.is_some() {
-                    // Back after an outage or an ICE restart: say which path.
-                    let selected_pair = match s.sender.clone() {
-                        Some(sender) => selected_pair(&sender).await,
-                        None => "unknown (no sender)".to_owned(),
-                    };
-                    info!(call_id = %call_id, selected_pair = %selected_pair, "media path restored");
-                }
-                self.emit(MediaEvent::State { call_id, state }).await;
-            }
-            Internal::Track(track) => {
-                if s.receiving {
-                    debug!(call_id = %call_id, "additional remote track ignored");
-                    return;
-                }
-                s.receiving = true;
-                let playback = s.playback.clone();
-                let cancel = s.pc_cancel.clone();
-                let generation = s.generation;
-                let internal = self.internal_tx.clone();
-                let id = call_id.clone();
-                self.tracker.spawn(async move {
-                    recv_loop(id, generation, track, playback, cancel, internal).await;
-                });
-            }
+            Internal::ConnState(st) => self.conn_state(call_id, st).await,
+            Internal::Track(track) => self.remote_track(call_id, track),
             Internal::SendReady | Internal::RecvReady => {
                 if matches!(ev.msg, Internal::SendReady) {
                     s.send_ready = true;
@@ -1065,31 +1002,7 @@ impl Actor {
                 self.maybe_setup_completed(&call_id).await;
             }
             Internal::FirstSent | Internal::FirstReceived => {
-                if matches!(ev.msg, Internal::FirstSent) {
-                    s.first_sent = true;
-                } else {
-                    s.first_received = true;
-                }
-                // A listen-only answer sends nothing: audio out is all
-                // there is to wait for.
-                let received = s.first_received || !s.remote_sends_audio;
-                if s.first_sent && received && !s.established {
-                    s.established = true;
-                    let elapsed = s.started.elapsed();
-                    let selected_pair = match s.sender.clone() {
-                        Some(sender) => selected_pair(&sender).await,
-                        None => "unknown (no sender)".to_owned(),
-                    };
-                    s.flush_relay
-                        .store(local_candidate_is_relay(&selected_pair), Ordering::Relaxed);
-                    info!(message_id = crate::logging::message_id::AUDIO_ESTABLISHED, call_id = %call_id, selected_pair = %selected_pair, elapsed_ms = elapsed.as_millis() as u64, "AUDIO CONNECTION ESTABLISHED");
-                    self.emit(MediaEvent::AudioEstablished {
-                        call_id: call_id.clone(),
-                        selected_pair,
-                    })
-                    .await;
-                }
-                self.maybe_setup_completed(&call_id).await;
+                self.first_media(call_id, ev.msg).await
             }
             Internal::RemoteChannel(dc) => {
                 let label = dc.label().await.unwrap_or_default();
@@ -1100,26 +1013,7 @@ impl Actor {
                 let generation = s.generation;
                 self.attach_door_channel(&call_id, generation, dc);
             }
-            Internal::IceConnected => {
-                info!(call_id = %call_id, elapsed_ms = s.started.elapsed().as_millis() as u64, "ICE connected");
-                if s.dtls_done || s.dtls_watch {
-                    return;
-                }
-                s.dtls_watch = true;
-                let fwd = Forwarder {
-                    call_id: call_id.clone(),
-                    generation: s.generation,
-                    tx: self.internal_tx.clone(),
-                };
-                let cancel = s.pc_cancel.clone();
-                let wait = self.settings.dtls_timeout;
-                self.tracker.spawn(async move {
-                    tokio::select! {
-                        _ = cancel.cancelled() => {}
-                        _ = tokio::time::sleep(wait) => fwd.forward(Internal::DtlsDeadline),
-                    }
-                });
-            }
+            Internal::IceConnected => self.ice_connected(call_id),
             Internal::DtlsDeadline => {
                 if s.dtls_done {
                     return;
@@ -1149,6 +1043,143 @@ impl Actor {
                 .await;
             }
         }
+    }
+
+    /// A local ICE candidate, for the peer.
+    async fn local_candidate(&mut self, call_id: CallId, c: RTCIceCandidate) {
+        let Some(s) = self.sessions.get_mut(&call_id) else {
+            return;
+        };
+        let mid = s.mid.clone();
+        match c.to_json() {
+            Ok(init) => {
+                debug!(call_id = %call_id, candidate = %init.candidate, "local ICE candidate");
+                let candidate = IceCandidate {
+                    candidate: init.candidate,
+                    // The stack reports an empty mid; browsers need the real one.
+                    sdp_mid: mid.or(init.sdp_mid).filter(|m| !m.is_empty()),
+                    sdp_mline_index: Some(0),
+                    username_fragment: None,
+                };
+                self.emit(MediaEvent::LocalCandidate {
+                    call_id,
+                    candidate: Some(candidate),
+                })
+                .await;
+            }
+            Err(e) => {
+                warn!(call_id = %call_id, error = %e, "local candidate not serialisable")
+            }
+        }
+    }
+
+    async fn conn_state(&mut self, call_id: CallId, st: RTCPeerConnectionState) {
+        let Some(s) = self.sessions.get_mut(&call_id) else {
+            return;
+        };
+        let Some(state) = map_state(st) else { return };
+        s.connected
+            .store(state == MediaState::Connected, Ordering::Relaxed);
+        if matches!(state, MediaState::Checking | MediaState::Disconnected) {
+            // A new path is being found (ICE restart, outage): it
+            // may run through the relay.
+            s.flush_relay.store(true, Ordering::Relaxed);
+        }
+        if state == MediaState::Connected {
+            s.dtls_done = true;
+            s.connected_now.notify_one();
+        }
+        if s.state == Some(state) {
+            return;
+        }
+        let was = s.state.replace(state);
+        info!(call_id = %call_id, state = ?state, elapsed_ms = s.started.elapsed().as_millis() as u64, "media state changed");
+        if state == MediaState::Connected && s.established && was.is_some() {
+            // Back after an outage or an ICE restart: say which path.
+            let selected_pair = match s.sender.clone() {
+                Some(sender) => selected_pair(&sender).await,
+                None => "unknown (no sender)".to_owned(),
+            };
+            info!(call_id = %call_id, selected_pair = %selected_pair, "media path restored");
+        }
+        self.emit(MediaEvent::State { call_id, state }).await;
+    }
+
+    /// The peer's audio track: received on a task of its own.
+    fn remote_track(&mut self, call_id: CallId, track: Arc<dyn TrackRemote>) {
+        let Some(s) = self.sessions.get_mut(&call_id) else {
+            return;
+        };
+        if s.receiving {
+            debug!(call_id = %call_id, "additional remote track ignored");
+            return;
+        }
+        s.receiving = true;
+        let playback = s.playback.clone();
+        let cancel = s.pc_cancel.clone();
+        let generation = s.generation;
+        let internal = self.internal_tx.clone();
+        let id = call_id.clone();
+        self.tracker.spawn(async move {
+            recv_loop(id, generation, track, playback, cancel, internal).await;
+        });
+    }
+
+    /// The first audio sent or received: established once both went.
+    async fn first_media(&mut self, call_id: CallId, msg: Internal) {
+        let Some(s) = self.sessions.get_mut(&call_id) else {
+            return;
+        };
+        if matches!(msg, Internal::FirstSent) {
+            s.first_sent = true;
+        } else {
+            s.first_received = true;
+        }
+        // A listen-only answer sends nothing: audio out is all
+        // there is to wait for.
+        let received = s.first_received || !s.remote_sends_audio;
+        if s.first_sent && received && !s.established {
+            s.established = true;
+            let elapsed = s.started.elapsed();
+            let selected_pair = match s.sender.clone() {
+                Some(sender) => selected_pair(&sender).await,
+                None => "unknown (no sender)".to_owned(),
+            };
+            s.flush_relay
+                .store(local_candidate_is_relay(&selected_pair), Ordering::Relaxed);
+            info!(message_id = crate::logging::message_id::AUDIO_ESTABLISHED, call_id = %call_id, selected_pair = %selected_pair, elapsed_ms = elapsed.as_millis() as u64, "AUDIO CONNECTION ESTABLISHED");
+            self.emit(MediaEvent::AudioEstablished {
+                call_id: call_id.clone(),
+                selected_pair,
+            })
+            .await;
+        }
+        self.maybe_setup_completed(&call_id).await;
+    }
+
+    /// ICE connected: DTLS gets `dtls_timeout` from now.
+    fn ice_connected(&mut self, call_id: CallId) {
+        let Some(s) = self.sessions.get_mut(&call_id) else {
+            return;
+        };
+        info!(call_id = %call_id, elapsed_ms = s.started.elapsed().as_millis() as u64, "ICE connected");
+        if s.dtls_done || s.dtls_watch {
+            return;
+        }
+        s.dtls_watch = true;
+        let fwd = Forwarder {
+            call_id: call_id.clone(),
+            generation: s.generation,
+            tx: self.internal_tx.clone(),
+        };
+        let cancel = s.pc_cancel.clone();
+        let wait = self.settings.dtls_timeout;
+        self.tracker.spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = tokio::time::sleep(wait) => fwd.forward(Internal::DtlsDeadline),
+            }
+        });
     }
 }
 
@@ -1367,7 +1398,6 @@ async fn recv_loop(
     };
     tell(Internal::RecvReady);
     let mut first = true;
-    let mut dropped = 0u64;
     // A gap in the incoming audio (the network dropped out) is logged when it
     // starts and when packets come back, so the journal tells the story.
     let mut last_packet: Option<tokio::time::Instant> = None;
@@ -1376,12 +1406,7 @@ async fn recv_loop(
     // The long-run rate must stay 100 frames a second.
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut received = 0u64;
-    // Playout ticks with nothing to play once playout has begun (the jitter
-    // buffer refilling, or no packets at all): the audible gaps.
-    let mut playing = false;
-    let mut silent_ticks = 0u64;
-    let mut silent_run = 0u64;
-    let mut longest_silent_run = 0u64;
+    let mut playout = Playout::default();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
@@ -1410,30 +1435,58 @@ async fn recv_loop(
                     gap_logged = true;
                     warn!(call_id = %call_id, silent_ms = t.elapsed().as_millis() as u64, "no incoming audio; the call is kept until ice.receiving_timeout_ms");
                 }
-                let queued = playback.max_capacity() - playback.capacity();
-                if queued > PLAYBACK_BACKLOG {
-                    continue;
-                }
-                match jitter.pop(tokio::time::Instant::now().into_std()) {
-                    Ok(Some(frame)) => {
-                        playing = true;
-                        silent_run = 0;
-                        if playback.try_send(frame).is_err() {
-                            dropped += 1;
-                        }
-                    }
-                    Ok(None) => {
-                        if playing {
-                            silent_ticks += 1;
-                            silent_run += 1;
-                            longest_silent_run = longest_silent_run.max(silent_run);
-                        }
-                    }
-                    Err(e) => debug!(call_id = %call_id, error = %e, "undecodable RTP payload skipped"),
-                }
+                playout.tick(&call_id, &mut jitter, &playback);
             }
         }
     }
+    log_incoming_quality(&call_id, received, &jitter, &playout);
+}
+
+/// What the playout did: frames dropped, and the audible gaps (playout
+/// ticks with nothing to play once playout has begun: the jitter buffer
+/// refilling, or no packets at all).
+#[derive(Default)]
+struct Playout {
+    dropped: u64,
+    playing: bool,
+    silent_ticks: u64,
+    silent_run: u64,
+    longest_silent_run: u64,
+}
+
+impl Playout {
+    /// One 10 ms playout tick: the next frame, unless playback is behind.
+    fn tick(
+        &mut self,
+        call_id: &CallId,
+        jitter: &mut JitterBuffer,
+        playback: &mpsc::Sender<Frame>,
+    ) {
+        let queued = playback.max_capacity() - playback.capacity();
+        if queued > PLAYBACK_BACKLOG {
+            return;
+        }
+        match jitter.pop(tokio::time::Instant::now().into_std()) {
+            Ok(Some(frame)) => {
+                self.playing = true;
+                self.silent_run = 0;
+                if playback.try_send(frame).is_err() {
+                    self.dropped += 1;
+                }
+            }
+            Ok(None) => {
+                if self.playing {
+                    self.silent_ticks += 1;
+                    self.silent_run += 1;
+                    self.longest_silent_run = self.longest_silent_run.max(self.silent_run);
+                }
+            }
+            Err(e) => debug!(call_id = %call_id, error = %e, "undecodable RTP payload skipped"),
+        }
+    }
+}
+
+fn log_incoming_quality(call_id: &CallId, received: u64, jitter: &JitterBuffer, p: &Playout) {
     // The call's incoming audio in figures: what the network did to it
     // (packets, late, FEC-rebuilt, concealed) and what was heard (frames
     // played, gaps with nothing to play).
@@ -1448,10 +1501,10 @@ async fn recv_loop(
         underruns = s.underruns,
         stretched = s.stretched,
         dropped_for_latency = s.dropped_for_latency,
-        silent_ms = silent_ticks * 10,
-        longest_gap_ms = longest_silent_run * 10,
+        silent_ms = p.silent_ticks * 10,
+        longest_gap_ms = p.longest_silent_run * 10,
         target_ms = jitter.target_delay().as_millis() as u64,
-        dropped,
+        dropped = p.dropped,
         "incoming audio quality"
     );
 }

@@ -215,27 +215,9 @@ async fn session(
     cancel: &CancellationToken,
     attempt: &mut u32,
 ) -> SessionEnd {
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(s.max_message_bytes.max(1 << 20)))
-        .max_frame_size(Some(s.max_message_bytes.max(1 << 20)));
-    let url = match &s.wire {
-        Wire::Native => s.url.clone(),
-        Wire::SocketIo(_) => SocketIoWire::connect_url(&s.url),
-    };
-    let connector = s.tls.clone().map(tokio_tungstenite::Connector::Rustls);
-    let connect = tokio_tungstenite::connect_async_tls_with_config(
-        url.as_str(),
-        Some(config),
-        true,
-        connector,
-    );
-    let ws = tokio::select! {
-        r = timeout(s.connect_timeout, connect) => match r {
-            Err(_) => return SessionEnd::ConnectTimeout { url: s.shown_url(), secs: s.connect_timeout.as_secs() },
-            Ok(Err(e)) => return SessionEnd::Connect { url: s.shown_url(), error: e.to_string() },
-            Ok(Ok((ws, _))) => ws,
-        },
-        _ = cancel.cancelled() => return SessionEnd::Cancelled,
+    let ws = match connect(s, cancel).await {
+        Ok(ws) => ws,
+        Err(end) => return end,
     };
     let (mut sink, mut stream) = ws.split();
     let mut dead_after = s.dead_peer_timeout;
@@ -271,45 +253,14 @@ async fn session(
         tokio::select! {
             frame = stream.next() => {
                 last_seen = Instant::now();
-                let text = match frame {
-                    Some(Ok(WsMessage::Text(t))) => t,
-                    Some(Ok(WsMessage::Close(f))) => {
-                        return SessionEnd::Closed {
-                            url: s.shown_url(),
-                            reason: f.map(|f| format!("{} {}", u16::from(f.code), f.reason)).unwrap_or_else(|| "close frame".into()),
-                        }
-                    }
-                    Some(Ok(WsMessage::Binary(_))) => {
-                        if let Some(line) = refusals.refused("binary frame".into(), Instant::now().into_std()) {
-                            warn!(url = %s.shown_url(), error = %line, "dropping binary frame from the hub");
-                        }
-                        continue;
-                    }
-                    Some(Ok(_)) => continue,
-                    Some(Err(e)) => return SessionEnd::Closed { url: s.shown_url(), reason: e.to_string() },
-                    None => return SessionEnd::Closed { url: s.shown_url(), reason: "end of stream".into() },
+                let text = match frame_text(s, frame, &mut refusals) {
+                    Ok(Some(text)) => text,
+                    Ok(None) => continue,
+                    Err(end) => return end,
                 };
-                let decoded = match &s.wire {
-                    Wire::Native => protocol::decode(text.as_str(), s.max_message_bytes)
-                        .map(Some)
-                        .map_err(|e| format!("{} ({})", e, e.code().as_str())),
-                    Wire::SocketIo(w) => match w.decode(text.as_str(), s.max_message_bytes) {
-                        Ok(Incoming::Message(m)) => Ok(Some(m)),
-                        Ok(Incoming::Ping) => {
-                            if let Err(e) = sink.send(WsMessage::Text(PONG.into())).await {
-                                return SessionEnd::Closed { url: s.shown_url(), reason: e.to_string() };
-                            }
-                            Ok(None)
-                        }
-                        Ok(Incoming::Closed(why)) => {
-                            return SessionEnd::Closed { url: s.shown_url(), reason: why };
-                        }
-                        Ok(other) => {
-                            debug!(url = %s.shown_url(), frame = %PeerText::new(&format!("{other:?}")), "Socket.IO frame ignored");
-                            Ok(None)
-                        }
-                        Err(e) => Err(e.to_string()),
-                    },
+                let decoded = match decode(s, text.as_str(), &mut sink).await {
+                    Ok(decoded) => decoded,
+                    Err(end) => return end,
                 };
                 match decoded {
                     Ok(Some(m)) => {
@@ -363,6 +314,109 @@ type Sink = futures_util::stream::SplitSink<
 type Stream = futures_util::stream::SplitStream<
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
 >;
+
+/// The WebSocket to the hub, within `connect_timeout`.
+async fn connect(
+    s: &ClientSettings,
+    cancel: &CancellationToken,
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    SessionEnd,
+> {
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(s.max_message_bytes.max(1 << 20)))
+        .max_frame_size(Some(s.max_message_bytes.max(1 << 20)));
+    let url = match &s.wire {
+        Wire::Native => s.url.clone(),
+        Wire::SocketIo(_) => SocketIoWire::connect_url(&s.url),
+    };
+    let connector = s.tls.clone().map(tokio_tungstenite::Connector::Rustls);
+    let connect = tokio_tungstenite::connect_async_tls_with_config(
+        url.as_str(),
+        Some(config),
+        true,
+        connector,
+    );
+    let ws = tokio::select! {
+        r = timeout(s.connect_timeout, connect) => match r {
+            Err(_) => return Err(SessionEnd::ConnectTimeout { url: s.shown_url(), secs: s.connect_timeout.as_secs() }),
+            Ok(Err(e)) => return Err(SessionEnd::Connect { url: s.shown_url(), error: e.to_string() }),
+            Ok(Ok((ws, _))) => ws,
+        },
+        _ = cancel.cancelled() => return Err(SessionEnd::Cancelled),
+    };
+    Ok(ws)
+}
+
+/// The text of a frame from the hub; `None` for a frame that carries none
+/// (a binary one is refused); or the end of the session.
+fn frame_text(
+    s: &ClientSettings,
+    frame: Option<Result<WsMessage, tokio_tungstenite::tungstenite::Error>>,
+    refusals: &mut crate::hub::guard::Refusals,
+) -> Result<Option<tokio_tungstenite::tungstenite::Utf8Bytes>, SessionEnd> {
+    match frame {
+        Some(Ok(WsMessage::Text(t))) => Ok(Some(t)),
+        Some(Ok(WsMessage::Close(f))) => Err(SessionEnd::Closed {
+            url: s.shown_url(),
+            reason: f
+                .map(|f| format!("{} {}", u16::from(f.code), f.reason))
+                .unwrap_or_else(|| "close frame".into()),
+        }),
+        Some(Ok(WsMessage::Binary(_))) => {
+            if let Some(line) = refusals.refused("binary frame".into(), Instant::now().into_std()) {
+                warn!(url = %s.shown_url(), error = %line, "dropping binary frame from the hub");
+            }
+            Ok(None)
+        }
+        Some(Ok(_)) => Ok(None),
+        Some(Err(e)) => Err(SessionEnd::Closed {
+            url: s.shown_url(),
+            reason: e.to_string(),
+        }),
+        None => Err(SessionEnd::Closed {
+            url: s.shown_url(),
+            reason: "end of stream".into(),
+        }),
+    }
+}
+
+/// A text frame from the hub: a message, nothing (a Socket.IO frame
+/// answered or ignored), or why it was refused; or the end of the session.
+async fn decode(
+    s: &ClientSettings,
+    text: &str,
+    sink: &mut Sink,
+) -> Result<Result<Option<Message>, String>, SessionEnd> {
+    Ok(match &s.wire {
+        Wire::Native => protocol::decode(text, s.max_message_bytes)
+            .map(Some)
+            .map_err(|e| format!("{} ({})", e, e.code().as_str())),
+        Wire::SocketIo(w) => match w.decode(text, s.max_message_bytes) {
+            Ok(Incoming::Message(m)) => Ok(Some(m)),
+            Ok(Incoming::Ping) => {
+                if let Err(e) = sink.send(WsMessage::Text(PONG.into())).await {
+                    return Err(SessionEnd::Closed {
+                        url: s.shown_url(),
+                        reason: e.to_string(),
+                    });
+                }
+                Ok(None)
+            }
+            Ok(Incoming::Closed(why)) => {
+                return Err(SessionEnd::Closed {
+                    url: s.shown_url(),
+                    reason: why,
+                });
+            }
+            Ok(other) => {
+                debug!(url = %s.shown_url(), frame = %PeerText::new(&format!("{other:?}")), "Socket.IO frame ignored");
+                Ok(None)
+            }
+            Err(e) => Err(e.to_string()),
+        },
+    })
+}
 
 /// Wait for the next text frame within `deadline`.
 async fn next_text(
