@@ -250,14 +250,14 @@ test('offline: losing signaling keeps the call; online again asks for the histor
   assert.equal(off.state.phase, 'in_call');
   assert.equal(off.state.call.id, 'c1');
   assert.deepEqual(off.effects, []);
-  // A hangup while offline still ends the call here (the send is dropped by the shell).
   const up = step(off.state, online([{ id: 'door-1', name: 'Front door' }]));
   assert.equal(up.state.connected, true);
   assert.deepEqual(up.state.doors, [{ id: 'door-1', name: 'Front door' }]);
   assert.deepEqual(up.effects, [{ type: 'send', msg: { type: 'get_history', limit: 50 } }]);
   // The hub announces the same call again after the resume: nothing changes.
   assert.deepEqual(step(up.state, ring('c1')).effects, []);
-  // Ended while offline: no history asked for until online.
+  // Hung up while offline: the call ends here all the same (the shell
+  // drops the send), and no history is asked for until online.
   const ended = step(off.state, { type: 'hangup', reason: 'normal' });
   assert.deepEqual(sent(ended.effects), [{ type: 'hangup', call_id: 'c1', reason: 'normal' }]);
   assert.equal(canCallDoor(off.state), false);
