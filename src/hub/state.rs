@@ -414,14 +414,11 @@ impl HubState {
         }
     }
 
-    fn now_for(&self, conn: ConnId) -> Instant {
-        match (self.now, self.conns.get(&conn)) {
-            (Some(t), _) => t,
-            (None, Some(c)) => c.opened,
-            // Only reached for an unknown connection, whose lines are
-            // dropped anyway; any instant will do.
-            (None, None) => Instant::now(),
-        }
+    /// The time of the input being handled: the last one given, else when
+    /// `conn` opened. `None` only for an unknown connection before any
+    /// input carried a time (the state reads no clock of its own).
+    fn now_for(&self, conn: ConnId) -> Option<Instant> {
+        self.now.or_else(|| self.conns.get(&conn).map(|c| c.opened))
     }
 
     pub fn disconnected(&mut self, conn: ConnId) -> Vec<Action> {
@@ -439,6 +436,7 @@ impl HubState {
             ));
         }
         if let Some(c) = self.conns.get_mut(&conn)
+            && let Some(now) = now
             && let Some(line) = c.refusals.summary(now, true)
         {
             let from = c
@@ -502,7 +500,9 @@ impl HubState {
     /// (a flood costs one line per interval) and closes a connection that
     /// keeps erring before `hello`.
     fn police(&mut self, conn: ConnId, actions: Vec<Action>) -> Vec<Action> {
-        let now = self.now_for(conn);
+        let Some(now) = self.now_for(conn) else {
+            return actions;
+        };
         let Some(c) = self.conns.get_mut(&conn) else {
             return actions;
         };
@@ -1005,9 +1005,14 @@ impl HubState {
     }
 
     fn hello(&mut self, conn: ConnId, v: u32, role: Role, token: &str) -> Vec<Action> {
-        let now = self.now_for(conn);
-        let source = self.conns.get(&conn).and_then(|c| c.source);
-        if let Some(key) = source
+        // The source and the time of this hello, both known for a known
+        // connection.
+        let source = self
+            .conns
+            .get(&conn)
+            .and_then(|c| c.source)
+            .zip(self.now_for(conn));
+        if let Some((key, now)) = source
             && let Verdict::Refuse { log } = self.backoff.check(key, now)
         {
             // Not evaluated: a guesser learns nothing, and pays a connection.
@@ -1046,7 +1051,7 @@ impl HubState {
             // With a known source the backoff decides which failures are
             // worth a line; the token itself never is.
             let line = match source {
-                Some(key) => self
+                Some((key, now)) => self
                     .backoff
                     .failed(key, now)
                     .map(|l| format!("authentication failed for a {role}: {l}")),
@@ -1065,7 +1070,7 @@ impl HubState {
             ]);
             return out;
         };
-        if let Some(key) = source {
+        if let Some((key, _)) = source {
             self.backoff.succeeded(key);
         }
         self.authenticated(conn, role, p)
