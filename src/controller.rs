@@ -15,9 +15,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::audio::AudioProvider;
 use crate::audio::router::{self, RouterCommand};
 use crate::audio::tones::ToneCue;
-use crate::audio::{AudioError, AudioPorts};
 use crate::bt::adapter::{GatewayCommand, VoiceLink};
 use crate::bt::{
     BtEvent, BtHandle, CallPhase, DeviceAddr, DoorCall, PairSource, Route, RouteInput,
@@ -40,16 +40,6 @@ fn tone_for(phase: Phase) -> ToneCue {
         Phase::Ringing => ToneCue::Ringback,
         Phase::Idle | Phase::Connecting | Phase::InCall | Phase::Ended => ToneCue::Silence,
     }
-}
-
-/// Hands out the audio ports for one call.
-pub trait AudioProvider: Send {
-    fn open_call(&mut self) -> Result<AudioPorts, AudioError>;
-    /// Which local tone the speaker plays (ringback, door chime). Must not
-    /// block: implementations use `try_send`.
-    fn cue(&mut self, _cue: ToneCue) {}
-    /// Figures for the status snapshot.
-    fn stats(&self) -> serde_json::Value;
 }
 
 /// The event sources the controller listens to.

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use crate::audio::AudioProvider;
 use crate::audio::alsa::{AlsaSpec, MixerControl, Pacing, start_alsa_audio};
 use crate::audio::processing::{NsLevel, ProcessingSettings};
 use crate::audio::sim::{
@@ -25,7 +26,7 @@ use crate::config::{
 };
 use crate::config::{AlsaPacing, BluetoothBackend, BluetoothPairing, NoiseSuppressionLevel};
 use crate::control;
-use crate::controller::{AudioProvider, Controller, Inputs};
+use crate::controller::{Controller, Inputs};
 use crate::door::{DoorSettings, LedPlan};
 use crate::hub::{self, ConnSettings, HubSettings, Principal};
 use crate::hw::{self, sim::SimControl};
@@ -624,7 +625,14 @@ pub async fn start_station(
     // driven de-energised) before anything else starts, and a wiring error
     // stops the daemon here.
     let gpio = match settings.hardware.backend {
-        HardwareBackend::Gpio => Some(hw::gpio::open(settings)?),
+        HardwareBackend::Gpio => {
+            let relay = settings
+                .gpio
+                .relay
+                .as_ref()
+                .expect("validation requires gpio.relay with hardware.backend = \"gpio\"");
+            Some(hw::gpio::open(relay, &settings.leds, &settings.inputs)?)
+        }
         HardwareBackend::Sim => None,
     };
 

@@ -409,7 +409,7 @@ impl AlsaAudioHandle {
     }
 }
 
-impl crate::controller::AudioProvider for AlsaAudioHandle {
+impl super::AudioProvider for AlsaAudioHandle {
     fn open_call(&mut self) -> Result<AudioPorts, AudioError> {
         self.try_attach()
     }

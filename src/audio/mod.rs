@@ -173,6 +173,17 @@ pub fn fill_sine(out: &mut [i16], freq_hz: f32, amplitude: f32, rate: u32, phase
     ph
 }
 
+/// Hands out the audio ports for one call: what the station's controller
+/// asks of an audio backend (ALSA, simulated).
+pub trait AudioProvider: Send {
+    fn open_call(&mut self) -> Result<AudioPorts, AudioError>;
+    /// Which local tone the speaker plays (ringback, door chime). Must not
+    /// block: implementations use `try_send`.
+    fn cue(&mut self, _cue: tones::ToneCue) {}
+    /// Figures for the status snapshot.
+    fn stats(&self) -> serde_json::Value;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -280,7 +280,7 @@ impl SimAudioHandle {
     }
 }
 
-impl crate::controller::AudioProvider for SimAudioHandle {
+impl super::AudioProvider for SimAudioHandle {
     fn open_call(&mut self) -> Result<AudioPorts, AudioError> {
         self.try_attach()
     }

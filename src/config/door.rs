@@ -11,7 +11,7 @@ use super::{Button, Check, HardwareBackend, NEVER, kv, ms, q};
 use crate::config::error::Location;
 use crate::config::fragments::{self as frag, Val};
 use crate::door::LockKind;
-use crate::hw::{LedPattern, StationState};
+use crate::door::indication::{LedPattern, StationState};
 
 /// `[door]`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,7 +14,7 @@ use super::settings::{
     AudioBackend, HardwareBackend, IceTransportPolicy, LogTarget, MdnsMode, SignalingMode, TlsMode,
 };
 use crate::door::LockKind;
-use crate::hw::LedPattern;
+use crate::door::indication::LedPattern;
 
 /// The text of one fragment and where it came from.
 pub(crate) struct Source<'a> {

@@ -744,7 +744,10 @@ fn door_defaults_and_overrides() {
     assert_eq!(d.long_press, Duration::from_secs(2));
     assert_eq!(s.leds.len(), 1);
     assert_eq!(s.leds[0].name, "status");
-    assert_eq!(s.leds[0].door_open, crate::hw::LedPattern::SlowBlink);
+    assert_eq!(
+        s.leds[0].door_open,
+        crate::door::indication::LedPattern::SlowBlink
+    );
     assert!(s.inputs.is_empty());
     assert_eq!(s.gpio.relay, None);
     assert_eq!(s.gpio.debounce, Duration::from_millis(20));
@@ -759,8 +762,11 @@ fn door_defaults_and_overrides() {
     assert_eq!(s.door.pulse, Duration::from_secs(3));
     assert_eq!(s.door.tamper_lockout, None);
     assert_eq!(s.leds.len(), 1);
-    assert_eq!(s.leds[0].idle, crate::hw::LedPattern::Off);
-    assert_eq!(s.leds[0].ringing, crate::hw::LedPattern::SlowBlink);
+    assert_eq!(s.leds[0].idle, crate::door::indication::LedPattern::Off);
+    assert_eq!(
+        s.leds[0].ringing,
+        crate::door::indication::LedPattern::SlowBlink
+    );
     // Round trip through the dump.
     let again = ok(&[("dump.toml", &s.redacted_toml())]);
     assert_eq!(

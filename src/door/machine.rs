@@ -11,7 +11,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::hw::{LedPattern, StationState};
+use super::indication::{LedPattern, StationState};
 
 /// What the lock does without power.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]

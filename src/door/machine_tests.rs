@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
+use super::indication::{LedPattern, StationState};
 use super::*;
-use crate::hw::{LedPattern, StationState};
 
 const S: Duration = Duration::from_secs(1);
 

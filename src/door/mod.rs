@@ -2,6 +2,7 @@
 //! pure state machine lives in [`machine`]; the controller feeds it and
 //! carries out its outputs.
 
+pub mod indication;
 mod machine;
 
 pub use machine::{

@@ -22,9 +22,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use super::{HwError, HwEvent, Led, LedPattern, Relay};
-use crate::config::{
-    Bias, InputConfig, InputKind, LedConfig, LineRef, LineSpec, Location, Settings,
-};
+use crate::config::{Bias, InputConfig, InputKind, LedConfig, LineRef, LineSpec, Location};
 
 /// Consumer label shown by `gpioinfo` for our lines.
 const CONSUMER: &str = "intercomd";
@@ -356,14 +354,14 @@ fn request_inputs(inputs: &[InputConfig]) -> Result<Vec<(InputConfig, Request)>,
         .collect()
 }
 
-/// Request every configured line, outputs first (inactive) so the relay
-/// is de-energised before anything else happens.
-pub fn open(settings: &Settings) -> Result<GpioBoard, GpioError> {
-    let relay_spec = settings
-        .gpio
-        .relay
-        .as_ref()
-        .expect("validation requires gpio.relay with hardware.backend = \"gpio\"");
+/// Request every configured line (the relay, the LEDs, the inputs),
+/// outputs first (inactive) so the relay is de-energised before anything
+/// else happens.
+pub fn open(
+    relay_spec: &LineSpec,
+    led_configs: &[LedConfig],
+    input_configs: &[InputConfig],
+) -> Result<GpioBoard, GpioError> {
     let mut slots = vec![OutputSlot {
         key: "gpio.relay".into(),
         spec: relay_spec.clone(),
@@ -372,7 +370,7 @@ pub fn open(settings: &Settings) -> Result<GpioBoard, GpioError> {
         req: None,
         active: false,
     }];
-    for (i, l) in settings.leds.iter().enumerate() {
+    for (i, l) in led_configs.iter().enumerate() {
         let LedConfig { name, line, .. } = l;
         let spec = line
             .as_ref()
@@ -394,13 +392,12 @@ pub fn open(settings: &Settings) -> Result<GpioBoard, GpioError> {
             info!(line = %relay_spec.line, chip = %slot.chip.display(), "door relay line requested, de-energised");
         }
     }
-    let inputs = request_inputs(&settings.inputs)?;
+    let inputs = request_inputs(input_configs)?;
     let outputs = Arc::new(Outputs {
         slots: Mutex::new(slots),
         lost: Notify::new(),
     });
-    let leds = settings
-        .leds
+    let leds = led_configs
         .iter()
         .enumerate()
         .map(|(i, l)| GpioLed {
