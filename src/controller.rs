@@ -259,20 +259,16 @@ impl Controller {
     }
 
     fn on_media(&mut self, ev: MediaEvent) {
-        let id = |s: &str| CallId::new(s).ok();
         match ev {
             MediaEvent::LocalDescription { call_id, kind, sdp } => {
-                let Some(call_id) = id(&call_id) else { return };
                 if kind == SdpKind::Offer {
                     self.input(Input::LocalDescription { call_id, sdp });
                 }
             }
             MediaEvent::LocalCandidate { call_id, candidate } => {
-                let Some(call_id) = id(&call_id) else { return };
                 self.input(Input::LocalCandidate { call_id, candidate });
             }
             MediaEvent::State { call_id, state } => {
-                let Some(call_id) = id(&call_id) else { return };
                 let state = match state {
                     media::MediaState::New => return,
                     media::MediaState::Checking => MediaState::Checking,
@@ -286,7 +282,6 @@ impl Controller {
                 self.input(Input::Media { call_id, state });
             }
             MediaEvent::AudioEstablished { call_id, .. } => {
-                let Some(call_id) = id(&call_id) else { return };
                 self.input(Input::AudioEstablished { call_id });
             }
             MediaEvent::AudioSetupCompleted { .. } | MediaEvent::DoorChannelOpen { .. } => {}
@@ -296,7 +291,6 @@ impl Controller {
                 kind,
                 message,
             } => {
-                let Some(call_id) = id(&call_id) else { return };
                 let (code, fatal) = match kind {
                     media::MediaErrorKind::Description => (ErrorCode::BadSdp, true),
                     media::MediaErrorKind::Candidate => (ErrorCode::BadCandidate, false),
@@ -484,11 +478,11 @@ impl Controller {
 
     /// A message on a call's door data channel. Only `open` is known;
     /// anything else is refused and audited like a refused open.
-    fn on_door_message(&mut self, channel_call: String, text: &str) {
+    fn on_door_message(&mut self, channel_call: CallId, text: &str) {
         // The peer of the channel is the answerer of its call, if that call
         // is still the current one.
         let peer = match (self.machine.call_id(), self.machine.answerer()) {
-            (Some(id), Some(a)) if id.as_str() == channel_call => a.id.clone(),
+            (Some(id), Some(a)) if *id == channel_call => a.id.clone(),
             _ => String::new(),
         };
         match decode_door_message(text) {
@@ -654,7 +648,7 @@ impl Controller {
                     info!(
                         AUDIT = "door_open",
                         source = "data_channel",
-                        call_id = %crate::logging::PeerText::new(call_id),
+                        call_id = %call_id,
                         peer = %crate::logging::PeerText::new(peer),
                         granted,
                         reason = reason_str,
@@ -664,10 +658,11 @@ impl Controller {
                     );
                     // For the hub's call history; a hub without history
                     // ignores it.
-                    if let Ok(id) = crate::signaling::protocol::CallId::new(call_id.clone())
-                        && !self.signaling.try_send(
-                            crate::signaling::protocol::Message::DoorOpened { call_id: id },
-                        )
+                    if !self
+                        .signaling
+                        .try_send(crate::signaling::protocol::Message::DoorOpened {
+                            call_id: call_id.clone(),
+                        })
                     {
                         warn!(call_id = %call_id, "signaling queue full; door_opened dropped");
                     }
@@ -676,7 +671,7 @@ impl Controller {
                     warn!(
                         AUDIT = "door_open",
                         source = "data_channel",
-                        call_id = %crate::logging::PeerText::new(call_id),
+                        call_id = %call_id,
                         peer = %crate::logging::PeerText::new(peer),
                         granted,
                         reason = reason_str,
@@ -848,29 +843,29 @@ impl Controller {
                     self.hub_ice_servers.clone()
                 };
                 MediaCommand::Start {
-                    call_id: call_id.to_string(),
+                    call_id: call_id.clone(),
                     offerer: true,
                     ice_servers: servers,
                     audio,
                 }
             }
             MediaRequest::RemoteAnswer { call_id, sdp } => MediaCommand::RemoteDescription {
-                call_id: call_id.to_string(),
+                call_id: call_id.clone(),
                 kind: SdpKind::Answer,
                 sdp,
             },
             MediaRequest::RemoteCandidate { call_id, candidate } => MediaCommand::RemoteCandidate {
-                call_id: call_id.to_string(),
+                call_id: call_id.clone(),
                 candidate,
             },
             MediaRequest::RestartIce { call_id } => MediaCommand::RestartIce {
-                call_id: call_id.to_string(),
+                call_id: call_id.clone(),
             },
             MediaRequest::Renew { call_id } => MediaCommand::Renew {
-                call_id: call_id.to_string(),
+                call_id: call_id.clone(),
             },
             MediaRequest::Stop { call_id } => MediaCommand::Stop {
-                call_id: call_id.to_string(),
+                call_id: call_id.clone(),
             },
         };
         let id = cmd.call_id().to_owned();
@@ -904,7 +899,7 @@ impl Controller {
         };
         let answered = match (phase, self.machine.call_id(), self.machine.answerer()) {
             (Phase::Connecting | Phase::InCall, Some(id), Some(a)) => {
-                Some((id.to_string(), a.id.clone()))
+                Some((id.clone(), a.id.clone()))
             }
             _ => None,
         };

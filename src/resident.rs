@@ -179,12 +179,12 @@ impl Resident {
         let Some(c) = &self.call else { return };
         let cmd = match m {
             Message::Offer { sdp, .. } => MediaCommand::RemoteDescription {
-                call_id: c.id.to_string(),
+                call_id: c.id.clone(),
                 kind: SdpKind::Offer,
                 sdp: sdp.clone(),
             },
             Message::Candidate { candidate, .. } => MediaCommand::RemoteCandidate {
-                call_id: c.id.to_string(),
+                call_id: c.id.clone(),
                 candidate: candidate.clone(),
             },
             Message::Hangup { call_id, .. } | Message::Cancel { call_id, .. }
@@ -260,7 +260,7 @@ impl Resident {
             tracker,
         };
         call.command(MediaCommand::Start {
-            call_id: call.id.to_string(),
+            call_id: call.id.clone(),
             offerer: false,
             ice_servers: vec![],
             audio,
@@ -273,7 +273,7 @@ impl Resident {
     pub fn door_send(&self, text: String) -> Result<(), ResidentError> {
         let c = self.call.as_ref().ok_or(ResidentError::NoCall)?;
         c.command(MediaCommand::DoorSend {
-            call_id: c.id.to_string(),
+            call_id: c.id.clone(),
             text,
         })
     }
@@ -295,7 +295,7 @@ impl Resident {
     pub async fn end(&mut self) {
         let Some(c) = self.call.take() else { return };
         let _ = c.media.try_send(MediaCommand::Stop {
-            call_id: c.id.to_string(),
+            call_id: c.id.clone(),
         });
         c.cancel.cancel();
         c.tracker.close();

@@ -11,6 +11,7 @@ use intercomd::media::{
     IceCandidate, MdnsMode, MediaCommand, MediaEvent, MediaHandle, MediaSettings, MediaState,
     SdpKind, spawn_media,
 };
+use intercomd::signaling::protocol::CallId;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -87,7 +88,7 @@ async fn two_actors_exchange_tones() {
     let mut b = peer(MdnsMode::Disabled, &cancel, &tracker);
     let (a_ports, a_sim) = sim(600.0, &cancel);
     let (b_ports, b_sim) = sim(1000.0, &cancel);
-    let call = "call-1".to_owned();
+    let call = CallId::new("call-1").expect("valid call id");
 
     let t0 = Instant::now();
     a.media
@@ -289,7 +290,7 @@ async fn bad_input_gives_errors_not_panics() {
     let tracker = TaskTracker::new();
     let mut p = peer(MdnsMode::Disabled, &cancel, &tracker);
     let (ports, _device) = port_pair(8);
-    let call = "call-bad".to_owned();
+    let call = CallId::new("call-bad").expect("valid call id");
     p.media
         .try_send(MediaCommand::Start {
             call_id: call.clone(),
@@ -332,14 +333,14 @@ async fn bad_input_gives_errors_not_panics() {
     // Unknown calls: logged and ignored, no event, actor still alive.
     for cmd in [
         MediaCommand::Stop {
-            call_id: "nope".into(),
+            call_id: CallId::new("nope").expect("valid call id"),
         },
         MediaCommand::SetMuted {
-            call_id: "nope".into(),
+            call_id: CallId::new("nope").expect("valid call id"),
             muted: true,
         },
         MediaCommand::RemoteCandidate {
-            call_id: "nope".into(),
+            call_id: CallId::new("nope").expect("valid call id"),
             candidate: None,
         },
     ] {
@@ -376,7 +377,7 @@ async fn mdns_query_mode_builds_or_explains() {
     let (ports, _device) = port_pair(8);
     p.media
         .try_send(MediaCommand::Start {
-            call_id: "call-mdns".into(),
+            call_id: CallId::new("call-mdns").expect("valid call id"),
             offerer: true,
             ice_servers: vec![],
             audio: ports,

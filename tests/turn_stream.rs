@@ -10,6 +10,7 @@ use intercomd::audio::sim::{SimAudioSpec, SimSource, start_sim_audio};
 use intercomd::media::{
     self, IceServer, MediaCommand, MediaEvent, MediaHandle, MediaSettings, SdpKind,
 };
+use intercomd::signaling::protocol::CallId;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -155,7 +156,7 @@ async fn call_through(url: String, ca: Option<std::path::PathBuf>) -> Vec<String
     };
     let (mut door, door_ports) = side(door_settings, 600.0, &cancel, &tracker);
     let (mut peer, peer_ports) = side(peer_settings, 1000.0, &cancel, &tracker);
-    let id = "turn-call".to_string();
+    let id = CallId::new("turn-call").expect("valid call id");
     door.handle
         .try_send(MediaCommand::Start {
             call_id: id.clone(),

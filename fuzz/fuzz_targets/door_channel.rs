@@ -11,14 +11,16 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use intercomd::controller::{DoorRequest, decode_door_message};
+use intercomd::door::indication::StationState;
 use intercomd::door::{DoorInput, DoorMachine, DoorOutput, DoorSettings, OpenSource, valid_nonce};
-use intercomd::hw::StationState;
+use intercomd::signaling::protocol::CallId;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
+    let call = CallId::new("c-1").expect("a valid call id");
     let settings = DoorSettings::default();
     let interval = settings.remote_open_interval;
     let mut now = Instant::now();
@@ -26,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
     door.handle_input(
         DoorInput::Call {
             state: StationState::InCall,
-            answered: Some(("c-1".into(), "flat-1a".into())),
+            answered: Some((call.clone(), "flat-1a".into())),
         },
         now,
     );
@@ -39,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
         } else {
             let input = match decode_door_message(line) {
                 DoorRequest::Open { nonce } => DoorInput::RemoteOpen {
-                    call_id: "c-1".into(),
+                    call_id: call.clone(),
                     peer: "flat-1a".into(),
                     nonce,
                 },

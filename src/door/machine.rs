@@ -12,6 +12,7 @@ use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::indication::{LedPattern, StationState};
+use crate::signaling::protocol::CallId;
 
 /// What the lock does without power.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
@@ -123,7 +124,7 @@ pub enum OpenSource {
     /// A resident on a call's data channel.
     Remote {
         /// The call whose data channel carried the request.
-        call_id: String,
+        call_id: CallId,
         peer: String,
         nonce: String,
     },
@@ -180,7 +181,7 @@ pub enum DoorInput {
     Tamper { active: bool },
     /// A resident asks to open, on the data channel of `call_id`.
     RemoteOpen {
-        call_id: String,
+        call_id: CallId,
         peer: String,
         nonce: String,
     },
@@ -188,7 +189,7 @@ pub enum DoorInput {
     /// call alone; `answered` is the answered call's id and peer, if any.
     Call {
         state: StationState,
-        answered: Option<(String, String)>,
+        answered: Option<(CallId, String)>,
     },
     /// A hardware fault appeared or cleared (a line failed).
     Fault { active: bool },
@@ -248,7 +249,7 @@ pub const NONCE_WINDOW: usize = 64;
 
 #[derive(Debug)]
 struct AnsweredCall {
-    id: String,
+    id: CallId,
     /// The last `NONCE_WINDOW` nonces that passed the rate limit, oldest
     /// first, with a set for the lookup.
     nonces: VecDeque<String>,
@@ -257,7 +258,7 @@ struct AnsweredCall {
 }
 
 impl AnsweredCall {
-    fn new(id: String) -> Self {
+    fn new(id: CallId) -> Self {
         AnsweredCall {
             id,
             nonces: VecDeque::with_capacity(NONCE_WINDOW),
@@ -598,7 +599,7 @@ impl DoorMachine {
 
     // ---- internals ----
 
-    fn remote_open(&mut self, call_id: String, peer: String, nonce: String, now: Instant) {
+    fn remote_open(&mut self, call_id: CallId, peer: String, nonce: String, now: Instant) {
         let verdict = self.judge(&call_id, &nonce, now);
         if verdict.is_none() {
             self.open(now);
@@ -620,7 +621,7 @@ impl DoorMachine {
     }
 
     /// `None`: granted.
-    fn judge(&mut self, call_id: &str, nonce: &str, now: Instant) -> Option<Refusal> {
+    fn judge(&mut self, call_id: &CallId, nonce: &str, now: Instant) -> Option<Refusal> {
         if !valid_nonce(nonce) {
             return Some(Refusal::BadNonce);
         }
@@ -629,7 +630,7 @@ impl DoorMachine {
         let Some(call) = self.call.as_mut() else {
             return Some(Refusal::NoCall);
         };
-        if call.id != call_id {
+        if call.id != *call_id {
             return Some(Refusal::OtherCall);
         }
         if call.seen.contains(nonce) {

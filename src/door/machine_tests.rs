@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::indication::{LedPattern, StationState};
 use super::*;
+use crate::signaling::protocol::CallId;
 
 const S: Duration = Duration::from_secs(1);
 
@@ -70,13 +71,13 @@ impl Rig {
     fn answer(&mut self, call: &str) {
         self.input(DoorInput::Call {
             state: StationState::InCall,
-            answered: Some((call.into(), "flat-1".into())),
+            answered: Some((cid(call), "flat-1".into())),
         });
     }
 
     fn open(&mut self, call: &str, nonce: &str) -> (bool, Option<Refusal>) {
         let out = self.input(DoorInput::RemoteOpen {
-            call_id: call.into(),
+            call_id: cid(call),
             peer: "flat-1".into(),
             nonce: nonce.into(),
         });
@@ -212,7 +213,7 @@ fn remote_open_is_granted_once_per_nonce_within_the_answered_call() {
     r.drain();
     r.answer("c-1");
     let out = r.input(DoorInput::RemoteOpen {
-        call_id: "c-1".into(),
+        call_id: cid("c-1"),
         peer: "flat-1".into(),
         nonce: "n1".into(),
     });
@@ -222,7 +223,7 @@ fn remote_open_is_granted_once_per_nonce_within_the_answered_call() {
             relay(true),
             DoorOutput::OpenAttempt {
                 source: OpenSource::Remote {
-                    call_id: "c-1".into(),
+                    call_id: cid("c-1"),
                     peer: "flat-1".into(),
                     nonce: "n1".into()
                 },
@@ -633,4 +634,8 @@ fn a_long_press_of_the_service_button_asks_for_pairing_once() {
     assert_eq!(r.advance_to(ms(7_000)), vec![DoorOutput::ServiceLongPress]);
     assert!(r.advance_to(ms(20_000)).is_empty());
     assert!(r.input(DoorInput::Service { pressed: false }).is_empty());
+}
+
+fn cid(s: &str) -> CallId {
+    CallId::new(s).expect("test ids are valid")
 }

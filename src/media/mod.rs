@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::audio::AudioPorts;
 
-pub type CallId = String;
+pub use crate::signaling::protocol::CallId;
 
 /// An ICE candidate as exchanged with browsers (`RTCIceCandidateInit`):
 /// the signaling protocol's own type.
@@ -108,7 +108,7 @@ impl fmt::Debug for MediaCommand {
 }
 
 impl MediaCommand {
-    pub fn call_id(&self) -> &str {
+    pub fn call_id(&self) -> &CallId {
         match self {
             MediaCommand::Start { call_id, .. }
             | MediaCommand::RemoteDescription { call_id, .. }
@@ -336,9 +336,12 @@ impl MediaHandle {
         self.tx.try_send(cmd)
     }
 
-    pub fn try_stop(&self, call_id: &str) -> Result<(), mpsc::error::TrySendError<MediaCommand>> {
+    pub fn try_stop(
+        &self,
+        call_id: &CallId,
+    ) -> Result<(), mpsc::error::TrySendError<MediaCommand>> {
         self.try_send(MediaCommand::Stop {
-            call_id: call_id.to_owned(),
+            call_id: call_id.clone(),
         })
     }
 }

@@ -291,10 +291,10 @@ impl Actor {
         let _ = self.events.send(ev).await;
     }
 
-    async fn error(&self, call_id: &str, err: MediaError) {
+    async fn error(&self, call_id: &CallId, err: MediaError) {
         warn!(call_id = %call_id, error = %crate::logging::PeerText::new(&err.to_string()), "media error");
         self.emit(MediaEvent::Error {
-            call_id: call_id.to_owned(),
+            call_id: call_id.clone(),
             kind: err.kind(),
             message: err.to_string(),
         })
@@ -302,7 +302,7 @@ impl Actor {
     }
 
     async fn handle_command(&mut self, cmd: MediaCommand) {
-        let call_id = cmd.call_id().to_owned();
+        let call_id = cmd.call_id().clone();
         if !matches!(cmd, MediaCommand::Start { .. }) && !self.sessions.contains_key(&call_id) {
             info!(call_id = %call_id, command = ?cmd, "command for unknown call ignored");
             return;
@@ -357,7 +357,7 @@ impl Actor {
     /// dropped with a warning; the others still work.
     async fn bridge_stream_turn(
         &mut self,
-        call_id: &str,
+        call_id: &CallId,
         servers: Vec<IceServer>,
     ) -> Vec<IceServer> {
         let mut out = Vec::with_capacity(servers.len());
@@ -407,7 +407,7 @@ impl Actor {
 
     async fn build_pc(
         &self,
-        call_id: &str,
+        call_id: &CallId,
         generation: u64,
         ice_servers: Vec<IceServer>,
     ) -> Result<Arc<dyn PeerConnection>, MediaError> {
@@ -475,7 +475,7 @@ impl Actor {
                 .collect()
         };
         let handler = Arc::new(Forwarder {
-            call_id: call_id.to_owned(),
+            call_id: call_id.clone(),
             generation,
             tx: self.internal_tx.clone(),
         });
@@ -504,7 +504,7 @@ impl Actor {
 
     async fn start(
         &mut self,
-        call_id: &str,
+        call_id: &CallId,
         offerer: bool,
         ice_servers: Vec<IceServer>,
         audio: AudioPorts,
@@ -527,7 +527,7 @@ impl Actor {
         let ssrc: u32 = rand::random();
         let AudioPorts { capture, playback } = audio;
         self.tracker.spawn(send_loop(SendLoop {
-            call_id: call_id.to_owned(),
+            call_id: call_id.clone(),
             generation: audio_generation,
             track: track_rx,
             ssrc,
@@ -541,7 +541,7 @@ impl Actor {
         }));
 
         self.sessions.insert(
-            call_id.to_owned(),
+            call_id.clone(),
             Session {
                 generation: audio_generation,
                 audio_generation,
@@ -586,7 +586,7 @@ impl Actor {
     /// Builds the session's peer connection (a new generation: events of
     /// an earlier one are dropped), points the send loop at its track and,
     /// as offerer, emits its offer.
-    async fn attach_pc(&mut self, call_id: &str) -> Result<(), MediaError> {
+    async fn attach_pc(&mut self, call_id: &CallId) -> Result<(), MediaError> {
         let generation = self.next_generation;
         self.next_generation += 1;
         let Some(s) = self.sessions.get(call_id) else {
@@ -652,7 +652,7 @@ impl Actor {
     /// emits it.
     async fn make_offer(
         &mut self,
-        call_id: &str,
+        call_id: &CallId,
         pc: &Arc<dyn PeerConnection>,
         ice_restart: bool,
     ) -> Result<(), MediaError> {
@@ -675,7 +675,7 @@ impl Actor {
 
     /// ICE restart: fresh credentials and candidates, the same DTLS
     /// session; audio resumes on whatever path the new checks find.
-    async fn restart_ice(&mut self, call_id: &str) -> Result<(), MediaError> {
+    async fn restart_ice(&mut self, call_id: &CallId) -> Result<(), MediaError> {
         let Some(pc) = self.sessions.get_mut(call_id).and_then(|s| {
             s.flush_relay.store(true, Ordering::Relaxed);
             s.pc.clone()
@@ -688,7 +688,7 @@ impl Actor {
 
     /// A new peer connection for the call (new ICE and DTLS), the audio
     /// loops kept: the remedy for a handshake the stack will not finish.
-    async fn renew(&mut self, call_id: &str) -> Result<(), MediaError> {
+    async fn renew(&mut self, call_id: &CallId) -> Result<(), MediaError> {
         let Some(s) = self.sessions.get_mut(call_id) else {
             return Ok(());
         };
@@ -725,7 +725,7 @@ impl Actor {
         }
     }
 
-    async fn local_description_ready(&mut self, call_id: &str, kind: SdpKind, sdp: String) {
+    async fn local_description_ready(&mut self, call_id: &CallId, kind: SdpKind, sdp: String) {
         if let Some(s) = self.sessions.get_mut(call_id) {
             s.mid = first_mid(&sdp);
         }
@@ -736,7 +736,7 @@ impl Actor {
             sdp
         };
         self.emit(MediaEvent::LocalDescription {
-            call_id: call_id.to_owned(),
+            call_id: call_id.clone(),
             kind,
             sdp,
         })
@@ -745,7 +745,7 @@ impl Actor {
 
     async fn remote_description(
         &mut self,
-        call_id: &str,
+        call_id: &CallId,
         kind: SdpKind,
         sdp: String,
     ) -> Result<(), MediaError> {
@@ -808,7 +808,7 @@ impl Actor {
 
     async fn remote_candidate(
         &mut self,
-        call_id: &str,
+        call_id: &CallId,
         candidate: Option<IceCandidate>,
     ) -> Result<(), MediaError> {
         let Some(s) = self.sessions.get_mut(call_id) else {
@@ -842,7 +842,7 @@ impl Actor {
 
     async fn add_candidate(
         &self,
-        call_id: &str,
+        call_id: &CallId,
         pc: &Arc<dyn PeerConnection>,
         c: IceCandidate,
     ) -> Result<(), MediaError> {
@@ -873,7 +873,7 @@ impl Actor {
 
     /// Keep the call's door channel and forward its events to the actor
     /// from a task that ends with the session.
-    fn attach_door_channel(&mut self, call_id: &str, generation: u64, dc: Arc<dyn DataChannel>) {
+    fn attach_door_channel(&mut self, call_id: &CallId, generation: u64, dc: Arc<dyn DataChannel>) {
         let Some(s) = self.sessions.get_mut(call_id) else {
             return;
         };
@@ -889,7 +889,7 @@ impl Actor {
             cancel.clone(),
         ));
         let fwd = Forwarder {
-            call_id: call_id.to_owned(),
+            call_id: call_id.clone(),
             generation,
             tx: self.internal_tx.clone(),
         };
@@ -934,7 +934,7 @@ impl Actor {
     /// "Audio setup completed" means capture, encoding, decoding and playback
     /// all run with media flowing, so it is reported once the connection is
     /// established and both audio loops are up, whatever order they came in.
-    async fn maybe_setup_completed(&mut self, call_id: &str) {
+    async fn maybe_setup_completed(&mut self, call_id: &CallId) {
         let Some(s) = self.sessions.get_mut(call_id) else {
             return;
         };
@@ -945,12 +945,12 @@ impl Actor {
         s.setup_done = true;
         info!(call_id = %call_id, "Audio setup for call completed");
         self.emit(MediaEvent::AudioSetupCompleted {
-            call_id: call_id.to_owned(),
+            call_id: call_id.clone(),
         })
         .await;
     }
 
-    async fn stop(&mut self, call_id: &str) {
+    async fn stop(&mut self, call_id: &CallId) {
         let Some(s) = self.sessions.remove(call_id) else {
             return;
         };
@@ -962,7 +962,7 @@ impl Actor {
         }
         info!(call_id = %call_id, duration_ms = s.started.elapsed().as_millis() as u64, "media session stopped");
         self.emit(MediaEvent::State {
-            call_id: call_id.to_owned(),
+            call_id: call_id.clone(),
             state: MediaState::Closed,
         })
         .await;
