@@ -4,14 +4,11 @@
 // Plain JavaScript, no build step.
 'use strict';
 
-var CACHE = 'intercom-shell-v2';
+var CACHE = 'intercom-shell-v1';
 // Only these files are ever stored: none holds a token or call data.
 var SHELL = [
   '/',
   '/app.js',
-  '/call.js',
-  '/signal.js',
-  '/media.js',
   '/style.css',
   '/manifest.webmanifest',
   '/favicon.ico',
