@@ -2,12 +2,11 @@
 //! one place where configuration picks hardware and audio backends, so a
 //! device can never fall back to a simulation silently.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
@@ -26,7 +25,7 @@ use crate::config::{
 };
 use crate::config::{AlsaPacing, BluetoothBackend, BluetoothPairing, NoiseSuppressionLevel};
 use crate::control;
-use crate::controller::{Controller, Inputs};
+use crate::controller::{Controller, Devices, Inputs};
 use crate::door::{DoorSettings, LedPlan};
 use crate::hub::{self, ConnSettings, HubSettings, Principal};
 use crate::hw::{self, sim::SimControl};
@@ -34,6 +33,7 @@ use crate::ice_servers::{IceAuth, IceServerSpec};
 use crate::media::{self, MediaSettings};
 use crate::signaling::client::{self, ClientSettings, Wire};
 use crate::signaling::socketio::SocketIoWire;
+use crate::station::{Station, StationSettings, StatusHandle};
 
 /// How long shutdown may take before we give up waiting for tasks.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
@@ -95,7 +95,8 @@ pub struct Running {
     /// The simulated Bluetooth adapter (`bluetooth.backend = "sim"`), for
     /// tests that play a headset.
     pub bluetooth: Option<bt::sim::SimBt>,
-    pub status: watch::Receiver<serde_json::Value>,
+    /// The station's status, built when asked.
+    pub status: StatusHandle,
 }
 
 fn random_token() -> String {
@@ -654,29 +655,30 @@ pub async fn start_station(
     let media = media::spawn_media(media_settings(settings), media_tx, cancel.clone(), tracker);
 
     let (hw_tx, hw_rx) = mpsc::channel(32);
-    let (status_tx, status_rx) = watch::channel(serde_json::json!({}));
+    let (status, status_requests) = StatusHandle::new();
     let (leds, relay, sim) = door_board(settings, gpio, hw_tx, &cancel, tracker);
-    let panel_addr = start_panel(settings, &sim, &sim_audio, &status_rx, &cancel, tracker).await?;
+    let panel_addr = start_panel(settings, &sim, &sim_audio, &status, &cancel, tracker).await?;
 
     let (bt_tx, bt_rx) = mpsc::channel(16);
     let (bt, sim_bt) = start_bluetooth(settings, bt_tx, cancel.clone(), tracker)?;
     start_control_socket(settings, &bt, &cancel, tracker);
 
-    let parts = StationParts {
+    let parts = Devices {
         signaling,
         media,
         audio,
         leds,
         relay,
-        ice,
-        status_tx,
         bt,
+        ice_servers: ice,
+        station_id: settings.station.id.clone(),
     };
     let inputs = Inputs {
         signaling: sig_rx,
         media: media_rx,
         hw: hw_rx,
         bt: bt_rx,
+        status: status_requests,
     };
     spawn_controller(settings, parts, inputs, stop, &cancel, tracker);
     Ok(Running {
@@ -686,7 +688,7 @@ pub async fn start_station(
         sim,
         audio: sim_audio,
         bluetooth: sim_bt,
-        status: status_rx,
+        status,
     })
 }
 
@@ -865,7 +867,7 @@ async fn start_panel(
     settings: &Settings,
     sim: &Option<SimControl>,
     sim_audio: &Option<SimAudioHandle>,
-    status_rx: &watch::Receiver<serde_json::Value>,
+    status: &StatusHandle,
     cancel: &CancellationToken,
     tracker: &TaskTracker,
 ) -> Result<Option<SocketAddr>, DaemonError> {
@@ -883,7 +885,7 @@ async fn start_panel(
         tracker.spawn(hw::sim::serve_panel(
             listener,
             sim.clone(),
-            status_rx.clone(),
+            status.clone(),
             probe,
             cancel.clone(),
         ));
@@ -919,43 +921,16 @@ fn start_control_socket(
     }
 }
 
-/// What the controller drives.
-struct StationParts {
-    signaling: client::SignalingHandle,
-    media: media::MediaHandle,
-    audio: Box<dyn AudioProvider>,
-    leds: Vec<Box<dyn hw::Led>>,
-    relay: Box<dyn hw::Relay>,
-    ice: Vec<IceServerSpec>,
-    status_tx: watch::Sender<serde_json::Value>,
-    bt: Option<bt::BtHandle>,
-}
-
 fn spawn_controller(
     settings: &Settings,
-    parts: StationParts,
+    devices: Devices,
     inputs: Inputs,
     stop: CancellationToken,
     cancel: &CancellationToken,
     tracker: &TaskTracker,
 ) {
-    let StationParts {
-        signaling,
-        media,
-        audio,
-        leds,
-        relay,
-        ice,
-        status_tx,
-        bt,
-    } = parts;
-    let buttons: HashMap<String, String> = settings
-        .buttons
-        .iter()
-        .map(|b| (b.name.clone(), b.group.clone()))
-        .collect();
-    let mut controller = Controller::new(
-        CallSettings {
+    let station = StationSettings {
+        call: CallSettings {
             ring_timeout: settings.call.ring_timeout,
             connect_timeout: settings.call.connect_timeout,
             max_duration: settings.call.max_duration,
@@ -963,18 +938,15 @@ fn spawn_controller(
             max_media_restarts: settings.ice.max_restarts,
             ..CallSettings::default()
         },
-        buttons,
-        signaling,
-        media,
-        audio,
-        leds,
-        door_settings(settings),
-        relay,
-        ice,
-        status_tx,
-    );
-    controller.bt = bt;
-    controller.station_id = settings.station.id.clone();
+        door: door_settings(settings),
+        buttons: settings
+            .buttons
+            .iter()
+            .map(|b| (b.name.clone(), b.group.clone()))
+            .collect(),
+        bluetooth: devices.bt.is_some(),
+    };
+    let controller = Controller::new(|ids, now| Station::new(station, ids, now), devices);
     let done = cancel.clone();
     tracker.spawn(async move {
         controller.run(inputs, stop).await;

@@ -79,6 +79,19 @@ impl IceServerSpec {
 }
 
 /// Every server as handed to `client` now.
+/// The ICE servers of a call: the hub's list when it sent one, else the
+/// configured servers with their credentials minted now.
+pub fn for_call(
+    configured: &[IceServerSpec],
+    client: &str,
+    from_hub: &[IceServerInfo],
+) -> Vec<IceServerInfo> {
+    match from_hub.is_empty() {
+        true => resolve_all(configured, client),
+        false => from_hub.to_vec(),
+    }
+}
+
 pub fn resolve_all(specs: &[IceServerSpec], client: &str) -> Vec<IceServerInfo> {
     let now = unix_now();
     specs.iter().map(|s| s.resolve(client, now)).collect()

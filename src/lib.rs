@@ -16,4 +16,7 @@ pub mod limits;
 pub mod logging;
 pub mod media;
 pub mod resident;
+pub mod sansio;
 pub mod signaling;
+pub mod station;
+pub mod watchdog;

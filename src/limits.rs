@@ -100,6 +100,15 @@ impl LogThrottle {
         (self.unreported > 0).then(|| std::mem::take(&mut self.unreported))
     }
 
+    /// When the events waiting may be reported (`None`: none wait).
+    pub fn due_at(&self) -> Option<Instant> {
+        // A counted event always started a window (see `hit`).
+        (self.unreported > 0)
+            .then_some(self.window_start)
+            .flatten()
+            .map(|t| t + self.interval)
+    }
+
     /// True when events wait and their interval is over at `now`.
     pub fn due(&self, now: Instant) -> bool {
         self.unreported > 0 && self.window_over(now)

@@ -269,21 +269,20 @@ stdin = false
     let running = start_station(&settings, stop.clone(), cancel.clone(), &tracker)
         .await
         .expect("station starts on the file PCMs");
-    let mut status = running.status.clone();
+    let status = running.status.clone();
     tokio::time::timeout(Duration::from_secs(5), async {
         loop {
-            let played = status.borrow()["audio"]["played_frames"]
-                .as_u64()
-                .unwrap_or(0);
-            if played >= 50 {
+            let now = status.get().await.expect("station alive");
+            if now.audio.played_frames >= 50 {
                 break;
             }
-            status.changed().await.expect("station alive");
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
     .await
     .expect("the ALSA thread plays to the speaker");
-    assert_eq!(status.borrow()["audio"]["backend"], "alsa");
+    let audio = status.get().await.expect("station alive").audio;
+    assert_eq!(audio.backend, "alsa");
     stop.cancel();
     tokio::time::timeout(Duration::from_secs(5), cancel.cancelled())
         .await

@@ -181,7 +181,7 @@ async fn bad_input_from_the_resident_is_refused_and_the_station_carries_on() {
     )
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(st.state()["call"]["state"], "in_call");
+    assert_eq!(st.state().await["call"]["state"], "in_call");
     let audio = a.audio.clone();
     wait_freq(
         "resident still hears",
@@ -256,10 +256,14 @@ async fn the_resident_opens_the_door_over_the_data_channel_and_nothing_else_does
     assert_eq!(sim.relay_energised(), Some(true));
     // The status snapshot and LEDs follow right after the reply.
     let deadline = Instant::now() + Duration::from_secs(2);
-    while st.state()["door"]["unlocked"] != true
+    while st.state().await["door"]["unlocked"] != true
         || sim.led("status").map(|l| l.pattern) != Some(intercomd::hw::LedPattern::SlowBlink)
     {
-        assert!(Instant::now() < deadline, "door state: {}", st.state());
+        assert!(
+            Instant::now() < deadline,
+            "door state: {}",
+            st.state().await
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // A second click within the rate limit.
@@ -295,7 +299,7 @@ async fn the_resident_opens_the_door_over_the_data_channel_and_nothing_else_does
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(sim.relay_energised(), Some(false));
-    assert_eq!(st.state()["call"]["state"], "in_call");
+    assert_eq!(st.state().await["call"]["state"], "in_call");
 
     st.resident_hangs_up(&mut a).await;
     st.shutdown().await;
@@ -333,14 +337,14 @@ groups = ["caretaker"]
     sim.press(Some("caretaker")).expect("button exists");
     let mut a = Answerer::answer(care).await;
     st.wait_state("in_call").await;
-    assert_eq!(st.state()["call"]["answerer"], "care");
+    assert_eq!(st.state().await["call"]["answerer"], "care");
 
     // A short press during the call does nothing; a long one hangs up.
     sim.press_for(Some("caretaker"), Duration::from_millis(100))
         .await
         .expect("press");
     tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(st.state()["call"]["state"], "in_call");
+    assert_eq!(st.state().await["call"]["state"], "in_call");
     sim.press_for(Some("caretaker"), Duration::from_millis(900))
         .await
         .expect("press");
@@ -607,7 +611,7 @@ async fn a_headset_takes_the_call_audio_and_the_speaker_takes_it_back_when_it_dr
         600.0,
     )
     .await;
-    assert_eq!(st.state()["call"]["state"], "in_call");
+    assert_eq!(st.state().await["call"]["state"], "in_call");
     // The station asks for the link again (the route machine's reopen).
     let reopen = intercomd::bt::GatewayCommand::OpenAudio;
     let deadline = dropped + Duration::from_secs(5);
@@ -711,8 +715,8 @@ async fn a_candidate_flood_costs_the_station_a_capped_amount_of_work() {
         1000.0,
     )
     .await;
-    assert_eq!(st.state()["signaling"], "up");
-    assert_eq!(st.state()["call"]["state"], "in_call");
+    assert_eq!(st.state().await["signaling"], "up");
+    assert_eq!(st.state().await["call"]["state"], "in_call");
     let applied = call_lines(&call, "Added remote ICE candidate") - applied_before;
     assert!(
         applied <= intercomd::call::machine::MAX_REMOTE_CANDIDATES as usize,

@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use intercomd::controller::{DoorRequest, decode_door_message};
+use intercomd::signaling::protocol::DoorRequest;
 use intercomd::door::indication::StationState;
 use intercomd::door::{DoorInput, DoorMachine, DoorOutput, DoorSettings, OpenSource, valid_nonce};
 use intercomd::signaling::protocol::CallId;
@@ -39,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
             now += Duration::from_millis(100) * line.len().min(600) as u32;
             door.handle_timeout(now);
         } else {
-            let input = match decode_door_message(line) {
+            let input = match DoorRequest::decode(line) {
                 DoorRequest::Open { nonce } => DoorInput::RemoteOpen {
                     call_id: call.clone(),
                     peer: "flat-1a".into(),

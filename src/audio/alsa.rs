@@ -418,19 +418,20 @@ impl super::AudioProvider for AlsaAudioHandle {
         AlsaAudioHandle::cue(self, cue);
     }
 
-    fn stats(&self) -> serde_json::Value {
+    fn stats(&self) -> super::AudioStats {
         let s = &self.stats;
-        serde_json::json!({
-            "backend": "alsa",
-            "device": self.device,
-            "captured_frames": s.captured.load(Ordering::Relaxed),
-            "capture_dropped": s.capture_dropped.load(Ordering::Relaxed),
-            "played_frames": s.played.load(Ordering::Relaxed),
-            "playback_starved": s.playback_starved.load(Ordering::Relaxed),
-            "xruns": s.xruns.load(Ordering::Relaxed),
-            "reopens": s.reopens.load(Ordering::Relaxed),
-            "device_down": s.down.load(Ordering::Relaxed) == 1,
-        })
+        super::AudioStats {
+            backend: "alsa",
+            device: Some(self.device.clone()),
+            captured_frames: s.captured.load(Ordering::Relaxed),
+            capture_dropped: s.capture_dropped.load(Ordering::Relaxed),
+            played_frames: s.played.load(Ordering::Relaxed),
+            playback_starved: s.playback_starved.load(Ordering::Relaxed),
+            xruns: s.xruns.load(Ordering::Relaxed),
+            reopens: s.reopens.load(Ordering::Relaxed),
+            device_down: s.down.load(Ordering::Relaxed) == 1,
+            tone: None,
+        }
     }
 }
 

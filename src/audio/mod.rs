@@ -181,7 +181,29 @@ pub trait AudioProvider: Send {
     /// block: implementations use `try_send`.
     fn cue(&mut self, _cue: tones::ToneCue) {}
     /// Figures for the status snapshot.
-    fn stats(&self) -> serde_json::Value;
+    fn stats(&self) -> AudioStats;
+}
+
+/// The audio device's counters in the status snapshot: one shape for every
+/// backend (a figure a backend does not have stays 0 or `null`).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct AudioStats {
+    /// `"alsa"` or `"sim"`.
+    pub backend: &'static str,
+    /// The ALSA device (`null` on the simulated one).
+    pub device: Option<String>,
+    pub captured_frames: u64,
+    /// Capture frames dropped because the call's queue was full.
+    pub capture_dropped: u64,
+    pub played_frames: u64,
+    /// Playback periods filled with silence for lack of audio.
+    pub playback_starved: u64,
+    pub xruns: u64,
+    /// Times the device was opened again after an error.
+    pub reopens: u64,
+    pub device_down: bool,
+    /// The local tone last asked for (simulated device only).
+    pub tone: Option<&'static str>,
 }
 
 #[cfg(test)]

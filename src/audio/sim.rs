@@ -293,13 +293,15 @@ impl super::AudioProvider for SimAudioHandle {
             .expect("stats lock is never poisoned: no panics while held") = Some(cue);
     }
 
-    fn stats(&self) -> serde_json::Value {
-        serde_json::json!({
-            "captured_frames": self.frames_captured(),
-            "capture_dropped": self.capture_dropped(),
-            "played_frames": self.frames_played(),
-            "tone": self.last_cue().map(ToneCue::as_str),
-        })
+    fn stats(&self) -> super::AudioStats {
+        super::AudioStats {
+            backend: "sim",
+            captured_frames: self.frames_captured(),
+            capture_dropped: self.capture_dropped(),
+            played_frames: self.frames_played(),
+            tone: self.last_cue().map(ToneCue::as_str),
+            ..Default::default()
+        }
     }
 }
 

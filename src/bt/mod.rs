@@ -7,6 +7,7 @@
 
 pub mod adapter;
 pub mod bluez;
+pub mod call_audio;
 pub mod gateway;
 pub mod hfp;
 pub mod msbc;

@@ -8,50 +8,21 @@ use super::{Codec, DoorCall, HfpEvent, HfpMachine, HfpOutput, HfpSettings};
 /// The longest a dropped headset may keep the audio.
 const FALLBACK_LIMIT: Duration = Duration::from_millis(500);
 
-struct Rig {
-    m: RouteMachine,
-    t0: Instant,
-    now: Instant,
-    /// Every output with the time it came out.
-    log: Vec<(Duration, RouteOutput)>,
-}
+crate::sansio::clocked_rig!(Rig, RouteMachine);
 
 impl Rig {
     fn new() -> Self {
-        let t0 = Instant::now();
-        Rig {
-            m: RouteMachine::new(RouteSettings::default()),
-            t0,
-            now: t0,
-            log: Vec::new(),
-        }
-    }
-
-    fn collect(&mut self) -> Vec<RouteOutput> {
-        let at = self.now - self.t0;
-        let out: Vec<RouteOutput> = std::iter::from_fn(|| self.m.poll_output()).collect();
-        self.log.extend(out.iter().map(|o| (at, *o)));
-        out
+        Rig(crate::sansio::Clocked::new(|_| {
+            RouteMachine::new(RouteSettings::default())
+        }))
     }
 
     fn input(&mut self, input: RouteInput) -> Vec<RouteOutput> {
-        self.m.handle_input(input, self.now);
-        self.collect()
+        self.0.input(input)
     }
 
     fn advance(&mut self, by: Duration) -> Vec<RouteOutput> {
-        let target = self.now + by;
-        let mut out = Vec::new();
-        while let Some(d) = self.m.poll_timeout() {
-            if d > target {
-                break;
-            }
-            self.now = d;
-            self.m.handle_timeout(d);
-            out.extend(self.collect());
-        }
-        self.now = target;
-        out
+        self.0.advance(by)
     }
 
     /// A headset with its SLC up, and an answered call on it over mSBC.

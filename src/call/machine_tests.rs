@@ -4,32 +4,24 @@
 use super::*;
 use crate::signaling::protocol::{ErrorCode, Message, PeerInfo};
 
-/// Drives a machine with synthetic time and records every output.
-struct Harness {
-    m: CallMachine,
-    now: Instant,
-    start: Instant,
-    log: Vec<(Duration, Output)>,
-}
+// Drives a machine with synthetic time and records every output.
+crate::sansio::clocked_rig!(Harness, CallMachine);
 
 impl Harness {
     fn new() -> Self {
-        let now = Instant::now();
-        let mut h = Harness {
-            m: CallMachine::new(CallSettings::default()),
-            now,
-            start: now,
-            log: Vec::new(),
-        };
+        let mut h = Harness(crate::sansio::Clocked::new(|_| {
+            CallMachine::new(CallSettings::default())
+        }));
         h.input(Input::SignalingUp)
             .expect("signaling up is always accepted");
         h.log.clear();
         h
     }
 
+    /// The input, with the machine's verdict on it.
     fn input(&mut self, i: Input) -> Result<(), Rejected> {
-        let r = self.m.handle_input(i, self.now);
-        self.drain();
+        let r = self.0.m.handle_input(i, self.0.now);
+        self.0.drain();
         r
     }
 
@@ -38,26 +30,12 @@ impl Harness {
     }
 
     fn drain(&mut self) {
-        while let Some(o) = self.m.poll_output() {
-            self.log.push((self.now - self.start, o));
-        }
+        self.0.drain();
     }
 
     /// Advance time by `d`, firing timers at their exact deadlines.
     fn advance(&mut self, d: Duration) {
-        let end = self.now + d;
-        // Bounded: each step fires at least one timer or ends the loop.
-        for _ in 0..100 {
-            match self.m.poll_timeout() {
-                Some(t) if t <= end => {
-                    self.now = t;
-                    self.m.handle_timeout(t);
-                    self.drain();
-                }
-                _ => break,
-            }
-        }
-        self.now = end;
+        self.0.advance(d);
     }
 
     fn take(&mut self) -> Vec<Output> {
@@ -121,7 +99,7 @@ fn in_call() -> Harness {
     let mut h = negotiated();
     h.input(Input::AudioEstablished { call_id: cid("c1") })
         .unwrap();
-    assert_eq!(h.m.phase(), Phase::InCall);
+    assert_eq!(h.0.m.phase(), Phase::InCall);
     h.take();
     h
 }
@@ -129,7 +107,7 @@ fn in_call() -> Harness {
 /// The happy path up to the answer: `c1` rings and is accepted.
 fn ring_then_accept(h: &mut Harness) {
     press(h, "c1").unwrap();
-    assert_eq!(h.m.phase(), Phase::Ringing);
+    assert_eq!(h.0.m.phase(), Phase::Ringing);
     assert_eq!(
         h.take(),
         vec![
@@ -157,7 +135,7 @@ fn ring_then_accept(h: &mut Harness) {
         route: None,
     })
     .unwrap();
-    assert_eq!(h.m.phase(), Phase::Connecting);
+    assert_eq!(h.0.m.phase(), Phase::Connecting);
     assert_eq!(
         h.take(),
         vec![
@@ -207,7 +185,7 @@ fn happy_path_press_accept_offer_answer_talk_hangup() {
 
     h.input(Input::AudioEstablished { call_id: cid("c1") })
         .unwrap();
-    assert!(h.m.media_up());
+    assert!(h.0.m.media_up());
     assert_eq!(
         h.take(),
         vec![
@@ -224,7 +202,7 @@ fn happy_path_press_accept_offer_answer_talk_hangup() {
         reason: "normal".into(),
     })
     .unwrap();
-    assert_eq!(h.m.phase(), Phase::Ended);
+    assert_eq!(h.0.m.phase(), Phase::Ended);
     assert_eq!(
         h.take(),
         vec![
@@ -240,9 +218,9 @@ fn happy_path_press_accept_offer_answer_talk_hangup() {
         ]
     );
     // Only the "ended" display timer remains; then the station is idle.
-    assert_eq!(h.m.poll_timeout(), Some(h.now + Duration::from_secs(3)));
+    assert_eq!(h.0.m.poll_timeout(), Some(h.0.now + Duration::from_secs(3)));
     h.advance(Duration::from_secs(3));
-    assert_eq!(h.m.phase(), Phase::Idle);
+    assert_eq!(h.0.m.phase(), Phase::Idle);
     assert_eq!(
         h.take(),
         vec![Output::PhaseChanged {
@@ -250,7 +228,7 @@ fn happy_path_press_accept_offer_answer_talk_hangup() {
             call_id: None
         }]
     );
-    assert_eq!(h.m.poll_timeout(), None, "no timer outlives the call");
+    assert_eq!(h.0.m.poll_timeout(), None, "no timer outlives the call");
 }
 
 #[test]
@@ -259,9 +237,9 @@ fn ring_timeout_ends_in_no_answer_at_exactly_30s() {
     press(&mut h, "c1").unwrap();
     h.take();
     h.advance(Duration::from_millis(29_999));
-    assert_eq!(h.m.phase(), Phase::Ringing);
+    assert_eq!(h.0.m.phase(), Phase::Ringing);
     h.advance(Duration::from_millis(1));
-    assert_eq!(h.m.phase(), Phase::Ended);
+    assert_eq!(h.0.m.phase(), Phase::Ended);
     let out: Vec<_> = h.log.iter().map(|(t, o)| (*t, o.clone())).collect();
     assert_eq!(
         out[0],
@@ -296,7 +274,7 @@ fn connect_timeout_hangs_up() {
     .unwrap();
     h.take();
     h.advance(Duration::from_secs(20));
-    assert_eq!(h.m.phase(), Phase::Ended);
+    assert_eq!(h.0.m.phase(), Phase::Ended);
     let out = h.take();
     assert!(out.contains(&Output::Send(Message::Hangup {
         call_id: cid("c1"),
@@ -323,16 +301,16 @@ fn ring_timer_does_not_fire_after_accept() {
     h.input(Input::AudioEstablished { call_id: cid("c1") })
         .unwrap();
     h.advance(Duration::from_secs(60));
-    assert_eq!(h.m.phase(), Phase::InCall);
+    assert_eq!(h.0.m.phase(), Phase::InCall);
 }
 
 #[test]
 fn max_duration_ends_a_call() {
     let mut h = in_call();
     h.advance(Duration::from_secs(599));
-    assert_eq!(h.m.phase(), Phase::InCall);
+    assert_eq!(h.0.m.phase(), Phase::InCall);
     h.advance(Duration::from_secs(1));
-    assert_eq!(h.m.phase(), Phase::Ended);
+    assert_eq!(h.0.m.phase(), Phase::Ended);
     assert!(h.take().contains(&Output::Ended {
         call_id: cid("c1"),
         reason: EndReason::MaxDuration
@@ -408,11 +386,11 @@ fn second_press_while_ringing_or_talking_is_harmless() {
     h.take();
     assert!(matches!(press(&mut h, "c2"), Err(Rejected::Busy { .. })));
     assert!(h.take().is_empty());
-    assert_eq!(h.m.call_id(), Some(&cid("c1")));
+    assert_eq!(h.0.m.call_id(), Some(&cid("c1")));
 
     let mut h = in_call();
     assert!(matches!(press(&mut h, "c9"), Err(Rejected::Busy { .. })));
-    assert_eq!(h.m.phase(), Phase::InCall);
+    assert_eq!(h.0.m.phase(), Phase::InCall);
 }
 
 #[test]
@@ -420,8 +398,8 @@ fn a_new_call_after_the_end() {
     let mut h = in_call();
     h.input(Input::LocalHangup).unwrap();
     press(&mut h, "c2").unwrap();
-    assert_eq!(h.m.phase(), Phase::Ringing);
-    assert_eq!(h.m.call_id(), Some(&cid("c2")));
+    assert_eq!(h.0.m.phase(), Phase::Ringing);
+    assert_eq!(h.0.m.call_id(), Some(&cid("c2")));
 }
 
 #[test]
@@ -439,7 +417,7 @@ fn messages_for_other_calls_are_rejected_without_effect() {
             current: cid("c1")
         })
     );
-    assert_eq!(h.m.phase(), Phase::InCall);
+    assert_eq!(h.0.m.phase(), Phase::InCall);
     assert!(h.take().is_empty());
 }
 
@@ -512,7 +490,7 @@ fn out_of_order_and_duplicate_events() {
             "{i:?}"
         );
     }
-    assert_eq!(h.m.phase(), Phase::Ringing);
+    assert_eq!(h.0.m.phase(), Phase::Ringing);
     assert!(h.take().is_empty());
 
     // Duplicate accept.
@@ -567,7 +545,7 @@ fn out_of_order_and_duplicate_events() {
     ] {
         assert!(matches!(h.signal(m), Err(Rejected::NotForDoor(_))));
     }
-    assert_eq!(h.m.phase(), Phase::Connecting);
+    assert_eq!(h.0.m.phase(), Phase::Connecting);
 }
 
 #[test]
@@ -626,9 +604,9 @@ fn candidates_flow_both_ways_once_connecting() {
 fn signaling_drop_keeps_a_flowing_call_and_resumes_after() {
     let mut h = in_call();
     h.input(Input::SignalingDown).unwrap();
-    assert!(!h.m.signaling_up());
+    assert!(!h.0.m.signaling_up());
     h.advance(Duration::from_secs(120));
-    assert_eq!(h.m.phase(), Phase::InCall, "a drop never ends a call");
+    assert_eq!(h.0.m.phase(), Phase::InCall, "a drop never ends a call");
     // A candidate produced meanwhile is kept for later.
     h.input(Input::LocalCandidate {
         call_id: cid("c1"),
@@ -669,7 +647,7 @@ fn ringing_survives_a_drop_and_is_reannounced() {
     let mut h = Harness::new();
     h.input(Input::SignalingDown).unwrap();
     press(&mut h, "c1").unwrap();
-    assert_eq!(h.m.phase(), Phase::Ringing);
+    assert_eq!(h.0.m.phase(), Phase::Ringing);
     assert!(h.sent().is_empty(), "nothing can be sent while down");
     h.input(Input::SignalingUp).unwrap();
     assert_eq!(
@@ -690,7 +668,7 @@ fn ringing_survives_a_drop_and_is_reannounced() {
     );
     // The ring timeout still applies from the press.
     h.advance(Duration::from_secs(30));
-    assert_eq!(h.m.phase(), Phase::Ended);
+    assert_eq!(h.0.m.phase(), Phase::Ended);
 }
 
 #[test]
@@ -726,7 +704,7 @@ fn outbox_is_bounded() {
         })
         .unwrap();
     }
-    assert_eq!(h.m.dropped_messages(), 1000 - 128);
+    assert_eq!(h.0.m.dropped_messages(), 1000 - 128);
 }
 
 fn media(h: &mut Harness, state: MediaState) {
@@ -802,7 +780,7 @@ fn a_dead_path_is_restarted_and_the_call_goes_on() {
     h.advance(Duration::from_secs(2));
     media(&mut h, MediaState::Connected);
     h.advance(Duration::from_secs(120));
-    assert_eq!(h.m.phase(), Phase::InCall, "restarted path holds");
+    assert_eq!(h.0.m.phase(), Phase::InCall, "restarted path holds");
     assert!(h.take().is_empty());
 }
 
@@ -826,9 +804,9 @@ fn restarts_that_do_not_help_end_the_call() {
     assert!(out.contains(&Output::Media(MediaRequest::RestartIce {
         call_id: cid("c1")
     })));
-    assert_eq!(h.m.phase(), Phase::InCall);
+    assert_eq!(h.0.m.phase(), Phase::InCall);
     h.advance(Duration::from_secs(30));
-    assert_eq!(h.m.phase(), Phase::Ended);
+    assert_eq!(h.0.m.phase(), Phase::Ended);
     let out = h.take();
     assert!(out.contains(&Output::Send(Message::Hangup {
         call_id: cid("c1"),
@@ -860,7 +838,7 @@ fn no_restarts_allowed_ends_on_failure() {
     .unwrap();
     h.take();
     media(&mut h, MediaState::Failed);
-    assert_eq!(h.m.phase(), Phase::Ended);
+    assert_eq!(h.0.m.phase(), Phase::Ended);
     assert!(h.take().contains(&Output::Send(Message::Hangup {
         call_id: cid("c1"),
         reason: "failed".into()
@@ -878,15 +856,15 @@ fn a_stalled_handshake_gets_a_new_session_before_audio() {
         out.contains(&Output::Media(MediaRequest::Renew { call_id: cid("c1") })),
         "{out:?}"
     );
-    assert_eq!(h.m.phase(), Phase::Connecting);
+    assert_eq!(h.0.m.phase(), Phase::Connecting);
     reoffer_and_answer(&mut h);
     media(&mut h, MediaState::Connected);
     h.input(Input::AudioEstablished { call_id: cid("c1") })
         .unwrap();
-    assert_eq!(h.m.phase(), Phase::InCall);
+    assert_eq!(h.0.m.phase(), Phase::InCall);
     // The connect timeout (20 s from accept) no longer applies.
     h.advance(Duration::from_secs(60));
-    assert_eq!(h.m.phase(), Phase::InCall);
+    assert_eq!(h.0.m.phase(), Phase::InCall);
 }
 
 #[test]
@@ -920,7 +898,7 @@ fn media_errors_reply_and_end_only_when_fatal() {
         fatal: false,
     })
     .unwrap();
-    assert_eq!(h.m.phase(), Phase::InCall);
+    assert_eq!(h.0.m.phase(), Phase::InCall);
     assert!(matches!(
         h.sent().as_slice(),
         [Message::Error {
@@ -935,7 +913,7 @@ fn media_errors_reply_and_end_only_when_fatal() {
         fatal: true,
     })
     .unwrap();
-    assert_eq!(h.m.phase(), Phase::Ended);
+    assert_eq!(h.0.m.phase(), Phase::Ended);
 }
 
 #[test]
@@ -949,11 +927,11 @@ fn hub_refusal_while_ringing_ends_the_call() {
         call_id: Some(cid("c1")),
     })
     .unwrap();
-    assert_eq!(h.m.phase(), Phase::Ended);
+    assert_eq!(h.0.m.phase(), Phase::Ended);
     // An unrelated error changes nothing.
     press(&mut h, "c2").unwrap();
     h.signal(Message::error(ErrorCode::BadJson, "x")).unwrap();
-    assert_eq!(h.m.phase(), Phase::Ringing);
+    assert_eq!(h.0.m.phase(), Phase::Ringing);
 }
 
 #[test]
@@ -976,7 +954,7 @@ fn stale_timer_is_harmless() {
     h.input(Input::LocalHangup).unwrap();
     // Fire "timeouts" far in the future: only the return to idle happens.
     h.take();
-    h.m.handle_timeout(h.now + Duration::from_secs(3600));
+    h.0.m.handle_timeout(h.0.now + Duration::from_secs(3600));
     h.drain();
     assert_eq!(
         h.take(),
@@ -985,7 +963,7 @@ fn stale_timer_is_harmless() {
             call_id: None
         }]
     );
-    h.m.handle_timeout(h.now + Duration::from_secs(7200));
+    h.0.m.handle_timeout(h.0.now + Duration::from_secs(7200));
     h.drain();
     assert!(h.take().is_empty());
 }
@@ -1016,38 +994,38 @@ fn random_input_sequences_never_break_invariants() {
                 2 => Input::SignalingUp,
                 3 => Input::SignalingDown,
                 4 => Input::Signal(Message::Accepted {
-                    call_id: h.m.call_id().cloned().unwrap_or(id.clone()),
+                    call_id: h.0.m.call_id().cloned().unwrap_or(id.clone()),
                     answerer: flat(),
                     route: None,
                 }),
                 5 => Input::Signal(Message::Answer {
-                    call_id: h.m.call_id().cloned().unwrap_or(id.clone()),
+                    call_id: h.0.m.call_id().cloned().unwrap_or(id.clone()),
                     sdp: "a".into(),
                 }),
                 6 => Input::AudioEstablished {
-                    call_id: h.m.call_id().cloned().unwrap_or(id.clone()),
+                    call_id: h.0.m.call_id().cloned().unwrap_or(id.clone()),
                 },
                 7 => Input::Signal(Message::Hangup {
-                    call_id: h.m.call_id().cloned().unwrap_or(id.clone()),
+                    call_id: h.0.m.call_id().cloned().unwrap_or(id.clone()),
                     reason: "x".into(),
                 }),
                 8 => Input::Media {
-                    call_id: h.m.call_id().cloned().unwrap_or(id.clone()),
+                    call_id: h.0.m.call_id().cloned().unwrap_or(id.clone()),
                     state: MediaState::Disconnected,
                 },
                 9 => Input::LocalCandidate {
-                    call_id: h.m.call_id().cloned().unwrap_or(id.clone()),
+                    call_id: h.0.m.call_id().cloned().unwrap_or(id.clone()),
                     candidate: None,
                 },
                 10 => Input::Signal(Message::Declined {
-                    call_id: h.m.call_id().cloned().unwrap_or(id.clone()),
+                    call_id: h.0.m.call_id().cloned().unwrap_or(id.clone()),
                 }),
                 11 => Input::Signal(Message::Ringing {
-                    call_id: h.m.call_id().cloned().unwrap_or(id.clone()),
+                    call_id: h.0.m.call_id().cloned().unwrap_or(id.clone()),
                     answerers: (next() % 2) as u32,
                 }),
                 12 => Input::LocalDescription {
-                    call_id: h.m.call_id().cloned().unwrap_or(id),
+                    call_id: h.0.m.call_id().cloned().unwrap_or(id),
                     sdp: "o".into(),
                 },
                 13 => Input::Signal(Message::CallDoor {
@@ -1062,16 +1040,16 @@ fn random_input_sequences_never_break_invariants() {
                     continue;
                 }
             };
-            let before = h.m.call_id().cloned();
+            let before = h.0.m.call_id().cloned();
             let _ = h.input(i);
-            if h.m.call_id().is_some() && h.m.call_id() != before.as_ref() {
+            if h.0.m.call_id().is_some() && h.0.m.call_id() != before.as_ref() {
                 started += 1;
             }
             // A call in progress always has a deadline armed; after it,
             // only the return to idle may be.
-            match h.m.phase() {
-                Phase::Idle => assert!(h.m.poll_timeout().is_none(), "run {run} step {step}"),
-                _ => assert!(h.m.poll_timeout().is_some(), "run {run} step {step}"),
+            match h.0.m.phase() {
+                Phase::Idle => assert!(h.0.m.poll_timeout().is_none(), "run {run} step {step}"),
+                _ => assert!(h.0.m.poll_timeout().is_some(), "run {run} step {step}"),
             }
         }
         h.input(Input::Shutdown).unwrap();
@@ -1105,9 +1083,9 @@ fn call_door(h: &mut Harness, id: &str) -> Result<(), Rejected> {
 fn a_resident_call_is_taken_when_idle_and_runs_like_an_answered_call() {
     let mut h = Harness::new();
     call_door(&mut h, "r1").unwrap();
-    assert_eq!(h.m.phase(), Phase::Connecting);
-    assert!(h.m.resident_call());
-    assert_eq!(h.m.answerer(), Some(&flat()));
+    assert_eq!(h.0.m.phase(), Phase::Connecting);
+    assert!(h.0.m.resident_call());
+    assert_eq!(h.0.m.answerer(), Some(&flat()));
     assert_eq!(
         h.take(),
         vec![
@@ -1136,7 +1114,7 @@ fn a_resident_call_is_taken_when_idle_and_runs_like_an_answered_call() {
     .unwrap();
     h.input(Input::AudioEstablished { call_id: cid("r1") })
         .unwrap();
-    assert_eq!(h.m.phase(), Phase::InCall);
+    assert_eq!(h.0.m.phase(), Phase::InCall);
     let out = h.take();
     assert!(out.contains(&Output::Send(Message::Offer {
         call_id: cid("r1"),
@@ -1163,8 +1141,8 @@ fn a_resident_call_is_taken_when_idle_and_runs_like_an_answered_call() {
         }),
         "{out:?}"
     );
-    assert_eq!(h.m.phase(), Phase::Ended);
-    assert!(!h.m.resident_call());
+    assert_eq!(h.0.m.phase(), Phase::Ended);
+    assert!(!h.0.m.resident_call());
 }
 
 #[test]
@@ -1184,13 +1162,13 @@ fn a_resident_call_is_refused_busy_during_another_call() {
             }
         };
         h.take();
-        let before = h.m.phase();
+        let before = h.0.m.phase();
         assert_eq!(
             call_door(&mut h, "r2"),
             Err(Rejected::Busy { input: "call_door" })
         );
-        assert_eq!(h.m.phase(), before, "{phase}: the current call goes on");
-        assert_eq!(h.m.call_id(), Some(&cid("c1")));
+        assert_eq!(h.0.m.phase(), before, "{phase}: the current call goes on");
+        assert_eq!(h.0.m.call_id(), Some(&cid("c1")));
         assert_eq!(
             h.take(),
             vec![
@@ -1213,9 +1191,9 @@ fn a_resident_call_is_refused_busy_during_another_call() {
 fn a_resident_call_is_taken_right_after_the_previous_call_ended() {
     let mut h = in_call();
     h.input(Input::LocalHangup).unwrap();
-    assert_eq!(h.m.phase(), Phase::Ended);
+    assert_eq!(h.0.m.phase(), Phase::Ended);
     call_door(&mut h, "r1").unwrap();
-    assert_eq!(h.m.phase(), Phase::Connecting);
+    assert_eq!(h.0.m.phase(), Phase::Connecting);
     // A resend of the same call changes nothing.
     h.take();
     call_door(&mut h, "r1").unwrap();
@@ -1232,7 +1210,7 @@ fn a_malformed_resident_call_gets_an_error_reply_and_changes_nothing() {
         route: None,
     });
     assert!(matches!(r, Err(Rejected::Malformed { .. })), "{r:?}");
-    assert_eq!(h.m.phase(), Phase::Idle);
+    assert_eq!(h.0.m.phase(), Phase::Idle);
     assert!(matches!(
         h.sent().as_slice(),
         [Message::Error {
@@ -1261,7 +1239,7 @@ fn a_press_during_a_resident_call_is_the_visitor_answering() {
         h.take(),
         vec![Output::VisitorAnswered { call_id: cid("r1") }]
     );
-    assert_eq!(h.m.call_id(), Some(&cid("r1")));
+    assert_eq!(h.0.m.call_id(), Some(&cid("r1")));
     // Holding the button does not hang up a resident's call either...
     assert_eq!(
         h.input(Input::ButtonHeld),
@@ -1269,12 +1247,12 @@ fn a_press_during_a_resident_call_is_the_visitor_answering() {
             input: "long press"
         })
     );
-    assert_eq!(h.m.phase(), Phase::InCall);
+    assert_eq!(h.0.m.phase(), Phase::InCall);
     assert_eq!(h.take(), vec![]);
     // ...while it does hang up a visitor's call.
     let mut h = in_call();
     h.input(Input::ButtonHeld).unwrap();
-    assert_eq!(h.m.phase(), Phase::Ended);
+    assert_eq!(h.0.m.phase(), Phase::Ended);
     assert!(h.sent().contains(&Message::Hangup {
         call_id: cid("c1"),
         reason: "normal".into()
@@ -1404,7 +1382,7 @@ fn a_listen_only_answer_is_reported_with_its_answerer() {
             }),
         ]
     );
-    assert_eq!(h.m.phase(), Phase::Connecting);
+    assert_eq!(h.0.m.phase(), Phase::Connecting);
 }
 
 #[test]
@@ -1417,15 +1395,15 @@ fn a_listen_only_call_is_up_once_its_connection_is() {
         state: MediaState::Checking,
     })
     .unwrap();
-    assert_eq!(h.m.phase(), Phase::Connecting);
+    assert_eq!(h.0.m.phase(), Phase::Connecting);
     // ICE and DTLS up: no incoming audio is waited for.
     h.input(Input::Media {
         call_id: cid("c1"),
         state: MediaState::Connected,
     })
     .unwrap();
-    assert_eq!(h.m.phase(), Phase::InCall);
-    assert!(h.m.media_up());
+    assert_eq!(h.0.m.phase(), Phase::InCall);
+    assert!(h.0.m.media_up());
     assert_eq!(
         h.take(),
         vec![
@@ -1442,7 +1420,7 @@ fn a_listen_only_call_is_up_once_its_connection_is() {
     assert_eq!(h.take(), vec![]);
     // Far past the connect timeout: still in the call, nothing sent.
     h.advance(CallSettings::default().connect_timeout * 3);
-    assert_eq!(h.m.phase(), Phase::InCall);
+    assert_eq!(h.0.m.phase(), Phase::InCall);
     assert_eq!(h.take(), vec![]);
 }
 
@@ -1454,7 +1432,7 @@ fn a_listen_only_call_is_not_a_connect_timeout_when_audio_is_sent() {
     h.take();
     h.input(Input::AudioEstablished { call_id: cid("c1") })
         .unwrap();
-    assert_eq!(h.m.phase(), Phase::InCall);
+    assert_eq!(h.0.m.phase(), Phase::InCall);
     assert!(
         h.take()
             .contains(&Output::Established { call_id: cid("c1") })
@@ -1465,7 +1443,7 @@ fn a_listen_only_call_is_not_a_connect_timeout_when_audio_is_sent() {
     })
     .unwrap();
     h.advance(CallSettings::default().connect_timeout * 2);
-    assert_eq!(h.m.phase(), Phase::InCall);
+    assert_eq!(h.0.m.phase(), Phase::InCall);
     assert!(
         !h.take()
             .iter()
@@ -1483,7 +1461,7 @@ fn a_two_way_call_still_waits_for_audio_after_connecting() {
         state: MediaState::Connected,
     })
     .unwrap();
-    assert_eq!(h.m.phase(), Phase::Connecting);
+    assert_eq!(h.0.m.phase(), Phase::Connecting);
     assert!(
         !h.take()
             .iter()

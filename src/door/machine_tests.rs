@@ -1,6 +1,6 @@
 //! Deterministic tests of the door logic: synthetic time only.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::indication::{LedPattern, StationState};
 use super::*;
@@ -12,20 +12,13 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-struct Rig {
-    m: DoorMachine,
-    t0: Instant,
-    now: Instant,
-}
+crate::sansio::clocked_rig!(Rig, DoorMachine);
 
 impl Rig {
     fn new(settings: DoorSettings) -> Self {
-        let t0 = Instant::now();
-        Rig {
-            m: DoorMachine::new(settings, t0),
-            t0,
-            now: t0,
-        }
+        Rig(crate::sansio::Clocked::new(|t0| {
+            DoorMachine::new(settings, t0)
+        }))
     }
 
     fn default() -> Self {
@@ -33,7 +26,7 @@ impl Rig {
     }
 
     fn drain(&mut self) -> Vec<DoorOutput> {
-        std::iter::from_fn(|| self.m.poll_output()).collect()
+        self.0.drain()
     }
 
     /// Outputs other than LED changes.
@@ -45,24 +38,16 @@ impl Rig {
     }
 
     fn input(&mut self, i: DoorInput) -> Vec<DoorOutput> {
-        self.m.handle_input(i, self.now);
+        self.0.m.handle_input(i, self.0.now);
         self.events()
     }
 
-    /// Advance time to `t0 + at`, firing every deadline on the way in order.
+    /// Advance time to `t0 + at`, firing every deadline on the way in
+    /// order, then once more at `at` itself; LED changes left out.
     fn advance_to(&mut self, at: Duration) -> Vec<DoorOutput> {
-        let target = self.t0 + at;
-        let mut out = Vec::new();
-        while let Some(d) = self.m.poll_timeout() {
-            if d > target {
-                break;
-            }
-            self.now = d;
-            self.m.handle_timeout(d);
-            out.extend(self.drain());
-        }
-        self.now = target;
-        self.m.handle_timeout(target);
+        let mut out = self.0.advance_to(at);
+        let now = self.0.now;
+        self.0.m.handle_timeout(now);
         out.extend(self.drain());
         out.retain(|o| !matches!(o, DoorOutput::Led { .. }));
         out
@@ -108,7 +93,7 @@ fn relay(energised: bool) -> DoorOutput {
 fn the_first_output_de_energises_the_relay() {
     let mut r = Rig::default();
     assert_eq!(r.events(), vec![relay(false)]);
-    assert!(!r.m.relay_energised());
+    assert!(!r.0.m.relay_energised());
 }
 
 #[test]
@@ -119,9 +104,9 @@ fn a_fail_safe_lock_is_de_energised_first_then_held_shut() {
     });
     assert_eq!(r.events(), vec![relay(false), relay(true)]);
     r.input(DoorInput::ExitPressed);
-    assert!(!r.m.relay_energised(), "fail-safe opens by de-energising");
+    assert!(!r.0.m.relay_energised(), "fail-safe opens by de-energising");
     r.advance_to(5 * S);
-    assert!(r.m.relay_energised());
+    assert!(r.0.m.relay_energised());
     assert_eq!(r.input(DoorInput::Shutdown), vec![relay(false)]);
 }
 
@@ -142,11 +127,11 @@ fn exit_button_pulses_the_relay_for_the_configured_time() {
             }
         ]
     );
-    assert_eq!(r.m.station_state(), StationState::DoorOpen);
+    assert_eq!(r.0.m.station_state(), StationState::DoorOpen);
     assert!(r.advance_to(ms(4999)).is_empty());
-    assert!(r.m.relay_energised());
+    assert!(r.0.m.relay_energised());
     assert_eq!(r.advance_to(5 * S), vec![relay(false)]);
-    assert!(!r.m.unlocked());
+    assert!(!r.0.m.unlocked());
 }
 
 #[test]
@@ -168,7 +153,7 @@ fn shutdown_during_a_pulse_de_energises_and_stops() {
     r.input(DoorInput::ExitPressed);
     let out = r.input(DoorInput::Shutdown);
     assert_eq!(out, vec![relay(false)]);
-    assert_eq!(r.m.poll_timeout(), None);
+    assert_eq!(r.0.m.poll_timeout(), None);
     // Nothing reopens a stopped door.
     assert!(r.input(DoorInput::ExitPressed).is_empty());
 }
@@ -186,15 +171,15 @@ fn door_held_open_raises_an_alarm_and_closing_clears_it() {
         r.advance_to(30 * S),
         vec![DoorOutput::HeldOpenAlarm { open_for: 30 * S }]
     );
-    assert!(r.m.alarm());
-    assert_eq!(r.m.station_state(), StationState::Fault);
+    assert!(r.0.m.alarm());
+    assert_eq!(r.0.m.station_state(), StationState::Fault);
     // Raised once only.
     assert!(r.advance_to(120 * S).is_empty());
     assert_eq!(
         r.input(DoorInput::DoorSensor { open: false }),
         vec![DoorOutput::HeldOpenCleared]
     );
-    assert!(!r.m.alarm());
+    assert!(!r.0.m.alarm());
 }
 
 #[test]
@@ -269,7 +254,7 @@ fn remote_open_needs_an_answered_call_and_its_own_channel() {
         answered: None,
     });
     assert_eq!(r.open("c-2", "d"), (false, Some(Refusal::NoCall)));
-    assert!(!r.m.relay_energised());
+    assert!(!r.0.m.relay_energised());
 }
 
 #[test]
@@ -302,12 +287,12 @@ fn a_flood_of_fresh_nonces_keeps_the_nonce_window_bounded() {
     // One per remote_open_interval (3 s) of the 60 s.
     assert_eq!(granted, 20);
     // Only nonces past the rate limit are kept, and at most the window.
-    assert_eq!(r.m.nonces_held(), 20);
+    assert_eq!(r.0.m.nonces_held(), 20);
     for i in 0..200u64 {
         r.advance_to(ms(60_000 + i * 3000));
         assert_eq!(r.open("c-1", &format!("late{i}")), (true, None));
     }
-    assert_eq!(r.m.nonces_held(), NONCE_WINDOW);
+    assert_eq!(r.0.m.nonces_held(), NONCE_WINDOW);
     // A recent one is still a replay.
     r.advance_to(ms(60_000 + 200 * 3000));
     assert_eq!(r.open("c-1", "late199"), (false, Some(Refusal::Replay)));
@@ -325,7 +310,7 @@ fn bad_nonces_are_refused() {
     );
     assert_eq!(r.open("c-1", "a b"), (false, Some(Refusal::BadNonce)));
     assert_eq!(r.open("c-1", "é"), (false, Some(Refusal::BadNonce)));
-    assert!(!r.m.relay_energised());
+    assert!(!r.0.m.relay_energised());
 }
 
 #[test]
@@ -512,9 +497,9 @@ fn leds_follow_the_station_state_per_led() {
     assert_eq!(r.led("door").0, LedPattern::SlowBlink);
     r.input(DoorInput::Fault { active: true });
     r.input(DoorInput::Tamper { active: false });
-    assert_eq!(r.m.station_state(), StationState::Fault);
+    assert_eq!(r.0.m.station_state(), StationState::Fault);
     r.input(DoorInput::Fault { active: false });
-    assert_eq!(r.m.station_state(), StationState::InCall);
+    assert_eq!(r.0.m.station_state(), StationState::InCall);
 }
 
 #[test]
@@ -526,13 +511,16 @@ fn blink_phases_are_computed_from_time() {
         answered: None,
     });
     // Slow blink started now: on 0..500 ms, off 500..1000 ms, ...
-    let start = r.now - r.t0;
+    let start = r.0.now - r.t0;
     let mut edges = Vec::new();
     for _ in 0..4 {
-        let next = r.m.poll_timeout().expect("a blinking LED has a next edge");
+        let next =
+            r.0.m
+                .poll_timeout()
+                .expect("a blinking LED has a next edge");
         edges.push(next - r.t0 - start);
-        r.now = next;
-        r.m.handle_timeout(next);
+        r.0.now = next;
+        r.0.m.handle_timeout(next);
         r.drain();
     }
     assert_eq!(edges, vec![ms(500), ms(1000), ms(1500), ms(2000)]);
@@ -553,12 +541,12 @@ fn blink_phases_are_computed_from_time() {
 fn led_outputs_report_each_level_change_once() {
     let mut r = Rig::new(two_leds());
     r.drain();
-    r.m.handle_input(
+    r.0.m.handle_input(
         DoorInput::Call {
             state: StationState::Idle,
             answered: None,
         },
-        r.now,
+        r.0.now,
     );
     let out = r.drain();
     assert_eq!(
@@ -570,14 +558,14 @@ fn led_outputs_report_each_level_change_once() {
         }]
     );
     // Steady: no deadline.
-    assert_eq!(r.m.poll_timeout(), None);
+    assert_eq!(r.0.m.poll_timeout(), None);
 }
 
 #[test]
 fn shutdown_turns_every_led_off() {
     let mut r = Rig::new(two_leds());
     r.drain();
-    r.m.handle_input(DoorInput::Shutdown, r.now);
+    r.0.m.handle_input(DoorInput::Shutdown, r.0.now);
     let out = r.drain();
     assert!(out.contains(&DoorOutput::Led {
         name: "status".into(),
@@ -595,7 +583,7 @@ fn pairing_shows_on_the_leds_only_while_no_call_is_shown() {
         answered: None,
     });
     r.input(DoorInput::Pairing { active: true });
-    assert_eq!(r.m.station_state(), StationState::Pairing);
+    assert_eq!(r.0.m.station_state(), StationState::Pairing);
     assert_eq!(r.led("status").0, LedPattern::MediumBlink);
     assert_eq!(r.led("door"), (LedPattern::On, true));
     // 2 Hz: off after 250 ms, on again after 500 ms.
@@ -608,14 +596,14 @@ fn pairing_shows_on_the_leds_only_while_no_call_is_shown() {
         state: StationState::Ringing,
         answered: None,
     });
-    assert_eq!(r.m.station_state(), StationState::Ringing);
+    assert_eq!(r.0.m.station_state(), StationState::Ringing);
     r.input(DoorInput::Call {
         state: StationState::Idle,
         answered: None,
     });
-    assert_eq!(r.m.station_state(), StationState::Pairing);
+    assert_eq!(r.0.m.station_state(), StationState::Pairing);
     r.input(DoorInput::Pairing { active: false });
-    assert_eq!(r.m.station_state(), StationState::Idle);
+    assert_eq!(r.0.m.station_state(), StationState::Idle);
     assert_eq!(r.led("status"), (LedPattern::On, true));
 }
 

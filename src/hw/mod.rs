@@ -55,6 +55,16 @@ pub trait Led: Send + fmt::Debug {
     fn set(&mut self, pattern: LedPattern, on: bool) -> Result<(), HwError>;
 }
 
+/// Sets the LED called `name` (if there is one); a failure is logged, the
+/// door works on without it.
+pub fn set_led(leds: &mut [Box<dyn Led>], name: &str, pattern: LedPattern, on: bool) {
+    if let Some(led) = leds.iter_mut().find(|l| l.name() == name)
+        && let Err(e) = led.set(pattern, on)
+    {
+        tracing::warn!(led = %name, error = %e, "cannot set LED");
+    }
+}
+
 /// The lock relay.
 pub trait Relay: Send + fmt::Debug {
     /// Drive the relay coil (`true`: energised).

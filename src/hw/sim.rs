@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -330,7 +330,7 @@ pub type AudioProbe = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 #[derive(Clone)]
 struct PanelState {
     control: SimControl,
-    status: watch::Receiver<serde_json::Value>,
+    status: crate::station::StatusHandle,
     probe: Option<AudioProbe>,
 }
 
@@ -359,7 +359,7 @@ struct TamperQuery {
 pub async fn serve_panel(
     listener: tokio::net::TcpListener,
     control: SimControl,
-    status: watch::Receiver<serde_json::Value>,
+    status: crate::station::StatusHandle,
     probe: Option<AudioProbe>,
     cancel: CancellationToken,
 ) {
@@ -457,7 +457,7 @@ async fn same_origin_json(
 }
 
 async fn state_view(State(p): State<PanelState>) -> Json<serde_json::Value> {
-    let mut v = p.status.borrow().clone();
+    let mut v = p.status.json().await;
     if let Some(obj) = v.as_object_mut() {
         if let (Some(probe), Some(audio)) = (
             &p.probe,

@@ -108,6 +108,26 @@ impl fmt::Debug for MediaCommand {
 }
 
 impl MediaCommand {
+    /// The engine's command for a request of the call logic; `None` for a
+    /// start, which needs the call's audio (the controller builds it).
+    pub fn from_request(req: crate::call::MediaRequest) -> Option<MediaCommand> {
+        use crate::call::MediaRequest as R;
+        Some(match req {
+            R::RemoteAnswer { call_id, sdp } => MediaCommand::RemoteDescription {
+                call_id,
+                kind: SdpKind::Answer,
+                sdp,
+            },
+            R::RemoteCandidate { call_id, candidate } => {
+                MediaCommand::RemoteCandidate { call_id, candidate }
+            }
+            R::RestartIce { call_id } => MediaCommand::RestartIce { call_id },
+            R::Renew { call_id } => MediaCommand::Renew { call_id },
+            R::Stop { call_id } => MediaCommand::Stop { call_id },
+            R::StartOffer { .. } => return None,
+        })
+    }
+
     pub fn call_id(&self) -> &CallId {
         match self {
             MediaCommand::Start { call_id, .. }

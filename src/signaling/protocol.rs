@@ -577,6 +577,62 @@ pub fn decode(text: &str, limit: usize) -> Result<Message, DecodeError> {
     })
 }
 
+/// A message from a resident's page on a call's door data channel. Only
+/// `open` is known; anything else is an invalid request, refused and
+/// audited like a refused open (docs/signaling.md, "The door channel").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DoorRequest {
+    /// `{"type":"open","nonce":…}`; the door logic judges the nonce.
+    Open { nonce: String },
+    /// Anything else. `nonce` is the message's nonce when it is a valid
+    /// one (for the audit record), else empty.
+    Invalid { nonce: String },
+}
+
+impl DoorRequest {
+    /// Reads one text message of a door data channel (peer text: never
+    /// panics).
+    pub fn decode(text: &str) -> DoorRequest {
+        #[derive(Deserialize)]
+        struct Request {
+            #[serde(rename = "type")]
+            kind: String,
+            nonce: Option<String>,
+        }
+        match serde_json::from_str::<Request>(text) {
+            Ok(Request {
+                kind,
+                nonce: Some(nonce),
+            }) if kind == "open" => DoorRequest::Open { nonce },
+            parsed => DoorRequest::Invalid {
+                nonce: parsed
+                    .ok()
+                    .and_then(|r| r.nonce)
+                    .filter(|n| crate::door::valid_nonce(n))
+                    .unwrap_or_default(),
+            },
+        }
+    }
+}
+
+/// The station's answer to an `open` on the door data channel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename = "open_result")]
+pub struct OpenResult {
+    pub nonce: String,
+    pub granted: bool,
+    /// Why it was refused (`null` when granted).
+    pub reason: Option<&'static str>,
+    /// How long the relay is energised (0 when refused).
+    pub pulse_ms: u64,
+}
+
+impl OpenResult {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a struct of strings, bools and integers serialises")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

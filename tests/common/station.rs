@@ -50,14 +50,12 @@ impl InProcessStation {
 
     /// Returns once the station's own signaling link is up (10 s at most).
     pub async fn signaling_up(self) -> InProcessStation {
-        let mut status = self.running.status.clone();
-        timeout(Duration::from_secs(10), async {
-            while status.borrow()["signaling"] != "up" {
-                status.changed().await.expect("station alive");
-            }
-        })
-        .await
-        .expect("station connects to its hub");
+        if !self
+            .wait("signaling up", |s| s["signaling"] == "up", 10)
+            .await
+        {
+            panic!("station never connected to its hub");
+        }
         self
     }
 
@@ -69,8 +67,9 @@ impl InProcessStation {
         )
     }
 
-    pub fn state(&self) -> serde_json::Value {
-        self.running.status.borrow().clone()
+    /// The station's status now (asked of its controller).
+    pub async fn state(&self) -> serde_json::Value {
+        self.running.status.json().await
     }
 
     /// True once `f` holds for the status (within `secs`); false, with
@@ -83,19 +82,19 @@ impl InProcessStation {
     ) -> bool {
         let deadline = Instant::now() + Duration::from_secs(secs);
         while Instant::now() < deadline {
-            if f(&self.state()) {
+            if f(&self.state().await) {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        eprintln!("{what}: not reached; state {}", self.state());
+        eprintln!("{what}: not reached; state {}", self.state().await);
         false
     }
 
     /// Waits (10 s at most) for the call state `want`; panics otherwise.
     pub async fn wait_state(&self, want: &str) {
         if !self.wait(want, |s| s["call"]["state"] == want, 10).await {
-            panic!("station never reached {want}: {}", self.state());
+            panic!("station never reached {want}: {}", self.state().await);
         }
     }
 
