@@ -198,7 +198,6 @@ pub struct Station {
     route: RouteMachine,
     buttons: HashMap<String, String>,
     bluetooth: bool,
-    signaling_up: bool,
     hub_ice_servers: Vec<IceServerInfo>,
     bt_pairing: bool,
     /// The headset whose service level connection is up (the first one).
@@ -222,7 +221,6 @@ impl Station {
             route: RouteMachine::new(RouteSettings::default()),
             buttons: settings.buttons,
             bluetooth: settings.bluetooth,
-            signaling_up: false,
             hub_ice_servers: Vec::new(),
             bt_pairing: false,
             headset: None,
@@ -316,10 +314,6 @@ impl Station {
         &self.hub_ice_servers
     }
 
-    pub fn signaling_up(&self) -> bool {
-        self.signaling_up
-    }
-
     pub fn status(&self, now: Instant) -> Status {
         status::build(self, now)
     }
@@ -352,12 +346,10 @@ impl Station {
     fn on_signaling(&mut self, ev: ClientEvent) {
         match ev {
             ClientEvent::Up { ice_servers, .. } => {
-                self.signaling_up = true;
                 self.hub_ice_servers = ice_servers;
                 self.call_input(Input::SignalingUp);
             }
             ClientEvent::Down { reason } => {
-                self.signaling_up = false;
                 let reason = PeerText::new(&reason).to_string();
                 match self.call.call_id() {
                     Some(id) => {
@@ -558,7 +550,7 @@ impl Station {
     /// opening, long press).
     fn show_phase(&mut self, phase: Phase) {
         let phase = self.shown_phase(phase);
-        let state = if !self.signaling_up && matches!(phase, Phase::Idle | Phase::Ended) {
+        let state = if !self.call.signaling_up() && matches!(phase, Phase::Idle | Phase::Ended) {
             StationState::SignalingDown
         } else {
             match phase {

@@ -66,7 +66,7 @@ pub(super) fn build(s: &Station, now: Instant) -> Status {
             answerer: s.call.answerer().map(|a| a.id.clone()),
             resident_call: s.call.resident_call(),
         },
-        signaling: if s.signaling_up { "up" } else { "down" },
+        signaling: if s.call.signaling_up() { "up" } else { "down" },
         audio: AudioStats::default(),
         door: DoorStatus {
             station_state: door.station_state().as_str(),
