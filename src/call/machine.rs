@@ -146,6 +146,9 @@ pub enum MediaState {
     Failed,
     /// ICE connected but the DTLS handshake did not finish in time.
     Stalled,
+    /// The path works one way only: the resident's audio arrives, the
+    /// resident's reports show the station's does not.
+    Unheard,
     Closed,
 }
 
@@ -913,6 +916,13 @@ impl CallMachine {
             }
             MediaState::Stalled => {
                 self.recover(Recovery::Renew, "DTLS handshake stalled", now);
+                Ok(())
+            }
+            MediaState::Unheard => {
+                if self.timers[Timer::MediaLost as usize].is_none() {
+                    let why = "the resident no longer receives the station's audio";
+                    self.recover(Recovery::IceRestart, why, now);
+                }
                 Ok(())
             }
         }

@@ -4,6 +4,7 @@
 //! backend over [`AudioPorts`](crate::audio::AudioPorts), never through the
 //! controller.
 
+mod one_way;
 pub mod opus;
 mod rtc;
 pub mod turn_bridge;
@@ -151,6 +152,9 @@ pub enum MediaState {
     Failed,
     /// ICE connected but DTLS did not complete within `dtls_timeout`.
     Stalled,
+    /// Connected, but the peer's receiver reports show the station's audio
+    /// no longer arrives while the peer's own still does (`one_way.rs`).
+    Unheard,
     Closed,
 }
 

@@ -64,6 +64,8 @@ enum Internal {
     RemoteChannel(Arc<dyn DataChannel>),
     DoorOpen,
     DoorText(String),
+    /// The peer's reports show the station's audio no longer arrives.
+    Unheard(super::one_way::Unheard),
 }
 
 struct Tagged {
@@ -186,6 +188,10 @@ struct Session {
     /// until audio is established, and afterwards while the selected pair
     /// runs through a TURN relay.
     flush_relay: Arc<AtomicBool>,
+    /// Watches for a path lost one way (see `one_way.rs`).
+    one_way: Arc<super::one_way::OneWayWatch>,
+    /// The peer connection generation whose reports are watched.
+    one_way_generation: Option<u64>,
 }
 
 pub(super) struct Actor {
@@ -574,6 +580,8 @@ impl Actor {
                 started,
                 door: None,
                 flush_relay: Arc::new(AtomicBool::new(true)),
+                one_way: Arc::default(),
+                one_way_generation: None,
             },
         );
         if let Err(e) = self.attach_pc(call_id).await {
@@ -1033,6 +1041,7 @@ impl Actor {
             Internal::DoorText(text) => {
                 self.emit(MediaEvent::DoorMessage { call_id, text }).await;
             }
+            Internal::Unheard(u) => self.unheard(call_id, u).await,
             Internal::AudioFailed(message) => {
                 warn!(call_id = %call_id, error = %crate::logging::PeerText::new(&message.to_string()), "audio path failed");
                 self.emit(MediaEvent::Error {
@@ -1094,6 +1103,13 @@ impl Actor {
         }
         let was = s.state.replace(state);
         info!(call_id = %call_id, state = ?state, elapsed_ms = s.started.elapsed().as_millis() as u64, "media state changed");
+        s.one_way.reset();
+        if state == MediaState::Connected {
+            self.watch_one_way(&call_id);
+        }
+        let Some(s) = self.sessions.get_mut(&call_id) else {
+            return;
+        };
         if state == MediaState::Connected && s.established && was.is_some() {
             // Back after an outage or an ICE restart: say which path.
             let selected_pair = match s.sender.clone() {
@@ -1102,6 +1118,50 @@ impl Actor {
             };
             info!(call_id = %call_id, selected_pair = %selected_pair, "media path restored");
         }
+        self.emit(MediaEvent::State { call_id, state }).await;
+    }
+
+    /// Watches the current peer connection's reports for a path lost one
+    /// way (once per connection).
+    fn watch_one_way(&mut self, call_id: &CallId) {
+        let Some(s) = self.sessions.get_mut(call_id) else {
+            return;
+        };
+        let (Some(pc), generation) = (s.pc.clone(), s.generation) else {
+            return;
+        };
+        if s.one_way_generation == Some(generation) {
+            return;
+        }
+        s.one_way_generation = Some(generation);
+        let (watch, cancel) = (s.one_way.clone(), s.pc_cancel.clone());
+        let internal = self.internal_tx.clone();
+        let call_id = call_id.clone();
+        self.tracker
+            .spawn(super::one_way::run(pc, watch, cancel, move |u| {
+                let msg = Internal::Unheard(u);
+                let _ = internal.send(Tagged {
+                    call_id: call_id.clone(),
+                    generation,
+                    msg,
+                });
+            }));
+    }
+
+    /// The path works one way only: said, and told to the call logic as a
+    /// state of its own, which starts an ICE restart.
+    async fn unheard(&mut self, call_id: CallId, u: super::one_way::Unheard) {
+        let Some(s) = self.sessions.get_mut(&call_id) else {
+            return;
+        };
+        if s.state != Some(MediaState::Connected) {
+            return;
+        }
+        warn!(call_id = %call_id, reported_seq = u.reported, still_ms = u.still_for.as_millis() as u64, "the resident's audio arrives but its reports show the station's no longer does: path lost one way");
+        s.state = Some(MediaState::Unheard);
+        // The new path may run through the relay.
+        s.flush_relay.store(true, Ordering::Relaxed);
+        let state = MediaState::Unheard;
         self.emit(MediaEvent::State { call_id, state }).await;
     }
 
@@ -1120,8 +1180,9 @@ impl Actor {
         let generation = s.generation;
         let internal = self.internal_tx.clone();
         let id = call_id.clone();
+        let one_way = s.one_way.clone();
         self.tracker.spawn(async move {
-            recv_loop(id, generation, track, playback, cancel, internal).await;
+            recv_loop(id, generation, track, playback, cancel, internal, one_way).await;
         });
     }
 
@@ -1381,6 +1442,7 @@ async fn recv_loop(
     playback: mpsc::Sender<Frame>,
     cancel: CancellationToken,
     internal: mpsc::UnboundedSender<Tagged>,
+    one_way: Arc<super::one_way::OneWayWatch>,
 ) {
     let tell = |msg| {
         let _ = internal.send(Tagged {
@@ -1421,6 +1483,7 @@ async fn recv_loop(
                         gap_logged = false;
                         let gap_ms = last_packet.map_or(0, |t| arrived.duration_since(t).as_millis() as u64);
                         info!(call_id = %call_id, gap_ms, "incoming audio resumed");
+                        one_way.resumed();
                     }
                     last_packet = Some(arrived);
                     received += 1;
@@ -1433,6 +1496,7 @@ async fn recv_loop(
             _ = tick.tick() => {
                 if let Some(t) = last_packet.filter(|t| !gap_logged && t.elapsed() >= MEDIA_GAP_LOG) {
                     gap_logged = true;
+                    one_way.gap();
                     warn!(call_id = %call_id, silent_ms = t.elapsed().as_millis() as u64, "no incoming audio; the call is kept until ice.receiving_timeout_ms");
                 }
                 playout.tick(&call_id, &mut jitter, &playback);

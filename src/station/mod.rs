@@ -831,6 +831,7 @@ fn media_state(state: media::MediaState) -> Option<MediaState> {
         media::MediaState::Disconnected => MediaState::Disconnected,
         media::MediaState::Failed => MediaState::Failed,
         media::MediaState::Stalled => MediaState::Stalled,
+        media::MediaState::Unheard => MediaState::Unheard,
         media::MediaState::Closed => MediaState::Closed,
     })
 }
