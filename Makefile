@@ -39,7 +39,7 @@ test-e2e: build
 # The watchdog test with a wedged controller: needs the test-only
 # `fault-injection` feature (never in a shipped build).
 test-fault: setup
-	$(CARGO) test --locked --features fault-injection --test systemd_notify
+	$(CARGO) test --locked --features fault-injection --test it -- systemd_notify::
 
 # The systemd unit, sysusers, tmpfiles, catalog and udev rule in dist/,
 # checked with systemd's own tools (verify, security exposure <= 2.0).
@@ -69,10 +69,10 @@ test-fuzz: setup
 	scripts/fuzz.sh $(FUZZ_SMOKE_SECONDS)
 
 # 1,000 calls back to back through the built-in hub, the daemon's memory,
-# descriptors, threads and tasks sampled (tests/soak.rs; BENCHMARKS.md
+# descriptors, threads and tasks sampled (tests/it/soak.rs; BENCHMARKS.md
 # "Soak"). SOAK_CALLS and SOAK_EVERY change the count and the sampling.
 soak: build
-	$(CARGO) test --locked --test soak -- --ignored --nocapture
+	$(CARGO) test --locked --test it -- --ignored --nocapture soak::
 
 test: lint test-unit test-fault test-fuzz check-dist check-yocto test-e2e hw-test
 

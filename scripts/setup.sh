@@ -44,7 +44,7 @@ if [ ! -d tests/socketio/node_modules/socket.io ] || [ ! -d tests/socketio/node_
     (cd tests/socketio && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
-# The test push service of tests/web_push.rs: Python's http_ece and
+# The test push service of tests/it/web_push.rs: Python's http_ece and
 # py_vapid (PyPI only, not in Debian 12), pinned, in their own venv.
 PUSH_VENV=tests/push/.venv
 PUSH_PKGS="http-ece==1.2.1 py-vapid==1.9.6 cryptography==51.0.1"

@@ -9,13 +9,11 @@ use std::time::Duration;
 
 use intercomd::daemon;
 use intercomd::signaling::protocol::Message;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-mod common;
-use common::station::{InProcessStation, hang_up};
-use common::*;
+use crate::common::station::{InProcessStation, hang_up};
+use crate::common::*;
 
 const DOOR_TOKEN: &str = "door-token-0123456789abcdef";
 const FLAT_TOKEN: &str = "flat-token-0123456789abcdef";
@@ -72,8 +70,8 @@ fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("intercomd-hubtls-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir is writable");
-    common::write_secret(&dir.join("door"), &format!("{DOOR_TOKEN}\n"));
-    common::write_secret(&dir.join("flat"), &format!("{FLAT_TOKEN}\n"));
+    crate::common::write_secret(&dir.join("door"), &format!("{DOOR_TOKEN}\n"));
+    crate::common::write_secret(&dir.join("flat"), &format!("{FLAT_TOKEN}\n"));
     dir
 }
 
@@ -167,6 +165,12 @@ stdin = false
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_station_joins_a_wss_hub_trusting_its_configured_ca_and_completes_a_call() {
+    if !crate::common::in_own_process(
+        module_path!(),
+        "a_station_joins_a_wss_hub_trusting_its_configured_ca_and_completes_a_call",
+    ) {
+        return;
+    }
     init_log();
     let dir = temp_dir("call");
     let pki = Pki::new(&dir);
@@ -253,6 +257,12 @@ async fn served_certificate(port: u16, trust: Arc<rustls::ClientConfig>) -> Vec<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renewed_files_are_served_without_a_restart_or_a_dropped_client() {
+    if !crate::common::in_own_process(
+        module_path!(),
+        "renewed_files_are_served_without_a_restart_or_a_dropped_client",
+    ) {
+        return;
+    }
     init_log();
     let dir = temp_dir("reload");
     let pki = Pki::new(&dir);
@@ -274,17 +284,13 @@ async fn renewed_files_are_served_without_a_restart_or_a_dropped_client() {
 
     let second = pki.issue();
     assert_ne!(first, second);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if served_certificate(port, pki.trust()).await == second {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the renewed certificate is not served"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll_until(
+        Duration::from_secs(5),
+        async || served_certificate(port, pki.trust()).await,
+        |served| *served == second,
+    )
+    .await
+    .unwrap_or_else(|_| panic!("the renewed certificate is not served"));
     // The client connected before the renewal still talks to the hub: a
     // message the hub must answer (an unknown call) gets its error.
     send(
@@ -317,6 +323,12 @@ async fn start_self_signed_hub(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_self_signed_hub_is_pinned_through_ca_file_and_plain_http_is_redirected() {
+    if !crate::common::in_own_process(
+        module_path!(),
+        "a_self_signed_hub_is_pinned_through_ca_file_and_plain_http_is_redirected",
+    ) {
+        return;
+    }
     init_log();
     let dir = temp_dir("selfsigned");
     let (hub, redirect, hub_cancel) = start_self_signed_hub(&dir).await;

@@ -16,8 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{Instant, timeout};
 
-mod common;
-use common::*;
+use crate::common::*;
 
 const SOURCES: u8 = 100;
 const IDLE_PER_SOURCE: usize = 30;
@@ -188,7 +187,7 @@ async fn a_call_succeeds_under_hostile_load_and_every_hostile_socket_is_closed()
     raise_nofile(hostile as u64 + 1024);
     let dir = std::env::temp_dir().join(format!("intercomd-load-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir is writable");
-    common::write_secret(&dir.join("flat"), "token-of-flat-1a-0123456789\n");
+    crate::common::write_secret(&dir.join("flat"), "token-of-flat-1a-0123456789\n");
     let (hub_port, panel_port) = (free_port(), free_port());
     let config = dir.join("station.toml");
     std::fs::write(
@@ -315,18 +314,13 @@ target = "stderr"
         600.0,
     )
     .await;
-    let deadline_door = Instant::now() + Duration::from_secs(10);
-    loop {
-        let hz = panel_state(panel).await["audio"]["played_dominant_hz"].as_f64();
-        if hz.is_some_and(|hz| (hz - 1000.0).abs() <= 30.0) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline_door,
-            "the door never heard 1000 Hz: {hz:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        "the door hearing 1000 Hz",
+        Duration::from_secs(10),
+        async || panel_state(panel).await["audio"]["played_dominant_hz"].as_f64(),
+        |hz| hz.is_some_and(|hz| (hz - 1000.0).abs() <= 30.0),
+    )
+    .await;
     let call_done = t_attack.elapsed();
     assert!(
         call_done < HEADER_TIMEOUT,
@@ -385,14 +379,13 @@ target = "stderr"
     );
 
     // Memory back near the baseline once the sockets are gone.
-    let rss_deadline = Instant::now() + Duration::from_secs(10);
-    let rss_after = loop {
-        let r = rss_kb(pid);
-        if r <= rss_before + 5 * 1024 || Instant::now() > rss_deadline {
-            break r;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let rss_after = poll_until(
+        Duration::from_secs(10),
+        async || rss_kb(pid),
+        |&r| r <= rss_before + 5 * 1024,
+    )
+    .await
+    .unwrap_or_else(|last| last);
     let fds_after = open_fds(pid);
     eprintln!(
         "hostile={hostile} refused={refused} served={} latest close {latest:?}, all closed {t_all_closed:?} into the attack; \
@@ -420,12 +413,12 @@ target = "stderr"
 
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-    let t0 = Instant::now();
-    while child.try_wait().expect("child waitable").is_none()
-        && t0.elapsed() < Duration::from_secs(5)
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let _ = poll_until(
+        Duration::from_secs(5),
+        async || child.try_wait().expect("child waitable"),
+        Option::is_some,
+    )
+    .await;
     let _ = child.kill();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -14,8 +14,7 @@ use intercomd::hub::push::{
 };
 use serde_json::Value;
 
-mod common;
-use common::push_service::{PushService as Service, python};
+use crate::common::push_service::{PushService as Service, python};
 
 const SUBJECT: &str = "mailto:intercomd@test.invalid";
 

@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
-use common::{free_port, http};
+use crate::common::{eventually_blocking, free_port, http};
 
 struct Dir(PathBuf);
 
@@ -54,29 +53,28 @@ fn site(dir: &Dir, sim_extra: &str) -> (SocketAddr, PathBuf) {
 }
 
 fn wait_state(panel: SocketAddr) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok((200, body)) = http(panel, "GET", "/state")
-            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&body)
-            && v.get("relay_energised").is_some_and(|r| !r.is_null())
-        {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "panel never answered");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually_blocking(
+        "the panel answering with the relay's state",
+        Duration::from_secs(20),
+        || match http(panel, "GET", "/state") {
+            Ok((200, body)) => serde_json::from_str::<serde_json::Value>(&body).ok(),
+            _ => None,
+        },
+        |v| {
+            v.as_ref()
+                .is_some_and(|v| v.get("relay_energised").is_some_and(|r| !r.is_null()))
+        },
+    )
+    .expect("checked by the wait")
 }
 
 fn wait_file(path: &Path, want: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::fs::read_to_string(path).unwrap_or_default() != want {
-        assert!(
-            Instant::now() < deadline,
-            "{} never became {want:?}",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually_blocking(
+        &format!("{} becoming {want:?}", path.display()),
+        Duration::from_secs(10),
+        || std::fs::read_to_string(path).unwrap_or_default(),
+        |text| text == want,
+    );
 }
 
 #[test]
@@ -118,11 +116,12 @@ fn a_restart_after_kill_9_during_a_pulse_de_energises_the_relay_first() {
     wait_file(&relay_file, "energised\n");
     let pid = daemon.id().to_string();
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while daemon.try_wait().expect("child status").is_none() {
-        assert!(Instant::now() < deadline, "daemon did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually_blocking(
+        "the daemon stopping on SIGTERM",
+        Duration::from_secs(15),
+        || daemon.try_wait().expect("child status"),
+        Option::is_some,
+    );
     assert_eq!(
         std::fs::read_to_string(&relay_file).expect("state file"),
         "de-energised\n"
@@ -134,15 +133,7 @@ fn wait_for(
     what: &str,
     pred: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let v = wait_state(panel);
-        if pred(&v) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: last /state {v}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually_blocking(what, Duration::from_secs(10), || wait_state(panel), pred)
 }
 
 #[test]
@@ -298,14 +289,12 @@ fn the_panel_refuses_a_cross_site_post_and_keeps_the_relay() {
     let own =
         format!("POST /exit HTTP/1.1\r\nContent-Type: application/json\r\nOrigin: http://{panel}");
     assert_eq!(raw(panel, &own, "{}"), 200);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while wait_state(panel)["door"]["unlocked"] != true {
-        assert!(
-            Instant::now() < deadline,
-            "the same-origin POST opened nothing"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually_blocking(
+        "the door unlocked by the same-origin POST",
+        Duration::from_secs(5),
+        || wait_state(panel),
+        |v| v["door"]["unlocked"] == true,
+    );
     let _ = daemon.kill();
     let _ = daemon.wait();
 }

@@ -1,6 +1,6 @@
 //! Soak: calls back to back through the station's built-in hub, the daemon
 //! in its own process (simulated hardware and audio), answered by the Rust
-//! resident of tests/common. Every `SOAK_EVERY` calls the daemon's resident
+//! resident of tests/it/common. Every `SOAK_EVERY` calls the daemon's resident
 //! memory, open file descriptors, threads (all from /proc) and tokio's
 //! alive tasks (`runtime.tasks` of `GET /state`) are sampled once the call
 //! has ended and settled. After a warm-up of 100 calls: RSS grows at most
@@ -18,9 +18,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-mod common;
-use common::station::hang_up;
-use common::*;
+use crate::common::station::hang_up;
+use crate::common::*;
 
 /// Calls before the baseline is taken: pools, caches and the history
 /// store reach their working size.
@@ -40,7 +39,7 @@ impl Daemon {
     fn start() -> Daemon {
         let dir = std::env::temp_dir().join(format!("intercomd-soak-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir is writable");
-        common::write_secret(&dir.join("flat-1a.token"), &format!("{TOKEN}\n"));
+        crate::common::write_secret(&dir.join("flat-1a.token"), &format!("{TOKEN}\n"));
         let hub: SocketAddr = format!("127.0.0.1:{}", free_port())
             .parse()
             .expect("literal");
@@ -117,16 +116,9 @@ level = "warn"
     }
 
     async fn wait_for(&self, what: &str, ok: impl Fn(&serde_json::Value) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut last = serde_json::Value::Null;
-        while Instant::now() < deadline {
-            last = self.state();
-            if ok(&last) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        if let Err(last) = poll_until(Duration::from_secs(20), async || self.state(), ok).await {
+            panic!("{what} not reached in 20 s: {last}\n{}", self.log());
         }
-        panic!("{what} not reached in 20 s: {last}\n{}", self.log());
     }
 
     fn log(&self) -> String {

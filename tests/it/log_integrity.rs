@@ -10,9 +10,8 @@ use intercomd::signaling::protocol::Message;
 use tokio::time::{Instant, timeout};
 use tokio_tungstenite::tungstenite::Message as Ws;
 
-mod common;
-use common::station::{InProcessStation, hang_up};
-use common::*;
+use crate::common::station::{InProcessStation, hang_up};
+use crate::common::*;
 
 const FLAT_1A: &str = "Ka7pW2xR9mQ4vT6yB3nJ8cF1";
 const FLAT_1B: &str = "Lb8qX3yS0nR5wU7zC4oK9dG2";
@@ -146,6 +145,9 @@ fn peer_of(line: &str) -> Option<&str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_text_cannot_forge_or_flood_the_log() {
+    if !crate::common::in_own_process(module_path!(), "peer_text_cannot_forge_or_flood_the_log") {
+        return;
+    }
     let st = start_station("forge").await;
     let url = st.url();
     let started = Instant::now();
@@ -326,6 +328,12 @@ async fn hello_from(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_token_storm_is_throttled_and_another_address_still_gets_in() {
+    if !crate::common::in_own_process(
+        module_path!(),
+        "a_wrong_token_storm_is_throttled_and_another_address_still_gets_in",
+    ) {
+        return;
+    }
     let st = start_station("storm").await;
     let hub = st.running.hub_addr.expect("standalone");
     let attacker: std::net::IpAddr = "127.0.0.7".parse().expect("address");
@@ -397,6 +405,12 @@ async fn a_wrong_token_storm_is_throttled_and_another_address_still_gets_in() {
 /// no token, TURN password, TURN secret or signaling frame into the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trace_logging_of_a_whole_call_leaks_no_secret() {
+    if !crate::common::in_own_process(
+        module_path!(),
+        "trace_logging_of_a_whole_call_leaks_no_secret",
+    ) {
+        return;
+    }
     use std::io::Write;
     let dir = std::env::temp_dir().join(format!("intercomd-log-trace-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir is writable");
@@ -428,19 +442,24 @@ async fn trace_logging_of_a_whole_call_leaks_no_secret() {
         .spawn()
         .expect("binary runs");
     let url = format!("ws://127.0.0.1:{hub_port}/ws");
-    let mut ws = None;
-    for _ in 0..100 {
-        if let Ok(Ok((s, _))) = timeout(
-            Duration::from_secs(2),
-            tokio_tungstenite::connect_async(&url),
-        )
-        .await
-        {
-            ws = Some(s);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Refused until the station's hub listens.
+    let ws = poll_until(
+        Duration::from_secs(20),
+        async || {
+            timeout(
+                Duration::from_secs(2),
+                tokio_tungstenite::connect_async(&url),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|(s, _)| s)
+        },
+        Option::is_some,
+    )
+    .await
+    .ok()
+    .flatten();
     let mut ws = ws.expect("the station's hub comes up");
     send(
         &mut ws,
@@ -496,12 +515,12 @@ async fn trace_logging_of_a_whole_call_leaks_no_secret() {
     a.cancel.cancel();
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    for _ in 0..100 {
-        if child.try_wait().ok().flatten().is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let _ = poll_until(
+        Duration::from_secs(10),
+        async || child.try_wait().ok().flatten(),
+        Option::is_some,
+    )
+    .await;
     let _ = child.kill();
     let _ = child.wait();
     let log = String::from_utf8_lossy(&std::fs::read(dir.join("log")).expect("log")).into_owned();

@@ -11,9 +11,8 @@ use tokio::time::{Instant, timeout};
 use tokio_tungstenite::tungstenite::Message as Ws;
 use tokio_util::sync::CancellationToken;
 
-mod common;
-use common::station::{InProcessStation, hang_up};
-use common::*;
+use crate::common::station::{InProcessStation, hang_up};
+use crate::common::*;
 
 /// The station of these tests: standalone, its hub on loopback with two
 /// residents, simulated board and audio (600 Hz at the door).
@@ -41,7 +40,7 @@ impl Station {
         let dir = std::env::temp_dir().join(format!("intercomd-it-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir is writable");
         for who in ["flat-1a", "flat-1b", "care"] {
-            common::write_secret(&dir.join(who), &format!("token-of-{who}-0123456789\n"));
+            crate::common::write_secret(&dir.join(who), &format!("token-of-{who}-0123456789\n"));
         }
         let toml = format!(
             r#"
@@ -93,6 +92,12 @@ stdin = false
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_carries_audio_both_ways_and_hangs_up_from_either_side() {
+    if !crate::common::in_own_process(
+        module_path!(),
+        "a_call_carries_audio_both_ways_and_hangs_up_from_either_side",
+    ) {
+        return;
+    }
     let st = Station::start("call").await;
     let ws = connect(&st.url(), "token-of-flat-1a-0123456789").await;
     st.press();
@@ -141,6 +146,12 @@ async fn a_call_carries_audio_both_ways_and_hangs_up_from_either_side() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_from_the_resident_is_refused_and_the_station_carries_on() {
+    if !crate::common::in_own_process(
+        module_path!(),
+        "bad_input_from_the_resident_is_refused_and_the_station_carries_on",
+    ) {
+        return;
+    }
     let st = Station::start("bad").await;
 
     // Invalid candidates during a call: error replies, the call goes on.
@@ -232,6 +243,12 @@ async fn bad_input_from_the_resident_is_refused_and_the_station_carries_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_resident_opens_the_door_over_the_data_channel_and_nothing_else_does() {
+    if !crate::common::in_own_process(
+        module_path!(),
+        "the_resident_opens_the_door_over_the_data_channel_and_nothing_else_does",
+    ) {
+        return;
+    }
     let st = Station::start_with(
         "door",
         "[door]\npulse_ms = 700\nremote_open_interval_ms = 1000\n",
@@ -255,27 +272,27 @@ async fn the_resident_opens_the_door_over_the_data_channel_and_nothing_else_does
     );
     assert_eq!(sim.relay_energised(), Some(true));
     // The status snapshot and LEDs follow right after the reply.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while st.state().await["door"]["unlocked"] != true
-        || sim.led("status").map(|l| l.pattern) != Some(intercomd::hw::LedPattern::SlowBlink)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "door state: {}",
-            st.state().await
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        "the door unlocked and the status LED slow-blinking (state, LED)",
+        Duration::from_secs(2),
+        async || (st.state().await, sim.led("status").map(|l| l.pattern)),
+        |(state, led)| {
+            state["door"]["unlocked"] == true && *led == Some(intercomd::hw::LedPattern::SlowBlink)
+        },
+    )
+    .await;
     // A second click within the rate limit.
     let r = a.door(r#"{"type":"open","nonce":"n-2"}"#).await;
     assert_eq!(r["granted"], false);
     assert_eq!(r["reason"], "rate_limited");
     // The pulse ends by itself.
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while sim.relay_energised() != Some(false) {
-        assert!(Instant::now() < deadline, "relay still energised");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        "the relay de-energised",
+        Duration::from_secs(3),
+        async || sim.relay_energised(),
+        |r| *r == Some(false),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     // A replayed nonce, then junk: refused with reasons.
     let r = a.door(r#"{"type":"open","nonce":"n-1"}"#).await;
@@ -308,6 +325,12 @@ async fn the_resident_opens_the_door_over_the_data_channel_and_nothing_else_does
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_buttons_ring_two_groups_and_a_long_press_hangs_up() {
+    if !crate::common::in_own_process(
+        module_path!(),
+        "two_buttons_ring_two_groups_and_a_long_press_hangs_up",
+    ) {
+        return;
+    }
     let st = Station::start_with(
         "buttons",
         r#"
@@ -402,15 +425,16 @@ impl Headset {
         use intercomd::bt::{Codec, DeviceAddr, GatewayCommand, VoiceLink};
         let device = DeviceAddr::parse("00:AA:01:01:00:01").expect("valid address");
         // The station asks the headset's gateway for audio.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !bt
-            .state()
-            .gateway_commands
-            .contains(&(Some(device.clone()), GatewayCommand::OpenAudio))
-        {
-            assert!(Instant::now() < deadline, "no OpenAudio: {:?}", bt.state());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(
+            "OpenAudio asked of the headset's gateway",
+            Duration::from_secs(10),
+            async || bt.state(),
+            |s| {
+                s.gateway_commands
+                    .contains(&(Some(device.clone()), GatewayCommand::OpenAudio))
+            },
+        )
+        .await;
         let (mic_tx, from_headset) = tokio::sync::mpsc::channel::<Frame>(20);
         let (to_headset, mut speaker) = tokio::sync::mpsc::channel::<Frame>(20);
         bt.sco(
@@ -534,15 +558,13 @@ impl Headset {
 
     /// Waits (10 s at most) until the headset's speaker plays `hz`.
     async fn wait_hears(&self, hz: f32, who: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.heard_hz().is_none_or(|h| (h - hz).abs() > 30.0) {
-            assert!(
-                Instant::now() < deadline,
-                "{who} hears {:?}, not {hz} Hz",
-                self.heard_hz()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        eventually(
+            &format!("{who} hearing {hz} Hz"),
+            Duration::from_secs(10),
+            async || self.heard_hz(),
+            |h| h.is_some_and(|h| (h - hz).abs() <= 30.0),
+        )
+        .await;
     }
 
     /// The link drops: both channels close.
@@ -568,11 +590,13 @@ async fn headset_call(
     let hs = intercomd::bt::DeviceAddr::parse("00:AA:01:01:00:01").expect("valid address");
     // Wait for the actor to open the simulated adapter, then the headset's
     // service level connection comes up.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !bt.state().powered {
-        assert!(Instant::now() < deadline, "adapter never powered");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        "the adapter powered",
+        Duration::from_secs(10),
+        async || bt.state().powered,
+        |&powered| powered,
+    )
+    .await;
     bt.hands_free(&hs, true).await;
 
     let ws = connect(&st.url(), "token-of-flat-1a-0123456789").await;
@@ -584,6 +608,12 @@ async fn headset_call(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_headset_takes_the_call_audio_and_the_speaker_takes_it_back_when_it_drops() {
+    if !crate::common::in_own_process(
+        module_path!(),
+        "a_headset_takes_the_call_audio_and_the_speaker_takes_it_back_when_it_drops",
+    ) {
+        return;
+    }
     let (st, bt, hs, a) = headset_call("headset").await;
 
     let mut headset = Headset::connect_audio(&bt, 1500.0).await;
@@ -614,18 +644,19 @@ async fn a_headset_takes_the_call_audio_and_the_speaker_takes_it_back_when_it_dr
     assert_eq!(st.state().await["call"]["state"], "in_call");
     // The station asks for the link again (the route machine's reopen).
     let reopen = intercomd::bt::GatewayCommand::OpenAudio;
-    let deadline = dropped + Duration::from_secs(5);
-    while bt
-        .state()
-        .gateway_commands
-        .iter()
-        .filter(|(_, c)| *c == reopen)
-        .count()
-        < 2
-    {
-        assert!(Instant::now() < deadline, "no reopen: {:?}", bt.state());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        "the audio link asked for again",
+        (dropped + Duration::from_secs(5)).saturating_duration_since(Instant::now()),
+        async || bt.state(),
+        |s| {
+            s.gateway_commands
+                .iter()
+                .filter(|(_, c)| *c == reopen)
+                .count()
+                >= 2
+        },
+    )
+    .await;
 
     // The headset's button ends the call; the resident is told.
     let mut a = a;
@@ -641,6 +672,12 @@ async fn a_headset_takes_the_call_audio_and_the_speaker_takes_it_back_when_it_dr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wide_band_headset_carries_the_call_in_msbc() {
+    if !crate::common::in_own_process(
+        module_path!(),
+        "a_wide_band_headset_carries_the_call_in_msbc",
+    ) {
+        return;
+    }
     let (st, bt, hs, a) = headset_call("headset-msbc").await;
 
     let mut headset = Headset::connect_audio_with(&bt, 1500.0, intercomd::bt::Codec::Msbc).await;
@@ -677,6 +714,12 @@ fn call_lines(call_id: &str, what: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_candidate_flood_costs_the_station_a_capped_amount_of_work() {
+    if !crate::common::in_own_process(
+        module_path!(),
+        "a_candidate_flood_costs_the_station_a_capped_amount_of_work",
+    ) {
+        return;
+    }
     let st = Station::start("candidates").await;
     let ws = connect(&st.url(), "token-of-flat-1a-0123456789").await;
     st.press();
@@ -743,6 +786,12 @@ async fn a_candidate_flood_costs_the_station_a_capped_amount_of_work() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_door_open_flood_reaches_the_door_logic_only_at_the_rate_limit() {
+    if !crate::common::in_own_process(
+        module_path!(),
+        "a_door_open_flood_reaches_the_door_logic_only_at_the_rate_limit",
+    ) {
+        return;
+    }
     let st = Station::start_with(
         "open-flood",
         "[door]\npulse_ms = 200\nremote_open_interval_ms = 1000\n",

@@ -150,14 +150,13 @@ impl Daemon {
     }
 
     fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        None
+        crate::common::poll_until_blocking(
+            limit,
+            || self.child.try_wait().ok().flatten(),
+            Option::is_some,
+        )
+        .ok()
+        .flatten()
     }
 }
 

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use intercomd::daemon::{Running, start_station};
 use intercomd::signaling::protocol::Message;
-use tokio::time::{Instant, timeout};
+use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Answerer, send};
+use super::{Answerer, poll_until, send};
 
 pub struct InProcessStation {
     pub running: Running,
@@ -80,15 +80,14 @@ impl InProcessStation {
         f: impl Fn(&serde_json::Value) -> bool,
         secs: u64,
     ) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while Instant::now() < deadline {
-            if f(&self.state().await) {
-                return true;
+        let within = Duration::from_secs(secs);
+        match poll_until(within, async || self.state().await, f).await {
+            Ok(_) => true,
+            Err(last) => {
+                eprintln!("{what}: not reached; state {last}");
+                false
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        eprintln!("{what}: not reached; state {}", self.state().await);
-        false
     }
 
     /// Waits (10 s at most) for the call state `want`; panics otherwise.

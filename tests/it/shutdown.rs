@@ -7,16 +7,14 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use intercomd::signaling::protocol::Message;
-use tokio::time::Instant;
 
-mod common;
-use common::*;
+use crate::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_call_hangs_up_releases_the_relay_and_exits_0_within_2s() {
     let dir = std::env::temp_dir().join(format!("intercomd-term-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir is writable");
-    common::write_secret(&dir.join("flat"), "token-of-flat-1a-0123456789\n");
+    crate::common::write_secret(&dir.join("flat"), "token-of-flat-1a-0123456789\n");
     let (hub, panel) = (free_port(), free_port());
     let relay_file = dir.join("relay");
     let config = dir.join("station.toml");
@@ -76,27 +74,28 @@ target = "stderr"
         .await
         .expect("blocking task runs")
         .expect("panel answers");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while std::fs::read_to_string(&relay_file).unwrap_or_default() != "energised\n" {
-        assert!(Instant::now() < deadline, "relay never energised");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        "the relay energised (its state file)",
+        Duration::from_secs(5),
+        async || std::fs::read_to_string(&relay_file).unwrap_or_default(),
+        |text| text == "energised\n",
+    )
+    .await;
 
     // SIGTERM.
     let t0 = std::time::Instant::now();
     // SAFETY: kill(2) on our own child's pid; no memory is touched.
     let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
     assert_eq!(rc, 0, "signal delivered");
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("child waitable") {
-            break st;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(2),
-            "still running 2 s after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = poll_until(
+        Duration::from_secs(2),
+        async || child.try_wait().expect("child waitable"),
+        Option::is_some,
+    )
+    .await
+    .ok()
+    .flatten()
+    .expect("still running 2 s after SIGTERM");
     let took = t0.elapsed();
     assert_eq!(status.code(), Some(0), "clean exit");
     eprintln!("exited {took:?} after SIGTERM");

@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use intercomd::signaling::protocol::{CallId, CallOutcome, HistoryCall, Message};
 
-mod common;
-use common::*;
+use crate::common::*;
 
 const DOOR: &str = "door-token-0123456789abcdef";
 const FLAT_1A: &str = "flat1a-token-0123456789abcdef";
@@ -26,7 +25,7 @@ fn temp_dir() -> PathBuf {
         ("flat1b", FLAT_1B),
         ("shop", SHOP),
     ] {
-        common::write_secret(&dir.join(name), &format!("{token}\n"));
+        crate::common::write_secret(&dir.join(name), &format!("{token}\n"));
     }
     dir
 }
@@ -98,19 +97,20 @@ async fn ring(door: &mut Socket, id: &str, answerers: &mut [&mut Socket]) {
 /// Asks for the history until it holds `n` calls (the last call's record
 /// is written off the hub's routing path, a moment after it ended).
 async fn history(ws: &mut Socket, n: usize) -> Vec<HistoryCall> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    let ask = async || {
         send(ws, &Message::GetHistory { limit: Some(50) }).await;
         let Message::History { calls } =
             recv_until(ws, |m| matches!(m, Message::History { .. })).await
         else {
             unreachable!("matched above")
         };
-        if calls.len() >= n || tokio::time::Instant::now() > deadline {
-            return calls;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        calls
+    };
+    // Fewer than `n` after the time: the caller's checks say what is
+    // missing.
+    poll_until(Duration::from_secs(10), ask, |calls| calls.len() >= n)
+        .await
+        .unwrap_or_else(|calls| calls)
 }
 
 fn check(calls: &[HistoryCall]) {

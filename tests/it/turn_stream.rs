@@ -13,6 +13,8 @@ use intercomd::media::{
 use intercomd::signaling::protocol::CallId;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+
+use crate::common::eventually;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -98,17 +100,13 @@ fn coturn(tcp_port: u16, tls_port: u16) -> Coturn {
 }
 
 async fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("coturn did not listen on {port}");
+    let _ = eventually(
+        &format!("coturn listening on {port}"),
+        Duration::from_secs(10),
+        async || tokio::net::TcpStream::connect(("127.0.0.1", port)).await,
+        Result::is_ok,
+    )
+    .await;
 }
 
 struct Side {
@@ -209,26 +207,31 @@ async fn call_through(url: String, ca: Option<std::path::PathBuf>) -> Vec<String
         }
     }
     // Audio by content, both ways, through the relay.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let a = peer.audio.played_dominant_frequency();
-        let b = door.audio.played_dominant_frequency();
-        let ok = |f: Option<f32>, want: f32| f.is_some_and(|f| (f - want).abs() <= 30.0);
-        if ok(a, 600.0) && ok(b, 1000.0) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "tones through {url}: peer heard {a:?}, door heard {b:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let ok = |f: Option<f32>, want: f32| f.is_some_and(|f| (f - want).abs() <= 30.0);
+    eventually(
+        &format!("tones through {url} (peer heard, door heard)"),
+        Duration::from_secs(10),
+        async || {
+            (
+                peer.audio.played_dominant_frequency(),
+                door.audio.played_dominant_frequency(),
+            )
+        },
+        |&(a, b)| ok(a, 600.0) && ok(b, 1000.0),
+    )
+    .await;
     cancel.cancel();
     door_candidates
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audio_flows_through_turn_over_tcp_and_tls_only() {
+    if !crate::common::in_own_process(
+        module_path!(),
+        "audio_flows_through_turn_over_tcp_and_tls_only",
+    ) {
+        return;
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -17,9 +17,8 @@ use intercomd::hub::state::push_topic;
 use intercomd::signaling::protocol::{CallId, Message, Role};
 use serde_json::{Value, json};
 
-mod common;
-use common::push_service::{PushService as Service, python};
-use common::*;
+use crate::common::push_service::{PushService as Service, python};
+use crate::common::*;
 
 const DOOR: &str = "door-token-0123456789abcdef";
 const SUBJECT: &str = "mailto:hub-push@test.invalid";
@@ -64,20 +63,19 @@ impl Service {
 
     /// Waits until `name` has `n` pushes for `call_id`.
     async fn wait_pushes(&self, name: &str, call_id: &str, n: usize) -> Vec<Value> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let got = self.pushes(name, call_id);
-            if got.len() >= n {
-                return got;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
+        let got = poll_until(
+            Duration::from_secs(10),
+            async || self.pushes(name, call_id),
+            |got| got.len() >= n,
+        )
+        .await;
+        got.unwrap_or_else(|got| {
+            panic!(
                 "{name}: {} of {n} pushes for {call_id} within 10 s; all records: {:#?}",
                 got.len(),
                 self.records()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            )
+        })
     }
 }
 
@@ -115,9 +113,9 @@ fn temp_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("intercomd-hubpush-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir is writable");
-    common::write_secret(&dir.join("door"), &format!("{DOOR}\n"));
+    crate::common::write_secret(&dir.join("door"), &format!("{DOOR}\n"));
     for (id, token) in RESIDENTS {
-        common::write_secret(&dir.join(id), &format!("{token}\n"));
+        crate::common::write_secret(&dir.join(id), &format!("{token}\n"));
     }
     dir
 }
@@ -213,14 +211,13 @@ async fn cancel(door: &mut Socket, id: &str) {
 
 /// Waits until the hub has logged `n` deleted subscriptions.
 async fn wait_gone(n: usize) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while captured_log().matches("push subscription gone").count() < n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the hub did not delete {n} gone subscriptions within 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        &format!("the hub logging {n} deleted subscriptions (count)"),
+        Duration::from_secs(10),
+        async || captured_log().matches("push subscription gone").count(),
+        |&count| count >= n,
+    )
+    .await;
 }
 
 fn check_ring(r: &Value, svc: &Service, key: &str, call_id: &str) {
@@ -261,6 +258,12 @@ fn check_end(r: &Value, svc: &Service, key: &str, call_id: &str, reason: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ring_and_end_reach_closed_pages_gone_endpoints_are_deleted_and_a_restart_keeps_the_rest() {
+    if !crate::common::in_own_process(
+        module_path!(),
+        "ring_and_end_reach_closed_pages_gone_endpoints_are_deleted_and_a_restart_keeps_the_rest",
+    ) {
+        return;
+    }
     let Some(py) = python() else { return };
     capture_log("debug");
     let dir = temp_dir();

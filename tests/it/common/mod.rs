@@ -5,6 +5,7 @@
 pub mod push_service;
 pub mod station;
 
+use std::fmt::Debug;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -20,6 +21,118 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// How often [`eventually`] probes.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Probes (`probe`, then every 20 ms) until `done` holds for what it
+/// returned, for `within` at most: `Ok` with the value that satisfied
+/// `done`, or `Err` with the last one observed when time ran out. The
+/// probe runs at least once, and once more at the end of the time.
+pub async fn poll_until<T>(
+    within: Duration,
+    mut probe: impl AsyncFnMut() -> T,
+    done: impl Fn(&T) -> bool,
+) -> Result<T, T> {
+    let deadline = Instant::now() + within;
+    loop {
+        let expired = Instant::now() >= deadline;
+        let v = probe().await;
+        if done(&v) {
+            return Ok(v);
+        }
+        if expired {
+            return Err(v);
+        }
+        tokio::time::sleep(POLL.min(deadline.saturating_duration_since(Instant::now()))).await;
+    }
+}
+
+/// Waits until `done` holds for what `probe` returns (see [`poll_until`])
+/// and returns that value; after `within`, panics naming `what` was
+/// awaited and the last value observed.
+pub async fn eventually<T: Debug>(
+    what: &str,
+    within: Duration,
+    probe: impl AsyncFnMut() -> T,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    match poll_until(within, probe, done).await {
+        Ok(v) => v,
+        Err(last) => panic!("{what}: not reached within {within:?}; last observed: {last:?}"),
+    }
+}
+
+/// [`poll_until`] with a blocking `probe`, sleeping the thread between
+/// probes: for the tests that do not run on tokio and the blocking helpers
+/// (which may be called on a runtime's thread, so they cannot start one).
+pub fn poll_until_blocking<T>(
+    within: Duration,
+    mut probe: impl FnMut() -> T,
+    done: impl Fn(&T) -> bool,
+) -> Result<T, T> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let expired = std::time::Instant::now() >= deadline;
+        let v = probe();
+        if done(&v) {
+            return Ok(v);
+        }
+        if expired {
+            return Err(v);
+        }
+        std::thread::sleep(POLL.min(deadline.saturating_duration_since(std::time::Instant::now())));
+    }
+}
+
+/// [`eventually`] for the tests that do not run on tokio (see
+/// [`poll_until_blocking`]).
+pub fn eventually_blocking<T: Debug>(
+    what: &str,
+    within: Duration,
+    probe: impl FnMut() -> T,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    match poll_until_blocking(within, probe, done) {
+        Ok(v) => v,
+        Err(last) => panic!("{what}: not reached within {within:?}; last observed: {last:?}"),
+    }
+}
+
+/// The variable that tells a child process of this binary which test it
+/// runs alone (see [`in_own_process`]).
+const ALONE: &str = "INTERCOMD_IT_ALONE";
+
+/// For a test whose process-global state must not be shared with the
+/// other tests of this binary (the tracing subscriber capturing the log,
+/// the environment): run by the harness, it runs the test `test` of
+/// `module` (`module_path!()`) alone in a child process of this binary,
+/// fails if it failed, and returns `false`; in that child it returns
+/// `true` and the test goes on.
+pub fn in_own_process(module: &str, test: &str) -> bool {
+    let module = module.split_once("::").map_or("", |(_, m)| m);
+    let name = format!("{module}::{test}");
+    if std::env::var_os(ALONE).is_some_and(|v| v == name.as_str()) {
+        return true;
+    }
+    let out = std::process::Command::new(std::env::current_exe().expect("own executable"))
+        .args([name.as_str(), "--exact", "--nocapture", "--test-threads=1"])
+        .arg("--include-ignored")
+        .env(ALONE, &name)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run this test binary again");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // Through the harness's capture: shown when the test fails.
+    print!("{stdout}");
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && stdout.contains("test result: ok. 1 passed"),
+        "{name} in its own process: {}",
+        out.status
+    );
+    false
+}
 
 /// Writes a secret (token, TURN secret) the way intercomd requires: a file
 /// only its owner can read.
@@ -238,18 +351,13 @@ impl Answerer {
 
 /// Wait until `f` reports a dominant frequency within 30 Hz of `want`.
 pub async fn wait_freq(what: &str, f: impl Fn() -> Option<f32>, want: f32) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut last = None;
-    while Instant::now() < deadline {
-        last = f();
-        if let Some(hz) = last
-            && (hz - want).abs() <= 30.0
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{what}: expected {want} Hz, last seen {last:?}");
+    eventually(
+        &format!("{what}: expected {want} Hz"),
+        Duration::from_secs(10),
+        async || f(),
+        |hz| hz.is_some_and(|hz| (hz - want).abs() <= 30.0),
+    )
+    .await;
 }
 
 /// A hub alone (as `intercomd hub` runs it) started from a whole
@@ -371,15 +479,13 @@ pub async fn wait_panel(
     what: &str,
     pred: impl Fn(&serde_json::Value) -> bool,
 ) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let s = panel_state(panel).await;
-        if pred(&s) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what}: last state {s}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        what,
+        Duration::from_secs(20),
+        async || panel_state(panel).await,
+        pred,
+    )
+    .await;
 }
 
 /// The panel's call button, pressed once.

@@ -13,6 +13,8 @@ use intercomd::media::{
 };
 use intercomd::signaling::protocol::CallId;
 use tokio::sync::mpsc;
+
+use crate::common::poll_until;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -81,6 +83,9 @@ struct Seen {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_actors_exchange_tones() {
+    if !crate::common::in_own_process(module_path!(), "two_actors_exchange_tones") {
+        return;
+    }
     let logs = logs();
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -127,64 +132,67 @@ async fn two_actors_exchange_tones() {
     let mut held_answer: Option<String> = None;
     let (mut a_cands, mut b_cands) = (0, 0);
     let (mut sa, mut sb) = (Seen::default(), Seen::default());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while (sa.established.is_none() || sb.established.is_none()) && Instant::now() < deadline {
-        tokio::select! {
-            Some(ev) = a.events.recv() => match ev {
-                MediaEvent::LocalDescription { kind: SdpKind::Offer, sdp, .. } => held_offer = Some(sdp),
-                MediaEvent::LocalCandidate { candidate, .. } => {
-                    if let Some(c) = &candidate {
-                        assert_eq!(c.sdp_mid.as_deref(), Some("0"), "real mid, not empty");
+    // Routed for 10 s at most: the checks below say what did not happen.
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while sa.established.is_none() || sb.established.is_none() {
+            tokio::select! {
+                Some(ev) = a.events.recv() => match ev {
+                    MediaEvent::LocalDescription { kind: SdpKind::Offer, sdp, .. } => held_offer = Some(sdp),
+                    MediaEvent::LocalCandidate { candidate, .. } => {
+                        if let Some(c) = &candidate {
+                            assert_eq!(c.sdp_mid.as_deref(), Some("0"), "real mid, not empty");
+                        }
+                        b.media.try_send(MediaCommand::RemoteCandidate { call_id: call.clone(), candidate }).expect("route");
+                        a_cands += 1;
                     }
-                    b.media.try_send(MediaCommand::RemoteCandidate { call_id: call.clone(), candidate }).expect("route");
-                    a_cands += 1;
-                }
-                MediaEvent::AudioEstablished { .. } => sa.established = Some(t0.elapsed()),
-                MediaEvent::AudioSetupCompleted { .. } => sa.setup_completed = true,
-                MediaEvent::State { state, .. } => sa.states.push(state),
-                MediaEvent::Error { message, .. } => sa.errors.push(message),
-                // The door-control data channel opens once SCTP is up.
-                MediaEvent::DoorChannelOpen { .. } => {}
-                other => panic!("unexpected event from A: {other:?}"),
-            },
-            Some(ev) = b.events.recv() => match ev {
-                MediaEvent::LocalDescription { kind: SdpKind::Answer, sdp, .. } => held_answer = Some(sdp),
-                MediaEvent::LocalCandidate { candidate, .. } => {
-                    a.media.try_send(MediaCommand::RemoteCandidate { call_id: call.clone(), candidate }).expect("route");
-                    b_cands += 1;
-                }
-                MediaEvent::AudioEstablished { .. } => sb.established = Some(t0.elapsed()),
-                MediaEvent::AudioSetupCompleted { .. } => sb.setup_completed = true,
-                MediaEvent::State { state, .. } => sb.states.push(state),
-                MediaEvent::Error { message, .. } => sb.errors.push(message),
-                MediaEvent::DoorChannelOpen { .. } => {}
-                other => panic!("unexpected event from B: {other:?}"),
-            },
-            _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+                    MediaEvent::AudioEstablished { .. } => sa.established = Some(t0.elapsed()),
+                    MediaEvent::AudioSetupCompleted { .. } => sa.setup_completed = true,
+                    MediaEvent::State { state, .. } => sa.states.push(state),
+                    MediaEvent::Error { message, .. } => sa.errors.push(message),
+                    // The door-control data channel opens once SCTP is up.
+                    MediaEvent::DoorChannelOpen { .. } => {}
+                    other => panic!("unexpected event from A: {other:?}"),
+                },
+                Some(ev) = b.events.recv() => match ev {
+                    MediaEvent::LocalDescription { kind: SdpKind::Answer, sdp, .. } => held_answer = Some(sdp),
+                    MediaEvent::LocalCandidate { candidate, .. } => {
+                        a.media.try_send(MediaCommand::RemoteCandidate { call_id: call.clone(), candidate }).expect("route");
+                        b_cands += 1;
+                    }
+                    MediaEvent::AudioEstablished { .. } => sb.established = Some(t0.elapsed()),
+                    MediaEvent::AudioSetupCompleted { .. } => sb.setup_completed = true,
+                    MediaEvent::State { state, .. } => sb.states.push(state),
+                    MediaEvent::Error { message, .. } => sb.errors.push(message),
+                    MediaEvent::DoorChannelOpen { .. } => {}
+                    other => panic!("unexpected event from B: {other:?}"),
+                },
+                _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+            }
+            if a_cands > 0
+                && let Some(sdp) = held_offer.take()
+            {
+                b.media
+                    .try_send(MediaCommand::RemoteDescription {
+                        call_id: call.clone(),
+                        kind: SdpKind::Offer,
+                        sdp,
+                    })
+                    .expect("route offer");
+            }
+            if b_cands > 0
+                && let Some(sdp) = held_answer.take()
+            {
+                a.media
+                    .try_send(MediaCommand::RemoteDescription {
+                        call_id: call.clone(),
+                        kind: SdpKind::Answer,
+                        sdp,
+                    })
+                    .expect("route answer");
+            }
         }
-        if a_cands > 0
-            && let Some(sdp) = held_offer.take()
-        {
-            b.media
-                .try_send(MediaCommand::RemoteDescription {
-                    call_id: call.clone(),
-                    kind: SdpKind::Offer,
-                    sdp,
-                })
-                .expect("route offer");
-        }
-        if b_cands > 0
-            && let Some(sdp) = held_answer.take()
-        {
-            a.media
-                .try_send(MediaCommand::RemoteDescription {
-                    call_id: call.clone(),
-                    kind: SdpKind::Answer,
-                    sdp,
-                })
-                .expect("route answer");
-        }
-    }
+    })
+    .await;
     let (ea, eb) = (
         sa.established.expect("A established audio"),
         sb.established.expect("B established audio"),
@@ -240,15 +248,22 @@ async fn two_actors_exchange_tones() {
 
     for (p, seen) in [(&mut a, &mut sa), (&mut b, &mut sb)] {
         p.media.try_stop(&call).expect("stop");
-        let until = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < until && !seen.closed {
-            if let Ok(Some(MediaEvent::State {
-                state: MediaState::Closed,
-                ..
-            })) = tokio::time::timeout(Duration::from_millis(100), p.events.recv()).await
-            {
-                seen.closed = true;
-            }
+        if !seen.closed {
+            let closed = poll_until(
+                Duration::from_secs(3),
+                async || {
+                    matches!(
+                        tokio::time::timeout(Duration::from_millis(100), p.events.recv()).await,
+                        Ok(Some(MediaEvent::State {
+                            state: MediaState::Closed,
+                            ..
+                        }))
+                    )
+                },
+                |&closed| closed,
+            )
+            .await;
+            seen.closed = closed.is_ok();
         }
         assert!(seen.closed, "Closed after Stop");
     }
@@ -285,6 +300,9 @@ async fn next_event(p: &mut Peer) -> Option<MediaEvent> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gives_errors_not_panics() {
+    if !crate::common::in_own_process(module_path!(), "bad_input_gives_errors_not_panics") {
+        return;
+    }
     logs();
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -370,6 +388,9 @@ async fn bad_input_gives_errors_not_panics() {
 /// says why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mdns_query_mode_builds_or_explains() {
+    if !crate::common::in_own_process(module_path!(), "mdns_query_mode_builds_or_explains") {
+        return;
+    }
     logs();
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();

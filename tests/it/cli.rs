@@ -336,15 +336,14 @@ fn ctrl_c_ends_the_demo_within_two_seconds_while_the_terminal_is_open() {
     let pid = demo.id().to_string();
     let sent = Instant::now();
     let _ = Command::new("kill").args(["-INT", &pid]).status();
-    let status = loop {
-        if let Some(s) = demo.try_wait().expect("child status") {
-            break s;
-        }
-        if sent.elapsed() > Duration::from_secs(10) {
-            let _ = demo.kill();
-            panic!("the demo was still running 10 s after Ctrl+C");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let exited = crate::common::poll_until_blocking(
+        Duration::from_secs(10),
+        || demo.try_wait().expect("child status"),
+        Option::is_some,
+    );
+    let Ok(Some(status)) = exited else {
+        let _ = demo.kill();
+        panic!("the demo was still running 10 s after Ctrl+C");
     };
     let took = sent.elapsed();
     assert!(

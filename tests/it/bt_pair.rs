@@ -6,10 +6,9 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-mod common;
-use common::{free_port, http};
+use crate::common::{eventually_blocking, free_port, http};
 
 struct Station {
     child: Child,
@@ -74,26 +73,21 @@ fn status_led(panel: SocketAddr) -> Option<String> {
 }
 
 fn wait_led(panel: SocketAddr, want: &str, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let got = status_led(panel);
-        if got.as_deref() == Some(want) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "status LED never showed {want} (last: {got:?})"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually_blocking(
+        &format!("status LED showing {want}"),
+        within,
+        || status_led(panel),
+        |got| got.as_deref() == Some(want),
+    );
 }
 
 fn wait_socket(socket: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::os::unix::net::UnixStream::connect(socket).is_err() {
-        assert!(Instant::now() < deadline, "control socket never came up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let _ = eventually_blocking(
+        "control socket up",
+        Duration::from_secs(20),
+        || std::os::unix::net::UnixStream::connect(socket).map(drop),
+        Result::is_ok,
+    );
 }
 
 #[test]
@@ -103,20 +97,19 @@ fn bt_pair_opens_pairing_and_the_led_shows_it_until_the_timeout() {
     // Idle with signaling up (the station's own hub), so the LED pattern
     // noted here is the one it returns to: on a loaded machine signaling
     // can come up while pairing is open, changing the idle pattern.
-    let before = {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
+    let before = eventually_blocking(
+        "signaling up and the status LED on",
+        Duration::from_secs(20),
+        || {
             let up = http(panel, "GET", "/state")
                 .ok()
                 .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
                 .is_some_and(|v| v["signaling"] == "up");
-            if let Some(p) = status_led(panel).filter(|p| up && p != "off") {
-                break p;
-            }
-            assert!(Instant::now() < deadline, "signaling never came up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
+            status_led(panel).filter(|p| up && p != "off")
+        },
+        Option::is_some,
+    )
+    .expect("checked by the wait");
     assert_ne!(before, "medium_blink");
 
     let out = bt_pair(&socket);

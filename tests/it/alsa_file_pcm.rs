@@ -1,8 +1,8 @@
 //! The real ALSA code path without a sound card: ALSA's user-space `file`
 //! plugin (slave `null`) reads the microphone from a raw file and writes the
 //! speaker to another. ALSA reads its configuration once per process, so
-//! this binary holds a single test that sets `ALSA_CONFIG_PATH` before the
-//! first ALSA call.
+//! the test runs alone in a process of its own (`in_own_process`) and sets
+//! `ALSA_CONFIG_PATH` there before the first ALSA call.
 //!
 //! File PCMs have no clock (reads and writes return at once), so the
 //! backend runs with `Pacing::Timer`; at end of file the plugin repeats the
@@ -49,6 +49,9 @@ fn sine(frames: usize, hz: f32, phase: f64) -> Vec<i16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_pcm_capture_and_playback_by_content() {
+    if !crate::common::in_own_process(module_path!(), "file_pcm_capture_and_playback_by_content") {
+        return;
+    }
     let dir = std::env::temp_dir().join(format!("alsa-file-pcm-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir is writable");
     let infile = dir.join("mic.raw");
@@ -83,7 +86,7 @@ pcm.testplay {{
     )
     .expect("temp dir is writable");
     // SAFETY: set before any ALSA call and before this test starts any
-    // thread of its own; no other test runs in this binary.
+    // thread of its own; no other test runs in this process.
     unsafe {
         std::env::set_var(
             "ALSA_CONFIG_PATH",

@@ -27,15 +27,13 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_util::sync::CancellationToken;
 
-mod common;
-
 const DOMAIN: &str = "door.intercom.test";
 
 // --- logs -----------------------------------------------------------------
 
 /// Lines holding every one of `parts`.
 fn lines_with(parts: &[&str]) -> Vec<String> {
-    common::captured_log()
+    crate::common::captured_log()
         .lines()
         .filter(|l| parts.iter().all(|p| l.contains(p)))
         .map(str::to_owned)
@@ -43,16 +41,9 @@ fn lines_with(parts: &[&str]) -> Vec<String> {
 }
 
 async fn wait_for<T>(what: &str, limit: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    match crate::common::poll_until(limit, async || f().await, Option::is_some).await {
+        Ok(Some(v)) => v,
+        _ => panic!("timed out after {limit:?} waiting for {what}"),
     }
 }
 
@@ -233,32 +224,34 @@ async fn get(conn: &mut TlsStream<TcpStream>, path: &str) -> String {
         .await
         .expect("the connection is open");
     let mut buf = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        if let Some(end) = text.find("\r\n\r\n") {
-            let len: usize = text[..end]
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse().unwrap_or(0))
-                })
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + len {
-                assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-                return text[end + 4..end + 4 + len].to_owned();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let text = String::from_utf8_lossy(&buf).into_owned();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let len: usize = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap_or(0))
+                    })
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + len {
+                    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+                    return text[end + 4..end + 4 + len].to_owned();
+                }
             }
+            let mut chunk = [0u8; 4096];
+            let n = conn
+                .read(&mut chunk)
+                .await
+                .expect("the connection stays usable");
+            assert!(n > 0, "the connection was closed; got so far: {text}");
+            buf.extend_from_slice(&chunk[..n]);
         }
-        let mut chunk = [0u8; 4096];
-        let left = deadline.saturating_duration_since(Instant::now());
-        let n = tokio::time::timeout(left, conn.read(&mut chunk))
-            .await
-            .expect("a response within 5 s")
-            .expect("the connection stays usable");
-        assert!(n > 0, "the connection was closed; got so far: {text}");
-        buf.extend_from_slice(&chunk[..n]);
-    }
+    })
+    .await
+    .expect("a response within 5 s")
 }
 
 /// pebble's issuing root (made anew at each start).
@@ -381,7 +374,13 @@ fn account_url_in(line: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn obtains_serves_renews_and_reuses_the_account() {
-    common::capture_log("info");
+    if !crate::common::in_own_process(
+        module_path!(),
+        "obtains_serves_renews_and_reuses_the_account",
+    ) {
+        return;
+    }
+    crate::common::capture_log("info");
     if !have("pebble") || !have("pebble-challtestsrv") {
         eprintln!("SKIPPED: pebble is not installed (apt-get install pebble)");
         return;
@@ -540,7 +539,7 @@ async fn obtains_serves_renews_and_reuses_the_account() {
         "{pebble_log}"
     );
     assert!(
-        !common::captured_log().contains("-----BEGIN"),
+        !crate::common::captured_log().contains("-----BEGIN"),
         "no PEM (keys) in the logs"
     );
     eprintln!(
@@ -554,7 +553,10 @@ async fn obtains_serves_renews_and_reuses_the_account() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_ca_is_logged_and_retried() {
-    common::capture_log("info");
+    if !crate::common::in_own_process(module_path!(), "unreachable_ca_is_logged_and_retried") {
+        return;
+    }
+    crate::common::capture_log("info");
     let dir = temp_dir("unreachable");
     let url = "https://127.0.0.1:1/dir";
     let run = start_acme(
