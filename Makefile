@@ -3,7 +3,7 @@ SHELL := /bin/sh
 CARGO ?= cargo
 BIN := target/debug/intercomd
 
-.PHONY: all setup build demo test test-unit test-fault test-e2e test-fuzz fuzz soak check-dist check-yocto lint-yocto lint bench bench-audio bench-audio-instructions arm64 clean hw-test
+.PHONY: all setup build demo test test-unit test-fault test-web test-e2e test-fuzz fuzz soak check-dist check-yocto lint-yocto lint bench bench-audio bench-audio-instructions arm64 clean hw-test
 
 all: build
 
@@ -31,6 +31,10 @@ lint: setup
 
 test-unit: setup
 	$(CARGO) test --locked
+
+# The answering page's call state machine (web/call.js), without a browser.
+test-web: setup
+	node --test web/*.test.mjs
 
 test-e2e: build
 	cd tests/socketio && INTERCOMD_BIN=$(CURDIR)/$(BIN) node --test --test-concurrency=1 --test-timeout=180000
@@ -74,7 +78,7 @@ test-fuzz: setup
 soak: build
 	$(CARGO) test --locked --test it -- --ignored --nocapture soak::
 
-test: lint test-unit test-fault test-fuzz check-dist check-yocto test-e2e hw-test
+test: lint test-unit test-fault test-fuzz check-dist check-yocto test-web test-e2e hw-test
 
 # The GPIO, ALSA and Bluetooth code paths against kernel drivers (gpio-sim,
 # snd-aloop, hci_vhci) inside a qemu VM under TCG, with hw_rig as the

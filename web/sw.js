@@ -4,11 +4,14 @@
 // Plain JavaScript, no build step.
 'use strict';
 
-var CACHE = 'intercom-shell-v1';
+var CACHE = 'intercom-shell-v2';
 // Only these files are ever stored: none holds a token or call data.
 var SHELL = [
   '/',
   '/app.js',
+  '/call.js',
+  '/signal.js',
+  '/media.js',
   '/style.css',
   '/manifest.webmanifest',
   '/favicon.ico',

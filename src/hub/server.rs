@@ -33,7 +33,12 @@ use super::tls::TlsAccept;
 use crate::signaling::protocol::Message;
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
+// app.js is the page's shell; it imports the call's state machine and the
+// signaling and media modules (ES modules, no build step).
 const APP_JS: &str = include_str!("../../web/app.js");
+const CALL_JS: &str = include_str!("../../web/call.js");
+const SIGNAL_JS: &str = include_str!("../../web/signal.js");
+const MEDIA_JS: &str = include_str!("../../web/media.js");
 const STYLE_CSS: &str = include_str!("../../web/style.css");
 // The installable app: service worker, icons (drawn by
 // web/icons/make_icons.py) and the favicon.
@@ -446,15 +451,10 @@ async fn trim_after_bursts(admission: Arc<Admission>, cancel: CancellationToken)
 fn routes() -> Vec<(&'static str, axum::routing::MethodRouter<AppState>)> {
     vec![
         ("/", get(|| async { Html(INDEX_HTML) })),
-        (
-            "/app.js",
-            get(|| async {
-                (
-                    [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-                    APP_JS,
-                )
-            }),
-        ),
+        ("/app.js", get(|| async { js(APP_JS) })),
+        ("/call.js", get(|| async { js(CALL_JS) })),
+        ("/signal.js", get(|| async { js(SIGNAL_JS) })),
+        ("/media.js", get(|| async { js(MEDIA_JS) })),
         (
             "/style.css",
             get(|| async {
@@ -595,6 +595,15 @@ async fn client_json(
             (header::CACHE_CONTROL, "no-store"),
         ],
         client_info(app.conn.public_url.as_deref().or(derived.as_deref())),
+    )
+}
+
+/// One of the page's scripts (the page loads them as ES modules, which
+/// browsers run only when served as JavaScript).
+fn js(body: &'static str) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        body,
     )
 }
 
@@ -1401,6 +1410,50 @@ mod tests {
         assert_hardened(&r, "redirect", false);
         let r = call(&redirect, "/x", &[("host", "evil.example:8080")], false).await;
         assert_eq!(r.status(), 421, "no redirect to a foreign name");
+    }
+
+    /// The page's modules import each other by `from './name.js'`: each one
+    /// imported is a route, served as JavaScript (browsers refuse a module
+    /// of any other type), and in the service worker's offline shell.
+    #[tokio::test]
+    async fn every_page_module_is_served_as_javascript_and_kept_offline() {
+        assert!(
+            INDEX_HTML.contains(r#"<script type="module" src="app.js">"#),
+            "index.html loads app.js as a module"
+        );
+        let app = app(policy(false));
+        let mut seen = vec!["app.js".to_string()];
+        let mut i = 0;
+        while i < seen.len() {
+            let path = format!("/{}", seen[i]);
+            let r = call(&app, &path, &[("host", "door.local:8443")], true).await;
+            assert_eq!(r.status(), 200, "{path}");
+            assert_eq!(
+                r.headers()[header::CONTENT_TYPE],
+                "text/javascript; charset=utf-8",
+                "{path}"
+            );
+            assert!(
+                SW_JS.contains(&format!("'{path}'")),
+                "{path} not in sw.js's shell"
+            );
+            let body = axum::body::to_bytes(r.into_body(), 1 << 20)
+                .await
+                .expect("body");
+            let body = String::from_utf8(body.to_vec()).expect("utf-8");
+            for line in body.lines().filter(|l| l.starts_with("import ")) {
+                let name = line
+                    .split("from './")
+                    .nth(1)
+                    .and_then(|rest| rest.split('\'').next())
+                    .unwrap_or_else(|| panic!("{path}: import not from './…': {line}"));
+                if !seen.iter().any(|s| s == name) {
+                    seen.push(name.to_string());
+                }
+            }
+            i += 1;
+        }
+        assert_eq!(seen, ["app.js", "call.js", "signal.js", "media.js"]);
     }
 
     #[test]

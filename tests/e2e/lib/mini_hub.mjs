@@ -1,7 +1,7 @@
 // A deliberately small hub speaking the routing part of docs/signaling.md:
 // hello/welcome, ring/ringing/taken, accept/accepted, relaying offer, answer,
 // candidate and hangup between the two parties, ping/pong. It serves web/ at
-// /, /app.js, /style.css. It exists so the harness and the answering page can
+// /, /app.js and its modules, /style.css. It exists so the harness and the answering page can
 // be exercised without the daemon (plumbing.test.mjs); it is not a reference
 // implementation of the hub's error handling.
 //
@@ -22,6 +22,9 @@ const files = {
   '/': ['index.html', 'text/html; charset=utf-8'],
   '/index.html': ['index.html', 'text/html; charset=utf-8'],
   '/app.js': ['app.js', 'text/javascript; charset=utf-8'],
+  '/call.js': ['call.js', 'text/javascript; charset=utf-8'],
+  '/signal.js': ['signal.js', 'text/javascript; charset=utf-8'],
+  '/media.js': ['media.js', 'text/javascript; charset=utf-8'],
   '/style.css': ['style.css', 'text/css; charset=utf-8'],
 };
 
