@@ -1,5 +1,6 @@
 //! The local control socket: a Unix stream socket (`station.control_socket`,
-//! mode 0660) through which `intercomd bt pair` reaches the running daemon.
+//! mode 0660) through which `intercomd bt pair` and `intercomd status`
+//! reach the running daemon.
 //!
 //! One request line, one JSON reply line, then the daemon closes the
 //! connection:
@@ -8,7 +9,14 @@
 //! > bt pair
 //! < {"ok":true,"adapter":"hci0","address":"00:AA:01:00:00:23","timeout_ms":120000}
 //! < {"ok":false,"error":"Bluetooth is off (bluetooth.enabled = false)"}
+//! > status
+//! < {"ok":true,"status":{"call":{"state":"idle",…},"signaling":"up",…}}
 //! ```
+//!
+//! The socket is an edge of the daemon beside the controller: pairing goes
+//! straight to the Bluetooth actor (it is no call logic), the status is the
+//! controller's (`station::StatusHandle`, the same snapshot the simulated
+//! panel serves).
 //!
 //! A request longer than [`MAX_REQUEST`] bytes or slower than
 //! [`REQUEST_TIMEOUT`] is answered with an error; nothing a client sends
@@ -25,6 +33,15 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::bt::{BtHandle, PairSource};
+use crate::station::StatusHandle;
+
+/// What the socket's requests reach.
+#[derive(Clone, Debug)]
+pub struct Targets {
+    /// The Bluetooth actor, when `bluetooth.enabled`.
+    pub bt: Option<BtHandle>,
+    pub status: StatusHandle,
+}
 
 /// Longest request line.
 pub const MAX_REQUEST: usize = 256;
@@ -82,7 +99,7 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
 pub async fn serve(
     listener: UnixListener,
     path: PathBuf,
-    bt: Option<BtHandle>,
+    targets: Targets,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -95,9 +112,9 @@ pub async fn serve(
             _ = cancel.cancelled() => break,
             r = listener.accept() => match r {
                 Ok((stream, _)) => {
-                    let bt = bt.clone();
+                    let targets = targets.clone();
                     tracker.spawn(async move {
-                        if let Err(e) = handle(stream, bt).await {
+                        if let Err(e) = handle(stream, targets).await {
                             debug!(error = %e, "control socket client");
                         }
                     });
@@ -115,7 +132,7 @@ pub async fn serve(
     }
 }
 
-async fn handle(stream: UnixStream, bt: Option<BtHandle>) -> std::io::Result<()> {
+async fn handle(stream: UnixStream, targets: Targets) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = Vec::new();
     let mut reader = BufReader::new(read).take(MAX_REQUEST as u64 + 1);
@@ -125,10 +142,15 @@ async fn handle(stream: UnixStream, bt: Option<BtHandle>) -> std::io::Result<()>
             Ok(Err(e)) => return Err(e),
             Ok(Ok(_)) if line.len() > MAX_REQUEST => error_reply("request too long"),
             Ok(Ok(_)) => match std::str::from_utf8(&line).map(str::trim) {
-                Ok("bt pair") => bt_pair(bt).await,
+                Ok("bt pair") => bt_pair(targets.bt).await,
+                Ok("status") => match targets.status.get().await {
+                    Some(status) => serde_json::json!({ "ok": true, "status": status }),
+                    None => error_reply("the daemon is stopping"),
+                },
                 Ok(other) => {
                     let shown: String = other.chars().take(40).collect();
-                    error_reply(&format!("unknown request {shown:?} (known: \"bt pair\")"))
+                    let known = "known: \"bt pair\", \"status\"";
+                    error_reply(&format!("unknown request {shown:?} ({known})"))
                 }
                 Err(_) => error_reply("request is not UTF-8"),
             },
@@ -197,13 +219,30 @@ mod tests {
         let listener = bind(&path).expect("bind in a fresh directory");
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
+        // The controller's end of the status: answers with a known status.
+        let (status, mut asked) = StatusHandle::new();
+        let known = crate::station::Status {
+            signaling: "up",
+            ..Default::default()
+        };
+        tokio::spawn(async move {
+            while let Some(reply) = asked.recv().await {
+                let _ = reply.send(known.clone());
+            }
+        });
+        let targets = Targets { bt: None, status };
         let server = tokio::spawn(serve(
             listener,
             path.clone(),
-            None,
+            targets,
             cancel.clone(),
             tracker.clone(),
         ));
+        let v = request(&path, "status").await.expect("reply");
+        assert_eq!(
+            (&v["ok"], &v["status"]["signaling"]),
+            (&true.into(), &"up".into())
+        );
         let v = request(&path, "bt pair").await.expect("reply");
         assert_eq!(v["ok"], false);
         assert!(

@@ -661,7 +661,11 @@ pub async fn start_station(
 
     let (bt_tx, bt_rx) = mpsc::channel(16);
     let (bt, sim_bt) = start_bluetooth(settings, bt_tx, cancel.clone(), tracker)?;
-    start_control_socket(settings, &bt, &cancel, tracker);
+    let targets = control::Targets {
+        bt: bt.clone(),
+        status: status.clone(),
+    };
+    start_control_socket(settings, targets, &cancel, tracker);
 
     let parts = Devices {
         signaling,
@@ -898,7 +902,7 @@ async fn start_panel(
 
 fn start_control_socket(
     settings: &Settings,
-    bt: &Option<bt::BtHandle>,
+    targets: control::Targets,
     cancel: &CancellationToken,
     tracker: &TaskTracker,
 ) {
@@ -909,13 +913,13 @@ fn start_control_socket(
                 tracker.spawn(control::serve(
                     listener,
                     path.clone(),
-                    bt.clone(),
+                    targets,
                     cancel.clone(),
                     tracker.clone(),
                 ));
             }
             Err(e) => {
-                error!(error = %e, "no control socket; `intercomd bt pair` cannot reach this daemon")
+                error!(error = %e, "no control socket; `intercomd bt pair` and `intercomd status` cannot reach this daemon")
             }
         }
     }

@@ -72,6 +72,16 @@ enum Command {
     /// Bluetooth headsets (talks to the running daemon).
     #[command(subcommand)]
     Bt(BtCommand),
+    /// Print the running daemon's status as JSON: the call, signaling,
+    /// audio counters, door, Bluetooth. Exits 1 when it cannot be reached.
+    Status {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The daemon's control socket; default: `station.control_socket`
+        /// from the configuration.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -206,6 +216,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bt(BtCommand::Pair { config, socket }) => bt_pair(&config, socket),
+        Command::Status { config, socket } => status(&config, socket),
         Command::Run(args) => {
             let s = load(&args)?;
             init_logging(&s);
@@ -243,8 +254,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `intercomd bt pair`: asks the running daemon to open pairing.
-fn bt_pair(config: &ConfigArgs, socket: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+/// One request to the running daemon's control socket.
+fn ask_daemon(
+    config: &ConfigArgs,
+    socket: Option<PathBuf>,
+    request: &str,
+) -> anyhow::Result<serde_json::Value> {
     let path = match socket {
         Some(p) => p,
         None => load(config)?.station.control_socket.ok_or_else(|| {
@@ -253,11 +268,29 @@ fn bt_pair(config: &ConfigArgs, socket: Option<PathBuf>) -> anyhow::Result<ExitC
             )
         })?,
     };
-    let reply = tokio::runtime::Builder::new_current_thread()
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?
-        .block_on(intercomd::control::request(&path, "bt pair"))?;
+        .block_on(intercomd::control::request(&path, request))
+}
+
+/// `intercomd status`: the running daemon's status, as JSON.
+fn status(config: &ConfigArgs, socket: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let reply = ask_daemon(config, socket, "status")?;
+    if reply["ok"] != true {
+        anyhow::bail!(
+            "the daemon refused: {}",
+            reply["error"].as_str().unwrap_or("no reason given")
+        );
+    }
+    println!("{:#}", reply["status"]);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `intercomd bt pair`: asks the running daemon to open pairing.
+fn bt_pair(config: &ConfigArgs, socket: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let reply = ask_daemon(config, socket, "bt pair")?;
     if reply["ok"] == true {
         let ms = reply["timeout_ms"].as_u64().unwrap_or(0);
         let secs = if ms % 1000 == 0 {

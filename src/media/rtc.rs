@@ -425,6 +425,14 @@ impl Actor {
             .map_err(build)?;
         let registry =
             register_default_interceptors(Registry::new(), &mut media_engine).map_err(build)?;
+        // Last in the chain (nearest the application): every report reaches it.
+        let registry = match self.sessions.get(call_id) {
+            Some(session) => registry.with(
+                rtc::interceptor::Slot::from(14_000),
+                super::one_way::ReportTap::new(session.one_way.clone()),
+            ),
+            None => registry,
+        };
         let mdns = match s.mdns {
             MdnsMode::Disabled => rtc::ice::mdns::MulticastDnsMode::Disabled,
             MdnsMode::QueryOnly => rtc::ice::mdns::MulticastDnsMode::QueryOnly,
@@ -1127,10 +1135,8 @@ impl Actor {
         let Some(s) = self.sessions.get_mut(call_id) else {
             return;
         };
-        let (Some(pc), generation) = (s.pc.clone(), s.generation) else {
-            return;
-        };
-        if s.one_way_generation == Some(generation) {
+        let generation = s.generation;
+        if s.pc.is_none() || s.one_way_generation == Some(generation) {
             return;
         }
         s.one_way_generation = Some(generation);
@@ -1138,7 +1144,7 @@ impl Actor {
         let internal = self.internal_tx.clone();
         let call_id = call_id.clone();
         self.tracker
-            .spawn(super::one_way::run(pc, watch, cancel, move |u| {
+            .spawn(super::one_way::run(watch, cancel, move |u| {
                 let msg = Internal::Unheard(u);
                 let _ = internal.send(Tagged {
                     call_id: call_id.clone(),
@@ -1157,7 +1163,7 @@ impl Actor {
         if s.state != Some(MediaState::Connected) {
             return;
         }
-        warn!(call_id = %call_id, reported_seq = u.reported, still_ms = u.still_for.as_millis() as u64, "the resident's audio arrives but its reports show the station's no longer does: path lost one way");
+        warn!(call_id = %call_id, reported_seq = u.reported, lag_ms = u.lag.as_millis() as u64, "the resident's audio arrives but its reports show the station's no longer does: path lost one way");
         s.state = Some(MediaState::Unheard);
         // The new path may run through the relay.
         s.flush_relay.store(true, Ordering::Relaxed);

@@ -48,7 +48,11 @@ test('UDP lost for good mid-call: an ICE restart moves the call to TURN over TCP
 
     assert.match(recovering.line, /attempt=1/);
     assert.match(recovering.line, /remedy="?ICE restart/);
-    assert.match(recovering.line, /nothing received for the receiving timeout/);
+    // Either the stack noticed the dead path, or (when the browser moved
+    // its sending to a pair that ends at the same remote candidate, so the
+    // door hears it again) the resident's receiver reports showed the
+    // door's audio no longer arriving.
+    assert.match(recovering.line, /nothing received for the receiving timeout|the resident no longer receives the station's audio/);
     // The stack counts silence from the peer's last STUN packet on the
     // selected pair (consent checks every second or so), so the dead path
     // is usually noticed a little before the receiving timeout runs out
