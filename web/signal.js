@@ -1,7 +1,9 @@
 // intercomd answering page: the signaling connection to the hub
 // (docs/signaling.md). One WebSocket at a time, hello with the token,
 // reconnection with backoff, keepalive pings. What the messages mean is
-// app.js's and call.js's business.
+// app.js's and call.js's business. What createSignal returns is app.js's
+// transport: a page for another signaling backend hands app.js one with the
+// same hooks and methods instead (window.intercomTransport, see app.js).
 
 export var PROTOCOL_VERSION = 1;
 var PING_INTERVAL_MS = 10000;
