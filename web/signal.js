@@ -30,6 +30,19 @@ function wsUrl() {
   return u.toString();
 }
 
+// The token to connect with, the page told it is signing in; or null,
+// the page told it is signed out. For any transport (see app.js).
+export function signIn(hooks) {
+  var token = hooks.token();
+  if (!token) {
+    hooks.status('offline', 'Not signed in');
+    hooks.signedOut();
+    return null;
+  }
+  hooks.signingIn();
+  return token;
+}
+
 // hooks: { token() -> string|null, status(state, label), signingIn(),
 //          signedOut(), message(msg), closed(code), record(kind, data),
 //          setError(code, msg) }
@@ -53,13 +66,8 @@ export function createSignal(hooks) {
 
   function connect() {
     if (reconnectTimer) { clearTimeout(reconnectTimer); reconnectTimer = null; }
-    var token = hooks.token();
-    if (!token) {
-      hooks.status('offline', 'Not signed in');
-      hooks.signedOut();
-      return;
-    }
-    hooks.signingIn();
+    var token = signIn(hooks);
+    if (!token) return;
     stopped = false;
     var gen = ++generation;
     hooks.status('connecting', reconnectAttempt > 0 ? 'Reconnecting…' : 'Connecting…');

@@ -17,7 +17,7 @@
 // Test hooks on window.answerer: state, callId, firstAudioAtEpoch, pcState,
 // accept(), hangup(), remoteDominantHz() from the page (window.intercom);
 // connected and connects from this transport.
-import { summarize } from './signal.js';
+import { signIn, summarize } from './signal.js';
 
 var RELAYED = { accept: true, answer: true, candidate: true, hangup: true, decline: true, error: true };
 
@@ -69,13 +69,8 @@ function createSocketIoTransport(hooks) {
   }
 
   function connect() {
-    var token = hooks.token();
-    if (!token) {
-      hooks.status('offline', 'Not signed in');
-      hooks.signedOut();
-      return;
-    }
-    hooks.signingIn();
+    var token = signIn(hooks);
+    if (!token) return;
     hooks.status('connecting', 'Connecting…');
     socket = io(params.get('ns') || '/doorbell', {
       auth: { key: token, id: id },
