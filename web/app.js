@@ -109,7 +109,11 @@ function setError(code, message) {
   record('error', { code: intercom.lastError.code, message: intercom.lastError.message });
 }
 
-var signal = createSignal({
+// The hub connection: signal.js, or the transport a page for another
+// signaling backend provides in window.intercomTransport before this module
+// runs (a function taking the same hooks and returning the same methods).
+var createTransport = typeof window.intercomTransport === 'function' ? window.intercomTransport : createSignal;
+var signal = createTransport({
   token: readToken,
   status: setConnection,
   signingIn: function () { ui.login.hidden = true; },

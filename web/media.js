@@ -11,9 +11,8 @@ export function createMedia(hooks) {
   var intercom = hooks.intercom;
   var audioCtx = null;
   var ringTimer = null;
-  var remoteAnalyser = null;
-  var remoteSourceNode = null;
   var sessions = new Map();     // call id -> session, see open()
+  var analysis = createAnalysis(ensureAudioContext, function (msg) { hooks.setError('analyser', msg); });
 
   // ---------------------------------------------------------------- sound
   function ensureAudioContext() {
@@ -58,62 +57,6 @@ export function createMedia(hooks) {
   function stopRinging() {
     if (ringTimer) clearInterval(ringTimer);
     ringTimer = null;
-  }
-
-  // ---------------------------------------------------------------- analysis
-  function attachAnalyser(stream) {
-    detachAnalyser();
-    var ctx = ensureAudioContext();
-    if (!ctx) return;
-    try {
-      remoteSourceNode = ctx.createMediaStreamSource(stream);
-      remoteAnalyser = ctx.createAnalyser();
-      remoteAnalyser.fftSize = 8192;
-      remoteAnalyser.smoothingTimeConstant = 0.2;
-      remoteAnalyser.minDecibels = -120;
-      remoteAnalyser.maxDecibels = 0;
-      remoteSourceNode.connect(remoteAnalyser); // analysis only; the <audio> element plays it
-    } catch (e) {
-      hooks.setError('analyser', String(e && e.message || e));
-    }
-  }
-
-  function detachAnalyser() {
-    try { if (remoteSourceNode) remoteSourceNode.disconnect(); } catch (e) { /* ignore */ }
-    remoteSourceNode = null;
-    remoteAnalyser = null;
-  }
-
-  // RMS level (0..1) of the remote audio; null without a remote stream.
-  function remoteLevel() {
-    if (!remoteAnalyser) return null;
-    var buf = new Float32Array(remoteAnalyser.fftSize);
-    remoteAnalyser.getFloatTimeDomainData(buf);
-    var sum = 0;
-    for (var i = 0; i < buf.length; i++) sum += buf[i] * buf[i];
-    return Math.sqrt(sum / buf.length);
-  }
-
-  // Peak frequency (Hz) of the remote audio between 100 and 4000 Hz, or null
-  // when there is no remote stream or it is silent.
-  function remoteDominantHz() {
-    if (!remoteAnalyser || !audioCtx) return null;
-    var bins = new Float32Array(remoteAnalyser.frequencyBinCount);
-    remoteAnalyser.getFloatFrequencyData(bins);
-    var binHz = audioCtx.sampleRate / remoteAnalyser.fftSize;
-    var lo = Math.max(1, Math.ceil(100 / binHz));
-    var hi = Math.min(bins.length - 2, Math.floor(4000 / binHz));
-    var best = -1, bestDb = -Infinity;
-    for (var i = lo; i <= hi; i++) {
-      if (bins[i] > bestDb) { bestDb = bins[i]; best = i; }
-    }
-    if (best < 0 || !isFinite(bestDb) || bestDb < -85) return null; // silence
-    // Parabolic interpolation between neighbouring bins.
-    var a = bins[best - 1], b = bins[best], c = bins[best + 1];
-    var denom = a - 2 * b + c;
-    var shift = (isFinite(a) && isFinite(c) && denom !== 0) ? 0.5 * (a - c) / denom : 0;
-    if (shift > 0.5 || shift < -0.5) shift = 0;
-    return Math.round((best + shift) * binHz * 10) / 10;
   }
 
   // ---------------------------------------------------------------- microphone
@@ -215,7 +158,7 @@ export function createMedia(hooks) {
       if (s.pc) { try { s.pc.close(); } catch (e) { /* ignore */ } }
       if (s.mic) s.mic.getTracks().forEach(function (t) { t.stop(); });
     }
-    detachAnalyser();
+    analysis.detach();
     hooks.audio.srcObject = null;
   }
 
@@ -245,7 +188,7 @@ export function createMedia(hooks) {
       hooks.audio.srcObject = stream;
       var p = hooks.audio.play();
       if (p && p.catch) p.catch(function (e) { hooks.setError('autoplay', e && e.name); });
-      attachAnalyser(stream);
+      analysis.attach(stream);
       var onFirstAudio = function () {
         if (intercom.firstAudioAt === null && !c.closed) {
           intercom.firstAudioAt = performance.now();
@@ -403,8 +346,8 @@ export function createMedia(hooks) {
     ringOnce: ringOnce,
     startRinging: startRinging,
     stopRinging: stopRinging,
-    remoteLevel: remoteLevel,
-    remoteDominantHz: remoteDominantHz,
+    remoteLevel: analysis.level,
+    remoteDominantHz: analysis.dominantHz,
     microphoneAvailable: microphoneAvailable,
     getMic: getMic,
     applyMute: applyMute,
@@ -415,4 +358,70 @@ export function createMedia(hooks) {
     end: end,
     openDoor: openDoor
   };
+}
+
+// The analysis of a peer's audio the tests read: its level and its peak
+// frequency. Also used by the browser door of the end-to-end tests
+// (tests/e2e/door_page.html), which imports it from the hub's /media.js.
+// context(): the AudioContext to analyse in (or null); onError(message).
+export function createAnalysis(context, onError) {
+  var analyser = null;
+  var source = null;
+
+  function attach(stream) {
+    detach();
+    var ctx = context();
+    if (!ctx) return;
+    try {
+      source = ctx.createMediaStreamSource(stream);
+      analyser = ctx.createAnalyser();
+      analyser.fftSize = 8192;
+      analyser.smoothingTimeConstant = 0.2;
+      analyser.minDecibels = -120;
+      analyser.maxDecibels = 0;
+      source.connect(analyser); // analysis only; an <audio> element plays it
+    } catch (e) {
+      onError(String(e && e.message || e));
+    }
+  }
+
+  function detach() {
+    try { if (source) source.disconnect(); } catch (e) { /* ignore */ }
+    source = null;
+    analyser = null;
+  }
+
+  // RMS level (0..1) of the audio; null without a stream.
+  function level() {
+    if (!analyser) return null;
+    var buf = new Float32Array(analyser.fftSize);
+    analyser.getFloatTimeDomainData(buf);
+    var sum = 0;
+    for (var i = 0; i < buf.length; i++) sum += buf[i] * buf[i];
+    return Math.sqrt(sum / buf.length);
+  }
+
+  // Peak frequency (Hz) of the audio between 100 and 4000 Hz, or null when
+  // there is no stream or it is silent.
+  function dominantHz() {
+    if (!analyser) return null;
+    var bins = new Float32Array(analyser.frequencyBinCount);
+    analyser.getFloatFrequencyData(bins);
+    var binHz = analyser.context.sampleRate / analyser.fftSize;
+    var lo = Math.max(1, Math.ceil(100 / binHz));
+    var hi = Math.min(bins.length - 2, Math.floor(4000 / binHz));
+    var best = -1, bestDb = -Infinity;
+    for (var i = lo; i <= hi; i++) {
+      if (bins[i] > bestDb) { bestDb = bins[i]; best = i; }
+    }
+    if (best < 0 || !isFinite(bestDb) || bestDb < -85) return null; // silence
+    // Parabolic interpolation between neighbouring bins.
+    var a = bins[best - 1], b = bins[best], c = bins[best + 1];
+    var denom = a - 2 * b + c;
+    var shift = (isFinite(a) && isFinite(c) && denom !== 0) ? 0.5 * (a - c) / denom : 0;
+    if (shift > 0.5 || shift < -0.5) shift = 0;
+    return Math.round((best + shift) * binHz * 10) / 10;
+  }
+
+  return { attach: attach, detach: detach, level: level, dominantHz: dominantHz };
 }

@@ -1,7 +1,9 @@
 // intercomd answering page: the signaling connection to the hub
 // (docs/signaling.md). One WebSocket at a time, hello with the token,
 // reconnection with backoff, keepalive pings. What the messages mean is
-// app.js's and call.js's business.
+// app.js's and call.js's business. What createSignal returns is app.js's
+// transport: a page for another signaling backend hands app.js one with the
+// same hooks and methods instead (window.intercomTransport, see app.js).
 
 export var PROTOCOL_VERSION = 1;
 var PING_INTERVAL_MS = 10000;
@@ -28,6 +30,19 @@ function wsUrl() {
   return u.toString();
 }
 
+// The token to connect with, the page told it is signing in; or null,
+// the page told it is signed out. For any transport (see app.js).
+export function signIn(hooks) {
+  var token = hooks.token();
+  if (!token) {
+    hooks.status('offline', 'Not signed in');
+    hooks.signedOut();
+    return null;
+  }
+  hooks.signingIn();
+  return token;
+}
+
 // hooks: { token() -> string|null, status(state, label), signingIn(),
 //          signedOut(), message(msg), closed(code), record(kind, data),
 //          setError(code, msg) }
@@ -51,13 +66,8 @@ export function createSignal(hooks) {
 
   function connect() {
     if (reconnectTimer) { clearTimeout(reconnectTimer); reconnectTimer = null; }
-    var token = hooks.token();
-    if (!token) {
-      hooks.status('offline', 'Not signed in');
-      hooks.signedOut();
-      return;
-    }
-    hooks.signingIn();
+    var token = signIn(hooks);
+    if (!token) return;
     stopped = false;
     var gen = ++generation;
     hooks.status('connecting', reconnectAttempt > 0 ? 'Reconnecting…' : 'Connecting…');

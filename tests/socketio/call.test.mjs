@@ -6,7 +6,8 @@
 //
 // - A door with a wrong token is refused (connect_error): it logs the
 //   server's reason, never its token, and retries with growing delays.
-// - The real door joins, the button is pressed, the page answers, audio
+// - The real door joins, the button is pressed, the page answers (the
+//   product's answering page with a Socket.IO transport, answer.js), audio
 //   flows both ways (checked by content) while the server pings every
 //   second (pingTimeout 0.8 s: a door that missed one pong would be
 //   dropped, and the server logs why).
@@ -107,7 +108,7 @@ test('a call through a real socket.io server: auth refusal, ping/pong, server re
     const control = new Control(sockets.control);
     await waitForLog(door, /Socket connected.*protocol="?socket\.io/, { timeout: 15000 });
     const browser = await env.browser({ micHz: MIC_TONE, secureOrigins: [origin] });
-    const flat = await env.page(browser, `${origin}/#key=${flatTok.token}&id=flat-1a&ns=${NAMESPACE}`, 'flat-1a');
+    const flat = await env.page(browser, `${origin}/?raw=1#token=${flatTok.token}&id=flat-1a&ns=${NAMESPACE}`, 'flat-1a');
     const answerer = () => flat.page.evaluate(() => {
       const a = window.answerer;
       return { state: a.state, connected: a.connected, connects: a.connects, callId: a.callId, firstAudioAtEpoch: a.firstAudioAtEpoch, pcState: a.pcState };

@@ -1,9 +1,10 @@
 // A small Socket.IO signaling backend of the kind intercomd's socketio mode
 // joins: the real `socket.io` 4 server relaying the protocol of
 // docs/signaling.md between one door station and answering browsers, as
-// events named after the message types on one namespace. It also serves an
-// answering page (answer.html) and the browser bundle of `socket.io-client`
-// from node_modules. Used by call.test.mjs, which starts and restarts it.
+// events named after the message types on one namespace. It also serves the
+// answering page (web/ with answer.js, the Socket.IO transport) and the
+// browser bundle of `socket.io-client` from node_modules. Used by
+// call.test.mjs, which starts and restarts it.
 //
 //   node relay_server.mjs --listen HOST:PORT --door-token-file F --answerer-token-file F
 //                         [--namespace /doorbell] [--ping-interval MS] [--ping-timeout MS]
@@ -45,12 +46,26 @@ const namespace = opt.namespace || '/doorbell';
 
 const log = (ev, fields = {}) => process.stdout.write(`${JSON.stringify({ t: Date.now(), ev, ...fields })}\n`);
 
-// The page and the client bundle: files only, never a CDN.
+// The page: the product's own (web/), with answer.js, the Socket.IO
+// transport, loaded before app.js; and the client bundle. Files only,
+// never a CDN.
+const webDir = path.join(here, '..', '..', 'web');
 const clientBundle = path.join(path.dirname(require.resolve('socket.io-client/package.json')), 'dist', 'socket.io.min.js');
+const js = 'text/javascript; charset=utf-8';
+const APP_SCRIPT = '<script type="module" src="app.js"></script>';
+function answerPage() {
+  const html = fs.readFileSync(path.join(webDir, 'index.html'), 'utf8');
+  if (!html.includes(APP_SCRIPT)) throw new Error(`web/index.html no longer loads app.js as ${APP_SCRIPT}`);
+  return html.replace(APP_SCRIPT, `<script src="/socket.io.min.js"></script>\n<script type="module" src="/answer.js"></script>\n${APP_SCRIPT}`);
+}
 const files = {
-  '/': { file: path.join(here, 'answer.html'), type: 'text/html; charset=utf-8' },
-  '/socket.io.min.js': { file: clientBundle, type: 'application/javascript' },
+  '/': { body: answerPage, type: 'text/html; charset=utf-8' },
+  '/answer.js': { file: path.join(here, 'answer.js'), type: js },
+  '/socket.io.min.js': { file: clientBundle, type: js },
+  '/style.css': { file: path.join(webDir, 'style.css'), type: 'text/css; charset=utf-8' },
 };
+for (const m of ['app.js', 'call.js', 'signal.js', 'media.js']) files[`/${m}`] = { file: path.join(webDir, m), type: js };
+answerPage(); // fails at start, not at the first request
 const server = http.createServer((req, res) => {
   const f = files[new URL(req.url, 'http://x').pathname];
   if (!f || req.method !== 'GET') {
@@ -58,7 +73,8 @@ const server = http.createServer((req, res) => {
     return;
   }
   res.writeHead(200, { 'content-type': f.type, 'cache-control': 'no-store' });
-  fs.createReadStream(f.file).pipe(res);
+  if (f.body) res.end(f.body());
+  else fs.createReadStream(f.file).pipe(res);
 });
 
 const io = new Server(server, {
