@@ -74,6 +74,34 @@ machine!(
     crate::station::StationOutput
 );
 
+/// What a headset's gateway is given: bytes from its RFCOMM channel, or
+/// the door call to show.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HfpInput {
+    Bytes(Vec<u8>),
+    Call(crate::bt::DoorCall),
+}
+
+impl Machine for crate::bt::HfpMachine {
+    type Input = HfpInput;
+    type Output = crate::bt::HfpOutput;
+    fn handle_input(&mut self, input: HfpInput, now: Instant) {
+        match input {
+            HfpInput::Bytes(bytes) => self.handle_bytes(&bytes, now),
+            HfpInput::Call(call) => self.handle_call(call, now),
+        }
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        crate::bt::HfpMachine::handle_timeout(self, now)
+    }
+    fn poll_output(&mut self) -> Option<Self::Output> {
+        crate::bt::HfpMachine::poll_output(self)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        crate::bt::HfpMachine::poll_timeout(self)
+    }
+}
+
 #[cfg(test)]
 pub use clocked::Clocked;
 

@@ -1,10 +1,11 @@
 //! Transcripts of the gateway's command exchange with synthetic headsets and
 //! synthetic time.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::hfp::{ag_feature, hf_feature};
 use super::*;
+use crate::sansio::HfpInput;
 
 /// Features of a plain CVSD headset: EC/NR, CLI, remote volume.
 const HF_CVSD: u32 = hf_feature::EC_NR | hf_feature::CLI | hf_feature::REMOTE_VOLUME;
@@ -20,34 +21,30 @@ const CIND_LIST: &str = "\r\n+CIND: (\"service\",(0,1)),(\"call\",(0,1)),(\"call
 const OK: &str = "\r\nOK\r\n";
 const ERROR: &str = "\r\nERROR\r\n";
 
-struct Rig {
-    m: HfpMachine,
-    t0: Instant,
-    now: Instant,
-    events: Vec<HfpEvent>,
-}
+crate::sansio::clocked_rig!(Rig, HfpMachine);
 
 impl Rig {
     fn new(settings: HfpSettings) -> Self {
-        let t0 = Instant::now();
-        Rig {
-            m: HfpMachine::new(settings, t0),
-            t0,
-            now: t0,
-            events: Vec::new(),
-        }
+        Rig(crate::sansio::Clocked::new(|t0| {
+            HfpMachine::new(settings, t0)
+        }))
     }
 
-    /// Bytes written since the last call, as text; events are collected.
+    /// The bytes written, as text (events stay in the log).
+    fn text(out: Vec<HfpOutput>) -> String {
+        let bytes: Vec<u8> = out
+            .into_iter()
+            .flat_map(|o| match o {
+                HfpOutput::Transmit(bytes) => bytes,
+                HfpOutput::Event(_) => Vec::new(),
+            })
+            .collect();
+        String::from_utf8(bytes).expect("the gateway writes ASCII")
+    }
+
+    /// Bytes written since the last call, as text.
     fn drain(&mut self) -> String {
-        let mut out = Vec::new();
-        while let Some(o) = self.m.poll_output() {
-            match o {
-                HfpOutput::Transmit(bytes) => out.extend(bytes),
-                HfpOutput::Event(e) => self.events.push(e),
-            }
-        }
-        String::from_utf8(out).expect("the gateway writes ASCII")
+        Self::text(self.0.drain())
     }
 
     /// The headset sends `line` ended by CR; returns the gateway's reply.
@@ -56,33 +53,27 @@ impl Rig {
     }
 
     fn bytes(&mut self, bytes: &[u8]) -> String {
-        self.m.handle_bytes(bytes, self.now);
-        self.drain()
+        Self::text(self.0.input(HfpInput::Bytes(bytes.to_vec())))
     }
 
     fn call(&mut self, call: DoorCall) -> String {
-        self.m.handle_call(call, self.now);
-        self.drain()
+        Self::text(self.0.input(HfpInput::Call(call)))
     }
 
+    /// The events since the last call (taken out of the log).
     fn take_events(&mut self) -> Vec<HfpEvent> {
-        std::mem::take(&mut self.events)
+        std::mem::take(&mut self.0.log)
+            .into_iter()
+            .filter_map(|(_, o)| match o {
+                HfpOutput::Event(e) => Some(e),
+                HfpOutput::Transmit(_) => None,
+            })
+            .collect()
     }
 
     /// Advances to `t0 + at`, firing deadlines in order.
     fn advance_to(&mut self, at: Duration) -> String {
-        let target = self.t0 + at;
-        let mut out = String::new();
-        while let Some(d) = self.m.poll_timeout() {
-            if d > target {
-                break;
-            }
-            self.now = d;
-            self.m.handle_timeout(d);
-            out += &self.drain();
-        }
-        self.now = target;
-        out
+        Self::text(self.0.advance_to(at))
     }
 
     /// A CVSD headset's whole SLC.
@@ -92,7 +83,7 @@ impl Rig {
         r.send("AT+CIND=?");
         r.send("AT+CIND?");
         r.send("AT+CMER=3,0,0,1");
-        assert!(r.m.established());
+        assert!(r.0.m.established());
         r.take_events();
         r
     }
@@ -105,10 +96,10 @@ impl Rig {
         r.send("AT+CIND=?");
         r.send("AT+CIND?");
         r.send("AT+CMER=3,0,0,1");
-        if r.m.state() == SlcState::AwaitingChld {
+        if r.0.m.state() == SlcState::AwaitingChld {
             r.send("AT+CHLD=?");
         }
-        assert!(r.m.established());
+        assert!(r.0.m.established());
         r.take_events();
         r
     }
@@ -147,14 +138,14 @@ fn cvsd_headset_full_slc_transcript() {
         r.send(&format!("AT+BRSF={HF_CVSD}")),
         format!("\r\n+BRSF: {ag}\r\n{OK}")
     );
-    assert_eq!(r.m.state(), SlcState::Connecting);
+    assert_eq!(r.0.m.state(), SlcState::Connecting);
     assert_eq!(r.send("AT+CIND=?"), CIND_LIST);
     assert_eq!(
         r.send("AT+CIND?"),
         format!("\r\n+CIND: 1,0,0,0,5,0,5\r\n{OK}")
     );
     assert_eq!(r.send("AT+CMER=3,0,0,1"), OK);
-    assert!(r.m.established());
+    assert!(r.0.m.established());
     assert_eq!(
         r.take_events(),
         vec![HfpEvent::SlcEstablished {
@@ -162,7 +153,7 @@ fn cvsd_headset_full_slc_transcript() {
             codec_negotiation: false,
         }]
     );
-    assert_eq!(r.m.poll_timeout(), None, "no timer once established");
+    assert_eq!(r.0.m.poll_timeout(), None, "no timer once established");
 
     // Common follow-ups of real headsets.
     assert_eq!(r.send("AT+CLIP=1"), OK);
@@ -174,13 +165,13 @@ fn cvsd_headset_full_slc_transcript() {
     );
 
     // No codec negotiation: CVSD is ready without +BCS.
-    r.m.connect_audio(r.now).unwrap();
+    r.0.m.connect_audio(r.0.now).unwrap();
     assert_eq!(r.drain(), "");
     assert_eq!(
         r.take_events(),
         vec![HfpEvent::AudioReady { codec: Codec::Cvsd }]
     );
-    assert_eq!(r.m.codec(), Some(Codec::Cvsd));
+    assert_eq!(r.0.m.codec(), Some(Codec::Cvsd));
 }
 
 #[test]
@@ -203,14 +194,14 @@ fn msbc_headset_full_slc_transcript_with_three_way_and_codec_negotiation() {
         format!("\r\n+BRSF: {ag}\r\n{OK}")
     );
     assert_eq!(r.send("AT+BAC=1,2"), OK);
-    assert_eq!(r.m.hf_codecs(), &[Codec::Cvsd, Codec::Msbc]);
+    assert_eq!(r.0.m.hf_codecs(), &[Codec::Cvsd, Codec::Msbc]);
     assert_eq!(r.send("AT+CIND=?"), CIND_LIST);
     assert_eq!(
         r.send("AT+CIND?"),
         format!("\r\n+CIND: 1,0,0,0,5,0,5\r\n{OK}")
     );
     assert_eq!(r.send("AT+CMER=3,0,0,1"), OK);
-    assert_eq!(r.m.state(), SlcState::AwaitingChld);
+    assert_eq!(r.0.m.state(), SlcState::AwaitingChld);
     assert!(r.take_events().is_empty());
     assert_eq!(r.send("AT+CHLD=?"), format!("\r\n+CHLD: (0,1,2)\r\n{OK}"));
     assert_eq!(
@@ -222,15 +213,15 @@ fn msbc_headset_full_slc_transcript_with_three_way_and_codec_negotiation() {
     );
 
     // Codec connection before audio: mSBC proposed and confirmed.
-    r.m.connect_audio(r.now).unwrap();
+    r.0.m.connect_audio(r.0.now).unwrap();
     assert_eq!(r.drain(), "\r\n+BCS: 2\r\n");
-    assert!(r.m.negotiating());
+    assert!(r.0.m.negotiating());
     assert_eq!(r.send("AT+BCS=2"), OK);
     assert_eq!(
         r.take_events(),
         vec![HfpEvent::AudioReady { codec: Codec::Msbc }]
     );
-    assert_eq!(r.m.codec(), Some(Codec::Msbc));
+    assert_eq!(r.0.m.codec(), Some(Codec::Msbc));
     assert_eq!(Codec::Msbc.sample_rate(), 16_000);
 }
 
@@ -251,7 +242,7 @@ fn prefer_msbc_off_chooses_cvsd() {
         prefer_msbc: false,
         ..HfpSettings::default()
     });
-    r.m.connect_audio(r.now).unwrap();
+    r.0.m.connect_audio(r.0.now).unwrap();
     assert_eq!(r.drain(), "\r\n+BCS: 1\r\n");
     assert_eq!(r.send("AT+BCS=1"), OK);
     assert_eq!(
@@ -274,17 +265,17 @@ fn headset_triggered_codec_connection_with_bcc() {
 #[test]
 fn codec_renegotiation_after_new_bac_list() {
     let mut r = Rig::wideband_slc(HfpSettings::default());
-    r.m.connect_audio(r.now).unwrap();
+    r.0.m.connect_audio(r.0.now).unwrap();
     r.drain();
     r.send("AT+BCS=2");
-    assert_eq!(r.m.codec(), Some(Codec::Msbc));
+    assert_eq!(r.0.m.codec(), Some(Codec::Msbc));
     r.take_events();
 
     // The headset drops mSBC: the agreed codec is forgotten and the next
     // codec connection uses CVSD.
     assert_eq!(r.send("AT+BAC=1"), OK);
-    assert_eq!(r.m.codec(), None);
-    r.m.connect_audio(r.now).unwrap();
+    assert_eq!(r.0.m.codec(), None);
+    r.0.m.connect_audio(r.0.now).unwrap();
     assert_eq!(r.drain(), "\r\n+BCS: 1\r\n");
     assert_eq!(r.send("AT+BCS=1"), OK);
     assert_eq!(
@@ -295,7 +286,7 @@ fn codec_renegotiation_after_new_bac_list() {
     // mSBC offered again, while a proposal is under way: a proposal of a
     // codec still listed stands.
     assert_eq!(r.send("AT+BAC=1,2"), OK);
-    r.m.connect_audio(r.now).unwrap();
+    r.0.m.connect_audio(r.0.now).unwrap();
     assert_eq!(r.drain(), "\r\n+BCS: 2\r\n");
     // Withdrawn during the proposal: proposed again with CVSD at once.
     assert_eq!(r.send("AT+BAC=1"), format!("{OK}\r\n+BCS: 1\r\n"));
@@ -309,19 +300,19 @@ fn codec_renegotiation_after_new_bac_list() {
 #[test]
 fn codec_mismatch_falls_back_to_cvsd_then_fails() {
     let mut r = Rig::wideband_slc(HfpSettings::default());
-    r.m.connect_audio(r.now).unwrap();
+    r.0.m.connect_audio(r.0.now).unwrap();
     assert_eq!(r.drain(), "\r\n+BCS: 2\r\n");
-    assert_eq!(r.m.proposal(), Some((Codec::Msbc, 1)));
+    assert_eq!(r.0.m.proposal(), Some((Codec::Msbc, 1)));
     // The headset answers with another codec: refused, CVSD proposed.
     assert_eq!(r.send("AT+BCS=1"), format!("{ERROR}\r\n+BCS: 1\r\n"));
-    assert_eq!(r.m.proposal(), Some((Codec::Cvsd, 2)));
+    assert_eq!(r.0.m.proposal(), Some((Codec::Cvsd, 2)));
     // Wrong again: negotiation fails.
     assert_eq!(r.send("AT+BCS=2"), ERROR);
-    assert_eq!(r.m.proposal(), None);
+    assert_eq!(r.0.m.proposal(), None);
     let events = r.take_events();
     assert_eq!(events.last(), Some(&HfpEvent::CodecFailed));
-    assert!(!r.m.negotiating());
-    assert_eq!(r.m.poll_timeout(), None);
+    assert!(!r.0.m.negotiating());
+    assert_eq!(r.0.m.poll_timeout(), None);
     // An answer with no proposal pending is refused.
     assert_eq!(r.send("AT+BCS=1"), ERROR);
 }
@@ -329,19 +320,19 @@ fn codec_mismatch_falls_back_to_cvsd_then_fails() {
 #[test]
 fn codec_answer_timeout_retries_cvsd_then_fails() {
     let mut r = Rig::wideband_slc(HfpSettings::default());
-    r.m.connect_audio(r.now).unwrap();
+    r.0.m.connect_audio(r.0.now).unwrap();
     assert_eq!(r.drain(), "\r\n+BCS: 2\r\n");
     assert_eq!(r.advance_to(Duration::from_secs(3)), "\r\n+BCS: 1\r\n");
     assert!(r.take_events().is_empty());
     assert_eq!(r.advance_to(Duration::from_secs(6)), "");
     assert_eq!(r.take_events(), vec![HfpEvent::CodecFailed]);
-    assert_eq!(r.m.poll_timeout(), None);
+    assert_eq!(r.0.m.poll_timeout(), None);
 }
 
 #[test]
 fn connect_audio_before_slc_is_an_error() {
     let mut r = Rig::new(HfpSettings::default());
-    assert_eq!(r.m.connect_audio(r.now), Err(AudioSetupError::NoSlc));
+    assert_eq!(r.0.m.connect_audio(r.0.now), Err(AudioSetupError::NoSlc));
 }
 
 #[test]
@@ -350,10 +341,10 @@ fn slc_that_never_completes_times_out() {
     r.send(&format!("AT+BRSF={HF_CVSD}"));
     r.advance_to(Duration::from_secs(10));
     assert_eq!(r.take_events(), vec![HfpEvent::SlcTimeout]);
-    assert_eq!(r.m.state(), SlcState::Failed);
+    assert_eq!(r.0.m.state(), SlcState::Failed);
     // Nothing more is answered.
     assert_eq!(r.send("AT+CIND=?"), "");
-    assert_eq!(r.m.poll_timeout(), None);
+    assert_eq!(r.0.m.poll_timeout(), None);
 }
 
 #[test]
@@ -361,11 +352,11 @@ fn cmer_with_reporting_off_does_not_establish() {
     let mut r = Rig::new(HfpSettings::default());
     r.send(&format!("AT+BRSF={HF_CVSD}"));
     assert_eq!(r.send("AT+CMER=3,0,0,0"), OK);
-    assert_eq!(r.m.state(), SlcState::Connecting);
+    assert_eq!(r.0.m.state(), SlcState::Connecting);
     assert_eq!(r.send("AT+CMER=1,0,0,1"), ERROR);
     assert_eq!(r.send("AT+CMER=3,0,0,2"), ERROR);
     assert_eq!(r.send("AT+CMER=3,0,0,1"), OK);
-    assert!(r.m.established());
+    assert!(r.0.m.established());
 }
 
 #[test]
@@ -379,7 +370,7 @@ fn indicators_follow_a_door_call_that_is_answered_and_ended() {
         out,
         "\r\n+CIEV: 3,1\r\n\r\nRING\r\n\r\n+CLIP: \"Front door\",129\r\n"
     );
-    assert_eq!(r.m.indicator(Indicator::CallSetup), 1);
+    assert_eq!(r.0.m.indicator(Indicator::CallSetup), 1);
     // RING repeats while it rings.
     assert_eq!(
         r.advance_to(Duration::from_secs(3)),
@@ -391,7 +382,7 @@ fn indicators_follow_a_door_call_that_is_answered_and_ended() {
         r.call(DoorCall::Active),
         "\r\n+CIEV: 2,1\r\n\r\n+CIEV: 3,0\r\n"
     );
-    assert_eq!(r.m.poll_timeout(), None, "no RING once answered");
+    assert_eq!(r.0.m.poll_timeout(), None, "no RING once answered");
     assert_eq!(
         r.send("AT+CIND?"),
         format!("\r\n+CIND: 1,1,0,0,5,0,5\r\n{OK}")
@@ -438,12 +429,12 @@ fn indicators_are_not_reported_before_the_slc_or_when_deactivated() {
 
     // battchg off; call indicators cannot be switched off.
     assert_eq!(r.send("AT+BIA=0,0,0,0,1,0,0"), OK);
-    r.m.set_battery(2);
+    r.0.m.set_battery(2);
     assert_eq!(r.drain(), "");
-    assert_eq!(r.m.indicator(Indicator::BattChg), 2);
+    assert_eq!(r.0.m.indicator(Indicator::BattChg), 2);
     assert_eq!(r.call(DoorCall::Active), "\r\n+CIEV: 2,1\r\n");
     assert_eq!(r.send("AT+BIA=,,,,,,1"), OK);
-    r.m.set_battery(9);
+    r.0.m.set_battery(9);
     assert_eq!(r.drain(), "\r\n+CIEV: 7,5\r\n");
     assert_eq!(r.send("AT+BIA=1,1,1,1,1,1,1,1"), ERROR);
     assert_eq!(r.send("AT+BIA=2"), ERROR);
@@ -466,7 +457,7 @@ fn answer_and_hang_up_from_the_headset_become_events() {
     assert_eq!(r.send("ATA"), OK);
     assert_eq!(r.take_events(), vec![HfpEvent::AnswerRequested]);
     // The machine waits for the controller to confirm the answer.
-    assert_eq!(r.m.indicator(Indicator::Call), 0);
+    assert_eq!(r.0.m.indicator(Indicator::Call), 0);
     r.call(DoorCall::Active);
     assert_eq!(r.send("AT+CHUP"), OK);
     assert_eq!(r.take_events(), vec![HfpEvent::HangupRequested]);
@@ -547,7 +538,7 @@ fn line_framing_tolerates_cr_lf_variants_and_split_reads() {
         for b in script.as_bytes() {
             out += &r.bytes(&[*b]);
         }
-        assert!(r.m.established(), "ending {ending:?}");
+        assert!(r.0.m.established(), "ending {ending:?}");
         assert_eq!(out.matches("\r\nOK\r\n").count(), 4, "ending {ending:?}");
         assert!(rejected(&r.take_events()).is_empty(), "ending {ending:?}");
     }
@@ -558,9 +549,9 @@ fn line_framing_tolerates_cr_lf_variants_and_split_reads() {
         format!("\r\n\r\n at+brsf={HF_CVSD} \r\nat+cind=?\r\rAT+CIND?\nAT+CMER = 3,0,0,1\r")
             .as_bytes(),
     );
-    assert!(r.m.established());
+    assert!(r.0.m.established());
     assert_eq!(out.matches("\r\nOK\r\n").count(), 4);
-    assert_eq!(r.m.buffered(), 0);
+    assert_eq!(r.0.m.buffered(), 0);
 }
 
 #[test]
@@ -618,13 +609,13 @@ fn rejected_lines_are_escaped_for_the_log() {
 #[test]
 fn oversized_line_is_dropped_with_one_error_and_the_buffer_stays_bounded() {
     let mut r = Rig::cvsd_slc();
-    let max = r.m.settings().max_line;
+    let max = r.0.m.settings().max_line;
     let long = vec![b'A'; max * 10];
     // Sent in chunks, no terminator yet.
     let mut out = String::new();
     for chunk in long.chunks(7) {
         out += &r.bytes(chunk);
-        assert!(r.m.buffered() <= max);
+        assert!(r.0.m.buffered() <= max);
     }
     assert_eq!(out, ERROR, "one ERROR for the whole line");
     assert_eq!(rejected(&r.take_events()), vec![RejectReason::TooLong]);
@@ -703,15 +694,15 @@ fn seeded_fuzz_never_panics_and_keeps_the_buffer_bounded() {
                 0..=5 => {
                     let len = rng.below(40) as usize;
                     let bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
-                    r.m.handle_bytes(&bytes, r.now);
+                    r.0.m.handle_bytes(&bytes, r.0.now);
                 }
                 6 | 7 => {
                     let f = FRAGMENTS[rng.below(FRAGMENTS.len() as u64) as usize];
-                    r.m.handle_bytes(f, r.now);
+                    r.0.m.handle_bytes(f, r.0.now);
                     if rng.below(2) == 0 {
                         let n = rng.below(2000).to_string();
-                        r.m.handle_bytes(n.as_bytes(), r.now);
-                        r.m.handle_bytes(b"\r", r.now);
+                        r.0.m.handle_bytes(n.as_bytes(), r.0.now);
+                        r.0.m.handle_bytes(b"\r", r.0.now);
                     }
                 }
                 8 => {
@@ -722,15 +713,15 @@ fn seeded_fuzz_never_panics_and_keeps_the_buffer_bounded() {
                         },
                         _ => DoorCall::Active,
                     };
-                    r.m.handle_call(call, r.now);
-                    let _ = r.m.connect_audio(r.now);
+                    r.0.m.handle_call(call, r.0.now);
+                    let _ = r.0.m.connect_audio(r.0.now);
                 }
                 _ => {
-                    let at = r.now - r.t0 + Duration::from_millis(rng.below(5000));
+                    let at = r.0.now - r.t0 + Duration::from_millis(rng.below(5000));
                     r.advance_to(at);
                 }
             }
-            assert!(r.m.buffered() <= max, "seed {seed}");
+            assert!(r.0.m.buffered() <= max, "seed {seed}");
             r.drain();
             for i in [
                 Indicator::Service,
@@ -741,7 +732,7 @@ fn seeded_fuzz_never_panics_and_keeps_the_buffer_bounded() {
                 Indicator::Roam,
                 Indicator::BattChg,
             ] {
-                assert!(r.m.indicator(i) <= i.max(), "seed {seed}");
+                assert!(r.0.m.indicator(i) <= i.max(), "seed {seed}");
             }
             r.take_events();
         }
@@ -774,8 +765,8 @@ fn three_way_slc_waits_for_chld_and_times_out_without_it() {
     r.send("AT+CIND=?");
     r.send("AT+CIND?");
     r.send("AT+CMER=3,0,0,1");
-    assert_eq!(r.m.state(), SlcState::AwaitingChld);
-    assert_eq!(r.m.connect_audio(r.now), Err(AudioSetupError::NoSlc));
+    assert_eq!(r.0.m.state(), SlcState::AwaitingChld);
+    assert_eq!(r.0.m.connect_audio(r.0.now), Err(AudioSetupError::NoSlc));
     r.advance_to(Duration::from_secs(10));
     assert_eq!(r.take_events(), vec![HfpEvent::SlcTimeout]);
 }
