@@ -21,8 +21,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
-use super::{HwError, HwEvent, Led, LedPattern, Relay};
+use super::{HwError, HwEvent, Led, Relay};
 use crate::config::{Bias, InputConfig, InputKind, LedConfig, LineRef, LineSpec, Location};
+use crate::door::indication::LedPattern;
 
 /// Consumer label shown by `gpioinfo` for our lines.
 const CONSUMER: &str = "intercomd";

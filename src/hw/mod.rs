@@ -33,7 +33,7 @@ pub enum HwEvent {
 
 // What the LEDs show is the door logic's to decide (door::indication);
 // the backends here display it.
-pub use crate::door::indication::{LedPattern, StationState};
+use crate::door::indication::LedPattern;
 
 /// Errors of hardware backends, carrying the device and line concerned.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -21,7 +21,8 @@ use crate::hub::conn::{
     Admission, IdleIo, accept_loop, normal_authority, parse_origin, serve_http,
 };
 
-use super::{HwError, HwEvent, Led, LedPattern, Relay};
+use super::{HwError, HwEvent, Led, Relay};
+use crate::door::indication::LedPattern;
 
 const PANEL_HTML: &str = include_str!("../../web/panel.html");
 

@@ -29,8 +29,9 @@ use crate::bt::{
 use crate::call::{
     CallMachine, CallSettings, EndReason, Input, MediaRequest, MediaState, Output, Phase,
 };
+use crate::door::indication::{LedPattern, StationState};
 use crate::door::{DoorInput, DoorMachine, DoorOutput, DoorSettings, OpenSource, Refusal};
-use crate::hw::{HwEvent, LedPattern, StationState};
+use crate::hw::HwEvent;
 use crate::limits::LogThrottle;
 use crate::logging::{PeerText, message_id};
 use crate::media::{self, MediaEvent};

@@ -277,7 +277,8 @@ async fn the_resident_opens_the_door_over_the_data_channel_and_nothing_else_does
         Duration::from_secs(2),
         async || (st.state().await, sim.led("status").map(|l| l.pattern)),
         |(state, led)| {
-            state["door"]["unlocked"] == true && *led == Some(intercomd::hw::LedPattern::SlowBlink)
+            state["door"]["unlocked"] == true
+                && *led == Some(intercomd::door::indication::LedPattern::SlowBlink)
         },
     )
     .await;
@@ -391,7 +392,7 @@ groups = ["caretaker"]
     st.wait_state("ringing").await;
     assert_eq!(
         sim.led("status").map(|l| l.pattern),
-        Some(intercomd::hw::LedPattern::SlowBlink)
+        Some(intercomd::door::indication::LedPattern::SlowBlink)
     );
     st.shutdown().await;
 }
