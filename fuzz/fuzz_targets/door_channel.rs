@@ -10,10 +10,10 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use intercomd::signaling::protocol::DoorRequest;
 use intercomd::door::indication::StationState;
 use intercomd::door::{DoorInput, DoorMachine, DoorOutput, DoorSettings, OpenSource, valid_nonce};
 use intercomd::signaling::protocol::CallId;
+use intercomd::signaling::protocol::DoorRequest;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -411,6 +411,24 @@ impl Actor {
         out
     }
 
+    /// The stack's default interceptors, and the report tap of the
+    /// call's one-way watch last in the chain (nearest the application, so
+    /// every report reaches it).
+    fn interceptors(
+        &self,
+        call_id: &CallId,
+        media_engine: &mut MediaEngine,
+    ) -> Result<Registry, webrtc::error::Error> {
+        let registry = register_default_interceptors(Registry::new(), media_engine)?;
+        Ok(match self.sessions.get(call_id) {
+            Some(session) => registry.with(
+                rtc::interceptor::Slot::from(14_000),
+                super::one_way::ReportTap::new(session.one_way.clone()),
+            ),
+            None => registry,
+        })
+    }
+
     async fn build_pc(
         &self,
         call_id: &CallId,
@@ -423,16 +441,9 @@ impl Actor {
         media_engine
             .register_codec(opus_codec_parameters(), RtpCodecKind::Audio)
             .map_err(build)?;
-        let registry =
-            register_default_interceptors(Registry::new(), &mut media_engine).map_err(build)?;
-        // Last in the chain (nearest the application): every report reaches it.
-        let registry = match self.sessions.get(call_id) {
-            Some(session) => registry.with(
-                rtc::interceptor::Slot::from(14_000),
-                super::one_way::ReportTap::new(session.one_way.clone()),
-            ),
-            None => registry,
-        };
+        let registry = self
+            .interceptors(call_id, &mut media_engine)
+            .map_err(build)?;
         let mdns = match s.mdns {
             MdnsMode::Disabled => rtc::ice::mdns::MulticastDnsMode::Disabled,
             MdnsMode::QueryOnly => rtc::ice::mdns::MulticastDnsMode::QueryOnly,
