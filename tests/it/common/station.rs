@@ -27,10 +27,11 @@ offer_dtls_client = false
 source = "tone:600"
 "#;
 
-/// A standalone station's configuration: its hub on loopback without TLS
-/// (state in `{dir}/hub-state`), ICE on loopback, the simulated board and
-/// the simulated audio, the door's microphone a 600 Hz tone; and the few
-/// things the tests vary. Each answerer's token goes to `{dir}/{id}`.
+/// A standalone station's configuration: `door-1`, "Front door", no
+/// control socket, its hub on loopback without TLS (state in
+/// `{dir}/hub-state`), ICE on loopback, the simulated board and the
+/// simulated audio, the door's microphone a 600 Hz tone; and the few things
+/// the tests vary. Each answerer's token goes to `{dir}/{id}`.
 pub struct StationConfig {
     dir: PathBuf,
     hub: String,
