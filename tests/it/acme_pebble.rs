@@ -374,12 +374,7 @@ fn account_url_in(line: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn obtains_serves_renews_and_reuses_the_account() {
-    if !crate::common::in_own_process(
-        module_path!(),
-        "obtains_serves_renews_and_reuses_the_account",
-    ) {
-        return;
-    }
+    crate::common::run_alone!("obtains_serves_renews_and_reuses_the_account");
     crate::common::capture_log("info");
     if !have("pebble") || !have("pebble-challtestsrv") {
         eprintln!("SKIPPED: pebble is not installed (apt-get install pebble)");
@@ -553,9 +548,7 @@ async fn obtains_serves_renews_and_reuses_the_account() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_ca_is_logged_and_retried() {
-    if !crate::common::in_own_process(module_path!(), "unreachable_ca_is_logged_and_retried") {
-        return;
-    }
+    crate::common::run_alone!("unreachable_ca_is_logged_and_retried");
     crate::common::capture_log("info");
     let dir = temp_dir("unreachable");
     let url = "https://127.0.0.1:1/dir";

@@ -20,9 +20,10 @@ use intercomd::audio::alsa::{AlsaSpec, Pacing, start_alsa_audio};
 use intercomd::audio::processing::ProcessingSettings;
 use intercomd::audio::tones::ToneCue;
 use intercomd::audio::{AudioError, FRAME_SAMPLES, SAMPLE_RATE, dominant_frequency, fill_sine};
-use intercomd::daemon::start_station;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use crate::common::station::InProcessStation;
 
 const MIC_HZ: f32 = 700.0;
 const FAR_HZ: f32 = 1000.0;
@@ -49,9 +50,7 @@ fn sine(frames: usize, hz: f32, phase: f64) -> Vec<i16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_pcm_capture_and_playback_by_content() {
-    if !crate::common::in_own_process(module_path!(), "file_pcm_capture_and_playback_by_content") {
-        return;
-    }
+    crate::common::run_alone!("file_pcm_capture_and_playback_by_content");
     let dir = std::env::temp_dir().join(format!("alsa-file-pcm-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir is writable");
     let infile = dir.join("mic.raw");
@@ -246,7 +245,7 @@ pcm.testplay {{
 /// The daemon wiring: `audio.backend = "alsa"` from configuration starts the
 /// ALSA thread, whose figures reach the status snapshot.
 async fn station_runs_on_the_alsa_backend() {
-    let settings = intercomd::config::load_from_strs(&[(
+    let st = InProcessStation::start(
         "test.toml",
         r#"[hub]
 listen = "127.0.0.1:0"
@@ -264,15 +263,9 @@ pacing = "timer"
 control_listen = ""
 stdin = false
 "#,
-    )])
-    .expect("test configuration is valid");
-    let stop = CancellationToken::new();
-    let cancel = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let running = start_station(&settings, stop.clone(), cancel.clone(), &tracker)
-        .await
-        .expect("station starts on the file PCMs");
-    let status = running.status.clone();
+    )
+    .await;
+    let status = st.running.status.clone();
     tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             let now = status.get().await.expect("station alive");
@@ -286,12 +279,6 @@ stdin = false
     .expect("the ALSA thread plays to the speaker");
     let audio = status.get().await.expect("station alive").audio;
     assert_eq!(audio.backend, "alsa");
-    stop.cancel();
-    tokio::time::timeout(Duration::from_secs(5), cancel.cancelled())
-        .await
-        .expect("controller stops");
-    tracker.close();
-    tokio::time::timeout(Duration::from_secs(5), tracker.wait())
-        .await
-        .expect("every task, the audio thread included, stops");
+    // Every task, the audio thread included, stops.
+    st.shutdown_checked().await;
 }

@@ -31,10 +31,10 @@ fn start(config: &Path) -> Child {
 }
 
 /// A standalone station's site file in `dir`: hub on loopback without TLS,
-/// the simulated panel on a free port (`sim_extra`: more
-/// `[hardware.sim]` keys), a 60 s door pulse. Returns the panel's address
-/// and the file.
-fn site(dir: &Dir, sim_extra: &str) -> (SocketAddr, PathBuf) {
+/// the simulated panel on a free port (`sim_extra`: more `[hardware.sim]`
+/// keys), then `rest` (the `[door]` table and whatever else the test
+/// wants). Returns the panel's address and the file.
+fn site(dir: &Dir, sim_extra: &str, rest: &str) -> (SocketAddr, PathBuf) {
     std::fs::create_dir_all(&dir.0).expect("temp dir is writable");
     let panel: SocketAddr = format!("127.0.0.1:{}", free_port())
         .parse()
@@ -44,8 +44,7 @@ fn site(dir: &Dir, sim_extra: &str) -> (SocketAddr, PathBuf) {
         &config,
         format!(
             "[hub]\nlisten = \"127.0.0.1:0\"\n[hub.tls]\nmode = \"off\"\n\
-             [hardware.sim]\ncontrol_listen = \"{panel}\"\nstdin = false\n{sim_extra}\
-             [door]\npulse_ms = 60000\n"
+             [hardware.sim]\ncontrol_listen = \"{panel}\"\nstdin = false\n{sim_extra}{rest}"
         ),
     )
     .expect("temp dir is writable");
@@ -84,6 +83,7 @@ fn a_restart_after_kill_9_during_a_pulse_de_energises_the_relay_first() {
     let (panel, config) = site(
         &dir,
         &format!("state_file = \"{}\"\n", relay_file.display()),
+        "[door]\npulse_ms = 60000\n",
     );
 
     let mut daemon = start(&config);
@@ -139,22 +139,13 @@ fn wait_for(
 #[test]
 fn the_panel_drives_every_simulated_input() {
     let dir = Dir(std::env::temp_dir().join(format!("intercomd-panel-{}", std::process::id())));
-    std::fs::create_dir_all(&dir.0).expect("temp dir is writable");
-    let panel: SocketAddr = format!("127.0.0.1:{}", free_port())
-        .parse()
-        .expect("literal");
-    let config = dir.0.join("50-site.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[hub]\nlisten = \"127.0.0.1:0\"\n[hub.tls]\nmode = \"off\"\n\
-             [hardware.sim]\ncontrol_listen = \"{panel}\"\nstdin = false\n\
-             [door]\nheld_open_alarm_ms = 400\ntamper_lockout_ms = 60000\n\
-             [[leds]]\nname = \"status\"\n\
-             [[leds]]\nname = \"door\"\nidle = \"off\"\nsignaling_down = \"off\"\ndoor_open = \"on\"\nfault = \"slow_blink\"\n"
-        ),
-    )
-    .expect("temp dir is writable");
+    let (panel, config) = site(
+        &dir,
+        "",
+        "[door]\nheld_open_alarm_ms = 400\ntamper_lockout_ms = 60000\n\
+         [[leds]]\nname = \"status\"\n\
+         [[leds]]\nname = \"door\"\nidle = \"off\"\nsignaling_down = \"off\"\ndoor_open = \"on\"\nfault = \"slow_blink\"\n",
+    );
     let mut daemon = start(&config);
     let s = wait_for(panel, "idle", |v| v["door"]["station_state"] == "idle");
     assert_eq!(s["leds"]["status"]["pattern"], "on");
@@ -254,7 +245,7 @@ fn raw(panel: SocketAddr, head: &str, body: &str) -> u16 {
 #[test]
 fn the_panel_refuses_a_cross_site_post_and_keeps_the_relay() {
     let dir = Dir(std::env::temp_dir().join(format!("intercomd-panel-{}", std::process::id())));
-    let (panel, config) = site(&dir, "");
+    let (panel, config) = site(&dir, "", "[door]\npulse_ms = 60000\n");
     let mut daemon = start(&config);
     wait_state(panel);
     // What a page on another site can send without asking first: a form

@@ -11,11 +11,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use intercomd::signaling::protocol::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{Instant, timeout};
 
+use crate::common::station::{StationConfig, hang_up};
 use crate::common::*;
 
 const SOURCES: u8 = 100;
@@ -187,49 +187,24 @@ async fn a_call_succeeds_under_hostile_load_and_every_hostile_socket_is_closed()
     raise_nofile(hostile as u64 + 1024);
     let dir = std::env::temp_dir().join(format!("intercomd-load-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir is writable");
-    crate::common::write_secret(&dir.join("flat"), "token-of-flat-1a-0123456789\n");
     let (hub_port, panel_port) = (free_port(), free_port());
-    let config = dir.join("station.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[hub]
-listen = "127.0.0.1:{hub_port}"
-state_dir = "{d}/state"
-ping_interval_ms = 4000
-hello_timeout_ms = {hello}
-header_read_timeout_ms = {head}
-idle_timeout_ms = 20000
-max_connections = 3200
-max_connections_per_address = {cap}
-[hub.tls]
-mode = "off"
-[hub.push]
-enabled = false
-[[hub.answerers]]
-id = "flat-1a"
-token_file = "{d}/flat"
-groups = ["residents"]
-[ice]
-bind_ips = ["127.0.0.1"]
-# The answering client here is built on webrtc-rs (see docs/configuration.md).
-offer_dtls_client = false
-[audio.sim]
-source = "tone:600"
-[hardware.sim]
-control_listen = "127.0.0.1:{panel_port}"
-stdin = false
-[log]
-target = "stderr"
-"#,
-            d = dir.display(),
+    let config = StationConfig::new(&dir)
+        .hub(format!("127.0.0.1:{hub_port}"))
+        .hub_keys(&format!(
+            "ping_interval_ms = 4000\n\
+             hello_timeout_ms = {hello}\n\
+             header_read_timeout_ms = {head}\n\
+             idle_timeout_ms = 20000\n\
+             max_connections = 3200\n\
+             max_connections_per_address = {cap}\n",
             hello = HELLO_TIMEOUT.as_millis(),
             head = HEADER_TIMEOUT.as_millis(),
             cap = PER_ADDRESS_CAP,
-        ),
-    )
-    .expect("writable");
+        ))
+        .answerer("flat-1a", "token-of-flat-1a-0123456789")
+        .panel(format!("127.0.0.1:{panel_port}"))
+        .extra("[hub.push]\nenabled = false\n[log]\ntarget = \"stderr\"\n")
+        .write("station.toml");
     let log = std::fs::File::create(dir.join("daemon.log")).expect("writable");
     let mut child = Command::new(env!("CARGO_BIN_EXE_intercomd"))
         .args(["run", "--config"])
@@ -252,14 +227,7 @@ target = "stderr"
     panel_press(panel).await;
     let mut a = Answerer::answer(ws).await;
     wait_panel(panel, "first call", |s| s["call"]["state"] == "in_call").await;
-    send(
-        &mut a.resident.ws,
-        &Message::Hangup {
-            call_id: a.call_id.clone(),
-            reason: String::new(),
-        },
-    )
-    .await;
+    hang_up(&mut a).await;
     a.cancel.cancel();
     drop(a);
     wait_panel(panel, "idle after the first call", |s| {
@@ -307,13 +275,7 @@ target = "stderr"
         "under attack: rang and answered {:?} after the press",
         t_press.elapsed()
     );
-    let audio = a.audio.clone();
-    wait_freq(
-        "resident hears the door",
-        move || audio.played_dominant_frequency(),
-        600.0,
-    )
-    .await;
+    a.wait_hears("resident hears the door", 600.0).await;
     eventually(
         "the door hearing 1000 Hz",
         Duration::from_secs(10),
@@ -326,14 +288,7 @@ target = "stderr"
         call_done < HEADER_TIMEOUT,
         "the call finished {call_done:?} into the attack, after the hostile sockets' timeout: it did not run under load"
     );
-    send(
-        &mut a.resident.ws,
-        &Message::Hangup {
-            call_id: a.call_id.clone(),
-            reason: String::new(),
-        },
-    )
-    .await;
+    hang_up(&mut a).await;
 
     // Every hostile socket closed by the station, within its timeout.
     let (mut refused, mut closed, mut open) = (0usize, Vec::new(), Vec::new());

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use intercomd::signaling::protocol::{CallId, CallOutcome, HistoryCall, Message};
+use intercomd::signaling::protocol::{CallOutcome, HistoryCall, Message};
 
 use crate::common::*;
 
@@ -35,56 +35,26 @@ struct Hub;
 
 impl Hub {
     async fn start(dir: &Path) -> TestHub {
-        let toml = format!(
-            r#"
-[hub]
-listen = "127.0.0.1:0"
-state_dir = "{d}/state"
-[hub.tls]
-mode = "off"
-[[hub.doors]]
-id = "door-1"
-name = "Front door"
-token_file = "{d}/door"
-groups = ["residents"]
-[[hub.answerers]]
-id = "flat-1a"
-name = "Flat 1A"
-token_file = "{d}/flat1a"
-groups = ["residents"]
-[[hub.answerers]]
-id = "flat-1b"
-name = "Flat 1B"
-token_file = "{d}/flat1b"
-groups = ["residents"]
-[[hub.answerers]]
-id = "shop"
-name = "Shop"
-token_file = "{d}/shop"
-groups = ["shop"]
-"#,
-            d = dir.display()
+        let mut toml = format!(
+            "[hub]\nlisten = \"127.0.0.1:0\"\nstate_dir = \"{}/state\"\n[hub.tls]\nmode = \"off\"\n",
+            dir.display()
         );
+        toml.push_str(&front_door_entry(&dir.join("door")));
+        for (id, name, file, group) in [
+            ("flat-1a", "Flat 1A", "flat1a", "residents"),
+            ("flat-1b", "Flat 1B", "flat1b", "residents"),
+            ("shop", "Shop", "shop", "shop"),
+        ] {
+            toml.push_str(&answerer_entry(id, Some(name), &dir.join(file), group));
+        }
         TestHub::start(&toml).await
     }
 }
 
-fn cid(s: &str) -> CallId {
-    CallId::new(s).expect("valid id")
-}
-
+/// The door rings the residents with the call `id`; the hub rings both
+/// flats and each of `answerers` is rung.
 async fn ring(door: &mut Socket, id: &str, answerers: &mut [&mut Socket]) {
-    send(
-        door,
-        &Message::Ring {
-            call_id: cid(id),
-            group: "residents".into(),
-            door: None,
-        },
-    )
-    .await;
-    let m = recv_until(door, |m| matches!(m, Message::Ringing { .. })).await;
-    assert!(matches!(m, Message::Ringing { answerers: 2, .. }), "{m:?}");
+    assert_eq!(ring_residents(door, id).await, 2, "both flats rung");
     for a in answerers {
         recv_until(
             a,

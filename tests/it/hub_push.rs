@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use intercomd::hub::state::push_topic;
-use intercomd::signaling::protocol::{CallId, Message, Role};
+use intercomd::signaling::protocol::{Message, Role};
 use serde_json::{Value, json};
 
 use crate::common::push_service::{PushService as Service, python};
@@ -137,20 +137,13 @@ enabled = true
 subject = "{SUBJECT}"
 [call]
 ring_timeout_ms = {ms}
-[[hub.doors]]
-id = "door-1"
-name = "Front door"
-token_file = "{d}/door"
-groups = ["residents"]
 "#,
             d = dir.display(),
             ms = RING_TIMEOUT_S * 1000,
         );
+        toml.push_str(&front_door_entry(&dir.join("door")));
         for (id, _) in RESIDENTS {
-            toml.push_str(&format!(
-                "[[hub.answerers]]\nid = \"{id}\"\nname = \"{id}\"\ntoken_file = \"{d}/{id}\"\ngroups = [\"residents\"]\n",
-                d = dir.display()
-            ));
+            toml.push_str(&answerer_entry(id, Some(id), &dir.join(id), "residents"));
         }
         TestHub::start(&toml).await
     }
@@ -158,43 +151,10 @@ groups = ["residents"]
 
 /// An answerer's connection and the VAPID key its welcome offered.
 async fn resident(url: &str, id: &str) -> (Socket, Option<String>) {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("hub reachable");
-    send(
-        &mut ws,
-        &Message::Hello {
-            v: 1,
-            role: Role::Answerer,
-            token: token(id).into(),
-            name: None,
-        },
-    )
-    .await;
-    match recv(&mut ws).await {
+    let mut ws = open(url, None).await;
+    match hello(&mut ws, Role::Answerer, token(id)).await {
         Message::Welcome { push, .. } => (ws, push.map(|p| p.vapid_public_key)),
         m => panic!("expected welcome, got {m:?}"),
-    }
-}
-
-fn cid(s: &str) -> CallId {
-    CallId::new(s).expect("valid id")
-}
-
-/// The door rings the group; returns how many answerers the hub rings.
-async fn ring(door: &mut Socket, id: &str) -> u32 {
-    send(
-        door,
-        &Message::Ring {
-            call_id: cid(id),
-            group: "residents".into(),
-            door: None,
-        },
-    )
-    .await;
-    match recv_until(door, |m| matches!(m, Message::Ringing { .. })).await {
-        Message::Ringing { answerers, .. } => answerers,
-        _ => unreachable!("matched above"),
     }
 }
 
@@ -258,12 +218,9 @@ fn check_end(r: &Value, svc: &Service, key: &str, call_id: &str, reason: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ring_and_end_reach_closed_pages_gone_endpoints_are_deleted_and_a_restart_keeps_the_rest() {
-    if !crate::common::in_own_process(
-        module_path!(),
-        "ring_and_end_reach_closed_pages_gone_endpoints_are_deleted_and_a_restart_keeps_the_rest",
-    ) {
-        return;
-    }
+    crate::common::run_alone!(
+        "ring_and_end_reach_closed_pages_gone_endpoints_are_deleted_and_a_restart_keeps_the_rest"
+    );
     let Some(py) = python() else { return };
     capture_log("debug");
     let dir = temp_dir();
@@ -307,7 +264,11 @@ async fn ring_and_end_reach_closed_pages_gone_endpoints_are_deleted_and_a_restar
 
     // Ring: C's page rings, the four phones are pushed.
     let call1 = "c-push-1";
-    assert_eq!(ring(&mut d, call1).await, 5, "C online, A B D E by push");
+    assert_eq!(
+        ring_residents(&mut d, call1).await,
+        5,
+        "C online, A B D E by push"
+    );
     recv_until(&mut c, |m| matches!(m, Message::Ring { .. })).await;
     for name in ["flat-a", "flat-b"] {
         let got = svc.wait_pushes(name, call1, 1).await;
@@ -347,7 +308,11 @@ async fn ring_and_end_reach_closed_pages_gone_endpoints_are_deleted_and_a_restar
     // The next ring reaches A and B only; a long call id gets a hashed
     // topic; the door's timeout ends it with `timeout`.
     let call2 = "c-push-2-with-a-call-id-longer-than-32-characters";
-    assert_eq!(ring(&mut d, call2).await, 3, "C online, A B by push");
+    assert_eq!(
+        ring_residents(&mut d, call2).await,
+        3,
+        "C online, A B by push"
+    );
     for name in ["flat-a", "flat-b"] {
         let got = svc.wait_pushes(name, call2, 1).await;
         check_ring(&got[0], &svc, &key, call2);
@@ -373,7 +338,11 @@ async fn ring_and_end_reach_closed_pages_gone_endpoints_are_deleted_and_a_restar
     let mut d = connect_door(&hub.url, DOOR).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let call3 = "c-push-3";
-    assert_eq!(ring(&mut d, call3).await, 2, "A and B by push only");
+    assert_eq!(
+        ring_residents(&mut d, call3).await,
+        2,
+        "A and B by push only"
+    );
     for name in ["flat-a", "flat-b"] {
         let got = svc.wait_pushes(name, call3, 1).await;
         check_ring(&got[0], &svc, &key, call3);

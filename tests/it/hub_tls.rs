@@ -12,7 +12,7 @@ use intercomd::signaling::protocol::Message;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::common::station::{InProcessStation, hang_up};
+use crate::common::station::{InProcessStation, LOOPBACK_MEDIA, hang_up};
 use crate::common::*;
 
 const DOOR_TOKEN: &str = "door-token-0123456789abcdef";
@@ -75,16 +75,6 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-fn init_log() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,webrtc=warn,rtc=warn".into()),
-        )
-        .with_test_writer()
-        .try_init();
-}
-
 /// A hub alone (as `intercomd hub` runs it): `extra` goes into `[hub]`,
 /// `tls` is its `[hub.tls]` table.
 async fn start_hub_with(
@@ -100,17 +90,10 @@ state_dir = "{d}/state"
 {extra}
 [hub.tls]
 {tls}
-[[hub.doors]]
-id = "door-1"
-name = "Front door"
-token_file = "{d}/door"
-groups = ["residents"]
-[[hub.answerers]]
-id = "flat-1a"
-token_file = "{d}/flat"
-groups = ["residents"]
-"#,
-        d = dir.display()
+{door}{flat}"#,
+        d = dir.display(),
+        door = front_door_entry(&dir.join("door")),
+        flat = answerer_entry("flat-1a", None, &dir.join("flat"), "residents"),
     );
     let settings = intercomd::config::load_from_strs(&[("hub.toml", &toml)])
         .expect("hub configuration is valid");
@@ -147,14 +130,7 @@ token_file = "{d}/door"
 reconnect_initial_ms = 200
 reconnect_max_ms = 500
 {ca}
-[ice]
-bind_ips = ["127.0.0.1"]
-# The answering client here is built on webrtc-rs, which does not honour
-# an offer's setup:active.
-offer_dtls_client = false
-[audio.sim]
-source = "tone:600"
-[hardware.sim]
+{LOOPBACK_MEDIA}[hardware.sim]
 control_listen = ""
 stdin = false
 "#,
@@ -165,13 +141,10 @@ stdin = false
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_station_joins_a_wss_hub_trusting_its_configured_ca_and_completes_a_call() {
-    if !crate::common::in_own_process(
-        module_path!(),
-        "a_station_joins_a_wss_hub_trusting_its_configured_ca_and_completes_a_call",
-    ) {
-        return;
-    }
-    init_log();
+    crate::common::run_alone!(
+        "a_station_joins_a_wss_hub_trusting_its_configured_ca_and_completes_a_call"
+    );
+    log_to_test_output();
     let dir = temp_dir("call");
     let pki = Pki::new(&dir);
     pki.issue();
@@ -206,20 +179,7 @@ async fn a_station_joins_a_wss_hub_trusting_its_configured_ca_and_completes_a_ca
         st.wait("in call", |s| s["call"]["state"] == "in_call", 10)
             .await
     );
-    let audio = a.audio.clone();
-    wait_freq(
-        "resident hears the door",
-        move || audio.played_dominant_frequency(),
-        600.0,
-    )
-    .await;
-    let door_audio = st.running.audio.clone().expect("simulated audio");
-    wait_freq(
-        "door hears the resident",
-        move || door_audio.played_dominant_frequency(),
-        1000.0,
-    )
-    .await;
+    st.audio_both_ways(&a).await;
     let r = a.door(r#"{"type":"open","nonce":"tls-1"}"#).await;
     assert_eq!(r["granted"], true, "{r}");
     hang_up(&mut a).await;
@@ -257,13 +217,8 @@ async fn served_certificate(port: u16, trust: Arc<rustls::ClientConfig>) -> Vec<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renewed_files_are_served_without_a_restart_or_a_dropped_client() {
-    if !crate::common::in_own_process(
-        module_path!(),
-        "renewed_files_are_served_without_a_restart_or_a_dropped_client",
-    ) {
-        return;
-    }
-    init_log();
+    crate::common::run_alone!("renewed_files_are_served_without_a_restart_or_a_dropped_client");
+    log_to_test_output();
     let dir = temp_dir("reload");
     let pki = Pki::new(&dir);
     let first = pki.issue();
@@ -323,13 +278,10 @@ async fn start_self_signed_hub(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_self_signed_hub_is_pinned_through_ca_file_and_plain_http_is_redirected() {
-    if !crate::common::in_own_process(
-        module_path!(),
-        "a_self_signed_hub_is_pinned_through_ca_file_and_plain_http_is_redirected",
-    ) {
-        return;
-    }
-    init_log();
+    crate::common::run_alone!(
+        "a_self_signed_hub_is_pinned_through_ca_file_and_plain_http_is_redirected"
+    );
+    log_to_test_output();
     let dir = temp_dir("selfsigned");
     let (hub, redirect, hub_cancel) = start_self_signed_hub(&dir).await;
     let port = hub.addr.port();

@@ -10,7 +10,7 @@ use intercomd::signaling::protocol::Message;
 use tokio::time::{Instant, timeout};
 use tokio_tungstenite::tungstenite::Message as Ws;
 
-use crate::common::station::{InProcessStation, hang_up};
+use crate::common::station::{InProcessStation, StationConfig, hang_up};
 use crate::common::*;
 
 const FLAT_1A: &str = "Ka7pW2xR9mQ4vT6yB3nJ8cF1";
@@ -25,50 +25,19 @@ async fn start_station(name: &str) -> InProcessStation {
     capture_log("info,webrtc=warn,rtc=warn");
     let dir = std::env::temp_dir().join(format!("intercomd-log-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir is writable");
-    write_secret(&dir.join("flat-1a"), &format!("{FLAT_1A}\n"));
-    write_secret(&dir.join("flat-1b"), &format!("{FLAT_1B}\n"));
-    let toml = station_toml(&dir, "127.0.0.1:0", "");
+    let toml = station_config(&dir).toml();
     let st = InProcessStation::start("test.toml", &toml)
         .await
         .owning(dir);
     st.signaling_up().await
 }
 
-fn station_toml(dir: &std::path::Path, hub: &str, extra: &str) -> String {
-    format!(
-        r#"
-[station]
-id = "door-1"
-name = "Front door"
-control_socket = ""
-[signaling]
-mode = "standalone"
-[hub]
-listen = "{hub}"
-state_dir = "{d}/hub-state"
-[hub.tls]
-mode = "off"
-[[hub.answerers]]
-id = "flat-1a"
-token_file = "{d}/flat-1a"
-groups = ["residents"]
-[[hub.answerers]]
-id = "flat-1b"
-token_file = "{d}/flat-1b"
-groups = ["residents"]
-[ice]
-bind_ips = ["127.0.0.1"]
-offer_dtls_client = false
-[audio.sim]
-source = "tone:600"
-[door]
-remote_open_interval_ms = 1
-[hardware.sim]
-control_listen = ""
-{extra}
-"#,
-        d = dir.display()
-    )
+/// The station of these tests: both flats, door opens not rate limited.
+fn station_config(dir: &std::path::Path) -> StationConfig {
+    StationConfig::new(dir)
+        .answerer("flat-1a", FLAT_1A)
+        .answerer("flat-1b", FLAT_1B)
+        .extra("[door]\nremote_open_interval_ms = 1\n")
 }
 
 async fn raw(url: &str) -> Socket {
@@ -145,9 +114,7 @@ fn peer_of(line: &str) -> Option<&str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_text_cannot_forge_or_flood_the_log() {
-    if !crate::common::in_own_process(module_path!(), "peer_text_cannot_forge_or_flood_the_log") {
-        return;
-    }
+    crate::common::run_alone!("peer_text_cannot_forge_or_flood_the_log");
     let st = start_station("forge").await;
     let url = st.url();
     let started = Instant::now();
@@ -328,12 +295,7 @@ async fn hello_from(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_token_storm_is_throttled_and_another_address_still_gets_in() {
-    if !crate::common::in_own_process(
-        module_path!(),
-        "a_wrong_token_storm_is_throttled_and_another_address_still_gets_in",
-    ) {
-        return;
-    }
+    crate::common::run_alone!("a_wrong_token_storm_is_throttled_and_another_address_still_gets_in");
     let st = start_station("storm").await;
     let hub = st.running.hub_addr.expect("standalone");
     let attacker: std::net::IpAddr = "127.0.0.7".parse().expect("address");
@@ -405,17 +367,10 @@ async fn a_wrong_token_storm_is_throttled_and_another_address_still_gets_in() {
 /// no token, TURN password, TURN secret or signaling frame into the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trace_logging_of_a_whole_call_leaks_no_secret() {
-    if !crate::common::in_own_process(
-        module_path!(),
-        "trace_logging_of_a_whole_call_leaks_no_secret",
-    ) {
-        return;
-    }
+    crate::common::run_alone!("trace_logging_of_a_whole_call_leaks_no_secret");
     use std::io::Write;
     let dir = std::env::temp_dir().join(format!("intercomd-log-trace-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir is writable");
-    write_secret(&dir.join("flat-1a"), &format!("{FLAT_1A}\n"));
-    write_secret(&dir.join("flat-1b"), &format!("{FLAT_1B}\n"));
     const TURN_PASSWORD: &str = "TurnPassw0rdOfTheRun9Xq";
     const TURN_SECRET: &str = "TurnRestSecretOfTheRun7Zk";
     write_secret(&dir.join("turn-cred"), &format!("{TURN_PASSWORD}\n"));
@@ -428,9 +383,11 @@ async fn trace_logging_of_a_whole_call_leaks_no_secret() {
         d = dir.display()
     );
     let hub_port = free_port();
-    let toml = station_toml(&dir, &format!("127.0.0.1:{hub_port}"), &extra)
-        .replace("[hardware.sim]\n", "[hardware.sim]\nstdin = true\n");
-    std::fs::write(dir.join("station.toml"), toml).expect("writable");
+    station_config(&dir)
+        .hub(format!("127.0.0.1:{hub_port}"))
+        .stdin()
+        .extra(&extra)
+        .write("station.toml");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_intercomd"))
         .args(["run", "--config"])
         .arg(dir.join("station.toml"))
@@ -461,16 +418,6 @@ async fn trace_logging_of_a_whole_call_leaks_no_secret() {
     .ok()
     .flatten();
     let mut ws = ws.expect("the station's hub comes up");
-    send(
-        &mut ws,
-        &Message::Hello {
-            v: 1,
-            role: intercomd::signaling::protocol::Role::Answerer,
-            token: FLAT_1A.into(),
-            name: None,
-        },
-    )
-    .await;
     // The TURN credentials minted for this client are secrets too.
     let mut secrets = vec![
         FLAT_1A.to_owned(),
@@ -478,7 +425,13 @@ async fn trace_logging_of_a_whole_call_leaks_no_secret() {
         TURN_PASSWORD.to_owned(),
         TURN_SECRET.to_owned(),
     ];
-    match recv(&mut ws).await {
+    let welcome = hello(
+        &mut ws,
+        intercomd::signaling::protocol::Role::Answerer,
+        FLAT_1A,
+    )
+    .await;
+    match welcome {
         Message::Welcome { ice_servers, .. } => {
             let v = serde_json::to_value(&ice_servers).expect("serialisable");
             for s in v.as_array().into_iter().flatten() {
@@ -501,13 +454,7 @@ async fn trace_logging_of_a_whole_call_leaks_no_secret() {
         .write_all(b"\n")
         .expect("the station reads stdin");
     let mut a = Answerer::answer(ws).await;
-    let audio = a.audio.clone();
-    wait_freq(
-        "resident hears",
-        move || audio.played_dominant_frequency(),
-        600.0,
-    )
-    .await;
+    a.wait_hears("resident hears", 600.0).await;
     let r = a.door(r#"{"type":"open","nonce":"n-1"}"#).await;
     assert_eq!(r["granted"], true, "{r}");
     hang_up(&mut a).await;

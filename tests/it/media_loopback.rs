@@ -83,9 +83,7 @@ struct Seen {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_actors_exchange_tones() {
-    if !crate::common::in_own_process(module_path!(), "two_actors_exchange_tones") {
-        return;
-    }
+    crate::common::run_alone!("two_actors_exchange_tones");
     let logs = logs();
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -300,9 +298,7 @@ async fn next_event(p: &mut Peer) -> Option<MediaEvent> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gives_errors_not_panics() {
-    if !crate::common::in_own_process(module_path!(), "bad_input_gives_errors_not_panics") {
-        return;
-    }
+    crate::common::run_alone!("bad_input_gives_errors_not_panics");
     logs();
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -388,9 +384,7 @@ async fn bad_input_gives_errors_not_panics() {
 /// says why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mdns_query_mode_builds_or_explains() {
-    if !crate::common::in_own_process(module_path!(), "mdns_query_mode_builds_or_explains") {
-        return;
-    }
+    crate::common::run_alone!("mdns_query_mode_builds_or_explains");
     logs();
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();

@@ -8,46 +8,22 @@ use std::time::Duration;
 
 use intercomd::signaling::protocol::Message;
 
+use crate::common::station::StationConfig;
 use crate::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_call_hangs_up_releases_the_relay_and_exits_0_within_2s() {
     let dir = std::env::temp_dir().join(format!("intercomd-term-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir is writable");
-    crate::common::write_secret(&dir.join("flat"), "token-of-flat-1a-0123456789\n");
     let (hub, panel) = (free_port(), free_port());
     let relay_file = dir.join("relay");
-    let config = dir.join("station.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[hub]
-listen = "127.0.0.1:{hub}"
-[hub.tls]
-mode = "off"
-[[hub.answerers]]
-id = "flat-1a"
-token_file = "{d}/flat"
-groups = ["residents"]
-[ice]
-bind_ips = ["127.0.0.1"]
-# The answering client here is built on webrtc-rs (see docs/configuration.md).
-offer_dtls_client = false
-[door]
-pulse_ms = 10000
-[hardware.sim]
-control_listen = "127.0.0.1:{panel}"
-stdin = false
-state_file = "{relay}"
-[log]
-target = "stderr"
-"#,
-            d = dir.display(),
-            relay = relay_file.display()
-        ),
-    )
-    .expect("writable");
+    let config = StationConfig::new(&dir)
+        .hub(format!("127.0.0.1:{hub}"))
+        .answerer("flat-1a", "token-of-flat-1a-0123456789")
+        .panel(format!("127.0.0.1:{panel}"))
+        .sim_keys(&format!("state_file = \"{}\"\n", relay_file.display()))
+        .extra("[door]\npulse_ms = 10000\n[log]\ntarget = \"stderr\"\n")
+        .write("station.toml");
     let mut child = Command::new(env!("CARGO_BIN_EXE_intercomd"))
         .args(["run", "--config"])
         .arg(&config)

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::common::station::hang_up;
+use crate::common::station::{StationConfig, hang_up};
 use crate::common::*;
 
 /// Calls before the baseline is taken: pools, caches and the history
@@ -39,55 +39,22 @@ impl Daemon {
     fn start() -> Daemon {
         let dir = std::env::temp_dir().join(format!("intercomd-soak-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir is writable");
-        crate::common::write_secret(&dir.join("flat-1a.token"), &format!("{TOKEN}\n"));
         let hub: SocketAddr = format!("127.0.0.1:{}", free_port())
             .parse()
             .expect("literal");
         let control: SocketAddr = format!("127.0.0.1:{}", free_port())
             .parse()
             .expect("literal");
-        let d = dir.display();
-        let toml = format!(
-            r#"
-[station]
-id = "door-1"
-name = "Front door"
-[signaling]
-mode = "standalone"
-[hub]
-listen = "{hub}"
-state_dir = "{d}/hub-state"
-[hub.tls]
-mode = "off"
-[[hub.answerers]]
-id = "flat-1a"
-name = "Flat 1A"
-token_file = "{d}/flat-1a.token"
-groups = ["residents"]
-[[buttons]]
-name = "call"
-group = "residents"
-[ice]
-bind_ips = ["127.0.0.1"]
-# The resident here is built on webrtc-rs, which does not honour an
-# offer's setup:active.
-offer_dtls_client = false
-[audio]
-backend = "sim"
-[audio.sim]
-source = "tone:600"
-[hardware]
-backend = "sim"
-[hardware.sim]
-control_listen = "{control}"
-stdin = false
-[log]
-target = "stderr"
-level = "warn"
-"#
-        );
-        let config = dir.join("soak.toml");
-        std::fs::write(&config, toml).expect("temp dir is writable");
+        let config = StationConfig::new(&dir)
+            .hub(hub)
+            .answerer("flat-1a", TOKEN)
+            .panel(control)
+            .extra(
+                "[[buttons]]\nname = \"call\"\ngroup = \"residents\"\n\
+                 [audio]\nbackend = \"sim\"\n[hardware]\nbackend = \"sim\"\n\
+                 [log]\ntarget = \"stderr\"\nlevel = \"warn\"\n",
+            )
+            .write("soak.toml");
         let bin = std::env::var("INTERCOMD_BIN")
             .unwrap_or_else(|_| env!("CARGO_BIN_EXE_intercomd").to_owned());
         let log = std::fs::File::create(dir.join("daemon.log")).expect("temp dir is writable");
@@ -108,15 +75,14 @@ level = "warn"
         }
     }
 
-    fn state(&self) -> serde_json::Value {
-        match http(self.control, "GET", "/state") {
-            Ok((200, body)) => serde_json::from_str(&body).expect("GET /state is JSON"),
-            _ => serde_json::Value::Null,
-        }
+    async fn state(&self) -> serde_json::Value {
+        panel_state(self.control).await
     }
 
     async fn wait_for(&self, what: &str, ok: impl Fn(&serde_json::Value) -> bool) {
-        if let Err(last) = poll_until(Duration::from_secs(20), async || self.state(), ok).await {
+        if let Err(last) =
+            poll_until(Duration::from_secs(20), async || self.state().await, ok).await
+        {
             panic!("{what} not reached in 20 s: {last}\n{}", self.log());
         }
     }
@@ -125,7 +91,7 @@ level = "warn"
         std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
     }
 
-    fn sample(&self, calls: usize, started: Instant) -> Sample {
+    async fn sample(&self, calls: usize, started: Instant) -> Sample {
         let pid = self.child.id();
         let status =
             std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the daemon runs");
@@ -140,7 +106,7 @@ level = "warn"
         let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
             .expect("the daemon runs")
             .count() as u64;
-        let tasks = self.state()["runtime"]["tasks"]
+        let tasks = self.state().await["runtime"]["tasks"]
             .as_u64()
             .expect("GET /state has runtime.tasks");
         // The hub's history grows with every call (up to its 5,000-call
@@ -198,19 +164,12 @@ fn no_call(state: &serde_json::Value) -> bool {
 /// One call: press, ring, accept, audio established (and heard, on
 /// `listen`), hang-up from the resident, the station back to no call.
 async fn one_call(daemon: &Daemon, ws: Socket, listen: bool) -> Socket {
-    let (status, _) = http(daemon.control, "POST", "/press").expect("control API reachable");
-    assert_eq!(status, 200, "press accepted");
+    panel_press(daemon.control).await;
     let mut a = tokio::time::timeout(Duration::from_secs(30), Answerer::answer(ws))
         .await
         .unwrap_or_else(|_| panic!("call not answered in 30 s\n{}", daemon.log()));
     if listen {
-        let audio = a.audio.clone();
-        wait_freq(
-            "resident hears the door",
-            move || audio.played_dominant_frequency(),
-            600.0,
-        )
-        .await;
+        a.wait_hears("resident hears the door", 600.0).await;
     }
     hang_up(&mut a).await;
     daemon.wait_for("the call ends", no_call).await;
@@ -232,7 +191,7 @@ async fn a_thousand_calls_leak_no_memory_descriptors_or_tasks() {
         .wait_for("the station's signaling link", |s| s["signaling"] == "up")
         .await;
     let started = Instant::now();
-    let mut samples = vec![daemon.sample(0, started)];
+    let mut samples = vec![daemon.sample(0, started).await];
     let mut ws = connect(&format!("ws://{}/ws", daemon.hub), TOKEN).await;
     for n in 1..=calls {
         ws = one_call(&daemon, ws, n % 100 == 1).await;
@@ -240,7 +199,7 @@ async fn a_thousand_calls_leak_no_memory_descriptors_or_tasks() {
             // Let the call's media tasks and sockets wind down and the
             // status (published every 500 ms) catch up.
             tokio::time::sleep(Duration::from_millis(1500)).await;
-            let s = daemon.sample(n, started);
+            let s = daemon.sample(n, started).await;
             println!(
                 "SOAK calls={} t={:.0}s rss_kib={} fds={} threads={} tasks={} db_kib={}",
                 s.calls, s.secs, s.rss_kib, s.fds, s.threads, s.tasks, s.db_kib

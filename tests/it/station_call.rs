@@ -11,8 +11,11 @@ use tokio::time::{Instant, timeout};
 use tokio_tungstenite::tungstenite::Message as Ws;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::station::{InProcessStation, hang_up};
+use crate::common::station::{InProcessStation, StationConfig, hang_up};
 use crate::common::*;
+
+const FLAT_1A: &str = "token-of-flat-1a-0123456789";
+const FLAT_1B: &str = "token-of-flat-1b-0123456789";
 
 /// The station of these tests: standalone, its hub on loopback with two
 /// residents, simulated board and audio (600 Hz at the door).
@@ -39,38 +42,12 @@ impl Station {
         );
         let dir = std::env::temp_dir().join(format!("intercomd-it-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir is writable");
-        for who in ["flat-1a", "flat-1b", "care"] {
-            crate::common::write_secret(&dir.join(who), &format!("token-of-{who}-0123456789\n"));
-        }
-        let toml = format!(
-            r#"
-[hub]
-listen = "127.0.0.1:0"
-[hub.tls]
-mode = "off"
-[[hub.answerers]]
-id = "flat-1a"
-token_file = "{d}/flat-1a"
-groups = ["residents"]
-[[hub.answerers]]
-id = "flat-1b"
-token_file = "{d}/flat-1b"
-groups = ["residents"]
-[ice]
-bind_ips = ["127.0.0.1"]
-# The answering client here is built on webrtc-rs, which does not honour
-# an offer's setup:active.
-offer_dtls_client = false
-[audio.sim]
-source = "tone:600"
-[hardware.sim]
-control_listen = ""
-stdin = false
-{extra}
-"#,
-            d = dir.display(),
-            extra = extra.replace("{DIR}", &dir.display().to_string()),
-        );
+        crate::common::write_secret(&dir.join("care"), "token-of-care-0123456789\n");
+        let toml = StationConfig::new(&dir)
+            .answerer("flat-1a", FLAT_1A)
+            .answerer("flat-1b", FLAT_1B)
+            .extra(&extra.replace("{DIR}", &dir.display().to_string()))
+            .toml();
         let st = InProcessStation::start("test.toml", &toml)
             .await
             .owning(dir);
@@ -85,6 +62,17 @@ stdin = false
         a.cancel.cancel();
     }
 
+    /// The station ended the call: the resident is told (a hang-up for its
+    /// call), the station reaches `state` and the resident's media stops.
+    async fn resident_told_it_ended(&self, a: &mut Answerer, state: &str) {
+        match recv_until(&mut a.resident.ws, |m| matches!(m, Message::Hangup { .. })).await {
+            Message::Hangup { call_id, .. } => assert_eq!(call_id, a.call_id),
+            _ => unreachable!("filtered above"),
+        }
+        self.wait_state(state).await;
+        a.cancel.cancel();
+    }
+
     async fn shutdown(self) {
         self.0.shutdown().await;
     }
@@ -92,73 +80,36 @@ stdin = false
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_carries_audio_both_ways_and_hangs_up_from_either_side() {
-    if !crate::common::in_own_process(
-        module_path!(),
-        "a_call_carries_audio_both_ways_and_hangs_up_from_either_side",
-    ) {
-        return;
-    }
+    crate::common::run_alone!("a_call_carries_audio_both_ways_and_hangs_up_from_either_side");
     let st = Station::start("call").await;
-    let ws = connect(&st.url(), "token-of-flat-1a-0123456789").await;
-    st.press();
-    let mut a = Answerer::answer(ws).await;
-    st.wait_state("in_call").await;
+    let mut a = st.answered_call(FLAT_1A).await;
 
-    // Door → resident: the resident hears the door's 600 Hz.
-    let audio = a.audio.clone();
-    wait_freq(
-        "resident hears",
-        move || audio.played_dominant_frequency(),
-        600.0,
-    )
-    .await;
-    // Resident → door: the door's speaker plays 1000 Hz.
-    let door_audio = st.running.audio.clone().expect("simulated audio");
-    wait_freq(
-        "door hears",
-        move || door_audio.played_dominant_frequency(),
-        1000.0,
-    )
-    .await;
+    // The resident hears the door's 600 Hz, the door's speaker plays the
+    // resident's 1000 Hz.
+    st.audio_both_ways(&a).await;
 
     // Hang-up from the resident.
     st.resident_hangs_up(&mut a).await;
 
     // Second call: hang-up from the door.
-    let ws = connect(&st.url(), "token-of-flat-1a-0123456789").await;
-    st.press();
-    let mut a = Answerer::answer(ws).await;
-    st.wait_state("in_call").await;
+    let mut a = st.answered_call(FLAT_1A).await;
     st.running
         .sim
         .as_ref()
         .expect("sim")
         .hangup()
         .expect("accepted");
-    match recv_until(&mut a.resident.ws, |m| matches!(m, Message::Hangup { .. })).await {
-        Message::Hangup { call_id, .. } => assert_eq!(call_id, a.call_id),
-        _ => unreachable!("filtered above"),
-    }
-    st.wait_state("ended").await;
-    a.cancel.cancel();
+    st.resident_told_it_ended(&mut a, "ended").await;
     st.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_from_the_resident_is_refused_and_the_station_carries_on() {
-    if !crate::common::in_own_process(
-        module_path!(),
-        "bad_input_from_the_resident_is_refused_and_the_station_carries_on",
-    ) {
-        return;
-    }
+    crate::common::run_alone!("bad_input_from_the_resident_is_refused_and_the_station_carries_on");
     let st = Station::start("bad").await;
 
     // Invalid candidates during a call: error replies, the call goes on.
-    let ws = connect(&st.url(), "token-of-flat-1a-0123456789").await;
-    st.press();
-    let mut a = Answerer::answer(ws).await;
-    st.wait_state("in_call").await;
+    let mut a = st.answered_call(FLAT_1A).await;
     for bad in [
         "candidate:garbage",
         "candidate:1 1 udp x 1.2.3.4 5 typ host",
@@ -193,17 +144,11 @@ async fn bad_input_from_the_resident_is_refused_and_the_station_carries_on() {
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(st.state().await["call"]["state"], "in_call");
-    let audio = a.audio.clone();
-    wait_freq(
-        "resident still hears",
-        move || audio.played_dominant_frequency(),
-        600.0,
-    )
-    .await;
+    a.wait_hears("resident still hears", 600.0).await;
     st.resident_hangs_up(&mut a).await;
 
     // Invalid SDP as the answer: the door refuses it and ends the call.
-    let mut ws = connect(&st.url(), "token-of-flat-1b-0123456789").await;
+    let mut ws = connect(&st.url(), FLAT_1B).await;
     st.press();
     let call_id = match recv_until(&mut ws, |m| matches!(m, Message::Ring { .. })).await {
         Message::Ring { call_id, .. } => call_id,
@@ -233,22 +178,16 @@ async fn bad_input_from_the_resident_is_refused_and_the_station_carries_on() {
     st.wait_state("ended").await;
 
     // And a good call still works afterwards.
-    let ws = connect(&st.url(), "token-of-flat-1a-0123456789").await;
-    st.press();
-    let a = Answerer::answer(ws).await;
-    st.wait_state("in_call").await;
+    let a = st.answered_call(FLAT_1A).await;
     a.cancel.cancel();
     st.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_resident_opens_the_door_over_the_data_channel_and_nothing_else_does() {
-    if !crate::common::in_own_process(
-        module_path!(),
-        "the_resident_opens_the_door_over_the_data_channel_and_nothing_else_does",
-    ) {
-        return;
-    }
+    crate::common::run_alone!(
+        "the_resident_opens_the_door_over_the_data_channel_and_nothing_else_does"
+    );
     let st = Station::start_with(
         "door",
         "[door]\npulse_ms = 700\nremote_open_interval_ms = 1000\n",
@@ -260,10 +199,7 @@ async fn the_resident_opens_the_door_over_the_data_channel_and_nothing_else_does
         Some(&false),
         "the relay is de-energised first"
     );
-    let ws = connect(&st.url(), "token-of-flat-1a-0123456789").await;
-    st.press();
-    let mut a = Answerer::answer(ws).await;
-    st.wait_state("in_call").await;
+    let mut a = st.answered_call(FLAT_1A).await;
 
     let r = a.door(r#"{"type":"open","nonce":"n-1"}"#).await;
     assert_eq!(
@@ -326,12 +262,7 @@ async fn the_resident_opens_the_door_over_the_data_channel_and_nothing_else_does
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_buttons_ring_two_groups_and_a_long_press_hangs_up() {
-    if !crate::common::in_own_process(
-        module_path!(),
-        "two_buttons_ring_two_groups_and_a_long_press_hangs_up",
-    ) {
-        return;
-    }
+    crate::common::run_alone!("two_buttons_ring_two_groups_and_a_long_press_hangs_up");
     let st = Station::start_with(
         "buttons",
         r#"
@@ -354,7 +285,7 @@ groups = ["caretaker"]
     )
     .await;
     let sim = st.running.sim.clone().expect("sim board");
-    let mut flat = connect(&st.url(), "token-of-flat-1a-0123456789").await;
+    let mut flat = connect(&st.url(), FLAT_1A).await;
     let care = connect(&st.url(), "token-of-care-0123456789").await;
 
     // The caretaker button rings the caretaker only.
@@ -372,12 +303,7 @@ groups = ["caretaker"]
     sim.press_for(Some("caretaker"), Duration::from_millis(900))
         .await
         .expect("press");
-    match recv_until(&mut a.resident.ws, |m| matches!(m, Message::Hangup { .. })).await {
-        Message::Hangup { call_id, .. } => assert_eq!(call_id, a.call_id),
-        _ => unreachable!("filtered above"),
-    }
-    st.wait_state("idle").await;
-    a.cancel.cancel();
+    st.resident_told_it_ended(&mut a, "idle").await;
 
     // The other button rings the residents, and the flat was never rung
     // for the caretaker's call.
@@ -600,32 +526,20 @@ async fn headset_call(
     .await;
     bt.hands_free(&hs, true).await;
 
-    let ws = connect(&st.url(), "token-of-flat-1a-0123456789").await;
-    st.press();
-    let a = Answerer::answer(ws).await;
-    st.wait_state("in_call").await;
+    let a = st.answered_call(FLAT_1A).await;
     (st, bt, hs, a)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_headset_takes_the_call_audio_and_the_speaker_takes_it_back_when_it_drops() {
-    if !crate::common::in_own_process(
-        module_path!(),
-        "a_headset_takes_the_call_audio_and_the_speaker_takes_it_back_when_it_drops",
-    ) {
-        return;
-    }
+    crate::common::run_alone!(
+        "a_headset_takes_the_call_audio_and_the_speaker_takes_it_back_when_it_drops"
+    );
     let (st, bt, hs, a) = headset_call("headset").await;
 
     let mut headset = Headset::connect_audio(&bt, 1500.0).await;
     // The resident hears the headset's 1500 Hz, not the door's 600 Hz.
-    let audio = a.audio.clone();
-    wait_freq(
-        "resident hears the headset",
-        move || audio.played_dominant_frequency(),
-        1500.0,
-    )
-    .await;
+    a.wait_hears("resident hears the headset", 1500.0).await;
     // The headset's speaker plays the resident's 1000 Hz.
     headset.wait_hears(1000.0, "headset").await;
 
@@ -635,13 +549,7 @@ async fn a_headset_takes_the_call_audio_and_the_speaker_takes_it_back_when_it_dr
     headset.drop_link();
     // As the gateway does when its bridge ends.
     bt.sco(&hs, None).await;
-    let audio = a.audio.clone();
-    wait_freq(
-        "resident hears the door again",
-        move || audio.played_dominant_frequency(),
-        600.0,
-    )
-    .await;
+    a.wait_hears("resident hears the door again", 600.0).await;
     assert_eq!(st.state().await["call"]["state"], "in_call");
     // The station asks for the link again (the route machine's reopen).
     let reopen = intercomd::bt::GatewayCommand::OpenAudio;
@@ -662,45 +570,24 @@ async fn a_headset_takes_the_call_audio_and_the_speaker_takes_it_back_when_it_dr
     // The headset's button ends the call; the resident is told.
     let mut a = a;
     bt.hangup(&hs).await;
-    match recv_until(&mut a.resident.ws, |m| matches!(m, Message::Hangup { .. })).await {
-        Message::Hangup { call_id, .. } => assert_eq!(call_id, a.call_id),
-        _ => unreachable!("filtered above"),
-    }
-    st.wait_state("ended").await;
-    a.cancel.cancel();
+    st.resident_told_it_ended(&mut a, "ended").await;
     st.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wide_band_headset_carries_the_call_in_msbc() {
-    if !crate::common::in_own_process(
-        module_path!(),
-        "a_wide_band_headset_carries_the_call_in_msbc",
-    ) {
-        return;
-    }
+    crate::common::run_alone!("a_wide_band_headset_carries_the_call_in_msbc");
     let (st, bt, hs, a) = headset_call("headset-msbc").await;
 
     let mut headset = Headset::connect_audio_with(&bt, 1500.0, intercomd::bt::Codec::Msbc).await;
     // The headset's 1500 Hz, coded in mSBC, reaches the resident.
-    let audio = a.audio.clone();
-    wait_freq(
-        "resident hears the mSBC headset",
-        move || audio.played_dominant_frequency(),
-        1500.0,
-    )
-    .await;
+    a.wait_hears("resident hears the mSBC headset", 1500.0)
+        .await;
     // The resident's 1000 Hz reaches the headset as mSBC at 16 kHz.
     headset.wait_hears(1000.0, "mSBC headset").await;
     headset.drop_link();
     bt.sco(&hs, None).await;
-    let audio = a.audio.clone();
-    wait_freq(
-        "resident hears the door again",
-        move || audio.played_dominant_frequency(),
-        600.0,
-    )
-    .await;
+    a.wait_hears("resident hears the door again", 600.0).await;
     a.cancel.cancel();
     st.shutdown().await;
 }
@@ -715,17 +602,9 @@ fn call_lines(call_id: &str, what: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_candidate_flood_costs_the_station_a_capped_amount_of_work() {
-    if !crate::common::in_own_process(
-        module_path!(),
-        "a_candidate_flood_costs_the_station_a_capped_amount_of_work",
-    ) {
-        return;
-    }
+    crate::common::run_alone!("a_candidate_flood_costs_the_station_a_capped_amount_of_work");
     let st = Station::start("candidates").await;
-    let ws = connect(&st.url(), "token-of-flat-1a-0123456789").await;
-    st.press();
-    let mut a = Answerer::answer(ws).await;
-    st.wait_state("in_call").await;
+    let mut a = st.answered_call(FLAT_1A).await;
     let call = a.call_id.to_string();
     let applied_before = call_lines(&call, "Added remote ICE candidate");
 
@@ -752,13 +631,8 @@ async fn a_candidate_flood_costs_the_station_a_capped_amount_of_work() {
     a.ws.flush().await.expect("hub takes it");
     // The call goes on: audio both ways, the station's hub link up.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let door_audio = st.running.audio.clone().expect("simulated audio");
-    wait_freq(
-        "door hears after the flood",
-        move || door_audio.played_dominant_frequency(),
-        1000.0,
-    )
-    .await;
+    st.wait_door_hears("door hears after the flood", 1000.0)
+        .await;
     assert_eq!(st.state().await["signaling"], "up");
     assert_eq!(st.state().await["call"]["state"], "in_call");
     let applied = call_lines(&call, "Added remote ICE candidate") - applied_before;
@@ -787,22 +661,14 @@ async fn a_candidate_flood_costs_the_station_a_capped_amount_of_work() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_door_open_flood_reaches_the_door_logic_only_at_the_rate_limit() {
-    if !crate::common::in_own_process(
-        module_path!(),
-        "a_door_open_flood_reaches_the_door_logic_only_at_the_rate_limit",
-    ) {
-        return;
-    }
+    crate::common::run_alone!("a_door_open_flood_reaches_the_door_logic_only_at_the_rate_limit");
     let st = Station::start_with(
         "open-flood",
         "[door]\npulse_ms = 200\nremote_open_interval_ms = 1000\n",
     )
     .await;
     let sim = st.running.sim.clone().expect("sim board");
-    let ws = connect(&st.url(), "token-of-flat-1a-0123456789").await;
-    st.press();
-    let mut a = Answerer::answer(ws).await;
-    st.wait_state("in_call").await;
+    let mut a = st.answered_call(FLAT_1A).await;
     let call = a.call_id.to_string();
     let r = a.door(r#"{"type":"open","nonce":"first"}"#).await;
     assert_eq!(r["granted"], true);

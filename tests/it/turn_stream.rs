@@ -14,7 +14,7 @@ use intercomd::signaling::protocol::CallId;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::common::eventually;
+use crate::common::{eventually, log_to_test_output};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -226,19 +226,8 @@ async fn call_through(url: String, ca: Option<std::path::PathBuf>) -> Vec<String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audio_flows_through_turn_over_tcp_and_tls_only() {
-    if !crate::common::in_own_process(
-        module_path!(),
-        "audio_flows_through_turn_over_tcp_and_tls_only",
-    ) {
-        return;
-    }
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,webrtc=warn,rtc=warn".into()),
-        )
-        .with_test_writer()
-        .try_init();
+    crate::common::run_alone!("audio_flows_through_turn_over_tcp_and_tls_only");
+    log_to_test_output();
     if !have("turnserver") || !have("openssl") {
         eprintln!("SKIPPED: coturn (turnserver) and openssl are needed");
         return;

@@ -134,6 +134,19 @@ pub fn in_own_process(module: &str, test: &str) -> bool {
     false
 }
 
+/// The first line of a test that must run alone (see [`in_own_process`]):
+/// `run_alone!("test_name")` returns from the test in the harness's
+/// process once its run in the child process passed, and goes on in the
+/// child.
+macro_rules! run_alone {
+    ($test:literal) => {
+        if !$crate::common::in_own_process(module_path!(), $test) {
+            return;
+        }
+    };
+}
+pub(crate) use run_alone;
+
 /// Writes a secret (token, TURN secret) the way intercomd requires: a file
 /// only its owner can read.
 pub fn write_secret(path: &std::path::Path, text: &str) {
@@ -197,23 +210,58 @@ pub async fn connect_with(
     token: &str,
     tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 ) -> Socket {
+    let mut ws = open(url, tls).await;
+    match hello(&mut ws, Role::Answerer, token).await {
+        Message::Welcome { .. } => ws,
+        m => panic!("expected welcome, got {m:?}"),
+    }
+}
+
+/// A WebSocket to the hub at `url`, not signed in (`wss://` with the
+/// given TLS trust).
+pub async fn open(url: &str, tls: Option<std::sync::Arc<rustls::ClientConfig>>) -> Socket {
     let connector = tls.map(tokio_tungstenite::Connector::Rustls);
-    let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(url, None, false, connector)
+    let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(url, None, false, connector)
         .await
         .expect("hub reachable");
+    ws
+}
+
+/// Signs in on `ws` as `role` with `token`; returns the hub's reply.
+pub async fn hello(ws: &mut Socket, role: Role, token: &str) -> Message {
     send(
-        &mut ws,
+        ws,
         &Message::Hello {
             v: 1,
-            role: Role::Answerer,
+            role,
             token: token.into(),
             name: None,
         },
     )
     .await;
-    match recv(&mut ws).await {
-        Message::Welcome { .. } => ws,
-        m => panic!("expected welcome, got {m:?}"),
+    recv(ws).await
+}
+
+/// A call id from a literal.
+pub fn cid(s: &str) -> CallId {
+    CallId::new(s).expect("valid id")
+}
+
+/// The door on `door` rings the group `residents` with the call `id`;
+/// returns how many answerers the hub rings.
+pub async fn ring_residents(door: &mut Socket, id: &str) -> u32 {
+    send(
+        door,
+        &Message::Ring {
+            call_id: cid(id),
+            group: "residents".into(),
+            door: None,
+        },
+    )
+    .await;
+    match recv_until(door, |m| matches!(m, Message::Ringing { .. })).await {
+        Message::Ringing { answerers, .. } => answerers,
+        _ => unreachable!("matched above"),
     }
 }
 
@@ -303,6 +351,13 @@ impl Answerer {
         a
     }
 
+    /// Waits (10 s at most) until the resident's speaker plays `hz`;
+    /// `what` names the wait in the failure.
+    pub async fn wait_hears(&self, what: &str, hz: f32) {
+        let audio = self.audio.clone();
+        wait_freq(what, move || audio.played_dominant_frequency(), hz).await;
+    }
+
     /// Relay signaling and media events until audio is established.
     pub async fn pump_until_established(&mut self) {
         timeout(Duration::from_secs(15), async {
@@ -360,6 +415,32 @@ pub async fn wait_freq(what: &str, f: impl Fn() -> Option<f32>, want: f32) {
     .await;
 }
 
+/// A hub's `[[hub.answerers]]` entry: `id` (shown as `name` when given)
+/// in `group`, its token in `token_file`.
+pub fn answerer_entry(
+    id: &str,
+    name: Option<&str>,
+    token_file: &std::path::Path,
+    group: &str,
+) -> String {
+    let name = name
+        .map(|n| format!("name = \"{n}\"\n"))
+        .unwrap_or_default();
+    format!(
+        "[[hub.answerers]]\nid = \"{id}\"\n{name}token_file = \"{}\"\ngroups = [\"{group}\"]\n",
+        token_file.display()
+    )
+}
+
+/// A hub's `[[hub.doors]]` entry for the front door (`door-1`, "Front
+/// door", ringing `residents`), its token in `token_file`.
+pub fn front_door_entry(token_file: &std::path::Path) -> String {
+    format!(
+        "[[hub.doors]]\nid = \"door-1\"\nname = \"Front door\"\ntoken_file = \"{}\"\ngroups = [\"residents\"]\n",
+        token_file.display()
+    )
+}
+
 /// A hub alone (as `intercomd hub` runs it) started from a whole
 /// configuration, for tests that play the door and the residents.
 pub struct TestHub {
@@ -400,20 +481,11 @@ impl TestHub {
 
 /// Joins the hub at `url` as a door station with `token`.
 pub async fn connect_door(url: &str, token: &str) -> Socket {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("hub reachable");
-    send(
-        &mut ws,
-        &Message::Hello {
-            v: 1,
-            role: Role::Door,
-            token: token.into(),
-            name: None,
-        },
-    )
-    .await;
-    assert!(matches!(recv(&mut ws).await, Message::Welcome { .. }));
+    let mut ws = open(url, None).await;
+    assert!(matches!(
+        hello(&mut ws, Role::Door, token).await,
+        Message::Welcome { .. }
+    ));
     ws
 }
 
@@ -432,6 +504,18 @@ pub fn capture_log(filter: &str) -> &'static std::sync::Arc<std::sync::Mutex<Vec
             .try_init();
         buf
     })
+}
+
+/// Shows what the daemon's code logs through the test harness (`RUST_LOG`,
+/// or `info` without the WebRTC stack's chatter), once per process.
+pub fn log_to_test_output() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,webrtc=warn,rtc=warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
 }
 
 /// Everything captured by [`capture_log`] so far.
