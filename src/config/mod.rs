@@ -12,6 +12,7 @@
 mod error;
 mod fragments;
 mod secret;
+mod ser;
 mod settings;
 
 #[cfg(test)]
@@ -23,7 +24,7 @@ pub use error::{BUILTIN_DEFAULTS, ConfigError, EX_CONFIG, Location};
 pub use secret::{
     Secret, SecretSource, create_private_dir, read_secret, read_secret_in, write_private_file,
 };
-pub use settings::redact_url;
+pub use secret::{SecretUrl, redact_url};
 pub use settings::{
     AlsaPacing, AudioAlsa, AudioProcessing, AudioTones, MixerControl, NoiseSuppressionLevel,
 };
