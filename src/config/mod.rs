@@ -30,8 +30,9 @@ pub use settings::{
 };
 pub use settings::{
     Answerer, Audio, AudioBackend, AudioSim, Button, Call, Door, Hardware, HardwareBackend,
-    HardwareSim, Hub, Ice, IceServer, IceTransportPolicy, Log, LogTarget, MdnsMode, Opus, Settings,
-    Signaling, SignalingMode, SimEchoPath, SimSource, Station,
+    HardwareSim, Hub, Ice, IceServer, IceServerAuth, IceTransportPolicy, Log, LogTarget, MdnsMode,
+    Opus, RemoteSignaling, Settings, Signaling, SignalingMode, SignalingTarget, SimEchoPath,
+    SimSource, Station,
 };
 pub use settings::{
     Bias, DoorConfig, GpioConfig, InputConfig, InputKind, LedConfig, LineRef, LineSpec,

@@ -1,6 +1,6 @@
 //! How settings whose typed form differs from the key as written are
 //! serialised for `intercomd config dump`: durations as the `*_ms` (or
-//! `*_s`, `*_days`) integers the files use, an unset optional value as `""`,
+//! `*_days`) integers the files use, an unset optional value as `""`,
 //! where a secret is read as its `*_file` / `*_credential` key.
 //!
 //! Nothing here hides secret values: they are never part of the settings,
@@ -22,11 +22,6 @@ pub(crate) fn ms<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 /// An optional duration whose key takes 0 for "off".
 pub(crate) fn ms_or_zero<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
     ms(&d.unwrap_or_default(), s)
-}
-
-/// A duration as whole seconds (`*_s` keys).
-pub(crate) fn secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(d.as_secs())
 }
 
 /// An optional value whose key takes `""` for "unset".
@@ -66,28 +61,6 @@ pub(crate) fn token<S: Serializer>(v: &SecretSource, s: S) -> Result<S::Ok, S::E
     let mut map = s.serialize_map(None)?;
     secret_entry(&mut map, "token", Some(v))?;
     map.end()
-}
-
-/// `token_file` / `token_credential` when set (flattened).
-pub(crate) fn token_opt<S: Serializer>(v: &Option<SecretSource>, s: S) -> Result<S::Ok, S::Error> {
-    let mut map = s.serialize_map(None)?;
-    secret_entry(&mut map, "token", v.as_ref())?;
-    map.end()
-}
-
-/// `secret_file` / `secret_credential` when set (flattened).
-pub(crate) fn shared_secret<S: Serializer>(
-    v: &Option<SecretSource>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    let mut map = s.serialize_map(None)?;
-    secret_entry(&mut map, "secret", v.as_ref())?;
-    map.end()
-}
-
-/// A URL that may carry secrets, redacted; `""` when unset.
-pub(crate) fn url_or_empty<S: Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
-    or_empty(&v.as_deref().map(super::secret::SecretUrl::new), s)
 }
 
 /// An optional value written as text, `""` when unset.
@@ -137,13 +110,6 @@ pub(crate) fn playback_control<S: Serializer>(
     s: S,
 ) -> Result<S::Ok, S::Error> {
     mixer("playback", v, s)
-}
-
-/// `credential_file` / `credential_credential` (flattened).
-pub(crate) fn credential<S: Serializer>(v: &Option<SecretSource>, s: S) -> Result<S::Ok, S::Error> {
-    let mut map = s.serialize_map(None)?;
-    secret_entry(&mut map, "credential", v.as_ref())?;
-    map.end()
 }
 
 /// `[hub.tls]` from where the certificate comes from.

@@ -48,8 +48,8 @@ pub struct Settings {
     pub gpio: GpioConfig,
     /// `[bluetooth]`: a headset for the call audio.
     pub bluetooth: BluetoothConfig,
-    #[serde(skip)]
     /// The fragments merged, in order (the built-in defaults first).
+    #[serde(skip)]
     pub sources: Vec<PathBuf>,
 }
 
@@ -58,9 +58,9 @@ pub struct Station {
     /// `[A-Za-z0-9_-]{1,64}`
     pub id: String,
     pub name: String,
-    #[serde(serialize_with = "ser::or_empty")]
     /// The local control socket (`intercomd bt pair` talks to the running
     /// daemon through it); `None` when switched off with an empty value.
+    #[serde(serialize_with = "ser::or_empty")]
     pub control_socket: Option<PathBuf>,
 }
 
@@ -78,13 +78,9 @@ pub enum SignalingMode {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Signaling {
-    pub mode: SignalingMode,
-    #[serde(serialize_with = "ser::url_or_empty")]
-    /// `ws://` or `wss://`; always set unless `mode` is standalone.
-    pub url: Option<String>,
-    #[serde(flatten, serialize_with = "ser::token_opt")]
-    /// Always set unless `mode` is standalone.
-    pub token: Option<SecretSource>,
+    /// `mode`, and for a separate service its `url` and token.
+    #[serde(flatten)]
+    pub target: SignalingTarget,
     #[serde(rename = "reconnect_initial_ms", serialize_with = "ser::ms")]
     pub reconnect_initial: Duration,
     #[serde(rename = "reconnect_max_ms", serialize_with = "ser::ms")]
@@ -95,16 +91,72 @@ pub struct Signaling {
     pub connect_timeout: Duration,
     #[serde(rename = "keepalive_interval_ms", serialize_with = "ser::ms")]
     pub keepalive_interval: Duration,
-    #[serde(rename = "dead_peer_timeout_ms", serialize_with = "ser::ms")]
     /// Greater than `keepalive_interval`.
+    #[serde(rename = "dead_peer_timeout_ms", serialize_with = "ser::ms")]
     pub dead_peer_timeout: Duration,
     pub max_message_bytes: usize,
-    #[serde(serialize_with = "ser::or_empty")]
     /// Extra trust anchor (PEM) for a `wss://` hub, besides the system's.
+    #[serde(serialize_with = "ser::or_empty")]
     pub ca_file: Option<PathBuf>,
     /// `ws://` to a host other than loopback, allowed explicitly.
     pub allow_insecure_ws: bool,
     pub socketio: SocketIo,
+}
+
+/// Where this station finds the signaling service: validated together, so
+/// a separate service always comes with its URL and token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignalingTarget {
+    /// Run the hub in this process and connect to it over loopback.
+    Standalone,
+    /// An external intercomd hub.
+    Hub(RemoteSignaling),
+    /// An external Socket.IO v4 server (`[signaling.socketio]`).
+    SocketIo(RemoteSignaling),
+}
+
+/// A signaling service on another machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteSignaling {
+    /// `ws://` or `wss://`.
+    pub url: super::SecretUrl,
+    pub token: SecretSource,
+}
+
+impl SignalingTarget {
+    pub fn mode(&self) -> SignalingMode {
+        match self {
+            SignalingTarget::Standalone => SignalingMode::Standalone,
+            SignalingTarget::Hub(_) => SignalingMode::Hub,
+            SignalingTarget::SocketIo(_) => SignalingMode::SocketIo,
+        }
+    }
+
+    /// The separate service, unless standalone.
+    pub fn remote(&self) -> Option<&RemoteSignaling> {
+        match self {
+            SignalingTarget::Standalone => None,
+            SignalingTarget::Hub(r) | SignalingTarget::SocketIo(r) => Some(r),
+        }
+    }
+}
+
+/// `mode`, `url` (`""` when standalone) and `token_file` /
+/// `token_credential`, flattened into `[signaling]`.
+impl Serialize for SignalingTarget {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("mode", &self.mode())?;
+        match self.remote() {
+            Some(r) => {
+                map.serialize_entry("url", &r.url)?;
+                ser::secret_entry(&mut map, "token", Some(&r.token))?;
+            }
+            None => map.serialize_entry("url", "")?,
+        }
+        map.end()
+    }
 }
 
 /// How protocol messages map onto a Socket.IO v4 server's namespace and
@@ -123,27 +175,27 @@ pub struct SocketIo {
 pub struct Hub {
     /// HTTPS and WSS unless `tls` is `None`.
     pub listen: SocketAddr,
-    #[serde(serialize_with = "ser::or_empty")]
     /// Plain HTTP on a loopback address (a browser on this machine).
-    pub loopback_listen: Option<SocketAddr>,
     #[serde(serialize_with = "ser::or_empty")]
+    pub loopback_listen: Option<SocketAddr>,
     /// Plain HTTP that only redirects to HTTPS.
+    #[serde(serialize_with = "ser::or_empty")]
     pub redirect_listen: Option<SocketAddr>,
     /// Certificates, keys and the hub's records; created 0700.
     pub state_dir: PathBuf,
-    #[serde(serialize_with = "ser::hub_tls")]
     /// Where the certificate comes from; `None`: `tls.mode = "off"`.
+    #[serde(serialize_with = "ser::hub_tls")]
     pub tls: Option<crate::hub::tls::TlsSource>,
     #[serde(rename = "ping_interval_ms", serialize_with = "ser::ms")]
     pub ping_interval: Duration,
     #[serde(rename = "hello_timeout_ms", serialize_with = "ser::ms")]
     pub hello_timeout: Duration,
-    #[serde(flatten)]
     /// Timeouts and caps of the hub's connections.
+    #[serde(flatten)]
     pub conn: HubConn,
-    #[serde(serialize_with = "ser::or_empty")]
     /// The https:// address residents should open (`hub.public_url`); the
     /// answering page points at it when it was opened without a microphone.
+    #[serde(serialize_with = "ser::or_empty")]
     pub public_url: Option<String>,
     /// Door stations allowed to connect (in standalone mode the local
     /// station is added by the daemon, not listed here).
@@ -169,11 +221,11 @@ pub struct HubConn {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HubPush {
     pub enabled: bool,
-    #[serde(serialize_with = "ser::or_empty")]
     /// The VAPID `sub` claim; `None`: derived (public_url, else mailto).
-    pub subject: Option<String>,
     #[serde(serialize_with = "ser::or_empty")]
+    pub subject: Option<String>,
     /// Extra trust (PEM) for push services besides the system's CAs.
+    #[serde(serialize_with = "ser::or_empty")]
     pub ca_file: Option<PathBuf>,
 }
 
@@ -196,8 +248,8 @@ pub struct Answerer {
     pub groups: Vec<String>,
     /// May call the hub's doors (monitor / talk to the door).
     pub call_door: bool,
-    #[serde(serialize_with = "ser::quiet_hours")]
     /// When this answerer is neither rung nor pushed.
+    #[serde(serialize_with = "ser::quiet_hours")]
     pub quiet_hours: crate::hub::quiet::QuietHours,
 }
 
@@ -205,8 +257,8 @@ pub struct Answerer {
 pub struct Call {
     #[serde(rename = "ring_timeout_ms", serialize_with = "ser::ms")]
     pub ring_timeout: Duration,
-    #[serde(rename = "connect_timeout_ms", serialize_with = "ser::ms")]
     /// From "accepted" to media flowing.
+    #[serde(rename = "connect_timeout_ms", serialize_with = "ser::ms")]
     pub connect_timeout: Duration,
     #[serde(rename = "max_duration_ms", serialize_with = "ser::ms")]
     pub max_duration: Duration,
@@ -249,13 +301,13 @@ pub struct Ice {
     pub transport_policy: IceTransportPolicy,
     /// Empty: all interfaces.
     pub bind_ips: Vec<IpAddr>,
-    #[serde(serialize_with = "ser::or_empty")]
     /// Extra trust anchor (PEM) for `turns:` servers.
+    #[serde(serialize_with = "ser::or_empty")]
     pub turn_ca_file: Option<PathBuf>,
     /// Offer `a=setup:active`: this station is the DTLS client.
     pub offer_dtls_client: bool,
-    #[serde(rename = "dtls_timeout_ms", serialize_with = "ser::ms")]
     /// ICE connected → DTLS connected longer than this: a new session.
+    #[serde(rename = "dtls_timeout_ms", serialize_with = "ser::ms")]
     pub dtls_timeout: Duration,
     /// Attempts per call to bring a lost or stalled media path back.
     pub max_restarts: u32,
@@ -266,17 +318,46 @@ pub struct Ice {
 pub struct IceServer {
     /// `stun:`, `stuns:`, `turn:` or `turns:` URLs.
     pub urls: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    /// Long-term credentials (with `credential`), unless `shared_secret`.
-    pub username: Option<String>,
-    #[serde(flatten, serialize_with = "ser::credential")]
-    pub credential: Option<SecretSource>,
-    #[serde(flatten, serialize_with = "ser::shared_secret")]
-    /// TURN REST scheme: per-client credentials derived from this secret.
-    pub shared_secret: Option<SecretSource>,
-    /// Lifetime of credentials derived from `shared_secret`.
-    #[serde(rename = "credential_ttl_s", serialize_with = "ser::secs")]
-    pub credential_ttl: Duration,
+    #[serde(flatten)]
+    pub auth: IceServerAuth,
+}
+
+/// How a station authenticates to an ICE server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IceServerAuth {
+    /// A STUN server without credentials.
+    None,
+    /// Long-term credentials (`username` and `credential_file`).
+    LongTerm {
+        username: String,
+        credential: SecretSource,
+    },
+    /// TURN REST scheme: per-client credentials derived from this secret,
+    /// valid for `ttl` (`secret_file` and `credential_ttl_s`).
+    SharedSecret { secret: SecretSource, ttl: Duration },
+}
+
+/// The keys of [`IceServerAuth`], flattened into `[[ice.servers]]`.
+impl Serialize for IceServerAuth {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        match self {
+            IceServerAuth::None => {}
+            IceServerAuth::LongTerm {
+                username,
+                credential,
+            } => {
+                map.serialize_entry("username", username)?;
+                ser::secret_entry(&mut map, "credential", Some(credential))?;
+            }
+            IceServerAuth::SharedSecret { secret, ttl } => {
+                ser::secret_entry(&mut map, "secret", Some(secret))?;
+                map.serialize_entry("credential_ttl_s", &ttl.as_secs())?;
+            }
+        }
+        map.end()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -347,8 +428,8 @@ pub struct MixerControl {
 /// the `[audio]` keys.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AudioProcessing {
-    #[serde(rename = "echo_delay_ms", serialize_with = "ser::ms_or_zero")]
     /// Speaker-to-microphone delay of the board; `None`: estimated.
+    #[serde(rename = "echo_delay_ms", serialize_with = "ser::ms_or_zero")]
     pub echo_delay: Option<Duration>,
     pub noise_suppression_level: NoiseSuppressionLevel,
 }
@@ -394,8 +475,8 @@ pub struct Opus {
     /// 0..=10.
     pub complexity: u8,
     pub fec: bool,
-    #[serde(rename = "frame_ms", serialize_with = "ser::ms")]
     /// 5, 10, 20, 40 or 60 ms.
+    #[serde(rename = "frame_ms", serialize_with = "ser::ms")]
     pub frame: Duration,
 }
 
@@ -403,11 +484,11 @@ pub struct Opus {
 pub struct AudioSim {
     #[serde(serialize_with = "ser::display")]
     pub source: SimSource,
-    #[serde(serialize_with = "ser::or_empty")]
     /// WAV file recording what the simulated speaker plays.
+    #[serde(serialize_with = "ser::or_empty")]
     pub record_file: Option<PathBuf>,
-    #[serde(serialize_with = "ser::display_or_empty")]
     /// A simulated room between the speaker and the microphone.
+    #[serde(serialize_with = "ser::display_or_empty")]
     pub echo_path: Option<SimEchoPath>,
 }
 
@@ -446,13 +527,13 @@ pub struct Hardware {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HardwareSim {
-    #[serde(serialize_with = "ser::or_empty")]
     /// HTTP control panel of the simulated hardware; `None` = off.
+    #[serde(serialize_with = "ser::or_empty")]
     pub control_listen: Option<SocketAddr>,
     /// Enter on the terminal presses the first call button.
     pub stdin: bool,
-    #[serde(serialize_with = "ser::or_empty")]
     /// File keeping the simulated relay's level across a crash.
+    #[serde(serialize_with = "ser::or_empty")]
     pub state_file: Option<PathBuf>,
 }
 
@@ -906,10 +987,23 @@ fn signaling(c: &mut Check, s: &frag::Signaling) -> Signaling {
             );
     }
 
+    let target = match (mode, url, token) {
+        (SignalingMode::Standalone, ..) => SignalingTarget::Standalone,
+        (mode, Some(url), Some(token)) => {
+            let remote = RemoteSignaling {
+                url: super::SecretUrl::new(url),
+                token,
+            };
+            match mode {
+                SignalingMode::SocketIo => SignalingTarget::SocketIo(remote),
+                _ => SignalingTarget::Hub(remote),
+            }
+        }
+        // What is missing has been reported: this value is never returned.
+        _ => SignalingTarget::Standalone,
+    };
     Signaling {
-        mode,
-        url,
-        token,
+        target,
         reconnect_initial,
         reconnect_max,
         reconnect_jitter,
@@ -1886,13 +1980,19 @@ fn ice_server(c: &mut Check, key: &str, s: &Val<frag::IceServer>) -> (IceServer,
             );
         }
     }
-    let server = IceServer {
-        urls,
-        username,
-        credential,
-        shared_secret,
-        credential_ttl,
+    let auth = match (shared_secret, username, credential) {
+        (Some(secret), _, _) => IceServerAuth::SharedSecret {
+            secret,
+            ttl: credential_ttl,
+        },
+        (None, Some(username), Some(credential)) => IceServerAuth::LongTerm {
+            username,
+            credential,
+        },
+        // A TURN server without them has been reported; STUN needs none.
+        _ => IceServerAuth::None,
     };
+    let server = IceServer { urls, auth };
     (server, turn)
 }
 

@@ -111,9 +111,8 @@ fn defaults_load_with_every_seed_value() {
     assert_eq!(s.station.name, "Front door");
 
     let sig = &s.signaling;
-    assert_eq!(sig.mode, SignalingMode::Standalone);
-    assert_eq!(sig.url, None);
-    assert_eq!(sig.token, None);
+    assert_eq!(sig.target.mode(), SignalingMode::Standalone);
+    assert_eq!(sig.target, SignalingTarget::Standalone);
     // Field notes: first retry after ~1 s, at most 5 s; connect timeout 20 s.
     assert_eq!(sig.reconnect_initial, Duration::from_secs(1));
     assert_eq!(sig.reconnect_max, Duration::from_secs(5));
@@ -399,11 +398,9 @@ fn hub_mode_without_url_names_the_key_and_the_files() {
         "site.toml",
         "[signaling]\nmode = \"hub\"\nurl = \"wss://hub.example.org/ws\"\ntoken_credential = \"hub-token\"\n",
     )]);
-    assert_eq!(s.signaling.url.as_deref(), Some("wss://hub.example.org/ws"));
-    assert_eq!(
-        s.signaling.token,
-        Some(SecretSource::Credential("hub-token".into()))
-    );
+    let remote = s.signaling.target.remote().expect("hub mode has a remote");
+    assert_eq!(remote.url.expose(), "wss://hub.example.org/ws");
+    assert_eq!(remote.token, SecretSource::Credential("hub-token".into()));
 }
 
 #[test]
@@ -542,14 +539,14 @@ fn turn_server_rules() {
         "[[ice.servers]]\nurls = [\"turn:turn.example.org:3478\"]\nsecret_file = \"/etc/credstore/turn-secret\"\ncredential_ttl_s = 3600\n",
     )]);
     let srv = &s.ice.servers[0];
+    // A shared secret, its lifetime and no username.
     assert_eq!(
-        srv.shared_secret,
-        Some(SecretSource::File(PathBuf::from(
-            "/etc/credstore/turn-secret"
-        )))
+        srv.auth,
+        IceServerAuth::SharedSecret {
+            secret: SecretSource::File(PathBuf::from("/etc/credstore/turn-secret")),
+            ttl: Duration::from_secs(3600),
+        }
     );
-    assert_eq!(srv.credential_ttl, Duration::from_secs(3600));
-    assert_eq!(srv.username, None);
     assert_eq!(
         invalid_key(
             "[[ice.servers]]\nurls = [\"turn:t:3478\"]\nusername = \"u\"\ncredential_file = \"/c\"\nsecret_file = \"/s\"\n"
@@ -655,10 +652,11 @@ fn dump_never_contains_secret_values() {
     let s = ok(&[("site.toml", &site)]);
 
     let secret = read_secret(
-        s.signaling
-            .token
-            .as_ref()
-            .expect("token is required in hub mode"),
+        &s.signaling
+            .target
+            .remote()
+            .expect("token is required in hub mode")
+            .token,
     )
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(secret.expose(), "s3cr3t-token");
