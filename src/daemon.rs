@@ -251,11 +251,8 @@ fn push_subject(settings: &Settings) -> String {
 
 pub fn media_settings(settings: &Settings) -> MediaSettings {
     MediaSettings {
-        candidate_pool_size: settings.ice.candidate_pool_size,
         receiving_timeout: settings.ice.receiving_timeout,
-        backup_ping_interval: settings.ice.backup_ping_interval,
         dscp_ef: settings.ice.dscp,
-        resurface_on_transport_change: settings.ice.resurface_candidates_on_transport_change,
         ice_check_interval: settings.ice.check_interval,
         mdns: match settings.ice.mdns {
             MdnsMode::Disabled => media::MdnsMode::Disabled,

@@ -56,6 +56,19 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Val<T> {
     }
 }
 
+/// The value of a key this version no longer has: any value is read, then
+/// refused in validation with the reason it was removed (see
+/// `settings::REMOVED`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Removed;
+
+impl<'de> Deserialize<'de> for Removed {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(deserializer)?;
+        Ok(Removed)
+    }
+}
+
 /// Merging (later fragment wins) and origin stamping, implemented for every
 /// piece of a fragment.
 pub(crate) trait Node {
@@ -127,6 +140,7 @@ leaf!(
     LogTarget,
     LockKind,
     LedPattern,
+    Removed,
 );
 
 /// Declares a table of the fragment: all keys optional, unknown keys refused.
@@ -290,11 +304,11 @@ fragment! {
     }
 
     Ice {
-        candidate_pool_size: Val<u64>,
+        candidate_pool_size: Val<Removed>,
         receiving_timeout_ms: Val<u64>,
-        backup_ping_interval_ms: Val<u64>,
+        backup_ping_interval_ms: Val<Removed>,
         dscp: Val<bool>,
-        resurface_candidates_on_transport_change: Val<bool>,
+        resurface_candidates_on_transport_change: Val<Removed>,
         check_interval_ms: Val<u64>,
         mdns: Val<MdnsMode>,
         transport_policy: Val<IceTransportPolicy>,
@@ -322,9 +336,9 @@ fragment! {
         auto_gain_control: Val<bool>,
         high_pass_filter: Val<bool>,
         noise_suppression: Val<bool>,
-        transient_suppression: Val<bool>,
-        mirroring: Val<bool>,
-        force_enable_track: Val<bool>,
+        transient_suppression: Val<Removed>,
+        mirroring: Val<Removed>,
+        force_enable_track: Val<Removed>,
         opus: Opus,
         sim: AudioSim,
         alsa: AudioAlsa,

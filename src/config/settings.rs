@@ -288,13 +288,9 @@ pub enum IceTransportPolicy {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Ice {
-    pub candidate_pool_size: u8,
     #[serde(rename = "receiving_timeout_ms", serialize_with = "ser::ms")]
     pub receiving_timeout: Duration,
-    #[serde(rename = "backup_ping_interval_ms", serialize_with = "ser::ms")]
-    pub backup_ping_interval: Duration,
     pub dscp: bool,
-    pub resurface_candidates_on_transport_change: bool,
     #[serde(rename = "check_interval_ms", serialize_with = "ser::ms")]
     pub check_interval: Duration,
     pub mdns: MdnsMode,
@@ -374,9 +370,6 @@ pub struct Audio {
     pub auto_gain_control: bool,
     pub high_pass_filter: bool,
     pub noise_suppression: bool,
-    pub transient_suppression: bool,
-    pub mirroring: bool,
-    pub force_enable_track: bool,
     pub opus: Opus,
     pub sim: AudioSim,
     pub alsa: AudioAlsa,
@@ -895,6 +888,7 @@ pub(crate) fn validate(
     let door_parts = door::door_parts(&mut c, root, &buttons, hardware.backend);
     let bluetooth = bluetooth::bluetooth(&mut c, root);
 
+    removed_keys(&mut c, root);
     let lg = root.log.clone().unwrap_or_default();
     let log = Log {
         target: c.copy("log.target", &lg.target, LogTarget::Auto),
@@ -921,6 +915,58 @@ pub(crate) fn validate(
         bluetooth,
         sources: c.files_read,
     })
+}
+
+/// Keys that had no effect and were removed, each with the reason a
+/// technician is shown when a file still sets it.
+const REMOVED: [(&str, &str); 6] = [
+    (
+        "ice.candidate_pool_size",
+        "the WebRTC stack does not gather candidates ahead of a call; gathering starts when the call does",
+    ),
+    (
+        "ice.backup_ping_interval_ms",
+        "the ICE agent keeps only the selected candidate pair alive and pings no backup pairs",
+    ),
+    (
+        "ice.resurface_candidates_on_transport_change",
+        "the WebRTC stack has no transport change to react to; an ICE restart (see ice.receiving_timeout_ms) gathers candidates again",
+    ),
+    (
+        "audio.transient_suppression",
+        "the audio processing has no transient suppressor",
+    ),
+    (
+        "audio.mirroring",
+        "the station never plays its captured audio back locally",
+    ),
+    (
+        "audio.force_enable_track",
+        "the outgoing audio track is always enabled when it is created",
+    ),
+];
+
+/// A file that still sets a removed key gets an error naming it and why.
+fn removed_keys(c: &mut Check, root: &frag::Root) {
+    let ice = root.ice.clone().unwrap_or_default();
+    let audio = root.audio.clone().unwrap_or_default();
+    let set = [
+        &ice.candidate_pool_size,
+        &ice.backup_ping_interval_ms,
+        &ice.resurface_candidates_on_transport_change,
+        &audio.transient_suppression,
+        &audio.mirroring,
+        &audio.force_enable_track,
+    ];
+    for ((key, why), value) in REMOVED.iter().zip(set) {
+        if let Some(v) = value {
+            c.errors.push(ConfigError::Removed {
+                at: v.at.clone(),
+                key: (*key).to_owned(),
+                why: (*why).to_owned(),
+            });
+        }
+    }
 }
 
 fn signaling(c: &mut Check, s: &frag::Signaling) -> Signaling {
@@ -1896,16 +1942,8 @@ fn ice(c: &mut Check, i: &frag::Ice) -> Ice {
     }
 
     Ice {
-        // The range keeps the value within u8.
-        candidate_pool_size: c.int("ice.candidate_pool_size", &i.candidate_pool_size, 0..=255)
-            as u8,
         receiving_timeout: c.millis("ice.receiving_timeout_ms", &i.receiving_timeout_ms),
-        backup_ping_interval: c.millis("ice.backup_ping_interval_ms", &i.backup_ping_interval_ms),
         dscp: c.bool("ice.dscp", &i.dscp),
-        resurface_candidates_on_transport_change: c.bool(
-            "ice.resurface_candidates_on_transport_change",
-            &i.resurface_candidates_on_transport_change,
-        ),
         check_interval: c.millis("ice.check_interval_ms", &i.check_interval_ms),
         mdns: c.copy("ice.mdns", &i.mdns, MdnsMode::Disabled),
         transport_policy,
@@ -2112,9 +2150,6 @@ fn audio(c: &mut Check, a: &frag::Audio) -> Audio {
         auto_gain_control: c.bool("audio.auto_gain_control", &a.auto_gain_control),
         high_pass_filter: c.bool("audio.high_pass_filter", &a.high_pass_filter),
         noise_suppression: c.bool("audio.noise_suppression", &a.noise_suppression),
-        transient_suppression: c.bool("audio.transient_suppression", &a.transient_suppression),
-        mirroring: c.bool("audio.mirroring", &a.mirroring),
-        force_enable_track: c.bool("audio.force_enable_track", &a.force_enable_track),
         opus,
         sim: AudioSim {
             source,

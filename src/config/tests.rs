@@ -67,11 +67,8 @@ fn repo_file(relative: &str) -> PathBuf {
 fn assert_media_defaults(s: &Settings) {
     // Field notes, PeerConnection settings.
     let ice = &s.ice;
-    assert_eq!(ice.candidate_pool_size, 10);
     assert_eq!(ice.receiving_timeout, Duration::from_secs(30));
-    assert_eq!(ice.backup_ping_interval, Duration::from_secs(25));
     assert!(ice.dscp);
-    assert!(ice.resurface_candidates_on_transport_change);
     assert_eq!(ice.check_interval, Duration::from_millis(20));
     assert_eq!(ice.mdns, MdnsMode::Disabled);
     assert_eq!(ice.transport_policy, IceTransportPolicy::All);
@@ -86,9 +83,6 @@ fn assert_media_defaults(s: &Settings) {
     assert!(a.auto_gain_control);
     assert!(a.high_pass_filter);
     assert!(a.noise_suppression);
-    assert!(a.transient_suppression);
-    assert!(!a.mirroring);
-    assert!(a.force_enable_track);
     assert_eq!(
         a.opus,
         Opus {
@@ -444,6 +438,43 @@ fn cross_key_errors_point_at_the_value_set_after_the_defaults() {
 }
 
 /// The key of the one bad value in `text`.
+#[test]
+fn removed_keys_name_file_line_and_why_all_at_once() {
+    let e = err(&[(
+        "site.toml",
+        "[ice]\ncandidate_pool_size = 300\nbackup_ping_interval_ms = 25000\n\
+         resurface_candidates_on_transport_change = true\n\
+         [audio]\ntransient_suppression = true\nmirroring = false\nforce_enable_track = \"x\"\n",
+    )]);
+    let ConfigError::Several(errors) = &e else {
+        panic!("expected six errors, got {e:?}");
+    };
+    let found: Vec<(String, usize)> = errors
+        .iter()
+        .map(|e| match e {
+            ConfigError::Removed { at, key, .. } => (key.clone(), at.line),
+            other => panic!("expected a removed key, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("ice.candidate_pool_size".to_owned(), 2),
+            ("ice.backup_ping_interval_ms".to_owned(), 3),
+            ("ice.resurface_candidates_on_transport_change".to_owned(), 4),
+            ("audio.transient_suppression".to_owned(), 6),
+            ("audio.mirroring".to_owned(), 7),
+            ("audio.force_enable_track".to_owned(), 8),
+        ]
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains("site.toml:2: `ice.candidate_pool_size` was removed: the WebRTC stack does not gather candidates ahead of a call"),
+        "{text}"
+    );
+    assert!(text.contains("delete the line"), "{text}");
+}
+
 fn invalid_key(text: &str) -> String {
     match err(&[("site.toml", text)]) {
         ConfigError::InvalidValue { key, .. } => key,
@@ -478,10 +509,6 @@ fn value_rules() {
     assert_eq!(
         invalid_key("[audio.opus]\nframe_ms = 25\n"),
         "audio.opus.frame_ms"
-    );
-    assert_eq!(
-        invalid_key("[ice]\ncandidate_pool_size = 300\n"),
-        "ice.candidate_pool_size"
     );
     assert_eq!(
         invalid_key("[ice]\nbind_ips = [\"10.0.0.1\", \"eth0\"]\n"),
