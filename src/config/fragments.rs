@@ -11,7 +11,8 @@ use toml::de::{DeTable, DeValue};
 
 use super::error::{ConfigError, Location};
 use super::settings::{
-    AudioBackend, HardwareBackend, IceTransportPolicy, LogTarget, MdnsMode, SignalingMode, TlsMode,
+    AudioBackend, AudioTonesFragment, CallFragment, HardwareBackend, IceTransportPolicy, LogTarget,
+    MdnsMode, SignalingMode, TlsMode,
 };
 use crate::door::LockKind;
 use crate::door::indication::LedPattern;
@@ -168,7 +169,7 @@ fragment! {
         station: Station,
         signaling: Signaling,
         hub: Hub,
-        call: Call,
+        call: CallFragment,
         buttons: Val<Vec<Val<Button>>>,
         ice: Ice,
         audio: Audio,
@@ -292,12 +293,6 @@ fragment! {
         quiet_hours: Val<Vec<Val<String>>>,
     }
 
-    Call {
-        ring_timeout_ms: Val<u64>,
-        connect_timeout_ms: Val<u64>,
-        max_duration_ms: Val<u64>,
-    }
-
     Button {
         name: Val<String>,
         group: Val<String>,
@@ -343,7 +338,7 @@ fragment! {
         sim: AudioSim,
         alsa: AudioAlsa,
         processing: AudioProcessing,
-        tones: AudioTones,
+        tones: AudioTonesFragment,
     }
 
     AudioAlsa {
@@ -365,15 +360,6 @@ fragment! {
     AudioProcessing {
         echo_delay_ms: Val<u64>,
         noise_suppression_level: Val<String>,
-    }
-
-    AudioTones {
-        volume_pct: Val<u64>,
-        ringback: Val<bool>,
-        ringback_hz: Val<u64>,
-        ringback_on_ms: Val<u64>,
-        ringback_off_ms: Val<u64>,
-        door_chime: Val<bool>,
     }
 
     Opus {

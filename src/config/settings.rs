@@ -16,6 +16,11 @@ use super::error::{ConfigError, Location};
 use super::fragments::{self as frag, Val};
 use super::secret::SecretSource;
 
+#[macro_use]
+#[path = "table.rs"]
+mod table;
+use table::int;
+
 #[path = "bluetooth.rs"]
 mod bluetooth;
 #[path = "door.rs"]
@@ -253,15 +258,14 @@ pub struct Answerer {
     pub quiet_hours: crate::hub::quiet::QuietHours,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Call {
-    #[serde(rename = "ring_timeout_ms", serialize_with = "ser::ms")]
-    pub ring_timeout: Duration,
-    /// From "accepted" to media flowing.
-    #[serde(rename = "connect_timeout_ms", serialize_with = "ser::ms")]
-    pub connect_timeout: Duration,
-    #[serde(rename = "max_duration_ms", serialize_with = "ser::ms")]
-    pub max_duration: Duration,
+table! {
+    /// `[call]`: how long a call may ring, connect and last.
+    pub struct Call in CallFragment at "call" {
+        ring_timeout_ms => ring_timeout: Duration = Check::millis,
+        /// From "accepted" to media flowing.
+        connect_timeout_ms => connect_timeout: Duration = Check::millis,
+        max_duration_ms => max_duration: Duration = Check::millis,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -447,18 +451,17 @@ impl NoiseSuppressionLevel {
     }
 }
 
-/// `[audio.tones]`: local tones in the door station's speaker.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct AudioTones {
-    /// Peak level, percent of full scale.
-    pub volume_pct: u8,
-    pub ringback: bool,
-    pub ringback_hz: u32,
-    #[serde(rename = "ringback_on_ms", serialize_with = "ser::ms")]
-    pub ringback_on: Duration,
-    #[serde(rename = "ringback_off_ms", serialize_with = "ser::ms")]
-    pub ringback_off: Duration,
-    pub door_chime: bool,
+table! {
+    /// `[audio.tones]`: local tones in the door station's speaker.
+    pub struct AudioTones in AudioTonesFragment at "audio.tones" {
+        /// Peak level, percent of full scale.
+        volume_pct => volume_pct: u8 = int(0..=100),
+        ringback => ringback: bool = Check::bool,
+        ringback_hz => ringback_hz: u32 = int(100..=4000),
+        ringback_on_ms => ringback_on: Duration = Check::millis,
+        ringback_off_ms => ringback_off: Duration = Check::millis,
+        door_chime => door_chime: bool = Check::bool,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -857,12 +860,7 @@ pub(crate) fn validate(
 
     let signaling = signaling(&mut c, &root.signaling.clone().unwrap_or_default());
     let hub = hub(&mut c, &root.hub.clone().unwrap_or_default());
-    let cl = root.call.clone().unwrap_or_default();
-    let call = Call {
-        ring_timeout: c.millis("call.ring_timeout_ms", &cl.ring_timeout_ms),
-        connect_timeout: c.millis("call.connect_timeout_ms", &cl.connect_timeout_ms),
-        max_duration: c.millis("call.max_duration_ms", &cl.max_duration_ms),
-    };
+    let call = Call::check(&mut c, &root.call.clone().unwrap_or_default());
 
     let buttons = buttons(&mut c, root.buttons.as_ref(), &hub.answerers);
     let ice = ice(&mut c, &root.ice.clone().unwrap_or_default());
@@ -2165,15 +2163,7 @@ fn audio_devices(c: &mut Check, a: &frag::Audio) -> (AudioAlsa, AudioProcessing,
 
     let processing = audio_processing(c, a);
 
-    let t = a.tones.clone().unwrap_or_default();
-    let tones = AudioTones {
-        volume_pct: c.int("audio.tones.volume_pct", &t.volume_pct, 0..=100) as u8,
-        ringback: c.bool("audio.tones.ringback", &t.ringback),
-        ringback_hz: c.int("audio.tones.ringback_hz", &t.ringback_hz, 100..=4000) as u32,
-        ringback_on: c.millis("audio.tones.ringback_on_ms", &t.ringback_on_ms),
-        ringback_off: c.millis("audio.tones.ringback_off_ms", &t.ringback_off_ms),
-        door_chime: c.bool("audio.tones.door_chime", &t.door_chime),
-    };
+    let tones = AudioTones::check(c, &a.tones.clone().unwrap_or_default());
     (alsa, processing, tones)
 }
 
