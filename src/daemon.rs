@@ -24,6 +24,7 @@ use crate::config::{
     self, AudioBackend, ConfigError, HardwareBackend, MdnsMode, Settings, SignalingMode, SimSource,
 };
 use crate::config::{AlsaPacing, BluetoothBackend, BluetoothPairing, NoiseSuppressionLevel};
+use crate::config::{IceServerAuth, RemoteSignaling};
 use crate::control;
 use crate::controller::{Controller, Devices, Inputs};
 use crate::door::{DoorSettings, LedPlan};
@@ -113,16 +114,19 @@ pub fn ice_servers(settings: &Settings) -> Result<Vec<IceServerSpec>, ConfigErro
         .servers
         .iter()
         .map(|s| {
-            let auth = match (&s.shared_secret, &s.username, &s.credential) {
-                (Some(src), _, _) => IceAuth::SharedSecret {
-                    secret: config::read_secret(src)?.expose().to_owned(),
-                    ttl: s.credential_ttl,
+            let auth = match &s.auth {
+                IceServerAuth::SharedSecret { secret, ttl } => IceAuth::SharedSecret {
+                    secret: config::read_secret(secret)?.expose().to_owned(),
+                    ttl: *ttl,
                 },
-                (None, Some(username), Some(src)) => IceAuth::Static {
+                IceServerAuth::LongTerm {
+                    username,
+                    credential,
+                } => IceAuth::Static {
                     username: username.clone(),
-                    credential: config::read_secret(src)?.expose().to_owned(),
+                    credential: config::read_secret(credential)?.expose().to_owned(),
                 },
-                _ => IceAuth::None,
+                IceServerAuth::None => IceAuth::None,
             };
             Ok(IceServerSpec {
                 urls: s.urls.clone(),
@@ -247,11 +251,8 @@ fn push_subject(settings: &Settings) -> String {
 
 pub fn media_settings(settings: &Settings) -> MediaSettings {
     MediaSettings {
-        candidate_pool_size: settings.ice.candidate_pool_size,
         receiving_timeout: settings.ice.receiving_timeout,
-        backup_ping_interval: settings.ice.backup_ping_interval,
         dscp_ef: settings.ice.dscp,
-        resurface_on_transport_change: settings.ice.resurface_candidates_on_transport_change,
         ice_check_interval: settings.ice.check_interval,
         mdns: match settings.ice.mdns {
             MdnsMode::Disabled => media::MdnsMode::Disabled,
@@ -644,9 +645,9 @@ pub async fn start_station(
     let ice = ice_servers(settings)?;
 
     // Signaling: our own hub (standalone) or an external one.
-    let (url, token, hub_addr, hub_tls) = match settings.signaling.mode {
-        SignalingMode::Standalone => join_own_hub(settings, &cancel, tracker).await?,
-        SignalingMode::Hub | SignalingMode::SocketIo => external_hub(settings)?,
+    let (url, token, hub_addr, hub_tls) = match settings.signaling.target.remote() {
+        None => join_own_hub(settings, &cancel, tracker).await?,
+        Some(remote) => external_hub(remote)?,
     };
     let (sig_tx, sig_rx) = mpsc::channel(256);
     let signaling = spawn_signaling(settings, url, token, sig_tx, &cancel, tracker)?;
@@ -745,33 +746,11 @@ async fn join_own_hub(
     Ok((url, token, Some(addr), started.tls))
 }
 
-/// A separate hub (or Socket.IO server): its URL and token from the
-/// settings.
-fn external_hub(settings: &Settings) -> Result<SignalingTarget, DaemonError> {
-    let why = format!("signaling.mode = \"{}\"", settings.signaling.mode.as_str());
-    let url = settings
-        .signaling
-        .url
-        .clone()
-        .ok_or_else(|| ConfigError::Missing {
-            key: "signaling.url".into(),
-            why: why.clone(),
-            files_read: settings.sources.clone(),
-            add_to: settings.sources.last().cloned().unwrap_or_default(),
-        })?;
-    let src = settings
-        .signaling
-        .token
-        .clone()
-        .ok_or_else(|| ConfigError::Missing {
-            key: "signaling.token_file".into(),
-            why,
-            files_read: settings.sources.clone(),
-            add_to: settings.sources.last().cloned().unwrap_or_default(),
-        })?;
+/// A separate hub (or Socket.IO server): its URL and the token read.
+fn external_hub(remote: &RemoteSignaling) -> Result<SignalingTarget, DaemonError> {
     Ok((
-        url,
-        config::read_secret(&src)?.expose().to_owned(),
+        remote.url.expose().to_owned(),
+        config::read_secret(&remote.token)?.expose().to_owned(),
         None,
         None,
     ))
@@ -785,7 +764,7 @@ fn spawn_signaling(
     cancel: &CancellationToken,
     tracker: &TaskTracker,
 ) -> Result<client::SignalingHandle, DaemonError> {
-    let wire = match settings.signaling.mode {
+    let wire = match settings.signaling.target.mode() {
         SignalingMode::SocketIo => {
             let sio = &settings.signaling.socketio;
             Wire::SocketIo(SocketIoWire::new(

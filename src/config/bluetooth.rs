@@ -2,11 +2,13 @@
 //! Profile. Only the settings live here; the PIN itself is read from its
 //! file when pairing starts, never kept in the TOML.
 
-use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{Check, kv, ms, q};
+use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
+
+use super::{Check, ser};
 use crate::config::fragments as frag;
 use crate::config::secret::SecretSource;
 
@@ -19,6 +21,22 @@ pub enum BluetoothPairing {
     Pin(SecretSource),
 }
 
+/// `pairing`, and `pin_file` for a PIN (flattened into `[bluetooth]`).
+impl Serialize for BluetoothPairing {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("pairing", self.as_str())?;
+        match self {
+            BluetoothPairing::Pin(SecretSource::File(path)) => {
+                map.serialize_entry("pin_file", path)?;
+            }
+            // Credentials are not offered for the PIN.
+            BluetoothPairing::Pin(SecretSource::Credential(_)) | BluetoothPairing::JustWorks => {}
+        }
+        map.end()
+    }
+}
+
 impl BluetoothPairing {
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -29,7 +47,8 @@ impl BluetoothPairing {
 }
 
 /// Which Bluetooth stack the daemon drives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum BluetoothBackend {
     /// BlueZ over the system D-Bus (bluer).
     Bluez,
@@ -47,16 +66,19 @@ impl BluetoothBackend {
 }
 
 /// `[bluetooth]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BluetoothConfig {
     pub enabled: bool,
     pub backend: BluetoothBackend,
     /// The adapter's name (`hci0`); `None`: BlueZ's default adapter.
+    #[serde(serialize_with = "ser::or_empty")]
     pub adapter: Option<String>,
     /// Discoverable while pairing is open.
     pub discoverable: bool,
+    #[serde(flatten)]
     pub pairing: BluetoothPairing,
     /// Pairing closes again after this long.
+    #[serde(rename = "pairing_timeout_ms", serialize_with = "ser::ms")]
     pub pairing_timeout: Duration,
     /// Choose mSBC (16 kHz) over CVSD (8 kHz) when the headset offers it.
     pub prefer_msbc: bool,
@@ -158,23 +180,4 @@ pub(super) fn bluetooth(c: &mut Check, root: &frag::Root) -> BluetoothConfig {
         pairing_timeout: Duration::from_millis(timeout),
         prefer_msbc,
     }
-}
-
-pub(super) fn dump(w: &mut String, s: &super::Settings) {
-    let b = &s.bluetooth;
-    let _ = writeln!(w, "\n[bluetooth]");
-    kv(w, "enabled", &b.enabled.to_string());
-    kv(w, "backend", &q(b.backend.as_str()));
-    kv(w, "adapter", &q(b.adapter.as_deref().unwrap_or("")));
-    kv(w, "discoverable", &b.discoverable.to_string());
-    kv(w, "pairing", &q(b.pairing.as_str()));
-    match &b.pairing {
-        BluetoothPairing::Pin(SecretSource::File(path)) => {
-            kv(w, "pin_file", &q(&path.display().to_string()));
-        }
-        // Credentials are not offered for the PIN.
-        BluetoothPairing::Pin(SecretSource::Credential(_)) | BluetoothPairing::JustWorks => {}
-    }
-    kv(w, "pairing_timeout_ms", &ms(b.pairing_timeout));
-    kv(w, "prefer_msbc", &b.prefer_msbc.to_string());
 }

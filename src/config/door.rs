@@ -4,24 +4,31 @@
 //! found here; whether a named line exists is only known on the device.
 
 use std::fmt;
-use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::{Button, Check, HardwareBackend, NEVER, kv, ms, q};
+use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
+
+use super::{Button, Check, HardwareBackend, NEVER, ser};
 use crate::config::error::Location;
 use crate::config::fragments::{self as frag, Val};
 use crate::door::LockKind;
 use crate::door::indication::{LedPattern, StationState};
 
 /// `[door]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DoorConfig {
     pub lock: LockKind,
+    #[serde(rename = "pulse_ms", serialize_with = "ser::ms")]
     pub pulse: Duration,
+    #[serde(rename = "held_open_alarm_ms", serialize_with = "ser::ms")]
     pub held_open_alarm: Duration,
     /// `None`: tamper raises an event but does not lock remote opening out.
+    #[serde(rename = "tamper_lockout_ms", serialize_with = "ser::ms_or_zero")]
     pub tamper_lockout: Option<Duration>,
+    #[serde(rename = "remote_open_interval_ms", serialize_with = "ser::ms")]
     pub remote_open_interval: Duration,
+    #[serde(rename = "long_press_ms", serialize_with = "ser::ms")]
     pub long_press: Duration,
 }
 
@@ -34,6 +41,21 @@ pub enum LineRef {
     Offset { chip: String, offset: u32 },
 }
 
+/// `line = "<name>"`, or `chip` and `offset` (flattened into the table).
+impl Serialize for LineRef {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        match self {
+            LineRef::Name(n) => map.serialize_entry("line", n)?,
+            LineRef::Offset { chip, offset } => {
+                map.serialize_entry("chip", chip)?;
+                map.serialize_entry("offset", offset)?;
+            }
+        }
+        map.end()
+    }
+}
+
 impl fmt::Display for LineRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -44,7 +66,8 @@ impl fmt::Display for LineRef {
 }
 
 /// Pull resistor of an input line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Bias {
     /// Leave the line as the board set it up.
     AsIs,
@@ -75,12 +98,14 @@ impl Bias {
 }
 
 /// One GPIO line as configured.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct LineSpec {
+    #[serde(flatten)]
     pub line: LineRef,
     /// The line is asserted at low voltage.
     pub active_low: bool,
     /// Where the line was configured, for errors found on the device.
+    #[serde(skip)]
     pub at: Location,
 }
 
@@ -94,7 +119,7 @@ impl PartialEq for LineSpec {
 impl Eq for LineSpec {}
 
 /// `[[leds]]`: one LED, its pattern per state, and its line on a GPIO board.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LedConfig {
     pub name: String,
     pub idle: LedPattern,
@@ -104,6 +129,7 @@ pub struct LedConfig {
     pub door_open: LedPattern,
     pub fault: LedPattern,
     pub pairing: LedPattern,
+    #[serde(flatten)]
     pub line: Option<LineSpec>,
 }
 
@@ -119,6 +145,18 @@ pub enum InputKind {
     Service,
 }
 
+/// `kind`, and `button` for a call button (flattened into the table).
+impl Serialize for InputKind {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("kind", self.kind_str())?;
+        if let InputKind::Button(b) = self {
+            map.serialize_entry("button", b)?;
+        }
+        map.end()
+    }
+}
+
 impl InputKind {
     pub fn kind_str(&self) -> &'static str {
         match self {
@@ -132,21 +170,26 @@ impl InputKind {
 }
 
 /// `[[inputs]]`: one input line.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct InputConfig {
+    #[serde(flatten)]
     pub kind: InputKind,
+    #[serde(flatten)]
     pub line: LineSpec,
     pub bias: Bias,
     /// Kernel debounce period.
+    #[serde(rename = "debounce_ms", serialize_with = "ser::ms")]
     pub debounce: Duration,
 }
 
 /// `[gpio]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GpioConfig {
     /// Default debounce of `[[inputs]]`.
+    #[serde(rename = "debounce_ms", serialize_with = "ser::ms")]
     pub debounce: Duration,
     /// The lock relay's line; required with `hardware.backend = "gpio"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub relay: Option<LineSpec>,
 }
 
@@ -542,64 +585,5 @@ fn lines_used_once(c: &mut Check, used: &[Used]) {
             };
             c.invalid(&later.at, &later.key, reason);
         }
-    }
-}
-
-fn line_kv(w: &mut String, spec: &LineSpec) {
-    match &spec.line {
-        LineRef::Name(n) => kv(w, "line", &q(n)),
-        LineRef::Offset { chip, offset } => {
-            kv(w, "chip", &q(chip));
-            kv(w, "offset", &offset.to_string());
-        }
-    }
-    kv(w, "active_low", &spec.active_low.to_string());
-}
-
-pub(super) fn dump(w: &mut String, s: &super::Settings) {
-    let d = &s.door;
-    let _ = writeln!(w, "\n[door]");
-    kv(w, "lock", &q(d.lock.as_str()));
-    kv(w, "pulse_ms", &ms(d.pulse));
-    kv(w, "held_open_alarm_ms", &ms(d.held_open_alarm));
-    kv(
-        w,
-        "tamper_lockout_ms",
-        &d.tamper_lockout.map_or_else(|| "0".to_owned(), ms),
-    );
-    kv(w, "remote_open_interval_ms", &ms(d.remote_open_interval));
-    kv(w, "long_press_ms", &ms(d.long_press));
-
-    let _ = writeln!(w, "\n[gpio]");
-    kv(w, "debounce_ms", &ms(s.gpio.debounce));
-    if let Some(relay) = &s.gpio.relay {
-        let _ = writeln!(w, "\n[gpio.relay]");
-        line_kv(w, relay);
-    }
-
-    for l in &s.leds {
-        let _ = writeln!(w, "\n[[leds]]");
-        kv(w, "name", &q(&l.name));
-        kv(w, "idle", &q(l.idle.as_str()));
-        kv(w, "signaling_down", &q(l.signaling_down.as_str()));
-        kv(w, "ringing", &q(l.ringing.as_str()));
-        kv(w, "in_call", &q(l.in_call.as_str()));
-        kv(w, "door_open", &q(l.door_open.as_str()));
-        kv(w, "fault", &q(l.fault.as_str()));
-        kv(w, "pairing", &q(l.pairing.as_str()));
-        if let Some(spec) = &l.line {
-            line_kv(w, spec);
-        }
-    }
-
-    for i in &s.inputs {
-        let _ = writeln!(w, "\n[[inputs]]");
-        kv(w, "kind", &q(i.kind.kind_str()));
-        if let InputKind::Button(b) = &i.kind {
-            kv(w, "button", &q(b));
-        }
-        line_kv(w, &i.line);
-        kv(w, "bias", &q(i.bias.as_str()));
-        kv(w, "debounce_ms", &i.debounce.as_millis().to_string());
     }
 }

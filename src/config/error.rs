@@ -77,6 +77,15 @@ pub enum ConfigError {
         reason: String,
     },
 
+    /// A key this version no longer has because it had no effect.
+    #[error("{at}: `{key}` was removed: {why}; delete the line")]
+    Removed {
+        at: Location,
+        key: String,
+        /// Why it did nothing.
+        why: String,
+    },
+
     /// A value that must be set (given the rest of the configuration) is not.
     #[error(
         "missing required key `{key}`: {why}; files read: {}; add it to {}",

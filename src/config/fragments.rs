@@ -11,7 +11,8 @@ use toml::de::{DeTable, DeValue};
 
 use super::error::{ConfigError, Location};
 use super::settings::{
-    AudioBackend, HardwareBackend, IceTransportPolicy, LogTarget, MdnsMode, SignalingMode, TlsMode,
+    AudioBackend, AudioTonesFragment, CallFragment, HardwareBackend, IceTransportPolicy, LogTarget,
+    MdnsMode, SignalingMode, TlsMode,
 };
 use crate::door::LockKind;
 use crate::door::indication::LedPattern;
@@ -53,6 +54,19 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Val<T> {
             at: Location::new(PathBuf::new(), 0),
             span,
         })
+    }
+}
+
+/// The value of a key this version no longer has: any value is read, then
+/// refused in validation with the reason it was removed (see
+/// `settings::REMOVED`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Removed;
+
+impl<'de> Deserialize<'de> for Removed {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(deserializer)?;
+        Ok(Removed)
     }
 }
 
@@ -127,6 +141,7 @@ leaf!(
     LogTarget,
     LockKind,
     LedPattern,
+    Removed,
 );
 
 /// Declares a table of the fragment: all keys optional, unknown keys refused.
@@ -154,7 +169,7 @@ fragment! {
         station: Station,
         signaling: Signaling,
         hub: Hub,
-        call: Call,
+        call: CallFragment,
         buttons: Val<Vec<Val<Button>>>,
         ice: Ice,
         audio: Audio,
@@ -278,23 +293,17 @@ fragment! {
         quiet_hours: Val<Vec<Val<String>>>,
     }
 
-    Call {
-        ring_timeout_ms: Val<u64>,
-        connect_timeout_ms: Val<u64>,
-        max_duration_ms: Val<u64>,
-    }
-
     Button {
         name: Val<String>,
         group: Val<String>,
     }
 
     Ice {
-        candidate_pool_size: Val<u64>,
+        candidate_pool_size: Val<Removed>,
         receiving_timeout_ms: Val<u64>,
-        backup_ping_interval_ms: Val<u64>,
+        backup_ping_interval_ms: Val<Removed>,
         dscp: Val<bool>,
-        resurface_candidates_on_transport_change: Val<bool>,
+        resurface_candidates_on_transport_change: Val<Removed>,
         check_interval_ms: Val<u64>,
         mdns: Val<MdnsMode>,
         transport_policy: Val<IceTransportPolicy>,
@@ -322,14 +331,14 @@ fragment! {
         auto_gain_control: Val<bool>,
         high_pass_filter: Val<bool>,
         noise_suppression: Val<bool>,
-        transient_suppression: Val<bool>,
-        mirroring: Val<bool>,
-        force_enable_track: Val<bool>,
+        transient_suppression: Val<Removed>,
+        mirroring: Val<Removed>,
+        force_enable_track: Val<Removed>,
         opus: Opus,
         sim: AudioSim,
         alsa: AudioAlsa,
         processing: AudioProcessing,
-        tones: AudioTones,
+        tones: AudioTonesFragment,
     }
 
     AudioAlsa {
@@ -351,15 +360,6 @@ fragment! {
     AudioProcessing {
         echo_delay_ms: Val<u64>,
         noise_suppression_level: Val<String>,
-    }
-
-    AudioTones {
-        volume_pct: Val<u64>,
-        ringback: Val<bool>,
-        ringback_hz: Val<u64>,
-        ringback_on_ms: Val<u64>,
-        ringback_off_ms: Val<u64>,
-        door_chime: Val<bool>,
     }
 
     Opus {

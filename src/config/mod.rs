@@ -12,6 +12,7 @@
 mod error;
 mod fragments;
 mod secret;
+mod ser;
 mod settings;
 
 #[cfg(test)]
@@ -23,14 +24,15 @@ pub use error::{BUILTIN_DEFAULTS, ConfigError, EX_CONFIG, Location};
 pub use secret::{
     Secret, SecretSource, create_private_dir, read_secret, read_secret_in, write_private_file,
 };
-pub use settings::redact_url;
+pub use secret::{SecretUrl, redact_url};
 pub use settings::{
     AlsaPacing, AudioAlsa, AudioProcessing, AudioTones, MixerControl, NoiseSuppressionLevel,
 };
 pub use settings::{
     Answerer, Audio, AudioBackend, AudioSim, Button, Call, Door, Hardware, HardwareBackend,
-    HardwareSim, Hub, Ice, IceServer, IceTransportPolicy, Log, LogTarget, MdnsMode, Opus, Settings,
-    Signaling, SignalingMode, SimEchoPath, SimSource, Station,
+    HardwareSim, Hub, Ice, IceServer, IceServerAuth, IceTransportPolicy, Log, LogTarget, MdnsMode,
+    Opus, RemoteSignaling, Settings, Signaling, SignalingMode, SignalingTarget, SimEchoPath,
+    SimSource, Station,
 };
 pub use settings::{
     Bias, DoorConfig, GpioConfig, InputConfig, InputKind, LedConfig, LineRef, LineSpec,

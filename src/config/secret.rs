@@ -69,6 +69,96 @@ impl fmt::Display for Secret {
     }
 }
 
+/// In the configuration dump a secret value shows as a marker, never as
+/// itself.
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(REDACTED)
+    }
+}
+
+/// What a hidden value shows as.
+pub const REDACTED: &str = "<redacted>";
+
+/// A URL that may carry secrets in its user information or query
+/// (`wss://user:pw@hub/ws?token=…`). `Debug`, `Display` and `Serialize`
+/// show it with those parts as `<redacted>` (see [`redact_url`]); use
+/// [`SecretUrl::expose`] to connect.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        SecretUrl(url.into())
+    }
+
+    /// The URL as configured.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", redact_url(&self.0))
+    }
+}
+
+impl fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact_url(&self.0))
+    }
+}
+
+impl serde::Serialize for SecretUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&redact_url(&self.0))
+    }
+}
+
+/// Hides the user information and the query values (`?token=…`) of a URL;
+/// a URL with neither is returned as written. Text that is not a URL but
+/// has an `@` or `?` is hidden whole.
+pub fn redact_url(text: &str) -> String {
+    use std::fmt::Write as _;
+    let Ok(url) = url::Url::parse(text) else {
+        return match text.contains(['@', '?']) {
+            true => REDACTED.to_owned(),
+            false => text.to_owned(),
+        };
+    };
+    let userinfo = !url.username().is_empty() || url.password().is_some();
+    if !userinfo && url.query().is_none() && url.fragment().is_none() {
+        return text.to_owned();
+    }
+    let mut out = format!("{}:", url.scheme());
+    if let Some(host) = url.host_str() {
+        out.push_str("//");
+        if userinfo {
+            let _ = write!(out, "{REDACTED}@");
+        }
+        out.push_str(host);
+        if let Some(port) = url.port() {
+            let _ = write!(out, ":{port}");
+        }
+    }
+    out.push_str(url.path());
+    if let Some(query) = url.query() {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) => format!("{k}={REDACTED}"),
+                None => p.to_owned(),
+            })
+            .collect();
+        let _ = write!(out, "?{}", params.join("&"));
+    }
+    if url.fragment().is_some() {
+        let _ = write!(out, "#{REDACTED}");
+    }
+    out
+}
+
 /// Reads a secret, resolving credentials through `$CREDENTIALS_DIRECTORY`.
 /// Trailing line breaks are removed (editors and `echo` add one).
 pub fn read_secret(source: &SecretSource) -> Result<Secret, ConfigError> {

@@ -8,11 +8,18 @@ use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+use super::ser;
 
 use super::error::{ConfigError, Location};
 use super::fragments::{self as frag, Val};
 use super::secret::SecretSource;
+
+#[macro_use]
+#[path = "table.rs"]
+mod table;
+use table::int;
 
 #[path = "bluetooth.rs"]
 mod bluetooth;
@@ -24,7 +31,7 @@ pub use door::{
 };
 
 /// The whole configuration after merging and validation.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Settings {
     pub station: Station,
     pub signaling: Signaling,
@@ -41,26 +48,29 @@ pub struct Settings {
     /// `[[leds]]`: at least one.
     pub leds: Vec<LedConfig>,
     /// `[[inputs]]`: input lines of a GPIO board.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub inputs: Vec<InputConfig>,
     pub gpio: GpioConfig,
     /// `[bluetooth]`: a headset for the call audio.
     pub bluetooth: BluetoothConfig,
     /// The fragments merged, in order (the built-in defaults first).
+    #[serde(skip)]
     pub sources: Vec<PathBuf>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Station {
     /// `[A-Za-z0-9_-]{1,64}`
     pub id: String,
     pub name: String,
     /// The local control socket (`intercomd bt pair` talks to the running
     /// daemon through it); `None` when switched off with an empty value.
+    #[serde(serialize_with = "ser::or_empty")]
     pub control_socket: Option<PathBuf>,
 }
 
 /// How this station reaches the signaling service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SignalingMode {
     /// Run the hub in this process and connect to it over loopback.
@@ -71,32 +81,92 @@ pub enum SignalingMode {
     SocketIo,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Signaling {
-    pub mode: SignalingMode,
-    /// `ws://` or `wss://`; always set unless `mode` is standalone.
-    pub url: Option<String>,
-    /// Always set unless `mode` is standalone.
-    pub token: Option<SecretSource>,
+    /// `mode`, and for a separate service its `url` and token.
+    #[serde(flatten)]
+    pub target: SignalingTarget,
+    #[serde(rename = "reconnect_initial_ms", serialize_with = "ser::ms")]
     pub reconnect_initial: Duration,
+    #[serde(rename = "reconnect_max_ms", serialize_with = "ser::ms")]
     pub reconnect_max: Duration,
     /// Fraction of each backoff delay randomised, 0..=1.
     pub reconnect_jitter: f64,
+    #[serde(rename = "connect_timeout_ms", serialize_with = "ser::ms")]
     pub connect_timeout: Duration,
+    #[serde(rename = "keepalive_interval_ms", serialize_with = "ser::ms")]
     pub keepalive_interval: Duration,
     /// Greater than `keepalive_interval`.
+    #[serde(rename = "dead_peer_timeout_ms", serialize_with = "ser::ms")]
     pub dead_peer_timeout: Duration,
     pub max_message_bytes: usize,
     /// Extra trust anchor (PEM) for a `wss://` hub, besides the system's.
+    #[serde(serialize_with = "ser::or_empty")]
     pub ca_file: Option<PathBuf>,
     /// `ws://` to a host other than loopback, allowed explicitly.
     pub allow_insecure_ws: bool,
     pub socketio: SocketIo,
 }
 
+/// Where this station finds the signaling service: validated together, so
+/// a separate service always comes with its URL and token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignalingTarget {
+    /// Run the hub in this process and connect to it over loopback.
+    Standalone,
+    /// An external intercomd hub.
+    Hub(RemoteSignaling),
+    /// An external Socket.IO v4 server (`[signaling.socketio]`).
+    SocketIo(RemoteSignaling),
+}
+
+/// A signaling service on another machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteSignaling {
+    /// `ws://` or `wss://`.
+    pub url: super::SecretUrl,
+    pub token: SecretSource,
+}
+
+impl SignalingTarget {
+    pub fn mode(&self) -> SignalingMode {
+        match self {
+            SignalingTarget::Standalone => SignalingMode::Standalone,
+            SignalingTarget::Hub(_) => SignalingMode::Hub,
+            SignalingTarget::SocketIo(_) => SignalingMode::SocketIo,
+        }
+    }
+
+    /// The separate service, unless standalone.
+    pub fn remote(&self) -> Option<&RemoteSignaling> {
+        match self {
+            SignalingTarget::Standalone => None,
+            SignalingTarget::Hub(r) | SignalingTarget::SocketIo(r) => Some(r),
+        }
+    }
+}
+
+/// `mode`, `url` (`""` when standalone) and `token_file` /
+/// `token_credential`, flattened into `[signaling]`.
+impl Serialize for SignalingTarget {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("mode", &self.mode())?;
+        match self.remote() {
+            Some(r) => {
+                map.serialize_entry("url", &r.url)?;
+                ser::secret_entry(&mut map, "token", Some(&r.token))?;
+            }
+            None => map.serialize_entry("url", "")?,
+        }
+        map.end()
+    }
+}
+
 /// How protocol messages map onto a Socket.IO v4 server's namespace and
 /// event names (`signaling.mode = "socketio"`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SocketIo {
     /// `/` or `/name`.
     pub namespace: String,
@@ -106,24 +176,31 @@ pub struct SocketIo {
     pub events: std::collections::BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Hub {
     /// HTTPS and WSS unless `tls` is `None`.
     pub listen: SocketAddr,
     /// Plain HTTP on a loopback address (a browser on this machine).
+    #[serde(serialize_with = "ser::or_empty")]
     pub loopback_listen: Option<SocketAddr>,
     /// Plain HTTP that only redirects to HTTPS.
+    #[serde(serialize_with = "ser::or_empty")]
     pub redirect_listen: Option<SocketAddr>,
     /// Certificates, keys and the hub's records; created 0700.
     pub state_dir: PathBuf,
     /// Where the certificate comes from; `None`: `tls.mode = "off"`.
+    #[serde(serialize_with = "ser::hub_tls")]
     pub tls: Option<crate::hub::tls::TlsSource>,
+    #[serde(rename = "ping_interval_ms", serialize_with = "ser::ms")]
     pub ping_interval: Duration,
+    #[serde(rename = "hello_timeout_ms", serialize_with = "ser::ms")]
     pub hello_timeout: Duration,
     /// Timeouts and caps of the hub's connections.
+    #[serde(flatten)]
     pub conn: HubConn,
     /// The https:// address residents should open (`hub.public_url`); the
     /// answering page points at it when it was opened without a microphone.
+    #[serde(serialize_with = "ser::or_empty")]
     pub public_url: Option<String>,
     /// Door stations allowed to connect (in standalone mode the local
     /// station is added by the daemon, not listed here).
@@ -133,9 +210,11 @@ pub struct Hub {
 }
 
 /// Connection hygiene of the hub's listeners.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HubConn {
+    #[serde(rename = "header_read_timeout_ms", serialize_with = "ser::ms")]
     pub header_read_timeout: Duration,
+    #[serde(rename = "idle_timeout_ms", serialize_with = "ser::ms")]
     pub idle_timeout: Duration,
     pub max_connections: usize,
     pub max_connections_per_address: usize,
@@ -144,52 +223,59 @@ pub struct HubConn {
 }
 
 /// `[hub.push]`: Web Push to residents' phones.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HubPush {
     pub enabled: bool,
     /// The VAPID `sub` claim; `None`: derived (public_url, else mailto).
+    #[serde(serialize_with = "ser::or_empty")]
     pub subject: Option<String>,
     /// Extra trust (PEM) for push services besides the system's CAs.
+    #[serde(serialize_with = "ser::or_empty")]
     pub ca_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Door {
     pub id: String,
     pub name: String,
+    #[serde(flatten, serialize_with = "ser::token")]
     pub token: SecretSource,
     /// The ring groups this door may ring.
     pub groups: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Answerer {
     pub id: String,
     pub name: String,
+    #[serde(flatten, serialize_with = "ser::token")]
     pub token: SecretSource,
     pub groups: Vec<String>,
     /// May call the hub's doors (monitor / talk to the door).
     pub call_door: bool,
     /// When this answerer is neither rung nor pushed.
+    #[serde(serialize_with = "ser::quiet_hours")]
     pub quiet_hours: crate::hub::quiet::QuietHours,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Call {
-    pub ring_timeout: Duration,
-    /// From "accepted" to media flowing.
-    pub connect_timeout: Duration,
-    pub max_duration: Duration,
+table! {
+    /// `[call]`: how long a call may ring, connect and last.
+    pub struct Call in CallFragment at "call" {
+        ring_timeout_ms => ring_timeout: Duration = Check::millis,
+        /// From "accepted" to media flowing.
+        connect_timeout_ms => connect_timeout: Duration = Check::millis,
+        max_duration_ms => max_duration: Duration = Check::millis,
+    }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Button {
     pub name: String,
     /// The answerer group this button rings.
     pub group: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MdnsMode {
     Disabled,
@@ -197,66 +283,97 @@ pub enum MdnsMode {
     QueryAndGather,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IceTransportPolicy {
     All,
     Relay,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Ice {
-    pub candidate_pool_size: u8,
+    #[serde(rename = "receiving_timeout_ms", serialize_with = "ser::ms")]
     pub receiving_timeout: Duration,
-    pub backup_ping_interval: Duration,
     pub dscp: bool,
-    pub resurface_candidates_on_transport_change: bool,
+    #[serde(rename = "check_interval_ms", serialize_with = "ser::ms")]
     pub check_interval: Duration,
     pub mdns: MdnsMode,
     pub transport_policy: IceTransportPolicy,
     /// Empty: all interfaces.
     pub bind_ips: Vec<IpAddr>,
     /// Extra trust anchor (PEM) for `turns:` servers.
+    #[serde(serialize_with = "ser::or_empty")]
     pub turn_ca_file: Option<PathBuf>,
     /// Offer `a=setup:active`: this station is the DTLS client.
     pub offer_dtls_client: bool,
     /// ICE connected → DTLS connected longer than this: a new session.
+    #[serde(rename = "dtls_timeout_ms", serialize_with = "ser::ms")]
     pub dtls_timeout: Duration,
     /// Attempts per call to bring a lost or stalled media path back.
     pub max_restarts: u32,
     pub servers: Vec<IceServer>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct IceServer {
     /// `stun:`, `stuns:`, `turn:` or `turns:` URLs.
     pub urls: Vec<String>,
-    /// Long-term credentials (with `credential`), unless `shared_secret`.
-    pub username: Option<String>,
-    pub credential: Option<SecretSource>,
-    /// TURN REST scheme: per-client credentials derived from this secret.
-    pub shared_secret: Option<SecretSource>,
-    /// Lifetime of credentials derived from `shared_secret`.
-    pub credential_ttl: Duration,
+    #[serde(flatten)]
+    pub auth: IceServerAuth,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// How a station authenticates to an ICE server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IceServerAuth {
+    /// A STUN server without credentials.
+    None,
+    /// Long-term credentials (`username` and `credential_file`).
+    LongTerm {
+        username: String,
+        credential: SecretSource,
+    },
+    /// TURN REST scheme: per-client credentials derived from this secret,
+    /// valid for `ttl` (`secret_file` and `credential_ttl_s`).
+    SharedSecret { secret: SecretSource, ttl: Duration },
+}
+
+/// The keys of [`IceServerAuth`], flattened into `[[ice.servers]]`.
+impl Serialize for IceServerAuth {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        match self {
+            IceServerAuth::None => {}
+            IceServerAuth::LongTerm {
+                username,
+                credential,
+            } => {
+                map.serialize_entry("username", username)?;
+                ser::secret_entry(&mut map, "credential", Some(credential))?;
+            }
+            IceServerAuth::SharedSecret { secret, ttl } => {
+                ser::secret_entry(&mut map, "secret", Some(secret))?;
+                map.serialize_entry("credential_ttl_s", &ttl.as_secs())?;
+            }
+        }
+        map.end()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AudioBackend {
     Sim,
     Alsa,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Audio {
     pub backend: AudioBackend,
     pub echo_cancellation: bool,
     pub auto_gain_control: bool,
     pub high_pass_filter: bool,
     pub noise_suppression: bool,
-    pub transient_suppression: bool,
-    pub mirroring: bool,
-    pub force_enable_track: bool,
     pub opus: Opus,
     pub sim: AudioSim,
     pub alsa: AudioAlsa,
@@ -265,24 +382,31 @@ pub struct Audio {
 }
 
 /// `[audio.alsa]`: the sound card, used with `backend = "alsa"`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AudioAlsa {
     pub capture_device: String,
     pub playback_device: String,
+    #[serde(rename = "period_ms", serialize_with = "ser::ms")]
     pub period: Duration,
+    #[serde(rename = "buffer_ms", serialize_with = "ser::ms")]
     pub buffer: Duration,
     pub pacing: AlsaPacing,
     pub mixer_device: String,
+    #[serde(flatten, serialize_with = "ser::capture_control")]
     pub capture_control: Option<MixerControl>,
+    #[serde(flatten, serialize_with = "ser::playback_control")]
     pub playback_control: Option<MixerControl>,
+    #[serde(rename = "reopen_initial_ms", serialize_with = "ser::ms")]
     pub reopen_initial: Duration,
+    #[serde(rename = "reopen_max_ms", serialize_with = "ser::ms")]
     pub reopen_max: Duration,
     /// SCHED_FIFO priority of the audio thread; 0: normal scheduling.
     pub realtime_priority: u8,
 }
 
 /// What paces the audio thread.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AlsaPacing {
     /// The sound card's clock (blocking reads): for real devices.
     Device,
@@ -291,7 +415,7 @@ pub enum AlsaPacing {
 }
 
 /// A mixer control set when the device opens.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MixerControl {
     pub name: String,
     pub volume_pct: u8,
@@ -299,14 +423,16 @@ pub struct MixerControl {
 
 /// `[audio.processing]`: details of the capture processing switched on by
 /// the `[audio]` keys.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AudioProcessing {
     /// Speaker-to-microphone delay of the board; `None`: estimated.
+    #[serde(rename = "echo_delay_ms", serialize_with = "ser::ms_or_zero")]
     pub echo_delay: Option<Duration>,
     pub noise_suppression_level: NoiseSuppressionLevel,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum NoiseSuppressionLevel {
     Low,
     Moderate,
@@ -325,19 +451,20 @@ impl NoiseSuppressionLevel {
     }
 }
 
-/// `[audio.tones]`: local tones in the door station's speaker.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AudioTones {
-    /// Peak level, percent of full scale.
-    pub volume_pct: u8,
-    pub ringback: bool,
-    pub ringback_hz: u32,
-    pub ringback_on: Duration,
-    pub ringback_off: Duration,
-    pub door_chime: bool,
+table! {
+    /// `[audio.tones]`: local tones in the door station's speaker.
+    pub struct AudioTones in AudioTonesFragment at "audio.tones" {
+        /// Peak level, percent of full scale.
+        volume_pct => volume_pct: u8 = int(0..=100),
+        ringback => ringback: bool = Check::bool,
+        ringback_hz => ringback_hz: u32 = int(100..=4000),
+        ringback_on_ms => ringback_on: Duration = Check::millis,
+        ringback_off_ms => ringback_off: Duration = Check::millis,
+        door_chime => door_chime: bool = Check::bool,
+    }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Opus {
     /// Bits per second, 6000..=510000.
     pub bitrate: u32,
@@ -345,15 +472,19 @@ pub struct Opus {
     pub complexity: u8,
     pub fec: bool,
     /// 5, 10, 20, 40 or 60 ms.
+    #[serde(rename = "frame_ms", serialize_with = "ser::ms")]
     pub frame: Duration,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AudioSim {
+    #[serde(serialize_with = "ser::display")]
     pub source: SimSource,
     /// WAV file recording what the simulated speaker plays.
+    #[serde(serialize_with = "ser::or_empty")]
     pub record_file: Option<PathBuf>,
     /// A simulated room between the speaker and the microphone.
+    #[serde(serialize_with = "ser::display_or_empty")]
     pub echo_path: Option<SimEchoPath>,
 }
 
@@ -377,30 +508,32 @@ pub enum SimSource {
     Silence,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HardwareBackend {
     Sim,
     Gpio,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Hardware {
     pub backend: HardwareBackend,
     pub sim: HardwareSim,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HardwareSim {
     /// HTTP control panel of the simulated hardware; `None` = off.
+    #[serde(serialize_with = "ser::or_empty")]
     pub control_listen: Option<SocketAddr>,
     /// Enter on the terminal presses the first call button.
     pub stdin: bool,
     /// File keeping the simulated relay's level across a crash.
+    #[serde(serialize_with = "ser::or_empty")]
     pub state_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogTarget {
     /// journald when stderr is connected to the journal, else stderr.
@@ -409,7 +542,7 @@ pub enum LogTarget {
     Stderr,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Log {
     pub target: LogTarget,
     /// A `tracing` EnvFilter directive, e.g. `info,intercomd=debug`.
@@ -417,7 +550,7 @@ pub struct Log {
 }
 
 /// `hub.tls.mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TlsMode {
     Off,
@@ -494,13 +627,21 @@ impl LogTarget {
     }
 }
 
-impl SimSource {
-    fn to_config_string(&self) -> String {
+/// As written in `audio.sim.source`.
+impl std::fmt::Display for SimSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SimSource::Tone { hz } => format!("tone:{hz}"),
-            SimSource::Wav(path) => format!("wav:{}", path.display()),
-            SimSource::Silence => "silence".to_owned(),
+            SimSource::Tone { hz } => write!(f, "tone:{hz}"),
+            SimSource::Wav(path) => write!(f, "wav:{}", path.display()),
+            SimSource::Silence => f.write_str("silence"),
         }
+    }
+}
+
+/// As written in `audio.sim.echo_path`.
+impl std::fmt::Display for SimEchoPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.delay_ms, self.gain_db)
     }
 }
 
@@ -719,12 +860,7 @@ pub(crate) fn validate(
 
     let signaling = signaling(&mut c, &root.signaling.clone().unwrap_or_default());
     let hub = hub(&mut c, &root.hub.clone().unwrap_or_default());
-    let cl = root.call.clone().unwrap_or_default();
-    let call = Call {
-        ring_timeout: c.millis("call.ring_timeout_ms", &cl.ring_timeout_ms),
-        connect_timeout: c.millis("call.connect_timeout_ms", &cl.connect_timeout_ms),
-        max_duration: c.millis("call.max_duration_ms", &cl.max_duration_ms),
-    };
+    let call = Call::check(&mut c, &root.call.clone().unwrap_or_default());
 
     let buttons = buttons(&mut c, root.buttons.as_ref(), &hub.answerers);
     let ice = ice(&mut c, &root.ice.clone().unwrap_or_default());
@@ -750,6 +886,7 @@ pub(crate) fn validate(
     let door_parts = door::door_parts(&mut c, root, &buttons, hardware.backend);
     let bluetooth = bluetooth::bluetooth(&mut c, root);
 
+    removed_keys(&mut c, root);
     let lg = root.log.clone().unwrap_or_default();
     let log = Log {
         target: c.copy("log.target", &lg.target, LogTarget::Auto),
@@ -776,6 +913,58 @@ pub(crate) fn validate(
         bluetooth,
         sources: c.files_read,
     })
+}
+
+/// Keys that had no effect and were removed, each with the reason a
+/// technician is shown when a file still sets it.
+const REMOVED: [(&str, &str); 6] = [
+    (
+        "ice.candidate_pool_size",
+        "the WebRTC stack does not gather candidates ahead of a call; gathering starts when the call does",
+    ),
+    (
+        "ice.backup_ping_interval_ms",
+        "the ICE agent keeps only the selected candidate pair alive and pings no backup pairs",
+    ),
+    (
+        "ice.resurface_candidates_on_transport_change",
+        "the WebRTC stack has no transport change to react to; an ICE restart (see ice.receiving_timeout_ms) gathers candidates again",
+    ),
+    (
+        "audio.transient_suppression",
+        "the audio processing has no transient suppressor",
+    ),
+    (
+        "audio.mirroring",
+        "the station never plays its captured audio back locally",
+    ),
+    (
+        "audio.force_enable_track",
+        "the outgoing audio track is always enabled when it is created",
+    ),
+];
+
+/// A file that still sets a removed key gets an error naming it and why.
+fn removed_keys(c: &mut Check, root: &frag::Root) {
+    let ice = root.ice.clone().unwrap_or_default();
+    let audio = root.audio.clone().unwrap_or_default();
+    let set = [
+        &ice.candidate_pool_size,
+        &ice.backup_ping_interval_ms,
+        &ice.resurface_candidates_on_transport_change,
+        &audio.transient_suppression,
+        &audio.mirroring,
+        &audio.force_enable_track,
+    ];
+    for ((key, why), value) in REMOVED.iter().zip(set) {
+        if let Some(v) = value {
+            c.errors.push(ConfigError::Removed {
+                at: v.at.clone(),
+                key: (*key).to_owned(),
+                why: (*why).to_owned(),
+            });
+        }
+    }
 }
 
 fn signaling(c: &mut Check, s: &frag::Signaling) -> Signaling {
@@ -842,10 +1031,23 @@ fn signaling(c: &mut Check, s: &frag::Signaling) -> Signaling {
             );
     }
 
+    let target = match (mode, url, token) {
+        (SignalingMode::Standalone, ..) => SignalingTarget::Standalone,
+        (mode, Some(url), Some(token)) => {
+            let remote = RemoteSignaling {
+                url: super::SecretUrl::new(url),
+                token,
+            };
+            match mode {
+                SignalingMode::SocketIo => SignalingTarget::SocketIo(remote),
+                _ => SignalingTarget::Hub(remote),
+            }
+        }
+        // What is missing has been reported: this value is never returned.
+        _ => SignalingTarget::Standalone,
+    };
     Signaling {
-        mode,
-        url,
-        token,
+        target,
         reconnect_initial,
         reconnect_max,
         reconnect_jitter,
@@ -1738,16 +1940,8 @@ fn ice(c: &mut Check, i: &frag::Ice) -> Ice {
     }
 
     Ice {
-        // The range keeps the value within u8.
-        candidate_pool_size: c.int("ice.candidate_pool_size", &i.candidate_pool_size, 0..=255)
-            as u8,
         receiving_timeout: c.millis("ice.receiving_timeout_ms", &i.receiving_timeout_ms),
-        backup_ping_interval: c.millis("ice.backup_ping_interval_ms", &i.backup_ping_interval_ms),
         dscp: c.bool("ice.dscp", &i.dscp),
-        resurface_candidates_on_transport_change: c.bool(
-            "ice.resurface_candidates_on_transport_change",
-            &i.resurface_candidates_on_transport_change,
-        ),
         check_interval: c.millis("ice.check_interval_ms", &i.check_interval_ms),
         mdns: c.copy("ice.mdns", &i.mdns, MdnsMode::Disabled),
         transport_policy,
@@ -1822,13 +2016,19 @@ fn ice_server(c: &mut Check, key: &str, s: &Val<frag::IceServer>) -> (IceServer,
             );
         }
     }
-    let server = IceServer {
-        urls,
-        username,
-        credential,
-        shared_secret,
-        credential_ttl,
+    let auth = match (shared_secret, username, credential) {
+        (Some(secret), _, _) => IceServerAuth::SharedSecret {
+            secret,
+            ttl: credential_ttl,
+        },
+        (None, Some(username), Some(credential)) => IceServerAuth::LongTerm {
+            username,
+            credential,
+        },
+        // A TURN server without them has been reported; STUN needs none.
+        _ => IceServerAuth::None,
     };
+    let server = IceServer { urls, auth };
     (server, turn)
 }
 
@@ -1948,9 +2148,6 @@ fn audio(c: &mut Check, a: &frag::Audio) -> Audio {
         auto_gain_control: c.bool("audio.auto_gain_control", &a.auto_gain_control),
         high_pass_filter: c.bool("audio.high_pass_filter", &a.high_pass_filter),
         noise_suppression: c.bool("audio.noise_suppression", &a.noise_suppression),
-        transient_suppression: c.bool("audio.transient_suppression", &a.transient_suppression),
-        mirroring: c.bool("audio.mirroring", &a.mirroring),
-        force_enable_track: c.bool("audio.force_enable_track", &a.force_enable_track),
         opus,
         sim: AudioSim {
             source,
@@ -1966,15 +2163,7 @@ fn audio_devices(c: &mut Check, a: &frag::Audio) -> (AudioAlsa, AudioProcessing,
 
     let processing = audio_processing(c, a);
 
-    let t = a.tones.clone().unwrap_or_default();
-    let tones = AudioTones {
-        volume_pct: c.int("audio.tones.volume_pct", &t.volume_pct, 0..=100) as u8,
-        ringback: c.bool("audio.tones.ringback", &t.ringback),
-        ringback_hz: c.int("audio.tones.ringback_hz", &t.ringback_hz, 100..=4000) as u32,
-        ringback_on: c.millis("audio.tones.ringback_on_ms", &t.ringback_on_ms),
-        ringback_off: c.millis("audio.tones.ringback_off_ms", &t.ringback_off_ms),
-        door_chime: c.bool("audio.tones.door_chime", &t.door_chime),
-    };
+    let tones = AudioTones::check(c, &a.tones.clone().unwrap_or_default());
     (alsa, processing, tones)
 }
 
@@ -2117,460 +2306,28 @@ fn parse_sim_source(text: &str) -> Result<SimSource, String> {
 impl Settings {
     /// The effective configuration as TOML, for `intercomd config dump`.
     /// Secrets are never part of the settings (only where to read them);
-    /// anything secret-looking inside URLs is shown as `<redacted>`.
-    /// Loading the output as a fragment gives back the same settings, except
-    /// for redacted URL parts.
+    /// the types that may carry one redact themselves when serialised
+    /// ([`super::secret::SecretUrl`], [`super::Secret`]). Loading the output
+    /// as a fragment gives back the same settings, except for redacted URL
+    /// parts.
     pub fn redacted_toml(&self) -> String {
-        let mut out = String::new();
-        let w = &mut out;
-        let _ = writeln!(w, "# Effective intercomd configuration, merged from:");
+        let mut out = String::from("# Effective intercomd configuration, merged from:\n");
         for source in &self.sources {
             // A line break in a path would end the comment.
-            let _ = writeln!(w, "#   {}", source.display().to_string().replace('\n', " "));
+            let _ = writeln!(
+                out,
+                "#   {}",
+                source.display().to_string().replace('\n', " ")
+            );
         }
-
-        self.dump_station(w);
-        self.dump_signaling(w);
-        self.dump_hub(w);
-        self.dump_call(w);
-        self.dump_ice(w);
-        self.dump_audio(w);
-        self.dump_hardware(w);
-        self.dump_log_door_bluetooth(w);
+        out.push('\n');
+        match toml::to_string(self) {
+            Ok(text) => out.push_str(&text),
+            // Only a path that is not UTF-8 can fail here.
+            Err(e) => {
+                let _ = writeln!(out, "# cannot be written as TOML: {e}");
+            }
+        }
         out
     }
-
-    /// `[station]`.
-    fn dump_station(&self, w: &mut String) {
-        let _ = writeln!(w, "\n[station]");
-        kv(w, "id", &q(&self.station.id));
-        kv(w, "name", &q(&self.station.name));
-        kv(
-            w,
-            "control_socket",
-            &q(&self
-                .station
-                .control_socket
-                .as_ref()
-                .map_or(String::new(), |p| p.display().to_string())),
-        );
-    }
-
-    /// `[signaling]`.
-    fn dump_signaling(&self, w: &mut String) {
-        let s = &self.signaling;
-        let _ = writeln!(w, "\n[signaling]");
-        kv(w, "mode", &q(s.mode.as_str()));
-        kv(
-            w,
-            "url",
-            &q(&s.url.as_deref().map(redact_url).unwrap_or_default()),
-        );
-        secret_kv(w, "token", s.token.as_ref());
-        kv(w, "reconnect_initial_ms", &ms(s.reconnect_initial));
-        kv(w, "reconnect_max_ms", &ms(s.reconnect_max));
-        kv(w, "reconnect_jitter", &float(s.reconnect_jitter));
-        kv(w, "connect_timeout_ms", &ms(s.connect_timeout));
-        kv(w, "keepalive_interval_ms", &ms(s.keepalive_interval));
-        kv(w, "dead_peer_timeout_ms", &ms(s.dead_peer_timeout));
-        kv(w, "max_message_bytes", &s.max_message_bytes.to_string());
-        kv(w, "ca_file", &q(&path_str(s.ca_file.as_ref())));
-        kv(w, "allow_insecure_ws", &s.allow_insecure_ws.to_string());
-        let _ = writeln!(w, "\n[signaling.socketio]");
-        kv(w, "namespace", &q(&s.socketio.namespace));
-        kv(w, "auth_field", &q(&s.socketio.auth_field));
-        let _ = writeln!(w, "\n[signaling.socketio.events]");
-        for (kind, name) in &s.socketio.events {
-            kv(w, kind, &q(name));
-        }
-    }
-
-    /// `[hub]`.
-    fn dump_hub(&self, w: &mut String) {
-        let h = &self.hub;
-        let _ = writeln!(w, "\n[hub]");
-        kv(w, "listen", &q(&h.listen.to_string()));
-        let addr = |a: Option<SocketAddr>| q(&a.map(|a| a.to_string()).unwrap_or_default());
-        kv(w, "loopback_listen", &addr(h.loopback_listen));
-        kv(w, "redirect_listen", &addr(h.redirect_listen));
-        kv(w, "state_dir", &q(&h.state_dir.display().to_string()));
-        kv(w, "ping_interval_ms", &ms(h.ping_interval));
-        kv(w, "hello_timeout_ms", &ms(h.hello_timeout));
-        kv(w, "header_read_timeout_ms", &ms(h.conn.header_read_timeout));
-        kv(w, "idle_timeout_ms", &ms(h.conn.idle_timeout));
-        kv(w, "max_connections", &h.conn.max_connections.to_string());
-        kv(
-            w,
-            "max_connections_per_address",
-            &h.conn.max_connections_per_address.to_string(),
-        );
-        kv(
-            w,
-            "allowed_origins",
-            &list(h.conn.allowed_origins.iter().map(|o| q(o))),
-        );
-        kv(
-            w,
-            "public_url",
-            &q(h.public_url.as_deref().unwrap_or_default()),
-        );
-        if h.doors.is_empty() {
-            kv(w, "doors", "[]");
-        }
-        if h.answerers.is_empty() {
-            kv(w, "answerers", "[]");
-        }
-        for d in &h.doors {
-            let _ = writeln!(w, "\n[[hub.doors]]");
-            kv(w, "id", &q(&d.id));
-            kv(w, "name", &q(&d.name));
-            secret_kv(w, "token", Some(&d.token));
-            kv(w, "groups", &list(d.groups.iter().map(|g| q(g))));
-        }
-        for a in &h.answerers {
-            let _ = writeln!(w, "\n[[hub.answerers]]");
-            kv(w, "id", &q(&a.id));
-            kv(w, "name", &q(&a.name));
-            secret_kv(w, "token", Some(&a.token));
-            kv(w, "groups", &list(a.groups.iter().map(|g| q(g))));
-            kv(w, "call_door", &a.call_door.to_string());
-            kv(
-                w,
-                "quiet_hours",
-                &list(a.quiet_hours.source().iter().map(|s| q(s))),
-            );
-        }
-        let _ = writeln!(w, "\n[hub.push]");
-        kv(w, "enabled", &h.push.enabled.to_string());
-        kv(
-            w,
-            "subject",
-            &q(h.push.subject.as_deref().unwrap_or_default()),
-        );
-        kv(w, "ca_file", &q(&path_str(h.push.ca_file.as_ref())));
-        dump_hub_tls(w, h.tls.as_ref());
-    }
-
-    /// `[call]` and `[[buttons]]`.
-    fn dump_call(&self, w: &mut String) {
-        let _ = writeln!(w, "\n[call]");
-        kv(w, "ring_timeout_ms", &ms(self.call.ring_timeout));
-        kv(w, "connect_timeout_ms", &ms(self.call.connect_timeout));
-        kv(w, "max_duration_ms", &ms(self.call.max_duration));
-
-        for b in &self.buttons {
-            let _ = writeln!(w, "\n[[buttons]]");
-            kv(w, "name", &q(&b.name));
-            kv(w, "group", &q(&b.group));
-        }
-    }
-
-    /// `[ice]`.
-    fn dump_ice(&self, w: &mut String) {
-        let i = &self.ice;
-        let _ = writeln!(w, "\n[ice]");
-        kv(w, "candidate_pool_size", &i.candidate_pool_size.to_string());
-        kv(w, "receiving_timeout_ms", &ms(i.receiving_timeout));
-        kv(w, "backup_ping_interval_ms", &ms(i.backup_ping_interval));
-        kv(w, "dscp", &i.dscp.to_string());
-        kv(
-            w,
-            "resurface_candidates_on_transport_change",
-            &i.resurface_candidates_on_transport_change.to_string(),
-        );
-        kv(w, "check_interval_ms", &ms(i.check_interval));
-        kv(w, "mdns", &q(i.mdns.as_str()));
-        kv(w, "transport_policy", &q(i.transport_policy.as_str()));
-        kv(
-            w,
-            "bind_ips",
-            &list(i.bind_ips.iter().map(|ip| q(&ip.to_string()))),
-        );
-        kv(
-            w,
-            "turn_ca_file",
-            &q(&i
-                .turn_ca_file
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default()),
-        );
-        kv(w, "offer_dtls_client", &i.offer_dtls_client.to_string());
-        kv(w, "dtls_timeout_ms", &ms(i.dtls_timeout));
-        kv(w, "max_restarts", &i.max_restarts.to_string());
-        if i.servers.is_empty() {
-            kv(w, "servers", "[]");
-        }
-        for server in &i.servers {
-            let _ = writeln!(w, "\n[[ice.servers]]");
-            kv(w, "urls", &list(server.urls.iter().map(|u| q(u))));
-            if let Some(user) = &server.username {
-                kv(w, "username", &q(user));
-            }
-            secret_kv(w, "credential", server.credential.as_ref());
-            if server.shared_secret.is_some() {
-                secret_kv(w, "secret", server.shared_secret.as_ref());
-                kv(
-                    w,
-                    "credential_ttl_s",
-                    &server.credential_ttl.as_secs().to_string(),
-                );
-            }
-        }
-    }
-
-    /// `[audio]`.
-    fn dump_audio(&self, w: &mut String) {
-        let a = &self.audio;
-        let _ = writeln!(w, "\n[audio]");
-        kv(w, "backend", &q(a.backend.as_str()));
-        kv(w, "echo_cancellation", &a.echo_cancellation.to_string());
-        kv(w, "auto_gain_control", &a.auto_gain_control.to_string());
-        kv(w, "high_pass_filter", &a.high_pass_filter.to_string());
-        kv(w, "noise_suppression", &a.noise_suppression.to_string());
-        kv(
-            w,
-            "transient_suppression",
-            &a.transient_suppression.to_string(),
-        );
-        kv(w, "mirroring", &a.mirroring.to_string());
-        kv(w, "force_enable_track", &a.force_enable_track.to_string());
-        let _ = writeln!(w, "\n[audio.opus]");
-        kv(w, "bitrate", &a.opus.bitrate.to_string());
-        kv(w, "complexity", &a.opus.complexity.to_string());
-        kv(w, "fec", &a.opus.fec.to_string());
-        kv(w, "frame_ms", &ms(a.opus.frame));
-        let _ = writeln!(w, "\n[audio.sim]");
-        kv(w, "source", &q(&a.sim.source.to_config_string()));
-        kv(
-            w,
-            "record_file",
-            &q(&a
-                .sim
-                .record_file
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default()),
-        );
-        kv(
-            w,
-            "echo_path",
-            &q(&a
-                .sim
-                .echo_path
-                .map(|p| format!("{}:{}", p.delay_ms, p.gain_db))
-                .unwrap_or_default()),
-        );
-        dump_audio_devices(w, a);
-    }
-
-    /// `[hardware]`.
-    fn dump_hardware(&self, w: &mut String) {
-        let hw = &self.hardware;
-        let _ = writeln!(w, "\n[hardware]");
-        kv(w, "backend", &q(hw.backend.as_str()));
-        let _ = writeln!(w, "\n[hardware.sim]");
-        kv(
-            w,
-            "control_listen",
-            &q(&hw
-                .sim
-                .control_listen
-                .map(|a| a.to_string())
-                .unwrap_or_default()),
-        );
-        kv(w, "stdin", &hw.sim.stdin.to_string());
-        kv(
-            w,
-            "state_file",
-            &q(&hw
-                .sim
-                .state_file
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default()),
-        );
-    }
-
-    /// `[log]`, the door and Bluetooth.
-    fn dump_log_door_bluetooth(&self, w: &mut String) {
-        let _ = writeln!(w, "\n[log]");
-        kv(w, "target", &q(self.log.target.as_str()));
-        kv(w, "level", &q(&self.log.level));
-        door::dump(w, self);
-        bluetooth::dump(w, self);
-    }
-}
-
-fn path_str(p: Option<&PathBuf>) -> String {
-    p.map(|p| p.display().to_string()).unwrap_or_default()
-}
-
-fn dump_hub_tls(w: &mut String, tls: Option<&crate::hub::tls::TlsSource>) {
-    use crate::hub::tls::TlsSource;
-    let _ = writeln!(w, "\n[hub.tls]");
-    let mode = match tls {
-        None => TlsMode::Off,
-        Some(TlsSource::SelfSigned { .. }) => TlsMode::SelfSigned,
-        Some(TlsSource::Files { .. }) => TlsMode::Files,
-        Some(TlsSource::Acme(_)) => TlsMode::Acme,
-    };
-    kv(w, "mode", &q(mode.as_str()));
-    match tls {
-        Some(TlsSource::SelfSigned { extra_names }) => {
-            kv(w, "names", &list(extra_names.iter().map(|n| q(n))));
-        }
-        Some(TlsSource::Files {
-            cert,
-            key,
-            reload_check,
-        }) => {
-            kv(w, "cert_file", &q(&cert.display().to_string()));
-            kv(w, "key_file", &q(&key.display().to_string()));
-            kv(w, "reload_check_ms", &ms(*reload_check));
-        }
-        Some(TlsSource::Acme(a)) => {
-            let _ = writeln!(w, "\n[hub.tls.acme]");
-            kv(w, "directory_url", &q(&redact_url(&a.directory_url)));
-            kv(w, "domains", &list(a.domains.iter().map(|d| q(d))));
-            kv(w, "contact", &list(a.contact.iter().map(|m| q(m))));
-            kv(w, "ca_file", &q(&path_str(a.ca_file.as_ref())));
-            kv(
-                w,
-                "renew_before_days",
-                &(a.renew_before.as_secs() / 86400).to_string(),
-            );
-            kv(w, "check_interval_ms", &ms(a.check_interval));
-        }
-        None => {}
-    }
-}
-
-fn kv(w: &mut String, key: &str, value: &str) {
-    let _ = writeln!(w, "{key} = {value}");
-}
-
-fn secret_kv(w: &mut String, prefix: &str, source: Option<&SecretSource>) {
-    match source {
-        Some(SecretSource::File(path)) => kv(
-            w,
-            &format!("{prefix}_file"),
-            &q(&path.display().to_string()),
-        ),
-        Some(SecretSource::Credential(name)) => kv(w, &format!("{prefix}_credential"), &q(name)),
-        None => {}
-    }
-}
-
-/// `[audio.alsa]`, `[audio.processing]` and `[audio.tones]` of the dump.
-fn dump_audio_devices(w: &mut String, a: &Audio) {
-    let al = &a.alsa;
-    let _ = writeln!(w, "\n[audio.alsa]");
-    kv(w, "capture_device", &q(&al.capture_device));
-    kv(w, "playback_device", &q(&al.playback_device));
-    kv(w, "period_ms", &ms(al.period));
-    kv(w, "buffer_ms", &ms(al.buffer));
-    let pacing = match al.pacing {
-        AlsaPacing::Device => "device",
-        AlsaPacing::Timer => "timer",
-    };
-    kv(w, "pacing", &q(pacing));
-    kv(w, "mixer_device", &q(&al.mixer_device));
-    for (key, ctl) in [
-        ("capture", &al.capture_control),
-        ("playback", &al.playback_control),
-    ] {
-        let (name, pct) = ctl
-            .as_ref()
-            .map_or(("", 0), |c| (c.name.as_str(), c.volume_pct));
-        kv(w, &format!("{key}_control"), &q(name));
-        kv(w, &format!("{key}_volume_pct"), &pct.to_string());
-    }
-    kv(w, "reopen_initial_ms", &ms(al.reopen_initial));
-    kv(w, "reopen_max_ms", &ms(al.reopen_max));
-    kv(w, "realtime_priority", &al.realtime_priority.to_string());
-    let p = &a.processing;
-    let _ = writeln!(w, "\n[audio.processing]");
-    kv(
-        w,
-        "echo_delay_ms",
-        &p.echo_delay.map_or(0, |d| d.as_millis()).to_string(),
-    );
-    kv(
-        w,
-        "noise_suppression_level",
-        &q(p.noise_suppression_level.as_str()),
-    );
-    let t = &a.tones;
-    let _ = writeln!(w, "\n[audio.tones]");
-    kv(w, "volume_pct", &t.volume_pct.to_string());
-    kv(w, "ringback", &t.ringback.to_string());
-    kv(w, "ringback_hz", &t.ringback_hz.to_string());
-    kv(w, "ringback_on_ms", &ms(t.ringback_on));
-    kv(w, "ringback_off_ms", &ms(t.ringback_off));
-    kv(w, "door_chime", &t.door_chime.to_string());
-}
-
-fn ms(d: Duration) -> String {
-    d.as_millis().to_string()
-}
-
-fn float(f: f64) -> String {
-    // `{:?}` keeps a decimal point ("1.0"), so TOML reads it back as a float.
-    format!("{f:?}")
-}
-
-fn list(items: impl Iterator<Item = String>) -> String {
-    format!("[{}]", items.collect::<Vec<_>>().join(", "))
-}
-
-/// A TOML basic string.
-fn q(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for ch in s.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{:04X}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// Hides user information and query values (`?token=…`) of a URL.
-pub fn redact_url(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let mut out = match base.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            match authority.rsplit_once('@') {
-                Some((_, host)) => format!("{scheme}://<redacted>@{host}{path}"),
-                None => base.to_owned(),
-            }
-        }
-        None => base.to_owned(),
-    };
-    if let Some(query) = query {
-        let params: Vec<String> = query
-            .split('&')
-            .map(|p| match p.split_once('=') {
-                Some((k, _)) => format!("{k}=<redacted>"),
-                None => p.to_owned(),
-            })
-            .collect();
-        out.push('?');
-        out.push_str(&params.join("&"));
-    }
-    out
 }

@@ -67,11 +67,8 @@ fn repo_file(relative: &str) -> PathBuf {
 fn assert_media_defaults(s: &Settings) {
     // Field notes, PeerConnection settings.
     let ice = &s.ice;
-    assert_eq!(ice.candidate_pool_size, 10);
     assert_eq!(ice.receiving_timeout, Duration::from_secs(30));
-    assert_eq!(ice.backup_ping_interval, Duration::from_secs(25));
     assert!(ice.dscp);
-    assert!(ice.resurface_candidates_on_transport_change);
     assert_eq!(ice.check_interval, Duration::from_millis(20));
     assert_eq!(ice.mdns, MdnsMode::Disabled);
     assert_eq!(ice.transport_policy, IceTransportPolicy::All);
@@ -86,9 +83,6 @@ fn assert_media_defaults(s: &Settings) {
     assert!(a.auto_gain_control);
     assert!(a.high_pass_filter);
     assert!(a.noise_suppression);
-    assert!(a.transient_suppression);
-    assert!(!a.mirroring);
-    assert!(a.force_enable_track);
     assert_eq!(
         a.opus,
         Opus {
@@ -111,9 +105,8 @@ fn defaults_load_with_every_seed_value() {
     assert_eq!(s.station.name, "Front door");
 
     let sig = &s.signaling;
-    assert_eq!(sig.mode, SignalingMode::Standalone);
-    assert_eq!(sig.url, None);
-    assert_eq!(sig.token, None);
+    assert_eq!(sig.target.mode(), SignalingMode::Standalone);
+    assert_eq!(sig.target, SignalingTarget::Standalone);
     // Field notes: first retry after ~1 s, at most 5 s; connect timeout 20 s.
     assert_eq!(sig.reconnect_initial, Duration::from_secs(1));
     assert_eq!(sig.reconnect_max, Duration::from_secs(5));
@@ -399,11 +392,9 @@ fn hub_mode_without_url_names_the_key_and_the_files() {
         "site.toml",
         "[signaling]\nmode = \"hub\"\nurl = \"wss://hub.example.org/ws\"\ntoken_credential = \"hub-token\"\n",
     )]);
-    assert_eq!(s.signaling.url.as_deref(), Some("wss://hub.example.org/ws"));
-    assert_eq!(
-        s.signaling.token,
-        Some(SecretSource::Credential("hub-token".into()))
-    );
+    let remote = s.signaling.target.remote().expect("hub mode has a remote");
+    assert_eq!(remote.url.expose(), "wss://hub.example.org/ws");
+    assert_eq!(remote.token, SecretSource::Credential("hub-token".into()));
 }
 
 #[test]
@@ -447,6 +438,43 @@ fn cross_key_errors_point_at_the_value_set_after_the_defaults() {
 }
 
 /// The key of the one bad value in `text`.
+#[test]
+fn removed_keys_name_file_line_and_why_all_at_once() {
+    let e = err(&[(
+        "site.toml",
+        "[ice]\ncandidate_pool_size = 300\nbackup_ping_interval_ms = 25000\n\
+         resurface_candidates_on_transport_change = true\n\
+         [audio]\ntransient_suppression = true\nmirroring = false\nforce_enable_track = \"x\"\n",
+    )]);
+    let ConfigError::Several(errors) = &e else {
+        panic!("expected six errors, got {e:?}");
+    };
+    let found: Vec<(String, usize)> = errors
+        .iter()
+        .map(|e| match e {
+            ConfigError::Removed { at, key, .. } => (key.clone(), at.line),
+            other => panic!("expected a removed key, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("ice.candidate_pool_size".to_owned(), 2),
+            ("ice.backup_ping_interval_ms".to_owned(), 3),
+            ("ice.resurface_candidates_on_transport_change".to_owned(), 4),
+            ("audio.transient_suppression".to_owned(), 6),
+            ("audio.mirroring".to_owned(), 7),
+            ("audio.force_enable_track".to_owned(), 8),
+        ]
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains("site.toml:2: `ice.candidate_pool_size` was removed: the WebRTC stack does not gather candidates ahead of a call"),
+        "{text}"
+    );
+    assert!(text.contains("delete the line"), "{text}");
+}
+
 fn invalid_key(text: &str) -> String {
     match err(&[("site.toml", text)]) {
         ConfigError::InvalidValue { key, .. } => key,
@@ -481,10 +509,6 @@ fn value_rules() {
     assert_eq!(
         invalid_key("[audio.opus]\nframe_ms = 25\n"),
         "audio.opus.frame_ms"
-    );
-    assert_eq!(
-        invalid_key("[ice]\ncandidate_pool_size = 300\n"),
-        "ice.candidate_pool_size"
     );
     assert_eq!(
         invalid_key("[ice]\nbind_ips = [\"10.0.0.1\", \"eth0\"]\n"),
@@ -542,14 +566,14 @@ fn turn_server_rules() {
         "[[ice.servers]]\nurls = [\"turn:turn.example.org:3478\"]\nsecret_file = \"/etc/credstore/turn-secret\"\ncredential_ttl_s = 3600\n",
     )]);
     let srv = &s.ice.servers[0];
+    // A shared secret, its lifetime and no username.
     assert_eq!(
-        srv.shared_secret,
-        Some(SecretSource::File(PathBuf::from(
-            "/etc/credstore/turn-secret"
-        )))
+        srv.auth,
+        IceServerAuth::SharedSecret {
+            secret: SecretSource::File(PathBuf::from("/etc/credstore/turn-secret")),
+            ttl: Duration::from_secs(3600),
+        }
     );
-    assert_eq!(srv.credential_ttl, Duration::from_secs(3600));
-    assert_eq!(srv.username, None);
     assert_eq!(
         invalid_key(
             "[[ice.servers]]\nurls = [\"turn:t:3478\"]\nusername = \"u\"\ncredential_file = \"/c\"\nsecret_file = \"/s\"\n"
@@ -655,10 +679,11 @@ fn dump_never_contains_secret_values() {
     let s = ok(&[("site.toml", &site)]);
 
     let secret = read_secret(
-        s.signaling
-            .token
-            .as_ref()
-            .expect("token is required in hub mode"),
+        &s.signaling
+            .target
+            .remote()
+            .expect("token is required in hub mode")
+            .token,
     )
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(secret.expose(), "s3cr3t-token");

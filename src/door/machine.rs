@@ -15,7 +15,7 @@ use super::indication::{LedPattern, StationState};
 use crate::signaling::protocol::CallId;
 
 /// What the lock does without power.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LockKind {
     /// Locked when the relay is de-energised (strikes, motor locks): a dead

@@ -215,28 +215,17 @@ pub enum MdnsMode {
 }
 
 /// Peer connection settings. Each field says what it maps to in the WebRTC
-/// stack, or why it has no effect there.
+/// stack.
 #[derive(Clone, Debug)]
 pub struct MediaSettings {
-    /// Passed to `RTCConfiguration::ice_candidate_pool_size`. The stack keeps
-    /// the value but does not pre-gather: gathering starts at
-    /// `set_local_description`, which on a door station happens within
-    /// milliseconds of the call starting.
-    pub candidate_pool_size: u8,
     /// Time without inbound traffic before the connection counts as
     /// disconnected: the ICE disconnected timeout.
     pub receiving_timeout: Duration,
-    /// No equivalent: the ICE agent keeps only the selected pair alive and
-    /// does not ping backup pairs. Kept so configuration stays stable.
-    pub backup_ping_interval: Duration,
     /// Mark audio packets Expedited Forwarding. Applied to the TCP/TLS
     /// connections of the TURN bridge (a socket option); not on UDP, where
     /// the WebRTC stack rewrites the TOS byte of every datagram it sends and
     /// a firewall rule does the marking.
     pub dscp_ef: bool,
-    /// No equivalent: the stack has no ICE transport-type change to react
-    /// to; an ICE restart re-gathers and re-surfaces candidates anyway.
-    pub resurface_on_transport_change: bool,
     /// Interval between connectivity checks (default 20 ms; the stack's
     /// 200 ms delays DTLS against Chromium by ~350 ms).
     pub ice_check_interval: Duration,
@@ -273,11 +262,8 @@ pub struct MediaSettings {
 impl Default for MediaSettings {
     fn default() -> Self {
         MediaSettings {
-            candidate_pool_size: 10,
             receiving_timeout: Duration::from_secs(30),
-            backup_ping_interval: Duration::from_secs(25),
             dscp_ef: true,
-            resurface_on_transport_change: true,
             ice_check_interval: Duration::from_millis(20),
             ice_max_binding_requests: 100,
             mdns: MdnsMode::Disabled,

@@ -484,7 +484,6 @@ impl Actor {
                     })
                     .collect(),
             )
-            .with_ice_candidate_pool_size(s.candidate_pool_size)
             .with_ice_transport_policy(if s.relay_only {
                 rtc::peer_connection::configuration::RTCIceTransportPolicy::Relay
             } else {
