@@ -8,8 +8,11 @@
 //!
 //! The resident's RTCP reports tell: each report block gives the highest
 //! sequence number received from the station, and the station knows when
-//! it sent that packet. A report whose newest packet left more than
-//! [`LAG_LIMIT`] before the report came back means nothing newer arrived.
+//! it sent that packet. When the resident's audio stopped and came back,
+//! and [`HOLD`] after it came back the latest report (one that came since)
+//! is still about a packet sent before the break, nothing the station sent
+//! since the break arrived. (A slow receiver, a virtual machine under load
+//! say, can send one such report too, but its next ones move on.)
 //! Browsers that send audio carry their report blocks in sender reports,
 //! which the stack's statistics do not read (they count receiver reports
 //! only), so a small interceptor, [`ReportTap`], notes the packets sent
@@ -30,10 +33,15 @@ use rtc::rtcp::sender_report::SenderReport;
 use rtc::sansio::Protocol;
 use tokio_util::sync::CancellationToken;
 
-/// A healthy path delivers a report about packets sent a round trip ago
-/// (well under a second); one about packets sent longer ago than this means
-/// the newer ones never arrived.
-pub(super) const LAG_LIMIT: Duration = Duration::from_secs(2);
+/// How long after the resident's audio came back the reports may still
+/// be about packets from before the break. Receivers report every 1 to
+/// 7.5 s; a slow one in the emulated board reported 2.4 s late about
+/// packets from before its 1.4 s stall, then moved on.
+pub(super) const HOLD: Duration = Duration::from_secs(4);
+/// Both directions of a path break at once, give or take the packets in
+/// flight: the station's last packet through may have left this much after
+/// the resident's last one came.
+const SAME_BREAK: Duration = Duration::from_millis(500);
 const POLL: Duration = Duration::from_millis(200);
 /// Packets sent that a report can be matched with: 20 s at 50 a second.
 const SENT_KEPT: usize = 1024;
@@ -53,15 +61,35 @@ pub(super) struct OneWayWatch {
     reported: AtomicU64,
     /// How long before that report its newest packet was sent, in ms.
     lag_ms: AtomicU64,
+    /// When that newest packet was sent and the report came, and when the
+    /// resident's audio last arrived before the gap and came back.
+    times: std::sync::Mutex<Times>,
+}
+
+#[derive(Default, Debug)]
+struct Times {
+    newest_sent: Option<Instant>,
+    report_at: Option<Instant>,
+    gap_from: Option<Instant>,
+    resumed_at: Option<Instant>,
 }
 
 impl OneWayWatch {
-    pub(super) fn gap(&self) {
+    /// Incoming audio stopped; the last packet came at `last`.
+    pub(super) fn gap(&self, last: Instant) {
+        self.times().gap_from = Some(last);
         self.gap.store(true, Ordering::Relaxed);
     }
 
-    pub(super) fn resumed(&self) {
+    fn times(&self) -> std::sync::MutexGuard<'_, Times> {
+        // Plain data: a panic elsewhere while holding it leaves it usable.
+        self.times.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Incoming audio came back at `now`.
+    pub(super) fn resumed(&self, now: Instant) {
         if self.gap.load(Ordering::Relaxed) {
+            self.times().resumed_at = Some(now);
             self.resumed.store(true, Ordering::Relaxed);
         }
     }
@@ -72,8 +100,14 @@ impl OneWayWatch {
         self.reset.store(true, Ordering::Relaxed);
     }
 
-    /// A report arrived: its newest packet, sent `lag` before it came.
-    fn report(&self, reported: u64, lag: Duration) {
+    /// A report arrived at `now`: its newest packet, sent `lag` before (at
+    /// `sent`, when the packet is still known).
+    fn report(&self, reported: u64, lag: Duration, sent: Option<Instant>, now: Instant) {
+        {
+            let mut t = self.times();
+            t.newest_sent = sent;
+            t.report_at = Some(now);
+        }
         self.reported.store(reported, Ordering::Relaxed);
         let ms = u64::try_from(lag.as_millis()).unwrap_or(u64::MAX);
         self.lag_ms.store(ms, Ordering::Relaxed);
@@ -81,11 +115,9 @@ impl OneWayWatch {
     }
 }
 
-/// The reports looked at so far.
+/// The watch's verdicts.
 #[derive(Debug, Default)]
-pub(super) struct Reports {
-    seen: u64,
-}
+pub(super) struct Reports;
 
 /// Why the watch fired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,27 +129,30 @@ pub(super) struct Unheard {
 }
 
 impl Reports {
-    /// Looks at a new report, if one came: `Some` when the station's audio
+    /// Looks at the reports at `now`: `Some` when the station's audio
     /// counts as unheard.
-    pub(super) fn check(&mut self, watch: &OneWayWatch) -> Option<Unheard> {
-        let count = watch.reports.load(Ordering::Relaxed);
-        if watch.reset.swap(false, Ordering::Relaxed) {
-            // Reports before the state change are about the old path.
-            self.seen = count;
+    pub(super) fn check(&mut self, watch: &OneWayWatch, now: Instant) -> Option<Unheard> {
+        if watch.reset.swap(false, Ordering::Relaxed) || !watch.resumed.load(Ordering::Relaxed) {
             return None;
         }
-        if count == self.seen {
-            return None;
-        }
-        self.seen = count;
-        let lag = Duration::from_millis(watch.lag_ms.load(Ordering::Relaxed));
-        if !watch.resumed.load(Ordering::Relaxed) || lag < LAG_LIMIT {
+        let unheard = {
+            let t = watch.times();
+            let (Some(gap), Some(back), Some(report)) = (t.gap_from, t.resumed_at, t.report_at)
+            else {
+                return None;
+            };
+            // Sent before the break (or too long ago to be known).
+            let before = t.newest_sent.is_none_or(|sent| sent <= gap + SAME_BREAK);
+            report > back && before && now >= back + HOLD
+        };
+        if !unheard {
             return None;
         }
         // Said once; the recovery it starts changes the state (reset).
         watch.gap.store(false, Ordering::Relaxed);
         watch.resumed.store(false, Ordering::Relaxed);
         let reported = watch.reported.load(Ordering::Relaxed);
+        let lag = Duration::from_millis(watch.lag_ms.load(Ordering::Relaxed));
         Some(Unheard { reported, lag })
     }
 }
@@ -129,14 +164,14 @@ pub(super) async fn run(
     cancel: CancellationToken,
     unheard: impl Fn(Unheard),
 ) {
-    let mut reports = Reports::default();
+    let mut reports = Reports;
     let mut tick = tokio::time::interval(POLL);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if let Some(u) = reports.check(&watch) {
+        if let Some(u) = reports.check(&watch, Instant::now()) {
             unheard(u);
         }
     }
@@ -167,13 +202,14 @@ impl ReportTap {
     fn block(&self, highest: u32, now: Instant) {
         // The low 16 bits are the packet's own sequence number.
         let seq = highest as u16;
-        let lag = self
+        let sent = self
             .sent
             .iter()
             .rev()
             .find(|(s, _)| *s == seq)
-            .map_or(Duration::MAX, |(_, at)| now.saturating_duration_since(*at));
-        self.watch.report(u64::from(highest), lag);
+            .map(|(_, at)| *at);
+        let lag = sent.map_or(Duration::MAX, |at| now.saturating_duration_since(at));
+        self.watch.report(u64::from(highest), lag, sent, now);
     }
 }
 
@@ -241,44 +277,62 @@ mod tests {
     }
 
     #[test]
-    fn fires_on_a_lagging_report_after_a_gap_that_ended() {
+    fn fires_when_reports_stay_before_the_break() {
+        let t0 = Instant::now();
+        let at = |n: u64| t0 + s(n);
         let w = OneWayWatch::default();
-        let mut r = Reports::default();
-        assert_eq!(r.check(&w), None, "no report yet");
-        w.report(100, Duration::from_millis(80));
-        assert_eq!(r.check(&w), None);
-        // A lagging report without a gap: a stalled network both ways, which
-        // the stack notices itself.
-        w.report(100, s(6));
-        assert_eq!(r.check(&w), None);
-        // Incoming audio stops and comes back; reports still fresh: fine.
-        w.gap();
-        w.resumed();
-        w.report(400, Duration::from_millis(90));
-        assert_eq!(r.check(&w), None);
-        // Then a report about packets sent 5 s ago: nothing newer arrived.
-        w.report(420, s(5));
-        let u = r.check(&w).expect("unheard");
-        assert_eq!((u.reported, u.lag), (420, s(5)));
-        // Said once, and not again for the same report.
-        assert_eq!(r.check(&w), None);
-        w.report(420, s(7));
-        assert_eq!(r.check(&w), None, "needs a new gap");
+        let mut r = Reports;
+        assert_eq!(r.check(&w, at(0)), None, "no report yet");
+        // A lagging report without a gap: a stall both ways, which the
+        // stack notices itself.
+        w.report(100, s(6), Some(at(0)), at(6));
+        assert_eq!(r.check(&w, at(20)), None);
+        // The resident's audio stops (last packet at 10 s), comes back at 14 s.
+        w.gap(at(10));
+        w.resumed(at(14));
+        // A report at 15 s about a packet from before the break...
+        w.report(300, s(6), Some(at(9)), at(15));
+        assert_eq!(r.check(&w, at(16)), None, "within the hold");
+        // ...still the latest at 18 s: nothing since the break arrived.
+        let u = r.check(&w, at(18)).expect("unheard");
+        assert_eq!((u.reported, u.lag), (300, s(6)));
+        // Said once.
+        assert_eq!(r.check(&w, at(19)), None);
+    }
+
+    #[test]
+    fn a_slow_receiver_moves_on() {
+        let t0 = Instant::now();
+        let at = |n: u64| t0 + s(n);
+        let w = OneWayWatch::default();
+        let mut r = Reports;
+        w.gap(at(10));
+        w.resumed(at(11));
+        w.report(300, s(3), Some(at(10)), at(12));
+        assert_eq!(r.check(&w, at(13)), None);
+        // The next report is about packets sent after the break.
+        w.report(420, s(1), Some(at(13)), at(14));
+        assert_eq!(r.check(&w, at(16)), None);
+        assert_eq!(r.check(&w, at(30)), None);
+        // A report from before the audio came back does not count.
+        let w = OneWayWatch::default();
+        w.gap(at(10));
+        w.report(300, s(3), Some(at(9)), at(12));
+        w.resumed(at(13));
+        assert_eq!(r.check(&w, at(30)), None);
     }
 
     #[test]
     fn a_state_change_starts_over() {
+        let t0 = Instant::now();
         let w = OneWayWatch::default();
-        let mut r = Reports::default();
-        w.gap();
-        w.resumed();
-        // A lagging report that came before the stack's own restore is
-        // about the old path.
-        w.report(50, s(9));
+        let mut r = Reports;
+        w.gap(t0 + s(5));
+        w.resumed(t0 + s(6));
+        w.report(50, s(9), Some(t0), t0 + s(7));
         w.reset();
-        assert_eq!(r.check(&w), None);
-        w.report(60, s(9));
-        assert_eq!(r.check(&w), None, "no gap since the reset");
+        assert_eq!(r.check(&w, t0 + s(30)), None);
+        assert_eq!(r.check(&w, t0 + s(31)), None, "no gap since the reset");
     }
 
     #[test]
@@ -287,18 +341,19 @@ mod tests {
         let mut tap = ReportTap::new(w.clone());
         let t0 = Instant::now();
         for i in 0..100u16 {
-            tap.sent.push_back((
-                65_500u16.wrapping_add(i),
-                t0 + Duration::from_millis(20 * u64::from(i)),
-            ));
+            let sent = t0 + Duration::from_millis(20 * u64::from(i));
+            tap.sent.push_back((65_500u16.wrapping_add(i), sent));
         }
         // Extended number of the packet sent at 1 s (after a wrap).
         let highest = (1u32 << 16) + u32::from(65_500u16.wrapping_add(50));
         tap.block(highest, t0 + s(3));
         assert_eq!(w.lag_ms.load(Ordering::Relaxed), 2_000);
         assert_eq!(w.reported.load(Ordering::Relaxed), u64::from(highest));
+        assert_eq!(w.times().newest_sent, Some(t0 + s(1)));
+        assert_eq!(w.times().report_at, Some(t0 + s(3)));
         // A packet no longer (or never) kept: as old as can be.
         tap.block(30_000, t0 + s(3));
         assert_eq!(w.lag_ms.load(Ordering::Relaxed), u64::MAX);
+        assert_eq!(w.times().newest_sent, None);
     }
 }

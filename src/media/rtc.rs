@@ -1146,7 +1146,15 @@ impl Actor {
             return;
         };
         let generation = s.generation;
-        if s.pc.is_none() || s.one_way_generation == Some(generation) {
+        // Only a TURN relay gives the peer a second way into the station
+        // that ends at the same remote candidate: without one, a path cannot
+        // break one way unseen.
+        let relayed = s
+            .ice_servers
+            .iter()
+            .flat_map(|srv| &srv.urls)
+            .any(|u| u.starts_with("turn"));
+        if !relayed || s.pc.is_none() || s.one_way_generation == Some(generation) {
             return;
         }
         s.one_way_generation = Some(generation);
@@ -1499,7 +1507,7 @@ async fn recv_loop(
                         gap_logged = false;
                         let gap_ms = last_packet.map_or(0, |t| arrived.duration_since(t).as_millis() as u64);
                         info!(call_id = %call_id, gap_ms, "incoming audio resumed");
-                        one_way.resumed();
+                        one_way.resumed(arrived.into_std());
                     }
                     last_packet = Some(arrived);
                     received += 1;
@@ -1512,7 +1520,7 @@ async fn recv_loop(
             _ = tick.tick() => {
                 if let Some(t) = last_packet.filter(|t| !gap_logged && t.elapsed() >= MEDIA_GAP_LOG) {
                     gap_logged = true;
-                    one_way.gap();
+                    one_way.gap(t.into_std());
                     warn!(call_id = %call_id, silent_ms = t.elapsed().as_millis() as u64, "no incoming audio; the call is kept until ice.receiving_timeout_ms");
                 }
                 playout.tick(&call_id, &mut jitter, &playback);
