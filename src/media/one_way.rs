@@ -55,8 +55,6 @@ pub(super) struct OneWayWatch {
     resumed: AtomicBool,
     /// The connection changed state: start over.
     reset: AtomicBool,
-    /// Reports received so far.
-    reports: AtomicU64,
     /// The highest sequence number in the last report (extended).
     reported: AtomicU64,
     /// How long before that report its newest packet was sent, in ms.
@@ -111,13 +109,8 @@ impl OneWayWatch {
         self.reported.store(reported, Ordering::Relaxed);
         let ms = u64::try_from(lag.as_millis()).unwrap_or(u64::MAX);
         self.lag_ms.store(ms, Ordering::Relaxed);
-        self.reports.fetch_add(1, Ordering::Relaxed);
     }
 }
-
-/// The watch's verdicts.
-#[derive(Debug, Default)]
-pub(super) struct Reports;
 
 /// Why the watch fired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,10 +121,11 @@ pub(super) struct Unheard {
     pub lag: Duration,
 }
 
-impl Reports {
+impl OneWayWatch {
     /// Looks at the reports at `now`: `Some` when the station's audio
     /// counts as unheard.
-    pub(super) fn check(&mut self, watch: &OneWayWatch, now: Instant) -> Option<Unheard> {
+    pub(super) fn check(&self, now: Instant) -> Option<Unheard> {
+        let watch = self;
         if watch.reset.swap(false, Ordering::Relaxed) || !watch.resumed.load(Ordering::Relaxed) {
             return None;
         }
@@ -164,14 +158,13 @@ pub(super) async fn run(
     cancel: CancellationToken,
     unheard: impl Fn(Unheard),
 ) {
-    let mut reports = Reports;
     let mut tick = tokio::time::interval(POLL);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if let Some(u) = reports.check(&watch, Instant::now()) {
+        if let Some(u) = watch.check(Instant::now()) {
             unheard(u);
         }
     }
@@ -281,23 +274,22 @@ mod tests {
         let t0 = Instant::now();
         let at = |n: u64| t0 + s(n);
         let w = OneWayWatch::default();
-        let mut r = Reports;
-        assert_eq!(r.check(&w, at(0)), None, "no report yet");
+        assert_eq!(w.check(at(0)), None, "no report yet");
         // A lagging report without a gap: a stall both ways, which the
         // stack notices itself.
         w.report(100, s(6), Some(at(0)), at(6));
-        assert_eq!(r.check(&w, at(20)), None);
+        assert_eq!(w.check(at(20)), None);
         // The resident's audio stops (last packet at 10 s), comes back at 14 s.
         w.gap(at(10));
         w.resumed(at(14));
         // A report at 15 s about a packet from before the break...
         w.report(300, s(6), Some(at(9)), at(15));
-        assert_eq!(r.check(&w, at(16)), None, "within the hold");
+        assert_eq!(w.check(at(16)), None, "within the hold");
         // ...still the latest at 18 s: nothing since the break arrived.
-        let u = r.check(&w, at(18)).expect("unheard");
+        let u = w.check(at(18)).expect("unheard");
         assert_eq!((u.reported, u.lag), (300, s(6)));
         // Said once.
-        assert_eq!(r.check(&w, at(19)), None);
+        assert_eq!(w.check(at(19)), None);
     }
 
     #[test]
@@ -305,34 +297,32 @@ mod tests {
         let t0 = Instant::now();
         let at = |n: u64| t0 + s(n);
         let w = OneWayWatch::default();
-        let mut r = Reports;
         w.gap(at(10));
         w.resumed(at(11));
         w.report(300, s(3), Some(at(10)), at(12));
-        assert_eq!(r.check(&w, at(13)), None);
+        assert_eq!(w.check(at(13)), None);
         // The next report is about packets sent after the break.
         w.report(420, s(1), Some(at(13)), at(14));
-        assert_eq!(r.check(&w, at(16)), None);
-        assert_eq!(r.check(&w, at(30)), None);
+        assert_eq!(w.check(at(16)), None);
+        assert_eq!(w.check(at(30)), None);
         // A report from before the audio came back does not count.
         let w = OneWayWatch::default();
         w.gap(at(10));
         w.report(300, s(3), Some(at(9)), at(12));
         w.resumed(at(13));
-        assert_eq!(r.check(&w, at(30)), None);
+        assert_eq!(w.check(at(30)), None);
     }
 
     #[test]
     fn a_state_change_starts_over() {
         let t0 = Instant::now();
         let w = OneWayWatch::default();
-        let mut r = Reports;
         w.gap(t0 + s(5));
         w.resumed(t0 + s(6));
         w.report(50, s(9), Some(t0), t0 + s(7));
         w.reset();
-        assert_eq!(r.check(&w, t0 + s(30)), None);
-        assert_eq!(r.check(&w, t0 + s(31)), None, "no gap since the reset");
+        assert_eq!(w.check(t0 + s(30)), None);
+        assert_eq!(w.check(t0 + s(31)), None, "no gap since the reset");
     }
 
     #[test]
