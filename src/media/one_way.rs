@@ -137,7 +137,8 @@ impl OneWayWatch {
             };
             // Sent before the break (or too long ago to be known).
             let before = t.newest_sent.is_none_or(|sent| sent <= gap + SAME_BREAK);
-            report > back && before && now >= back + HOLD
+            // A report on the new path can come just ahead of its audio.
+            report + SAME_BREAK > back && before && now >= back + HOLD
         };
         if !unheard {
             return None;
